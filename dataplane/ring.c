@@ -1,0 +1,99 @@
+#include "beacon/ring.h"
+
+#include <errno.h>
+#include <string.h>
+
+int ring_init(struct ring *r, unsigned entries)
+{
+	memset(r, 0, sizeof *r);
+	struct io_uring_params p = {0};
+	/* One thread owns the ring: the kernel may skip cross-thread wakeups.
+	 * CQ twice the SQ: completions of multishot ops outnumber submissions. */
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN |
+		  IORING_SETUP_CQSIZE;
+	p.cq_entries = entries * 4;
+	int rc = io_uring_queue_init_params(entries, &r->uring, &p);
+	if (rc == -EINVAL) {
+		/* Older kernels: the plain ring still works. */
+		memset(&p, 0, sizeof p);
+		p.flags = IORING_SETUP_CQSIZE;
+		p.cq_entries = entries * 4;
+		rc = io_uring_queue_init_params(entries, &r->uring, &p);
+	}
+	return rc;
+}
+
+void ring_exit(struct ring *r)
+{
+	io_uring_queue_exit(&r->uring);
+}
+
+struct io_uring_sqe *ring_sqe(struct ring *r, struct ring_op *op)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->uring);
+	if (!sqe) {
+		if (io_uring_submit(&r->uring) < 0)
+			return NULL;
+		r->pending = 0;
+		sqe = io_uring_get_sqe(&r->uring);
+		if (!sqe)
+			return NULL;
+	}
+	io_uring_sqe_set_data(sqe, op);
+	r->pending++;
+	return sqe;
+}
+
+static int dispatch_ready(struct ring *r)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+	io_uring_for_each_cqe(&r->uring, head, cqe)
+	{
+		struct ring_op *op = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
+		uint32_t flags = cqe->flags;
+		/* Advance before the callback: it may submit and re-enter. */
+		io_uring_cq_advance(&r->uring, 1);
+		n++;
+		if (op && op->complete)
+			op->complete(op, res, flags);
+		break;
+	}
+	return (int)n;
+}
+
+int ring_run_once(struct ring *r, uint64_t timeout_ns)
+{
+	int rc;
+	if (timeout_ns) {
+		struct __kernel_timespec ts = {.tv_sec = (long long)(timeout_ns / 1000000000ull),
+					       .tv_nsec = (long long)(timeout_ns % 1000000000ull)};
+		struct io_uring_cqe *cqe;
+		rc = io_uring_submit_and_wait_timeout(&r->uring, &cqe, 1, &ts, NULL);
+		if (rc < 0 && rc != -ETIME && rc != -EINTR)
+			return rc;
+	} else {
+		rc = io_uring_submit(&r->uring);
+		if (rc < 0 && rc != -EINTR)
+			return rc;
+	}
+	r->pending = 0;
+	int total = 0, n;
+	/* Callbacks may add completions (MSG_RING to self); drain a bounded
+	 * number so one busy ring cannot starve the loop's other work. */
+	while (total < 4096 && (n = dispatch_ready(r)) > 0)
+		total += n;
+	return total;
+}
+
+int ring_msg(struct ring *self, int target_fd, struct ring_op *op, int res)
+{
+	struct io_uring_sqe *sqe = ring_sqe(self, NULL);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_msg_ring(sqe, target_fd, (unsigned)res, (uint64_t)(uintptr_t)op, 0);
+	/* The sender needs no completion of its own on success. */
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	return 0;
+}

@@ -1,0 +1,182 @@
+/*
+ * store: durable uploads. A worker streams an upload's body into its spool
+ * (per-worker, append-only segment files written through the worker's
+ * io_uring); when the body is complete it hands the upload to the store's
+ * writer thread, which fdatasyncs the touched segments and indexes the whole
+ * group in one LMDB transaction, then posts the result back onto the
+ * worker's ring. Only then may the worker answer 201: an acknowledged upload
+ * is durable.
+ *
+ * Threads: store_open/store_close on the main thread (no worker attached
+ * while closing). store_worker_* and store_upload_* only on the worker thread
+ * that attached, and their callbacks run on that thread from its ring loop.
+ * The store_reader_* side opens the index read-only and may run in another
+ * process (beaconctl) while the server writes.
+ *
+ * Memory: each upload in flight holds at most `upload_buffer` bytes of body
+ * (default 256 KiB); a writer that is ahead of the disk is told to wait
+ * (store_upload_write accepts fewer bytes and calls the wake callback later).
+ *
+ * Failure: every function returns 0 / a count or a negative store_error; the
+ * store never aborts the process on bad input or I/O errors. After a crash,
+ * LMDB is the truth: spool bytes past the last indexed record are cut off at
+ * the next store_open.
+ */
+#ifndef BEACON_STORE_H
+#define BEACON_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct ring;
+struct store;
+struct store_worker;
+struct store_upload;
+
+struct store_config {
+	const char *data_dir;      /* DATA: DATA/spool/wN/ and DATA/index */
+	unsigned group_max;        /* most uploads in one commit (default 256) */
+	unsigned group_wait_us;    /* longest a commit waits to fill (default 1000) */
+	uint64_t segment_bytes;    /* roll a segment past this size (default 256 MiB) */
+	unsigned max_open_uploads; /* uploads in flight per worker (default 256) */
+	size_t upload_buffer;      /* body bytes buffered per upload (default 256 KiB) */
+	uint64_t map_bytes;        /* LMDB map size (default 16 GiB) */
+	uint64_t retain_seconds;   /* drop uploads older than this; 0 = keep */
+	uint64_t retain_bytes;     /* drop oldest past this many spool bytes; 0 = no cap */
+};
+
+/* Fills unset (zero) fields of `cfg` with the defaults above. */
+void store_config_defaults(struct store_config *cfg);
+
+enum store_error {
+	STORE_ERR_BUSY = -1,    /* too many uploads in flight: answer 503 */
+	STORE_ERR_NOSPACE = -2, /* ENOSPC/EDQUOT: answer 507, retry later */
+	STORE_ERR_IO = -3,      /* EIO or another I/O fault: answer 503 */
+	STORE_ERR_INVAL = -4,   /* bad argument (programming error) */
+	STORE_ERR_SCHEMA = -5,  /* index written by a newer beacond */
+	STORE_ERR_NOTFOUND = -6,
+	STORE_ERR_CORRUPT = -7, /* spool record fails its checksum */
+};
+
+/* A short English reason for a store_error. */
+const char *store_strerror(int err);
+
+#define STORE_DEVICE_MAX 256
+#define STORE_CATEGORY_MAX 64
+#define STORE_NAME_MAX 256
+
+struct upload_meta {
+	char device[STORE_DEVICE_MAX];     /* device identity from the certificate */
+	char category[STORE_CATEGORY_MAX]; /* first path segment after /ManageSoftRL/ */
+	char name[STORE_NAME_MAX];         /* file name, already validated */
+	uint8_t cert_sha256[32];           /* fingerprint of the client certificate */
+};
+
+/* Opens (creating if needed) DATA/index and DATA/spool for `nworkers`
+ * workers, recovers the spool, and starts the writer thread. On failure
+ * returns a negative store_error and writes a reason into err. */
+int store_open(const struct store_config *cfg, unsigned nworkers, struct store **out,
+	       char *err, size_t errlen);
+void store_close(struct store *s);
+
+/* Called on worker `worker_id`'s thread with that worker's ring, before any
+ * upload. The ring must be run by the caller's loop (ring_run_once). */
+int store_worker_attach(struct store *s, unsigned worker_id, struct ring *ring,
+			struct store_worker **out);
+/* Waits (running the ring) until the worker's uploads in flight have
+ * completed or been aborted, then releases it. */
+void store_worker_detach(struct store_worker *w);
+
+/* Starts an upload. STORE_ERR_BUSY when the worker has max_open_uploads in
+ * flight. */
+int store_upload_begin(struct store_worker *w, const struct upload_meta *meta,
+		       struct store_upload **out);
+
+/* Takes up to `len` body bytes; returns how many it took (possibly 0 when the
+ * buffer is full: `wake(arg)` is called on the worker thread once it can take
+ * more) or a negative store_error once the upload has failed. */
+typedef void (*store_wake_fn)(void *arg);
+ssize_t store_upload_write(struct store_upload *u, const void *data, size_t len,
+			   store_wake_fn wake, void *arg);
+
+/* Body complete: flushes, hands the upload to the writer, and calls
+ * done(arg, status, upload_id) on the worker thread once it is durable
+ * (status 0) or failed (negative store_error). The upload handle is invalid
+ * after this call. */
+typedef void (*store_done_fn)(void *arg, int status, uint64_t upload_id);
+void store_upload_finish(struct store_upload *u, store_done_fn done, void *arg);
+
+/* Drops an upload whose body will not complete (client gone, bad chunk). No
+ * callback follows; nothing of it becomes visible. */
+void store_upload_abort(struct store_upload *u);
+
+/* Authentication result of a connection attempt, for the devices database. */
+enum auth_result {
+	AUTH_OK,
+	AUTH_NO_CERT,
+	AUTH_UNKNOWN_ISSUER,
+	AUTH_EXPIRED,
+	AUTH_NOT_YET_VALID,
+	AUTH_REVOKED,
+	AUTH_BLOCKED,
+	AUTH_UNAPPROVED,
+	AUTH_WRONG_USAGE,
+	AUTH_OTHER,
+	AUTH_RESULT_COUNT,
+};
+const char *auth_result_name(enum auth_result r);
+
+/* Records a device's authentication attempt (first/last seen, last result,
+ * fingerprint). Fire and forget: batched into the writer's next commit. Safe
+ * from any worker thread. */
+void store_device_seen(struct store *s, const char *device, const uint8_t cert_sha256[32],
+		       enum auth_result result);
+
+/* ---- read side: beaconctl, export, tests ---- */
+
+struct store_reader;
+
+struct upload_record {
+	uint64_t id;
+	struct upload_meta meta;
+	uint32_t worker;
+	uint64_t segment;
+	uint64_t offset; /* of the body within the segment file */
+	uint64_t length;
+	uint32_t crc32;
+	uint64_t received_unix_ms;
+};
+
+enum device_state { DEVICE_APPROVED = 0, DEVICE_UNAPPROVED = 1, DEVICE_BLOCKED = 2 };
+
+struct device_record {
+	char device[STORE_DEVICE_MAX];
+	uint64_t first_seen_unix_ms;
+	uint64_t last_seen_unix_ms;
+	enum device_state state;
+	enum auth_result last_result;
+	uint64_t uploads;
+	unsigned n_fingerprints;
+	uint8_t fingerprints[4][32]; /* the most recent distinct ones */
+};
+
+int store_reader_open(const char *data_dir, struct store_reader **out, char *err, size_t errlen);
+void store_reader_close(struct store_reader *r);
+
+/* Calls fn for each upload, oldest first; `device` NULL for all devices;
+ * since_unix_ms 0 for all times. fn returns non-zero to stop. */
+typedef int (*upload_visit_fn)(const struct upload_record *rec, void *arg);
+int store_reader_uploads(struct store_reader *r, const char *device, uint64_t since_unix_ms,
+			 upload_visit_fn fn, void *arg);
+int store_reader_upload(struct store_reader *r, uint64_t id, struct upload_record *out);
+/* Writes the upload's bytes to fd after checking its checksum
+ * (STORE_ERR_CORRUPT when it fails: nothing wrong is served silently). */
+int store_reader_copy(struct store_reader *r, uint64_t id, int fd);
+
+typedef int (*device_visit_fn)(const struct device_record *rec, void *arg);
+int store_reader_devices(struct store_reader *r, device_visit_fn fn, void *arg);
+int store_reader_device(struct store_reader *r, const char *device, struct device_record *out);
+
+#endif

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Installs everything beacond needs to build and test on Debian 12, then
+# builds wolfSSL from Debian's trixie source package into .deps/ (see README,
+# "Dependencies", for why not bookworm's binary package). Idempotent: a second
+# run installs nothing new and skips the wolfSSL build when it is current.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+WOLFSSL_VERSION=5.7.2
+WOLFSSL_FLAGS="--enable-all --enable-aesni --enable-intelasm --enable-sp --enable-sp-asm --disable-examples --disable-crypttests --disable-oldtls --disable-sslv3 --enable-static --disable-shared"
+prefix="$top/.deps/wolfssl"
+stamp="$prefix/.built-$WOLFSSL_VERSION-$(echo "$WOLFSSL_FLAGS" | md5sum | cut -c1-8)"
+
+PACKAGES=(
+  build-essential meson ninja-build pkg-config
+  liblmdb-dev lmdb-utils liburing-dev libdpdk-dev dpdk libinih-dev
+  libcmocka-dev python3 python3-pytest curl openssl iproute2
+  autoconf automake libtool dpkg-dev
+)
+
+need_apt=0
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || { need_apt=1; break; }
+done
+if [ "$need_apt" = 1 ]; then
+  echo "setup: installing Debian packages"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+fi
+
+if [ -f "$stamp" ]; then
+  echo "setup: wolfSSL $WOLFSSL_VERSION already built in $prefix"
+  exit 0
+fi
+
+# Our own apt state for trixie's source lists: the machine's sources stay as
+# they are.
+apt_state="$top/.deps/apt"
+mkdir -p "$apt_state/etc" "$apt_state/lists/partial" "$apt_state/cache/archives/partial"
+cat > "$apt_state/etc/trixie.sources" <<SRC
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb-src
+URIs: http://deb.debian.org/debian-security
+Suites: trixie-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+APTO=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$apt_state/etc"
+      -o "Dir::State::Lists=$apt_state/lists" -o "Dir::Cache=$apt_state/cache")
+echo "setup: fetching wolfssl source from trixie"
+apt-get "${APTO[@]}" update -qq
+ver=$(apt-cache "${APTO[@]}" showsrc wolfssl | awk '/^Version:/{print $2}' |
+      grep "^$WOLFSSL_VERSION" | sort -V | tail -n1)
+[ -n "$ver" ] || { echo "setup: no wolfssl $WOLFSSL_VERSION in trixie sources" >&2; exit 1; }
+src="$top/.deps/src"
+rm -rf "$src"; mkdir -p "$src"
+(cd "$src" && apt-get "${APTO[@]}" source -qq "wolfssl=$ver" >/dev/null)
+dir=$(find "$src" -maxdepth 1 -type d -name "wolfssl-$WOLFSSL_VERSION*" | head -n1)
+echo "setup: building wolfSSL $ver (Debian patches applied) into $prefix"
+(
+  cd "$dir"
+  ./autogen.sh >/dev/null 2>&1 || autoreconf -fi >/dev/null
+  # -DWOLFSSL_... flags: ticket key callback and CA-name hints in TLS 1.3
+  # come with --enable-all; extra defines widen what the glue can read.
+  CFLAGS="-O2 -DWOLFSSL_ALWAYS_VERIFY_CB -DKEEP_PEER_CERT -DWOLFSSL_CERT_EXT" \
+  ./configure --prefix="$prefix" $WOLFSSL_FLAGS >/dev/null
+  make -j"$(nproc)" >/dev/null
+  rm -rf "$prefix"
+  make install >/dev/null
+)
+touch "$stamp"
+rm -rf "$src"
+echo "setup: wolfSSL $ver ready"
