@@ -47,7 +47,9 @@ struct http_limits {
  *        limit and answers 431 past it);
  *   < 0  minus the status to answer: 400 malformed, 414 target too long,
  *        431 too many headers, 501 unknown transfer coding, 505 version,
+ *        417 an Expect other than 100-continue,
  *        400 for both Content-Length and chunked, or a bad Content-Length.
+ *        Bytes that are already wrong are refused before the head is whole.
  */
 int http_request_parse(const char *buf, size_t len, const struct http_limits *lim,
 		       struct http_request *req);
@@ -65,7 +67,7 @@ void http_chunked_init(struct http_chunked *c);
 
 /*
  * Decodes from in[0..len). Returns the number of input bytes consumed (>= 0)
- * or -400 on malformed framing. When data is found, *data/*data_len point at
+ * or -400 on malformed framing. When data is found, *data and *data_len point at
  * one run of body bytes inside `in` (already counted as consumed) and the
  * function returns right after it, so the caller handles one run at a time.
  * *done becomes true once the last chunk and trailers are consumed; bytes
@@ -95,7 +97,8 @@ int http_route_parse(const struct http_slice *target, struct http_route *out);
 
 /* True when `name` (n bytes, decoded) is acceptable as a stored or served
  * file name: non-empty, at most 255 bytes, not "." or "..", no "..", no '/'
- * or '\\', no NUL, no control characters (< 0x20, 0x7f). */
+ * or '\\', no NUL, no control characters (< 0x20, 0x7f), no trailing '.' or
+ * ' ' (Windows drops them, so "a." and "a" would alias). */
 bool http_name_valid(const char *name, size_t n);
 
 /* The reason phrase for a status code ("Created", "Payload Too Large"...). */
