@@ -56,19 +56,29 @@ struct config {
 
 	/* [store] */
 	struct store_config store;
-	/* string storage for store.data_dir lives in data_dir above */
+	/* string storage for store.data_dir lives in data_dir above: after
+	 * copying a struct config, call config_fixup() on the copy */
 };
 
 /* The embedded defaults: a demo server on 127.0.0.1:8443. */
 void config_defaults(struct config *cfg);
 
+/* Points cfg->store.data_dir at cfg->data_dir (needed after a struct copy;
+ * config_defaults and config_load do it). */
+void config_fixup(struct config *cfg);
+
 /* Loads `path` over the defaults. Returns 0, or -1 with a message of the
  * form "path:line: reason" in err. Relative paths in the file are taken
- * relative to the file's directory. */
+ * relative to the file's directory; the defaults' paths stay relative to the
+ * current directory. On failure *cfg is left untouched (a failed reload
+ * keeps the running configuration). An unknown section or key is an error;
+ * whether cert, key and issuers exist is checked when TLS loads them. */
 int config_load(const char *path, struct config *cfg, char *err, size_t errlen);
 
-/* Parses sizes like "16k", "10M", "1G" (powers of 1024) and durations like
- * "500ms", "10s", "2m". Return 0 or -1. Exposed for tests. */
+/* Parses sizes like "16k", "10M", "1G" (powers of 1024; suffixes k, m, g, t
+ * in either case) and durations like "500ms", "10s", "2m", "1h", "30d" (a
+ * bare number is seconds). Reject signs, blanks, junk and overflow (past
+ * UINT64_MAX bytes, past UINT_MAX ms). Return 0 or -1. Exposed for tests. */
 int config_parse_size(const char *s, uint64_t *out);
 int config_parse_duration_ms(const char *s, unsigned *out);
 

@@ -1,0 +1,653 @@
+/*
+ * config: beacond.conf through libinih. One table lists every key with its
+ * section, kind, field and range; the inih handler looks a key up there and
+ * parses its value by kind. Lines are read through our own reader so that
+ * each error carries the physical line number and over-long lines (libinih
+ * silently splits lines past INI_MAX_LINE) are an error, not a surprise.
+ */
+#include "beacon/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <ini.h>
+
+_Static_assert(sizeof(unsigned) == 4, "numeric fields are stored as 32 or 64 bits");
+
+/* ---- sizes and durations ---- */
+
+/* Parses the leading decimal digits of s; *end points past them. */
+static int parse_digits(const char *s, uint64_t *out, const char **end)
+{
+	uint64_t v = 0;
+	const char *p = s;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		unsigned d = (unsigned)(*p - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return -1;
+		v = v * 10 + d;
+	}
+	if (p == s)
+		return -1;
+	*out = v;
+	*end = p;
+	return 0;
+}
+
+static int mul_checked(uint64_t v, uint64_t mult, uint64_t *out)
+{
+	if (mult && v > UINT64_MAX / mult)
+		return -1;
+	*out = v * mult;
+	return 0;
+}
+
+int config_parse_size(const char *s, uint64_t *out)
+{
+	uint64_t v, mult = 1;
+	const char *p;
+	if (parse_digits(s, &v, &p) < 0)
+		return -1;
+	if (*p) {
+		const char *const units = "kmgt";
+		const char *u = strchr(units, *p | 0x20);
+		if (!u || p[1])
+			return -1;
+		for (const char *q = units; q <= u; q++)
+			mult *= 1024;
+	}
+	return mul_checked(v, mult, out);
+}
+
+struct unit {
+	const char *suffix;
+	uint64_t us;
+};
+
+static const struct unit duration_units[] = {
+	{"us", 1},
+	{"ms", 1000},
+	{"s", 1000000},
+	{"", 1000000}, /* a bare number means seconds */
+	{"m", 60000000},
+	{"h", 3600000000ull},
+	{"d", 86400000000ull},
+};
+
+/* A duration in microseconds; "us" is accepted only when `micro`. */
+static int parse_duration_us(const char *s, bool micro, uint64_t *out)
+{
+	uint64_t v;
+	const char *p;
+	if (parse_digits(s, &v, &p) < 0)
+		return -1;
+	for (size_t i = micro ? 0 : 1; i < sizeof duration_units / sizeof *duration_units; i++)
+		if (!strcmp(p, duration_units[i].suffix))
+			return mul_checked(v, duration_units[i].us, out);
+	return -1;
+}
+
+int config_parse_duration_ms(const char *s, unsigned *out)
+{
+	uint64_t us;
+	if (parse_duration_us(s, false, &us) < 0 || us / 1000 > UINT_MAX)
+		return -1;
+	*out = (unsigned)(us / 1000);
+	return 0;
+}
+
+/* ---- the key table ---- */
+
+enum kind {
+	K_COUNT,   /* a plain integer */
+	K_SIZE,    /* bytes, with k/M/G/T */
+	K_MS,      /* a duration stored in milliseconds */
+	K_US,      /* a duration stored in microseconds */
+	K_SECONDS, /* a duration stored in whole seconds */
+	K_ENUM,    /* a word from a table (booleans too) */
+	K_PATH,
+	K_LISTEN,
+	K_ADVERTISE,
+};
+
+struct word {
+	const char *name;
+	int value;
+};
+
+struct key {
+	const char *section;
+	const char *name;
+	enum kind kind;
+	size_t offset;
+	size_t width;
+	uint64_t min, max;
+	const struct word *words; /* K_ENUM */
+};
+
+static const struct word backends[] = {
+	{"kernel", BACKEND_KERNEL},
+	{"dpdk", BACKEND_DPDK},
+	{NULL, 0},
+};
+
+static const struct word identities[] = {
+	{"cn", IDENTITY_CN},
+	{"san-dns", IDENTITY_SAN_DNS},
+	{"san-email", IDENTITY_SAN_EMAIL},
+	{"san-uri", IDENTITY_SAN_URI},
+	{NULL, 0},
+};
+
+static const struct word booleans[] = {
+	{"yes", 1}, {"no", 0}, {"true", 1}, {"false", 0},
+	{"on", 1},  {"off", 0}, {"1", 1},   {"0", 0},
+	{NULL, 0},
+};
+
+#define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
+#define NUM(sec, name, kind, f, min, max) {sec, name, kind, FIELD(f), min, max, NULL}
+#define STR(sec, name, kind, f) {sec, name, kind, FIELD(f), 0, 0, NULL}
+#define ENUM(sec, name, f, words) {sec, name, K_ENUM, FIELD(f), 0, 0, words}
+
+#define KiB 1024ull
+#define MiB (1024 * KiB)
+#define GiB (1024 * MiB)
+
+static const struct key keys[] = {
+	STR("server", "listen", K_LISTEN, listen_addr),
+	NUM("server", "workers", K_COUNT, workers, 0, 256),
+	ENUM("server", "backend", backend, backends),
+	STR("server", "data_dir", K_PATH, data_dir),
+	STR("server", "download_dir", K_PATH, download_dir),
+	STR("server", "control_socket", K_PATH, control_socket),
+
+	STR("tls", "cert", K_PATH, cert),
+	STR("tls", "key", K_PATH, key),
+	STR("tls", "issuers", K_PATH, issuers),
+	STR("tls", "advertise", K_ADVERTISE, advertise_list),
+	ENUM("tls", "require_client_auth_eku", require_client_auth_eku, booleans),
+	ENUM("tls", "require_digital_signature", require_digital_signature, booleans),
+	ENUM("tls", "identity", identity, identities),
+	/* TLS 1.3 caps a ticket's lifetime at 7 days (RFC 8446 4.6.1). */
+	NUM("tls", "ticket_lifetime", K_SECONDS, ticket_lifetime_s, 1, 7 * 86400),
+
+	NUM("limits", "max_header_bytes", K_SIZE, max_header_bytes, 1 * KiB, 1 * MiB),
+	NUM("limits", "max_headers", K_COUNT, max_headers, 1, 4096),
+	NUM("limits", "max_target", K_SIZE, max_target, 16, 1 * MiB),
+	NUM("limits", "max_body", K_SIZE, max_body_bytes, 1, UINT64_MAX),
+	NUM("limits", "header_timeout", K_MS, header_timeout_ms, 1, UINT_MAX),
+	NUM("limits", "body_timeout", K_MS, body_timeout_ms, 1, UINT_MAX),
+	NUM("limits", "idle_timeout", K_MS, idle_timeout_ms, 1, UINT_MAX),
+	NUM("limits", "handshake_timeout", K_MS, handshake_timeout_ms, 1, UINT_MAX),
+	NUM("limits", "max_connections", K_COUNT, max_connections, 1, 1000000),
+
+	NUM("store", "group_max", K_COUNT, store.group_max, 1, 65536),
+	NUM("store", "group_wait", K_US, store.group_wait_us, 0, 1000000),
+	NUM("store", "segment_size", K_SIZE, store.segment_bytes, 1 * MiB, UINT64_MAX),
+	NUM("store", "max_open_uploads", K_COUNT, store.max_open_uploads, 1, 65536),
+	NUM("store", "upload_buffer", K_SIZE, store.upload_buffer, 4 * KiB, 1 * GiB),
+	NUM("store", "map_size", K_SIZE, store.map_bytes, 1 * MiB, UINT64_MAX),
+	NUM("store", "retain_age", K_SECONDS, store.retain_seconds, 0, UINT64_MAX),
+	NUM("store", "retain_bytes", K_SIZE, store.retain_bytes, 0, UINT64_MAX),
+};
+
+#define NKEYS (sizeof keys / sizeof *keys)
+
+static const struct key *key_find(const char *section, const char *name)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		if (!strcmp(keys[i].section, section) && !strcmp(keys[i].name, name))
+			return &keys[i];
+	return NULL;
+}
+
+static bool section_known(const char *section)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		if (!strcmp(keys[i].section, section))
+			return true;
+	return false;
+}
+
+/* ---- defaults ---- */
+
+static void set_path(char *dst, const char *src)
+{
+	snprintf(dst, CONFIG_PATH_MAX, "%s", src);
+}
+
+void config_defaults(struct config *cfg)
+{
+	memset(cfg, 0, sizeof *cfg);
+	snprintf(cfg->listen_addr, sizeof cfg->listen_addr, "127.0.0.1");
+	cfg->listen_port = 8443;
+	cfg->workers = 1;
+	cfg->backend = BACKEND_KERNEL;
+	set_path(cfg->data_dir, ".demo/data");
+	set_path(cfg->download_dir, ".demo/download");
+	set_path(cfg->control_socket, ".demo/control.sock");
+
+	set_path(cfg->cert, ".demo/pki/server.pem");
+	set_path(cfg->key, ".demo/pki/server.key");
+	set_path(cfg->issuers, ".demo/pki/issuers");
+	cfg->advertise = ADVERTISE_ALL;
+	cfg->require_client_auth_eku = true;
+	cfg->require_digital_signature = true;
+	cfg->identity = IDENTITY_CN;
+	cfg->ticket_lifetime_s = 3600;
+
+	cfg->max_header_bytes = 16 * KiB;
+	cfg->max_headers = 64;
+	cfg->max_target = 2 * KiB;
+	cfg->max_body_bytes = 1 * GiB;
+	cfg->header_timeout_ms = 10000;
+	cfg->body_timeout_ms = 30000;
+	cfg->idle_timeout_ms = 60000;
+	cfg->handshake_timeout_ms = 10000;
+	cfg->max_connections = 15000;
+
+	/* The same values as store_config_defaults(), set here so that config
+	 * needs only store.h, not the store's code. */
+	cfg->store.group_max = 256;
+	cfg->store.group_wait_us = 1000;
+	cfg->store.segment_bytes = 256 * MiB;
+	cfg->store.max_open_uploads = 256;
+	cfg->store.upload_buffer = 256 * KiB;
+	cfg->store.map_bytes = 16 * GiB;
+	cfg->store.retain_seconds = 0;
+	cfg->store.retain_bytes = 0;
+	config_fixup(cfg);
+}
+
+void config_fixup(struct config *cfg)
+{
+	cfg->store.data_dir = cfg->data_dir;
+}
+
+/* ---- loading ---- */
+
+struct load {
+	struct config cfg;
+	const char *path;
+	char dir[CONFIG_PATH_MAX]; /* the file's directory with a '/', or "" */
+	FILE *f;
+	unsigned line;             /* line number of the text last read */
+	unsigned err_line;         /* 0: no error yet */
+	char reason[512];
+	unsigned key_line[NKEYS];  /* where each key was last set */
+};
+
+static int fail(struct load *ld, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Records the first error (at the current line) and returns 0, inih's
+ * "error" for a handler. */
+static int fail(struct load *ld, const char *fmt, ...)
+{
+	if (ld->err_line)
+		return 0;
+	ld->err_line = ld->line ? ld->line : 1;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(ld->reason, sizeof ld->reason, fmt, ap);
+	va_end(ap);
+	return 0;
+}
+
+/* inih's reader: fgets that counts lines, rejects lines longer than inih's
+ * buffer, and stops at the first error. */
+static char *read_line(char *buf, int size, void *stream)
+{
+	struct load *ld = stream;
+	if (ld->err_line || !fgets(buf, size, ld->f))
+		return NULL;
+	ld->line++;
+	if (!strchr(buf, '\n')) {
+		/* Full buffer: fine if the line (or the file) ends right here. */
+		int c = getc(ld->f);
+		if (c != EOF && c != '\n') {
+			fail(ld, "line longer than %d characters", size - 1);
+			return NULL;
+		}
+	}
+	return buf;
+}
+
+static void store_number(void *field, size_t width, uint64_t v)
+{
+	if (width == sizeof(uint64_t)) {
+		memcpy(field, &v, sizeof v);
+	} else {
+		uint32_t v32 = (uint32_t)v;
+		memcpy(field, &v32, sizeof v32);
+	}
+}
+
+static void format_size(char *buf, size_t len, uint64_t v)
+{
+	static const char units[] = "kMGT";
+	int u = -1;
+	while (u < 3 && v && v % 1024 == 0) {
+		v /= 1024;
+		u++;
+	}
+	if (u < 0)
+		snprintf(buf, len, "%llu", (unsigned long long)v);
+	else
+		snprintf(buf, len, "%llu%c", (unsigned long long)v, units[u]);
+}
+
+static void format_bound(char *buf, size_t len, const struct key *k, uint64_t v)
+{
+	if (k->kind == K_SIZE)
+		format_size(buf, len, v);
+	else if (k->kind == K_MS)
+		snprintf(buf, len, "%llums", (unsigned long long)v);
+	else if (k->kind == K_US)
+		snprintf(buf, len, "%lluus", (unsigned long long)v);
+	else if (k->kind == K_SECONDS)
+		snprintf(buf, len, "%llus", (unsigned long long)v);
+	else
+		snprintf(buf, len, "%llu", (unsigned long long)v);
+}
+
+static const char *number_form(enum kind kind)
+{
+	switch (kind) {
+	case K_SIZE:
+		return "a size: a number of bytes with an optional k, M, G or T suffix";
+	case K_US:
+		return "a duration: a number with us, ms, s, m, h or d (bare: seconds)";
+	case K_MS:
+	case K_SECONDS:
+		return "a duration: a number with ms, s, m, h or d (bare: seconds)";
+	default:
+		return "a non-negative integer";
+	}
+}
+
+static int parse_number(const struct key *k, const char *value, uint64_t *v)
+{
+	const char *end;
+	uint64_t us;
+	switch (k->kind) {
+	case K_SIZE:
+		return config_parse_size(value, v);
+	case K_MS:
+		if (parse_duration_us(value, false, &us) < 0)
+			return -1;
+		*v = us / 1000;
+		return 0;
+	case K_US:
+		return parse_duration_us(value, true, v);
+	case K_SECONDS:
+		if (parse_duration_us(value, false, &us) < 0 || us % 1000000)
+			return -1;
+		*v = us / 1000000;
+		return 0;
+	default:
+		return parse_digits(value, v, &end) < 0 || *end ? -1 : 0;
+	}
+}
+
+static int set_number(struct load *ld, const struct key *k, const char *value)
+{
+	uint64_t v;
+	uint64_t max = k->width == sizeof(uint64_t) ? k->max : (k->max < UINT32_MAX ? k->max : UINT32_MAX);
+	if (parse_number(k, value, &v) < 0)
+		return fail(ld, "[%s] %s: '%s' is not %s", k->section, k->name, value,
+			    number_form(k->kind));
+	if (v < k->min || v > max) {
+		char lo[32], hi[32];
+		format_bound(lo, sizeof lo, k, k->min);
+		format_bound(hi, sizeof hi, k, max);
+		return fail(ld, "[%s] %s: '%s' is out of range (%s to %s)", k->section, k->name,
+			    value, lo, hi);
+	}
+	store_number((char *)&ld->cfg + k->offset, k->width, v);
+	return 1;
+}
+
+static int set_word(struct load *ld, const struct key *k, const char *value)
+{
+	char accepted[128] = "";
+	size_t n = 0;
+	for (const struct word *w = k->words; w->name; w++) {
+		if (!strcasecmp(w->name, value)) {
+			char *field = (char *)&ld->cfg + k->offset;
+			if (k->width == sizeof(bool))
+				*(bool *)field = w->value;
+			else
+				memcpy(field, &w->value, sizeof w->value);
+			return 1;
+		}
+		n += (size_t)snprintf(accepted + n, sizeof accepted - n, "%s%s", n ? ", " : "",
+				      w->name);
+	}
+	return fail(ld, "[%s] %s: '%s' is not one of %s", k->section, k->name, value, accepted);
+}
+
+static int set_path_value(struct load *ld, const struct key *k, const char *value)
+{
+	char *field = (char *)&ld->cfg + k->offset;
+	const char *dir = value[0] == '/' ? "" : ld->dir;
+	if (!value[0])
+		return fail(ld, "[%s] %s: empty path", k->section, k->name);
+	int n = snprintf(field, CONFIG_PATH_MAX, "%s%s", dir, value);
+	if (n < 0 || n >= CONFIG_PATH_MAX)
+		return fail(ld, "[%s] %s: path longer than %d bytes", k->section, k->name,
+			    CONFIG_PATH_MAX - 1);
+	return 1;
+}
+
+static int parse_port(const char *s, uint16_t *port)
+{
+	uint64_t v;
+	const char *end;
+	if (parse_digits(s, &v, &end) < 0 || *end || v < 1 || v > 65535)
+		return -1;
+	*port = (uint16_t)v;
+	return 0;
+}
+
+/* "ADDR:PORT" or "[ADDR6]:PORT" into a numeric address and a port. */
+static int parse_listen(const char *value, char *addr, size_t addrlen, uint16_t *port)
+{
+	char host[64];
+	const char *colon;
+	int family = AF_INET;
+	if (value[0] == '[') {
+		const char *close = strchr(value, ']');
+		if (!close || close[1] != ':')
+			return -1;
+		colon = close + 1;
+		value++;
+		family = AF_INET6;
+	} else {
+		colon = strrchr(value, ':');
+		if (!colon)
+			return -1;
+	}
+	size_t hostlen = (size_t)(colon - value) - (family == AF_INET6);
+	if (hostlen == 0 || hostlen >= sizeof host || hostlen >= addrlen)
+		return -1;
+	memcpy(host, value, hostlen);
+	host[hostlen] = '\0';
+	unsigned char buf[sizeof(struct in6_addr)];
+	if (inet_pton(family, host, buf) != 1 || parse_port(colon + 1, port) < 0)
+		return -1;
+	memcpy(addr, host, hostlen + 1);
+	return 1;
+}
+
+static int set_listen(struct load *ld, const struct key *k, const char *value)
+{
+	struct config *c = &ld->cfg;
+	if (parse_listen(value, c->listen_addr, sizeof c->listen_addr, &c->listen_port) < 0)
+		return fail(ld,
+			    "[%s] %s: '%s' is not ADDR:PORT (a numeric IPv4 address, or "
+			    "an IPv6 one in brackets as [::1]:8443; port 1 to 65535)",
+			    k->section, k->name, value);
+	return 1;
+}
+
+/* all, none, or a comma-separated list of subject CNs, stored without the
+ * blanks around commas. */
+static int set_advertise(struct load *ld, const struct key *k, const char *value)
+{
+	struct config *c = &ld->cfg;
+	if (!strcasecmp(value, "all") || !strcasecmp(value, "none")) {
+		c->advertise = strcasecmp(value, "all") ? ADVERTISE_NONE : ADVERTISE_ALL;
+		c->advertise_list[0] = '\0';
+		return 1;
+	}
+	size_t n = 0;
+	for (const char *p = value;;) {
+		const char *comma = strchr(p, ',');
+		const char *end = comma ? comma : p + strlen(p);
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+		while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+			end--;
+		if (end == p)
+			return fail(ld, "[%s] %s: empty name in '%s' (all, none, or a "
+					"comma-separated list of issuer CNs)",
+				    k->section, k->name, value);
+		size_t len = (size_t)(end - p);
+		if (n + len + 2 > sizeof c->advertise_list)
+			return fail(ld, "[%s] %s: list longer than %zu bytes", k->section,
+				    k->name, sizeof c->advertise_list - 1);
+		if (n)
+			c->advertise_list[n++] = ',';
+		memcpy(c->advertise_list + n, p, len);
+		n += len;
+		c->advertise_list[n] = '\0';
+		if (!comma)
+			break;
+		p = comma + 1;
+	}
+	c->advertise = ADVERTISE_LIST;
+	return 1;
+}
+
+static int set_value(struct load *ld, const struct key *k, const char *value)
+{
+	switch (k->kind) {
+	case K_ENUM:
+		return set_word(ld, k, value);
+	case K_PATH:
+		return set_path_value(ld, k, value);
+	case K_LISTEN:
+		return set_listen(ld, k, value);
+	case K_ADVERTISE:
+		return set_advertise(ld, k, value);
+	default:
+		return set_number(ld, k, value);
+	}
+}
+
+static int handle(void *user, const char *section, const char *name, const char *value)
+{
+	struct load *ld = user;
+	if (ld->err_line)
+		return 0;
+	const struct key *k = key_find(section, name);
+	if (!k) {
+		if (!section[0])
+			return fail(ld, "key '%s' outside any [section]", name);
+		if (!section_known(section))
+			return fail(ld, "unknown section [%s]", section);
+		return fail(ld, "[%s] unknown key '%s'", section, name);
+	}
+	ld->key_line[k - keys] = ld->line;
+	return set_value(ld, k, value);
+}
+
+static unsigned line_of(const struct load *ld, const char *section, const char *name)
+{
+	const struct key *k = key_find(section, name);
+	return k ? ld->key_line[k - keys] : 0;
+}
+
+static int validate(struct load *ld)
+{
+	const struct config *c = &ld->cfg;
+	if (c->max_target > c->max_header_bytes) {
+		unsigned a = line_of(ld, "limits", "max_target");
+		unsigned b = line_of(ld, "limits", "max_header_bytes");
+		ld->line = a > b ? a : b;
+		return fail(ld, "[limits] max_target (%zu) exceeds max_header_bytes (%zu)",
+			    c->max_target, c->max_header_bytes);
+	}
+	if (c->store.upload_buffer > c->store.segment_bytes) {
+		unsigned a = line_of(ld, "store", "upload_buffer");
+		unsigned b = line_of(ld, "store", "segment_size");
+		ld->line = a > b ? a : b;
+		return fail(ld, "[store] upload_buffer (%zu) exceeds segment_size (%llu)",
+			    c->store.upload_buffer, (unsigned long long)c->store.segment_bytes);
+	}
+	return 1;
+}
+
+static void set_dir(struct load *ld, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	size_t len = slash ? (size_t)(slash - path) + 1 : 0;
+	if (len >= sizeof ld->dir)
+		len = 0; /* the file could not have been opened anyway */
+	memcpy(ld->dir, path, len);
+	ld->dir[len] = '\0';
+}
+
+static int parse_file(struct load *ld, char *err, size_t errlen)
+{
+	int rc = ini_parse_stream(read_line, ld, handle, ld);
+	if (rc > 0 && (!ld->err_line || (unsigned)rc < ld->err_line)) {
+		ld->err_line = (unsigned)rc;
+		snprintf(ld->reason, sizeof ld->reason,
+			 "syntax error: expected [section], key = value, or a comment");
+	}
+	if (!ld->err_line && ferror(ld->f)) {
+		snprintf(err, errlen, "%s: %s", ld->path, strerror(errno));
+		return -1;
+	}
+	if (!ld->err_line)
+		validate(ld);
+	if (ld->err_line) {
+		snprintf(err, errlen, "%s:%u: %s", ld->path, ld->err_line, ld->reason);
+		return -1;
+	}
+	return 0;
+}
+
+int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
+{
+	struct load *ld = calloc(1, sizeof *ld);
+	if (!ld) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	ld->f = fopen(path, "r");
+	if (!ld->f) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		free(ld);
+		return -1;
+	}
+	ld->path = path;
+	set_dir(ld, path);
+	config_defaults(&ld->cfg);
+	int rc = parse_file(ld, err, errlen);
+	fclose(ld->f);
+	if (rc == 0) {
+		*cfg = ld->cfg;
+		config_fixup(cfg);
+	}
+	free(ld);
+	return rc;
+}
