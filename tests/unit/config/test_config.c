@@ -1,0 +1,501 @@
+/* Unit tests for config: defaults, a full file, every error kind with its
+ * line, size and duration edge cases, path resolution, IPv6 listen. */
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "beacon/config.h"
+
+static char tmpdir[256];
+static char conf_path[300];
+static char err[1024];
+
+static int setup(void **state)
+{
+	snprintf(tmpdir, sizeof tmpdir, "%s/beacon-config-XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	if (!mkdtemp(tmpdir))
+		return -1;
+	snprintf(conf_path, sizeof conf_path, "%s/beacond.conf", tmpdir);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	unlink(conf_path);
+	rmdir(tmpdir);
+	return 0;
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fputs(text, f) >= 0, 1);
+	assert_int_equal(fclose(f), 0);
+}
+
+/* Loads `text` as beacond.conf; returns config_load's result. */
+static int load(const char *text, struct config *cfg)
+{
+	write_file(conf_path, text);
+	err[0] = '\0';
+	return config_load(conf_path, cfg, err, sizeof err);
+}
+
+/* Expects `text` to fail with "CONF:line: reason". */
+static void expect_error(const char *text, unsigned line, const char *reason)
+{
+	struct config cfg;
+	config_defaults(&cfg);
+	assert_int_equal(load(text, &cfg), -1);
+	char want[2048];
+	snprintf(want, sizeof want, "%s:%u: %s", conf_path, line, reason);
+	assert_string_equal(err, want);
+}
+
+static void test_defaults(void **state)
+{
+	struct config c;
+	config_defaults(&c);
+	assert_string_equal(c.listen_addr, "127.0.0.1");
+	assert_int_equal(c.listen_port, 8443);
+	assert_int_equal(c.workers, 1);
+	assert_int_equal(c.backend, BACKEND_KERNEL);
+	assert_string_equal(c.data_dir, ".demo/data");
+	assert_string_equal(c.download_dir, ".demo/download");
+	assert_string_equal(c.control_socket, ".demo/control.sock");
+	assert_string_equal(c.cert, ".demo/pki/server.pem");
+	assert_string_equal(c.key, ".demo/pki/server.key");
+	assert_string_equal(c.issuers, ".demo/pki/issuers");
+	assert_int_equal(c.advertise, ADVERTISE_ALL);
+	assert_true(c.require_client_auth_eku);
+	assert_true(c.require_digital_signature);
+	assert_int_equal(c.identity, IDENTITY_CN);
+	assert_int_equal(c.ticket_lifetime_s, 3600);
+	assert_int_equal(c.max_header_bytes, 16384);
+	assert_int_equal(c.max_headers, 64);
+	assert_int_equal(c.max_target, 2048);
+	assert_int_equal(c.max_body_bytes, 1ull << 30);
+	assert_int_equal(c.header_timeout_ms, 10000);
+	assert_int_equal(c.body_timeout_ms, 30000);
+	assert_int_equal(c.idle_timeout_ms, 60000);
+	assert_int_equal(c.handshake_timeout_ms, 10000);
+	assert_int_equal(c.max_connections, 15000);
+	assert_ptr_equal(c.store.data_dir, c.data_dir);
+	assert_int_equal(c.store.group_max, 256);
+	assert_int_equal(c.store.group_wait_us, 1000);
+	assert_int_equal(c.store.segment_bytes, 256ull << 20);
+	assert_int_equal(c.store.max_open_uploads, 256);
+	assert_int_equal(c.store.upload_buffer, 256 * 1024);
+	assert_int_equal(c.store.map_bytes, 16ull << 30);
+	assert_int_equal(c.store.retain_seconds, 0);
+	assert_int_equal(c.store.retain_bytes, 0);
+}
+
+static const char full_file[] = "; every key, none at its default\n"
+				"[server]\n"
+				"listen = 0.0.0.0:443\n"
+				"workers = 8\n"
+				"backend = dpdk\n"
+				"data_dir = /var/lib/beacond\n"
+				"download_dir = /srv/beacond/download\n"
+				"control_socket = /run/beacond/control.sock\n"
+				"\n"
+				"[tls]\n"
+				"cert = /etc/beacond/pki/server.pem\n"
+				"key = /etc/beacond/pki/server.key\n"
+				"issuers = /etc/beacond/pki/issuers\n"
+				"advertise = Acme Issuing CA 1 , Acme Issuing CA 2\n"
+				"require_client_auth_eku = no\n"
+				"require_digital_signature = Off\n"
+				"identity = san-dns\n"
+				"ticket_lifetime = 2h\n"
+				"\n"
+				"[limits]\n"
+				"max_header_bytes = 32k\n"
+				"max_headers = 100\n"
+				"max_target = 4K\n"
+				"max_body = 2G\n"
+				"header_timeout = 5s\n"
+				"body_timeout = 1m\n"
+				"idle_timeout = 90\n"
+				"handshake_timeout = 2500ms\n"
+				"max_connections = 20000\n"
+				"\n"
+				"[store]\n"
+				"group_max = 128\n"
+				"group_wait = 500us\n"
+				"segment_size = 1G\n"
+				"max_open_uploads = 512\n"
+				"upload_buffer = 1M\n"
+				"map_size = 1T\n"
+				"retain_age = 30d\n"
+				"retain_bytes = 500G\n";
+
+static void test_full_file(void **state)
+{
+	struct config c;
+	config_defaults(&c);
+	assert_int_equal(load(full_file, &c), 0);
+	assert_string_equal(c.listen_addr, "0.0.0.0");
+	assert_int_equal(c.listen_port, 443);
+	assert_int_equal(c.workers, 8);
+	assert_int_equal(c.backend, BACKEND_DPDK);
+	assert_string_equal(c.data_dir, "/var/lib/beacond");
+	assert_string_equal(c.download_dir, "/srv/beacond/download");
+	assert_string_equal(c.control_socket, "/run/beacond/control.sock");
+	assert_string_equal(c.cert, "/etc/beacond/pki/server.pem");
+	assert_string_equal(c.key, "/etc/beacond/pki/server.key");
+	assert_string_equal(c.issuers, "/etc/beacond/pki/issuers");
+	assert_int_equal(c.advertise, ADVERTISE_LIST);
+	assert_string_equal(c.advertise_list, "Acme Issuing CA 1,Acme Issuing CA 2");
+	assert_false(c.require_client_auth_eku);
+	assert_false(c.require_digital_signature);
+	assert_int_equal(c.identity, IDENTITY_SAN_DNS);
+	assert_int_equal(c.ticket_lifetime_s, 7200);
+	assert_int_equal(c.max_header_bytes, 32768);
+	assert_int_equal(c.max_headers, 100);
+	assert_int_equal(c.max_target, 4096);
+	assert_int_equal(c.max_body_bytes, 2ull << 30);
+	assert_int_equal(c.header_timeout_ms, 5000);
+	assert_int_equal(c.body_timeout_ms, 60000);
+	assert_int_equal(c.idle_timeout_ms, 90000);
+	assert_int_equal(c.handshake_timeout_ms, 2500);
+	assert_int_equal(c.max_connections, 20000);
+	assert_int_equal(c.store.group_max, 128);
+	assert_int_equal(c.store.group_wait_us, 500);
+	assert_int_equal(c.store.segment_bytes, 1ull << 30);
+	assert_int_equal(c.store.max_open_uploads, 512);
+	assert_int_equal(c.store.upload_buffer, 1 << 20);
+	assert_int_equal(c.store.map_bytes, 1ull << 40);
+	assert_int_equal(c.store.retain_seconds, 30ull * 86400);
+	assert_int_equal(c.store.retain_bytes, 500ull << 30);
+	assert_ptr_equal(c.store.data_dir, c.data_dir);
+	assert_string_equal(c.store.data_dir, "/var/lib/beacond");
+}
+
+static void test_words(void **state)
+{
+	struct config c;
+	assert_int_equal(load("[tls]\nadvertise = none\nidentity = SAN-URI\n"
+			      "require_client_auth_eku = 0\n",
+			      &c),
+			 0);
+	assert_int_equal(c.advertise, ADVERTISE_NONE);
+	assert_int_equal(c.identity, IDENTITY_SAN_URI);
+	assert_false(c.require_client_auth_eku);
+	assert_int_equal(load("[tls]\nadvertise = ALL\nidentity = san-email\n", &c), 0);
+	assert_int_equal(c.advertise, ADVERTISE_ALL);
+	assert_int_equal(c.identity, IDENTITY_SAN_EMAIL);
+	assert_int_equal(load("[tls]\nadvertise = Single CA\n", &c), 0);
+	assert_int_equal(c.advertise, ADVERTISE_LIST);
+	assert_string_equal(c.advertise_list, "Single CA");
+	assert_int_equal(load("[server]\nworkers = 0\n", &c), 0);
+	assert_int_equal(c.workers, 0);
+}
+
+static void test_errors_unknown(void **state)
+{
+	expect_error("; comment\n[server]\nworkers = 2\n\n[tls]\ncert = a.pem\ncerts = b.pem\n", 7,
+		     "[tls] unknown key 'certs'");
+	expect_error("[server]\nworkers = 2\n[tsl]\ncert = x\n", 4, "unknown section [tsl]");
+	expect_error("workers = 2\n", 1, "key 'workers' outside any [section]");
+	expect_error("[server]\nworkers = 2\nthis line has no equals sign\n", 3,
+		     "syntax error: expected [section], key = value, or a comment");
+	expect_error("[server\nworkers = 2\n", 1,
+		     "syntax error: expected [section], key = value, or a comment");
+}
+
+static void test_errors_values(void **state)
+{
+	expect_error("[tls]\nrequire_client_auth_eku = maybe\n", 2,
+		     "[tls] require_client_auth_eku: 'maybe' is not one of yes, no, true, "
+		     "false, on, off, 1, 0");
+	expect_error("[server]\n\nbackend = xdp\n", 3,
+		     "[server] backend: 'xdp' is not one of kernel, dpdk");
+	expect_error("[tls]\nidentity = serial\n", 2,
+		     "[tls] identity: 'serial' is not one of cn, san-dns, san-email, san-uri");
+	expect_error("[server]\nworkers = 300\n", 2,
+		     "[server] workers: '300' is out of range (0 to 256)");
+	expect_error("[server]\nworkers = -1\n", 2,
+		     "[server] workers: '-1' is not a non-negative integer");
+	expect_error("[limits]\nmax_body = 1X\n", 2,
+		     "[limits] max_body: '1X' is not a size: a number of bytes with an "
+		     "optional k, M, G or T suffix");
+	expect_error("[limits]\nmax_header_bytes = 100\n", 2,
+		     "[limits] max_header_bytes: '100' is out of range (1k to 1M)");
+	expect_error("[limits]\nidle_timeout = soon\n", 2,
+		     "[limits] idle_timeout: 'soon' is not a duration: a number with ms, s, "
+		     "m, h or d (bare: seconds)");
+	expect_error("[limits]\nidle_timeout = 0\n", 2,
+		     "[limits] idle_timeout: '0' is out of range (1ms to 4294967295ms)");
+	expect_error("[tls]\nticket_lifetime = 8d\n", 2,
+		     "[tls] ticket_lifetime: '8d' is out of range (1s to 604800s)");
+	expect_error("[tls]\nticket_lifetime = 1500ms\n", 2,
+		     "[tls] ticket_lifetime: '1500ms' is not a duration: a number with ms, s, "
+		     "m, h or d (bare: seconds)");
+	expect_error("[tls]\nadvertise = CA 1,,CA 2\n", 2,
+		     "[tls] advertise: empty name in 'CA 1,,CA 2' (all, none, or a "
+		     "comma-separated list of issuer CNs)");
+	expect_error("[server]\nlisten = localhost:8443\n", 2,
+		     "[server] listen: 'localhost:8443' is not ADDR:PORT (a numeric IPv4 "
+		     "address, or an IPv6 one in brackets as [::1]:8443; port 1 to 65535)");
+}
+
+static void test_errors_cross(void **state)
+{
+	expect_error("[limits]\nmax_target = 64k\n", 2,
+		     "[limits] max_target (65536) exceeds max_header_bytes (16384)");
+	expect_error("[limits]\nmax_target = 8k\n\nmax_header_bytes = 4k\n", 4,
+		     "[limits] max_target (8192) exceeds max_header_bytes (4096)");
+	expect_error("[store]\nsegment_size = 1M\nupload_buffer = 2M\n", 3,
+		     "[store] upload_buffer (2097152) exceeds segment_size (1048576)");
+}
+
+static void test_error_long_line(void **state)
+{
+	char text[600];
+	int n = snprintf(text, sizeof text, "[server]\nworkers = 1\ndata_dir = /");
+	memset(text + n, 'x', 400);
+	strcpy(text + n + 400, "\n");
+	struct config c;
+	assert_int_equal(load(text, &c), -1);
+	char want[512];
+	snprintf(want, sizeof want, "%s:3: line longer than", conf_path);
+	assert_memory_equal(err, want, strlen(want));
+
+	/* 199 characters fit, with or without a final newline. */
+	n = snprintf(text, sizeof text, "[server]\ndata_dir = /");
+	memset(text + n, 'x', 199 - 12);
+	strcpy(text + n + 199 - 12, "\n");
+	assert_int_equal(load(text, &c), 0);
+	assert_int_equal(strlen(c.data_dir), 199 - 11);
+	text[strlen(text) - 1] = '\0';
+	assert_int_equal(load(text, &c), 0);
+	assert_int_equal(strlen(c.data_dir), 199 - 11);
+	strcat(text, "y\n");
+	assert_int_equal(load(text, &c), -1);
+	assert_non_null(strstr(err, ":2: line longer than 199 characters"));
+}
+
+static void test_error_not_found(void **state)
+{
+	struct config c;
+	char path[400];
+	snprintf(path, sizeof path, "%s/missing.conf", tmpdir);
+	assert_int_equal(config_load(path, &c, err, sizeof err), -1);
+	char want[512];
+	snprintf(want, sizeof want, "%s: No such file or directory", path);
+	assert_string_equal(err, want);
+}
+
+static void test_failure_keeps_config(void **state)
+{
+	struct config c;
+	assert_int_equal(load("[server]\nworkers = 4\n", &c), 0);
+	assert_int_equal(load("[server]\nworkers = 2\nbogus = 1\n", &c), -1);
+	assert_int_equal(c.workers, 4);
+}
+
+static void test_parse_size(void **state)
+{
+	uint64_t v;
+	assert_int_equal(config_parse_size("0", &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(config_parse_size("123", &v), 0);
+	assert_int_equal(v, 123);
+	assert_int_equal(config_parse_size("16k", &v), 0);
+	assert_int_equal(v, 16384);
+	assert_int_equal(config_parse_size("16K", &v), 0);
+	assert_int_equal(v, 16384);
+	assert_int_equal(config_parse_size("10m", &v), 0);
+	assert_int_equal(v, 10ull << 20);
+	assert_int_equal(config_parse_size("1G", &v), 0);
+	assert_int_equal(v, 1ull << 30);
+	assert_int_equal(config_parse_size("3t", &v), 0);
+	assert_int_equal(v, 3ull << 40);
+	assert_int_equal(config_parse_size("18446744073709551615", &v), 0);
+	assert_int_equal(v, UINT64_MAX);
+	assert_int_equal(config_parse_size("16777215T", &v), 0);
+	assert_int_equal(v, 16777215ull << 40);
+
+	const char *bad[] = {"",   "-1", "+1",   " 1",       "1 ",   "k",   "1kb", "1KiB",
+			     "1x", "1.5k", "0x10", "16777216T", "18446744073709551616",
+			     "99999999999999999999999"};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+		assert_int_equal(config_parse_size(bad[i], &v), -1);
+}
+
+static void test_parse_duration(void **state)
+{
+	unsigned v;
+	assert_int_equal(config_parse_duration_ms("0", &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(config_parse_duration_ms("500ms", &v), 0);
+	assert_int_equal(v, 500);
+	assert_int_equal(config_parse_duration_ms("10", &v), 0);
+	assert_int_equal(v, 10000);
+	assert_int_equal(config_parse_duration_ms("10s", &v), 0);
+	assert_int_equal(v, 10000);
+	assert_int_equal(config_parse_duration_ms("2m", &v), 0);
+	assert_int_equal(v, 120000);
+	assert_int_equal(config_parse_duration_ms("1h", &v), 0);
+	assert_int_equal(v, 3600000);
+	assert_int_equal(config_parse_duration_ms("49d", &v), 0);
+	assert_int_equal(v, 49u * 86400000u);
+	assert_int_equal(config_parse_duration_ms("4294967295ms", &v), 0);
+	assert_int_equal(v, UINT_MAX);
+
+	const char *bad[] = {"",     "ms",   "-1s", "+1s",  "1 s",          "1.5s",
+			     "10x",  "1S",   "1us", "50d",  "4294967296ms", "4294968s",
+			     "1sec", "99999999999999999999d"};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+		assert_int_equal(config_parse_duration_ms(bad[i], &v), -1);
+}
+
+static void test_relative_paths(void **state)
+{
+	char sub[300], path[400], want[512];
+	snprintf(sub, sizeof sub, "%s/etc", tmpdir);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	snprintf(path, sizeof path, "%s/beacond.conf", sub);
+	write_file(path, "[server]\ndata_dir = data\n[tls]\ncert = pki/server.pem\n"
+			 "key = /abs/server.key\n");
+	struct config c;
+	assert_int_equal(config_load(path, &c, err, sizeof err), 0);
+	snprintf(want, sizeof want, "%s/pki/server.pem", sub);
+	assert_string_equal(c.cert, want);
+	snprintf(want, sizeof want, "%s/data", sub);
+	assert_string_equal(c.data_dir, want);
+	assert_ptr_equal(c.store.data_dir, c.data_dir);
+	assert_string_equal(c.key, "/abs/server.key");
+	/* Unset paths keep the defaults, relative to the current directory. */
+	assert_string_equal(c.issuers, ".demo/pki/issuers");
+	unlink(path);
+	rmdir(sub);
+}
+
+static void test_relative_to_cwd(void **state)
+{
+	char cwd[PATH_MAX];
+	assert_non_null(getcwd(cwd, sizeof cwd));
+	assert_int_equal(chdir(tmpdir), 0);
+	write_file("beacond.conf", "[tls]\ncert = pki/server.pem\n");
+	struct config c;
+	int rc = config_load("beacond.conf", &c, err, sizeof err);
+	unlink("beacond.conf");
+	assert_int_equal(chdir(cwd), 0);
+	assert_int_equal(rc, 0);
+	assert_string_equal(c.cert, "pki/server.pem");
+}
+
+static void test_listen(void **state)
+{
+	struct config c;
+	assert_int_equal(load("[server]\nlisten = [::1]:8443\n", &c), 0);
+	assert_string_equal(c.listen_addr, "::1");
+	assert_int_equal(c.listen_port, 8443);
+	assert_int_equal(load("[server]\nlisten = [2001:db8::17]:1\n", &c), 0);
+	assert_string_equal(c.listen_addr, "2001:db8::17");
+	assert_int_equal(c.listen_port, 1);
+	assert_int_equal(load("[server]\nlisten = [::]:65535\n", &c), 0);
+	assert_string_equal(c.listen_addr, "::");
+	assert_int_equal(c.listen_port, 65535);
+	assert_int_equal(load("[server]\nlisten = 10.1.2.3:80\n", &c), 0);
+	assert_string_equal(c.listen_addr, "10.1.2.3");
+	assert_int_equal(c.listen_port, 80);
+
+	const char *bad[] = {"::1:8443",     "[::1]8443",   "[::1]:",      "[::1]",
+			     "127.0.0.1",    "127.0.0.1:0", "1.2.3.4:65536", "1.2.3.4:-1",
+			     "1.2.3.256:80", ":8443",       "[]:8443",     "[1.2.3.4]:80",
+			     "1.2.3.4:80x",  "[::1]:8443x"};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		char text[128];
+		snprintf(text, sizeof text, "[server]\nlisten = %s\n", bad[i]);
+		assert_int_equal(load(text, &c), -1);
+		assert_non_null(strstr(err, ":2: [server] listen: '"));
+	}
+}
+
+/* Every field but the paths. */
+static void assert_same_values(const struct config *a, const struct config *b)
+{
+	assert_string_equal(a->listen_addr, b->listen_addr);
+	assert_int_equal(a->listen_port, b->listen_port);
+	assert_int_equal(a->workers, b->workers);
+	assert_int_equal(a->backend, b->backend);
+	assert_int_equal(a->advertise, b->advertise);
+	assert_string_equal(a->advertise_list, b->advertise_list);
+	assert_int_equal(a->require_client_auth_eku, b->require_client_auth_eku);
+	assert_int_equal(a->require_digital_signature, b->require_digital_signature);
+	assert_int_equal(a->identity, b->identity);
+	assert_int_equal(a->ticket_lifetime_s, b->ticket_lifetime_s);
+	assert_int_equal(a->max_header_bytes, b->max_header_bytes);
+	assert_int_equal(a->max_headers, b->max_headers);
+	assert_int_equal(a->max_target, b->max_target);
+	assert_int_equal(a->max_body_bytes, b->max_body_bytes);
+	assert_int_equal(a->header_timeout_ms, b->header_timeout_ms);
+	assert_int_equal(a->body_timeout_ms, b->body_timeout_ms);
+	assert_int_equal(a->idle_timeout_ms, b->idle_timeout_ms);
+	assert_int_equal(a->handshake_timeout_ms, b->handshake_timeout_ms);
+	assert_int_equal(a->max_connections, b->max_connections);
+	assert_int_equal(a->store.group_max, b->store.group_max);
+	assert_int_equal(a->store.group_wait_us, b->store.group_wait_us);
+	assert_int_equal(a->store.segment_bytes, b->store.segment_bytes);
+	assert_int_equal(a->store.max_open_uploads, b->store.max_open_uploads);
+	assert_int_equal(a->store.upload_buffer, b->store.upload_buffer);
+	assert_int_equal(a->store.map_bytes, b->store.map_bytes);
+	assert_int_equal(a->store.retain_seconds, b->store.retain_seconds);
+	assert_int_equal(a->store.retain_bytes, b->store.retain_bytes);
+}
+
+/* config/beacond.conf sets every key; all but the paths at their defaults,
+ * so the documentation there stays true. */
+static void test_example_config(void **state)
+{
+	const char *path = getenv("BEACON_EXAMPLE_CONF");
+	if (!path)
+		skip();
+	struct config c, d;
+	assert_int_equal(config_load(path, &c, err, sizeof err), 0);
+	config_defaults(&d);
+	assert_same_values(&c, &d);
+	assert_string_equal(c.data_dir, "/var/lib/beacond");
+	assert_string_equal(c.control_socket, "/run/beacond/control.sock");
+	assert_ptr_equal(c.store.data_dir, c.data_dir);
+	const char *tail = "config/pki/server.pem";
+	assert_true(strlen(c.cert) >= strlen(tail));
+	assert_string_equal(c.cert + strlen(c.cert) - strlen(tail), tail);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_full_file),
+		cmocka_unit_test(test_words),
+		cmocka_unit_test(test_errors_unknown),
+		cmocka_unit_test(test_errors_values),
+		cmocka_unit_test(test_errors_cross),
+		cmocka_unit_test(test_error_long_line),
+		cmocka_unit_test(test_error_not_found),
+		cmocka_unit_test(test_failure_keeps_config),
+		cmocka_unit_test(test_parse_size),
+		cmocka_unit_test(test_parse_duration),
+		cmocka_unit_test(test_relative_paths),
+		cmocka_unit_test(test_relative_to_cwd),
+		cmocka_unit_test(test_listen),
+		cmocka_unit_test(test_example_config),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
