@@ -300,6 +300,18 @@ static int fail(struct load *ld, const char *fmt, ...)
 	return 0;
 }
 
+/* libinih takes an indented line as a continuation of the previous value
+ * (so an indented "key = x" or "[section]" would silently become part of
+ * the value above it): refuse indentation except on comments. */
+static int check_indent(struct load *ld, const char *buf)
+{
+	const char *p = buf + strspn(buf, " \t");
+	if (p == buf || strchr(";#\r\n", *p))
+		return 0;
+	fail(ld, "indented line (multi-line values are not supported; remove the indentation)");
+	return -1;
+}
+
 /* inih's reader: fgets that counts lines, rejects lines longer than inih's
  * buffer, and stops at the first error. */
 static char *read_line(char *buf, int size, void *stream)
@@ -316,7 +328,7 @@ static char *read_line(char *buf, int size, void *stream)
 			return NULL;
 		}
 	}
-	return buf;
+	return check_indent(ld, buf) < 0 ? NULL : buf;
 }
 
 static void store_number(void *field, size_t width, uint64_t v)

@@ -200,6 +200,11 @@ static void test_words(void **state)
 	assert_int_equal(load("[tls]\nadvertise = Single CA\n", &c), 0);
 	assert_int_equal(c.advertise, ADVERTISE_LIST);
 	assert_string_equal(c.advertise_list, "Single CA");
+	assert_int_equal(load("[server]\nworkers = 3 ; inline comment\n   ; indented comment\n"
+			      "  \n\t# another\n",
+			      &c),
+			 0);
+	assert_int_equal(c.workers, 3);
 	assert_int_equal(load("[server]\nworkers = 0\n", &c), 0);
 	assert_int_equal(c.workers, 0);
 }
@@ -212,6 +217,12 @@ static void test_errors_unknown(void **state)
 	expect_error("workers = 2\n", 1, "key 'workers' outside any [section]");
 	expect_error("[server]\nworkers = 2\nthis line has no equals sign\n", 3,
 		     "syntax error: expected [section], key = value, or a comment");
+	expect_error("[server]\nlisten = 1.2.3.4:80\n  workers = 2\n", 3,
+		     "indented line (multi-line values are not supported; remove the "
+		     "indentation)");
+	expect_error("[server]\ndata_dir = /a\n\t[tls]\n", 3,
+		     "indented line (multi-line values are not supported; remove the "
+		     "indentation)");
 	expect_error("[server\nworkers = 2\n", 1,
 		     "syntax error: expected [section], key = value, or a comment");
 }
