@@ -1,0 +1,574 @@
+"""Clients for the beacond integration tests: curl, openssl s_client and a
+raw HTTP/1.1-over-mutual-TLS client built on Python's ssl module (for crafted
+requests that real agents would never send).
+
+Standard library only.
+"""
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BEACOND = Path(os.environ.get("BEACOND", REPO / "build" / "beacond"))
+BEACONCTL = Path(os.environ.get("BEACONCTL", REPO / "build" / "beaconctl"))
+DEMO_PKI = REPO / "config" / "demo-pki.sh"
+
+HOST = "127.0.0.1"
+
+# Subjects of the two trusted agents CAs, as openssl prints them.
+AGENTS_CA_NAME = "CN = Beacon Demo Agents CA, O = beacond demo"
+AGENTS_CA2_NAME = "CN = Beacon Demo Agents CA 2, O = beacond demo"
+ROGUE_CA_NAME = "CN = Rogue Agents CA, O = somebody else"
+
+
+def unique_name(prefix="test", ext="ndi"):
+    """A file name no other test uses, so a shared server needs no reset."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}.{ext}"
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------
+# The server under test
+
+
+DEFAULT_CONFIG = {
+    "server": {
+        "workers": "2",
+        "backend": "kernel",
+    },
+    "tls": {
+        "advertise": "all",
+        "require_client_auth_eku": "yes",
+        "require_digital_signature": "yes",
+        "identity": "cn",
+    },
+    "limits": {
+        "max_header_bytes": "16k",
+        "max_headers": "64",
+        "max_target": "2k",
+        "max_body": "1G",
+        "header_timeout": "10s",
+        "body_timeout": "30s",
+        "idle_timeout": "60s",
+        "handshake_timeout": "10s",
+        "max_connections": "15000",
+    },
+    "store": {
+        "group_max": "256",
+        "group_wait": "1ms",
+    },
+}
+
+DOWNLOAD_FILES = {
+    "policy.xml": b'<?xml version="1.0"?>\n<policy name="demo">\n'
+    + b"  <schedule every=\"1h\"/>\n</policy>\n",
+    "sub/dir/file.bin": bytes(range(256)) * 64 + b"\x00tail",
+}
+
+# A file next to (outside) the download directory; traversal must never
+# reach it.
+SECRET = b"TOP-SECRET-beacond-test-marker\n"
+
+
+def render_config(sections):
+    lines = []
+    for sec, kv in sections.items():
+        lines.append(f"[{sec}]")
+        for k, v in kv.items():
+            if v is not None:
+                lines.append(f"{k} = {v}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+class Server:
+    """One beacond process with its own directory, port, data and config."""
+
+    def __init__(self, workdir, pki, overrides=None, raw_config=None):
+        self.dir = Path(workdir)
+        self.pki = Path(pki)
+        self.host = HOST
+        self.port = free_port()
+        self.data_dir = self.dir / "data"
+        self.download_dir = self.dir / "download"
+        self.control_socket = self.dir / "control.sock"
+        self.conf = self.dir / "beacond.conf"
+        self.stderr_path = self.dir / "beacond.stderr"
+        self.proc = None
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for rel, content in DOWNLOAD_FILES.items():
+            p = self.download_dir / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(content)
+        (self.dir / "secret.txt").write_bytes(SECRET)
+
+        sections = {s: dict(kv) for s, kv in DEFAULT_CONFIG.items()}
+        sections["server"].update({
+            "listen": f"{self.host}:{self.port}",
+            "data_dir": str(self.data_dir),
+            "download_dir": str(self.download_dir),
+            "control_socket": str(self.control_socket),
+        })
+        sections["tls"].update({
+            "cert": str(self.pki / "server.pem"),
+            "key": str(self.pki / "server.key"),
+            "issuers": str(self.pki / "issuers"),
+        })
+        for sec, kv in (overrides or {}).items():
+            sections.setdefault(sec, {}).update(kv)
+        self.config_text = raw_config if raw_config is not None else render_config(sections)
+        self.conf.write_text(self.config_text)
+
+    # -- process -----------------------------------------------------------
+
+    def stderr(self):
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def start(self, timeout=10.0):
+        assert BEACOND.exists(), f"beacond binary not found at {BEACOND} (build it, or set BEACOND)"
+        self._stderr_file = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen([str(BEACOND), "-c", str(self.conf)],
+                                     stdin=subprocess.DEVNULL,
+                                     stdout=self._stderr_file,
+                                     stderr=self._stderr_file)
+        deadline = time.monotonic() + timeout
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise AssertionError(
+                    f"beacond exited with status {rc} during start-up\n"
+                    f"config:\n{self.config_text}\nstderr:\n{self.stderr()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(
+                    f"beacond did not accept TCP on {self.host}:{self.port} within "
+                    f"{timeout} s\nconfig:\n{self.config_text}\nstderr:\n{self.stderr()}")
+            time.sleep(0.05)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def assert_alive(self):
+        assert self.proc is not None, "server not started"
+        rc = self.proc.poll()
+        assert rc is None, f"beacond died (status {rc})\nstderr:\n{self.stderr()}"
+
+    def stop(self, timeout=10.0):
+        """SIGTERM; beacond must exit with status 0 within `timeout`."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        try:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    raise AssertionError(
+                        f"beacond did not exit within {timeout} s of SIGTERM\n"
+                        f"stderr:\n{self.stderr()}")
+            assert proc.returncode == 0, (
+                f"beacond exited with status {proc.returncode} after SIGTERM\n"
+                f"stderr:\n{self.stderr()}")
+        finally:
+            self._stderr_file.close()
+
+    # -- beaconctl -------------------------------------------------------------
+
+    def beaconctl(self, *args, check=True, timeout=30):
+        """Runs `beaconctl --data-dir DATA ARGS...`; stdout is bytes."""
+        assert BEACONCTL.exists(), f"beaconctl not found at {BEACONCTL} (build it, or set BEACONCTL)"
+        cmd = [str(BEACONCTL), "--data-dir", str(self.data_dir), *map(str, args)]
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=timeout)
+        if check:
+            assert p.returncode == 0, (
+                f"{' '.join(cmd)} exited {p.returncode}\n"
+                f"stderr: {p.stderr.decode(errors='replace')}")
+        return p
+
+    def uploads(self, device=None):
+        """Every stored upload (of one device), as dicts from --json lines."""
+        args = ["--json", "uploads", "list"]
+        if device is not None:
+            args += ["--device", device]
+        out = self.beaconctl(*args).stdout.decode()
+        rows = []
+        for line in out.splitlines():
+            line = line.strip()
+            if line:
+                rows.append(json.loads(line))
+        return rows
+
+    def find_upload(self, name, device="agent1.example"):
+        rows = [r for r in self.uploads(device) if r.get("name") == name]
+        assert len(rows) == 1, (
+            f"expected exactly one upload named {name!r} for {device}, "
+            f"found {rows}")
+        return rows[0]
+
+    def upload_bytes(self, upload_id):
+        return self.beaconctl("uploads", "get", upload_id).stdout
+
+    def url(self, path):
+        return f"https://{self.host}:{self.port}{path}"
+
+
+# --------------------------------------------------------------------------
+# curl
+
+
+def curl(server, *args, name="agent1", timeout=120):
+    """Runs curl against `server` as agent `name` (None: no certificate)."""
+    pki = server.pki
+    cmd = ["curl", "-sS", "--max-time", str(timeout - 5),
+           "--cacert", str(pki / "server-ca.pem")]
+    if name is not None:
+        cmd += ["--cert", str(pki / f"{name}.pem"), "--key", str(pki / f"{name}.key")]
+    cmd += [str(a) for a in args]
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=timeout)
+
+
+def curl_upload(server, cert, key, path, data, extra_args=(), method="PUT"):
+    """Uploads `data` (bytes or a file path) with curl: PUT with -T, POST
+    with --data-binary. Returns (HTTP status as int, 0 when none; the
+    CompletedProcess)."""
+    tmp = None
+    if isinstance(data, (bytes, bytearray)):
+        tmp = tempfile.NamedTemporaryFile(delete=False)
+        tmp.write(data)
+        tmp.close()
+        src = tmp.name
+    else:
+        src = str(data)
+    try:
+        cmd = ["curl", "-sS", "--max-time", "120",
+               "--cacert", str(server.pki / "server-ca.pem"),
+               "-o", "/dev/null", "-w", "%{http_code}"]
+        if cert is not None:
+            cmd += ["--cert", str(cert), "--key", str(key)]
+        if method == "PUT":
+            cmd += ["-T", src]
+        elif method == "POST":
+            cmd += ["--data-binary", "@" + src]
+        else:
+            raise ValueError(method)
+        cmd += [*map(str, extra_args), server.url(path)]
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=130)
+    finally:
+        if tmp is not None:
+            os.unlink(tmp.name)
+    out = p.stdout.decode().strip()
+    code = int(out) if out.isdigit() else 0
+    return code, p
+
+
+# --------------------------------------------------------------------------
+# openssl s_client
+
+
+def http_get_close(path="/ManageSoftDL/policy.xml"):
+    return (f"GET {path} HTTP/1.1\r\nHost: localhost\r\n"
+            f"Connection: close\r\n\r\n").encode()
+
+
+def s_client(server, *args, name="agent1", input=None, timeout=20):
+    """Runs `openssl s_client` against `server` as agent `name` (None: no
+    certificate). Sends `input` (by default a GET with Connection: close)
+    and waits for the server to close (-ign_eof), so TLS 1.3 tickets and
+    alerts sent after the handshake arrive too.
+    Returns (stdout+stderr as text, return code)."""
+    pki = server.pki
+    cmd = ["openssl", "s_client", "-connect", f"{server.host}:{server.port}",
+           "-servername", "localhost", "-CAfile", str(pki / "server-ca.pem")]
+    if name is not None:
+        cmd += ["-cert", str(pki / f"{name}.pem"), "-key", str(pki / f"{name}.key")]
+    if input is None:
+        input = http_get_close()
+    cmd.append("-ign_eof")
+    cmd += [str(a) for a in args]
+    p = subprocess.run(cmd, input=input, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=timeout)
+    return p.stdout.decode(errors="replace"), p.returncode
+
+
+def ca_names(s_client_output):
+    """The CA names s_client printed under 'Acceptable client certificate CA
+    names', or None when that section is absent."""
+    lines = s_client_output.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == "Acceptable client certificate CA names":
+            names = []
+            for nl in lines[i + 1:]:
+                if " = " not in nl or nl.startswith(("Requested", "Client Certificate",
+                                                     "Shared", "Peer", "---")):
+                    break
+                names.append(nl.strip())
+            return names
+    return None
+
+
+# --------------------------------------------------------------------------
+# Raw HTTP over mutual TLS (Python ssl)
+
+
+def client_context(pki, name="agent1", *, min_version=None, max_version=None,
+                   ciphers=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(str(Path(pki) / "server-ca.pem"))
+    if name is not None:
+        ctx.load_cert_chain(str(Path(pki) / f"{name}.pem"), str(Path(pki) / f"{name}.key"))
+    if ciphers is not None:
+        ctx.set_ciphers(ciphers)
+    if min_version is not None:
+        ctx.minimum_version = min_version
+    if max_version is not None:
+        ctx.maximum_version = max_version
+    return ctx
+
+
+class Response:
+    def __init__(self, version, status, reason, headers, body=b""):
+        self.version = version
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # list of (name lower-case, value)
+        self.body = body
+
+    def header(self, name):
+        name = name.lower()
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+    def __repr__(self):
+        return (f"<Response {self.version} {self.status} {self.reason!r} "
+                f"{self.headers} body={self.body[:200]!r}>")
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+class HttpConn:
+    """A buffered HTTP/1.1 client connection over a (TLS) socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+        self.eof = False
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self, deadline):
+        """Reads more bytes into buf. False on EOF; raises TimeoutError."""
+        if self.eof:
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no data from server in time")
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            raise TimeoutError("no data from server in time") from None
+        except ssl.SSLZeroReturnError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def _read_line(self, deadline):
+        while b"\r\n" not in self.buf:
+            if not self._fill(deadline):
+                raise ConnectionClosed(f"closed mid-line; got {self.buf!r}")
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _read_exact(self, n, deadline):
+        while len(self.buf) < n:
+            if not self._fill(deadline):
+                raise ConnectionClosed(f"closed after {len(self.buf)} of {n} body bytes")
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def read_head(self, timeout=10.0):
+        """Reads a status line and headers. ConnectionClosed if the server
+        closed before a whole head."""
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill(deadline):
+                raise ConnectionClosed(f"closed before a response head; got {self.buf!r}")
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        parts = lines[0].decode("latin-1").split(" ", 2)
+        assert len(parts) >= 2 and parts[0].startswith("HTTP/1."), f"bad status line {lines[0]!r}"
+        version, status = parts[0], int(parts[1])
+        reason = parts[2] if len(parts) > 2 else ""
+        headers = []
+        for ln in lines[1:]:
+            k, _, v = ln.decode("latin-1").partition(":")
+            headers.append((k.strip().lower(), v.strip()))
+        return Response(version, status, reason, headers)
+
+    def read_response(self, timeout=10.0, head_request=False):
+        """Reads one response (1xx responses are returned as they are)."""
+        deadline = time.monotonic() + timeout
+        resp = self.read_head(timeout)
+        if 100 <= resp.status < 200 or resp.status in (204, 304) or head_request:
+            return resp
+        te = (resp.header("transfer-encoding") or "").lower()
+        cl = resp.header("content-length")
+        if "chunked" in te:
+            body = b""
+            while True:
+                size = int(self._read_line(deadline).split(b";")[0], 16)
+                if size == 0:
+                    while self._read_line(deadline) != b"":
+                        pass
+                    break
+                body += self._read_exact(size, deadline)
+                assert self._read_line(deadline) == b""
+            resp.body = body
+        elif cl is not None:
+            resp.body = self._read_exact(int(cl), deadline)
+        else:
+            while self._fill(deadline):
+                pass
+            resp.body, self.buf = self.buf, b""
+        return resp
+
+    def wait_closed(self, timeout):
+        """Reads until the server closes. Returns (closed?, bytes read)."""
+        deadline = time.monotonic() + timeout
+        try:
+            while self._fill(deadline):
+                pass
+        except TimeoutError:
+            return False, self.buf
+        except (ConnectionResetError, ssl.SSLError, OSError):
+            return True, self.buf
+        return True, self.buf
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def tls_connect(server, name="agent1", *, ctx=None, session=None, timeout=10.0,
+                min_version=None, max_version=None):
+    """Opens a mutual-TLS connection to `server` as agent `name`."""
+    if ctx is None:
+        ctx = client_context(server.pki, name, min_version=min_version,
+                             max_version=max_version)
+    raw = socket.create_connection((server.host, server.port), timeout=timeout)
+    try:
+        tls = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+    except BaseException:
+        raw.close()
+        raise
+    conn = HttpConn(tls)
+    conn.tls = tls
+    return conn
+
+
+def build_request(method, target, headers=(), body=b"", content_length=True,
+                  host=True):
+    """Bytes of one request. `target` may be bytes (sent as is)."""
+    if isinstance(target, str):
+        target = target.encode("latin-1")
+    out = method.encode() + b" " + target + b" HTTP/1.1\r\n"
+    if host:
+        out += b"Host: localhost\r\n"
+    framed = any((h if isinstance(h, str) else h.decode("latin-1")).lower().startswith(
+        ("content-length:", "transfer-encoding:")) for h in headers)
+    if content_length and not framed and body is not None and method in ("PUT", "POST"):
+        out += b"Content-Length: %d\r\n" % len(body)
+    for h in headers:
+        out += (h.encode("latin-1") if isinstance(h, str) else h) + b"\r\n"
+    out += b"\r\n"
+    if body:
+        out += body
+    return out
+
+
+def request(server, method, target, body=b"", headers=(), name="agent1",
+            timeout=10.0, **kw):
+    """One request on a fresh connection; returns the Response."""
+    with tls_connect(server, name) as c:
+        c.send(build_request(method, target, headers, body, **kw))
+        return c.read_response(timeout, head_request=(method == "HEAD"))
+
+
+def chunked(body, sizes):
+    """Chunked encoding of body with the given chunk sizes (cycled)."""
+    out, i, k = b"", 0, 0
+    while i < len(body):
+        n = sizes[k % len(sizes)]
+        k += 1
+        piece = body[i:i + n]
+        out += b"%x\r\n" % len(piece) + piece + b"\r\n"
+        i += n
+    return out + b"0\r\n\r\n"
+
+
+def attempt_upload(server, name, *, max_version=None, ctx=None, path=None,
+                   body=b"rejected upload body\n"):
+    """Tries to upload as `name` (None: no certificate) and reports what
+    the client saw: ("handshake", error), ("no-response", detail) or
+    ("response", Response). A rejected certificate must never give
+    ("response", ...)."""
+    if ctx is None:
+        ctx = client_context(server.pki, name, max_version=max_version)
+    path = path or f"/ManageSoftRL/Inventories/{unique_name('reject')}"
+    try:
+        conn = tls_connect(server, name, ctx=ctx)
+    except (ssl.SSLError, OSError) as e:
+        return "handshake", repr(e)
+    try:
+        try:
+            conn.send(build_request("PUT", path, body=body))
+            resp = conn.read_response(10.0)
+        except (ssl.SSLError, OSError, ConnectionClosed) as e:
+            return "no-response", repr(e)
+        return "response", resp
+    finally:
+        conn.close()
