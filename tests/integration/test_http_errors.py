@@ -1,0 +1,174 @@
+"""Bad HTTP gets a clear status and stores nothing (default limits:
+max_target 2k, max_header_bytes 16k, max_headers 64)."""
+
+import pytest
+
+from helpers import build_request, request, tls_connect, unique_name
+
+UP = "/ManageSoftRL/Inventories/"
+
+
+@pytest.fixture
+def nothing_stored(server):
+    """Asserts the test stored no upload at all."""
+    before = {r["id"] for r in server.uploads()}
+    yield
+    after = [r for r in server.uploads() if r["id"] not in before]
+    assert after == [], f"uploads were stored: {after}"
+
+
+def raw(server, data, timeout=10.0):
+    with tls_connect(server) as c:
+        c.send(data)
+        return c.read_response(timeout)
+
+
+@pytest.mark.parametrize("line", [
+    b"GARBAGE\r\n\r\n",
+    b"PUT\r\n\r\n",
+    b"PUT /ManageSoftRL/Inventories/x.ndi\r\n\r\n",
+    b"PUT /ManageSoftRL/Inventories/x.ndi HTTP/1.1 extra\r\n\r\n",
+    b"PUT  /ManageSoftRL/Inventories/x.ndi HTTP/1.1\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+    b"PUT /ManageSoftRL/Inventories/x.ndi HTTP/1.1\r\nno colon here\r\n\r\n",
+    b"PUT /ManageSoftRL/Inventories/x.ndi HTTP/1.1\r\nHost: a\r\n"
+    b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    b"PUT /ManageSoftRL/Inventories/x.ndi HTTP/1.1\r\nHost: a\r\n"
+    b"Content-Length: -1\r\n\r\n",
+    b"PUT /ManageSoftRL/Inventories/x.ndi HTTP/1.1\r\nHost: a\r\n"
+    b"Content-Length: 12abc\r\n\r\n",
+    b"PUT /ManageSoftRL/Inventories/x.ndi HTTP/1.1\r\nHost: a\r\n"
+    b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+], ids=["garbage", "method-only", "no-version", "extra-token", "double-space",
+        "tls-in-tls", "header-no-colon", "two-lengths", "negative-length",
+        "bad-length", "length-and-chunked"])
+def test_malformed_is_400(server, nothing_stored, line):
+    resp = raw(server, line)
+    assert resp.status == 400, resp
+
+
+def test_bad_chunk_framing_is_400(server, nothing_stored):
+    body = b"zz\r\nhello\r\n0\r\n\r\n"
+    resp = raw(server, build_request("PUT", UP + unique_name("badchunk"),
+                                     ["Transfer-Encoding: chunked"], body))
+    assert resp.status == 400, resp
+
+
+@pytest.mark.parametrize("method,target", [
+    ("DELETE", UP + "x.ndi"),
+    ("PATCH", UP + "x.ndi"),
+    ("GET", UP + "x.ndi"),
+    ("DELETE", "/ManageSoftDL/policy.xml"),
+    ("PUT", "/ManageSoftDL/policy.xml"),
+    ("POST", "/ManageSoftDL/policy.xml"),
+])
+def test_wrong_method_is_405(server, nothing_stored, method, target):
+    body = b"x" if method in ("PUT", "POST", "PATCH") else b""
+    hdrs = [f"Content-Length: {len(body)}"] if method == "PATCH" else []
+    resp = raw(server, build_request(method, target, hdrs, body))
+    assert resp.status == 405, resp
+    if target.startswith("/ManageSoftDL/"):
+        assert request(server, "GET", target).body.startswith(b"<?xml")
+
+
+@pytest.mark.parametrize("method", ["PUT", "POST"])
+def test_no_length_is_411(server, nothing_stored, method):
+    resp = raw(server, build_request(method, UP + unique_name("nolen"),
+                                     content_length=False))
+    assert resp.status == 411, resp
+
+
+def test_long_target_is_414(server, nothing_stored):
+    target = UP + "a" * 3000 + ".ndi"
+    resp = raw(server, build_request("PUT", target, body=b"x"))
+    assert resp.status == 414, resp
+
+
+def test_target_at_limit_is_fine(server):
+    name = "b" * 1500 + ".ndi"
+    resp = raw(server, build_request("PUT", UP + name, body=b"x"))
+    assert resp.status == 201, resp
+    server.find_upload(name)
+
+
+def test_large_headers_are_431(server, nothing_stored):
+    hdrs = [f"X-Filler-{i}: " + "v" * 1000 for i in range(20)]
+    resp = raw(server, build_request("PUT", UP + unique_name("bighdr"), hdrs, b"x"))
+    assert resp.status == 431, resp
+
+
+def test_one_huge_header_is_431(server, nothing_stored):
+    resp = raw(server, build_request("PUT", UP + unique_name("hugehdr"),
+                                     ["X-Huge: " + "h" * 20000], b"x"))
+    assert resp.status == 431, resp
+
+
+def test_too_many_headers_are_431(server, nothing_stored):
+    hdrs = [f"X-{i}: v" for i in range(100)]
+    resp = raw(server, build_request("PUT", UP + unique_name("manyhdr"), hdrs, b"x"))
+    assert resp.status == 431, resp
+
+
+BAD_NAMES = [
+    b"..",
+    b"%2e%2e",
+    b"../x.ndi",
+    b"..%2fx.ndi",
+    b"a%2Fb.ndi",
+    b"a%2fb.ndi",
+    b"a/b.ndi",
+    b"a%00b.ndi",
+    b"a%01b.ndi",
+    b"a%0ab.ndi",
+    b"a%0d%0ab.ndi",
+    b"a%7fb.ndi",
+    b"a%1bb.ndi",
+    b"a\x01b.ndi",
+    b"a\x7fb.ndi",
+    b"%",
+    b"a%zzb.ndi",
+]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=[n.decode("latin-1").encode(
+    "unicode_escape").decode() for n in BAD_NAMES])
+def test_bad_file_name_is_400(server, nothing_stored, name):
+    resp = raw(server, build_request("PUT", UP.encode() + name, body=b"payload"))
+    assert resp.status == 400, resp
+
+
+@pytest.mark.parametrize("category", [b"..", b"%2e%2e", b"a%2fb", b"a%00b", b""])
+def test_bad_category_is_refused(server, nothing_stored, category):
+    resp = raw(server, build_request(
+        "PUT", b"/ManageSoftRL/" + category + b"/" + unique_name("cat").encode(),
+        body=b"payload"))
+    assert resp.status in (400, 404), resp
+
+
+@pytest.mark.parametrize("method,target", [
+    ("PUT", "/foo/bar.ndi"),
+    ("GET", "/etc/passwd"),
+    ("GET", "/"),
+    ("PUT", "/ManageSoftRLx/Inventories/a.ndi"),
+    ("GET", "/ManageSoftDLx/policy.xml"),
+])
+def test_outside_both_trees_is_404(server, nothing_stored, method, target):
+    body = b"x" if method == "PUT" else b""
+    resp = raw(server, build_request(method, target, body=body))
+    assert resp.status == 404, resp
+
+
+def test_connection_survives_a_404(server):
+    """A 404 for a well-formed request keeps the connection usable."""
+    with tls_connect(server) as c:
+        c.send(build_request("GET", "/ManageSoftDL/missing"))
+        assert c.read_response().status == 404
+        c.send(build_request("GET", "/ManageSoftDL/policy.xml"))
+        assert c.read_response().status == 200
+
+
+def test_server_fine_after_bad_requests(server):
+    name = unique_name("after-bad")
+    resp = raw(server, build_request("PUT", UP + name, body=b"still works"))
+    assert resp.status == 201, resp
+    assert server.upload_bytes(server.find_upload(name)["id"]) == b"still works"

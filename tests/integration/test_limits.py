@@ -1,0 +1,186 @@
+"""Body size limit and timeouts, on a server with small limits."""
+
+import os
+import socket
+import time
+
+import pytest
+
+from helpers import ConnectionClosed, build_request, chunked, tls_connect, unique_name
+
+SERVER_CONFIG = {
+    "limits": {
+        "max_body": "1M",
+        "header_timeout": "1s",
+        "body_timeout": "1s",
+        "idle_timeout": "2s",
+        "handshake_timeout": "1s",
+    },
+}
+
+UP = "/ManageSoftRL/Inventories/"
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def nothing_stored(server):
+    before = {r["id"] for r in server.uploads()}
+    yield
+    after = [r for r in server.uploads() if r["id"] not in before]
+    assert after == [], f"uploads were stored: {after}"
+
+
+def test_body_at_limit_is_stored(server):
+    data = os.urandom(MIB)
+    name = unique_name("at-limit")
+    with tls_connect(server) as c:
+        c.send(build_request("PUT", UP + name, body=data))
+        resp = c.read_response()
+    assert resp.status == 201, resp
+    assert server.upload_bytes(server.find_upload(name)["id"]) == data
+
+
+def test_content_length_over_limit_is_413_before_body(server, nothing_stored):
+    """The 413 comes from the head alone: no body byte is sent."""
+    head = build_request("PUT", UP + unique_name("too-big"),
+                         [f"Content-Length: {2 * MIB}"], b"", content_length=False)
+    with tls_connect(server) as c:
+        c.send(head)
+        resp = c.read_response(timeout=5)
+    assert resp.status == 413, resp
+
+
+def test_expect_over_limit_is_413_not_100(server, nothing_stored):
+    head = build_request("PUT", UP + unique_name("too-big-expect"),
+                         [f"Content-Length: {MIB + 1}", "Expect: 100-continue"], b"",
+                         content_length=False)
+    with tls_connect(server) as c:
+        c.send(head)
+        resp = c.read_response(timeout=5)
+    assert resp.status == 413, f"expected 413 instead of 100 Continue, got {resp}"
+
+
+def test_chunked_over_limit_is_413(server, nothing_stored):
+    body = chunked(os.urandom(MIB + 4096), [65536])
+    head = build_request("PUT", UP + unique_name("too-big-chunked"),
+                         ["Transfer-Encoding: chunked"], b"")
+    with tls_connect(server) as c:
+        c.send(head)
+        try:
+            for i in range(0, len(body), 32768):
+                c.send(body[i:i + 32768])
+        except OSError:
+            pass  # the server may answer and close before the body ends
+        try:
+            resp = c.read_response(timeout=5)
+        except (ConnectionClosed, OSError) as e:
+            # A server that stops reading at the limit and closes may reset
+            # the connection before the client reads its 413; what matters
+            # here is that it stopped and stored nothing (nothing_stored).
+            resp = e
+    assert getattr(resp, "status", 413) == 413, resp
+
+
+def test_slow_header_is_408_then_close(server, nothing_stored):
+    with tls_connect(server) as c:
+        t0 = time.monotonic()
+        c.send(b"PUT " + UP.encode() + b"slow.ndi HTTP/1.1\r\nHost: local")
+        resp = c.read_response(timeout=5)
+        elapsed = time.monotonic() - t0
+        assert resp.status == 408, resp
+        closed, _ = c.wait_closed(2)
+    assert closed, "connection stayed open after 408"
+    assert 0.7 <= elapsed <= 3.5, f"408 after {elapsed:.2f} s, header_timeout is 1 s"
+
+
+def test_trickled_header_is_408(server, nothing_stored):
+    """header_timeout bounds the whole head, not the gap between bytes."""
+    head = build_request("PUT", UP + unique_name("trickle"), ["X-Pad: " + "p" * 40], b"x")
+    with tls_connect(server) as c:
+        t0 = time.monotonic()
+        got = None
+        for i in range(len(head) - 3):
+            try:
+                c.send(head[i:i + 1])
+            except OSError:
+                break
+            c.sock.settimeout(0.1)
+            try:
+                data = c.sock.recv(65536)
+            except (socket.timeout, TimeoutError):
+                continue
+            except OSError:
+                break
+            c.buf += data
+            if not data or b"\r\n\r\n" in c.buf:
+                break
+            if time.monotonic() - t0 > 6:
+                break
+        elapsed = time.monotonic() - t0
+        try:
+            got = c.read_response(timeout=1)
+        except (ConnectionClosed, TimeoutError, OSError) as e:
+            got = e
+    assert getattr(got, "status", None) == 408, got
+    assert elapsed <= 3.5, f"trickling client kept for {elapsed:.2f} s"
+
+
+def test_slow_body_is_408(server, nothing_stored):
+    head = build_request("PUT", UP + unique_name("slow-body"),
+                         ["Content-Length: 100"], b"", content_length=False)
+    with tls_connect(server) as c:
+        c.send(head + b"0123456789")
+        t0 = time.monotonic()
+        resp = c.read_response(timeout=5)
+        elapsed = time.monotonic() - t0
+        assert resp.status == 408, resp
+        closed, _ = c.wait_closed(2)
+    assert closed
+    assert elapsed <= 3.5, f"408 after {elapsed:.2f} s, body_timeout is 1 s"
+
+
+def test_idle_keep_alive_closed(server):
+    with tls_connect(server) as c:
+        c.send(build_request("GET", "/ManageSoftDL/policy.xml"))
+        assert c.read_response().status == 200
+        t0 = time.monotonic()
+        closed, rest = c.wait_closed(6)
+        elapsed = time.monotonic() - t0
+    assert closed, "idle keep-alive connection still open after 6 s (idle_timeout 2 s)"
+    assert rest == b"" or rest.startswith(b"HTTP/1.1 408"), rest
+    assert 1.5 <= elapsed <= 4.5, f"closed after {elapsed:.2f} s, idle_timeout is 2 s"
+
+
+def test_active_keep_alive_not_closed(server):
+    """Requests spaced below idle_timeout keep one connection going, even
+    though the connection lives longer than header_timeout."""
+    with tls_connect(server) as c:
+        for _ in range(4):
+            c.send(build_request("GET", "/ManageSoftDL/policy.xml"))
+            assert c.read_response().status == 200
+            time.sleep(0.6)
+
+
+def test_silent_tcp_closed_after_handshake_timeout(server):
+    with socket.create_connection((server.host, server.port), timeout=10) as s:
+        t0 = time.monotonic()
+        s.settimeout(6)
+        while True:  # an alert may come first; then the close
+            try:
+                if s.recv(100) == b"":
+                    break
+            except ConnectionResetError:
+                break
+            except (socket.timeout, TimeoutError):
+                pytest.fail("silent TCP connection still open after 6 s "
+                            "(handshake_timeout 1 s)")
+        elapsed = time.monotonic() - t0
+    assert elapsed <= 3.5, f"closed after {elapsed:.2f} s, handshake_timeout is 1 s"
+
+
+def test_server_fine_after_limits(server):
+    name = unique_name("after-limits")
+    with tls_connect(server) as c:
+        c.send(build_request("PUT", UP + name, body=b"ok"))
+        assert c.read_response().status == 201
+    assert server.upload_bytes(server.find_upload(name)["id"]) == b"ok"
