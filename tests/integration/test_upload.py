@@ -242,3 +242,20 @@ def test_concurrent_uploads(server):
         code, p = results[name]
         assert code == 201, p.stderr.decode()
         assert_stored(server, name, data, device=f"{who}.example")
+
+
+def test_uploads_survive_restart(start_server):
+    """A 201 means stored: the upload is there after a restart, and the
+    restarted server adds to the same store."""
+    srv = start_server()
+    first, second = unique_name("before-restart"), unique_name("after-restart")
+    data1, data2 = os.urandom(30_000), os.urandom(40_000)
+    code, p = curl_upload(srv, *agent(srv), f"/ManageSoftRL/Inventories/{first}", data1)
+    assert code == 201, p.stderr.decode()
+    srv.stop()
+    assert_stored(srv, first, data1)  # beaconctl reads the store with beacond down
+    srv.start()
+    code, p = curl_upload(srv, *agent(srv), f"/ManageSoftRL/Inventories/{second}", data2)
+    assert code == 201, p.stderr.decode()
+    assert_stored(srv, first, data1)
+    assert_stored(srv, second, data2)
