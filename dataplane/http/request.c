@@ -244,21 +244,20 @@ static int apply_content_length(struct http_slice v, struct http_request *req,
 	return 0;
 }
 
-/* Only chunked is supported; any other coding is 501 (RFC 9112 6.1). */
+/* Only chunked is supported; any other coding is 501 (RFC 9112 6.1). An
+ * empty list leaves chunked uncounted, which finish_head refuses. */
 static int apply_transfer_encoding(struct http_slice v, struct head_seen *seen)
 {
 	struct http_slice item;
-	unsigned codings = 0;
 	seen->transfer_encoding = true;
 	while (next_list_item(&v, &item)) {
 		if (item.n == 0)
 			continue;
-		codings++;
 		if (!HTTP_SLICE_IEQ(item, "chunked"))
 			return -501;
 		seen->chunked++;
 	}
-	return codings ? 0 : -400;
+	return 0;
 }
 
 static int apply_expect(struct http_slice v, struct http_request *req)
@@ -326,7 +325,8 @@ static int finish_head(struct http_request *req, const struct head_seen *seen)
 	if (seen->transfer_encoding) {
 		/* Both framings at once is the classic smuggling request; an
 		 * HTTP/1.0 peer cannot send chunked (RFC 9112 section 6.1);
-		 * "chunked, chunked" would decode twice. */
+		 * "chunked, chunked" would decode twice; an empty
+		 * Transfer-Encoding names no framing at all. */
 		if (seen->content_length || req->version_minor == 0 || seen->chunked != 1)
 			return -400;
 		req->chunked = true;

@@ -214,6 +214,7 @@ static void test_framing_errors(void **state)
 	assert_refused("5\nhello\r\n0\r\n\r\n");        /* bare LF */
 	assert_refused("5\rhello");                     /* bare CR */
 	assert_refused("5\r\nhelloX\r\n");              /* no CRLF after data */
+	assert_refused("5\r\nhelloX\n0\r\n\r\n");
 	assert_refused("5\r\nhello\n0\r\n\r\n");
 	assert_refused("5\r\nhello\rX");
 	assert_refused("5 \r\nhello\r\n");              /* BWS without extension */

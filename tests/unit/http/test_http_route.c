@@ -204,6 +204,13 @@ static void test_length_limits(void **state)
 	assert_int_equal(strlen(r.path), 1023);
 	snprintf(target, sizeof target, "/ManageSoftDL/%s/%s/%s/%s/a", name, name, name, name);
 	assert_int_equal(route(target, &r), -400);
+	/* 1022 bytes fit; one more component making 1024 does not (no room
+	 * for the NUL). */
+	snprintf(target, sizeof target, "/ManageSoftDL/%s/%s/%s/%.254s", name, name, name, name);
+	assert_int_equal(route(target, &r), 0);
+	assert_int_equal(strlen(r.path), 1022);
+	snprintf(target, sizeof target, "/ManageSoftDL/%s/%s/%s/%.254s/a", name, name, name, name);
+	assert_int_equal(route(target, &r), -400);
 }
 
 /* A refused target leaves no half-filled route for a careless caller. */
