@@ -10,7 +10,13 @@ cd "$top"
 WOLFSSL_VERSION=5.7.2
 WOLFSSL_FLAGS="--enable-all --enable-aesni --enable-intelasm --enable-sp --enable-sp-asm --disable-examples --disable-crypttests --disable-oldtls --disable-sslv3 --enable-static --disable-shared"
 prefix="$top/.deps/wolfssl"
-stamp="$prefix/.built-$WOLFSSL_VERSION-$(echo "$WOLFSSL_FLAGS" | md5sum | cut -c1-8)"
+# KEEP_PEER_CERT and ALWAYS_VERIFY_CB: the verify callback sees every
+# client certificate, including a good one, to check usage and identity.
+# TICKET_EXTRA_PADDING_SZ: room in each session ticket for the client
+# certificate's identity, so a resumed session can be checked against the
+# trust snapshot of today, not of the day the ticket was issued.
+WOLFSSL_CFLAGS="-O2 -DWOLFSSL_ALWAYS_VERIFY_CB -DKEEP_PEER_CERT -DWOLFSSL_TICKET_EXTRA_PADDING_SZ=384"
+stamp="$prefix/.built-$WOLFSSL_VERSION-$(echo "$WOLFSSL_FLAGS $WOLFSSL_CFLAGS" | md5sum | cut -c1-8)"
 
 PACKAGES=(
   build-essential meson ninja-build pkg-config
@@ -67,9 +73,7 @@ echo "setup: building wolfSSL $ver (Debian patches applied) into $prefix"
 (
   cd "$dir"
   ./autogen.sh >/dev/null 2>&1 || autoreconf -fi >/dev/null
-  # -DWOLFSSL_... flags: ticket key callback and CA-name hints in TLS 1.3
-  # come with --enable-all; extra defines widen what the glue can read.
-  CFLAGS="-O2 -DWOLFSSL_ALWAYS_VERIFY_CB -DKEEP_PEER_CERT -DWOLFSSL_CERT_EXT" \
+  CFLAGS="$WOLFSSL_CFLAGS" \
   ./configure --prefix="$prefix" $WOLFSSL_FLAGS >/dev/null
   make -j"$(nproc)" >/dev/null
   rm -rf "$prefix"

@@ -1,0 +1,940 @@
+/*
+ * One agent connection: TLS handshake, then HTTP/1.1 requests, each an
+ * upload streamed into the store, a download from the download directory,
+ * or an error status. Everything here runs on the connection's worker and
+ * advances from callbacks: bytes in, bytes sent, store space, store commit,
+ * timer.
+ *
+ * Memory per connection: the struct and wolfSSL's session (a few KiB) while
+ * idle; while a request is active also `buf` (max_header_bytes, at least
+ * 16 KiB + one TLS record) and `out` (OUT_BYTES). Both are freed when the
+ * connection goes idle again.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "beacon/config.h"
+#include "beacon/http.h"
+#include "beacon/log.h"
+#include "beacon/store.h"
+#include "beacon/tls.h"
+#include "worker-internal.h"
+
+#define OUT_BYTES (48 * 1024)
+#define LINGER_MS 2000
+#define DOWNLOAD_CHUNK (16 * 1024)
+
+enum conn_state {
+	ST_HANDSHAKE,
+	ST_HEAD,     /* reading a request head */
+	ST_BODY,     /* streaming an upload body into the store */
+	ST_COMMIT,   /* body complete; waiting for the store to make it durable */
+	ST_DOWNLOAD, /* sending a file */
+	ST_CLOSING,  /* last bytes out, then close */
+};
+
+struct conn {
+	struct worker *w;
+	struct transport_conn *tc;
+	struct tls_session *tls;
+	struct conn *next, **pprev;
+	enum conn_state state;
+	struct timer timer;
+	char peer[64];
+
+	/* Ciphertext the TLS layer did not take yet (we were not reading). */
+	uint8_t *stash;
+	size_t stash_len;
+	bool paused;
+
+	/* Plaintext: request heads, then body bytes, in one buffer. */
+	uint8_t *buf;
+	size_t buf_cap, buf_off, buf_len;
+
+	/* Ciphertext out; [0, out_inflight) is with the transport. */
+	uint8_t *out;
+	size_t out_len, out_inflight;
+
+	/* The request in progress. */
+	bool keep_alive;
+	bool head_started; /* bytes of a head have arrived: header timeout runs */
+	unsigned depth;    /* entry points on the stack: free only at 0 */
+	bool advancing;
+	bool transport_gone;
+	bool store_busy; /* a store callback is still owed to us */
+	uint64_t body_left; /* Content-Length bodies */
+	bool chunked;
+	struct http_chunked chunk;
+	const uint8_t *held; /* chunk data the store has not taken yet */
+	size_t held_len;
+	uint64_t body_total;
+	struct store_upload *upload;
+	int file_fd;
+	uint64_t file_left;
+	bool upload_blocked;
+};
+
+static void conn_run(struct conn *c);
+static void conn_free(struct conn *c);
+
+/* Every entry point (transport, store and timer callbacks) brackets its
+ * work with these, so a connection is freed only once nothing of it is on
+ * the stack. */
+static void conn_enter(struct conn *c)
+{
+	c->depth++;
+}
+
+static void conn_leave(struct conn *c)
+{
+	if (--c->depth == 0 && c->transport_gone && !c->store_busy)
+		conn_free(c);
+}
+
+static uint64_t now_ms(const struct conn *c)
+{
+	return c->w->timers.now_ms;
+}
+
+/* ---- output ---- */
+
+static size_t tls_out(void *arg, const uint8_t *data, size_t len)
+{
+	struct conn *c = arg;
+	if (!c->out) {
+		c->out = malloc(OUT_BYTES);
+		if (!c->out)
+			return 0;
+	}
+	size_t room = OUT_BYTES - c->out_len;
+	size_t n = len < room ? len : room;
+	memcpy(c->out + c->out_len, data, n);
+	c->out_len += n;
+	return n;
+}
+
+static void conn_flush(struct conn *c)
+{
+	if (c->out_inflight || !c->out_len || c->transport_gone)
+		return;
+	if (transport_send(c->tc, c->out, c->out_len) == 0)
+		c->out_inflight = c->out_len;
+}
+
+static size_t out_room(const struct conn *c)
+{
+	return OUT_BYTES - c->out_len;
+}
+
+/* ---- closing ---- */
+
+static void linger_expired(struct timer *t)
+{
+	struct conn *c = container_of(t, struct conn, timer);
+	conn_enter(c);
+	if (!c->transport_gone)
+		transport_abort(c->tc);
+	conn_leave(c);
+}
+
+static void upload_drop(struct conn *c)
+{
+	if (c->upload) {
+		store_upload_abort(c->upload);
+		c->upload = NULL;
+	}
+	if (c->file_fd >= 0) {
+		close(c->file_fd);
+		c->file_fd = -1;
+	}
+}
+
+/* Sends what is queued, then closes gracefully (bounded by LINGER_MS). */
+static void conn_close(struct conn *c)
+{
+	if (c->state == ST_CLOSING)
+		return;
+	upload_drop(c);
+	c->state = ST_CLOSING;
+	timer_arm(&c->w->timers, &c->timer, now_ms(c) + LINGER_MS, linger_expired);
+	conn_flush(c);
+	if (!c->transport_gone)
+		transport_close(c->tc);
+}
+
+/* ---- responses ---- */
+
+static void count_status(struct conn *c, int status)
+{
+	if (status >= 500)
+		counter_add(&c->w->counters.responses_5xx, 1);
+	else if (status >= 400)
+		counter_add(&c->w->counters.responses_4xx, 1);
+}
+
+static bool conn_write(struct conn *c, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+	while (len) {
+		ssize_t n = tls_session_write(c->tls, p, len);
+		if (n <= 0) {
+			log_warn("%s: cannot queue %zu response bytes (%s)", c->peer, len,
+				 n == TLS_WANT_WRITE ? "send buffer full" : tls_session_error(c->tls));
+			return false;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return true;
+}
+
+/* A complete response with a short text body. `close` ends the connection
+ * after it (any request whose body was not read must). */
+static void respond(struct conn *c, int status, const char *extra, const char *body, bool close)
+{
+	char msg[1024];
+	const char *reason = http_reason(status);
+	int blen = snprintf(msg, sizeof msg, "%d %s%s%s\n", status, reason, body ? ": " : "",
+			    body ? body : "");
+	if (blen < 0 || (size_t)blen >= sizeof msg)
+		blen = (int)sizeof msg - 1;
+	char head[768];
+	int hlen = snprintf(head, sizeof head,
+			    "HTTP/1.1 %d %s\r\nServer: beacond\r\nContent-Type: text/plain\r\n"
+			    "Content-Length: %d\r\n%s%s\r\n",
+			    status, reason, blen, extra ? extra : "",
+			    close ? "Connection: close\r\n" : "");
+	count_status(c, status);
+	if (hlen < 0 || (size_t)hlen >= sizeof head || !conn_write(c, head, (size_t)hlen) ||
+	    !conn_write(c, msg, (size_t)blen))
+		close = true;
+	conn_flush(c);
+	if (close || !c->keep_alive)
+		conn_close(c);
+}
+
+static void respond_error(struct conn *c, int status, const char *why)
+{
+	log_info("%s %s: %d %s", c->peer, c->tls ? tls_session_peer(c->tls)->device : "", status,
+		 why);
+	const char *extra = NULL;
+	if (status == 503 || status == 507)
+		extra = "Retry-After: 30\r\n";
+	respond(c, status, extra, why, true);
+}
+
+/* ---- timers ---- */
+
+static void request_timeout(struct timer *t)
+{
+	struct conn *c = container_of(t, struct conn, timer);
+	conn_enter(c);
+	counter_add(&c->w->counters.timeouts, 1);
+	switch (c->state) {
+	case ST_HANDSHAKE:
+		log_info("%s: TLS handshake timed out", c->peer);
+		conn_close(c);
+		break;
+	case ST_HEAD:
+		if (c->head_started)
+			respond_error(c, 408, "request head not received in time");
+		else
+			conn_close(c); /* idle keep-alive connection */
+		break;
+	case ST_BODY:
+		respond_error(c, 408, "request body stalled");
+		break;
+	default:
+		break;
+	}
+	conn_leave(c);
+}
+
+static void timer_for_state(struct conn *c)
+{
+	const struct config *cfg = c->w->cfg;
+	unsigned ms;
+	switch (c->state) {
+	case ST_HANDSHAKE:
+		ms = cfg->handshake_timeout_ms;
+		break;
+	case ST_HEAD:
+		ms = c->head_started ? cfg->header_timeout_ms : cfg->idle_timeout_ms;
+		break;
+	case ST_BODY:
+		ms = cfg->body_timeout_ms;
+		break;
+	default:
+		timer_disarm(&c->timer);
+		return;
+	}
+	timer_arm(&c->w->timers, &c->timer, now_ms(c) + ms, request_timeout);
+}
+
+/* ---- buffers ---- */
+
+static bool buf_ensure(struct conn *c)
+{
+	if (c->buf)
+		return true;
+	size_t cap = c->w->cfg->max_header_bytes;
+	if (cap < SCRATCH_BYTES + 1024)
+		cap = SCRATCH_BYTES + 1024;
+	c->buf = malloc(cap);
+	if (!c->buf)
+		return false;
+	c->buf_cap = cap;
+	return true;
+}
+
+static void buf_compact(struct conn *c)
+{
+	if (c->buf_off == c->buf_len) {
+		c->buf_off = c->buf_len = 0;
+	} else if (c->buf_off) {
+		memmove(c->buf, c->buf + c->buf_off, c->buf_len - c->buf_off);
+		c->buf_len -= c->buf_off;
+		c->buf_off = 0;
+	}
+}
+
+/* Idle between requests: give back the buffers. */
+static void conn_idle_trim(struct conn *c)
+{
+	if (c->buf && c->buf_off == c->buf_len) {
+		free(c->buf);
+		c->buf = NULL;
+		c->buf_cap = c->buf_off = c->buf_len = 0;
+	}
+	if (c->out && !c->out_len) {
+		free(c->out);
+		c->out = NULL;
+	}
+}
+
+/* Reads plaintext into buf. Returns bytes read, 0 when TLS needs more
+ * ciphertext, or -1 when the connection is finished. */
+static ssize_t read_plaintext(struct conn *c)
+{
+	buf_compact(c);
+	if (!buf_ensure(c) || c->buf_len == c->buf_cap)
+		return 0;
+	ssize_t n = tls_session_read(c->tls, c->buf + c->buf_len, c->buf_cap - c->buf_len);
+	if (n > 0) {
+		c->buf_len += (size_t)n;
+		return n;
+	}
+	if (n == TLS_WANT_READ || n == TLS_WANT_WRITE)
+		return 0;
+	if (n == TLS_FAILED)
+		log_info("%s: TLS error: %s", c->peer, tls_session_error(c->tls));
+	conn_close(c);
+	return -1;
+}
+
+/* ---- handshake ---- */
+
+static void count_handshake(struct conn *c, const struct tls_peer *p)
+{
+	struct worker_counters *k = &c->w->counters;
+	counter_add(&k->handshakes[p->result], 1);
+	if (p->result != AUTH_OK)
+		return;
+	counter_add(p->version == 0x0304 ? &k->handshakes_tls13 : &k->handshakes_tls12, 1);
+	if (p->resumed)
+		counter_add(&k->handshakes_resumed, 1);
+}
+
+static bool step_handshake(struct conn *c)
+{
+	int rc = tls_session_handshake(c->tls);
+	conn_flush(c);
+	if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE)
+		return false;
+	const struct tls_peer *p = tls_session_peer(c->tls);
+	if (rc != TLS_OK) {
+		if (p->result == AUTH_OTHER && !p->device[0] && strncmp(p->reason, "handshake", 9) == 0)
+			counter_add(&c->w->counters.handshake_failures, 1);
+		else
+			count_handshake(c, p);
+		log_info("%s: refused: %s (%s)", c->peer, tls_session_error(c->tls),
+			 auth_result_name(p->result));
+		conn_close(c);
+		return false;
+	}
+	count_handshake(c, p);
+	store_device_seen(c->w->store, p->device, p->cert_sha256, AUTH_OK);
+	log_debug("%s: %s authenticated (%s%s)", c->peer, p->device,
+		  p->version == 0x0304 ? "TLS 1.3" : "TLS 1.2", p->resumed ? ", resumed" : "");
+	c->state = ST_HEAD;
+	timer_for_state(c);
+	return true;
+}
+
+/* ---- requests ---- */
+
+static void request_done(struct conn *c)
+{
+	c->upload = NULL;
+	c->head_started = c->buf_off < c->buf_len;
+	if (!c->keep_alive) {
+		conn_close(c);
+		return;
+	}
+	c->state = ST_HEAD;
+	conn_idle_trim(c);
+	timer_for_state(c);
+}
+
+static int open_download(struct conn *c, const char *path, struct stat *st)
+{
+	struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+			       .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+	int fd = (int)syscall(SYS_openat2, c->w->download_dirfd, path, &how, sizeof how);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+		close(fd);
+		return -ENOENT;
+	}
+	return fd;
+}
+
+static void start_download(struct conn *c, const struct http_request *req,
+			   const struct http_route *route)
+{
+	if (req->method != HTTP_GET && req->method != HTTP_HEAD) {
+		respond(c, 405, "Allow: GET, HEAD\r\n", "downloads take GET or HEAD", true);
+		return;
+	}
+	if (c->w->download_dirfd < 0) {
+		respond(c, 404, NULL, "no download directory configured", false);
+		return;
+	}
+	struct stat st;
+	int fd = open_download(c, route->path, &st);
+	if (fd < 0) {
+		respond(c, 404, NULL, "no such file", req->content_length > 0 || req->chunked);
+		return;
+	}
+	char head[256];
+	int n = snprintf(head, sizeof head,
+			 "HTTP/1.1 200 OK\r\nServer: beacond\r\nContent-Type: application/octet-stream\r\n"
+			 "Content-Length: %" PRIu64 "\r\n%s\r\n",
+			 (uint64_t)st.st_size, c->keep_alive ? "" : "Connection: close\r\n");
+	if (!conn_write(c, head, (size_t)n)) {
+		close(fd);
+		conn_close(c);
+		return;
+	}
+	counter_add(&c->w->counters.downloads, 1);
+	if (req->method == HTTP_HEAD || st.st_size == 0) {
+		close(fd);
+		conn_flush(c);
+		request_done(c);
+		return;
+	}
+	c->file_fd = fd;
+	c->file_left = (uint64_t)st.st_size;
+	c->state = ST_DOWNLOAD;
+	timer_for_state(c);
+}
+
+/* Policy files are small and live in the page cache: a pread here costs
+ * less than a round trip through the ring. */
+static bool step_download(struct conn *c)
+{
+	while (c->file_left && out_room(c) >= DOWNLOAD_CHUNK + 256) {
+		size_t want = c->file_left < DOWNLOAD_CHUNK ? (size_t)c->file_left : DOWNLOAD_CHUNK;
+		ssize_t n = read(c->file_fd, c->w->scratch, want);
+		if (n <= 0) {
+			log_warn("%s: download read failed: %s", c->peer, n ? strerror(errno) : "EOF");
+			conn_close(c);
+			return false;
+		}
+		if (!conn_write(c, c->w->scratch, (size_t)n)) {
+			conn_close(c);
+			return false;
+		}
+		c->file_left -= (uint64_t)n;
+		counter_add(&c->w->counters.download_bytes, (uint64_t)n);
+	}
+	conn_flush(c);
+	if (c->file_left)
+		return false; /* wait for the transport to drain */
+	close(c->file_fd);
+	c->file_fd = -1;
+	request_done(c);
+	return true;
+}
+
+static void upload_wake(void *arg)
+{
+	struct conn *c = arg;
+	conn_enter(c);
+	c->upload_blocked = false;
+	conn_run(c);
+	conn_leave(c);
+}
+
+static void upload_committed(void *arg, int status, uint64_t id)
+{
+	struct conn *c = arg;
+	conn_enter(c);
+	c->store_busy = false;
+	if (c->transport_gone || c->state == ST_CLOSING) {
+		conn_leave(c);
+		return;
+	}
+	if (status == 0) {
+		counter_add(&c->w->counters.uploads, 1);
+		counter_add(&c->w->counters.upload_bytes, c->body_total);
+		char extra[64], body[64];
+		snprintf(extra, sizeof extra, "Location: /uploads/%" PRIu64 "\r\n", id);
+		snprintf(body, sizeof body, "upload %" PRIu64 ", %" PRIu64 " bytes", id, c->body_total);
+		respond(c, 201, extra, body, false);
+		if (c->state != ST_CLOSING)
+			request_done(c);
+	} else {
+		c->keep_alive = false;
+		respond_error(c, status == STORE_ERR_NOSPACE ? 507 : 503, store_strerror(status));
+	}
+	conn_run(c);
+	conn_leave(c);
+}
+
+static void body_complete(struct conn *c)
+{
+	c->state = ST_COMMIT;
+	c->store_busy = true;
+	timer_disarm(&c->timer);
+	struct store_upload *u = c->upload;
+	c->upload = NULL;
+	store_upload_finish(u, upload_committed, c);
+}
+
+static void start_upload(struct conn *c, const struct http_request *req,
+			 const struct http_route *route)
+{
+	const struct config *cfg = c->w->cfg;
+	if (req->method != HTTP_PUT && req->method != HTTP_POST) {
+		respond(c, 405, "Allow: PUT, POST\r\n", "uploads take PUT or POST",
+			req->content_length > 0 || req->chunked);
+		return;
+	}
+	if (!req->chunked && req->content_length < 0) {
+		respond_error(c, 411, "uploads need Content-Length or chunked encoding");
+		return;
+	}
+	if (req->content_length > 0 && (uint64_t)req->content_length > cfg->max_body_bytes) {
+		char why[96];
+		snprintf(why, sizeof why, "body over %" PRIu64 " bytes", cfg->max_body_bytes);
+		respond_error(c, 413, why);
+		return;
+	}
+	const struct tls_peer *p = tls_session_peer(c->tls);
+	struct upload_meta meta = {0};
+	snprintf(meta.device, sizeof meta.device, "%s", p->device);
+	snprintf(meta.category, sizeof meta.category, "%s", route->category);
+	snprintf(meta.name, sizeof meta.name, "%s", route->name);
+	memcpy(meta.cert_sha256, p->cert_sha256, sizeof meta.cert_sha256);
+	int rc = store_upload_begin(c->w->sw, &meta, &c->upload);
+	if (rc != 0) {
+		c->upload = NULL;
+		respond_error(c, rc == STORE_ERR_NOSPACE ? 507 : 503, store_strerror(rc));
+		return;
+	}
+	if (req->expect_continue && !conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25)) {
+		conn_close(c);
+		return;
+	}
+	c->chunked = req->chunked;
+	c->body_left = req->chunked ? 0 : (uint64_t)req->content_length;
+	c->body_total = 0;
+	c->held_len = 0;
+	http_chunked_init(&c->chunk);
+	c->state = ST_BODY;
+	conn_flush(c);
+	timer_for_state(c);
+}
+
+static void handle_request(struct conn *c, const struct http_request *req)
+{
+	counter_add(&c->w->counters.requests, 1);
+	c->keep_alive = req->keep_alive;
+	struct http_route route;
+	int rc = http_route_parse(&req->target, &route);
+	if (rc < 0) {
+		respond(c, -rc, NULL, -rc == 404 ? "no such path" : "bad file name",
+			req->content_length > 0 || req->chunked);
+		return;
+	}
+	if (route.kind == ROUTE_UPLOAD)
+		start_upload(c, req, &route);
+	else
+		start_download(c, req, &route);
+}
+
+static bool step_head(struct conn *c)
+{
+	const struct config *cfg = c->w->cfg;
+	struct http_limits lim = {.max_target = cfg->max_target, .max_headers = cfg->max_headers};
+	for (;;) {
+		if (c->buf && c->buf_len > c->buf_off) {
+			if (!c->head_started) {
+				c->head_started = true;
+				timer_for_state(c);
+			}
+			struct http_request req;
+			size_t avail = c->buf_len - c->buf_off;
+			if (avail > cfg->max_header_bytes)
+				avail = cfg->max_header_bytes;
+			int rc = http_request_parse((const char *)c->buf + c->buf_off, avail, &lim, &req);
+			if (rc < 0) {
+				respond_error(c, -rc, "malformed request");
+				return false;
+			}
+			if (rc > 0) {
+				c->buf_off += (size_t)rc;
+				handle_request(c, &req);
+				return c->state != ST_CLOSING;
+			}
+			if (avail >= cfg->max_header_bytes) {
+				respond_error(c, 431, "request head too large");
+				return false;
+			}
+		}
+		ssize_t n = read_plaintext(c);
+		if (n <= 0)
+			return false;
+	}
+}
+
+/* Hands body bytes to the store; false when it is full or failed. */
+static bool body_put(struct conn *c, const uint8_t *data, size_t len, size_t *taken)
+{
+	ssize_t n = store_upload_write(c->upload, data, len, upload_wake, c);
+	if (n < 0) {
+		respond_error(c, n == STORE_ERR_NOSPACE ? 507 : 503, store_strerror((int)n));
+		return false;
+	}
+	*taken = (size_t)n;
+	c->body_total += (uint64_t)n;
+	if ((size_t)n < len)
+		c->upload_blocked = true;
+	return (size_t)n == len;
+}
+
+static bool body_feed_length(struct conn *c)
+{
+	size_t avail = c->buf_len - c->buf_off;
+	size_t want = avail < c->body_left ? avail : (size_t)c->body_left;
+	size_t taken = 0;
+	bool all = body_put(c, c->buf + c->buf_off, want, &taken);
+	c->buf_off += taken;
+	c->body_left -= taken;
+	if (c->state == ST_CLOSING)
+		return false;
+	if (c->body_left == 0) {
+		body_complete(c);
+		return false;
+	}
+	return all;
+}
+
+static bool body_feed_chunked(struct conn *c)
+{
+	const struct config *cfg = c->w->cfg;
+	for (;;) {
+		if (c->held_len) {
+			size_t taken = 0;
+			bool all = body_put(c, c->held, c->held_len, &taken);
+			c->held += taken;
+			c->held_len -= taken;
+			if (!all)
+				return false;
+		}
+		if (c->body_total > cfg->max_body_bytes) {
+			respond_error(c, 413, "chunked body over the size limit");
+			return false;
+		}
+		if (c->buf_off == c->buf_len)
+			return true;
+		const char *data = NULL;
+		size_t dlen = 0;
+		bool done = false;
+		long used = http_chunked_decode(&c->chunk, (const char *)c->buf + c->buf_off,
+						c->buf_len - c->buf_off, &data, &dlen, &done);
+		if (used < 0) {
+			respond_error(c, 400, "malformed chunked body");
+			return false;
+		}
+		c->buf_off += (size_t)used;
+		c->held = (const uint8_t *)data;
+		c->held_len = data ? dlen : 0;
+		if (done && !c->held_len) {
+			body_complete(c);
+			return false;
+		}
+	}
+}
+
+static bool step_body(struct conn *c)
+{
+	for (;;) {
+		if (c->upload_blocked)
+			return false;
+		if (c->buf && (c->buf_off < c->buf_len || c->held_len)) {
+			bool more = c->chunked ? body_feed_chunked(c) : body_feed_length(c);
+			if (!more || c->state != ST_BODY)
+				return false;
+		}
+		/* `held` points into buf: do not move buf while it is set. */
+		if (c->held_len)
+			return false;
+		ssize_t n = read_plaintext(c);
+		if (n <= 0)
+			return false;
+		timer_for_state(c); /* body bytes arrived: the stall clock restarts */
+	}
+}
+
+/* ---- the state machine ---- */
+
+static void conn_advance(struct conn *c)
+{
+	if (c->advancing)
+		return;
+	c->advancing = true;
+	bool progress = true;
+	while (progress && !c->transport_gone) {
+		switch (c->state) {
+		case ST_HANDSHAKE:
+			progress = step_handshake(c);
+			break;
+		case ST_HEAD:
+			progress = step_head(c);
+			break;
+		case ST_BODY:
+			progress = step_body(c);
+			break;
+		case ST_DOWNLOAD:
+			progress = step_download(c);
+			break;
+		case ST_COMMIT:
+		case ST_CLOSING:
+			progress = false;
+			break;
+		}
+	}
+	conn_flush(c);
+	c->advancing = false;
+}
+
+/*
+ * Feeds ciphertext (the held-back stash first) to TLS and advances. What TLS
+ * did not read (we stopped reading: the store is full or a commit is
+ * pending) is kept, and the transport is paused so TCP pushes back.
+ */
+static void conn_feed(struct conn *c, const uint8_t *data, size_t len)
+{
+	if (c->stash_len && len) {
+		uint8_t *grown = realloc(c->stash, c->stash_len + len);
+		if (!grown) {
+			conn_close(c);
+			return;
+		}
+		memcpy(grown + c->stash_len, data, len);
+		c->stash = grown;
+		c->stash_len += len;
+	}
+	bool from_stash = c->stash_len > 0;
+	const uint8_t *in = from_stash ? c->stash : data;
+	size_t in_len = from_stash ? c->stash_len : len;
+	tls_session_input(c->tls, in, in_len);
+	conn_advance(c);
+	size_t left = tls_session_input_left(c->tls);
+	tls_session_input(c->tls, NULL, 0); /* lend nothing past this call */
+	if (c->state == ST_CLOSING || c->transport_gone)
+		left = 0;
+	if (left == 0) {
+		free(c->stash);
+		c->stash = NULL;
+		c->stash_len = 0;
+		if (c->paused && !c->transport_gone) {
+			c->paused = false;
+			transport_resume(c->tc);
+		}
+		return;
+	}
+	if (from_stash) {
+		memmove(c->stash, c->stash + (in_len - left), left);
+		c->stash_len = left;
+	} else {
+		c->stash = malloc(left);
+		if (!c->stash) {
+			conn_close(c);
+			return;
+		}
+		memcpy(c->stash, data + (len - left), left);
+		c->stash_len = left;
+	}
+	if (!c->paused) {
+		c->paused = true;
+		transport_pause(c->tc);
+	}
+}
+
+/* After a wake-up (store space, commit, output drained): continue with
+ * what is held back, or just advance. */
+static void conn_run(struct conn *c)
+{
+	if (c->transport_gone || c->state == ST_CLOSING)
+		return;
+	if (c->stash_len || c->paused)
+		conn_feed(c, NULL, 0);
+	else
+		conn_advance(c);
+}
+
+/* ---- transport events ---- */
+
+static void *conn_accepted(void *ctx, struct transport_conn *tc, const struct sockaddr *peer,
+			   socklen_t peer_len)
+{
+	struct worker *w = ctx;
+	(void)peer_len;
+	if (atomic_load(&w->stopping) || transport_conn_count(w->transport) > w->cfg->max_connections) {
+		counter_add(&w->counters.connections_refused, 1);
+		return NULL;
+	}
+	struct conn *c = calloc(1, sizeof *c);
+	if (!c)
+		return NULL;
+	c->w = w;
+	c->tc = tc;
+	c->file_fd = -1;
+	c->tls = tls_session_new(w->tls, tls_out, c);
+	if (!c->tls) {
+		free(c);
+		return NULL;
+	}
+	char host[48] = "?";
+	uint16_t port = 0;
+	if (peer->sa_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)peer;
+		inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+		port = ntohs(a->sin_port);
+	} else if (peer->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)peer;
+		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+		port = ntohs(a->sin6_port);
+	}
+	snprintf(c->peer, sizeof c->peer, "%s:%u", host, port);
+	c->next = w->conn_head;
+	if (c->next)
+		c->next->pprev = &c->next;
+	w->conn_head = c;
+	c->pprev = &w->conn_head;
+	counter_add(&w->counters.connections_accepted, 1);
+	counter_add(&w->counters.connections_open, 1);
+	c->state = ST_HANDSHAKE;
+	timer_for_state(c);
+	return c;
+}
+
+static void conn_received(void *upper, const uint8_t *data, size_t len)
+{
+	struct conn *c = upper;
+	conn_enter(c);
+	if (c->state != ST_CLOSING)
+		conn_feed(c, data, len);
+	conn_leave(c);
+}
+
+static void conn_sent(void *upper)
+{
+	struct conn *c = upper;
+	conn_enter(c);
+	size_t rest = c->out_len - c->out_inflight;
+	memmove(c->out, c->out + c->out_inflight, rest);
+	c->out_len = rest;
+	c->out_inflight = 0;
+	conn_flush(c);
+	if (c->state == ST_HEAD && !c->head_started && !c->out_len && !c->stash_len)
+		conn_idle_trim(c);
+	conn_run(c);
+	conn_leave(c);
+}
+
+static void conn_closed(void *upper, int err)
+{
+	struct conn *c = upper;
+	conn_enter(c);
+	(void)err;
+	c->transport_gone = true;
+	c->out_inflight = 0;
+	if (c->state != ST_COMMIT)
+		upload_drop(c);
+	timer_disarm(&c->timer);
+	conn_leave(c);
+}
+
+static void conn_free(struct conn *c)
+{
+	upload_drop(c);
+	timer_disarm(&c->timer);
+	*c->pprev = c->next;
+	if (c->next)
+		c->next->pprev = c->pprev;
+	counter_add(&c->w->counters.connections_open, (uint64_t)-1);
+	tls_session_free(c->tls);
+	free(c->stash);
+	free(c->buf);
+	free(c->out);
+	free(c);
+}
+
+void conn_shutdown_all(struct worker *w)
+{
+	struct conn *c = w->conn_head;
+	while (c) {
+		struct conn *next = c->next;
+		conn_enter(c);
+		c->keep_alive = false;
+		/* Idle or still shaking hands: nothing is lost by closing now. */
+		if (c->state == ST_HANDSHAKE || (c->state == ST_HEAD && !c->head_started))
+			conn_close(c);
+		conn_leave(c);
+		c = next;
+	}
+}
+
+const struct transport_events conn_events = {
+	.accepted = conn_accepted,
+	.received = conn_received,
+	.sent = conn_sent,
+	.closed = conn_closed,
+};
+
+void conn_abort_all(struct worker *w)
+{
+	struct conn *c = w->conn_head;
+	while (c) {
+		struct conn *next = c->next;
+		conn_enter(c);
+		if (!c->transport_gone)
+			transport_abort(c->tc);
+		conn_leave(c);
+		c = next;
+	}
+}

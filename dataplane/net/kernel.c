@@ -1,0 +1,447 @@
+/*
+ * The kernel transport: the kernel's TCP through the worker's io_uring. One
+ * SO_REUSEPORT listener per worker (the kernel spreads connections over
+ * them), multishot accept, multishot recv into a ring of provided buffers
+ * (so an idle connection holds no receive buffer at all), and sends straight
+ * from the upper layer's buffer.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "beacon/config.h"
+#include "beacon/log.h"
+#include "beacon/ring.h"
+#include "transport-internal.h"
+
+#define RECV_BUF_SIZE (16 * 1024)
+#define RECV_BUF_COUNT 256 /* power of two; 4 MiB per worker */
+#define RECV_GROUP 1
+
+struct kernel_transport {
+	struct transport base;
+	struct ring *ring;
+	int listen_fd;
+	bool accepting;
+	struct ring_op accept_op;
+	struct io_uring_buf_ring *br;
+	size_t br_bytes;
+	uint8_t *bufs;
+};
+
+struct kconn {
+	struct transport_conn base;
+	struct kernel_transport *kt;
+	int fd;
+	struct ring_op recv_op;
+	struct ring_op send_op;
+	const uint8_t *send_buf;
+	size_t send_len, send_done;
+	unsigned inflight; /* our SQEs not yet completed for good */
+	bool recv_armed, sending, paused, closing, draining, dead;
+	int close_err;
+	uint8_t *stash; /* bytes that arrived while paused */
+	size_t stash_len;
+};
+
+static void accept_arm(struct kernel_transport *kt);
+static void recv_complete(struct ring_op *op, int res, uint32_t flags);
+static void send_complete(struct ring_op *op, int res, uint32_t flags);
+
+/* Cancels the op now rather than at the next submit: by then the op's
+ * memory may belong to a new connection whose op the cancel would hit. */
+static void cancel_now(struct ring *ring, struct ring_op *op)
+{
+	struct io_uring_sqe *sqe = ring_sqe(ring, NULL);
+	if (!sqe)
+		return;
+	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
+	io_uring_submit(&ring->uring);
+}
+static void recv_arm(struct kconn *c);
+static void conn_finish(struct kconn *c);
+
+/* ---- listener ---- */
+
+static int listen_socket(const struct config *cfg)
+{
+	struct sockaddr_storage ss = {0};
+	socklen_t len;
+	struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, cfg->listen_addr, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons(cfg->listen_port);
+		len = sizeof *a4;
+	} else if (inet_pton(AF_INET6, cfg->listen_addr, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons(cfg->listen_port);
+		len = sizeof *a6;
+	} else {
+		return -EINVAL;
+	}
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+	    bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, 4096) != 0) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	return fd;
+}
+
+static int recv_buffers_setup(struct kernel_transport *kt)
+{
+	kt->br_bytes = RECV_BUF_COUNT * sizeof(struct io_uring_buf);
+	void *mem = mmap(NULL, kt->br_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE,
+			 -1, 0);
+	if (mem == MAP_FAILED)
+		return -errno;
+	kt->br = mem;
+	kt->bufs = malloc((size_t)RECV_BUF_COUNT * RECV_BUF_SIZE);
+	if (!kt->bufs)
+		return -ENOMEM;
+	struct io_uring_buf_reg reg = {
+		.ring_addr = (unsigned long)mem, .ring_entries = RECV_BUF_COUNT, .bgid = RECV_GROUP};
+	int rc = io_uring_register_buf_ring(&kt->ring->uring, &reg, 0);
+	if (rc != 0)
+		return rc;
+	io_uring_buf_ring_init(kt->br);
+	int mask = io_uring_buf_ring_mask(RECV_BUF_COUNT);
+	for (int i = 0; i < RECV_BUF_COUNT; i++)
+		io_uring_buf_ring_add(kt->br, kt->bufs + (size_t)i * RECV_BUF_SIZE, RECV_BUF_SIZE,
+				      (unsigned short)i, mask, i);
+	io_uring_buf_ring_advance(kt->br, RECV_BUF_COUNT);
+	return 0;
+}
+
+static void recv_buffer_recycle(struct kernel_transport *kt, unsigned bid)
+{
+	io_uring_buf_ring_add(kt->br, kt->bufs + (size_t)bid * RECV_BUF_SIZE, RECV_BUF_SIZE,
+			      (unsigned short)bid, io_uring_buf_ring_mask(RECV_BUF_COUNT), 0);
+	io_uring_buf_ring_advance(kt->br, 1);
+}
+
+/* ---- connections ---- */
+
+static void conn_start(struct kernel_transport *kt, int fd)
+{
+	struct sockaddr_storage peer;
+	socklen_t plen = sizeof peer;
+	int one = 1;
+	struct kconn *c = calloc(1, sizeof *c);
+	if (!c || getpeername(fd, (struct sockaddr *)&peer, &plen) != 0) {
+		free(c);
+		close(fd);
+		return;
+	}
+	/* Responses are written whole; Nagle would only delay their tail. */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	c->base.t = &kt->base;
+	c->kt = kt;
+	c->fd = fd;
+	c->recv_op.complete = recv_complete;
+	c->send_op.complete = send_complete;
+	kt->base.conns++;
+	c->base.upper = kt->base.ev->accepted(kt->base.ctx, &c->base, (struct sockaddr *)&peer, plen);
+	if (!c->base.upper) {
+		kt->base.conns--;
+		close(fd);
+		free(c);
+		return;
+	}
+	recv_arm(c);
+}
+
+static void conn_deliver(struct kconn *c, const uint8_t *data, size_t len)
+{
+	if (c->draining || c->closing)
+		return; /* closing: what the peer still sends is dropped */
+	if (c->paused) {
+		uint8_t *grown = realloc(c->stash, c->stash_len + len);
+		if (!grown) {
+			transport_abort(&c->base);
+			return;
+		}
+		c->stash = grown;
+		memcpy(c->stash + c->stash_len, data, len);
+		c->stash_len += len;
+		return;
+	}
+	c->base.t->ev->received(c->base.upper, data, len);
+}
+
+static void recv_complete(struct ring_op *op, int res, uint32_t flags)
+{
+	struct kconn *c = container_of(op, struct kconn, recv_op);
+	if (flags & IORING_CQE_F_BUFFER) {
+		unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+		if (res > 0)
+			conn_deliver(c, c->kt->bufs + (size_t)bid * RECV_BUF_SIZE, (size_t)res);
+		recv_buffer_recycle(c->kt, bid);
+	}
+	if (flags & IORING_CQE_F_MORE)
+		return;
+	c->recv_armed = false;
+	c->inflight--;
+	if (res == -ENOBUFS && !c->dead) {
+		recv_arm(c); /* every buffer was busy: try again */
+	} else if (res <= 0 || c->dead) {
+		/* EOF, error or cancellation: the conversation is over. */
+		if (!c->dead) {
+			c->close_err = res < 0 && res != -ECANCELED ? res : 0;
+			transport_abort(&c->base);
+		}
+	} else if (!c->paused) {
+		recv_arm(c);
+	}
+	conn_finish(c);
+}
+
+static void recv_arm(struct kconn *c)
+{
+	if (c->recv_armed || c->dead)
+		return;
+	struct io_uring_sqe *sqe = ring_sqe(c->kt->ring, &c->recv_op);
+	if (!sqe) {
+		transport_abort(&c->base);
+		return;
+	}
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = RECV_GROUP;
+	c->recv_armed = true;
+	c->inflight++;
+}
+
+static void send_submit(struct kconn *c)
+{
+	struct io_uring_sqe *sqe = ring_sqe(c->kt->ring, &c->send_op);
+	if (!sqe) {
+		c->sending = false;
+		transport_abort(&c->base);
+		return;
+	}
+	io_uring_prep_send(sqe, c->fd, c->send_buf + c->send_done, c->send_len - c->send_done,
+			   MSG_NOSIGNAL);
+	c->inflight++;
+}
+
+static void drain_start(struct kconn *c)
+{
+	/* FIN after the last byte; keep reading (and dropping) until the peer
+	 * closes, so our last response is not lost to a reset. */
+	c->draining = true;
+	if (shutdown(c->fd, SHUT_WR) != 0)
+		transport_abort(&c->base);
+}
+
+static void send_complete(struct ring_op *op, int res, uint32_t flags)
+{
+	(void)flags;
+	struct kconn *c = container_of(op, struct kconn, send_op);
+	c->inflight--;
+	if (res < 0 || c->dead) {
+		c->sending = false;
+		if (!c->dead) {
+			c->close_err = res;
+			transport_abort(&c->base);
+		}
+	} else {
+		c->send_done += (size_t)res;
+		if (c->send_done < c->send_len) {
+			send_submit(c);
+		} else {
+			c->sending = false;
+			if (c->closing)
+				drain_start(c);
+			else
+				c->base.t->ev->sent(c->base.upper);
+		}
+	}
+	conn_finish(c);
+}
+
+/* Frees the connection once it is dead and nothing of it is in flight. */
+static void conn_finish(struct kconn *c)
+{
+	if (!c->dead || c->inflight)
+		return;
+	struct kernel_transport *kt = c->kt;
+	close(c->fd);
+	kt->base.conns--;
+	kt->base.ev->closed(c->base.upper, c->close_err);
+	free(c->stash);
+	free(c);
+}
+
+static int kconn_send(struct transport_conn *tc, const void *buf, size_t len)
+{
+	struct kconn *c = (struct kconn *)tc;
+	if (c->dead || c->closing)
+		return -EPIPE;
+	if (c->sending)
+		return -EBUSY;
+	c->send_buf = buf;
+	c->send_len = len;
+	c->send_done = 0;
+	c->sending = true;
+	send_submit(c);
+	return 0;
+}
+
+static void kconn_pause(struct transport_conn *tc)
+{
+	struct kconn *c = (struct kconn *)tc;
+	c->paused = true;
+	/* Stop the multishot recv so TCP's window pushes back on the peer. */
+	if (c->recv_armed)
+		cancel_now(c->kt->ring, &c->recv_op);
+}
+
+static void kconn_resume(struct transport_conn *tc)
+{
+	struct kconn *c = (struct kconn *)tc;
+	if (!c->paused || c->dead)
+		return;
+	c->paused = false;
+	/* Hand over what arrived while paused; the upper layer may pause
+	 * again inside the callback, and then keeps what it did not take. */
+	while (c->stash_len && !c->paused && !c->dead && !c->closing) {
+		uint8_t *data = c->stash;
+		size_t len = c->stash_len;
+		c->stash = NULL;
+		c->stash_len = 0;
+		c->base.t->ev->received(c->base.upper, data, len);
+		free(data);
+	}
+	if (!c->paused)
+		recv_arm(c);
+}
+
+static void kconn_close(struct transport_conn *tc)
+{
+	struct kconn *c = (struct kconn *)tc;
+	if (c->closing || c->dead)
+		return;
+	c->closing = true;
+	c->paused = false;
+	free(c->stash);
+	c->stash = NULL;
+	c->stash_len = 0;
+	if (!c->sending)
+		drain_start(c);
+	recv_arm(c); /* draining needs a reader */
+}
+
+static void kconn_abort(struct transport_conn *tc)
+{
+	struct kconn *c = (struct kconn *)tc;
+	if (c->dead)
+		return;
+	c->dead = true;
+	/* shutdown wakes the recv (EOF) and fails a send in flight; the
+	 * completions then release the connection. */
+	shutdown(c->fd, SHUT_RDWR);
+	if (c->recv_armed)
+		cancel_now(c->kt->ring, &c->recv_op);
+	conn_finish(c);
+}
+
+/* ---- accept ---- */
+
+static void accept_complete(struct ring_op *op, int res, uint32_t flags)
+{
+	struct kernel_transport *kt = container_of(op, struct kernel_transport, accept_op);
+	if (res >= 0) {
+		if (kt->accepting)
+			conn_start(kt, res);
+		else
+			close(res);
+	} else if (res != -ECANCELED) {
+		log_warn("accept: %s", strerror(-res));
+	}
+	if (!(flags & IORING_CQE_F_MORE) && kt->accepting)
+		accept_arm(kt);
+}
+
+static void accept_arm(struct kernel_transport *kt)
+{
+	struct io_uring_sqe *sqe = ring_sqe(kt->ring, &kt->accept_op);
+	if (!sqe) {
+		log_err("accept: cannot get a submission slot");
+		return;
+	}
+	io_uring_prep_multishot_accept(sqe, kt->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+}
+
+static void kernel_stop_accepting(struct transport *t)
+{
+	struct kernel_transport *kt = (struct kernel_transport *)t;
+	if (!kt->accepting)
+		return;
+	kt->accepting = false;
+	cancel_now(kt->ring, &kt->accept_op);
+	close(kt->listen_fd);
+	kt->listen_fd = -1;
+}
+
+static void kernel_free(struct transport *t)
+{
+	struct kernel_transport *kt = (struct kernel_transport *)t;
+	if (kt->listen_fd >= 0)
+		close(kt->listen_fd);
+	if (kt->br) {
+		io_uring_unregister_buf_ring(&kt->ring->uring, RECV_GROUP);
+		munmap(kt->br, kt->br_bytes);
+	}
+	free(kt->bufs);
+	free(kt);
+}
+
+static const struct transport_ops kernel_ops = {
+	.send = kconn_send,
+	.pause = kconn_pause,
+	.resume = kconn_resume,
+	.close = kconn_close,
+	.abort = kconn_abort,
+	.stop_accepting = kernel_stop_accepting,
+	.free = kernel_free,
+};
+
+int transport_kernel_open(struct ring *ring, const struct config *cfg,
+			  const struct transport_events *ev, void *ctx, struct transport **out)
+{
+	struct kernel_transport *kt = calloc(1, sizeof *kt);
+	if (!kt)
+		return -ENOMEM;
+	kt->base.ops = &kernel_ops;
+	kt->base.ev = ev;
+	kt->base.ctx = ctx;
+	kt->ring = ring;
+	kt->accept_op.complete = accept_complete;
+	kt->listen_fd = listen_socket(cfg);
+	if (kt->listen_fd < 0) {
+		int e = kt->listen_fd;
+		free(kt);
+		return e;
+	}
+	int rc = recv_buffers_setup(kt);
+	if (rc != 0) {
+		kernel_free(&kt->base);
+		return rc;
+	}
+	kt->accepting = true;
+	accept_arm(kt);
+	*out = &kt->base;
+	return 0;
+}

@@ -1,0 +1,42 @@
+/* Dispatch from the seam to the transport that runs. */
+#include "transport-internal.h"
+
+int transport_send(struct transport_conn *tc, const void *buf, size_t len)
+{
+	return tc->t->ops->send(tc, buf, len);
+}
+
+void transport_pause(struct transport_conn *tc)
+{
+	tc->t->ops->pause(tc);
+}
+
+void transport_resume(struct transport_conn *tc)
+{
+	tc->t->ops->resume(tc);
+}
+
+void transport_close(struct transport_conn *tc)
+{
+	tc->t->ops->close(tc);
+}
+
+void transport_abort(struct transport_conn *tc)
+{
+	tc->t->ops->abort(tc);
+}
+
+void transport_stop_accepting(struct transport *t)
+{
+	t->ops->stop_accepting(t);
+}
+
+void transport_free(struct transport *t)
+{
+	t->ops->free(t);
+}
+
+unsigned transport_conn_count(const struct transport *t)
+{
+	return t->conns;
+}

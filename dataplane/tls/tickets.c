@@ -1,0 +1,156 @@
+/*
+ * Session ticket keys and the ticket callback. A ticket is the wolfSSL
+ * internal ticket followed by our own identity blob (see tls-internal.h),
+ * sealed with AES-256-GCM under the current key; the key's name is the GCM
+ * additional data. Decryption accepts the current and the previous key and
+ * asks wolfSSL to issue a fresh ticket when the previous one was used.
+ */
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/aes.h>
+#include <wolfssl/wolfcrypt/random.h>
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "beacon/log.h"
+#include "tls-internal.h"
+
+#define GCM_IV_LEN 12
+#define GCM_TAG_LEN 16
+
+struct ticket_key {
+	uint8_t name[WOLFSSL_TICKET_NAME_SZ];
+	uint8_t key[32];
+	bool valid;
+};
+
+/* Rotation is rare and lookups are short: one mutex is cheaper to reason
+ * about than anything cleverer, and never held across I/O. */
+static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ticket_key keys[2]; /* [0] current, [1] previous */
+
+static _Thread_local WC_RNG *thread_rng;
+
+int tls_random(uint8_t *out, size_t len)
+{
+	if (!thread_rng) {
+		WC_RNG *rng = calloc(1, sizeof *rng);
+		if (!rng || wc_InitRng(rng) != 0) {
+			free(rng);
+			return -1;
+		}
+		thread_rng = rng;
+	}
+	return wc_RNG_GenerateBlock(thread_rng, out, (word32)len) == 0 ? 0 : -1;
+}
+
+int tls_tickets_rotate(void)
+{
+	struct ticket_key fresh = {.valid = true};
+	if (tls_random(fresh.name, sizeof fresh.name) != 0 ||
+	    tls_random(fresh.key, sizeof fresh.key) != 0)
+		return -1;
+	pthread_mutex_lock(&keys_lock);
+	keys[1] = keys[0];
+	keys[0] = fresh;
+	pthread_mutex_unlock(&keys_lock);
+	return 0;
+}
+
+/* Copies the key named `name` out of the table; returns its slot or -1. */
+static int ticket_key_find(const uint8_t *name, struct ticket_key *out)
+{
+	int slot = -1;
+	pthread_mutex_lock(&keys_lock);
+	for (int i = 0; i < 2; i++) {
+		if (keys[i].valid && memcmp(keys[i].name, name, sizeof keys[i].name) == 0) {
+			*out = keys[i];
+			slot = i;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&keys_lock);
+	return slot;
+}
+
+static int ticket_seal(struct tls_session *s, uint8_t name[WOLFSSL_TICKET_NAME_SZ],
+		       uint8_t iv[WOLFSSL_TICKET_IV_SZ], uint8_t mac[WOLFSSL_TICKET_MAC_SZ],
+		       uint8_t *ticket, int in_len, int *out_len)
+{
+	struct ticket_key k;
+	pthread_mutex_lock(&keys_lock);
+	k = keys[0];
+	pthread_mutex_unlock(&keys_lock);
+	if (!k.valid)
+		return WOLFSSL_TICKET_RET_FATAL;
+
+	/* Room for our blob was reserved at build time
+	 * (WOLFSSL_TICKET_EXTRA_PADDING_SZ); *out_len says how much. */
+	size_t blob = tls_ticket_blob_write(s, ticket + in_len, (size_t)(*out_len - in_len));
+	if (blob == 0)
+		return WOLFSSL_TICKET_RET_FATAL;
+	int total = in_len + (int)blob;
+
+	memcpy(name, k.name, WOLFSSL_TICKET_NAME_SZ);
+	memset(iv, 0, WOLFSSL_TICKET_IV_SZ);
+	memset(mac, 0, WOLFSSL_TICKET_MAC_SZ);
+	if (tls_random(iv, GCM_IV_LEN) != 0)
+		return WOLFSSL_TICKET_RET_FATAL;
+	Aes aes;
+	int rc = wc_AesInit(&aes, NULL, INVALID_DEVID);
+	if (rc == 0)
+		rc = wc_AesGcmSetKey(&aes, k.key, sizeof k.key);
+	if (rc == 0)
+		rc = wc_AesGcmEncrypt(&aes, ticket, ticket, (word32)total, iv, GCM_IV_LEN, mac,
+				      GCM_TAG_LEN, name, WOLFSSL_TICKET_NAME_SZ);
+	wc_AesFree(&aes);
+	if (rc != 0)
+		return WOLFSSL_TICKET_RET_FATAL;
+	*out_len = total;
+	return WOLFSSL_TICKET_RET_OK;
+}
+
+static int ticket_open(struct tls_session *s, const uint8_t *name, const uint8_t *iv,
+		       const uint8_t *mac, uint8_t *ticket, int in_len, int *out_len)
+{
+	struct ticket_key k;
+	int slot = ticket_key_find(name, &k);
+	if (slot < 0)
+		return WOLFSSL_TICKET_RET_REJECT; /* unknown or expired key: full handshake */
+	Aes aes;
+	int rc = wc_AesInit(&aes, NULL, INVALID_DEVID);
+	if (rc == 0)
+		rc = wc_AesGcmSetKey(&aes, k.key, sizeof k.key);
+	if (rc == 0)
+		rc = wc_AesGcmDecrypt(&aes, ticket, ticket, (word32)in_len, iv, GCM_IV_LEN, mac,
+				      GCM_TAG_LEN, name, WOLFSSL_TICKET_NAME_SZ);
+	wc_AesFree(&aes);
+	if (rc != 0)
+		return WOLFSSL_TICKET_RET_REJECT;
+
+	size_t blob = tls_ticket_blob_read(s, ticket, (size_t)in_len);
+	if (blob == 0)
+		return WOLFSSL_TICKET_RET_REJECT;
+	/* The identity must still be admitted by today's policy: a ticket is
+	 * no way around a revocation or a removed issuer. */
+	if (!tls_resumed_peer_allowed(s))
+		return WOLFSSL_TICKET_RET_REJECT;
+	*out_len = in_len - (int)blob;
+	return slot == 0 ? WOLFSSL_TICKET_RET_OK : WOLFSSL_TICKET_RET_CREATE;
+}
+
+int tls_ticket_cb(WOLFSSL *ssl, unsigned char key_name[WOLFSSL_TICKET_NAME_SZ],
+		  unsigned char iv[WOLFSSL_TICKET_IV_SZ], unsigned char mac[WOLFSSL_TICKET_MAC_SZ],
+		  int enc, unsigned char *ticket, int in_len, int *out_len, void *ctx)
+{
+	(void)ctx;
+	struct tls_session *s = wolfSSL_GetIOReadCtx(ssl);
+	if (!s)
+		return WOLFSSL_TICKET_RET_FATAL;
+	if (enc)
+		return ticket_seal(s, key_name, iv, mac, ticket, in_len, out_len);
+	return ticket_open(s, key_name, iv, mac, ticket, in_len, out_len);
+}

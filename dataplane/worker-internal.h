@@ -1,0 +1,56 @@
+/* Private to the worker part: shared by worker.c and conn.c. */
+#ifndef BEACON_WORKER_INTERNAL_H
+#define BEACON_WORKER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "beacon/ring.h"
+#include "beacon/transport.h"
+#include "beacon/worker.h"
+#include "timer.h"
+
+struct conn;
+
+struct worker {
+	unsigned id;
+	const struct config *cfg;
+	struct tls_server *tls;
+	struct store *store;
+	struct store_worker *sw;
+	struct ring ring;
+	bool ring_ready;
+	struct transport *transport;
+	struct timer_wheel timers;
+	struct worker_counters counters;
+	int download_dirfd;
+	uint8_t *scratch; /* one record's plaintext, shared by all connections */
+	_Atomic int stopping;
+	unsigned grace_ms;
+	pthread_t thread;
+	char err[256];
+	int start_rc;
+	_Atomic int started;
+	struct conn *conn_head; /* every open connection, for shutdown */
+};
+
+#define SCRATCH_BYTES (16 * 1024)
+
+/* The transport's callbacks, implemented by conn.c. */
+extern const struct transport_events conn_events;
+
+/* Stops reading new requests on every connection (shutdown): idle ones
+ * close now, busy ones after their current request. */
+void conn_shutdown_all(struct worker *w);
+
+/* Drops every connection now (after the grace period). */
+void conn_abort_all(struct worker *w);
+
+static inline void counter_add(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+
+#endif

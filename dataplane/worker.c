@@ -1,0 +1,178 @@
+/*
+ * A worker thread: its loop runs the ring (transport, spool and store
+ * completions all arrive there) and the timer wheel, and nothing else.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "beacon/config.h"
+#include "beacon/log.h"
+#include "beacon/store.h"
+#include "worker-internal.h"
+
+#define RING_ENTRIES 4096
+
+static void worker_pin(struct worker *w)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	if (ncpu <= 0)
+		return;
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(w->id % (unsigned)ncpu, &set);
+	if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) != 0)
+		log_warn("worker %u: cannot pin to CPU %u", w->id, w->id % (unsigned)ncpu);
+}
+
+static int worker_setup(struct worker *w)
+{
+	int rc = ring_init(&w->ring, RING_ENTRIES);
+	if (rc < 0) {
+		snprintf(w->err, sizeof w->err, "io_uring: %s", strerror(-rc));
+		return rc;
+	}
+	w->ring_ready = true;
+	timer_wheel_init(&w->timers, clock_ms());
+	rc = store_worker_attach(w->store, w->id, &w->ring, &w->sw);
+	if (rc < 0) {
+		snprintf(w->err, sizeof w->err, "store: %s", store_strerror(rc));
+		return -EIO;
+	}
+	rc = transport_kernel_open(&w->ring, w->cfg, &conn_events, w, &w->transport);
+	if (rc < 0) {
+		snprintf(w->err, sizeof w->err, "listen %s:%u: %s", w->cfg->listen_addr,
+			 w->cfg->listen_port, strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+static void worker_loop(struct worker *w)
+{
+	while (!atomic_load_explicit(&w->stopping, memory_order_relaxed)) {
+		int rc = ring_run_once(&w->ring, TIMER_TICK_MS * 1000000ull);
+		if (rc < 0 && rc != -EINTR) {
+			log_err("worker %u: io_uring: %s", w->id, strerror(-rc));
+			break;
+		}
+		timer_wheel_advance(&w->timers, clock_ms());
+	}
+}
+
+/* Requests in flight finish; new ones are not read; idle ones close. */
+static void worker_drain(struct worker *w)
+{
+	transport_stop_accepting(w->transport);
+	uint64_t deadline = clock_ms() + w->grace_ms;
+	while (transport_conn_count(w->transport) > 0) {
+		conn_shutdown_all(w);
+		if (clock_ms() > deadline)
+			break;
+		ring_run_once(&w->ring, TIMER_TICK_MS * 1000000ull);
+		timer_wheel_advance(&w->timers, clock_ms());
+	}
+	if (!w->conn_head)
+		return;
+	log_warn("worker %u: %u connections still open after %u ms; closing them", w->id,
+		 transport_conn_count(w->transport), w->grace_ms);
+	conn_abort_all(w);
+	/* Uploads already handed to the store still get their answer. */
+	deadline = clock_ms() + 10000;
+	while (w->conn_head && clock_ms() < deadline) {
+		ring_run_once(&w->ring, TIMER_TICK_MS * 1000000ull);
+		timer_wheel_advance(&w->timers, clock_ms());
+	}
+}
+
+static void worker_teardown(struct worker *w)
+{
+	if (w->sw)
+		store_worker_detach(w->sw);
+	if (w->transport)
+		transport_free(w->transport);
+	if (w->ring_ready)
+		ring_exit(&w->ring);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	worker_pin(w);
+	w->start_rc = worker_setup(w);
+	if (w->start_rc == 0) {
+		atomic_store(&w->started, 1);
+		worker_loop(w);
+		worker_drain(w);
+	}
+	worker_teardown(w);
+	if (w->start_rc != 0)
+		atomic_store(&w->started, 1);
+	return NULL;
+}
+
+int worker_start(unsigned id, const struct config *cfg, struct tls_server *tls,
+		 struct store *store, struct worker **out, char *err, size_t errlen)
+{
+	struct worker *w = calloc(1, sizeof *w);
+	if (!w)
+		return -ENOMEM;
+	w->id = id;
+	w->cfg = cfg;
+	w->tls = tls;
+	w->store = store;
+	w->download_dirfd = -1;
+	if (cfg->download_dir[0]) {
+		w->download_dirfd = open(cfg->download_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (w->download_dirfd < 0)
+			log_warn("download_dir %s: %s; downloads answer 404", cfg->download_dir,
+				 strerror(errno));
+	}
+	w->scratch = malloc(SCRATCH_BYTES);
+	int rc = w->scratch ? pthread_create(&w->thread, NULL, worker_main, w) : ENOMEM;
+	if (rc != 0) {
+		snprintf(err, errlen, "worker %u: cannot start: %s", id, strerror(rc));
+		free(w->scratch);
+		free(w);
+		return -rc;
+	}
+	while (!atomic_load(&w->started))
+		usleep(1000);
+	if (w->start_rc != 0) {
+		snprintf(err, errlen, "worker %u: %s", id, w->err);
+		rc = w->start_rc;
+		pthread_join(w->thread, NULL);
+		if (w->download_dirfd >= 0)
+			close(w->download_dirfd);
+		free(w->scratch);
+		free(w);
+		return rc;
+	}
+	*out = w;
+	return 0;
+}
+
+void worker_stop(struct worker *w, unsigned grace_ms)
+{
+	w->grace_ms = grace_ms;
+	atomic_store(&w->stopping, 1);
+	pthread_join(w->thread, NULL);
+}
+
+void worker_free(struct worker *w)
+{
+	if (w->download_dirfd >= 0)
+		close(w->download_dirfd);
+	free(w->scratch);
+	free(w);
+}
+
+const struct worker_counters *worker_counters(const struct worker *w)
+{
+	return &w->counters;
+}

@@ -1,0 +1,86 @@
+/*
+ * tls: mutual TLS for one connection, over bytes the transport delivers.
+ * wolfSSL does the protocol; this part decides policy: TLS 1.2/1.3 only,
+ * AES-GCM and ChaCha20-Poly1305, X25519 and P-256, a client certificate that
+ * chains to a configured issuer with clientAuth and digitalSignature usage,
+ * the CA names advertised in the CertificateRequest, session tickets that
+ * carry the client's identity so a resumed session can be checked again.
+ *
+ * A tls_server is built from a config at start-up (and, with the control
+ * plane, on reload) and is immutable afterwards; tls_sessions are created
+ * and used by one worker thread. Ticket keys are shared by the whole process
+ * and rotate under a lock that only the (rare) key change takes for long.
+ *
+ * I/O: the caller hands ciphertext in with tls_session_input() and gets
+ * ciphertext out through the `send` callback given at creation; nothing in
+ * here touches a socket.
+ */
+#ifndef BEACON_TLS_H
+#define BEACON_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "beacon/store.h"
+
+struct config;
+struct tls_server;
+struct tls_session;
+
+/* Builds the server side from cfg: certificate, key, issuers, advertised CA
+ * names, policy. On failure returns -1 and a reason naming the file. */
+int tls_server_new(const struct config *cfg, struct tls_server **out, char *err, size_t errlen);
+void tls_server_free(struct tls_server *srv);
+
+/* Ciphertext out. Returns how many bytes it took (0 when its buffer is full:
+ * the session reports TLS_WANT_WRITE and the caller retries once the buffer
+ * drained). */
+typedef size_t (*tls_send_fn)(void *arg, const uint8_t *data, size_t len);
+
+enum tls_status {
+	TLS_OK = 0,
+	TLS_WANT_READ = -1,  /* needs more ciphertext */
+	TLS_WANT_WRITE = -2, /* the send buffer is full */
+	TLS_CLOSED = -3,     /* the peer sent close_notify */
+	TLS_FAILED = -4,     /* fatal: alert sent where possible; close */
+};
+
+/* Who is on the other end, once the handshake is done (or failed). */
+struct tls_peer {
+	enum auth_result result; /* AUTH_OK, or why the certificate was refused */
+	char device[STORE_DEVICE_MAX];
+	uint8_t cert_sha256[32];
+	bool resumed;
+	int version; /* 0x0303 TLS 1.2, 0x0304 TLS 1.3 */
+	char reason[128]; /* for the log when result != AUTH_OK */
+};
+
+struct tls_session *tls_session_new(struct tls_server *srv, tls_send_fn send, void *arg);
+void tls_session_free(struct tls_session *s);
+
+/* Lends in[0..len) to the session until the next call; the session reads
+ * from it as it needs. Returns how many bytes are still unread. */
+void tls_session_input(struct tls_session *s, const uint8_t *in, size_t len);
+size_t tls_session_input_left(const struct tls_session *s);
+
+/* Advances the handshake: TLS_OK once done, else a tls_status. */
+int tls_session_handshake(struct tls_session *s);
+
+/* Plaintext in: bytes (> 0) or a tls_status (TLS_WANT_READ when the lent
+ * input is used up). */
+ssize_t tls_session_read(struct tls_session *s, void *buf, size_t len);
+
+/* Plaintext out: bytes taken (> 0) or a tls_status. */
+ssize_t tls_session_write(struct tls_session *s, const void *buf, size_t len);
+
+/* Sends close_notify (best effort). */
+void tls_session_shutdown(struct tls_session *s);
+
+const struct tls_peer *tls_session_peer(const struct tls_session *s);
+
+/* A short description of the last failure, for the log. */
+const char *tls_session_error(const struct tls_session *s);
+
+#endif

@@ -1,0 +1,75 @@
+/*
+ * transport: the seam between the network and everything above it. A
+ * transport delivers byte streams: a connection is accepted, bytes come in,
+ * bytes go out, the connection closes. The kernel transport (kernel TCP
+ * through io_uring) and the DPDK transport (our own TCP over DPDK ports) both
+ * implement this header; TLS, HTTP and the store never know which one runs.
+ *
+ * Threads: a transport instance belongs to one worker; every function and
+ * every callback runs on that worker's thread.
+ *
+ * Buffers: bytes in are lent to the upper layer for the duration of the
+ * `received` callback only; it must consume or copy them before returning.
+ * Bytes out are lent to the transport by transport_send until the `sent`
+ * callback: the upper layer must not touch them before, and has at most one
+ * send in flight per connection.
+ */
+#ifndef BEACON_TRANSPORT_H
+#define BEACON_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct transport;
+struct transport_conn;
+struct ring;
+struct config;
+
+/* What the layer above is told. `upper` is what `accepted` returned. */
+struct transport_events {
+	/* A new connection. Returns the upper layer's state for it, or NULL to
+	 * refuse it (the transport closes it at once). */
+	void *(*accepted)(void *ctx, struct transport_conn *tc, const struct sockaddr *peer,
+			  socklen_t peer_len);
+	/* Bytes arrived; valid only during the call. */
+	void (*received)(void *upper, const uint8_t *data, size_t len);
+	/* The buffer of the last transport_send went out whole. */
+	void (*sent)(void *upper);
+	/* The connection is gone (peer closed, error, or after transport_close);
+	 * `err` is 0 or a negative errno. No callback for it follows. */
+	void (*closed)(void *upper, int err);
+};
+
+/* Starts listening on the configured address for this worker (kernel: a
+ * SO_REUSEPORT socket of its own). `ctx` is passed to `accepted`. */
+int transport_kernel_open(struct ring *ring, const struct config *cfg,
+			  const struct transport_events *ev, void *ctx, struct transport **out);
+
+/* Stops accepting; existing connections stay until closed. */
+void transport_stop_accepting(struct transport *t);
+/* Frees the transport after every connection has closed. */
+void transport_free(struct transport *t);
+
+/* Sends buf[0..len) whole (the transport retries partial writes), then calls
+ * `sent`. Returns 0 or -errno. */
+int transport_send(struct transport_conn *tc, const void *buf, size_t len);
+
+/* Flow control: while paused, no `received` calls arrive for this
+ * connection and the peer is pushed back by TCP's window. */
+void transport_pause(struct transport_conn *tc);
+void transport_resume(struct transport_conn *tc);
+
+/* Closes gracefully: after the send in flight, sends FIN and discards what
+ * the peer still sends until it closes too (so the peer reads our last
+ * response instead of a reset). `closed` follows. */
+void transport_close(struct transport_conn *tc);
+
+/* Closes now, dropping anything unsent (or a graceful close that lingers
+ * too long). `closed` follows. */
+void transport_abort(struct transport_conn *tc);
+
+/* Connections open on this transport. */
+unsigned transport_conn_count(const struct transport *t);
+
+#endif

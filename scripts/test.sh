@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Sets everything up and runs every test: the unit tests (cmocka) and the
+# integration tests (pytest against the real binary with real clients), once
+# in the normal build and once under AddressSanitizer + UBSan. The last line
+# is "N passed, N failed".
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh --quick    normal build only (no sanitizer pass)
+set -uo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+bash scripts/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
+
+passed=0
+failed=0
+
+# Adds the counts from a JUnit XML file (meson and pytest both write one).
+count_junit() {
+  local xml=$1
+  [ -f "$xml" ] || { failed=$((failed + 1)); return; }
+  read -r t f e s < <(/usr/bin/python3 - "$xml" <<'PY'
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+suites = [root] if root.tag == "testsuite" else root.iter("testsuite")
+t = f = e = s = 0
+for su in suites:
+    t += int(su.get("tests", 0)); f += int(su.get("failures", 0))
+    e += int(su.get("errors", 0)); s += int(su.get("skipped", 0))
+print(t, f, e, s)
+PY
+)
+  passed=$((passed + t - f - e - s))
+  failed=$((failed + f + e))
+}
+
+run_build() {
+  local dir=$1; shift
+  echo "== build $dir $*"
+  if [ ! -f "$dir/build.ninja" ]; then
+    meson setup "$dir" "$@" >/dev/null || { failed=$((failed + 1)); return 1; }
+  fi
+  ninja -C "$dir" >/dev/null || { ninja -C "$dir" | tail -30; failed=$((failed + 1)); return 1; }
+  echo "== unit tests ($dir)"
+  meson test -C "$dir" --suite unit --print-errorlogs --num-processes 2 | tail -15
+  count_junit "$dir/meson-logs/testlog.junit.xml"
+  echo "== integration tests ($dir)"
+  BEACOND="$top/$dir/beacond" BEACONCTL="$top/$dir/beaconctl" \
+    /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$dir/integration.xml" \
+    tests/integration 2>&1 | tail -25
+  count_junit "$dir/integration.xml"
+}
+
+run_build build
+if [ "$quick" = 0 ]; then
+  # LeakSanitizer on: a leak fails the run.
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  run_build build-asan -Dsanitize=true
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
