@@ -130,9 +130,28 @@ const char *auth_result_name(enum auth_result r);
 
 /* Records a device's authentication attempt (first/last seen, last result,
  * fingerprint). Fire and forget: batched into the writer's next commit. Safe
- * from any worker thread. */
+ * from any thread (a short lock and an eventfd write). */
 void store_device_seen(struct store *s, const char *device, const uint8_t cert_sha256[32],
 		       enum auth_result result);
+
+/* The same from the thread of an attached worker: posted onto the writer's
+ * ring with MSG_RING (no lock, no syscall of its own). store_device_seen
+ * instead takes a short lock and writes an eventfd; use it from threads
+ * that own no store_worker (control thread, tests). */
+int store_worker_device_seen(struct store_worker *w, const char *device,
+			     const uint8_t cert_sha256[32], enum auth_result result);
+
+/* Counters since store_open, for metrics and the benchmark (fdatasyncs per
+ * second, mean group size = uploads_committed / commits). */
+struct store_stats {
+	uint64_t commits;           /* group commits (LMDB write txns of the writer) */
+	uint64_t fsyncs;            /* fdatasyncs of segments and spool directories */
+	uint64_t uploads_committed; /* uploads made durable */
+	uint64_t uploads_expired;   /* uploads removed by retention */
+	uint64_t recovered_bad_headers;     /* indexed records whose header did not match */
+	uint64_t recovered_truncated_bytes; /* uncommitted spool bytes cut at open */
+};
+void store_stats(struct store *s, struct store_stats *out);
 
 /* ---- read side: beaconctl, export, tests ---- */
 

@@ -1,0 +1,292 @@
+/*
+ * store-internal: the pieces of the store shared between its files.
+ *
+ *   spool.c    segment files: naming, record framing, the per-worker pool
+ *   upload.c   one upload's body streaming through the worker's ring
+ *   index.c    the LMDB schema and the encoding of its values
+ *   writer.c   the writer thread: group commit, device records, retention
+ *   recover.c  start-up: cut spool garbage, check headers, sweep orphans
+ *   reader.c   the read side (store_reader_*)
+ *   store.c    store_open/close, worker attach/detach, config, names
+ *
+ * Ownership, which keeps the data path free of locks: a segment and every
+ * upload belong to the worker thread that made them. The writer thread reads
+ * an upload (and its segment's fd) only between the worker's MSG_RING hand
+ * over and the writer's MSG_RING answer, and writes only the fields marked
+ * "writer" below. The one lock a worker takes is spool_dir.lock, and only
+ * when it creates or closes a segment file (so that retention never unlinks
+ * a file that a worker has open).
+ */
+#ifndef BEACON_STORE_INTERNAL_H
+#define BEACON_STORE_INTERNAL_H
+
+#include "beacon/ring.h"
+#include "beacon/store.h"
+
+#include <lmdb.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define SCHEMA_VERSION 1u
+
+/* ---- record framing (spool.c) ---- */
+
+#define RECORD_HEADER_BYTES 48u
+#define RECORD_MAGIC 0x314e4342u /* "BCN1" read as little-endian bytes */
+#define RECORD_VERSION 1u
+
+struct record_header {
+	uint64_t id;
+	uint64_t length; /* body bytes */
+	uint32_t crc;    /* zlib crc32 of the body */
+	uint16_t flags;
+};
+
+/* Encodes the 48-byte header (little-endian fields, header crc, zero pad). */
+void record_header_encode(uint8_t out[RECORD_HEADER_BYTES], const struct record_header *h);
+/* 0, or STORE_ERR_CORRUPT when magic, version or header crc is wrong. */
+int record_header_decode(const uint8_t in[RECORD_HEADER_BYTES], struct record_header *h);
+
+/* DATA/spool/wN/SEQ.seg, SEQ 16 hex digits. -ENAMETOOLONG if it does not fit. */
+int spool_segment_path(char *buf, size_t len, const char *data_dir, unsigned worker,
+		       uint64_t seq);
+/* Parses "SEQ.seg"; false for any other name. */
+bool spool_segment_name_parse(const char *name, uint64_t *seq);
+/* Parses "wN"; false for any other name. */
+bool spool_worker_dir_parse(const char *name, unsigned *worker);
+
+/* Maps an errno (positive or negative) to a store_error. */
+int store_error_from_errno(int err);
+
+/* ---- index (index.c) ---- */
+
+struct index {
+	MDB_env *env;
+	MDB_dbi uploads, device_uploads, by_time, devices, segments, meta;
+};
+
+/* Live records of one segment, kept in the `segments` database so recovery
+ * and retention need not walk every upload. */
+struct segment_row {
+	uint64_t records;
+	uint64_t bytes; /* body bytes of those records */
+	uint64_t end;   /* end of the furthest record ever indexed in it */
+};
+
+/* Opens DATA/index. Read-write creates what is missing and refuses a newer
+ * schema; read-only needs an existing index. */
+int index_open(struct index *ix, const char *data_dir, uint64_t map_bytes, bool rdonly, char *err,
+	       size_t errlen);
+void index_close(struct index *ix);
+/* Maps an LMDB return code to a store_error. */
+int index_error(int mdb_rc);
+
+void be64_put(uint8_t out[8], uint64_t v);
+uint64_t be64_get(const uint8_t in[8]);
+
+int index_get_upload(struct index *ix, MDB_txn *txn, uint64_t id, struct upload_record *out);
+int index_put_upload(struct index *ix, MDB_txn *txn, const struct upload_record *rec);
+/* Removes an upload from every database; *segment_emptied tells whether its
+ * segment has no live record left. */
+int index_delete_upload(struct index *ix, MDB_txn *txn, const struct upload_record *rec,
+			bool *segment_emptied);
+int index_get_device(struct index *ix, MDB_txn *txn, const char *device, struct device_record *out);
+int index_put_device(struct index *ix, MDB_txn *txn, const struct device_record *rec);
+int index_get_segment(struct index *ix, MDB_txn *txn, unsigned worker, uint64_t seq,
+		      struct segment_row *out);
+void index_segment_key(uint8_t key[12], unsigned worker, uint64_t seq);
+void index_segment_key_parse(const uint8_t key[12], unsigned *worker, uint64_t *seq);
+int segment_row_decode(const MDB_val *v, struct segment_row *out);
+int upload_decode(uint64_t id, const MDB_val *v, struct upload_record *out);
+int device_decode(const MDB_val *k, const MDB_val *v, struct device_record *out);
+/* meta "next_id": the id the next upload gets (0 when never written). */
+int index_get_next_id(struct index *ix, MDB_txn *txn, uint64_t *out);
+int index_put_next_id(struct index *ix, MDB_txn *txn, uint64_t next_id);
+
+/* Device bookkeeping shared by the writer's upload and seen paths. */
+void device_record_init(struct device_record *d, const char *device, uint64_t now_ms);
+void device_record_add_fingerprint(struct device_record *d, const uint8_t sha[32]);
+
+/* ---- spool directories and the store ---- */
+
+/* Per worker id: the part of a worker's spool that outlives attach/detach
+ * and that the writer may look at. */
+struct spool_dir {
+	char path[PATH_MAX];
+	int fd;            /* O_DIRECTORY, for fsync after a segment is created */
+	uint64_t next_seq; /* only the attached worker (or recovery) touches it */
+	bool attached;
+	pthread_mutex_t lock; /* guards open_seqs */
+	uint64_t *open_seqs;
+	size_t n_open, cap_open;
+};
+
+bool spool_dir_is_open(struct spool_dir *d, uint64_t seq);
+
+struct writer;
+
+struct store {
+	struct store_config cfg;
+	char data_dir[PATH_MAX]; /* canonical (realpath) */
+	unsigned nworkers;
+	struct spool_dir *dirs;
+	struct index ix;
+	/* In-process readers hold it shared during a read txn; the writer holds
+	 * it exclusively while it grows the map (LMDB forbids resizing under
+	 * live read txns in the same process). */
+	pthread_rwlock_t map_lock;
+	_Atomic uint64_t next_id;
+
+	struct writer *writer;
+	pthread_t writer_thread;
+	int writer_ring_fd;
+	int event_fd; /* wakes the writer: device_seen queue, stop */
+	atomic_bool stopping;
+
+	pthread_mutex_t seen_lock; /* store_device_seen from non-worker threads */
+	struct device_event *seen_head, **seen_tail;
+
+	int readers; /* in-process readers sharing ix.env; guarded by the registry lock */
+	struct store *next_open;
+
+	/* counters, for metrics and tests */
+	_Atomic uint64_t n_commits, n_fsyncs, n_committed, n_retained_out;
+	uint64_t recovered_bad_headers;
+	uint64_t recovered_truncated_bytes;
+};
+
+/* A device seen event, from a worker (MSG_RING) or another thread (queue). */
+struct device_event {
+	struct ring_op op;
+	struct store *s;
+	struct device_event *next;
+	char device[STORE_DEVICE_MAX];
+	uint8_t sha[32];
+	enum auth_result result;
+	uint64_t at_ms;
+};
+
+uint64_t store_now_ms(void);
+
+/* In-process registry of open stores, for readers that share the env. */
+struct store *store_registry_borrow(const char *canonical_dir);
+void store_registry_return(struct store *s);
+
+/* ---- segments and uploads (spool.c, upload.c) ---- */
+
+enum segment_state { SEG_OPENING, SEG_READY, SEG_CLOSING };
+
+struct segment {
+	struct ring_op op; /* open, punch, close */
+	struct store_worker *w;
+	uint64_t seq;
+	int fd;
+	enum segment_state state;
+	uint64_t tail;      /* where the next record starts */
+	uint64_t allocated; /* bytes preallocated with fallocate */
+	bool no_falloc;     /* the file system cannot preallocate */
+	bool sealed;        /* takes no new record */
+	unsigned refs;      /* pool + owner + commits in flight */
+	struct store_upload *owner;
+	struct segment *pool_prev, *pool_next;
+	bool in_pool;
+	/* writer-only fields */
+	bool dir_synced;
+	uint64_t group_mark;
+	bool sync_failed; /* read by the worker after the writer's answer */
+	char path[PATH_MAX];
+};
+
+struct store_worker {
+	struct store *s;
+	unsigned id;
+	struct ring *ring;
+	int ring_fd;
+	struct spool_dir *dir;
+	struct segment *pool; /* free segments, most recently used first */
+	struct store_upload *open_uploads;
+	unsigned streaming; /* uploads that hold a buffer and a segment */
+	unsigned live;      /* upload structs not yet freed */
+	unsigned closing;   /* segments being closed */
+};
+
+/* Takes a segment for a new upload (from the pool or new). NULL with *err
+ * set when none can be had. */
+struct segment *spool_segment_take(struct store_worker *w, struct store_upload *owner, int *err);
+/* Returns the owner's segment with its new tail; seals it past segment_bytes. */
+void spool_segment_put_back(struct segment *seg, uint64_t tail);
+void spool_segment_ref(struct segment *seg);
+void spool_segment_unref(struct segment *seg);
+void spool_segment_seal(struct segment *seg);
+/* Called by spool when the owner's segment is open (or failed to open). */
+void upload_segment_ready(struct store_upload *u, int err);
+/* Closes every pooled segment synchronously (detach). */
+void spool_pool_drain(struct store_worker *w);
+
+enum upload_state { UP_OPEN, UP_FINISHING, UP_COMMITTING, UP_ABORTED };
+
+struct upload_half {
+	uint8_t *data;
+	size_t fill;         /* bytes in it */
+	size_t written;      /* bytes of it already on disk */
+	uint64_t stream_off; /* offset of data[0] within the record */
+};
+
+struct store_upload {
+	struct store_worker *w;
+	struct segment *seg;
+	struct store_upload *prev, *next; /* worker's open_uploads */
+	uint64_t id;
+	struct upload_meta meta;
+	uint64_t record_off; /* header's offset in the segment */
+	uint64_t stream_len; /* record bytes taken: header + body */
+	uint32_t crc;
+	enum upload_state state;
+	int error;
+	bool io_busy;
+	bool flushed_any;    /* a half went to disk: the header needs a rewrite */
+	bool header_written;
+	struct upload_half half[2];
+	int filling; /* half being filled */
+	int queued;  /* half waiting for / under a write, -1 none */
+	size_t half_size;
+	uint8_t *buf;
+	uint8_t header[RECORD_HEADER_BYTES];
+	uint64_t falloc_target;
+	struct ring_op io_op;
+	store_wake_fn wake;
+	void *wake_arg;
+	store_done_fn done;
+	void *done_arg;
+
+	/* hand over to the writer and back */
+	struct ring_op commit_op; /* completes on the writer's ring */
+	struct ring_op result_op; /* completes on the worker's ring */
+	int status;
+	uint64_t body_len;
+	struct store_upload *group_next; /* writer-only */
+};
+
+/* ---- writer (writer.c) ---- */
+
+int writer_start(struct store *s, char *err, size_t errlen);
+/* Drains what was handed over, commits it, and joins the thread. */
+void writer_stop(struct store *s);
+/* The writer-side completion of an upload's commit_op. */
+void writer_on_upload(struct ring_op *op, int res, uint32_t flags);
+void writer_on_device_event(struct ring_op *op, int res, uint32_t flags);
+/* Runs the retention pass now (also at open and every 60 s). */
+int writer_retention_pass(struct store *s, uint64_t *total_bytes, bool sweep);
+
+/* ---- recovery (recover.c) ---- */
+
+/* Cuts garbage, checks record headers, removes unindexed segments, and sets
+ * each spool_dir's next_seq and the store's next_id. */
+int recover_spool(struct store *s, char *err, size_t errlen);
+/* Unlinks segment files that hold no indexed record and no worker has open. */
+int spool_sweep_orphans(struct store *s);
+
+#endif

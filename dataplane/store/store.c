@@ -1,0 +1,321 @@
+/*
+ * store: open and close, worker attach and detach, configuration and names.
+ * The data path lives in upload.c and spool.c, the writer in writer.c.
+ */
+#include "store-internal.h"
+
+#include "beacon/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MiB (1024ull * 1024ull)
+
+void store_config_defaults(struct store_config *cfg)
+{
+	if (!cfg->group_max)
+		cfg->group_max = 256;
+	if (!cfg->group_wait_us)
+		cfg->group_wait_us = 1000;
+	if (!cfg->segment_bytes)
+		cfg->segment_bytes = 256 * MiB;
+	if (!cfg->max_open_uploads)
+		cfg->max_open_uploads = 256;
+	if (!cfg->upload_buffer)
+		cfg->upload_buffer = 256 * 1024;
+	if (!cfg->map_bytes)
+		cfg->map_bytes = 16384 * MiB;
+}
+
+const char *store_strerror(int err)
+{
+	switch (err) {
+	case 0:
+		return "ok";
+	case STORE_ERR_BUSY:
+		return "too many uploads in flight";
+	case STORE_ERR_NOSPACE:
+		return "no space left for the spool or index";
+	case STORE_ERR_IO:
+		return "I/O error";
+	case STORE_ERR_INVAL:
+		return "invalid argument";
+	case STORE_ERR_SCHEMA:
+		return "index written by a newer beacond";
+	case STORE_ERR_NOTFOUND:
+		return "not found";
+	case STORE_ERR_CORRUPT:
+		return "record fails its checksum";
+	default:
+		return "unknown store error";
+	}
+}
+
+const char *auth_result_name(enum auth_result r)
+{
+	static const char *const names[AUTH_RESULT_COUNT] = {
+	    [AUTH_OK] = "ok",
+	    [AUTH_NO_CERT] = "no_certificate",
+	    [AUTH_UNKNOWN_ISSUER] = "unknown_issuer",
+	    [AUTH_EXPIRED] = "expired",
+	    [AUTH_NOT_YET_VALID] = "not_yet_valid",
+	    [AUTH_REVOKED] = "revoked",
+	    [AUTH_BLOCKED] = "blocked",
+	    [AUTH_UNAPPROVED] = "unapproved",
+	    [AUTH_WRONG_USAGE] = "wrong_usage",
+	    [AUTH_OTHER] = "other",
+	};
+	return (unsigned)r < AUTH_RESULT_COUNT ? names[r] : "invalid";
+}
+
+void store_stats(struct store *s, struct store_stats *out)
+{
+	memset(out, 0, sizeof *out);
+	if (!s)
+		return;
+	out->commits = atomic_load(&s->n_commits);
+	out->fsyncs = atomic_load(&s->n_fsyncs);
+	out->uploads_committed = atomic_load(&s->n_committed);
+	out->uploads_expired = atomic_load(&s->n_retained_out);
+	out->recovered_bad_headers = s->recovered_bad_headers;
+	out->recovered_truncated_bytes = s->recovered_truncated_bytes;
+}
+
+/* ---- the in-process registry, so readers can share an open store's env ---- */
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct store *registry;
+
+static void store_registry_add(struct store *s)
+{
+	pthread_mutex_lock(&registry_lock);
+	s->next_open = registry;
+	registry = s;
+	pthread_mutex_unlock(&registry_lock);
+}
+
+static void store_registry_remove(struct store *s)
+{
+	pthread_mutex_lock(&registry_lock);
+	for (struct store **p = &registry; *p; p = &(*p)->next_open) {
+		if (*p == s) {
+			*p = s->next_open;
+			break;
+		}
+	}
+	if (s->readers)
+		log_err("store: %s closed with %d readers still open", s->data_dir, s->readers);
+	pthread_mutex_unlock(&registry_lock);
+}
+
+struct store *store_registry_borrow(const char *canonical_dir)
+{
+	pthread_mutex_lock(&registry_lock);
+	struct store *s = registry;
+	while (s && strcmp(s->data_dir, canonical_dir) != 0)
+		s = s->next_open;
+	if (s)
+		s->readers++;
+	pthread_mutex_unlock(&registry_lock);
+	return s;
+}
+
+void store_registry_return(struct store *s)
+{
+	pthread_mutex_lock(&registry_lock);
+	s->readers--;
+	pthread_mutex_unlock(&registry_lock);
+}
+
+/* ---- open and close ---- */
+
+static int mkdir_if_missing(const char *path, char *err, size_t errlen)
+{
+	if (mkdir(path, 0750) == 0 || errno == EEXIST)
+		return 0;
+	snprintf(err, errlen, "%s: %s", path, strerror(errno));
+	return store_error_from_errno(errno);
+}
+
+static int store_config_check(struct store_config *cfg, unsigned nworkers, char *err, size_t errlen)
+{
+	if (!cfg->data_dir || !cfg->data_dir[0] || nworkers == 0) {
+		snprintf(err, errlen, "store: a data directory and at least one worker are needed");
+		return STORE_ERR_INVAL;
+	}
+	store_config_defaults(cfg);
+	/* Each half must hold the record header and some body. */
+	if (cfg->upload_buffer < 8192 || cfg->upload_buffer > (1u << 30)) {
+		snprintf(err, errlen, "store: upload_buffer %zu is outside 8 KiB .. 1 GiB",
+			 cfg->upload_buffer);
+		return STORE_ERR_INVAL;
+	}
+	return 0;
+}
+
+static int spool_dirs_open(struct store *s, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	/* store_open keeps data_dir short enough for every derived path. */
+	if (snprintf(path, sizeof path, "%s/spool", s->data_dir) >= (int)sizeof path)
+		return STORE_ERR_INVAL;
+	int e = mkdir_if_missing(path, err, errlen);
+	if (e)
+		return e;
+	s->dirs = calloc(s->nworkers, sizeof *s->dirs);
+	if (!s->dirs) {
+		snprintf(err, errlen, "store: out of memory");
+		return STORE_ERR_IO;
+	}
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		struct spool_dir *d = &s->dirs[i];
+		d->fd = -1;
+		pthread_mutex_init(&d->lock, NULL);
+		if (snprintf(d->path, sizeof d->path, "%s/spool/w%u", s->data_dir, i) >=
+		    (int)sizeof d->path)
+			return STORE_ERR_INVAL;
+		if ((e = mkdir_if_missing(d->path, err, errlen)))
+			return e;
+		d->fd = open(d->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (d->fd < 0) {
+			snprintf(err, errlen, "%s: %s", d->path, strerror(errno));
+			return store_error_from_errno(errno);
+		}
+	}
+	return 0;
+}
+
+static void spool_dirs_close(struct store *s)
+{
+	if (!s->dirs)
+		return;
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		if (s->dirs[i].fd >= 0)
+			close(s->dirs[i].fd);
+		free(s->dirs[i].open_seqs);
+		pthread_mutex_destroy(&s->dirs[i].lock);
+	}
+	free(s->dirs);
+	s->dirs = NULL;
+}
+
+static void store_free(struct store *s)
+{
+	index_close(&s->ix);
+	spool_dirs_close(s);
+	pthread_rwlock_destroy(&s->map_lock);
+	pthread_mutex_destroy(&s->seen_lock);
+	free(s);
+}
+
+int store_open(const struct store_config *cfg_in, unsigned nworkers, struct store **out, char *err,
+	       size_t errlen)
+{
+	if (!cfg_in || !out) {
+		snprintf(err, errlen, "store: no configuration");
+		return STORE_ERR_INVAL;
+	}
+	struct store_config cfg = *cfg_in;
+	int e = store_config_check(&cfg, nworkers, err, errlen);
+	if (e)
+		return e;
+	if ((e = mkdir_if_missing(cfg.data_dir, err, errlen)))
+		return e;
+	struct store *s = calloc(1, sizeof *s);
+	if (!s) {
+		snprintf(err, errlen, "store: out of memory");
+		return STORE_ERR_IO;
+	}
+	pthread_rwlock_init(&s->map_lock, NULL);
+	pthread_mutex_init(&s->seen_lock, NULL);
+	s->seen_tail = &s->seen_head;
+	s->event_fd = -1;
+	s->nworkers = nworkers;
+	if (!realpath(cfg.data_dir, s->data_dir)) {
+		snprintf(err, errlen, "%s: %s", cfg.data_dir, strerror(errno));
+		store_free(s);
+		return STORE_ERR_IO;
+	}
+	if (strlen(s->data_dir) > PATH_MAX - 64) {
+		snprintf(err, errlen, "%s: path too long", s->data_dir);
+		store_free(s);
+		return STORE_ERR_INVAL;
+	}
+	s->cfg = cfg;
+	s->cfg.data_dir = s->data_dir;
+	e = spool_dirs_open(s, err, errlen);
+	if (!e)
+		e = index_open(&s->ix, s->data_dir, cfg.map_bytes, false, err, errlen);
+	if (!e)
+		e = recover_spool(s, err, errlen);
+	if (!e)
+		e = writer_start(s, err, errlen);
+	if (e) {
+		store_free(s);
+		return e;
+	}
+	store_registry_add(s);
+	*out = s;
+	return 0;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	store_registry_remove(s);
+	for (unsigned i = 0; i < s->nworkers; i++)
+		if (s->dirs[i].attached)
+			log_err("store: closing with worker %u still attached", i);
+	writer_stop(s);
+	store_free(s);
+}
+
+/* ---- workers ---- */
+
+int store_worker_attach(struct store *s, unsigned worker_id, struct ring *ring,
+			struct store_worker **out)
+{
+	if (!s || !ring || !out || worker_id >= s->nworkers)
+		return STORE_ERR_INVAL;
+	struct spool_dir *d = &s->dirs[worker_id];
+	if (d->attached)
+		return STORE_ERR_INVAL;
+	struct store_worker *w = calloc(1, sizeof *w);
+	if (!w)
+		return STORE_ERR_IO;
+	w->s = s;
+	w->id = worker_id;
+	w->ring = ring;
+	w->ring_fd = ring->uring.ring_fd;
+	w->dir = d;
+	d->attached = true;
+	*out = w;
+	return 0;
+}
+
+void store_worker_detach(struct store_worker *w)
+{
+	if (!w)
+		return;
+	while (w->open_uploads) {
+		log_warn("store: worker %u detaching: aborting an unfinished upload", w->id);
+		store_upload_abort(w->open_uploads);
+	}
+	while (w->live > 0 || w->closing > 0) {
+		int rc = ring_run_once(w->ring, 10000000ull);
+		if (rc < 0 && rc != -EINTR && rc != -ETIME) {
+			log_err("store: worker %u detaching: ring: %s; %u uploads left in flight",
+				w->id, strerror(-rc), w->live);
+			break;
+		}
+	}
+	spool_pool_drain(w);
+	w->dir->attached = false;
+	free(w);
+}
