@@ -43,6 +43,7 @@ struct kconn {
 	const uint8_t *send_buf;
 	size_t send_len, send_done;
 	unsigned inflight; /* our SQEs not yet completed for good */
+	unsigned busy;     /* our completion handlers on the stack */
 	bool recv_armed, sending, paused, closing, draining, dead;
 	int close_err;
 	uint8_t *stash; /* bytes that arrived while paused */
@@ -183,18 +184,24 @@ static void conn_deliver(struct kconn *c, const uint8_t *data, size_t len)
 static void recv_complete(struct ring_op *op, int res, uint32_t flags)
 {
 	struct kconn *c = container_of(op, struct kconn, recv_op);
+	c->busy++;
 	if (flags & IORING_CQE_F_BUFFER) {
 		unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
 		if (res > 0)
 			conn_deliver(c, c->kt->bufs + (size_t)bid * RECV_BUF_SIZE, (size_t)res);
 		recv_buffer_recycle(c->kt, bid);
 	}
-	if (flags & IORING_CQE_F_MORE)
+	if (flags & IORING_CQE_F_MORE) {
+		c->busy--;
+		conn_finish(c);
 		return;
+	}
 	c->recv_armed = false;
 	c->inflight--;
 	if (res == -ENOBUFS && !c->dead) {
 		recv_arm(c); /* every buffer was busy: try again */
+	} else if (res == -ECANCELED && c->paused && !c->dead) {
+		/* Our own pause: resume re-arms. */
 	} else if (res <= 0 || c->dead) {
 		/* EOF, error or cancellation: the conversation is over. */
 		if (!c->dead) {
@@ -204,6 +211,7 @@ static void recv_complete(struct ring_op *op, int res, uint32_t flags)
 	} else if (!c->paused) {
 		recv_arm(c);
 	}
+	c->busy--;
 	conn_finish(c);
 }
 
@@ -249,6 +257,7 @@ static void send_complete(struct ring_op *op, int res, uint32_t flags)
 {
 	(void)flags;
 	struct kconn *c = container_of(op, struct kconn, send_op);
+	c->busy++;
 	c->inflight--;
 	if (res < 0 || c->dead) {
 		c->sending = false;
@@ -268,13 +277,14 @@ static void send_complete(struct ring_op *op, int res, uint32_t flags)
 				c->base.t->ev->sent(c->base.upper);
 		}
 	}
+	c->busy--;
 	conn_finish(c);
 }
 
 /* Frees the connection once it is dead and nothing of it is in flight. */
 static void conn_finish(struct kconn *c)
 {
-	if (!c->dead || c->inflight)
+	if (!c->dead || c->inflight || c->busy)
 		return;
 	struct kernel_transport *kt = c->kt;
 	close(c->fd);
@@ -314,6 +324,7 @@ static void kconn_resume(struct transport_conn *tc)
 	if (!c->paused || c->dead)
 		return;
 	c->paused = false;
+	c->busy++;
 	/* Hand over what arrived while paused; the upper layer may pause
 	 * again inside the callback, and then keeps what it did not take. */
 	while (c->stash_len && !c->paused && !c->dead && !c->closing) {
@@ -326,6 +337,8 @@ static void kconn_resume(struct transport_conn *tc)
 	}
 	if (!c->paused)
 		recv_arm(c);
+	c->busy--;
+	conn_finish(c);
 }
 
 static void kconn_close(struct transport_conn *tc)

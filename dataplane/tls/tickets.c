@@ -33,16 +33,32 @@ static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ticket_key keys[2]; /* [0] current, [1] previous */
 
 static _Thread_local WC_RNG *thread_rng;
+static pthread_key_t rng_key;
+static pthread_once_t rng_key_once = PTHREAD_ONCE_INIT;
+
+static void rng_release(void *p)
+{
+	wc_FreeRng(p);
+	free(p);
+}
+
+static void rng_key_create(void)
+{
+	(void)pthread_key_create(&rng_key, rng_release);
+}
 
 int tls_random(uint8_t *out, size_t len)
 {
 	if (!thread_rng) {
+		pthread_once(&rng_key_once, rng_key_create);
 		WC_RNG *rng = calloc(1, sizeof *rng);
 		if (!rng || wc_InitRng(rng) != 0) {
 			free(rng);
 			return -1;
 		}
 		thread_rng = rng;
+		/* Released when the thread exits (worker stop). */
+		(void)pthread_setspecific(rng_key, rng);
 	}
 	return wc_RNG_GenerateBlock(thread_rng, out, (word32)len) == 0 ? 0 : -1;
 }

@@ -4,6 +4,8 @@
  */
 #include "tls-internal.h"
 
+#include <wolfssl/openssl/x509.h>
+#include <wolfssl/openssl/x509v3.h>
 #include <wolfssl/wolfcrypt/asn.h>
 #include <wolfssl/wolfcrypt/sha256.h>
 
@@ -87,17 +89,26 @@ static void name_sha256(WOLFSSL_X509_NAME *name, uint8_t out[32])
 		XFREE(der, NULL, DYNAMIC_TYPE_OPENSSL);
 }
 
+/* The store's error is wolfSSL's own code or, with the OpenSSL
+ * compatibility layer built in, OpenSSL's X509_V_ERR number: take both. */
 static enum auth_result classify_verify_error(int err)
 {
 	switch (err) {
 	case ASN_AFTER_DATE_E:
+	case WOLFSSL_X509_V_ERR_CERT_HAS_EXPIRED:
 		return AUTH_EXPIRED;
 	case ASN_BEFORE_DATE_E:
+	case WOLFSSL_X509_V_ERR_CERT_NOT_YET_VALID:
 		return AUTH_NOT_YET_VALID;
 	case ASN_NO_SIGNER_E:
 	case ASN_SELF_SIGNED_E:
+	case WOLFSSL_X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+	case WOLFSSL_X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
 		return AUTH_UNKNOWN_ISSUER;
 	case CRL_CERT_REVOKED:
+	case WOLFSSL_X509_V_ERR_CERT_REVOKED:
 		return AUTH_REVOKED;
 	default:
 		return AUTH_OTHER;
@@ -170,7 +181,7 @@ static int check_leaf(struct tls_session *s, WOLFSSL_X509 *x)
 	const struct tls_server *srv = s->srv;
 	if (srv->require_eku) {
 		unsigned eku = wolfSSL_X509_get_extended_key_usage(x);
-		if (!(eku & (EXTKEYUSE_CLIENT_AUTH | EXTKEYUSE_ANY))) {
+		if (!(eku & (XKU_SSL_CLIENT | XKU_ANYEKU))) {
 			session_refuse(s, AUTH_WRONG_USAGE, "certificate lacks clientAuth extended key usage");
 			return 0;
 		}
