@@ -223,7 +223,7 @@ int recover_spool(struct store *s, char *err, size_t errlen)
 		log_err("store: %" PRIu64 " indexed uploads have a damaged record header",
 			s->recovered_bad_headers);
 	if (s->recovered_truncated_bytes)
-		log_info("store: cut %" PRIu64 " bytes of uncommitted spool data",
+		log_info("store: cut %" PRIu64 " spool bytes past the last indexed records",
 			 s->recovered_truncated_bytes);
 	return 0;
 }

@@ -374,6 +374,9 @@ void spool_pool_drain(struct store_worker *w)
 		pool_remove(seg);
 		if (--seg->refs > 0)
 			continue; /* a commit still holds it; unref closes it later */
+		/* Shutdown may block: a clean stop leaves no preallocation behind. */
+		if (ftruncate(seg->fd, (off_t)seg->tail) < 0)
+			log_warn("store: trim %s: %s", seg->path, strerror(errno));
 		if (close(seg->fd) < 0)
 			log_warn("store: close %s: %s", seg->path, strerror(errno));
 		segment_free(seg);

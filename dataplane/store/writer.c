@@ -531,7 +531,7 @@ int writer_retention_pass(struct store *s, uint64_t *total_bytes, bool sweep)
 static int writer_count_bytes(struct store *s, uint64_t *total)
 {
 	MDB_txn *txn;
-	MDB_cursor *cur;
+	MDB_cursor *cur = NULL;
 	*total = 0;
 	int rc = mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn);
 	if (rc)
@@ -545,6 +545,8 @@ static int writer_count_bytes(struct store *s, uint64_t *total)
 			*total += row.bytes;
 		op = MDB_NEXT;
 	}
+	if (cur)
+		mdb_cursor_close(cur); /* a read txn's cursors outlive it */
 	mdb_txn_abort(txn);
 	return rc == MDB_NOTFOUND ? 0 : rc;
 }
