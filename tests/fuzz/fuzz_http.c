@@ -124,7 +124,8 @@ static struct chunk_result decode(const char *buf, size_t len, const uint8_t *sp
 			}
 			CHECK((size_t)rc <= end - pos && (rc > 0 || done));
 			CHECK(dn == 0 || (d >= buf + pos && d + dn <= buf + pos + rc));
-			memcpy(out + res.out_n, d, dn);
+			if (dn) /* d is NULL when there is no run */
+				memcpy(out + res.out_n, d, dn);
 			res.out_n += dn;
 			pos += (size_t)rc;
 		}
