@@ -1,0 +1,116 @@
+/* agentsim: simulates a fleet of inventory agents uploading to a beacon over
+ * mutual TLS. Shared types of the simulator's parts. */
+#ifndef AGENTSIM_H
+#define AGENTSIM_H
+
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+enum sim_mode { MODE_FULL, MODE_RESUME, MODE_KEEPALIVE, MODE_IDLE };
+
+/* Why an upload or connection failed; each kind is counted apart so a
+ * result shows whether the server refused, broke or was merely slow. */
+enum err_kind {
+	ERR_CONNECT,	/* TCP connect refused or failed */
+	ERR_HANDSHAKE,	/* TLS handshake failed */
+	ERR_STATUS,	/* HTTP status not the expected one */
+	ERR_TIMEOUT,	/* a phase took longer than --timeout */
+	ERR_CLOSED,	/* the server closed or reset mid-request */
+	ERR_PROTOCOL,	/* a response we could not parse */
+	ERR_OVERLOAD,	/* open loop: arrivals dropped, queue full */
+	ERR_KINDS
+};
+
+extern const char *const err_kind_names[ERR_KINDS];
+
+#define SIM_MAX_EXPECT 4
+
+struct sim_options {
+	struct sockaddr_in addr;
+	char host[256 + 8];	/* Host header (and SNI when --sni) */
+	const char *sni;
+	enum sim_mode mode;
+	int tls;		/* 13 or 12 */
+	const char *ciphers;
+	unsigned certs;
+	const char *ca_cert, *ca_key, *cache_dir;
+	const char *server_ca;
+	unsigned concurrency, threads;
+	double duration_s;
+	uint64_t requests;	/* 0: until --duration */
+	double rate;		/* > 0: open loop, arrivals per second */
+	size_t body_min, body_max;
+	int expect[SIM_MAX_EXPECT];
+	int n_expect;
+	double timeout_s;
+	const char *ready_file;	/* idle: created once all are connected */
+	bool quiet;
+};
+
+/* Latency histogram: log-linear buckets, 64 per power of two (~1.6%). */
+#define HIST_BUCKETS (64 + 40 * 64)
+struct hist {
+	uint64_t count[HIST_BUCKETS];
+	uint64_t total;
+};
+void hist_add(struct hist *h, uint64_t us);
+void hist_merge(struct hist *into, const struct hist *from);
+double hist_quantile_ms(const struct hist *h, double q);
+
+/* Counters a worker thread bumps and the main thread reads for progress. */
+struct sim_stats {
+	_Atomic uint64_t handshakes, resumed, uploads, body_bytes;
+	_Atomic uint64_t open_conns;
+	_Atomic uint64_t errors[ERR_KINDS];
+};
+
+/* Agent credentials, DER, pointing into the cache file's mapping. */
+struct agent_cred {
+	const unsigned char *cert, *key;
+	uint16_t cert_len, key_len;
+};
+
+struct agent_set {
+	struct agent_cred *creds;
+	unsigned count;
+	void *map;
+	size_t map_len;
+};
+
+int agents_load_or_make(struct agent_set *set, const struct sim_options *o);
+void agents_release(struct agent_set *set);
+void agent_name(unsigned index, char *buf, size_t len);
+
+/* A read-only pool of inventory-like bytes that request bodies are cut from. */
+struct body_pool {
+	unsigned char *bytes;
+	size_t len;
+};
+int body_pool_make(struct body_pool *pool, size_t want);
+
+struct sim_thread {
+	unsigned index;
+	const struct sim_options *opt;
+	const struct agent_set *agents;
+	const struct body_pool *bodies;
+	struct sim_stats stats;
+	struct hist latency;
+	void *wolf_ctx;		/* WOLFSSL_CTX *, shared read-only */
+	int failed;
+};
+
+/* Set by the main thread when the run is over; workers stop soon after. */
+extern atomic_bool sim_stop;
+/* Uploads started so far across threads, against --requests. */
+extern _Atomic uint64_t sim_started;
+/* Idle mode: connections established across threads. */
+extern _Atomic uint64_t sim_idle_ready;
+
+void *sim_thread_run(void *arg);
+uint64_t now_ns(void);
+
+#endif
