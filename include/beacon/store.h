@@ -14,8 +14,12 @@
  * process (beaconctl) while the server writes.
  *
  * Memory: each upload in flight holds at most `upload_buffer` bytes of body
- * (default 256 KiB); a writer that is ahead of the disk is told to wait
- * (store_upload_write accepts fewer bytes and calls the wake callback later).
+ * (default 256 KiB, two halves: one fills while the other is written), so a
+ * worker holds at most max_open_uploads * upload_buffer (64 MiB by default)
+ * whatever the upload sizes; a writer that is ahead of the disk is told to
+ * wait (store_upload_write accepts fewer bytes and calls the wake callback
+ * later). Disk: each upload streams into a segment of its own worker, which
+ * is preallocated in growing steps (1 MiB up to 64 MiB).
  *
  * Failure: every function returns 0 / a count or a negative store_error; the
  * store never aborts the process on bad input or I/O errors. After a crash,
