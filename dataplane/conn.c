@@ -158,17 +158,26 @@ static void upload_drop(struct conn *c)
 	}
 }
 
+/* The transport closes once every queued byte went out. */
+static void conn_close_when_flushed(struct conn *c)
+{
+	if (c->state == ST_CLOSING && !c->out_len && !c->transport_gone)
+		transport_close(c->tc);
+}
+
 /* Sends what is queued, then closes gracefully (bounded by LINGER_MS). */
 static void conn_close(struct conn *c)
 {
 	if (c->state == ST_CLOSING)
 		return;
+	bool handshake_done = c->state != ST_HANDSHAKE;
 	upload_drop(c);
 	c->state = ST_CLOSING;
 	timer_arm(&c->w->timers, &c->timer, now_ms(c) + LINGER_MS, linger_expired);
+	if (handshake_done && !c->transport_gone)
+		tls_session_shutdown(c->tls); /* close_notify: the peer sees a clean end */
 	conn_flush(c);
-	if (!c->transport_gone)
-		transport_close(c->tc);
+	conn_close_when_flushed(c);
 }
 
 /* ---- responses ---- */
@@ -870,6 +879,7 @@ static void conn_sent(void *upper)
 	c->out_len = rest;
 	c->out_inflight = 0;
 	conn_flush(c);
+	conn_close_when_flushed(c);
 	if (c->state == ST_HEAD && !c->head_started && !c->out_len && !c->stash_len)
 		conn_idle_trim(c);
 	conn_run(c);
