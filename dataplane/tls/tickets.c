@@ -154,6 +154,7 @@ static int ticket_open(struct tls_session *s, const uint8_t *name, const uint8_t
 	 * no way around a revocation or a removed issuer. */
 	if (!tls_resumed_peer_allowed(s))
 		return WOLFSSL_TICKET_RET_REJECT;
+	tls_resumed_peer_admit(s);
 	*out_len = in_len - (int)blob;
 	return slot == 0 ? WOLFSSL_TICKET_RET_OK : WOLFSSL_TICKET_RET_CREATE;
 }

@@ -36,4 +36,8 @@ size_t tls_ticket_blob_read(struct tls_session *s, const uint8_t *ticket, size_t
 /* Whether the identity read from a ticket is still admitted. */
 bool tls_resumed_peer_allowed(const struct tls_session *s);
 
+/* Marks the session's peer as authenticated by its ticket: the fresh ticket
+ * a resumed TLS 1.3 session gets carries the same identity on. */
+void tls_resumed_peer_admit(struct tls_session *s);
+
 #endif

@@ -294,6 +294,12 @@ bool tls_resumed_peer_allowed(const struct tls_session *s)
 	return false;
 }
 
+void tls_resumed_peer_admit(struct tls_session *s)
+{
+	s->peer.result = AUTH_OK;
+	s->peer.reason[0] = '\0';
+}
+
 /* ---- server ---- */
 
 static int load_issuer_file(struct tls_server *srv, const char *path, const struct config *cfg,
@@ -581,8 +587,9 @@ int tls_session_handshake(struct tls_session *s)
 		if (s->last_err == NO_PEER_CERT)
 			session_refuse(s, AUTH_NO_CERT, "no client certificate");
 		else
-			snprintf(s->peer.reason, sizeof s->peer.reason, "handshake: %s",
-				 wolfSSL_ERR_reason_error_string((unsigned long)s->last_err));
+			snprintf(s->peer.reason, sizeof s->peer.reason, "handshake: %s (%d)",
+				 wolfSSL_ERR_reason_error_string((unsigned long)s->last_err),
+				 s->last_err);
 	}
 	return st;
 }
