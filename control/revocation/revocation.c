@@ -325,6 +325,30 @@ enum revocation_status revocation_lookup(const struct revocation_index *idx,
 	return s->len == SLOT_EMPTY ? REVOCATION_GOOD : REVOCATION_REVOKED;
 }
 
+/* Certificate ::= SEQUENCE { tbs SEQUENCE { [0] version OPTIONAL, serial,
+ * signature, issuer, ... } ... } */
+static bool cert_issuer_and_serial(struct der cert, struct der *issuer, struct der *serial)
+{
+	struct der c, tbs, v;
+	if (!der_expect(&cert, TAG_SEQUENCE, &c, NULL) || !der_expect(&c, TAG_SEQUENCE, &tbs, NULL))
+		return false;
+	if (der_peek(&tbs, TAG_CTX0))
+		der_expect(&tbs, TAG_CTX0, &v, NULL);
+	return der_expect(&tbs, TAG_INTEGER, serial, NULL) &&
+	       der_expect(&tbs, TAG_SEQUENCE, &v, NULL) && der_expect(&tbs, TAG_SEQUENCE, &v, issuer);
+}
+
+enum revocation_status revocation_lookup_cert(const struct revocation_index *idx,
+					      const uint8_t *cert_der, size_t cert_len)
+{
+	struct der issuer, serial;
+	uint8_t hash[32];
+	if (!cert_issuer_and_serial((struct der){cert_der, cert_len}, &issuer, &serial) ||
+	    wc_Sha256Hash(issuer.p, (word32)issuer.n, hash) != 0)
+		return REVOCATION_REVOKED;
+	return revocation_lookup(idx, hash, serial.p, serial.n);
+}
+
 size_t revocation_index_count(const struct revocation_index *idx)
 {
 	return idx->count;
@@ -896,7 +920,8 @@ static int list_dir(struct build *b, const char *dir, char ***names, size_t *n)
 	closedir(d);
 	if (!complete)
 		return fail(b, "out of memory");
-	qsort(*names, *n, sizeof **names, compare_names);
+	if (*n)
+		qsort(*names, *n, sizeof **names, compare_names);
 	return 0;
 }
 

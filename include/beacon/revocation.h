@@ -59,11 +59,18 @@ int revocation_index_build(const char *crl_dir, const struct revocation_issuer *
  * issuer (= the issuer name in the certificate). `serial`: the DER INTEGER
  * content bytes of the certificate's serial; leading zero bytes are ignored,
  * so 00 8F equals 8F. Thread-safe; no allocation; constant time in the size
- * of the index. Under `refuse`, staleness is judged against the clock at
+ * of the index. Under `refuse`, an issuer whose newest CRL is past its
+ * nextUpdate answers STALE for every serial, judged against the clock at
  * lookup time, so an index that outlives its CRL's nextUpdate goes stale. */
 enum revocation_status revocation_lookup(const struct revocation_index *idx,
 					 const uint8_t issuer_name_sha256[32],
 					 const uint8_t *serial, size_t serial_len);
+
+/* The same for a certificate (DER): takes its issuer name and serial with
+ * the exact bytes a CRL names them by. A certificate that does not parse
+ * answers REVOKED: never fail open. */
+enum revocation_status revocation_lookup_cert(const struct revocation_index *idx,
+					      const uint8_t *cert_der, size_t cert_len);
 
 void revocation_index_free(struct revocation_index *idx);
 
