@@ -40,10 +40,8 @@
 /* ---- DER reading ---------------------------------------------------- */
 
 enum {
-	TAG_BOOLEAN = 0x01,
 	TAG_INTEGER = 0x02,
 	TAG_BIT_STRING = 0x03,
-	TAG_OCTET_STRING = 0x04,
 	TAG_OID = 0x06,
 	TAG_UTC_TIME = 0x17,
 	TAG_GENERALIZED_TIME = 0x18,
