@@ -573,6 +573,10 @@ static void start_upload(struct conn *c, const struct http_request *req,
 	http_chunked_init(&c->chunk);
 	c->state = ST_BODY;
 	conn_flush(c);
+	if (!c->chunked && c->body_left == 0) {
+		body_complete(c); /* an empty file is an upload too */
+		return;
+	}
 	timer_for_state(c);
 }
 

@@ -133,7 +133,7 @@ static void upload_print_json(const struct upload_record *r)
 	json_string(stdout, r->meta.category);
 	printf(",\"name\":");
 	json_string(stdout, r->meta.name);
-	printf(",\"bytes\":%" PRIu64 ",\"received_unix_ms\":%" PRIu64 ",\"received\":\"%s\""
+	printf(",\"length\":%" PRIu64 ",\"received_unix_ms\":%" PRIu64 ",\"received\":\"%s\""
 	       ",\"worker\":%u,\"segment\":%" PRIu64 ",\"offset\":%" PRIu64
 	       ",\"crc32\":\"%08x\",\"cert_sha256\":\"%s\"}\n",
 	       r->length, r->received_unix_ms, when, r->worker, r->segment, r->offset, r->crc32,

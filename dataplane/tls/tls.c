@@ -7,6 +7,7 @@
 #include <wolfssl/openssl/x509.h>
 #include <wolfssl/openssl/x509v3.h>
 #include <wolfssl/wolfcrypt/asn.h>
+#include <wolfssl/error-ssl.h>
 #include <wolfssl/wolfcrypt/sha256.h>
 
 #include <dirent.h>
@@ -110,6 +111,9 @@ static enum auth_result classify_verify_error(int err)
 	case CRL_CERT_REVOKED:
 	case WOLFSSL_X509_V_ERR_CERT_REVOKED:
 		return AUTH_REVOKED;
+	case EXTKEYUSE_AUTH_E:
+	case KEYUSE_SIGNATURE_E:
+		return AUTH_WRONG_USAGE;
 	default:
 		return AUTH_OTHER;
 	}
@@ -211,11 +215,25 @@ static int check_leaf(struct tls_session *s, WOLFSSL_X509 *x)
 	return 1;
 }
 
+/* wolfSSL checks a client certificate's usages itself; where the
+ * configuration turns one of those checks off, its verdict is waived here
+ * and check_leaf applies the configured policy instead. */
+static bool usage_error_waived(const struct tls_session *s, int err)
+{
+	if (err == EXTKEYUSE_AUTH_E)
+		return !s->srv->require_eku;
+	if (err == KEYUSE_SIGNATURE_E)
+		return !s->srv->require_digital_signature;
+	return false;
+}
+
 static int verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *store)
 {
 	struct tls_session *s = store->userCtx;
 	if (!s)
 		return preverify;
+	if (!preverify && store->error_depth == 0 && usage_error_waived(s, store->error))
+		preverify = 1;
 	if (!preverify) {
 		/* The first refusal names the cause; later ones follow from it. */
 		if (s->peer.result == AUTH_OTHER || s->peer.result == AUTH_OK) {
@@ -302,64 +320,115 @@ void tls_resumed_peer_admit(struct tls_session *s)
 
 /* ---- server ---- */
 
+/* Whether a trusted issuer with common name `cn` is in the advertised list:
+ * whole comma-separated entries, spaces trimmed. */
+static bool advertise_listed(const struct config *cfg, const char *cn)
+{
+	if (cfg->advertise == ADVERTISE_ALL)
+		return true;
+	if (cfg->advertise != ADVERTISE_LIST)
+		return false;
+	const char *p = cfg->advertise_list;
+	size_t cl = strlen(cn);
+	while (*p) {
+		while (*p == ' ' || *p == ',')
+			p++;
+		const char *e = strchr(p, ',');
+		size_t l = e ? (size_t)(e - p) : strlen(p);
+		while (l && p[l - 1] == ' ')
+			l--;
+		if (l && l == cl && strncmp(p, cn, l) == 0)
+			return true;
+		p += l;
+	}
+	return false;
+}
+
+static int add_issuer(struct tls_server *srv, WOLFSSL_X509 *x, const struct config *cfg,
+		      WOLF_STACK_OF(WOLFSSL_X509_NAME) * names, size_t *advertised_bytes)
+{
+	int der_len = 0;
+	const unsigned char *der = wolfSSL_X509_get_der(x, &der_len);
+	if (!der || srv->n_issuers >= MAX_ISSUERS ||
+	    wolfSSL_CTX_load_verify_buffer(srv->ctx, der, der_len, WOLFSSL_FILETYPE_ASN1) !=
+		    WOLFSSL_SUCCESS)
+		return -1;
+	WOLFSSL_X509_NAME *subj = wolfSSL_X509_get_subject_name(x);
+	name_sha256(subj, srv->issuer_hash[srv->n_issuers++]);
+	char cn[256] = "";
+	wolfSSL_X509_NAME_get_text_by_NID(subj, NID_commonName, cn, sizeof cn);
+	if (!advertise_listed(cfg, cn))
+		return 0;
+	WOLFSSL_X509_NAME *dup = wolfSSL_X509_NAME_dup(subj);
+	if (!dup || wolfSSL_sk_X509_NAME_push(names, dup) <= 0) {
+		wolfSSL_X509_NAME_free(dup);
+		return -1;
+	}
+	*advertised_bytes += (size_t)wolfSSL_i2d_X509_NAME(subj, NULL) + 2;
+	return 0;
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+	FILE *fp = fopen(path, "rb");
+	if (!fp)
+		return NULL;
+	char *buf = NULL;
+	size_t cap = 0, n = 0, r;
+	do {
+		if (n + 4096 > cap) {
+			char *grown = realloc(buf, cap = cap * 2 + 8192);
+			if (!grown) {
+				free(buf);
+				fclose(fp);
+				errno = ENOMEM;
+				return NULL;
+			}
+			buf = grown;
+		}
+		r = fread(buf + n, 1, cap - n - 1, fp);
+		n += r;
+	} while (r > 0);
+	fclose(fp);
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
+/* Loads every certificate of a PEM file (a bundle may hold many: wolfSSL's
+ * PEM_read_X509 stops after the first). Returns how many, or -1. */
 static int load_issuer_file(struct tls_server *srv, const char *path, const struct config *cfg,
 			    WOLF_STACK_OF(WOLFSSL_X509_NAME) * names, size_t *advertised_bytes,
 			    char *err, size_t errlen)
 {
-	FILE *fp = fopen(path, "r");
-	if (!fp) {
+	static const char begin[] = "-----BEGIN CERTIFICATE-----";
+	static const char end[] = "-----END CERTIFICATE-----";
+	size_t len;
+	char *pem = read_file(path, &len);
+	if (!pem) {
 		snprintf(err, errlen, "issuers %s: %s", path, strerror(errno));
 		return -1;
 	}
 	int loaded = 0;
-	WOLFSSL_X509 *x;
-	while ((x = wolfSSL_PEM_read_X509(fp, NULL, NULL, NULL)) != NULL) {
-		int der_len = 0;
-		const unsigned char *der = wolfSSL_X509_get_der(x, &der_len);
-		if (!der || srv->n_issuers >= MAX_ISSUERS ||
-		    wolfSSL_CTX_load_verify_buffer(srv->ctx, der, der_len, WOLFSSL_FILETYPE_ASN1) !=
-			    WOLFSSL_SUCCESS) {
+	for (char *p = strstr(pem, begin); p; p = strstr(p, begin)) {
+		char *e = strstr(p, end);
+		if (!e)
+			break;
+		e += sizeof end - 1;
+		WOLFSSL_X509 *x = wolfSSL_X509_load_certificate_buffer(
+			(const unsigned char *)p, (int)(e - p), WOLFSSL_FILETYPE_PEM);
+		if (!x || add_issuer(srv, x, cfg, names, advertised_bytes) != 0) {
 			snprintf(err, errlen, "issuers %s: certificate %d cannot be loaded%s", path,
 				 loaded + 1, srv->n_issuers >= MAX_ISSUERS ? " (too many issuers)" : "");
 			wolfSSL_X509_free(x);
-			fclose(fp);
+			free(pem);
 			return -1;
-		}
-		WOLFSSL_X509_NAME *subj = wolfSSL_X509_get_subject_name(x);
-		name_sha256(subj, srv->issuer_hash[srv->n_issuers++]);
-		char cn[256] = "";
-		wolfSSL_X509_NAME_get_text_by_NID(subj, NID_commonName, cn, sizeof cn);
-		bool advertise = cfg->advertise == ADVERTISE_ALL;
-		if (cfg->advertise == ADVERTISE_LIST) {
-			/* Match whole comma-separated entries, spaces trimmed. */
-			const char *p = cfg->advertise_list;
-			size_t cl = strlen(cn);
-			while (*p && !advertise) {
-				while (*p == ' ' || *p == ',')
-					p++;
-				const char *e = strchr(p, ',');
-				size_t l = e ? (size_t)(e - p) : strlen(p);
-				while (l && p[l - 1] == ' ')
-					l--;
-				advertise = l == cl && l && strncmp(p, cn, l) == 0;
-				p += l;
-			}
-		}
-		if (advertise) {
-			WOLFSSL_X509_NAME *dup = wolfSSL_X509_NAME_dup(subj);
-			*advertised_bytes += (size_t)wolfSSL_i2d_X509_NAME(subj, NULL) + 2;
-			if (!dup || wolfSSL_sk_X509_NAME_push(names, dup) <= 0) {
-				snprintf(err, errlen, "issuers %s: out of memory", path);
-				wolfSSL_X509_free(x);
-				fclose(fp);
-				return -1;
-			}
 		}
 		wolfSSL_X509_free(x);
 		loaded++;
+		p = e;
 	}
-	fclose(fp);
-	wolfSSL_ERR_clear_error();
+	free(pem);
 	return loaded;
 }
 
