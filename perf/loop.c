@@ -67,6 +67,7 @@ struct worker {
 	unsigned nagents, next_agent;
 	WOLFSSL_SESSION **sessions;	/* resume mode, per agent */
 	uint64_t seq;			/* uploads named by this thread */
+	uint64_t name_base;		/* unique per run: names never repeat */
 	uint64_t rng;
 	bool open_loop;
 	uint64_t *queue;		/* open loop: arrival times */
@@ -181,6 +182,8 @@ static void idle_slot_remove(struct worker *w, const struct conn *c)
 static void conn_fail(struct worker *w, struct conn *c, enum err_kind kind,
 		      const char *why)
 {
+	/* a wrong status comes over a sound TLS session: keep it to resume */
+	bool keep = kind == ERR_STATUS && w->o->mode == MODE_RESUME;
 	bool was_idle = c->state == ST_IDLE;
 	count(&w->t->stats.errors[kind], 1);
 	report_error(kind, why);
@@ -188,7 +191,7 @@ static void conn_fail(struct worker *w, struct conn *c, enum err_kind kind,
 		idle_slot_remove(w, c);
 	if (w->o->mode == MODE_IDLE && !was_idle)
 		w->idle_pending--;
-	conn_close(w, c, false);
+	conn_close(w, c, keep);
 	c->retry_ns = now_ns() + RETRY_NS;
 	slot_released(w, c);
 }
@@ -282,7 +285,7 @@ static void begin_request(struct worker *w, struct conn *c, uint64_t start_ns)
 	c->body_len = pick_body_len(w);
 	c->body = pool->bytes + rand64(w) % (pool->len - c->body_len + 1);
 	c->body_off = 0;
-	uint64_t n = w->seq++ * o->threads + w->t->index;
+	uint64_t n = w->name_base + w->seq++ * o->threads + w->t->index;
 	int head = snprintf((char *)c->stage, RECORD,
 		"PUT /ManageSoftRL/Inventories/%s-%llu.ndi HTTP/1.1\r\n"
 		"Host: %s\r\n"
@@ -629,6 +632,9 @@ static int worker_init(struct worker *w, struct sim_thread *t)
 	w->nconns = share;
 	w->nagents = (t->agents->count - t->index + o->threads - 1) / o->threads;
 	w->rng = 0x9e3779b97f4a7c15ULL * (t->index + 1) ^ now_ns();
+	/* a new name per upload across runs too: a server that stores by name
+	 * (nginx) answers 204, not 201, when a name comes again */
+	w->name_base = (uint64_t)time(NULL) * 1000000ULL;
 	w->ep = epoll_create1(EPOLL_CLOEXEC);
 	w->conns = calloc(share ? share : 1, sizeof *w->conns);
 	if (w->ep < 0 || !w->conns)

@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# perf/bench.sh: beacond, nginx and HAProxy through the same mutual-TLS
+# scenarios, one after the other in one run, and perf/RESULTS.md from it.
+#
+#   perf/bench.sh [--long] [--servers "beacond nginx haproxy"]
+#                 [--scenarios "full13 full12 resume13 ka16k ka1m idle"]
+#                 [--duration S] [--idle-conns N] [--out FILE]
+#
+# Each server runs as an unprivileged process pinned to CPU 0 with one
+# worker; agentsim runs pinned to CPU 1. Figures are per second of server
+# CPU (utime + stime from /proc/PID/stat, all threads), so a server that the
+# load generator cannot saturate is not flattered or penalised by idling.
+# Default: ~10 s per scenario; --long: 60 s and 15,000 idle connections.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+servers="beacond nginx haproxy"
+scenarios="full13 full12 resume13 ka16k ka1m idle"
+duration=10
+idle_conns=2000
+results="$root/perf/RESULTS.md"
+concurrency=32
+invocation="perf/bench.sh $*"
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--long) duration=60; idle_conns=15000 ;;
+	--servers) servers=$2; shift ;;
+	--scenarios) scenarios=$2; shift ;;
+	--duration) duration=$2; shift ;;
+	--idle-conns) idle_conns=$2; shift ;;
+	--out) results=$2; shift ;;
+	-h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+	*) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
+	esac
+	shift
+done
+
+out="$root/perf/out"
+mkdir -p "$out"
+run=$(mktemp -d /tmp/beacon-bench.XXXXXX)
+chmod 755 "$run"
+jsonl="$run/results.jsonl"
+commands="$run/commands.txt"
+: >"$jsonl"
+: >"$commands"
+server_pid=
+
+log() { echo "bench: $*" >&2; }
+
+cleanup() {
+	stop_server
+	rm -rf "$run"
+}
+trap cleanup EXIT
+
+# --- set-up -----------------------------------------------------------------
+
+as_root() {
+	if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_peers() {
+	local need=()
+	command -v nginx >/dev/null || need+=(nginx)
+	command -v haproxy >/dev/null || need+=(haproxy)
+	[ ${#need[@]} -eq 0 ] && return
+	log "installing ${need[*]} from Debian"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+		--no-install-recommends "${need[@]}" >"$run/apt.log" 2>&1 ||
+		{ cat "$run/apt.log" >&2; exit 1; }
+}
+
+build() {
+	cd "$root"
+	[ -f build/build.ninja ] || meson setup build >"$run/meson.log"
+	# beacond may fail to build while it is being worked on: the peers are
+	# still measured, and the report says beacond is missing
+	ninja -C build perf/agentsim >"$run/ninja.log" 2>&1 ||
+		{ cat "$run/ninja.log" >&2; exit 1; }
+	ninja -C build beacond >>"$run/ninja.log" 2>&1 ||
+		log "beacond did not build (see below); measuring the peers only"
+	[ -x build/beacond ] || servers=${servers//beacond/}
+	agentsim=$root/build/perf/agentsim
+}
+
+# The demo PKI is kept in perf/out so the cached agent certificates stay
+# valid between runs; the servers get a copy they can read unprivileged.
+make_pki() {
+	bash "$root/config/demo-pki.sh" "$out/pki" >/dev/null
+	mkdir -p "$run/pki"
+	cp "$out/pki"/{server.pem,server.key,agents-ca.pem,server-ca.pem} "$run/pki/"
+	cat "$run/pki/server.pem" "$run/pki/server.key" >"$run/pki/server-bundle.pem"
+}
+
+# Servers run as nobody when we are root: an internet-facing daemon would.
+unprivileged() {
+	if [ "$(id -u)" = 0 ]; then
+		chown -R nobody:nogroup "$run"
+		exec setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"
+	fi
+	exec "$@"
+}
+
+# --- servers ----------------------------------------------------------------
+
+port_for() {
+	case $1 in beacond) echo 18443 ;; nginx) echo 18444 ;; haproxy) echo 18445 ;; esac
+}
+
+write_beacond_conf() { # PORT
+	mkdir -p "$run/beacond-data" "$run/beacond-dl"
+	cat >"$run/beacond.conf" <<-EOF
+	[server]
+	listen = 127.0.0.1:$1
+	workers = 1
+	data_dir = $run/beacond-data
+	download_dir = $run/beacond-dl
+	control_socket = $run/beacond.sock
+
+	[tls]
+	cert = $run/pki/server.pem
+	key = $run/pki/server.key
+	issuers = $run/pki/agents-ca.pem
+	EOF
+}
+
+fill_template() { # TEMPLATE OUTPUT PORT
+	sed -e "s|@RUN@|$run|g" -e "s|@PORT@|$3|g" "$1" >"$2"
+}
+
+server_command() { # SERVER PORT -> prints the command
+	case $1 in
+	beacond)
+		write_beacond_conf "$2"
+		echo "$root/build/beacond -c $run/beacond.conf" ;;
+	nginx)
+		mkdir -p "$run/nginx-data" "$run/nginx-body"
+		fill_template "$root/perf/peers/nginx.conf.in" "$run/nginx.conf" "$2"
+		echo "nginx -e $run/nginx-error.log -c $run/nginx.conf" ;;
+	haproxy)
+		fill_template "$root/perf/peers/haproxy.cfg.in" "$run/haproxy.cfg" "$2"
+		echo "haproxy -db -f $run/haproxy.cfg" ;;
+	esac
+}
+
+wait_port() { # PORT PID
+	for _ in $(seq 100); do
+		kill -0 "$2" 2>/dev/null || return 1
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+start_server() { # SERVER
+	local port cmd
+	port=$(port_for "$1")
+	cmd=$(server_command "$1" "$port")
+	echo "taskset -c 0 $cmd    # as nobody" >>"$commands"
+	( ulimit -n 20000; unprivileged taskset -c 0 $cmd ) >"$run/$1.log" 2>&1 &
+	server_pid=$!
+	if ! wait_port "$port" "$server_pid"; then
+		log "$1 did not start listening on $port:"
+		cat "$run/$1.log" >&2
+		stop_server
+		return 1
+	fi
+	log "$1 listening on 127.0.0.1:$port (pid $server_pid)"
+}
+
+stop_server() {
+	[ -n "$server_pid" ] || return 0
+	kill "$server_pid" 2>/dev/null || true
+	for _ in $(seq 50); do
+		kill -0 "$server_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -9 "$server_pid" 2>/dev/null || true
+	wait "$server_pid" 2>/dev/null || true
+	server_pid=
+}
+
+cpu_ticks() { # PID: utime + stime of every thread, in clock ticks
+	sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
+rss_kib() {
+	awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+# --- scenarios --------------------------------------------------------------
+
+scenario_args() { # SCENARIO
+	local common="--concurrency $concurrency --duration $duration --quiet"
+	case $1 in
+	full13) echo "--mode full --tls 1.3 --body-size 1k $common" ;;
+	full12) echo "--mode full --tls 1.2 --body-size 1k $common" ;;
+	resume13) echo "--mode resume --tls 1.3 --body-size 1k $common" ;;
+	ka16k) echo "--mode keepalive --tls 1.3 --body-size 16k $common" ;;
+	ka1m) echo "--mode keepalive --tls 1.3 --body-size 1M $common" ;;
+	idle) echo "--mode idle --tls 1.3 --concurrency $idle_conns --duration 3 --quiet --ready-file $run/idle.ready" ;;
+	esac
+}
+
+# Samples the server's RSS once every idle connection is up.
+sample_idle_rss() { # PID SIMPID -> prints KiB or nothing
+	for _ in $(seq 1200); do
+		if [ -e "$run/idle.ready" ]; then
+			sleep 0.5
+			rss_kib "$1"
+			return
+		fi
+		kill -0 "$2" 2>/dev/null || return
+		sleep 0.1
+	done
+}
+
+run_scenario() { # SERVER SCENARIO
+	local server=$1 sc=$2 port args t0 t1 rss0 rss1= json
+	port=$(port_for "$server")
+	args="$(scenario_args "$sc") --certs 1000 --ca-cert $out/pki/agents-ca.pem \
+--ca-key $out/pki/agents-ca.key --cache $out/agents https://127.0.0.1:$port"
+	echo "taskset -c 1 $agentsim $args" >>"$commands"
+	rm -f "$run/idle.ready"
+	rss0=$(rss_kib "$server_pid")
+	t0=$(cpu_ticks "$server_pid")
+	taskset -c 1 "$agentsim" $args >"$run/sim.json" 2>"$run/sim.err" &
+	local sim=$!
+	[ "$sc" = idle ] && rss1=$(sample_idle_rss "$server_pid" "$sim")
+	wait "$sim" || log "$server $sc: agentsim exited with $?"
+	t1=$(cpu_ticks "$server_pid" 2>/dev/null || echo "$t0")
+	sed 's/^/    /' "$run/sim.err" >&2
+	json=$(tail -1 "$run/sim.json")
+	[ -n "$json" ] || json='{}'
+	echo "$json" | jq -c --arg server "$server" --arg scenario "$sc" \
+		--argjson cpu "$(awk -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')" \
+		--argjson rss0 "${rss0:-0}" --argjson rss1 "${rss1:-0}" \
+		'. + {server: $server, scenario: $scenario, server_cpu_s: $cpu,
+		      server_rss0_kib: $rss0, server_rss1_kib: $rss1}' >>"$jsonl"
+	log "$server $sc: $(tail -1 "$jsonl" | jq -c '{handshakes_per_s, uploads_per_s, mb_per_s, server_cpu_s, errors}')"
+	# nginx keeps what it is sent: remove it and write back what is dirty
+	# now, so one scenario's disk work does not land in the next one's
+	rm -rf "$run/nginx-data/ManageSoftRL"
+	sync
+	if ! kill -0 "$server_pid" 2>/dev/null; then
+		log "$server died during $sc:"
+		tail -20 "$run/$server.log" >&2
+		return 1
+	fi
+}
+
+run_server() { # SERVER
+	start_server "$1" || return 0
+	for sc in $scenarios; do
+		run_scenario "$1" "$sc" || { server_pid=; return 0; }
+		sleep 1	# let TIME_WAIT and server timers settle
+	done
+	stop_server
+}
+
+# --- report -----------------------------------------------------------------
+
+machine() {
+	echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r)"
+	echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "- versions: $("$root/build/beacond" --version 2>/dev/null | head -1 || echo "beacond $(git -C "$root" rev-parse --short HEAD)"), $(nginx -v 2>&1), $(haproxy -v | head -1 | cut -d' ' -f1-3)"
+	echo "- beacond commit: $(git -C "$root" rev-parse --short HEAD)"
+}
+
+write_report() {
+	{
+		echo "# beacond vs nginx vs HAProxy: mutual-TLS benchmarks"
+		echo
+		echo "Written by \`perf/bench.sh$( [ "$duration" = 60 ] && echo ' --long')\`. Each server: one worker, pinned to CPU 0,"
+		echo "unprivileged; load: \`agentsim\` pinned to CPU 1, $concurrency connections, one"
+		echo "certificate per agent (1,000 agents, EC P-256), no server-certificate check"
+		echo "on the client. Figures are per second of *server* CPU time (utime + stime,"
+		echo "all threads, from /proc/PID/stat). beacond fsyncs each upload before its 201;"
+		echo "nginx writes to disk without fsync; HAProxy stores nothing."
+		echo
+		machine
+		echo
+		python3 "$root/perf/report.py" "$jsonl"
+		echo
+		echo "## Commands"
+		echo
+		echo '```'
+		echo "$invocation"
+		cat "$commands"
+		echo '```'
+	} >"$results"
+	cp "$jsonl" "$out/results.jsonl"
+	log "wrote $results"
+}
+
+install_peers
+build
+make_pki
+# agent certificates made before any server runs, so no scenario pays for them
+"$agentsim" --certs 1000 --ca-cert "$out/pki/agents-ca.pem" \
+	--ca-key "$out/pki/agents-ca.key" --cache "$out/agents" --requests 1 \
+	--quiet --timeout 1 https://127.0.0.1:1 >/dev/null 2>&1 || true
+for s in $servers; do
+	run_server "$s"
+done
+write_report
