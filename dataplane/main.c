@@ -54,6 +54,11 @@ static void log_totals(struct worker **workers, unsigned n)
 static int run(const struct config *cfg, bool check_only)
 {
 	char err[512] = "";
+	if (cfg->backend != BACKEND_KERNEL) {
+		log_err("[server] backend = dpdk: this build has only the kernel transport; "
+			"set backend = kernel");
+		return 1;
+	}
 	struct tls_server *tls = NULL;
 	if (tls_server_new(cfg, &tls, err, sizeof err) != 0) {
 		log_err("%s", err);

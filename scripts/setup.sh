@@ -21,7 +21,7 @@ stamp="$prefix/.built-$WOLFSSL_VERSION-$(echo "$WOLFSSL_FLAGS $WOLFSSL_CFLAGS" |
 PACKAGES=(
   build-essential meson ninja-build pkg-config
   liblmdb-dev lmdb-utils liburing-dev libdpdk-dev dpdk libinih-dev
-  libcmocka-dev python3 python3-pytest curl openssl iproute2
+  libcmocka-dev libcjson-dev python3 python3-pytest curl openssl iproute2
   autoconf automake libtool dpkg-dev
 )
 
