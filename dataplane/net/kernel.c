@@ -198,10 +198,11 @@ static void recv_complete(struct ring_op *op, int res, uint32_t flags)
 	}
 	c->recv_armed = false;
 	c->inflight--;
-	if (res == -ENOBUFS && !c->dead) {
-		recv_arm(c); /* every buffer was busy: try again */
-	} else if (res == -ECANCELED && c->paused && !c->dead) {
-		/* Our own pause: resume re-arms. */
+	if ((res == -ENOBUFS || res == -ECANCELED) && !c->dead) {
+		/* ENOBUFS: every buffer was busy. ECANCELED: our own pause,
+		 * possibly already lifted before this completion arrived. */
+		if (!c->paused)
+			recv_arm(c);
 	} else if (res <= 0 || c->dead) {
 		/* EOF, error or cancellation: the conversation is over. */
 		if (!c->dead) {
