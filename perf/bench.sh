@@ -50,6 +50,9 @@ log() { echo "bench: $*" >&2; }
 
 cleanup() {
 	stop_server
+	# server logs outlive the run: a failure is read after the fact
+	mkdir -p "$out/logs"
+	cp "$run"/*.log "$out/logs/" 2>/dev/null || true
 	rm -rf "$run"
 }
 trap cleanup EXIT

@@ -40,6 +40,7 @@ struct conn {
 	uint64_t deadline_ns;	/* 0: none */
 	uint64_t retry_ns;	/* ST_FREE after an error: restart then */
 	bool open_counted;
+	unsigned uploads_done;	/* on this connection: for error reports */
 	/* request: the record being written must be retried unchanged */
 	unsigned char *stage;	/* head + first body bytes, one record */
 	const unsigned char *wptr;
@@ -269,6 +270,7 @@ static void conn_start(struct worker *w, struct conn *c, uint64_t start_ns)
 	epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &ev);
 	c->open_counted = true;
 	count(&w->t->stats.open_conns, 1);
+	c->uploads_done = 0;
 	c->state = ST_CONNECTING;
 }
 
@@ -351,6 +353,7 @@ static void upload_done(struct worker *w, struct conn *c)
 		return;
 	}
 	hist_add(&w->t->latency, us);
+	c->uploads_done++;
 	count(&w->t->stats.uploads, 1);
 	count(&w->t->stats.body_bytes, c->body_len);
 	if (w->o->mode != MODE_KEEPALIVE || c->close_after) {
@@ -444,7 +447,10 @@ static bool step_recv(struct worker *w, struct conn *c)
 			upload_done(w, c);
 			return c->state == ST_SEND;
 		}
-		conn_fail(w, c, ERR_CLOSED, "server closed before the response ended");
+		char why[96];
+		snprintf(why, sizeof why, "server closed before the response to "
+			 "upload %u on the connection ended", c->uploads_done + 1);
+		conn_fail(w, c, ERR_CLOSED, why);
 		return false;
 	}
 	c->resp_len += (size_t)n;
@@ -468,6 +474,18 @@ static bool step_recv(struct worker *w, struct conn *c)
 	return c->state == ST_SEND || c->state == ST_IDLE;
 }
 
+/* Say where in the stream the server went away: which upload on the
+ * connection, how far into its body. */
+static void send_failed(struct worker *w, struct conn *c, int err)
+{
+	char why[WOLFSSL_MAX_ERROR_SZ + 128], ssl_err[WOLFSSL_MAX_ERROR_SZ];
+	wolfSSL_ERR_error_string_n((unsigned long)err, ssl_err, sizeof ssl_err);
+	snprintf(why, sizeof why, "%s while sending upload %u on the connection "
+		 "(%zu of %zu body bytes handed to TLS)", ssl_err,
+		 c->uploads_done + 1, c->body_off - c->wlen, c->body_len);
+	conn_fail(w, c, ERR_CLOSED, why);
+}
+
 /* Write the pending record, then the next body slice. */
 static bool step_send(struct worker *w, struct conn *c)
 {
@@ -475,7 +493,7 @@ static bool step_send(struct worker *w, struct conn *c)
 	if (n <= 0) {
 		int err = wolfSSL_get_error(c->ssl, n);
 		if (err != WOLFSSL_ERROR_WANT_WRITE && err != WOLFSSL_ERROR_WANT_READ)
-			conn_fail_ssl(w, c, ERR_CLOSED, err);
+			send_failed(w, c, err);
 		return false;
 	}
 	if (c->body_off < c->body_len) {
