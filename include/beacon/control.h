@@ -53,7 +53,8 @@ struct control_stats {
 	uint64_t store_fdatasyncs;
 	uint64_t store_uploads_committed;
 	/* commit latency histogram: counts of commits whose wait (finish to
-	 * durable) was <= bucket_le_us[i]; the last bucket is +Inf. */
+	 * durable) was <= control_commit_latency_le_us[i]: cumulative, as
+	 * Prometheus wants, so the last bucket (+Inf) equals the count. */
 	uint64_t commit_latency_bucket[12];
 	uint64_t commit_latency_sum_us;
 	uint64_t commit_latency_count;
@@ -86,6 +87,9 @@ struct control;
 int control_start(const char *socket_path, const char *metrics_listen,
 		  const struct control_handlers *h, struct control **out, char *err,
 		  size_t errlen);
+/* The metrics listener's port (the one the kernel chose for ":0"), or -1
+ * when there is none. */
+int control_metrics_port(const struct control *c);
 void control_stop(struct control *c);
 
 #endif

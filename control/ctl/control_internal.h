@@ -1,0 +1,89 @@
+/*
+ * control_internal: what the control thread's files share. control.c owns
+ * the thread, the poll loop and the clients; socket.c answers JSON lines;
+ * metrics.c answers HTTP; status_page.c draws the chart. Everything here runs
+ * on the control thread only.
+ */
+#ifndef BEACON_CONTROL_INTERNAL_H
+#define BEACON_CONTROL_INTERNAL_H
+
+#include "beacon/control.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A request line longer than this is refused and its connection closed. */
+#define CONTROL_LINE_MAX (64u * 1024u)
+/* HTTP request head (request line and headers); we never read a body. */
+#define CONTROL_HTTP_REQUEST_MAX 8192u
+/* The status page's history: one sample every 10 s, the last hour. */
+#define CONTROL_SAMPLE_INTERVAL_S 10u
+#define CONTROL_HISTORY_SAMPLES 360u
+
+/* A growable output buffer. Out of memory is sticky: the caller checks
+ * oom once at the end instead of after every append. */
+struct control_buf {
+	char *data;
+	size_t len;
+	size_t cap;
+	bool oom;
+};
+
+void control_buf_append(struct control_buf *b, const char *s, size_t n);
+void control_buf_printf(struct control_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void control_buf_reset(struct control_buf *b);
+void control_buf_free(struct control_buf *b);
+
+/* One sample of the cumulative handshake counters. */
+struct control_sample {
+	uint64_t unix_s;
+	uint64_t handshakes[AUTH_RESULT_COUNT];
+};
+
+/* Ring of the last CONTROL_HISTORY_SAMPLES samples, oldest first from
+ * (head - count). */
+struct control_history {
+	struct control_sample samples[CONTROL_HISTORY_SAMPLES];
+	unsigned head;
+	unsigned count;
+};
+
+void control_history_add(struct control_history *h, const struct control_stats *st,
+			 uint64_t unix_s);
+/* i-th sample counted from the oldest; i < h->count. */
+const struct control_sample *control_history_at(const struct control_history *h, unsigned i);
+
+/* socket.c: the Unix socket. Binds path with mode 0600; returns the
+ * listening fd or -1 with err. */
+int control_socket_listen(const char *path, char *err, size_t errlen);
+/* Answers one request line (NUL-terminated, without its newline) with one
+ * reply line, newline included, appended to reply. */
+void control_request(const struct control_handlers *h, const char *line, size_t len,
+		     struct control_buf *reply);
+/* The reply for a line over CONTROL_LINE_MAX. */
+void control_reply_error(struct control_buf *reply, const char *error);
+
+/* metrics.c: the loopback HTTP listener. Returns the listening fd or -1
+ * with err (a non-loopback address is refused). */
+int control_metrics_listen(const char *addr_port, char *err, size_t errlen);
+/* What the HTTP side needs to answer. */
+struct control_http_view {
+	const struct control_handlers *h;
+	const struct control_history *history;
+};
+/* A complete request head has arrived in req[0..len): appends the whole
+ * response (status line, headers, body) to out. */
+void control_http_respond(const struct control_http_view *v, const char *req, size_t len,
+			  struct control_buf *out);
+/* The response for a request head over CONTROL_HTTP_REQUEST_MAX. */
+void control_http_error(struct control_buf *out, int status, const char *reason);
+void control_metrics_render(const struct control_stats *st, uint64_t now_unix_s,
+			    struct control_buf *out);
+
+/* status_page.c */
+void control_status_page_render(const struct control_history *h, const struct control_stats *st,
+				 uint64_t now_unix_s, struct control_buf *out);
+
+#endif

@@ -1,0 +1,321 @@
+/*
+ * The admin HTTP listener: loopback only, one request per connection,
+ * GET /metrics (Prometheus text format), /healthz and /status. It reads the
+ * request head and nothing more; a request with a body gets 405 anyway.
+ */
+#include "control_internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Commit-latency bucket bounds: 100 us (page cache) to 250 ms (a slow disk
+ * under load); the twelfth bucket is +Inf. */
+const uint64_t control_commit_latency_le_us[11] = {100,   250,   500,   1000,   2500,  5000,
+						   10000, 25000, 50000, 100000, 250000};
+
+/* ---- listening ---- */
+
+static int parse_port(const char *s, uint16_t *port)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (!*s || *end || errno || v > 65535)
+		return -1;
+	*port = (uint16_t)v;
+	return 0;
+}
+
+/* "127.0.0.1:9100", "[::1]:9100" or "localhost:9100". */
+static int parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t *sslen,
+			char *err, size_t errlen)
+{
+	char host[64];
+	const char *colon = strrchr(text, ':');
+	size_t hlen = colon ? (size_t)(colon - text) : 0;
+	uint16_t port;
+	if (!colon || hlen == 0 || hlen >= sizeof host || parse_port(colon + 1, &port)) {
+		snprintf(err, errlen, "metrics listen '%s': expected ADDR:PORT, e.g. 127.0.0.1:9100",
+			 text);
+		return -1;
+	}
+	memcpy(host, text, hlen);
+	host[hlen] = '\0';
+	if (!strcmp(host, "localhost"))
+		snprintf(host, sizeof host, "127.0.0.1");
+	memset(ss, 0, sizeof *ss);
+	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+	if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+		in4->sin_family = AF_INET;
+		in4->sin_port = htons(port);
+		*sslen = sizeof *in4;
+		return 0;
+	}
+	if (hlen > 2 && host[0] == '[' && host[hlen - 1] == ']') {
+		host[hlen - 1] = '\0';
+		if (inet_pton(AF_INET6, host + 1, &in6->sin6_addr) == 1) {
+			in6->sin6_family = AF_INET6;
+			in6->sin6_port = htons(port);
+			*sslen = sizeof *in6;
+			return 0;
+		}
+	}
+	snprintf(err, errlen, "metrics listen '%s': '%s' is not an IP address", text, host);
+	return -1;
+}
+
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in4 = (const struct sockaddr_in *)ss;
+		return (ntohl(in4->sin_addr.s_addr) >> 24) == 127;
+	}
+	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+	return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+}
+
+int control_metrics_listen(const char *addr_port, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	if (parse_listen(addr_port, &ss, &sslen, err, errlen))
+		return -1;
+	/* The admin side has no authentication: anyone who reaches it may read
+	 * the fleet's numbers, so it stays on this host. */
+	if (!is_loopback(&ss)) {
+		snprintf(err, errlen, "metrics listen '%s' is not a loopback address: the admin "
+				      "HTTP side is loopback only (use 127.0.0.1 or [::1])",
+			 addr_port);
+		return -1;
+	}
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "metrics socket: %s", strerror(errno));
+		return -1;
+	}
+	int one = 1;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+	    bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, 16) != 0) {
+		snprintf(err, errlen, "metrics listen %s: %s", addr_port, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* ---- responses ---- */
+
+static const char *status_text(int status)
+{
+	switch (status) {
+	case 200:
+		return "OK";
+	case 400:
+		return "Bad Request";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 431:
+		return "Request Header Fields Too Large";
+	default:
+		return "Internal Server Error";
+	}
+}
+
+static void respond(struct control_buf *out, int status, const char *type, const char *body,
+		    size_t len)
+{
+	control_buf_printf(out,
+			   "HTTP/1.0 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+			   "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
+			   status, status_text(status), type, len,
+			   status == 405 ? "Allow: GET\r\n" : "");
+	control_buf_append(out, body, len);
+}
+
+void control_http_error(struct control_buf *out, int status, const char *reason)
+{
+	char body[256];
+	int n = snprintf(body, sizeof body, "%d %s: %s\n", status, status_text(status), reason);
+	respond(out, status, "text/plain; charset=utf-8", body,
+		n < 0 ? 0 : (size_t)n < sizeof body ? (size_t)n : sizeof body - 1);
+}
+
+/* Renders a page into a scratch buffer, then frames it. */
+static void respond_rendered(struct control_buf *out, const char *type, struct control_buf *page)
+{
+	if (page->oom)
+		control_http_error(out, 500, "out of memory");
+	else
+		respond(out, 200, type, page->data ? page->data : "", page->len);
+	control_buf_free(page);
+}
+
+static void stats_now(const struct control_handlers *h, struct control_stats *st)
+{
+	memset(st, 0, sizeof *st);
+	if (h->stats)
+		h->stats(h->arg, st);
+}
+
+static void route(const struct control_http_view *v, const char *path, struct control_buf *out)
+{
+	struct control_stats st;
+	struct control_buf page = {0};
+	uint64_t now = (uint64_t)time(NULL);
+	if (!strcmp(path, "/healthz")) {
+		respond(out, 200, "text/plain; charset=utf-8", "ok\n", 3);
+	} else if (!strcmp(path, "/metrics")) {
+		stats_now(v->h, &st);
+		control_metrics_render(&st, now, &page);
+		respond_rendered(out, "text/plain; version=0.0.4; charset=utf-8", &page);
+	} else if (!strcmp(path, "/status") || !strcmp(path, "/")) {
+		stats_now(v->h, &st);
+		control_status_page_render(v->history, &st, now, &page);
+		respond_rendered(out, "text/html; charset=utf-8", &page);
+	} else {
+		control_http_error(out, 404, "try /metrics, /healthz or /status");
+	}
+}
+
+void control_http_respond(const struct control_http_view *v, const char *req, size_t len,
+			  struct control_buf *out)
+{
+	/* Request line: METHOD SP TARGET SP VERSION */
+	char method[16], target[256];
+	const char *eol = memchr(req, '\n', len);
+	size_t line_len = eol ? (size_t)(eol - req) : len;
+	char line[512];
+	if (line_len >= sizeof line) {
+		control_http_error(out, 400, "request line too long");
+		return;
+	}
+	memcpy(line, req, line_len);
+	line[line_len] = '\0';
+	if (sscanf(line, "%15s %255s", method, target) != 2) {
+		control_http_error(out, 400, "malformed request line");
+		return;
+	}
+	if (strcmp(method, "GET") != 0) {
+		control_http_error(out, 405, "only GET is served here");
+		return;
+	}
+	/* The query string selects nothing: Prometheus may add one. */
+	target[strcspn(target, "?#")] = '\0';
+	route(v, target, out);
+}
+
+/* ---- /metrics ---- */
+
+static void metric_head(struct control_buf *o, const char *name, const char *type,
+			const char *help)
+{
+	control_buf_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void metric_u64(struct control_buf *o, const char *name, const char *type,
+		       const char *help, uint64_t v)
+{
+	metric_head(o, name, type, help);
+	control_buf_printf(o, "%s %" PRIu64 "\n", name, v);
+}
+
+static void render_handshakes(const struct control_stats *st, struct control_buf *o)
+{
+	metric_head(o, "beacond_handshakes_total", "counter",
+		    "Client authentication attempts by result.");
+	for (unsigned r = 0; r < AUTH_RESULT_COUNT; r++)
+		control_buf_printf(o, "beacond_handshakes_total{result=\"%s\"} %" PRIu64 "\n",
+				   auth_result_name((enum auth_result)r), st->handshakes[r]);
+	metric_head(o, "beacond_handshakes_by_version_total", "counter",
+		    "Completed TLS handshakes by protocol version.");
+	control_buf_printf(o, "beacond_handshakes_by_version_total{version=\"1.2\"} %" PRIu64 "\n",
+			   st->handshakes_tls12);
+	control_buf_printf(o, "beacond_handshakes_by_version_total{version=\"1.3\"} %" PRIu64 "\n",
+			   st->handshakes_tls13);
+	metric_u64(o, "beacond_handshakes_resumed_total", "counter",
+		   "Handshakes that resumed a session from a ticket.", st->handshakes_resumed);
+	uint64_t completed = st->handshakes_tls12 + st->handshakes_tls13;
+	metric_head(o, "beacond_resumption_ratio", "gauge",
+		    "Resumed handshakes over completed handshakes since start.");
+	control_buf_printf(o, "beacond_resumption_ratio %.6f\n",
+			   completed ? (double)st->handshakes_resumed / (double)completed : 0.0);
+	metric_u64(o, "beacond_handshake_failures_total", "counter",
+		   "Handshakes that failed on a protocol error, before any certificate verdict.",
+		   st->handshake_failures);
+}
+
+static void render_traffic(const struct control_stats *st, struct control_buf *o)
+{
+	metric_u64(o, "beacond_connections_open", "gauge", "Client connections open now.",
+		   st->connections_open);
+	metric_u64(o, "beacond_connections_accepted_total", "counter",
+		   "Client connections accepted.", st->connections_accepted);
+	metric_u64(o, "beacond_connections_refused_total", "counter",
+		   "Client connections refused at the connection limit.", st->connections_refused);
+	metric_u64(o, "beacond_requests_total", "counter", "HTTP requests parsed.", st->requests);
+	metric_u64(o, "beacond_uploads_total", "counter", "Uploads received.", st->uploads);
+	metric_u64(o, "beacond_upload_bytes_total", "counter", "Upload body bytes received.",
+		   st->upload_bytes);
+	metric_u64(o, "beacond_downloads_total", "counter", "Downloads served.", st->downloads);
+	metric_head(o, "beacond_responses_total", "counter", "Error responses by status class.");
+	control_buf_printf(o, "beacond_responses_total{class=\"4xx\"} %" PRIu64 "\n",
+			   st->responses_4xx);
+	control_buf_printf(o, "beacond_responses_total{class=\"5xx\"} %" PRIu64 "\n",
+			   st->responses_5xx);
+	metric_u64(o, "beacond_timeouts_total", "counter", "Connections closed on a timeout.",
+		   st->timeouts);
+}
+
+/* The buckets are cumulative already (see control.h), as Prometheus wants. */
+static void render_store(const struct control_stats *st, struct control_buf *o)
+{
+	const char *name = "beacond_store_commit_latency_seconds";
+	metric_head(o, name, "histogram", "Wait from an upload's end to its durable commit.");
+	for (unsigned i = 0; i < 11; i++)
+		control_buf_printf(o, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name,
+				   (double)control_commit_latency_le_us[i] / 1e6,
+				   st->commit_latency_bucket[i]);
+	control_buf_printf(o, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name,
+			   st->commit_latency_bucket[11]);
+	control_buf_printf(o, "%s_sum %.6f\n", name, (double)st->commit_latency_sum_us / 1e6);
+	control_buf_printf(o, "%s_count %" PRIu64 "\n", name, st->commit_latency_count);
+	metric_u64(o, "beacond_store_fdatasyncs_total", "counter", "fdatasync calls by the store.",
+		   st->store_fdatasyncs);
+	metric_u64(o, "beacond_store_commits_total", "counter", "Index commits by the store.",
+		   st->store_commits);
+}
+
+static void render_trust(const struct control_stats *st, uint64_t now, struct control_buf *o)
+{
+	metric_u64(o, "beacond_snapshot_generation", "gauge",
+		   "Generation of the trust snapshot in force.", st->snapshot_generation);
+	uint64_t loaded = st->snapshot_loaded_unix_s;
+	metric_u64(o, "beacond_snapshot_age_seconds", "gauge",
+		   "Seconds since the trust snapshot in force was loaded.",
+		   loaded && now > loaded ? now - loaded : 0);
+	metric_u64(o, "beacond_revoked_serials", "gauge",
+		   "Revoked serials in the trust snapshot in force.", st->revoked_serials);
+	metric_u64(o, "beacond_issuers", "gauge", "Trusted issuing CAs.", st->issuers);
+	metric_u64(o, "beacond_uptime_seconds", "gauge", "Seconds since beacond started.",
+		   st->uptime_s);
+}
+
+void control_metrics_render(const struct control_stats *st, uint64_t now_unix_s,
+			    struct control_buf *out)
+{
+	render_handshakes(st, out);
+	render_traffic(st, out);
+	render_store(st, out);
+	render_trust(st, now_unix_s, out);
+}

@@ -1,0 +1,378 @@
+/*
+ * The control socket: a Unix stream socket, mode 0600, one JSON object per
+ * line each way. This file binds it and answers request lines; control.c
+ * moves the bytes.
+ */
+#include "control_internal.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define MSG_MAX 1024
+
+/* ---- binding ---- */
+
+static int unix_address(const char *path, struct sockaddr_un *sa, char *err, size_t errlen)
+{
+	memset(sa, 0, sizeof *sa);
+	sa->sun_family = AF_UNIX;
+	if (!*path || strlen(path) >= sizeof sa->sun_path) {
+		snprintf(err, errlen, "control socket path '%s' is empty or longer than %zu bytes",
+			 path, sizeof sa->sun_path - 1);
+		return -1;
+	}
+	memcpy(sa->sun_path, path, strlen(path) + 1);
+	return 0;
+}
+
+/* A socket file left by a beacond that died is replaced; one that answers
+ * belongs to a running beacond, and two servers on one socket would split
+ * the operators' commands between them. */
+static int check_existing(const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	if (lstat(path, &st) != 0) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(err, errlen, "control socket %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "control socket %s exists and is not a socket; remove it or "
+				      "choose another path", path);
+		return -1;
+	}
+	struct sockaddr_un sa;
+	if (unix_address(path, &sa, err, errlen))
+		return -1;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+	int saved = errno;
+	close(fd);
+	if (rc == 0) {
+		snprintf(err, errlen, "another beacond is using %s", path);
+		return -1;
+	}
+	if (saved != ECONNREFUSED) {
+		snprintf(err, errlen, "control socket %s: %s", path, strerror(saved));
+		return -1;
+	}
+	return 0;
+}
+
+/* Binds a temporary name, sets 0600, then renames it into place: the
+ * socket is never reachable with a wider mode, and no process-wide umask
+ * changes under the other threads. The rename also replaces a stale file. */
+static int bind_private(int fd, const char *path, char *err, size_t errlen)
+{
+	char tmp[sizeof ((struct sockaddr_un *)0)->sun_path + 32];
+	snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+	struct sockaddr_un sa;
+	if (unix_address(tmp, &sa, err, errlen))
+		return -1;
+	if (unlink(tmp) != 0 && errno != ENOENT) {
+		snprintf(err, errlen, "remove %s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+		snprintf(err, errlen, "bind control socket %s: %s (does its directory exist and "
+				      "belong to beacond?)", tmp, strerror(errno));
+		return -1;
+	}
+	if (chmod(tmp, 0600) != 0 || listen(fd, 16) != 0 || rename(tmp, path) != 0) {
+		snprintf(err, errlen, "set up control socket %s: %s", path, strerror(errno));
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+}
+
+int control_socket_listen(const char *path, char *err, size_t errlen)
+{
+	if (check_existing(path, err, errlen))
+		return -1;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	if (bind_private(fd, path, err, errlen)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* ---- replies ---- */
+
+/* Counters go out as exact integers: cJSON's numbers are doubles. */
+static void add_u64(cJSON *o, const char *name, uint64_t v)
+{
+	char text[24];
+	snprintf(text, sizeof text, "%" PRIu64, v);
+	cJSON_AddRawToObject(o, name, text);
+}
+
+static cJSON *reply_new(bool ok)
+{
+	cJSON *o = cJSON_CreateObject();
+	if (o)
+		cJSON_AddBoolToObject(o, "ok", ok);
+	return o;
+}
+
+static cJSON *reply_error(const char *error)
+{
+	cJSON *o = reply_new(false);
+	if (o)
+		cJSON_AddStringToObject(o, "error", error);
+	return o;
+}
+
+static cJSON *reply_message(int rc, const char *msg)
+{
+	if (rc != 0)
+		return reply_error(*msg ? msg : "failed (no reason given)");
+	cJSON *o = reply_new(true);
+	if (o)
+		cJSON_AddStringToObject(o, "message", msg);
+	return o;
+}
+
+static void reply_write(struct control_buf *reply, cJSON *o)
+{
+	char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+	cJSON_Delete(o);
+	if (!text) {
+		/* Out of memory: a fixed line still tells the client why. */
+		static const char oom[] = "{\"ok\":false,\"error\":\"out of memory\"}\n";
+		control_buf_append(reply, oom, sizeof oom - 1);
+		return;
+	}
+	control_buf_append(reply, text, strlen(text));
+	control_buf_append(reply, "\n", 1);
+	cJSON_free(text);
+}
+
+void control_reply_error(struct control_buf *reply, const char *error)
+{
+	reply_write(reply, reply_error(error));
+}
+
+/* ---- commands ---- */
+
+typedef cJSON *(*command_fn)(const struct control_handlers *h, const cJSON *req);
+
+static bool stats_get(const struct control_handlers *h, struct control_stats *st)
+{
+	memset(st, 0, sizeof *st);
+	if (!h->stats)
+		return false;
+	h->stats(h->arg, st);
+	return true;
+}
+
+static cJSON *cmd_status(const struct control_handlers *h, const cJSON *req)
+{
+	struct control_stats st;
+	if (!stats_get(h, &st))
+		return reply_error("this server reports no statistics");
+	cJSON *o = reply_new(true);
+	if (!o)
+		return NULL;
+	add_u64(o, "uptime_s", st.uptime_s);
+	add_u64(o, "workers", st.workers);
+	add_u64(o, "connections_open", st.connections_open);
+	add_u64(o, "snapshot_generation", st.snapshot_generation);
+	add_u64(o, "snapshot_loaded_unix_s", st.snapshot_loaded_unix_s);
+	add_u64(o, "issuers", st.issuers);
+	add_u64(o, "revoked_serials", st.revoked_serials);
+	add_u64(o, "blocked_entries", st.blocked_entries);
+	add_u64(o, "uploads", st.uploads);
+	return o;
+}
+
+static void add_u64_array(cJSON *o, const char *name, const uint64_t *v, size_t n)
+{
+	cJSON *a = cJSON_AddArrayToObject(o, name);
+	for (size_t i = 0; a && i < n; i++) {
+		char text[24];
+		snprintf(text, sizeof text, "%" PRIu64, v[i]);
+		cJSON_AddItemToArray(a, cJSON_CreateRaw(text));
+	}
+}
+
+static void add_handshakes(cJSON *o, const struct control_stats *st)
+{
+	cJSON *by = cJSON_AddObjectToObject(o, "handshakes");
+	for (unsigned r = 0; by && r < AUTH_RESULT_COUNT; r++)
+		add_u64(by, auth_result_name((enum auth_result)r), st->handshakes[r]);
+}
+
+static cJSON *cmd_stats(const struct control_handlers *h, const cJSON *req)
+{
+	struct control_stats st;
+	if (!stats_get(h, &st))
+		return reply_error("this server reports no statistics");
+	cJSON *o = reply_new(true);
+	if (!o)
+		return NULL;
+#define U64(field) add_u64(o, #field, st.field)
+	U64(uptime_s), U64(workers), U64(connections_open), U64(connections_accepted);
+	U64(connections_refused);
+	add_handshakes(o, &st);
+	U64(handshakes_tls12), U64(handshakes_tls13), U64(handshakes_resumed);
+	U64(handshake_failures), U64(requests), U64(uploads), U64(upload_bytes);
+	U64(downloads), U64(download_bytes), U64(responses_4xx), U64(responses_5xx);
+	U64(timeouts), U64(snapshot_generation), U64(snapshot_loaded_unix_s), U64(issuers);
+	U64(revoked_serials), U64(blocked_entries), U64(store_commits), U64(store_fdatasyncs);
+	U64(store_uploads_committed);
+	add_u64_array(o, "commit_latency_bucket", st.commit_latency_bucket, 12);
+	add_u64_array(o, "commit_latency_le_us", control_commit_latency_le_us, 11);
+	U64(commit_latency_sum_us), U64(commit_latency_count);
+#undef U64
+	return o;
+}
+
+static const char *const reload_targets[] = {"all", "issuers", "crl", "tickets", "blocklist"};
+
+static cJSON *cmd_reload(const struct control_handlers *h, const cJSON *req)
+{
+	const cJSON *w = cJSON_GetObjectItemCaseSensitive(req, "what");
+	const char *what = "all";
+	if (w && !cJSON_IsString(w))
+		return reply_error("\"what\" must be a string: all, issuers, crl, tickets or blocklist");
+	if (w)
+		what = w->valuestring;
+	bool known = false;
+	for (size_t i = 0; i < sizeof reload_targets / sizeof *reload_targets; i++)
+		known |= !strcmp(what, reload_targets[i]);
+	if (!known)
+		return reply_error("unknown reload target: use all, issuers, crl, tickets or blocklist");
+	if (!h->reload)
+		return reply_error("this server cannot reload");
+	char msg[MSG_MAX] = "";
+	int rc = h->reload(h->arg, what, msg, sizeof msg);
+	msg[sizeof msg - 1] = '\0';
+	cJSON *o = reply_message(rc, msg);
+	if (o && rc == 0)
+		cJSON_AddStringToObject(o, "what", what);
+	return o;
+}
+
+static cJSON *cmd_tickets_rotate(const struct control_handlers *h, const cJSON *req)
+{
+	if (!h->tickets_rotate)
+		return reply_error("this server cannot rotate ticket keys");
+	char msg[MSG_MAX] = "";
+	int rc = h->tickets_rotate(h->arg, msg, sizeof msg);
+	msg[sizeof msg - 1] = '\0';
+	return reply_message(rc, msg);
+}
+
+/* Device names come from certificates and end up in logs and terminals. */
+static bool device_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n >= STORE_DEVICE_MAX)
+		return false;
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return false;
+	return true;
+}
+
+static cJSON *device_set(const struct control_handlers *h, const cJSON *req,
+			 enum device_state state)
+{
+	const cJSON *d = cJSON_GetObjectItemCaseSensitive(req, "device");
+	if (!cJSON_IsString(d) || !device_name_ok(d->valuestring))
+		return reply_error("\"device\" must be a device identity: 1 to 255 bytes, no "
+				   "control characters");
+	if (!h->device_set_state)
+		return reply_error("this server cannot change device states");
+	char msg[MSG_MAX] = "";
+	int rc = h->device_set_state(h->arg, d->valuestring, state, msg, sizeof msg);
+	msg[sizeof msg - 1] = '\0';
+	cJSON *o = reply_message(rc, msg);
+	if (o && rc == 0)
+		cJSON_AddStringToObject(o, "device", d->valuestring);
+	return o;
+}
+
+static cJSON *cmd_device_approve(const struct control_handlers *h, const cJSON *req)
+{
+	return device_set(h, req, DEVICE_APPROVED);
+}
+
+static cJSON *cmd_device_block(const struct control_handlers *h, const cJSON *req)
+{
+	return device_set(h, req, DEVICE_BLOCKED);
+}
+
+/* Unblocking admits the device again: it was approved before it was blocked,
+ * or an operator would not be unblocking it. */
+static cJSON *cmd_device_unblock(const struct control_handlers *h, const cJSON *req)
+{
+	return device_set(h, req, DEVICE_APPROVED);
+}
+
+static const struct {
+	const char *name;
+	command_fn run;
+} commands[] = {
+    {"status", cmd_status},
+    {"stats", cmd_stats},
+    {"reload", cmd_reload},
+    {"tickets_rotate", cmd_tickets_rotate},
+    {"device_approve", cmd_device_approve},
+    {"device_block", cmd_device_block},
+    {"device_unblock", cmd_device_unblock},
+};
+
+static cJSON *dispatch(const struct control_handlers *h, const cJSON *req)
+{
+	const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(req, "cmd");
+	if (!cJSON_IsString(cmd))
+		return reply_error("request has no \"cmd\" string");
+	for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+		if (!strcmp(cmd->valuestring, commands[i].name))
+			return commands[i].run(h, req);
+	return reply_error("unknown command: use status, stats, reload, tickets_rotate, "
+			   "device_approve, device_block or device_unblock");
+}
+
+void control_request(const struct control_handlers *h, const char *line, size_t len,
+		     struct control_buf *reply)
+{
+	if (strlen(line) != len) {
+		control_reply_error(reply, "request line contains a NUL byte");
+		return;
+	}
+	const char *end = NULL;
+	cJSON *req = cJSON_ParseWithOpts(line, &end, true);
+	if (!req || !cJSON_IsObject(req)) {
+		char why[96];
+		if (req)
+			snprintf(why, sizeof why, "request is not a JSON object");
+		else
+			snprintf(why, sizeof why, "bad JSON at byte %zu of the request line",
+				 end && end >= line ? (size_t)(end - line) : 0);
+		cJSON_Delete(req);
+		control_reply_error(reply, why);
+		return;
+	}
+	reply_write(reply, dispatch(h, req));
+	cJSON_Delete(req);
+}
