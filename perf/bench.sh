@@ -125,6 +125,10 @@ write_beacond_conf() { # PORT
 	cert = $run/pki/server.pem
 	key = $run/pki/server.key
 	issuers = $run/pki/agents-ca.pem
+
+	[limits]
+	# the idle scenario holds up to 15,000; the default cap is exactly that
+	max_connections = 19000
 	EOF
 }
 
@@ -188,6 +192,10 @@ cpu_ticks() { # PID: utime + stime of every thread, in clock ticks
 	sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
 
+cpu_busy_ticks() { # CPU: ticks that core spent on anything but idle/iowait
+	awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
+
 rss_kib() {
 	awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
 }
@@ -220,7 +228,7 @@ sample_idle_rss() { # PID SIMPID -> prints KiB or nothing
 }
 
 run_scenario() { # SERVER SCENARIO
-	local server=$1 sc=$2 port args t0 t1 rss0 rss1= json
+	local server=$1 sc=$2 port args t0 t1 rss0 rss1= json c0 c1 d0 d1
 	port=$(port_for "$server")
 	args="$(scenario_args "$sc") --certs 1000 --ca-cert $out/pki/agents-ca.pem \
 --ca-key $out/pki/agents-ca.key --cache $out/agents https://127.0.0.1:$port"
@@ -228,23 +236,31 @@ run_scenario() { # SERVER SCENARIO
 	rm -f "$run/idle.ready"
 	rss0=$(rss_kib "$server_pid")
 	t0=$(cpu_ticks "$server_pid")
+	c0=$(cpu_busy_ticks 0)
+	c1=$(cpu_busy_ticks 1)
 	taskset -c 1 "$agentsim" $args >"$run/sim.json" 2>"$run/sim.err" &
 	local sim=$!
 	[ "$sc" = idle ] && rss1=$(sample_idle_rss "$server_pid" "$sim")
 	wait "$sim" || log "$server $sc: agentsim exited with $?"
 	t1=$(cpu_ticks "$server_pid" 2>/dev/null || echo "$t0")
+	d0=$(( $(cpu_busy_ticks 0) - c0 ))
+	d1=$(( $(cpu_busy_ticks 1) - c1 ))
 	sed 's/^/    /' "$run/sim.err" >&2
 	json=$(tail -1 "$run/sim.json")
 	[ -n "$json" ] || json='{}'
 	echo "$json" | jq -c --arg server "$server" --arg scenario "$sc" \
 		--argjson cpu "$(awk -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')" \
 		--argjson rss0 "${rss0:-0}" --argjson rss1 "${rss1:-0}" \
+		--argjson d0 "$d0" --argjson d1 "$d1" --argjson hz "$(getconf CLK_TCK)" \
 		'. + {server: $server, scenario: $scenario, server_cpu_s: $cpu,
-		      server_rss0_kib: $rss0, server_rss1_kib: $rss1}' >>"$jsonl"
+		      server_rss0_kib: $rss0, server_rss1_kib: $rss1,
+		      cpu0_busy_s: ($d0 / $hz), cpu1_busy_s: ($d1 / $hz)}' >>"$jsonl"
 	log "$server $sc: $(tail -1 "$jsonl" | jq -c '{handshakes_per_s, uploads_per_s, mb_per_s, server_cpu_s, errors}')"
 	# nginx keeps what it is sent: remove it and write back what is dirty
 	# now, so one scenario's disk work does not land in the next one's
-	rm -rf "$run/nginx-data/ManageSoftRL"
+	# (after a pause: nginx finishes uploads the client abandoned at the end)
+	sleep 1
+	rm -rf "$run/nginx-data/ManageSoftRL" || true
 	sync
 	if ! kill -0 "$server_pid" 2>/dev/null; then
 		log "$server died during $sc:"
@@ -281,6 +297,13 @@ write_report() {
 		echo "on the client. Figures are per second of *server* CPU time (utime + stime,"
 		echo "all threads, from /proc/PID/stat). beacond fsyncs each upload before its 201;"
 		echo "nginx writes to disk without fsync; HAProxy stores nothing."
+		echo
+		echo "The machine may be shared with other work during a run. \"other load\" is"
+		echo "the busy share of CPU 0 not spent by the server and of CPU 1 not spent"
+		echo "by agentsim (loopback softirq included): where it is high, wall-clock"
+		echo "rates and latencies are not comparable; figures per server CPU second"
+		echo "hold up better. \"server CPU busy\" below 100% means the server was not"
+		echo "the bottleneck (beacond waits for fdatasync before each 201)."
 		echo
 		machine
 		echo

@@ -30,6 +30,17 @@ def figure(r, kind):
     return r.get("body_bytes", 0) / 1e6 / cpu
 
 
+def other_load(r):
+    """Busy time of the two cores not spent by the server (CPU 0) or by
+    agentsim (CPU 1), as a share of the run: other work on the machine."""
+    d = r.get("duration_s") or 0
+    if not d or "cpu0_busy_s" not in r:
+        return "n/a"
+    o0 = max(0.0, r["cpu0_busy_s"] - r.get("server_cpu_s", 0)) / d
+    o1 = max(0.0, r["cpu1_busy_s"] - r.get("client_cpu_s", 0)) / d
+    return f"{o0 * 100:.0f}% / {o1 * 100:.0f}%"
+
+
 def errors(r):
     e = {k: v for k, v in r.get("errors", {}).items() if v}
     return ", ".join(f"{k} {v}" for k, v in e.items()) or "0"
@@ -46,12 +57,12 @@ def table(rows, kind):
         print("| --- | ---: | ---: | ---: | --- |")
     elif kind == "handshakes":
         print("| server | handshakes / server CPU s | ratio to nginx | server CPU us / handshake | "
-              "handshakes/s (wall) | server CPU busy | resumed | p50 ms | p99 ms | errors |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+              "handshakes/s (wall) | server CPU busy | other load CPU0 / CPU1 | resumed | p50 ms | p99 ms | errors |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     else:
         print("| server | MB / server CPU s | ratio to nginx | uploads / server CPU s | MB/s (wall) | "
-              "server CPU busy | p50 ms | p99 ms | errors |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+              "server CPU busy | other load CPU0 / CPU1 | p50 ms | p99 ms | errors |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
         f = figure(r, kind)
         ratio = f"{f / base:.2f}x" if f is not None and base else "n/a"
@@ -63,13 +74,13 @@ def table(rows, kind):
         elif kind == "handshakes":
             us = 1e6 / f if f else None
             print(f"| {r['server']} | {fmt(f)} | {ratio} | {fmt(us)} | {fmt(r.get('handshakes_per_s'))} | "
-                  f"{busy_s} | {r.get('resumed_fraction', 0):.2f} | {lat.get('p50', 0):.2f} | "
+                  f"{busy_s} | {other_load(r)} | {r.get('resumed_fraction', 0):.2f} | {lat.get('p50', 0):.2f} | "
                   f"{lat.get('p99', 0):.2f} | {errors(r)} |")
         else:
             cpu = r.get("server_cpu_s") or 0
             ups = r.get("uploads", 0) / cpu if cpu else None
             print(f"| {r['server']} | {fmt(f, 1)} | {ratio} | {fmt(ups)} | {fmt(r.get('mb_per_s'), 1)} | "
-                  f"{busy_s} | {lat.get('p50', 0):.2f} | {lat.get('p99', 0):.2f} | {errors(r)} |")
+                  f"{busy_s} | {other_load(r)} | {lat.get('p50', 0):.2f} | {lat.get('p99', 0):.2f} | {errors(r)} |")
 
 
 def main():
