@@ -27,6 +27,7 @@
 #include "beacon/log.h"
 #include "beacon/store.h"
 #include "beacon/tls.h"
+#include "beacon/trust.h"
 #include "worker-internal.h"
 
 #define OUT_BYTES (48 * 1024)
@@ -78,6 +79,7 @@ struct conn {
 	size_t held_len;
 	uint64_t body_total;
 	struct store_upload *upload;
+	uint64_t commit_started_ms;
 	int file_fd;
 	uint64_t file_left;
 	bool upload_blocked;
@@ -500,6 +502,7 @@ static void upload_committed(void *arg, int status, uint64_t id)
 	struct conn *c = arg;
 	conn_enter(c);
 	c->store_busy = false;
+	worker_commit_latency(c->w, clock_ms() - c->commit_started_ms);
 	if (c->transport_gone || c->state == ST_CLOSING) {
 		conn_leave(c);
 		return;
@@ -525,6 +528,7 @@ static void body_complete(struct conn *c)
 {
 	c->state = ST_COMMIT;
 	c->store_busy = true;
+	c->commit_started_ms = clock_ms();
 	timer_disarm(&c->timer);
 	struct store_upload *u = c->upload;
 	c->upload = NULL;
@@ -836,7 +840,9 @@ static void *conn_accepted(void *ctx, struct transport_conn *tc, const struct so
 	c->w = w;
 	c->tc = tc;
 	c->file_fd = -1;
-	c->tls = tls_session_new(w->tls, tls_out, c);
+	struct tls_server *snapshot = trust_acquire();
+	c->tls = tls_session_new(snapshot, tls_out, c);
+	tls_server_unref(snapshot); /* the session holds its own reference */
 	if (!c->tls) {
 		free(c);
 		return NULL;

@@ -1,23 +1,47 @@
 /*
- * beacond: loads the configuration, builds the TLS server and opens the
- * store, starts one worker per configured core, then waits for signals.
+ * beacond: loads the configuration, builds the first trust snapshot and
+ * opens the store, starts one worker per configured core and the control
+ * thread, then waits for signals. The main thread also runs the control
+ * plane's clocks: ticket-key rotation and the watch on trust files.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "beacon/config.h"
+#include "beacon/control.h"
 #include "beacon/log.h"
 #include "beacon/store.h"
 #include "beacon/tls.h"
+#include "beacon/trust.h"
 #include "beacon/worker.h"
 
 #define MAX_WORKERS 256
 #define SHUTDOWN_GRACE_MS 10000
+#define WATCH_POLL_S 1
+
+struct beacond {
+	const char *conf_path; /* NULL: embedded defaults */
+	struct config cfg;
+	struct store *store;
+	struct worker *workers[MAX_WORKERS];
+	unsigned n_workers;
+	time_t started;
+	/* Reloads come from the control thread, SIGHUP and the file watch:
+	 * one at a time. */
+	pthread_mutex_t reload_lock;
+	struct store_reader *reader; /* device states, for the snapshot */
+	time_t last_rotation;
+	uint64_t watch_signature;
+};
 
 static void usage(FILE *f)
 {
@@ -35,51 +59,391 @@ static unsigned worker_count(const struct config *cfg)
 	return n > 0 ? (unsigned)(n < MAX_WORKERS ? n : MAX_WORKERS) : 1;
 }
 
-static void log_totals(struct worker **workers, unsigned n)
+/* ---- trust reload ---- */
+
+/* The trust settings as they are on disk now: the config file read again
+ * (its [tls] keys take effect; the rest needs a restart). */
+static int reload_config(struct beacond *b, struct config *out, char *msg, size_t len)
 {
-	uint64_t uploads = 0, bytes = 0, ok = 0, refused = 0;
-	for (unsigned i = 0; i < n; i++) {
-		const struct worker_counters *k = worker_counters(workers[i]);
-		uploads += k->uploads;
-		bytes += k->upload_bytes;
-		ok += k->handshakes[AUTH_OK];
-		for (int r = AUTH_OK + 1; r < AUTH_RESULT_COUNT; r++)
-			refused += k->handshakes[r];
-	}
-	log_info("totals: %llu handshakes admitted, %llu refused, %llu uploads, %llu bytes",
-		 (unsigned long long)ok, (unsigned long long)refused,
-		 (unsigned long long)uploads, (unsigned long long)bytes);
+	*out = b->cfg;
+	config_fixup(out);
+	if (!b->conf_path)
+		return 0;
+	struct config fresh;
+	config_defaults(&fresh);
+	if (config_load(b->conf_path, &fresh, msg, len) != 0)
+		return -1;
+	/* Only the trust side changes at run time. */
+	memcpy(out->cert, fresh.cert, sizeof out->cert);
+	memcpy(out->key, fresh.key, sizeof out->key);
+	memcpy(out->issuers, fresh.issuers, sizeof out->issuers);
+	out->advertise = fresh.advertise;
+	memcpy(out->advertise_list, fresh.advertise_list, sizeof out->advertise_list);
+	out->require_client_auth_eku = fresh.require_client_auth_eku;
+	out->require_digital_signature = fresh.require_digital_signature;
+	out->identity = fresh.identity;
+	memcpy(out->crl_dir, fresh.crl_dir, sizeof out->crl_dir);
+	out->crl_stale = fresh.crl_stale;
+	memcpy(out->blocklist, fresh.blocklist, sizeof out->blocklist);
+	return 0;
 }
 
-static int run(const struct config *cfg, bool check_only)
+static int reload_tickets(const struct config *cfg, char *msg, size_t len)
 {
+	if (cfg->ticket_key_file[0]) {
+		if (tls_tickets_load(cfg->ticket_key_file, msg, len) != 0)
+			return -1;
+		snprintf(msg, len, "ticket keys: %u loaded from %s", tls_tickets_count(),
+			 cfg->ticket_key_file);
+		return 0;
+	}
+	if (tls_tickets_new_key(msg, len) != 0)
+		return -1;
+	snprintf(msg, len, "ticket keys: new key made, %u accepted", tls_tickets_count());
+	return 0;
+}
+
+struct device_list {
+	char **names;
+	size_t n;
+	bool failed;
+};
+
+static int collect_blocked(const struct device_record *rec, void *arg)
+{
+	struct device_list *l = arg;
+	if (rec->state != DEVICE_BLOCKED)
+		return 0;
+	char **grown = realloc(l->names, (l->n + 1) * sizeof *grown);
+	if (!grown || !(grown[l->n] = strdup(rec->device))) {
+		if (grown)
+			l->names = grown;
+		l->failed = true;
+		return 1;
+	}
+	l->names = grown;
+	l->n++;
+	return 0;
+}
+
+static void device_list_free(struct device_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->names[i]);
+	free(l->names);
+}
+
+/* A snapshot from `cfg` plus the devices an operator blocked. */
+static int snapshot_build(struct beacond *b, const struct config *cfg, struct tls_server **out,
+			  char *msg, size_t len)
+{
+	struct device_list blocked = {0};
+	int rc = store_reader_devices(b->reader, collect_blocked, &blocked);
+	if (rc != 0 || blocked.failed) {
+		snprintf(msg, len, "reading blocked devices: %s",
+			 rc ? store_strerror(rc) : "out of memory");
+		device_list_free(&blocked);
+		return -1;
+	}
+	rc = tls_server_new_blocking(cfg, (const char *const *)blocked.names, blocked.n, out, msg,
+				     len);
+	device_list_free(&blocked);
+	return rc;
+}
+
+static int reload_snapshot(struct beacond *b, char *msg, size_t len)
+{
+	struct config cfg;
+	if (reload_config(b, &cfg, msg, len) != 0)
+		return -1;
+	struct tls_server *next;
+	if (snapshot_build(b, &cfg, &next, msg, len) != 0)
+		return -1;
+	trust_publish(next);
+	struct tls_server_info info;
+	trust_current_info(&info);
+	snprintf(msg, len,
+		 "trust snapshot %llu: %u issuers, %llu revoked serials from %llu CRLs, %u blocked",
+		 (unsigned long long)info.generation, info.issuers,
+		 (unsigned long long)info.revoked_serials, (unsigned long long)info.crls,
+		 info.blocked_entries);
+	return 0;
+}
+
+static int handle_reload(void *arg, const char *what, char *msg, size_t len)
+{
+	struct beacond *b = arg;
+	int rc;
+	if (strcmp(what, "all") && strcmp(what, "issuers") && strcmp(what, "crl") &&
+	    strcmp(what, "blocklist") && strcmp(what, "tickets")) {
+		snprintf(msg, len, "reload what? all, issuers, crl, blocklist or tickets");
+		return -1;
+	}
+	pthread_mutex_lock(&b->reload_lock);
+	if (!strcmp(what, "tickets")) {
+		rc = reload_tickets(&b->cfg, msg, len);
+	} else {
+		/* Issuers, CRLs and the block list are one snapshot: rebuilding
+		 * it whole keeps them consistent with each other. */
+		rc = reload_snapshot(b, msg, len);
+		if (rc == 0 && !strcmp(what, "all")) {
+			char tmsg[256];
+			if (reload_tickets(&b->cfg, tmsg, sizeof tmsg) != 0) {
+				snprintf(msg, len, "%s", tmsg);
+				rc = -1;
+			}
+		}
+	}
+	pthread_mutex_unlock(&b->reload_lock);
+	if (rc == 0)
+		log_info("reload %s: %s", what, msg);
+	else
+		log_err("reload %s refused, the running trust stays in force: %s", what, msg);
+	return rc;
+}
+
+static int handle_tickets_rotate(void *arg, char *msg, size_t len)
+{
+	struct beacond *b = arg;
+	if (b->cfg.ticket_key_file[0]) {
+		snprintf(msg, len,
+			 "keys come from ticket_key_file %s (shared by the fleet): write the new "
+			 "key first in that file, then run 'beaconctl reload tickets'",
+			 b->cfg.ticket_key_file);
+		return -1;
+	}
+	pthread_mutex_lock(&b->reload_lock);
+	int rc = reload_tickets(&b->cfg, msg, len);
+	b->last_rotation = time(NULL);
+	pthread_mutex_unlock(&b->reload_lock);
+	if (rc == 0)
+		log_info("tickets rotate: %s", msg);
+	return rc;
+}
+
+static int handle_device_state(void *arg, const char *device, enum device_state state, char *msg,
+			       size_t len)
+{
+	struct beacond *b = arg;
+	if (store_device_set_state(b->store, device, state, msg, len) != 0)
+		return -1;
+	/* Blocked devices are refused in the handshake: the snapshot must
+	 * know them before the next connection. */
+	return handle_reload(b, "blocklist", msg, len);
+}
+
+/* ---- stats ---- */
+
+static void handle_stats(void *arg, struct control_stats *out)
+{
+	struct beacond *b = arg;
+	memset(out, 0, sizeof *out);
+	out->uptime_s = (uint64_t)(time(NULL) - b->started);
+	out->workers = b->n_workers;
+	for (unsigned i = 0; i < b->n_workers; i++) {
+		const struct worker_counters *k = worker_counters(b->workers[i]);
+		out->connections_open += k->connections_open;
+		out->connections_accepted += k->connections_accepted;
+		out->connections_refused += k->connections_refused;
+		for (int r = 0; r < AUTH_RESULT_COUNT; r++)
+			out->handshakes[r] += k->handshakes[r];
+		out->handshakes_tls12 += k->handshakes_tls12;
+		out->handshakes_tls13 += k->handshakes_tls13;
+		out->handshakes_resumed += k->handshakes_resumed;
+		out->handshake_failures += k->handshake_failures;
+		out->requests += k->requests;
+		out->uploads += k->uploads;
+		out->upload_bytes += k->upload_bytes;
+		out->downloads += k->downloads;
+		out->download_bytes += k->download_bytes;
+		out->responses_4xx += k->responses_4xx;
+		out->responses_5xx += k->responses_5xx;
+		out->timeouts += k->timeouts;
+		for (int j = 0; j < 12; j++) {
+			out->commit_latency_bucket[j] += k->commit_latency_bucket[j];
+			out->commit_latency_count += k->commit_latency_bucket[j];
+		}
+		out->commit_latency_sum_us += k->commit_latency_sum_ms * 1000;
+	}
+	pthread_mutex_lock(&b->reload_lock);
+	struct tls_server_info info;
+	trust_current_info(&info);
+	pthread_mutex_unlock(&b->reload_lock);
+	out->snapshot_generation = info.generation;
+	out->snapshot_loaded_unix_s = info.loaded_unix_s;
+	out->issuers = info.issuers;
+	out->revoked_serials = info.revoked_serials;
+	out->blocked_entries = info.blocked_entries;
+	struct store_stats ss;
+	store_stats(b->store, &ss);
+	out->store_commits = ss.commits;
+	out->store_fdatasyncs = ss.fsyncs;
+	out->store_uploads_committed = ss.uploads_committed;
+}
+
+/* ---- the watch on trust files ---- */
+
+static uint64_t mix(uint64_t h, uint64_t v)
+{
+	return (h ^ v) * 0x100000001b3ull;
+}
+
+static uint64_t path_signature(uint64_t h, const char *path)
+{
+	struct stat st;
+	if (!path[0] || stat(path, &st) != 0)
+		return mix(h, 1);
+	h = mix(mix(mix(h, (uint64_t)st.st_mtim.tv_sec), (uint64_t)st.st_mtim.tv_nsec),
+		(uint64_t)st.st_size);
+	if (!S_ISDIR(st.st_mode))
+		return h;
+	DIR *d = opendir(path);
+	if (!d)
+		return h;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		char sub[CONFIG_PATH_MAX + 256];
+		snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+		struct stat fs;
+		if (stat(sub, &fs) == 0)
+			h = mix(mix(h, (uint64_t)fs.st_mtim.tv_nsec ^ (uint64_t)fs.st_mtim.tv_sec),
+				(uint64_t)fs.st_size ^ e->d_ino);
+	}
+	closedir(d);
+	return h;
+}
+
+static uint64_t trust_files_signature(const struct config *cfg)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	const char *paths[] = {cfg->cert, cfg->key, cfg->issuers, cfg->crl_dir, cfg->blocklist,
+			       cfg->ticket_key_file};
+	for (size_t i = 0; i < sizeof paths / sizeof *paths; i++)
+		h = path_signature(h, paths[i]);
+	return h;
+}
+
+/* Called once a second: reloads when the trust files changed and then
+ * stayed the same for a second (an editor or a CRL fetch mid-write is not
+ * picked up half-done), and rotates ticket keys when their time is up. */
+static void control_tick(struct beacond *b, uint64_t *pending)
+{
+	char msg[512];
+	if (b->cfg.watch) {
+		uint64_t sig = trust_files_signature(&b->cfg);
+		if (sig != b->watch_signature) {
+			if (*pending == sig) {
+				b->watch_signature = sig;
+				*pending = 0;
+				log_info("watch: trust files changed; reloading");
+				handle_reload(b, "all", msg, sizeof msg);
+			} else {
+				*pending = sig;
+			}
+		}
+	}
+	if (!b->cfg.ticket_key_file[0] && b->cfg.ticket_rotate_s &&
+	    time(NULL) - b->last_rotation >= (time_t)b->cfg.ticket_rotate_s)
+		handle_tickets_rotate(b, msg, sizeof msg);
+}
+
+/* ---- life ---- */
+
+static int wait_for_stop(struct beacond *b, const sigset_t *set)
+{
+	uint64_t pending = 0;
+	struct timespec tick = {.tv_sec = WATCH_POLL_S, .tv_nsec = 0};
+	char msg[512];
+	for (;;) {
+		int sig = sigtimedwait(set, NULL, &tick);
+		if (sig < 0) {
+			if (errno == EAGAIN)
+				control_tick(b, &pending);
+			continue;
+		}
+		if (sig == SIGHUP) {
+			log_info("SIGHUP: reloading trust");
+			handle_reload(b, "all", msg, sizeof msg);
+			continue;
+		}
+		log_info("%s: stopping", strsignal(sig));
+		return 0;
+	}
+}
+
+static int start_workers(struct beacond *b, unsigned n)
+{
+	char err[512];
+	for (; b->n_workers < n; b->n_workers++) {
+		if (worker_start(b->n_workers, &b->cfg, b->store, &b->workers[b->n_workers], err,
+				 sizeof err) != 0) {
+			log_err("%s", err);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void stop_workers(struct beacond *b)
+{
+	for (unsigned i = 0; i < b->n_workers; i++)
+		worker_stop(b->workers[i], SHUTDOWN_GRACE_MS);
+	struct control_stats st;
+	handle_stats(b, &st);
+	uint64_t refused = 0;
+	for (int r = AUTH_OK + 1; r < AUTH_RESULT_COUNT; r++)
+		refused += st.handshakes[r];
+	log_info("totals: %llu handshakes admitted, %llu refused, %llu uploads, %llu bytes",
+		 (unsigned long long)st.handshakes[AUTH_OK], (unsigned long long)refused,
+		 (unsigned long long)st.uploads, (unsigned long long)st.upload_bytes);
+	for (unsigned i = 0; i < b->n_workers; i++)
+		worker_free(b->workers[i]);
+	b->n_workers = 0;
+}
+
+static int run(struct beacond *b, bool check_only)
+{
+	const struct config *cfg = &b->cfg;
 	char err[512] = "";
 	if (cfg->backend != BACKEND_KERNEL) {
 		log_err("[server] backend = dpdk: this build has only the kernel transport; "
 			"set backend = kernel");
 		return 1;
 	}
-	struct tls_server *tls = NULL;
-	if (tls_server_new(cfg, &tls, err, sizeof err) != 0) {
+	if (cfg->ticket_key_file[0] && tls_tickets_load(cfg->ticket_key_file, err, sizeof err) != 0) {
 		log_err("%s", err);
 		return 1;
 	}
 	unsigned n = worker_count(cfg);
-	struct store *store = NULL;
-	int rc = store_open(&cfg->store, n, &store, err, sizeof err);
-	if (rc != 0) {
+	if (store_open(&cfg->store, n, &b->store, err, sizeof err) != 0) {
 		log_err("store %s: %s", cfg->data_dir, err);
-		tls_server_free(tls);
 		return 1;
 	}
-	if (check_only) {
-		store_close(store);
-		tls_server_free(tls);
-		fprintf(stderr, "beacond: configuration OK\n");
-		return 0;
+	if (store_reader_open(cfg->data_dir, &b->reader, err, sizeof err) != 0) {
+		log_err("store %s: %s", cfg->data_dir, err);
+		store_close(b->store);
+		return 1;
+	}
+	struct tls_server *tls = NULL;
+	if (snapshot_build(b, cfg, &tls, err, sizeof err) != 0 || check_only) {
+		if (!tls)
+			log_err("%s", err);
+		else
+			fprintf(stderr, "beacond: configuration OK\n");
+		tls_server_unref(tls);
+		store_reader_close(b->reader);
+		store_close(b->store);
+		return tls ? 0 : 1;
+	}
+	if (trust_init(n, tls) != 0) {
+		log_err("out of memory");
+		return 1;
 	}
 
-	/* Workers inherit this mask: signals are taken here, by sigwait. */
+	/* Workers and the control thread inherit this mask: signals are
+	 * taken here, by sigtimedwait. */
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
@@ -88,49 +452,47 @@ static int run(const struct config *cfg, bool check_only)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	struct worker *workers[MAX_WORKERS];
-	unsigned started = 0;
-	for (; started < n; started++) {
-		if (worker_start(started, cfg, tls, store, &workers[started], err, sizeof err) != 0) {
-			log_err("%s", err);
-			break;
-		}
+	b->started = b->last_rotation = time(NULL);
+	b->watch_signature = trust_files_signature(cfg);
+	int status = start_workers(b, n) == 0 ? 0 : 1;
+	struct control *ctl = NULL;
+	const struct control_handlers handlers = {
+		.arg = b,
+		.stats = handle_stats,
+		.reload = handle_reload,
+		.tickets_rotate = handle_tickets_rotate,
+		.device_set_state = handle_device_state,
+	};
+	if (status == 0 && control_start(cfg->control_socket, cfg->metrics_listen, &handlers, &ctl,
+					 err, sizeof err) != 0) {
+		log_err("control: %s", err);
+		status = 1;
 	}
-	int status = started == n ? 0 : 1;
-	if (status == 0)
-		log_info("listening on %s:%u with %u worker%s (kernel transport)", cfg->listen_addr,
-			 cfg->listen_port, n, n == 1 ? "" : "s");
-	while (status == 0) {
-		int sig;
-		if (sigwait(&set, &sig) != 0)
-			continue;
-		if (sig == SIGHUP) {
-			log_warn("SIGHUP: this build reloads nothing at run time; restart to apply "
-				 "configuration changes");
-			continue;
-		}
-		log_info("%s: stopping", strsignal(sig));
-		break;
+	if (status == 0) {
+		log_info("listening on %s:%u with %u worker%s (kernel transport); control socket %s%s%s",
+			 cfg->listen_addr, cfg->listen_port, n, n == 1 ? "" : "s",
+			 cfg->control_socket, cfg->metrics_listen[0] ? "; metrics on http://" : "",
+			 cfg->metrics_listen);
+		status = wait_for_stop(b, &set);
 	}
-	for (unsigned i = 0; i < started; i++)
-		worker_stop(workers[i], SHUTDOWN_GRACE_MS);
-	log_totals(workers, started);
-	for (unsigned i = 0; i < started; i++)
-		worker_free(workers[i]);
-	store_close(store);
-	tls_server_free(tls);
+	if (ctl)
+		control_stop(ctl);
+	stop_workers(b);
+	trust_shutdown();
+	store_reader_close(b->reader);
+	store_close(b->store);
 	return status;
 }
 
 int main(int argc, char **argv)
 {
-	const char *conf = NULL;
+	static struct beacond b = {.reload_lock = PTHREAD_MUTEX_INITIALIZER};
 	bool check_only = false;
 	int opt;
 	while ((opt = getopt(argc, argv, "c:tvh")) != -1) {
 		switch (opt) {
 		case 'c':
-			conf = optarg;
+			b.conf_path = optarg;
 			break;
 		case 't':
 			check_only = true;
@@ -150,12 +512,12 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	static struct config cfg;
-	config_defaults(&cfg);
+	config_defaults(&b.cfg);
 	char err[1024];
-	if (conf && config_load(conf, &cfg, err, sizeof err) != 0) {
+	if (b.conf_path && config_load(b.conf_path, &b.cfg, err, sizeof err) != 0) {
 		fprintf(stderr, "beacond: %s\n", err);
 		return 1;
 	}
-	return run(&cfg, check_only);
+	b.cfg.store.require_approval = b.cfg.approval == APPROVAL_REQUIRE;
+	return run(&b, check_only);
 }

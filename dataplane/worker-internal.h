@@ -16,7 +16,6 @@ struct conn;
 struct worker {
 	unsigned id;
 	const struct config *cfg;
-	struct tls_server *tls;
 	struct store *store;
 	struct store_worker *sw;
 	struct ring ring;
@@ -46,6 +45,8 @@ void conn_shutdown_all(struct worker *w);
 
 /* Drops every connection now (after the grace period). */
 void conn_abort_all(struct worker *w);
+
+void worker_commit_latency(struct worker *w, uint64_t ms);
 
 static inline void counter_add(_Atomic uint64_t *c, uint64_t n)
 {

@@ -14,6 +14,7 @@
 #include "beacon/config.h"
 #include "beacon/log.h"
 #include "beacon/store.h"
+#include "beacon/trust.h"
 #include "worker-internal.h"
 
 #define RING_ENTRIES 4096
@@ -56,6 +57,7 @@ static int worker_setup(struct worker *w)
 static void worker_loop(struct worker *w)
 {
 	while (!atomic_load_explicit(&w->stopping, memory_order_relaxed)) {
+		trust_quiescent(w->id);
 		int rc = ring_run_once(&w->ring, TIMER_TICK_MS * 1000000ull);
 		if (rc < 0 && rc != -EINTR) {
 			log_err("worker %u: io_uring: %s", w->id, strerror(-rc));
@@ -71,6 +73,7 @@ static void worker_drain(struct worker *w)
 	transport_stop_accepting(w->transport);
 	uint64_t deadline = clock_ms() + w->grace_ms;
 	while (transport_conn_count(w->transport) > 0) {
+		trust_quiescent(w->id);
 		conn_shutdown_all(w);
 		if (clock_ms() > deadline)
 			break;
@@ -110,21 +113,21 @@ static void *worker_main(void *arg)
 		worker_loop(w);
 		worker_drain(w);
 	}
+	trust_offline(w->id);
 	worker_teardown(w);
 	if (w->start_rc != 0)
 		atomic_store(&w->started, 1);
 	return NULL;
 }
 
-int worker_start(unsigned id, const struct config *cfg, struct tls_server *tls,
-		 struct store *store, struct worker **out, char *err, size_t errlen)
+int worker_start(unsigned id, const struct config *cfg, struct store *store,
+		 struct worker **out, char *err, size_t errlen)
 {
 	struct worker *w = calloc(1, sizeof *w);
 	if (!w)
 		return -ENOMEM;
 	w->id = id;
 	w->cfg = cfg;
-	w->tls = tls;
 	w->store = store;
 	w->download_dirfd = -1;
 	if (cfg->download_dir[0]) {
@@ -170,6 +173,17 @@ void worker_free(struct worker *w)
 		close(w->download_dirfd);
 	free(w->scratch);
 	free(w);
+}
+
+const uint64_t worker_commit_latency_le_ms[11] = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000};
+
+void worker_commit_latency(struct worker *w, uint64_t ms)
+{
+	unsigned i = 0;
+	while (i < 11 && ms > worker_commit_latency_le_ms[i])
+		i++;
+	counter_add(&w->counters.commit_latency_bucket[i], 1);
+	counter_add(&w->counters.commit_latency_sum_ms, ms);
 }
 
 const struct worker_counters *worker_counters(const struct worker *w)

@@ -112,6 +112,8 @@ enum kind {
 	K_SECONDS, /* a duration stored in whole seconds */
 	K_ENUM,    /* a word from a table (booleans too) */
 	K_PATH,
+	K_OPTPATH, /* a path, or "" for none */
+	K_ADDR,    /* "ADDR:PORT" kept as text, or "" for none */
 	K_LISTEN,
 	K_ADVERTISE,
 };
@@ -145,6 +147,18 @@ static const struct word identities[] = {
 	{NULL, 0},
 };
 
+static const struct word approvals[] = {
+	{"auto", APPROVAL_AUTO},
+	{"require", APPROVAL_REQUIRE},
+	{NULL, 0},
+};
+
+static const struct word stale_modes[] = {
+	{"warn", CRL_STALE_MODE_WARN},
+	{"refuse", CRL_STALE_MODE_REFUSE},
+	{NULL, 0},
+};
+
 static const struct word booleans[] = {
 	{"yes", 1}, {"no", 0}, {"true", 1}, {"false", 0},
 	{"on", 1},  {"off", 0}, {"1", 1},   {"0", 0},
@@ -167,6 +181,9 @@ static const struct key keys[] = {
 	STR("server", "data_dir", K_PATH, data_dir),
 	STR("server", "download_dir", K_PATH, download_dir),
 	STR("server", "control_socket", K_PATH, control_socket),
+	STR("server", "metrics", K_ADDR, metrics_listen),
+	ENUM("server", "approval", approval, approvals),
+	ENUM("server", "watch", watch, booleans),
 
 	STR("tls", "cert", K_PATH, cert),
 	STR("tls", "key", K_PATH, key),
@@ -177,6 +194,11 @@ static const struct key keys[] = {
 	ENUM("tls", "identity", identity, identities),
 	/* TLS 1.3 caps a ticket's lifetime at 7 days (RFC 8446 4.6.1). */
 	NUM("tls", "ticket_lifetime", K_SECONDS, ticket_lifetime_s, 1, 7 * 86400),
+	STR("tls", "crl_dir", K_OPTPATH, crl_dir),
+	ENUM("tls", "crl_stale", crl_stale, stale_modes),
+	STR("tls", "blocklist", K_OPTPATH, blocklist),
+	STR("tls", "ticket_key_file", K_OPTPATH, ticket_key_file),
+	NUM("tls", "ticket_rotate", K_SECONDS, ticket_rotate_s, 0, 30 * 86400),
 
 	NUM("limits", "max_header_bytes", K_SIZE, max_header_bytes, 1 * KiB, 1 * MiB),
 	NUM("limits", "max_headers", K_COUNT, max_headers, 1, 4096),
@@ -242,6 +264,10 @@ void config_defaults(struct config *cfg)
 	cfg->require_digital_signature = true;
 	cfg->identity = IDENTITY_CN;
 	cfg->ticket_lifetime_s = 3600;
+	cfg->ticket_rotate_s = 12 * 3600;
+	cfg->crl_stale = CRL_STALE_MODE_WARN;
+	cfg->approval = APPROVAL_AUTO;
+	cfg->watch = true;
 
 	cfg->max_header_bytes = 16 * KiB;
 	cfg->max_headers = 64;
@@ -509,6 +535,20 @@ static int set_listen(struct load *ld, const struct key *k, const char *value)
 	return 1;
 }
 
+static int set_addr_text(struct load *ld, const struct key *k, const char *value)
+{
+	char addr[64];
+	uint16_t port;
+	char *field = (char *)&ld->cfg + k->offset;
+	if (value[0] && parse_listen(value, addr, sizeof addr, &port) < 0)
+		return fail(ld, "[%s] %s: '%s' is not ADDR:PORT (or empty for none)", k->section,
+			    k->name, value);
+	if (strlen(value) >= k->width)
+		return fail(ld, "[%s] %s: too long", k->section, k->name);
+	snprintf(field, k->width, "%s", value);
+	return 1;
+}
+
 /* all, none, or a comma-separated list of subject CNs, stored without the
  * blanks around commas. */
 static int set_advertise(struct load *ld, const struct key *k, const char *value)
@@ -555,6 +595,14 @@ static int set_value(struct load *ld, const struct key *k, const char *value)
 		return set_word(ld, k, value);
 	case K_PATH:
 		return set_path_value(ld, k, value);
+	case K_OPTPATH:
+		if (!value[0]) {
+			((char *)&ld->cfg + k->offset)[0] = '\0';
+			return 1;
+		}
+		return set_path_value(ld, k, value);
+	case K_ADDR:
+		return set_addr_text(ld, k, value);
 	case K_LISTEN:
 		return set_listen(ld, k, value);
 	case K_ADVERTISE:

@@ -260,10 +260,14 @@ static int writer_touch_device(struct store *s, MDB_txn *txn, const char *device
 {
 	struct device_record d;
 	int e = index_get_device(&s->ix, txn, device, &d);
-	if (e == STORE_ERR_NOTFOUND)
+	bool fresh = e == STORE_ERR_NOTFOUND;
+	if (fresh) {
 		device_record_init(&d, device, at_ms);
-	else if (e)
+		/* approval = require: a new device waits for an operator. */
+		d.state = s->cfg.require_approval ? DEVICE_UNAPPROVED : DEVICE_APPROVED;
+	} else if (e) {
 		return EIO;
+	}
 	if (at_ms > d.last_seen_unix_ms)
 		d.last_seen_unix_ms = at_ms;
 	if (at_ms < d.first_seen_unix_ms)
@@ -273,14 +277,8 @@ static int writer_touch_device(struct store *s, MDB_txn *txn, const char *device
 		d.uploads++;
 	if (result) {
 		d.last_result = *result;
-		/* The TLS layer's verdict reflects the approval policy: keep the
-		 * state in step where the verdict says it. */
-		if (*result == AUTH_OK)
-			d.state = DEVICE_APPROVED;
-		else if (*result == AUTH_BLOCKED)
-			d.state = DEVICE_BLOCKED;
-		else if (*result == AUTH_UNAPPROVED)
-			d.state = DEVICE_UNAPPROVED;
+		/* The state is the operator's (store_device_set_state) and the
+		 * policy's for new devices; a handshake never changes it. */
 	}
 	return index_put_device(&s->ix, txn, &d);
 }
@@ -748,5 +746,48 @@ int store_worker_device_seen(struct store_worker *w, const char *device,
 		free(ev);
 		return STORE_ERR_IO;
 	}
+	return 0;
+}
+
+/* Operator changes are rare and must be durable before beaconctl hears
+ * "ok": one short write transaction of their own. LMDB serialises it with
+ * the writer's group commits, which it may delay by one commit. */
+int store_device_set_state(struct store *s, const char *device, enum device_state state,
+			   char *msg, size_t msglen)
+{
+	if (!device || !device[0] || strlen(device) >= STORE_DEVICE_MAX) {
+		snprintf(msg, msglen, "bad device name");
+		return STORE_ERR_INVAL;
+	}
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(s->ix.env, NULL, 0, &txn);
+	if (rc) {
+		snprintf(msg, msglen, "index: %s", mdb_strerror(rc));
+		return index_error(rc);
+	}
+	struct device_record d;
+	int e = index_get_device(&s->ix, txn, device, &d);
+	if (e == STORE_ERR_NOTFOUND) {
+		/* Approving or blocking ahead of a device's first visit is fine. */
+		device_record_init(&d, device, store_now_ms());
+		d.first_seen_unix_ms = d.last_seen_unix_ms = 0;
+		e = 0;
+	}
+	if (!e) {
+		d.state = state;
+		e = index_put_device(&s->ix, txn, &d);
+	}
+	if (e) {
+		mdb_txn_abort(txn);
+		snprintf(msg, msglen, "index: %s", store_strerror(e));
+		return e;
+	}
+	rc = mdb_txn_commit(txn);
+	if (rc) {
+		snprintf(msg, msglen, "index commit: %s", mdb_strerror(rc));
+		return index_error(rc);
+	}
+	snprintf(msg, msglen, "%s is now %s", device,
+		 state == DEVICE_BLOCKED ? "blocked" : state == DEVICE_APPROVED ? "approved" : "unapproved");
 	return 0;
 }

@@ -10,13 +10,16 @@
 #include <wolfssl/wolfcrypt/aes.h>
 #include <wolfssl/wolfcrypt/random.h>
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "beacon/log.h"
 #include "tls-internal.h"
+#include "beacon/tls.h"
 
 #define GCM_IV_LEN 12
 #define GCM_TAG_LEN 16
@@ -30,7 +33,8 @@ struct ticket_key {
 /* Rotation is rare and lookups are short: one mutex is cheaper to reason
  * about than anything cleverer, and never held across I/O. */
 static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct ticket_key keys[2]; /* [0] current, [1] previous */
+#define TICKET_KEYS 4
+static struct ticket_key keys[TICKET_KEYS]; /* [0] encrypts; all decrypt */
 
 static _Thread_local WC_RNG *thread_rng;
 static pthread_key_t rng_key;
@@ -63,17 +67,111 @@ int tls_random(uint8_t *out, size_t len)
 	return wc_RNG_GenerateBlock(thread_rng, out, (word32)len) == 0 ? 0 : -1;
 }
 
+/* Makes `fresh` the current key; older ones shift down, the oldest goes. */
+static void ticket_key_push(const struct ticket_key *fresh)
+{
+	pthread_mutex_lock(&keys_lock);
+	memmove(&keys[1], &keys[0], sizeof keys[0] * (TICKET_KEYS - 1));
+	keys[0] = *fresh;
+	pthread_mutex_unlock(&keys_lock);
+}
+
 int tls_tickets_rotate(void)
 {
 	struct ticket_key fresh = {.valid = true};
 	if (tls_random(fresh.name, sizeof fresh.name) != 0 ||
 	    tls_random(fresh.key, sizeof fresh.key) != 0)
 		return -1;
+	ticket_key_push(&fresh);
+	return 0;
+}
+
+int tls_tickets_new_key(char *err, size_t errlen)
+{
+	if (tls_tickets_rotate() != 0) {
+		snprintf(err, errlen, "tickets: random number generator failed");
+		return -1;
+	}
+	return 0;
+}
+
+static int hex_nibble(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static int parse_key_line(const char *line, struct ticket_key *k)
+{
+	uint8_t raw[sizeof k->name + sizeof k->key];
+	for (size_t i = 0; i < sizeof raw; i++) {
+		int hi = hex_nibble((unsigned char)line[2 * i]);
+		int lo = hi < 0 ? -1 : hex_nibble((unsigned char)line[2 * i + 1]);
+		if (lo < 0)
+			return -1;
+		raw[i] = (uint8_t)(hi << 4 | lo);
+	}
+	const char *rest = line + 2 * sizeof raw;
+	if (*rest && *rest != '\n' && *rest != '\r' && *rest != ' ')
+		return -1;
+	memcpy(k->name, raw, sizeof k->name);
+	memcpy(k->key, raw + sizeof k->name, sizeof k->key);
+	k->valid = true;
+	return 0;
+}
+
+int tls_tickets_load(const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		snprintf(err, errlen, "ticket_key_file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	struct ticket_key loaded[TICKET_KEYS] = {0};
+	char line[256];
+	unsigned n = 0, lineno = 0;
+	int rc = 0;
+	while (rc == 0 && fgets(line, sizeof line, f)) {
+		lineno++;
+		if (line[0] == '#' || line[0] == '\n')
+			continue;
+		if (n == TICKET_KEYS) {
+			snprintf(err, errlen, "%s:%u: more than %d keys", path, lineno, TICKET_KEYS);
+			rc = -1;
+		} else if (parse_key_line(line, &loaded[n]) != 0) {
+			snprintf(err, errlen, "%s:%u: a key is 96 hex digits (16-byte name, 32-byte key)",
+				 path, lineno);
+			rc = -1;
+		} else {
+			n++;
+		}
+	}
+	fclose(f);
+	if (rc == 0 && n == 0) {
+		snprintf(err, errlen, "ticket_key_file %s: no keys", path);
+		rc = -1;
+	}
+	if (rc != 0)
+		return -1;
 	pthread_mutex_lock(&keys_lock);
-	keys[1] = keys[0];
-	keys[0] = fresh;
+	memcpy(keys, loaded, sizeof keys);
 	pthread_mutex_unlock(&keys_lock);
 	return 0;
+}
+
+unsigned tls_tickets_count(void)
+{
+	unsigned n = 0;
+	pthread_mutex_lock(&keys_lock);
+	for (int i = 0; i < TICKET_KEYS; i++)
+		n += keys[i].valid;
+	pthread_mutex_unlock(&keys_lock);
+	return n;
 }
 
 /* Copies the key named `name` out of the table; returns its slot or -1. */
@@ -81,7 +179,7 @@ static int ticket_key_find(const uint8_t *name, struct ticket_key *out)
 {
 	int slot = -1;
 	pthread_mutex_lock(&keys_lock);
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < TICKET_KEYS; i++) {
 		if (keys[i].valid && memcmp(keys[i].name, name, sizeof keys[i].name) == 0) {
 			*out = keys[i];
 			slot = i;
@@ -148,12 +246,16 @@ static int ticket_open(struct tls_session *s, const uint8_t *name, const uint8_t
 		return WOLFSSL_TICKET_RET_REJECT;
 
 	size_t blob = tls_ticket_blob_read(s, ticket, (size_t)in_len);
-	if (blob == 0)
+	if (blob == 0) {
+		tls_resumed_peer_forget(s);
 		return WOLFSSL_TICKET_RET_REJECT;
+	}
 	/* The identity must still be admitted by today's policy: a ticket is
 	 * no way around a revocation or a removed issuer. */
-	if (!tls_resumed_peer_allowed(s))
+	if (!tls_resumed_peer_allowed(s)) {
+		tls_resumed_peer_forget(s);
 		return WOLFSSL_TICKET_RET_REJECT;
+	}
 	tls_resumed_peer_admit(s);
 	*out_len = in_len - (int)blob;
 	return slot == 0 ? WOLFSSL_TICKET_RET_OK : WOLFSSL_TICKET_RET_CREATE;

@@ -34,7 +34,8 @@ size_t tls_ticket_blob_write(const struct tls_session *s, uint8_t *out, size_t r
 size_t tls_ticket_blob_read(struct tls_session *s, const uint8_t *ticket, size_t len);
 
 /* Whether the identity read from a ticket is still admitted. */
-bool tls_resumed_peer_allowed(const struct tls_session *s);
+bool tls_resumed_peer_allowed(struct tls_session *s);
+void tls_resumed_peer_forget(struct tls_session *s);
 
 /* Marks the session's peer as authenticated by its ticket: the fresh ticket
  * a resumed TLS 1.3 session gets carries the same identity on. */

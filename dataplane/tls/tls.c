@@ -3,6 +3,7 @@
  * connection. See include/beacon/tls.h for the model.
  */
 #include "tls-internal.h"
+#include "blocklist.h"
 
 #include <wolfssl/openssl/x509.h>
 #include <wolfssl/openssl/x509v3.h>
@@ -17,20 +18,28 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "beacon/config.h"
+#include "beacon/revocation.h"
 #include "beacon/log.h"
 
 #define MAX_ISSUERS 1024
 #define ADVERTISED_WARN_BYTES (16 * 1024)
 
 struct tls_server {
+	_Atomic unsigned refs;
+	uint64_t generation;
+	time_t loaded;
 	WOLFSSL_CTX *ctx;
 	bool require_eku;
 	bool require_digital_signature;
 	enum identity_source identity;
 	size_t n_issuers;
 	uint8_t issuer_hash[MAX_ISSUERS][32]; /* SHA-256 of each issuer's subject DER */
+	struct revocation_issuer issuer_der[MAX_ISSUERS]; /* owned copies */
+	struct revocation_index *revocation;
+	struct blocklist blocked;
 };
 
 struct tls_session {
@@ -180,6 +189,30 @@ static bool identity_acceptable(const char *id)
 	return true;
 }
 
+/* Today's verdict on a verified certificate's identity: not blocked, not
+ * revoked (and, under crl_stale = refuse, its issuer's CRL not out of
+ * date). Used for full handshakes and for every resumption. */
+static bool peer_admitted(struct tls_session *s)
+{
+	const struct tls_server *srv = s->srv;
+	if (blocklist_has(&srv->blocked, s->peer.cert_sha256, s->peer.device)) {
+		session_refuse(s, AUTH_BLOCKED, "certificate or device is blocked");
+		return false;
+	}
+	switch (revocation_lookup(srv->revocation, s->issuer_hash, s->serial, s->serial_len)) {
+	case REVOCATION_GOOD:
+		break;
+	case REVOCATION_REVOKED:
+		session_refuse(s, AUTH_REVOKED, "certificate is revoked");
+		return false;
+	case REVOCATION_STALE:
+		session_refuse(s, AUTH_REVOKED, "issuer's CRL is past its nextUpdate (crl_stale = refuse)");
+		return false;
+	}
+	s->peer.result = AUTH_OK;
+	return true;
+}
+
 static int check_leaf(struct tls_session *s, WOLFSSL_X509 *x)
 {
 	const struct tls_server *srv = s->srv;
@@ -211,8 +244,7 @@ static int check_leaf(struct tls_session *s, WOLFSSL_X509 *x)
 	if (wolfSSL_X509_get_serial_number(x, s->serial, &slen) != WOLFSSL_SUCCESS)
 		slen = 0;
 	s->serial_len = (uint8_t)slen;
-	s->peer.result = AUTH_OK;
-	return 1;
+	return peer_admitted(s) ? 1 : 0;
 }
 
 /* wolfSSL checks a client certificate's usages itself; where the
@@ -303,12 +335,13 @@ size_t tls_ticket_blob_read(struct tls_session *s, const uint8_t *ticket, size_t
 	return need;
 }
 
-bool tls_resumed_peer_allowed(const struct tls_session *s)
+bool tls_resumed_peer_allowed(struct tls_session *s)
 {
 	const struct tls_server *srv = s->srv;
 	for (size_t i = 0; i < srv->n_issuers; i++)
 		if (memcmp(srv->issuer_hash[i], s->issuer_hash, 32) == 0)
-			return identity_acceptable(s->peer.device);
+			return identity_acceptable(s->peer.device) && peer_admitted(s);
+	session_refuse(s, AUTH_UNKNOWN_ISSUER, "ticket's issuer is no longer trusted");
 	return false;
 }
 
@@ -316,6 +349,15 @@ void tls_resumed_peer_admit(struct tls_session *s)
 {
 	s->peer.result = AUTH_OK;
 	s->peer.reason[0] = '\0';
+}
+
+/* A refused resumption falls back to a full handshake: forget what the
+ * ticket said so the certificate decides afresh. */
+void tls_resumed_peer_forget(struct tls_session *s)
+{
+	memset(&s->peer, 0, sizeof s->peer);
+	s->peer.result = AUTH_OTHER;
+	s->serial_len = 0;
 }
 
 /* ---- server ---- */
@@ -353,6 +395,11 @@ static int add_issuer(struct tls_server *srv, WOLFSSL_X509 *x, const struct conf
 	    wolfSSL_CTX_load_verify_buffer(srv->ctx, der, der_len, WOLFSSL_FILETYPE_ASN1) !=
 		    WOLFSSL_SUCCESS)
 		return -1;
+	uint8_t *copy = malloc((size_t)der_len);
+	if (!copy)
+		return -1;
+	memcpy(copy, der, (size_t)der_len);
+	srv->issuer_der[srv->n_issuers] = (struct revocation_issuer){copy, (size_t)der_len};
 	WOLFSSL_X509_NAME *subj = wolfSSL_X509_get_subject_name(x);
 	name_sha256(subj, srv->issuer_hash[srv->n_issuers++]);
 	char cn[256] = "";
@@ -518,6 +565,14 @@ static int server_configure(struct tls_server *srv, const struct config *cfg, ch
 	}
 	if (load_issuers(srv, cfg, err, errlen) != 0)
 		return -1;
+	if (revocation_index_build(cfg->crl_dir[0] ? cfg->crl_dir : NULL, srv->issuer_der,
+				   srv->n_issuers,
+				   cfg->crl_stale == CRL_STALE_MODE_REFUSE ? CRL_STALE_REFUSE
+									   : CRL_STALE_WARN,
+				   &srv->revocation, err, errlen) != 0)
+		return -1;
+	if (cfg->blocklist[0] && blocklist_load(&srv->blocked, cfg->blocklist, err, errlen) != 0)
+		return -1;
 	wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_PEER | WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT,
 			       verify_cb);
 	wolfSSL_CTX_SetIORecv(ctx, io_recv);
@@ -533,6 +588,8 @@ static int server_configure(struct tls_server *srv, const struct config *cfg, ch
 	return 0;
 }
 
+static void tls_server_free(struct tls_server *srv);
+
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static int global_init_rc;
 
@@ -543,6 +600,12 @@ static void tls_global_init(void)
 }
 
 int tls_server_new(const struct config *cfg, struct tls_server **out, char *err, size_t errlen)
+{
+	return tls_server_new_blocking(cfg, NULL, 0, out, err, errlen);
+}
+
+int tls_server_new_blocking(const struct config *cfg, const char *const *devices,
+			    size_t n_devices, struct tls_server **out, char *err, size_t errlen)
 {
 	pthread_once(&global_once, tls_global_init);
 	if (global_init_rc != 0) {
@@ -555,6 +618,10 @@ int tls_server_new(const struct config *cfg, struct tls_server **out, char *err,
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
+	static _Atomic uint64_t generations;
+	srv->refs = 1;
+	srv->generation = atomic_fetch_add(&generations, 1) + 1;
+	srv->loaded = time(NULL);
 	srv->require_eku = cfg->require_client_auth_eku;
 	srv->require_digital_signature = cfg->require_digital_signature;
 	srv->identity = cfg->identity;
@@ -564,7 +631,8 @@ int tls_server_new(const struct config *cfg, struct tls_server **out, char *err,
 		free(srv);
 		return -1;
 	}
-	if (server_configure(srv, cfg, err, errlen) != 0) {
+	if (server_configure(srv, cfg, err, errlen) != 0 ||
+	    blocklist_add_devices(&srv->blocked, devices, n_devices, err, errlen) != 0) {
 		tls_server_free(srv);
 		return -1;
 	}
@@ -572,12 +640,42 @@ int tls_server_new(const struct config *cfg, struct tls_server **out, char *err,
 	return 0;
 }
 
-void tls_server_free(struct tls_server *srv)
+static void tls_server_free(struct tls_server *srv)
 {
 	if (!srv)
 		return;
 	wolfSSL_CTX_free(srv->ctx);
+	revocation_index_free(srv->revocation);
+	blocklist_free(&srv->blocked);
+	for (size_t i = 0; i < srv->n_issuers; i++)
+		free((void *)srv->issuer_der[i].der);
 	free(srv);
+}
+
+struct tls_server *tls_server_ref(struct tls_server *srv)
+{
+	atomic_fetch_add_explicit(&srv->refs, 1, memory_order_relaxed);
+	return srv;
+}
+
+void tls_server_unref(struct tls_server *srv)
+{
+	if (srv && atomic_fetch_sub_explicit(&srv->refs, 1, memory_order_acq_rel) == 1)
+		tls_server_free(srv);
+}
+
+void tls_server_info(const struct tls_server *srv, struct tls_server_info *out)
+{
+	struct revocation_stats rs = {0};
+	revocation_index_stats(srv->revocation, &rs);
+	*out = (struct tls_server_info){
+		.generation = srv->generation,
+		.loaded_unix_s = (uint64_t)srv->loaded,
+		.issuers = (unsigned)srv->n_issuers,
+		.revoked_serials = rs.serials,
+		.crls = rs.crls,
+		.blocked_entries = (unsigned)(srv->blocked.n_fingerprints + srv->blocked.n_devices),
+	};
 }
 
 /* ---- session ---- */
@@ -587,12 +685,13 @@ struct tls_session *tls_session_new(struct tls_server *srv, tls_send_fn send, vo
 	struct tls_session *s = calloc(1, sizeof *s);
 	if (!s)
 		return NULL;
-	s->srv = srv;
+	s->srv = tls_server_ref(srv);
 	s->send = send;
 	s->arg = arg;
 	s->peer.result = AUTH_OTHER;
 	s->ssl = wolfSSL_new(srv->ctx);
 	if (!s->ssl) {
+		tls_server_unref(srv);
 		free(s);
 		return NULL;
 	}
@@ -607,6 +706,7 @@ void tls_session_free(struct tls_session *s)
 	if (!s)
 		return;
 	wolfSSL_free(s->ssl);
+	tls_server_unref(s->srv);
 	free(s);
 }
 

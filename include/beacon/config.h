@@ -21,6 +21,8 @@
 enum identity_source { IDENTITY_CN, IDENTITY_SAN_DNS, IDENTITY_SAN_EMAIL, IDENTITY_SAN_URI };
 enum advertise_mode { ADVERTISE_ALL, ADVERTISE_NONE, ADVERTISE_LIST };
 enum backend_kind { BACKEND_KERNEL, BACKEND_DPDK };
+enum approval_policy { APPROVAL_AUTO, APPROVAL_REQUIRE };
+enum crl_stale_mode { CRL_STALE_MODE_WARN, CRL_STALE_MODE_REFUSE };
 
 struct config {
 	/* [server] */
@@ -31,6 +33,9 @@ struct config {
 	char data_dir[CONFIG_PATH_MAX];
 	char download_dir[CONFIG_PATH_MAX];
 	char control_socket[CONFIG_PATH_MAX];
+	char metrics_listen[80]; /* loopback "ADDR:PORT" for /metrics; "" = off */
+	enum approval_policy approval;
+	bool watch; /* reload when a trust file changes */
 
 	/* [tls] */
 	char cert[CONFIG_PATH_MAX];
@@ -42,6 +47,11 @@ struct config {
 	bool require_digital_signature;
 	enum identity_source identity;
 	unsigned ticket_lifetime_s;
+	char crl_dir[CONFIG_PATH_MAX];   /* "" = no revocation data */
+	enum crl_stale_mode crl_stale;
+	char blocklist[CONFIG_PATH_MAX]; /* "" = none */
+	char ticket_key_file[CONFIG_PATH_MAX]; /* "" = keys made at start-up */
+	unsigned ticket_rotate_s;        /* 0 = never (a key file's keys) */
 
 	/* [limits] */
 	size_t max_header_bytes;

@@ -49,6 +49,7 @@ struct store_config {
 	uint64_t map_bytes;        /* LMDB map size (default 16 GiB) */
 	uint64_t retain_seconds;   /* drop uploads older than this; 0 = keep */
 	uint64_t retain_bytes;     /* drop oldest past this many spool bytes; 0 = no cap */
+	bool require_approval;     /* new devices start unapproved (approval = require) */
 };
 
 /* Fills unset (zero) fields of `cfg` with the defaults above. */
@@ -116,6 +117,8 @@ void store_upload_finish(struct store_upload *u, store_done_fn done, void *arg);
  * callback follows; nothing of it becomes visible. */
 void store_upload_abort(struct store_upload *u);
 
+enum device_state { DEVICE_APPROVED = 0, DEVICE_UNAPPROVED = 1, DEVICE_BLOCKED = 2 };
+
 /* Authentication result of a connection attempt, for the devices database. */
 enum auth_result {
 	AUTH_OK,
@@ -157,6 +160,13 @@ struct store_stats {
 };
 void store_stats(struct store *s, struct store_stats *out);
 
+/* Sets a device's approval state (creating its record if it was never
+ * seen), durably, before returning. From the control thread. 0, or a
+ * negative store_error with a reason in msg; on success msg says what
+ * changed. */
+int store_device_set_state(struct store *s, const char *device, enum device_state state,
+			   char *msg, size_t msglen);
+
 /* ---- read side: beaconctl, export, tests ---- */
 
 struct store_reader;
@@ -172,7 +182,6 @@ struct upload_record {
 	uint64_t received_unix_ms;
 };
 
-enum device_state { DEVICE_APPROVED = 0, DEVICE_UNAPPROVED = 1, DEVICE_BLOCKED = 2 };
 
 struct device_record {
 	char device[STORE_DEVICE_MAX];

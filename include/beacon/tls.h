@@ -32,7 +32,36 @@ struct tls_session;
 /* Builds the server side from cfg: certificate, key, issuers, advertised CA
  * names, policy. On failure returns -1 and a reason naming the file. */
 int tls_server_new(const struct config *cfg, struct tls_server **out, char *err, size_t errlen);
-void tls_server_free(struct tls_server *srv);
+/* The same, with more device identities to refuse (the store's blocked
+ * devices) besides the [tls] blocklist file. */
+int tls_server_new_blocking(const struct config *cfg, const char *const *devices,
+			    size_t n_devices, struct tls_server **out, char *err, size_t errlen);
+
+/* A tls_server is the trust snapshot: certificate and key, issuers and the
+ * advertised names, the revocation index (crl_dir), the block list, a
+ * generation number. Reference counted: tls_server_new returns one
+ * reference; each session takes one; the last unref frees it. */
+struct tls_server *tls_server_ref(struct tls_server *srv);
+void tls_server_unref(struct tls_server *srv);
+
+struct tls_server_info {
+	uint64_t generation;
+	uint64_t loaded_unix_s;
+	unsigned issuers;
+	uint64_t revoked_serials;
+	uint64_t crls;
+	unsigned blocked_entries;
+};
+void tls_server_info(const struct tls_server *srv, struct tls_server_info *out);
+
+/* Ticket keys (process-wide, shared by every snapshot). tls_tickets_load
+ * reads a fleet key file: one key per line, 96 hex digits (16-byte name,
+ * 32-byte AES-256 key), newest first; up to 4 are accepted, the first
+ * encrypts. tls_tickets_new_key makes a fresh random key the current one
+ * and keeps up to 3 previous ones. 0, or -1 with a reason in err. */
+int tls_tickets_load(const char *path, char *err, size_t errlen);
+int tls_tickets_new_key(char *err, size_t errlen);
+unsigned tls_tickets_count(void);
 
 /* Ciphertext out. Returns how many bytes it took (0 when its buffer is full:
  * the session reports TLS_WANT_WRITE and the caller retries once the buffer
@@ -57,6 +86,7 @@ struct tls_peer {
 	char reason[128]; /* for the log when result != AUTH_OK */
 };
 
+/* Takes a reference on srv for the session's life. */
 struct tls_session *tls_session_new(struct tls_server *srv, tls_send_fn send, void *arg);
 void tls_session_free(struct tls_session *s);
 

@@ -39,13 +39,21 @@ struct worker_counters {
 	_Atomic uint64_t responses_5xx;
 	_Atomic uint64_t timeouts;
 	_Atomic uint64_t connections_open;
+	/* finish-to-durable wait of each upload, by the bounds in
+	 * worker_commit_latency_le_ms (the last bucket is +Inf) */
+	_Atomic uint64_t commit_latency_bucket[12];
+	_Atomic uint64_t commit_latency_sum_ms;
 };
 
+/* Upper bounds of the commit-latency buckets, milliseconds. */
+extern const uint64_t worker_commit_latency_le_ms[11];
+
 /* Starts worker `id` on its own thread (pinned to CPU id modulo the online
- * count). The config, TLS server and store must outlive the worker. Returns
+ * count). The config and store must outlive the worker; TLS sessions take
+ * the current trust snapshot (beacon/trust.h). Returns
  * 0 or -errno with a reason in err. */
-int worker_start(unsigned id, const struct config *cfg, struct tls_server *tls,
-		 struct store *store, struct worker **out, char *err, size_t errlen);
+int worker_start(unsigned id, const struct config *cfg, struct store *store,
+		 struct worker **out, char *err, size_t errlen);
 
 /* Stops accepting, lets requests in flight finish (up to grace_ms), closes
  * the rest, and joins the thread. */

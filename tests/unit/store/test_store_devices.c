@@ -107,7 +107,8 @@ static void test_device_records(void **state)
 	wait_device(f->dir, "dev-d", AUTH_EXPIRED, &d);
 	assert_true(d.first_seen_unix_ms >= t0);
 	assert_int_equal(d.uploads, 0);
-	assert_int_equal(d.state, DEVICE_UNAPPROVED);
+	/* approval = auto: a new device starts approved. */
+	assert_int_equal(d.state, DEVICE_APPROVED);
 	assert_int_equal(d.n_fingerprints, 1);
 	uint64_t first = d.first_seen_unix_ms;
 
@@ -118,6 +119,21 @@ static void test_device_records(void **state)
 	wait_device(f->dir, "dev-d", AUTH_OK, &d);
 	assert_int_equal(d.state, DEVICE_APPROVED);
 	assert_int_equal(d.n_fingerprints, 2);
+
+	/* The state is the operator's: a handshake result never changes it. */
+	char msg[128];
+	assert_int_equal(store_device_set_state(f->s, "dev-d", DEVICE_BLOCKED, msg, sizeof msg), 0);
+	store_device_seen(f->s, "dev-d", fp2, AUTH_OTHER);
+	wait_device(f->dir, "dev-d", AUTH_OTHER, &d);
+	assert_int_equal(d.state, DEVICE_BLOCKED);
+	assert_int_equal(store_device_set_state(f->s, "dev-d", DEVICE_APPROVED, msg, sizeof msg), 0);
+	assert_int_equal(get_device(f->dir, "dev-d", &d), 0);
+	assert_int_equal(d.state, DEVICE_APPROVED);
+	/* Blocking a device never seen creates its record. */
+	assert_int_equal(store_device_set_state(f->s, "dev-new", DEVICE_BLOCKED, msg, sizeof msg), 0);
+	assert_int_equal(get_device(f->dir, "dev-new", &d), 0);
+	assert_int_equal(d.state, DEVICE_BLOCKED);
+	assert_int_equal(get_device(f->dir, "dev-d", &d), 0);
 	assert_memory_equal(d.fingerprints[0], fp2, 32);
 	assert_memory_equal(d.fingerprints[1], fp1, 32);
 
@@ -142,7 +158,6 @@ static void test_device_records(void **state)
 	assert_int_equal(d.n_fingerprints, 4);
 	assert_int_equal(d.fingerprints[0][0], 0x85);
 	assert_int_equal(d.fingerprints[3][0], 0x82);
-	assert_int_equal(d.state, DEVICE_BLOCKED);
 
 	assert_int_equal(count_uploads(f->dir, "dev-d"), 2);
 	assert_int_equal(count_uploads(f->dir, "dev-e"), 1);
@@ -151,6 +166,21 @@ static void test_device_records(void **state)
 	stop(f);
 	assert_int_equal(get_device(f->dir, "dev-e", &d), 0);
 	assert_int_equal(d.uploads, 1);
+}
+
+/* approval = require: a new device waits for an operator. */
+static void test_require_approval(void **state)
+{
+	struct fixture *f = *state;
+	struct store_config cfg = {.require_approval = true};
+	start(f, &cfg);
+	uint8_t fp[32];
+	memset(fp, 0x33, sizeof fp);
+	struct device_record d;
+	store_device_seen(f->s, "dev-r", fp, AUTH_OK);
+	wait_device(f->dir, "dev-r", AUTH_OK, &d);
+	assert_int_equal(d.state, DEVICE_UNAPPROVED);
+	stop(f);
 }
 
 static int collect_ids(const struct upload_record *rec, void *arg)
@@ -239,6 +269,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_device_records, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_require_approval, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_listing_since, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_retention_by_bytes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_retention_by_age, setup, teardown),
