@@ -535,6 +535,24 @@ static void body_complete(struct conn *c)
 	store_upload_finish(u, upload_committed, c);
 }
 
+/* approval = require: only devices an operator approved may upload. */
+static bool device_approved(struct conn *c, const char *device)
+{
+	if (c->w->cfg->approval != APPROVAL_REQUIRE)
+		return true;
+	struct device_record rec;
+	int rc = store_reader_device(c->w->devices, device, &rec);
+	if (rc == 0 && rec.state == DEVICE_APPROVED)
+		return true;
+	if (rc != 0 && rc != STORE_ERR_NOTFOUND) {
+		respond_error(c, 503, "device state unavailable");
+		return false;
+	}
+	counter_add(&c->w->counters.handshakes[AUTH_UNAPPROVED], 1);
+	respond_error(c, 403, "device awaiting approval by an operator (beaconctl devices approve)");
+	return false;
+}
+
 static void start_upload(struct conn *c, const struct http_request *req,
 			 const struct http_route *route)
 {
@@ -555,6 +573,8 @@ static void start_upload(struct conn *c, const struct http_request *req,
 		return;
 	}
 	const struct tls_peer *p = tls_session_peer(c->tls);
+	if (!device_approved(c, p->device))
+		return;
 	struct upload_meta meta = {0};
 	snprintf(meta.device, sizeof meta.device, "%s", p->device);
 	snprintf(meta.category, sizeof meta.category, "%s", route->category);

@@ -18,6 +18,7 @@ struct worker {
 	const struct config *cfg;
 	struct store *store;
 	struct store_worker *sw;
+	struct store_reader *devices; /* approval = require: device states */
 	struct ring ring;
 	bool ring_ready;
 	struct transport *transport;

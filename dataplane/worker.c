@@ -45,6 +45,9 @@ static int worker_setup(struct worker *w)
 		snprintf(w->err, sizeof w->err, "store: %s", store_strerror(rc));
 		return -EIO;
 	}
+	if (w->cfg->approval == APPROVAL_REQUIRE &&
+	    store_reader_open(w->cfg->data_dir, &w->devices, w->err, sizeof w->err) != 0)
+		return -EIO;
 	rc = transport_kernel_open(&w->ring, w->cfg, &conn_events, w, &w->transport);
 	if (rc < 0) {
 		snprintf(w->err, sizeof w->err, "listen %s:%u: %s", w->cfg->listen_addr,
@@ -95,6 +98,8 @@ static void worker_drain(struct worker *w)
 
 static void worker_teardown(struct worker *w)
 {
+	if (w->devices)
+		store_reader_close(w->devices);
 	if (w->sw)
 		store_worker_detach(w->sw);
 	if (w->transport)
