@@ -1,7 +1,8 @@
 /*
- * beaconctl: the command line for a beacon. This file holds the store's
- * read side: it opens DATA/index with LMDB read transactions only, so it is
- * safe beside a running beacond and never blocks its writer.
+ * beaconctl: the command line for a beacon. Two sides:
+ *
+ * The store's read side opens DATA/index with LMDB read transactions only,
+ * so it is safe beside a running beacond and never blocks its writer:
  *
  *   beaconctl [--data-dir DIR] [--json] uploads list [--device D] [--since UNIX_SECONDS]
  *   beaconctl [--data-dir DIR] [--json] uploads show ID
@@ -9,37 +10,61 @@
  *   beaconctl [--data-dir DIR] [--json] devices list
  *   beaconctl [--data-dir DIR] [--json] devices show DEVICE
  *
- * main() is a table of subcommands (noun, verb, handler): commands that
- * talk to the control socket are added as more rows.
+ * The control side talks to a running beacond over its control socket, one
+ * JSON object per line each way (include/beacon/control.h):
  *
- * Exit codes: 0 ok, 1 not found or failed, 2 usage.
+ *   beaconctl [--socket PATH] [--json] status | stats
+ *   beaconctl [--socket PATH] [--json] reload [all|issuers|crl|tickets|blocklist]
+ *   beaconctl [--socket PATH] [--json] tickets rotate
+ *   beaconctl [--socket PATH] [--json] devices approve|block|unblock DEVICE
+ *
+ * main() is a table of subcommands (noun, verb, handler, side); a row with
+ * no verb takes the words after its noun as arguments.
+ *
+ * Exit codes: 0 ok, 1 not found or failed, 2 usage, 3 cannot connect to
+ * beacond.
  */
 #include "beacon/store.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #define EXIT_NOTFOUND 1
+#define EXIT_FAILED 1
 #define EXIT_USAGE 2
+#define EXIT_NOCONNECT 3
 #define DEFAULT_DATA_DIR "/var/lib/beacond"
+#define DEFAULT_SOCKET "/run/beacond/control.sock"
+/* A reload of a million-serial CRL takes seconds; a minute means stuck. */
+#define REPLY_TIMEOUT_S 60
+#define REPLY_MAX (1u << 20)
 
 struct ctl {
 	const char *data_dir;
+	const char *socket_path;
 	bool json;
 	struct store_reader *reader;
 };
 
+/* Where a command's answers come from. */
+enum side { SIDE_STORE, SIDE_SOCKET };
+
 struct command {
 	const char *noun;
-	const char *verb;
+	const char *verb; /* NULL: the words after the noun are its arguments */
 	const char *args;
 	int (*run)(struct ctl *ctl, int argc, char **argv);
+	enum side side;
 };
 
 static const struct command commands[];
@@ -327,33 +352,362 @@ static int cmd_devices_show(struct ctl *ctl, int argc, char **argv)
 	return 0;
 }
 
+/* ---- the control socket ---- */
+
+static int socket_connect(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof sa.sun_path) {
+		fprintf(stderr, "beaconctl: cannot connect to %s: path longer than %zu bytes\n",
+			path, sizeof sa.sun_path - 1);
+		return -1;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
+		return fd;
+	fprintf(stderr, "beaconctl: cannot connect to %s: %s; is beacond running?\n", path,
+		strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Reads the one reply line into a malloc'd string without its newline. */
+static char *read_line(int fd)
+{
+	size_t cap = 4096, len = 0;
+	char *buf = malloc(cap);
+	while (buf) {
+		if (len + 1 == cap) {
+			char *p = cap < REPLY_MAX ? realloc(buf, cap * 2) : NULL;
+			if (!p) {
+				errno = EMSGSIZE;
+				break;
+			}
+			buf = p;
+			cap *= 2;
+		}
+		ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			errno = n == 0 ? ECONNRESET : errno;
+			break;
+		}
+		char *nl = memchr(buf + len, '\n', (size_t)n);
+		len += (size_t)n;
+		if (nl) {
+			*nl = '\0';
+			return buf;
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Sends req, returns the reply line (malloc'd) or NULL with *rc set. */
+static char *socket_call(const struct ctl *ctl, const cJSON *req, int *rc)
+{
+	char *text = cJSON_PrintUnformatted(req);
+	if (!text) {
+		fprintf(stderr, "beaconctl: out of memory\n");
+		*rc = EXIT_FAILED;
+		return NULL;
+	}
+	int fd = socket_connect(ctl->socket_path);
+	if (fd < 0) {
+		cJSON_free(text);
+		*rc = EXIT_NOCONNECT;
+		return NULL;
+	}
+	struct timeval tv = {.tv_sec = REPLY_TIMEOUT_S};
+	char *line = NULL;
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0 &&
+	    write_all(fd, text, strlen(text)) == 0 && write_all(fd, "\n", 1) == 0)
+		line = read_line(fd);
+	if (!line)
+		fprintf(stderr, "beaconctl: no answer from beacond on %s: %s\n", ctl->socket_path,
+			errno == EAGAIN ? "timed out" : strerror(errno));
+	close(fd);
+	cJSON_free(text);
+	*rc = EXIT_FAILED;
+	return line;
+}
+
+typedef void (*reply_printer)(const cJSON *reply, const cJSON *req);
+
+/* Sends req (and frees it); on ok:true prints the reply for people, or the
+ * server's line itself with --json. */
+static int socket_run(struct ctl *ctl, cJSON *req, reply_printer print)
+{
+	if (!req) {
+		fprintf(stderr, "beaconctl: out of memory\n");
+		return EXIT_FAILED;
+	}
+	int rc;
+	char *line = socket_call(ctl, req, &rc);
+	cJSON *reply = line ? cJSON_Parse(line) : NULL;
+	if (line && !reply)
+		fprintf(stderr, "beaconctl: beacond answered something that is not JSON\n");
+	if (!reply) {
+		free(line);
+		cJSON_Delete(req);
+		return rc;
+	}
+	bool ok = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"));
+	if (ctl->json)
+		printf("%s\n", line);
+	if (!ok) {
+		const cJSON *e = cJSON_GetObjectItemCaseSensitive(reply, "error");
+		fprintf(stderr, "beaconctl: %s\n", cJSON_IsString(e) ? e->valuestring : "failed");
+	} else if (!ctl->json) {
+		print(reply, req);
+	}
+	cJSON_Delete(reply);
+	cJSON_Delete(req);
+	free(line);
+	return ok ? 0 : EXIT_FAILED;
+}
+
+static cJSON *request_new(const char *cmd)
+{
+	cJSON *req = cJSON_CreateObject();
+	if (req && !cJSON_AddStringToObject(req, "cmd", cmd)) {
+		cJSON_Delete(req);
+		return NULL;
+	}
+	return req;
+}
+
+static double reply_num(const cJSON *reply, const char *name)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(reply, name);
+	return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static const char *reply_str(const cJSON *reply, const char *name)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(reply, name);
+	return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static void duration_text(char *buf, size_t len, uint64_t s)
+{
+	if (s >= 86400)
+		snprintf(buf, len, "%" PRIu64 "d %02" PRIu64 "h %02" PRIu64 "m", s / 86400,
+			 s / 3600 % 24, s / 60 % 60);
+	else
+		snprintf(buf, len, "%02" PRIu64 "h %02" PRIu64 "m %02" PRIu64 "s", s / 3600,
+			 s / 60 % 60, s % 60);
+}
+
+/* ---- status, stats ---- */
+
+static void status_print(const cJSON *r, const cJSON *req)
+{
+	char up[48], loaded[32];
+	uint64_t up_s = (uint64_t)reply_num(r, "uptime_s");
+	uint64_t loaded_s = (uint64_t)reply_num(r, "snapshot_loaded_unix_s");
+	duration_text(up, sizeof up, up_s);
+	time_text(loaded, sizeof loaded, loaded_s * 1000u);
+	uint64_t now = (uint64_t)time(NULL);
+	printf("uptime:           %s (%" PRIu64 " s)\n"
+	       "workers:          %.0f\n"
+	       "connections:      %.0f open\n"
+	       "trust snapshot:   generation %.0f, loaded %s (%" PRIu64 " s ago)\n"
+	       "issuers:          %.0f\n"
+	       "revoked serials:  %.0f\n"
+	       "blocked entries:  %.0f\n"
+	       "uploads:          %.0f\n",
+	       up, up_s, reply_num(r, "workers"), reply_num(r, "connections_open"),
+	       reply_num(r, "snapshot_generation"), loaded,
+	       loaded_s && now > loaded_s ? now - loaded_s : 0, reply_num(r, "issuers"),
+	       reply_num(r, "revoked_serials"), reply_num(r, "blocked_entries"),
+	       reply_num(r, "uploads"));
+}
+
+static int cmd_status(struct ctl *ctl, int argc, char **argv)
+{
+	if (argc != 1)
+		return EXIT_USAGE;
+	return socket_run(ctl, request_new("status"), status_print);
+}
+
+/* Every field, flattened: "handshakes.ok", "commit_latency_bucket[3]". */
+static void stats_print_item(const cJSON *item, const char *name)
+{
+	char sub[128];
+	if (cJSON_IsNumber(item)) {
+		printf("%-34s %.0f\n", name, item->valuedouble);
+		return;
+	}
+	int i = 0;
+	for (const cJSON *c = item->child; c; c = c->next, i++) {
+		if (cJSON_IsArray(item))
+			snprintf(sub, sizeof sub, "%s[%d]", name, i);
+		else
+			snprintf(sub, sizeof sub, "%s.%s", name, c->string);
+		stats_print_item(c, sub);
+	}
+}
+
+static void stats_print(const cJSON *r, const cJSON *req)
+{
+	for (const cJSON *c = r->child; c; c = c->next)
+		if (strcmp(c->string, "ok") != 0)
+			stats_print_item(c, c->string);
+}
+
+static int cmd_stats(struct ctl *ctl, int argc, char **argv)
+{
+	if (argc != 1)
+		return EXIT_USAGE;
+	return socket_run(ctl, request_new("stats"), stats_print);
+}
+
+/* ---- reload, tickets ---- */
+
+/* "reload crl: <the server's summary>", "tickets rotate: ..." */
+static void message_print(const cJSON *r, const cJSON *req)
+{
+	const char *msg = reply_str(r, "message");
+	if (!strcmp(reply_str(req, "cmd"), "reload"))
+		printf("reload %s: ", reply_str(req, "what"));
+	else
+		printf("tickets rotate: ");
+	printf("%s\n", *msg ? msg : "done");
+}
+
+static int cmd_reload(struct ctl *ctl, int argc, char **argv)
+{
+	static const char *const targets[] = {"all", "issuers", "crl", "tickets", "blocklist"};
+	if (argc > 2)
+		return EXIT_USAGE;
+	const char *what = argc == 2 ? argv[1] : "all";
+	bool known = false;
+	for (size_t i = 0; i < sizeof targets / sizeof *targets; i++)
+		known |= !strcmp(what, targets[i]);
+	if (!known)
+		return EXIT_USAGE;
+	cJSON *req = request_new("reload");
+	if (req && !cJSON_AddStringToObject(req, "what", what)) {
+		cJSON_Delete(req);
+		req = NULL;
+	}
+	return socket_run(ctl, req, message_print);
+}
+
+static int cmd_tickets_rotate(struct ctl *ctl, int argc, char **argv)
+{
+	if (argc != 1)
+		return EXIT_USAGE;
+	return socket_run(ctl, request_new("tickets_rotate"), message_print);
+}
+
+/* ---- device state ---- */
+
+static void device_state_print(const cJSON *r, const cJSON *req)
+{
+	char dev[STORE_DEVICE_MAX];
+	const char *cmd = reply_str(req, "cmd");
+	const char *msg = reply_str(r, "message");
+	text_safe(dev, sizeof dev, reply_str(req, "device"));
+	printf("device %s: %s%s%s\n", dev,
+	       !strcmp(cmd, "device_approve")  ? "approved"
+	       : !strcmp(cmd, "device_block") ? "blocked"
+					      : "unblocked",
+	       *msg ? "; " : "", msg);
+}
+
+static int device_state_run(struct ctl *ctl, int argc, char **argv, const char *cmd)
+{
+	if (argc != 2)
+		return EXIT_USAGE;
+	cJSON *req = request_new(cmd);
+	if (req && !cJSON_AddStringToObject(req, "device", argv[1])) {
+		cJSON_Delete(req);
+		req = NULL;
+	}
+	return socket_run(ctl, req, device_state_print);
+}
+
+static int cmd_devices_approve(struct ctl *ctl, int argc, char **argv)
+{
+	return device_state_run(ctl, argc, argv, "device_approve");
+}
+
+static int cmd_devices_block(struct ctl *ctl, int argc, char **argv)
+{
+	return device_state_run(ctl, argc, argv, "device_block");
+}
+
+static int cmd_devices_unblock(struct ctl *ctl, int argc, char **argv)
+{
+	return device_state_run(ctl, argc, argv, "device_unblock");
+}
+
 /* ---- the table and main ---- */
 
 static const struct command commands[] = {
-    {"uploads", "list", "[--device D] [--since UNIX_SECONDS]", cmd_uploads_list},
-    {"uploads", "show", "ID", cmd_uploads_show},
-    {"uploads", "get", "ID  (bytes to stdout, checksum verified first)", cmd_uploads_get},
-    {"devices", "list", "", cmd_devices_list},
-    {"devices", "show", "DEVICE", cmd_devices_show},
-    {NULL, NULL, NULL, NULL},
+    {"uploads", "list", "[--device D] [--since UNIX_SECONDS]", cmd_uploads_list, SIDE_STORE},
+    {"uploads", "show", "ID", cmd_uploads_show, SIDE_STORE},
+    {"uploads", "get", "ID  (bytes to stdout, checksum verified first)", cmd_uploads_get, SIDE_STORE},
+    {"devices", "list", "", cmd_devices_list, SIDE_STORE},
+    {"devices", "show", "DEVICE", cmd_devices_show, SIDE_STORE},
+    {"status", NULL, "", cmd_status, SIDE_SOCKET},
+    {"stats", NULL, "", cmd_stats, SIDE_SOCKET},
+    {"reload", NULL, "[all|issuers|crl|tickets|blocklist]", cmd_reload, SIDE_SOCKET},
+    {"tickets", "rotate", "", cmd_tickets_rotate, SIDE_SOCKET},
+    {"devices", "approve", "DEVICE", cmd_devices_approve, SIDE_SOCKET},
+    {"devices", "block", "DEVICE", cmd_devices_block, SIDE_SOCKET},
+    {"devices", "unblock", "DEVICE", cmd_devices_unblock, SIDE_SOCKET},
+    {NULL, NULL, NULL, NULL, SIDE_STORE},
 };
+
+static void command_usage(FILE *out, const char *prefix, const struct command *c)
+{
+	fprintf(out, "%s%s%s%s %s\n", prefix, c->noun, c->verb ? " " : "", c->verb ? c->verb : "",
+		c->args);
+}
 
 static int usage(FILE *out)
 {
-	fprintf(out, "usage: beaconctl [--data-dir DIR] [--json] COMMAND\n\ncommands:\n");
+	fprintf(out, "usage: beaconctl [--data-dir DIR] [--socket PATH] [--json] COMMAND\n\n"
+		     "commands:\n");
 	for (const struct command *c = commands; c->noun; c++)
-		fprintf(out, "  %s %s %s\n", c->noun, c->verb, c->args);
+		command_usage(out, "  ", c);
 	fprintf(out, "\nDIR defaults to $BEACOND_DATA_DIR, else %s.\n"
+		     "PATH (beacond's control socket) defaults to $BEACOND_SOCKET, else %s.\n"
 		     "--json prints one JSON object per line.\n"
-		     "Exit status: 0 ok, 1 not found or failed, 2 usage.\n",
-		DEFAULT_DATA_DIR);
+		     "Exit status: 0 ok, 1 not found or failed, 2 usage, 3 cannot connect to "
+		     "beacond.\n",
+		DEFAULT_DATA_DIR, DEFAULT_SOCKET);
 	return out == stdout ? 0 : EXIT_USAGE;
 }
 
+/* "noun verb" first, then a verbless row for the noun. */
 static const struct command *command_find(const char *noun, const char *verb)
 {
 	for (const struct command *c = commands; c->noun; c++)
-		if (!strcmp(c->noun, noun) && !strcmp(c->verb, verb))
+		if (verb && c->verb && !strcmp(c->noun, noun) && !strcmp(c->verb, verb))
+			return c;
+	for (const struct command *c = commands; c->noun; c++)
+		if (!c->verb && !strcmp(c->noun, noun))
 			return c;
 	return NULL;
 }
@@ -361,15 +715,19 @@ static const struct command *command_find(const char *noun, const char *verb)
 static int parse_globals(struct ctl *ctl, int argc, char **argv)
 {
 	static const struct option opts[] = {{"data-dir", required_argument, NULL, 'D'},
+					     {"socket", required_argument, NULL, 'S'},
 					     {"json", no_argument, NULL, 'j'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	int c;
 	/* "+": stop at the command; its own options are parsed by it. */
-	while ((c = getopt_long(argc, argv, "+D:jh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+D:S:jh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'D':
 			ctl->data_dir = optarg;
+			break;
+		case 'S':
+			ctl->socket_path = optarg;
 			break;
 		case 'j':
 			ctl->json = true;
@@ -383,36 +741,48 @@ static int parse_globals(struct ctl *ctl, int argc, char **argv)
 	return 0;
 }
 
+static const char *env_or(const char *name, const char *fallback)
+{
+	const char *v = getenv(name);
+	return v && *v ? v : fallback;
+}
+
 int main(int argc, char **argv)
 {
-	struct ctl ctl = {.data_dir = getenv("BEACOND_DATA_DIR")};
-	if (!ctl.data_dir || !*ctl.data_dir)
-		ctl.data_dir = DEFAULT_DATA_DIR;
+	struct ctl ctl = {.data_dir = env_or("BEACOND_DATA_DIR", DEFAULT_DATA_DIR),
+			  .socket_path = env_or("BEACOND_SOCKET", DEFAULT_SOCKET)};
 	int rc = parse_globals(&ctl, argc, argv);
 	if (rc < 0)
 		return usage(stdout);
-	if (rc || argc - optind < 2)
+	if (rc || argc - optind < 1)
 		return usage(stderr);
-	const struct command *cmd = command_find(argv[optind], argv[optind + 1]);
+	const char *verb = argc - optind >= 2 ? argv[optind + 1] : NULL;
+	const struct command *cmd = command_find(argv[optind], verb);
 	if (!cmd) {
-		fprintf(stderr, "beaconctl: unknown command '%s %s'\n", argv[optind], argv[optind + 1]);
+		fprintf(stderr, "beaconctl: unknown command '%s%s%s'\n", argv[optind],
+			verb ? " " : "", verb ? verb : "");
 		return usage(stderr);
 	}
-	char err[512];
-	rc = store_reader_open(ctl.data_dir, &ctl.reader, err, sizeof err);
-	if (rc) {
-		fprintf(stderr, "beaconctl: %s (data directory %s; set --data-dir or BEACOND_DATA_DIR)\n",
-			err, ctl.data_dir);
-		return EXIT_NOTFOUND;
+	if (cmd->side == SIDE_STORE) {
+		char err[512];
+		rc = store_reader_open(ctl.data_dir, &ctl.reader, err, sizeof err);
+		if (rc) {
+			fprintf(stderr, "beaconctl: %s (data directory %s; set --data-dir or BEACOND_DATA_DIR)\n",
+				err, ctl.data_dir);
+			return EXIT_NOTFOUND;
+		}
 	}
-	/* The command sees argv from its verb on, getopt style. */
-	int cargc = argc - optind - 1;
-	char **cargv = argv + optind + 1;
+	/* The command sees argv from its verb on (from its noun when it has no
+	 * verb), getopt style. */
+	int skip = cmd->verb ? 1 : 0;
+	int cargc = argc - optind - skip;
+	char **cargv = argv + optind + skip;
 	optind = 1;
 	rc = cmd->run(&ctl, cargc, cargv);
-	store_reader_close(ctl.reader);
+	if (ctl.reader)
+		store_reader_close(ctl.reader);
 	if (rc == EXIT_USAGE) {
-		fprintf(stderr, "usage: beaconctl %s %s %s\n", cmd->noun, cmd->verb, cmd->args);
+		command_usage(stderr, "usage: beaconctl ", cmd);
 		return EXIT_USAGE;
 	}
 	if (fflush(stdout) != 0) {
