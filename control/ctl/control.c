@@ -29,14 +29,20 @@
 #define HTTP_DEADLINE_MS 10000
 /* After EMFILE, stop accepting for a moment instead of spinning. */
 #define ACCEPT_PAUSE_MS 1000
+/* A client we are closing gets this long, and this many bytes, to stop
+ * sending; see client_drain. */
+#define DRAIN_MS 2000
+#define DRAIN_MAX (1u << 20)
 
 enum { POLL_STOP, POLL_UNIX, POLL_HTTP, POLL_FIXED };
 
 struct client {
 	int fd;
 	bool http;
-	bool closing; /* close once out is sent */
-	uint64_t deadline_ms;
+	bool closing;  /* close once out is sent */
+	bool draining; /* out sent, our side shut down, discarding input */
+	size_t drained;
+	uint64_t deadline_ms; /* 0: none */
 	struct control_buf in;
 	struct control_buf out;
 	size_t out_sent;
@@ -165,6 +171,36 @@ static void client_over_limit(struct client *cl)
 	cl->closing = true;
 }
 
+/* Closing a socket with unread input makes the kernel send a reset, which
+ * can destroy the reply before the client reads it (an oversized line or
+ * request head is exactly that case). So: shut down our side, discard what
+ * still comes for a moment, then close. */
+static void client_drain_start(struct client *cl)
+{
+	if (shutdown(cl->fd, SHUT_WR) != 0)
+		log_debug("control: shutdown: %s", strerror(errno));
+	cl->draining = true;
+	cl->deadline_ms = now_ms() + DRAIN_MS;
+}
+
+/* False once the client has stopped sending (or sent too much). */
+static bool client_drain(struct client *cl)
+{
+	char chunk[4096];
+	for (;;) {
+		ssize_t n = recv(cl->fd, chunk, sizeof chunk, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return errno == EAGAIN || errno == EWOULDBLOCK;
+		if (n == 0)
+			return false;
+		cl->drained += (size_t)n;
+		if (cl->drained > DRAIN_MAX)
+			return false;
+	}
+}
+
 /* Moves one client forward: answer buffered requests one at a time while
  * replies go out without blocking. Returns false to close it. */
 static bool client_progress(struct control *c, struct client *cl, bool eof)
@@ -174,8 +210,10 @@ static bool client_progress(struct control *c, struct client *cl, bool eof)
 			return false;
 		if (client_has_reply(cl))
 			return true;
-		if (cl->closing)
-			return false;
+		if (cl->closing) {
+			client_drain_start(cl);
+			return true;
+		}
 		if (cl->http && http_head_complete(cl)) {
 			http_client_answer(c, cl);
 			continue;
@@ -202,10 +240,12 @@ static void client_event(struct control *c, unsigned i, short revents)
 {
 	struct client *cl = &c->clients[i];
 	bool eof = false;
-	if (revents & (POLLERR | POLLNVAL)) {
+	if (revents & (POLLERR | POLLNVAL) || (cl->draining && !client_drain(cl))) {
 		client_close(c, i);
 		return;
 	}
+	if (cl->draining)
+		return;
 	if (revents & (POLLIN | POLLHUP))
 		eof = !client_read(cl);
 	if (cl->in.oom || !client_progress(c, cl, eof))
@@ -263,9 +303,7 @@ static void sample(struct control *c)
 
 static short client_events(const struct client *cl)
 {
-	if (client_has_reply(cl))
-		return POLLOUT;
-	return cl->closing ? 0 : POLLIN;
+	return client_has_reply(cl) ? POLLOUT : POLLIN;
 }
 
 static unsigned poll_fill(struct control *c, struct pollfd *p, uint64_t now)
@@ -284,17 +322,17 @@ static int poll_timeout(const struct control *c, uint64_t now)
 {
 	uint64_t next = c->next_sample_ms;
 	for (unsigned i = 0; i < c->n_clients; i++)
-		if (c->clients[i].http && c->clients[i].deadline_ms < next)
+		if (c->clients[i].deadline_ms && c->clients[i].deadline_ms < next)
 			next = c->clients[i].deadline_ms;
 	if (c->accept_paused_until_ms > now && c->accept_paused_until_ms < next)
 		next = c->accept_paused_until_ms;
 	return next > now ? (int)(next - now) : 0;
 }
 
-static void expire_http_clients(struct control *c, uint64_t now)
+static void expire_clients(struct control *c, uint64_t now)
 {
 	for (unsigned i = c->n_clients; i-- > 0;)
-		if (c->clients[i].http && c->clients[i].deadline_ms <= now)
+		if (c->clients[i].deadline_ms && c->clients[i].deadline_ms <= now)
 			client_close(c, i);
 }
 
@@ -321,7 +359,7 @@ static void *control_thread(void *arg)
 		uint64_t now = now_ms();
 		if (now >= c->next_sample_ms)
 			sample(c);
-		expire_http_clients(c, now);
+		expire_clients(c, now);
 		unsigned n = poll_fill(c, p, now);
 		int rc = poll(p, n, poll_timeout(c, now));
 		if (rc < 0 && errno != EINTR) {

@@ -229,18 +229,18 @@ static cJSON *cmd_stats(const struct control_handlers *h, const cJSON *req)
 	if (!o)
 		return NULL;
 #define U64(field) add_u64(o, #field, st.field)
-	U64(uptime_s), U64(workers), U64(connections_open), U64(connections_accepted);
+	U64(uptime_s); U64(workers); U64(connections_open); U64(connections_accepted);
 	U64(connections_refused);
 	add_handshakes(o, &st);
-	U64(handshakes_tls12), U64(handshakes_tls13), U64(handshakes_resumed);
-	U64(handshake_failures), U64(requests), U64(uploads), U64(upload_bytes);
-	U64(downloads), U64(download_bytes), U64(responses_4xx), U64(responses_5xx);
-	U64(timeouts), U64(snapshot_generation), U64(snapshot_loaded_unix_s), U64(issuers);
-	U64(revoked_serials), U64(blocked_entries), U64(store_commits), U64(store_fdatasyncs);
+	U64(handshakes_tls12); U64(handshakes_tls13); U64(handshakes_resumed);
+	U64(handshake_failures); U64(requests); U64(uploads); U64(upload_bytes);
+	U64(downloads); U64(download_bytes); U64(responses_4xx); U64(responses_5xx);
+	U64(timeouts); U64(snapshot_generation); U64(snapshot_loaded_unix_s); U64(issuers);
+	U64(revoked_serials); U64(blocked_entries); U64(store_commits); U64(store_fdatasyncs);
 	U64(store_uploads_committed);
 	add_u64_array(o, "commit_latency_bucket", st.commit_latency_bucket, 12);
 	add_u64_array(o, "commit_latency_le_us", control_commit_latency_le_us, 11);
-	U64(commit_latency_sum_us), U64(commit_latency_count);
+	U64(commit_latency_sum_us); U64(commit_latency_count);
 #undef U64
 	return o;
 }

@@ -198,7 +198,7 @@ static char *http(const char *method, const char *path)
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 	assert_true(fd >= 0);
 	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-	char req[512];
+	char req[10000];
 	int n = snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: localhost\r\n\r\n", method, path);
 	send_all(fd, req, (size_t)n);
 	size_t cap = 1 << 20, len = 0;
@@ -555,6 +555,34 @@ static void test_http_errors(void **state)
 	free(resp);
 }
 
+static void test_http_oversized_head(void **state)
+{
+	char path[4096];
+	memset(path, 'a', sizeof path - 1);
+	path[0] = '/';
+	path[sizeof path - 1] = '\0';
+	/* Two 4 KiB header lines and no end of head: over the 8 KiB bound. */
+	char target[9000];
+	snprintf(target, sizeof target, "%s HTTP/1.0\r\nX-A: %s\r\nX-B:", path, path);
+	char *resp = http("GET", target);
+	assert_true(!strncmp(resp, "HTTP/1.0 431 ", 13));
+	free(resp);
+}
+
+static void test_ipv6_loopback(void **state)
+{
+	char path[100];
+	snprintf(path, sizeof path, "%s/v6.sock", tmpdir);
+	struct control *other;
+	char err[512] = "";
+	int rc = control_start(path, "[::1]:0", &handlers, &other, err, sizeof err);
+	if (rc && strstr(err, "Cannot assign requested address"))
+		skip(); /* no IPv6 on this host */
+	assert_int_equal(rc, 0);
+	assert_true(control_metrics_port(other) > 0);
+	control_stop(other);
+}
+
 static void test_non_loopback_refused(void **state)
 {
 	static const char *const addrs[] = {"0.0.0.0:9100", "192.0.2.1:9100", "[::]:9100"};
@@ -595,6 +623,8 @@ int main(void)
 	    cmocka_unit_test(test_healthz),
 	    cmocka_unit_test(test_status_page),
 	    cmocka_unit_test(test_http_errors),
+	    cmocka_unit_test(test_http_oversized_head),
+	    cmocka_unit_test(test_ipv6_loopback),
 	    cmocka_unit_test(test_non_loopback_refused),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
