@@ -51,6 +51,8 @@ struct conn {
 	enum conn_state state;
 	struct timer timer;
 	char peer[64];
+	uint8_t source[16]; /* the per-source limits' key */
+	bool in_handshake;
 
 	/* Ciphertext the TLS layer did not take yet (we were not reading). */
 	uint8_t *stash;
@@ -365,12 +367,21 @@ static void count_handshake(struct conn *c, const struct tls_peer *p)
 		counter_add(&k->handshakes_resumed, 1);
 }
 
+static void handshake_over(struct conn *c)
+{
+	if (c->in_handshake) {
+		c->in_handshake = false;
+		c->w->handshakes_active--;
+	}
+}
+
 static bool step_handshake(struct conn *c)
 {
 	int rc = tls_session_handshake(c->tls);
 	conn_flush(c);
 	if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE)
 		return false;
+	handshake_over(c);
 	const struct tls_peer *p = tls_session_peer(c->tls);
 	if (rc != TLS_OK) {
 		if (p->result == AUTH_OTHER && !p->device[0] && strncmp(p->reason, "handshake", 9) == 0)
@@ -854,9 +865,31 @@ static void *conn_accepted(void *ctx, struct transport_conn *tc, const struct so
 		counter_add(&w->counters.connections_refused, 1);
 		return NULL;
 	}
-	struct conn *c = calloc(1, sizeof *c);
-	if (!c)
+	if (w->handshakes_active >= w->cfg->max_handshakes_in_progress) {
+		counter_add(&w->counters.refused_handshakes, 1);
 		return NULL;
+	}
+	uint8_t key[16];
+	source_key(peer, key);
+	switch (source_admit(&w->sources, key, w->timers.now_ms)) {
+	case SOURCE_OK:
+		break;
+	case SOURCE_TOO_FAST:
+		counter_add(&w->counters.refused_rate, 1);
+		return NULL;
+	case SOURCE_TOO_MANY:
+	case SOURCE_TABLE_FULL:
+		counter_add(&w->counters.refused_per_source, 1);
+		return NULL;
+	}
+	struct conn *c = calloc(1, sizeof *c);
+	if (!c) {
+		source_release(&w->sources, key);
+		return NULL;
+	}
+	memcpy(c->source, key, sizeof key);
+	c->in_handshake = true;
+	w->handshakes_active++;
 	c->w = w;
 	c->tc = tc;
 	c->file_fd = -1;
@@ -864,6 +897,8 @@ static void *conn_accepted(void *ctx, struct transport_conn *tc, const struct so
 	c->tls = tls_session_new(snapshot, tls_out, c);
 	tls_server_unref(snapshot); /* the session holds its own reference */
 	if (!c->tls) {
+		w->handshakes_active--;
+		source_release(&w->sources, key);
 		free(c);
 		return NULL;
 	}
@@ -931,6 +966,8 @@ static void conn_closed(void *upper, int err)
 
 static void conn_free(struct conn *c)
 {
+	handshake_over(c);
+	source_release(&c->w->sources, c->source);
 	upload_drop(c);
 	timer_disarm(&c->timer);
 	*c->pprev = c->next;

@@ -7,7 +7,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -351,6 +353,29 @@ static void control_tick(struct beacond *b, uint64_t *pending)
 
 /* ---- life ---- */
 
+/* After the listeners and the control socket exist: nothing later needs
+ * root. setgid/setuid apply to every thread (glibc signals them all). */
+static int drop_privileges(const char *user)
+{
+	if (!user[0])
+		return 0;
+	struct passwd *pw = getpwnam(user);
+	if (!pw) {
+		log_err("[server] user %s: no such user", user);
+		return -1;
+	}
+	if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
+		log_err("[server] user %s: cannot switch to it: %s", user, strerror(errno));
+		return -1;
+	}
+	if (setuid(0) == 0) {
+		log_err("[server] user %s: root could be regained; refusing to run", user);
+		return -1;
+	}
+	log_info("running as %s (uid %u)", user, (unsigned)pw->pw_uid);
+	return 0;
+}
+
 static int wait_for_stop(struct beacond *b, const sigset_t *set)
 {
 	uint64_t pending = 0;
@@ -377,7 +402,7 @@ static int start_workers(struct beacond *b, unsigned n)
 {
 	char err[512];
 	for (; b->n_workers < n; b->n_workers++) {
-		if (worker_start(b->n_workers, &b->cfg, b->store, &b->workers[b->n_workers], err,
+		if (worker_start(b->n_workers, n, &b->cfg, b->store, &b->workers[b->n_workers], err,
 				 sizeof err) != 0) {
 			log_err("%s", err);
 			return -1;
@@ -468,6 +493,8 @@ static int run(struct beacond *b, bool check_only)
 		log_err("control: %s", err);
 		status = 1;
 	}
+	if (status == 0 && drop_privileges(cfg->user) != 0)
+		status = 1;
 	if (status == 0) {
 		log_info("listening on %s:%u with %u worker%s (kernel transport); control socket %s%s%s",
 			 cfg->listen_addr, cfg->listen_port, n, n == 1 ? "" : "s",

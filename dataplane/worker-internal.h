@@ -9,12 +9,14 @@
 #include "beacon/ring.h"
 #include "beacon/transport.h"
 #include "beacon/worker.h"
+#include "limits.h"
 #include "timer.h"
 
 struct conn;
 
 struct worker {
 	unsigned id;
+	unsigned n_workers;
 	const struct config *cfg;
 	struct store *store;
 	struct store_worker *sw;
@@ -23,6 +25,8 @@ struct worker {
 	bool ring_ready;
 	struct transport *transport;
 	struct timer_wheel timers;
+	struct source_table sources;
+	unsigned handshakes_active;
 	struct worker_counters counters;
 	int download_dirfd;
 	uint8_t *scratch; /* one record's plaintext, shared by all connections */

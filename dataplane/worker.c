@@ -40,6 +40,16 @@ static int worker_setup(struct worker *w)
 	}
 	w->ring_ready = true;
 	timer_wheel_init(&w->timers, clock_ms());
+	/* With SO_REUSEPORT one source's connections spread over every
+	 * worker: each enforces its share. */
+	unsigned share = w->n_workers ? w->n_workers : 1;
+	unsigned per_source = w->cfg->max_connections_per_source;
+	unsigned rate = w->cfg->handshake_rate_per_source;
+	if (source_table_init(&w->sources, per_source ? (per_source + share - 1) / share : 0,
+			      rate ? (rate + share - 1) / share : 0) != 0) {
+		snprintf(w->err, sizeof w->err, "out of memory");
+		return -ENOMEM;
+	}
 	rc = store_worker_attach(w->store, w->id, &w->ring, &w->sw);
 	if (rc < 0) {
 		snprintf(w->err, sizeof w->err, "store: %s", store_strerror(rc));
@@ -98,6 +108,7 @@ static void worker_drain(struct worker *w)
 
 static void worker_teardown(struct worker *w)
 {
+	source_table_free(&w->sources);
 	if (w->devices)
 		store_reader_close(w->devices);
 	if (w->sw)
@@ -125,13 +136,14 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-int worker_start(unsigned id, const struct config *cfg, struct store *store,
+int worker_start(unsigned id, unsigned n_workers, const struct config *cfg, struct store *store,
 		 struct worker **out, char *err, size_t errlen)
 {
 	struct worker *w = calloc(1, sizeof *w);
 	if (!w)
 		return -ENOMEM;
 	w->id = id;
+	w->n_workers = n_workers;
 	w->cfg = cfg;
 	w->store = store;
 	w->download_dirfd = -1;

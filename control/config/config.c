@@ -114,6 +114,7 @@ enum kind {
 	K_PATH,
 	K_OPTPATH, /* a path, or "" for none */
 	K_ADDR,    /* "ADDR:PORT" kept as text, or "" for none */
+	K_WORD,    /* a plain word kept as text, or "" for none */
 	K_LISTEN,
 	K_ADVERTISE,
 };
@@ -182,6 +183,7 @@ static const struct key keys[] = {
 	STR("server", "download_dir", K_PATH, download_dir),
 	STR("server", "control_socket", K_PATH, control_socket),
 	STR("server", "metrics", K_ADDR, metrics_listen),
+	STR("server", "user", K_WORD, user),
 	ENUM("server", "approval", approval, approvals),
 	ENUM("server", "watch", watch, booleans),
 
@@ -209,6 +211,9 @@ static const struct key keys[] = {
 	NUM("limits", "idle_timeout", K_MS, idle_timeout_ms, 1, UINT_MAX),
 	NUM("limits", "handshake_timeout", K_MS, handshake_timeout_ms, 1, UINT_MAX),
 	NUM("limits", "max_connections", K_COUNT, max_connections, 1, 1000000),
+	NUM("limits", "max_connections_per_source", K_COUNT, max_connections_per_source, 0, 1000000),
+	NUM("limits", "handshake_rate_per_source", K_COUNT, handshake_rate_per_source, 0, 1000000),
+	NUM("limits", "max_handshakes_in_progress", K_COUNT, max_handshakes_in_progress, 1, 1000000),
 
 	NUM("store", "group_max", K_COUNT, store.group_max, 1, 65536),
 	NUM("store", "group_wait", K_US, store.group_wait_us, 0, 1000000),
@@ -278,6 +283,7 @@ void config_defaults(struct config *cfg)
 	cfg->idle_timeout_ms = 60000;
 	cfg->handshake_timeout_ms = 10000;
 	cfg->max_connections = 15000;
+	cfg->max_handshakes_in_progress = 1024;
 
 	/* The same values as store_config_defaults(), set here so that config
 	 * needs only store.h, not the store's code. */
@@ -603,6 +609,12 @@ static int set_value(struct load *ld, const struct key *k, const char *value)
 		return set_path_value(ld, k, value);
 	case K_ADDR:
 		return set_addr_text(ld, k, value);
+	case K_WORD:
+		if (strlen(value) >= k->width || strpbrk(value, " \t/"))
+			return fail(ld, "[%s] %s: '%s' is not a plain name", k->section, k->name,
+				    value);
+		snprintf((char *)&ld->cfg + k->offset, k->width, "%s", value);
+		return 1;
 	case K_LISTEN:
 		return set_listen(ld, k, value);
 	case K_ADVERTISE:

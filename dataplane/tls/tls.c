@@ -5,6 +5,7 @@
 #include "tls-internal.h"
 #include "blocklist.h"
 
+#include <wolfssl/openssl/evp.h>
 #include <wolfssl/openssl/x509.h>
 #include <wolfssl/openssl/x509v3.h>
 #include <wolfssl/wolfcrypt/asn.h>
@@ -61,6 +62,29 @@ static const char cipher_list[] =
 	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:"
 	"ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305";
+
+static const char client_sigalgs[] =
+	"ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512:RSA-PSS+SHA256:RSA-PSS+SHA384:RSA-PSS+SHA512:"
+	"RSA+SHA256:RSA+SHA384:RSA+SHA512";
+
+/* A private key others can read (or anyone but its owner can change) is
+ * refused: group read (0640, for a service group) is the most allowed. */
+static bool key_file_exposed(const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	if (stat(path, &st) != 0) {
+		snprintf(err, errlen, "key %s: %s", path, strerror(errno));
+		return true;
+	}
+	if (st.st_mode & 0037) {
+		snprintf(err, errlen,
+			 "key %s: mode %04o lets other users read or change the private key; "
+			 "chmod 600 (or 640 for a service group)",
+			 path, (unsigned)(st.st_mode & 07777));
+		return true;
+	}
+	return false;
+}
 
 /* ---- I/O callbacks: the session's lent input, and the caller's sender ---- */
 
@@ -213,9 +237,28 @@ static bool peer_admitted(struct tls_session *s)
 	return true;
 }
 
+/* Signatures made with SHA-1 or MD5 can be forged: a certificate signed
+ * with one is refused whatever else it carries. */
+static bool weak_signature(WOLFSSL_X509 *x)
+{
+	switch (wolfSSL_X509_get_signature_nid(x)) {
+	case NID_sha1WithRSAEncryption:
+	case NID_ecdsa_with_SHA1:
+	case NID_dsaWithSHA1:
+	case NID_md5WithRSAEncryption:
+		return true;
+	default:
+		return false;
+	}
+}
+
 static int check_leaf(struct tls_session *s, WOLFSSL_X509 *x)
 {
 	const struct tls_server *srv = s->srv;
+	if (weak_signature(x)) {
+		session_refuse(s, AUTH_OTHER, "certificate is signed with SHA-1 or MD5");
+		return 0;
+	}
 	if (srv->require_eku) {
 		unsigned eku = wolfSSL_X509_get_extended_key_usage(x);
 		if (!(eku & (XKU_SSL_CLIENT | XKU_ANYEKU))) {
@@ -554,6 +597,8 @@ static int server_configure(struct tls_server *srv, const struct config *cfg, ch
 		snprintf(err, errlen, "cert %s: cannot load a PEM certificate chain", cfg->cert);
 		return -1;
 	}
+	if (key_file_exposed(cfg->key, err, errlen))
+		return -1;
 	if (wolfSSL_CTX_use_PrivateKey_file(ctx, cfg->key, WOLFSSL_FILETYPE_PEM) !=
 	    WOLFSSL_SUCCESS) {
 		snprintf(err, errlen, "key %s: cannot load a PEM private key", cfg->key);
@@ -573,6 +618,11 @@ static int server_configure(struct tls_server *srv, const struct config *cfg, ch
 		return -1;
 	if (cfg->blocklist[0] && blocklist_load(&srv->blocked, cfg->blocklist, err, errlen) != 0)
 		return -1;
+	/* What a client may sign its CertificateVerify with: no SHA-1. */
+	if (wolfSSL_CTX_set1_sigalgs_list(ctx, client_sigalgs) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "tls: cannot set signature algorithms");
+		return -1;
+	}
 	wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_PEER | WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT,
 			       verify_cb);
 	wolfSSL_CTX_SetIORecv(ctx, io_recv);

@@ -33,6 +33,7 @@ struct config {
 	char data_dir[CONFIG_PATH_MAX];
 	char download_dir[CONFIG_PATH_MAX];
 	char control_socket[CONFIG_PATH_MAX];
+	char user[64];           /* drop to this user after binding; "" = stay */
 	char metrics_listen[80]; /* loopback "ADDR:PORT" for /metrics; "" = off */
 	enum approval_policy approval;
 	bool watch; /* reload when a trust file changes */
@@ -63,6 +64,9 @@ struct config {
 	unsigned idle_timeout_ms; /* keep-alive between requests */
 	unsigned handshake_timeout_ms;
 	unsigned max_connections; /* per worker */
+	unsigned max_connections_per_source; /* 0: no limit */
+	unsigned handshake_rate_per_source;  /* new connections a second; 0: no limit */
+	unsigned max_handshakes_in_progress; /* per worker */
 
 	/* [store] */
 	struct store_config store;

@@ -25,6 +25,9 @@ struct worker;
 struct worker_counters {
 	_Atomic uint64_t connections_accepted;
 	_Atomic uint64_t connections_refused; /* over max_connections */
+	_Atomic uint64_t refused_per_source;  /* over max_connections_per_source */
+	_Atomic uint64_t refused_rate;        /* over handshake_rate_per_source */
+	_Atomic uint64_t refused_handshakes;  /* over max_handshakes_in_progress */
 	_Atomic uint64_t handshakes[AUTH_RESULT_COUNT];
 	_Atomic uint64_t handshakes_tls12;
 	_Atomic uint64_t handshakes_tls13;
@@ -52,7 +55,7 @@ extern const uint64_t worker_commit_latency_le_ms[11];
  * count). The config and store must outlive the worker; TLS sessions take
  * the current trust snapshot (beacon/trust.h). Returns
  * 0 or -errno with a reason in err. */
-int worker_start(unsigned id, const struct config *cfg, struct store *store,
+int worker_start(unsigned id, unsigned n_workers, const struct config *cfg, struct store *store,
 		 struct worker **out, char *err, size_t errlen);
 
 /* Stops accepting, lets requests in flight finish (up to grace_ms), closes

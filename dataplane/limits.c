@@ -1,0 +1,121 @@
+#include "limits.h"
+
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+
+int source_table_init(struct source_table *t, unsigned max_conns, unsigned rate_per_s)
+{
+	memset(t, 0, sizeof *t);
+	t->slots = calloc(SOURCE_SLOTS, sizeof *t->slots);
+	if (!t->slots)
+		return -1;
+	t->max_conns = max_conns;
+	t->rate_per_ms = (float)rate_per_s / 1000.0f;
+	/* A burst of one second's worth: an agent that reconnects a few times
+	 * in a row is not punished. */
+	t->burst = rate_per_s ? (float)rate_per_s : 0;
+	return 0;
+}
+
+void source_table_free(struct source_table *t)
+{
+	free(t->slots);
+	t->slots = NULL;
+}
+
+void source_key(const struct sockaddr *peer, uint8_t key[16])
+{
+	memset(key, 0, 16);
+	if (peer->sa_family == AF_INET6) {
+		memcpy(key, &((const struct sockaddr_in6 *)peer)->sin6_addr, 16);
+	} else if (peer->sa_family == AF_INET) {
+		key[10] = key[11] = 0xff;
+		memcpy(key + 12, &((const struct sockaddr_in *)peer)->sin_addr, 4);
+	}
+}
+
+static unsigned source_hash(const uint8_t key[16])
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	for (int i = 0; i < 16; i++)
+		h = (h ^ key[i]) * 0x100000001b3ull;
+	return (unsigned)(h ^ (h >> 29)) & (SOURCE_SLOTS - 1);
+}
+
+/* Forgets sources without open connections, rebuilding the probe chains. */
+static void source_table_sweep(struct source_table *t)
+{
+	struct source *old = t->slots;
+	struct source *fresh = calloc(SOURCE_SLOTS, sizeof *fresh);
+	if (!fresh)
+		return;
+	t->slots = fresh;
+	t->used = 0;
+	for (unsigned i = 0; i < SOURCE_SLOTS; i++) {
+		if (!old[i].used || !old[i].conns)
+			continue;
+		unsigned j = source_hash(old[i].addr);
+		while (fresh[j].used)
+			j = (j + 1) & (SOURCE_SLOTS - 1);
+		fresh[j] = old[i];
+		t->used++;
+	}
+	free(old);
+}
+
+static struct source *source_find(struct source_table *t, const uint8_t key[16], uint64_t now_ms)
+{
+	if (t->used >= SOURCE_SLOTS * 3 / 4)
+		source_table_sweep(t);
+	if (t->used >= SOURCE_SLOTS * 3 / 4)
+		return NULL;
+	unsigned i = source_hash(key);
+	while (t->slots[i].used) {
+		if (!memcmp(t->slots[i].addr, key, 16))
+			return &t->slots[i];
+		i = (i + 1) & (SOURCE_SLOTS - 1);
+	}
+	struct source *s = &t->slots[i];
+	memcpy(s->addr, key, 16);
+	s->used = 1;
+	s->conns = 0;
+	s->tokens = t->burst;
+	s->refill_ms = (uint32_t)now_ms;
+	t->used++;
+	return s;
+}
+
+enum source_verdict source_admit(struct source_table *t, const uint8_t key[16], uint64_t now_ms)
+{
+	struct source *s = source_find(t, key, now_ms);
+	if (!s)
+		return SOURCE_TABLE_FULL;
+	if (t->max_conns && s->conns >= t->max_conns)
+		return SOURCE_TOO_MANY;
+	if (t->rate_per_ms > 0) {
+		uint32_t elapsed = (uint32_t)now_ms - s->refill_ms;
+		s->refill_ms = (uint32_t)now_ms;
+		s->tokens += (float)elapsed * t->rate_per_ms;
+		if (s->tokens > t->burst)
+			s->tokens = t->burst;
+		if (s->tokens < 1.0f)
+			return SOURCE_TOO_FAST;
+		s->tokens -= 1.0f;
+	}
+	s->conns++;
+	return SOURCE_OK;
+}
+
+void source_release(struct source_table *t, const uint8_t key[16])
+{
+	unsigned i = source_hash(key);
+	while (t->slots[i].used) {
+		if (!memcmp(t->slots[i].addr, key, 16)) {
+			if (t->slots[i].conns)
+				t->slots[i].conns--;
+			return;
+		}
+		i = (i + 1) & (SOURCE_SLOTS - 1);
+	}
+}
