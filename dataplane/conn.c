@@ -81,7 +81,7 @@ struct conn {
 	size_t held_len;
 	uint64_t body_total;
 	struct store_upload *upload;
-	uint64_t commit_started_ms;
+	uint64_t commit_started_us;
 	int file_fd;
 	uint64_t file_left;
 	bool upload_blocked;
@@ -513,7 +513,7 @@ static void upload_committed(void *arg, int status, uint64_t id)
 	struct conn *c = arg;
 	conn_enter(c);
 	c->store_busy = false;
-	worker_commit_latency(c->w, clock_ms() - c->commit_started_ms);
+	worker_commit_latency(c->w, clock_us() - c->commit_started_us);
 	if (c->transport_gone || c->state == ST_CLOSING) {
 		conn_leave(c);
 		return;
@@ -539,7 +539,7 @@ static void body_complete(struct conn *c)
 {
 	c->state = ST_COMMIT;
 	c->store_busy = true;
-	c->commit_started_ms = clock_ms();
+	c->commit_started_us = clock_us();
 	timer_disarm(&c->timer);
 	struct store_upload *u = c->upload;
 	c->upload = NULL;

@@ -261,11 +261,15 @@ static void handle_stats(void *arg, struct control_stats *out)
 		out->responses_4xx += k->responses_4xx;
 		out->responses_5xx += k->responses_5xx;
 		out->timeouts += k->timeouts;
+		/* Prometheus buckets are cumulative: a commit counts in its own
+		 * bucket and every wider one. Both sides use the same bounds. */
+		uint64_t below = 0;
 		for (int j = 0; j < 12; j++) {
-			out->commit_latency_bucket[j] += k->commit_latency_bucket[j];
-			out->commit_latency_count += k->commit_latency_bucket[j];
+			below += k->commit_latency_bucket[j];
+			out->commit_latency_bucket[j] += below;
 		}
-		out->commit_latency_sum_us += k->commit_latency_sum_ms * 1000;
+		out->commit_latency_count += below;
+		out->commit_latency_sum_us += k->commit_latency_sum_us;
 	}
 	pthread_mutex_lock(&b->reload_lock);
 	struct tls_server_info info;

@@ -10,6 +10,13 @@ uint64_t clock_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+uint64_t clock_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 void timer_wheel_init(struct timer_wheel *w, uint64_t now_ms)
 {
 	*w = (struct timer_wheel){.now_ms = now_ms};

@@ -39,5 +39,6 @@ void timer_wheel_advance(struct timer_wheel *w, uint64_t now_ms);
 
 /* Monotonic milliseconds. */
 uint64_t clock_ms(void);
+uint64_t clock_us(void);
 
 #endif

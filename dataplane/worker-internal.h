@@ -51,7 +51,7 @@ void conn_shutdown_all(struct worker *w);
 /* Drops every connection now (after the grace period). */
 void conn_abort_all(struct worker *w);
 
-void worker_commit_latency(struct worker *w, uint64_t ms);
+void worker_commit_latency(struct worker *w, uint64_t us);
 
 static inline void counter_add(_Atomic uint64_t *c, uint64_t n)
 {

@@ -192,15 +192,16 @@ void worker_free(struct worker *w)
 	free(w);
 }
 
-const uint64_t worker_commit_latency_le_ms[11] = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000};
+const uint64_t worker_commit_latency_le_us[11] = {100,   250,   500,   1000,  2500,  5000,
+						  10000, 25000, 50000, 100000, 250000};
 
-void worker_commit_latency(struct worker *w, uint64_t ms)
+void worker_commit_latency(struct worker *w, uint64_t us)
 {
 	unsigned i = 0;
-	while (i < 11 && ms > worker_commit_latency_le_ms[i])
+	while (i < 11 && us > worker_commit_latency_le_us[i])
 		i++;
 	counter_add(&w->counters.commit_latency_bucket[i], 1);
-	counter_add(&w->counters.commit_latency_sum_ms, ms);
+	counter_add(&w->counters.commit_latency_sum_us, us);
 }
 
 const struct worker_counters *worker_counters(const struct worker *w)

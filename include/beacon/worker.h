@@ -42,14 +42,15 @@ struct worker_counters {
 	_Atomic uint64_t responses_5xx;
 	_Atomic uint64_t timeouts;
 	_Atomic uint64_t connections_open;
-	/* finish-to-durable wait of each upload, by the bounds in
-	 * worker_commit_latency_le_ms (the last bucket is +Inf) */
+	/* finish-to-durable wait of each upload, one count per bucket (not
+	 * cumulative) by the bounds in worker_commit_latency_le_us; the last
+	 * bucket is +Inf */
 	_Atomic uint64_t commit_latency_bucket[12];
-	_Atomic uint64_t commit_latency_sum_ms;
+	_Atomic uint64_t commit_latency_sum_us;
 };
 
-/* Upper bounds of the commit-latency buckets, milliseconds. */
-extern const uint64_t worker_commit_latency_le_ms[11];
+/* Upper bounds of the commit-latency buckets, microseconds. */
+extern const uint64_t worker_commit_latency_le_us[11];
 
 /* Starts worker `id` on its own thread (pinned to CPU id modulo the online
  * count). The config and store must outlive the worker; TLS sessions take
