@@ -1,0 +1,121 @@
+"""Abuse limits and TLS policy: each limit refuses what it should and lets
+the good agents through; bad key files and weak certificates are refused."""
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from helpers import BEACOND, build_request, tls_connect, unique_name
+
+UP = "/ManageSoftRL/Inventories/"
+
+
+def handshake_ok(server, name="agent1"):
+    """True when a full mutual-TLS handshake and one GET succeed."""
+    try:
+        with tls_connect(server, name, timeout=5) as c:
+            c.send(build_request("GET", "/ManageSoftDL/policy.xml"))
+            return c.read_response(timeout=5).status == 200
+    except (ssl.SSLError, OSError, ConnectionError, Exception):
+        return False
+
+
+def test_connections_per_source_limit(start_server):
+    srv = start_server({"server": {"workers": "1"},
+                        "limits": {"max_connections_per_source": "2"}})
+    held = [tls_connect(srv) for _ in range(2)]
+    try:
+        for c in held:  # both really are established
+            c.send(build_request("GET", "/ManageSoftDL/policy.xml"))
+            assert c.read_response().status == 200
+        assert not handshake_ok(srv), "a third connection from one source was admitted"
+    finally:
+        for c in held:
+            c.close()
+    time.sleep(0.3)
+    assert handshake_ok(srv), "the source was not admitted again after its connections closed"
+
+
+def test_handshake_rate_per_source(start_server):
+    srv = start_server({"server": {"workers": "1"},
+                        "limits": {"handshake_rate_per_source": "3"}})
+    time.sleep(1.2)  # the harness's readiness probe took a token: let it refill
+    results = [handshake_ok(srv) for _ in range(8)]
+    assert results[:3] == [True, True, True], results
+    assert not all(results), f"8 connections in a burst all passed a 3/s limit: {results}"
+    time.sleep(1.5)  # the bucket refills
+    assert handshake_ok(srv)
+
+
+def test_handshakes_in_progress_cap(start_server):
+    """Silent TCP connections hold handshake slots; past the cap new ones
+    are closed at once, and an established upload carries on."""
+    srv = start_server({"server": {"workers": "1"},
+                        "limits": {"max_handshakes_in_progress": "3",
+                                   "handshake_timeout": "30s"}})
+    established = tls_connect(srv)
+    silent = [socket.create_connection((srv.host, srv.port)) for _ in range(3)]
+    try:
+        time.sleep(0.3)
+        assert not handshake_ok(srv), "a handshake past the cap was admitted"
+        # The established connection still uploads.
+        data = os.urandom(64 * 1024)
+        established.send(build_request("PUT", UP + unique_name("during-flood"), body=data))
+        assert established.read_response().status == 201
+    finally:
+        for s in silent:
+            s.close()
+        established.close()
+    time.sleep(0.3)
+    assert handshake_ok(srv), "handshake slots were not given back"
+
+
+def test_loose_key_permissions_refused(start_server, tmp_path):
+    key = tmp_path / "server.key"
+    srv = start_server(start=False)
+    shutil.copy(srv.pki / "server.key", key)
+    os.chmod(key, 0o644)
+    conf = srv.conf.read_text().replace(str(srv.pki / "server.key"), str(key))
+    srv.conf.write_text(conf)
+    p = subprocess.run([str(BEACOND), "-t", "-c", str(srv.conf)], capture_output=True, timeout=30)
+    assert p.returncode != 0
+    assert b"0644" in p.stderr and str(key).encode() in p.stderr, p.stderr
+    os.chmod(key, 0o600)
+    p = subprocess.run([str(BEACOND), "-t", "-c", str(srv.conf)], capture_output=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+
+
+def test_sha1_signed_client_certificate_refused(start_server, tmp_path, pki):
+    """A certificate the trusted CA signed with SHA-1 is refused."""
+    key, csr, crt = tmp_path / "sha1.key", tmp_path / "sha1.csr", tmp_path / "sha1.pem"
+    ext = tmp_path / "ext.cnf"
+    ext.write_text("keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n")
+    subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout",
+                    "-out", str(key)], check=True, capture_output=True)
+    subprocess.run(["openssl", "req", "-new", "-key", str(key), "-subj", "/CN=sha1.example",
+                    "-out", str(csr)], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(pki / "agents-ca.pem"),
+                    "-CAkey", str(pki / "agents-ca.key"), "-CAcreateserial", "-sha1",
+                    "-days", "30", "-extfile", str(ext), "-out", str(crt)],
+                   check=True, capture_output=True)
+    srv = start_server()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(pki / "server-ca.pem")
+    # The client side must agree to send a SHA-1 certificate at all.
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    ctx.load_cert_chain(crt, key)
+    ok = True
+    try:
+        with tls_connect(srv, ctx=ctx, timeout=5) as c:
+            c.send(build_request("GET", "/ManageSoftDL/policy.xml"))
+            ok = c.read_response(timeout=5).status == 200
+    except Exception:
+        ok = False
+    assert not ok, "a SHA-1-signed client certificate was admitted"
+    assert "SHA-1" in srv.stderr(), srv.stderr()
+    assert handshake_ok(srv)
