@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
 done
 
 out="$root/perf/out"
-mkdir -p "$out"
+mkdir -p "$out/logs"
 run=$(mktemp -d /tmp/beacon-bench.XXXXXX)
 chmod 755 "$run"
 jsonl="$run/results.jsonl"
@@ -255,6 +255,7 @@ run_scenario() { # SERVER SCENARIO
 		'. + {server: $server, scenario: $scenario, server_cpu_s: $cpu,
 		      server_rss0_kib: $rss0, server_rss1_kib: $rss1,
 		      cpu0_busy_s: ($d0 / $hz), cpu1_busy_s: ($d1 / $hz)}' >>"$jsonl"
+	# a run whose server died is kept but marked, not silently averaged
 	log "$server $sc: $(tail -1 "$jsonl" | jq -c '{handshakes_per_s, uploads_per_s, mb_per_s, server_cpu_s, errors}')"
 	# nginx keeps what it is sent: remove it and write back what is dirty
 	# now, so one scenario's disk work does not land in the next one's
@@ -265,14 +266,25 @@ run_scenario() { # SERVER SCENARIO
 	if ! kill -0 "$server_pid" 2>/dev/null; then
 		log "$server died during $sc:"
 		tail -20 "$run/$server.log" >&2
+		cp "$run/$server.log" "$out/logs/$server-$sc-died.log" 2>/dev/null || true
+		jq -c '. + {server_died: true}' "$jsonl" | tail -1 >"$run/last.json"
+		sed -i '$d' "$jsonl"
+		cat "$run/last.json" >>"$jsonl"
 		return 1
 	fi
 }
 
+# A server that dies (or is killed by someone else on a shared machine) is
+# reported, started again and measured on the remaining scenarios.
 run_server() { # SERVER
 	start_server "$1" || return 0
 	for sc in $scenarios; do
-		run_scenario "$1" "$sc" || { server_pid=; return 0; }
+		if ! run_scenario "$1" "$sc"; then
+			wait "$server_pid" 2>/dev/null || true
+			server_pid=
+			echo "$1 stopped during $sc (see perf/out/logs); started again" >>"$run/incidents.txt"
+			start_server "$1" || return 0
+		fi
 		sleep 1	# let TIME_WAIT and server timers settle
 	done
 	stop_server
@@ -308,6 +320,12 @@ write_report() {
 		machine
 		echo
 		python3 "$root/perf/report.py" "$jsonl"
+		if [ -s "$run/incidents.txt" ]; then
+			echo "## Incidents"
+			echo
+			sed 's/^/- /' "$run/incidents.txt"
+			echo
+		fi
 		echo
 		echo "## Commands"
 		echo

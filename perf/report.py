@@ -43,7 +43,8 @@ def other_load(r):
 
 def errors(r):
     e = {k: v for k, v in r.get("errors", {}).items() if v}
-    return ", ".join(f"{k} {v}" for k, v in e.items()) or "0"
+    text = ", ".join(f"{k} {v}" for k, v in e.items()) or "0"
+    return text + (" (server stopped during the run)" if r.get("server_died") else "")
 
 
 def fmt(v, digits=0):
