@@ -16,6 +16,15 @@ static int device_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* qsort must not see a NULL array, even an empty one. */
+static void blocklist_sort(struct blocklist *bl)
+{
+	if (bl->n_fingerprints)
+		qsort(bl->fingerprints, bl->n_fingerprints, 32, fingerprint_cmp);
+	if (bl->n_devices)
+		qsort(bl->devices, bl->n_devices, sizeof *bl->devices, device_cmp);
+}
+
 static int hex_value(int c)
 {
 	if (c >= '0' && c <= '9')
@@ -117,8 +126,7 @@ int blocklist_load(struct blocklist *bl, const char *path, char *err, size_t err
 		}
 	}
 	fclose(f);
-	qsort(bl->fingerprints, bl->n_fingerprints, 32, fingerprint_cmp);
-	qsort(bl->devices, bl->n_devices, sizeof *bl->devices, device_cmp);
+	blocklist_sort(bl);
 	return 0;
 }
 
@@ -131,7 +139,7 @@ int blocklist_add_devices(struct blocklist *bl, const char *const *devices, size
 			return -1;
 		}
 	}
-	qsort(bl->devices, bl->n_devices, sizeof *bl->devices, device_cmp);
+	blocklist_sort(bl);
 	return 0;
 }
 
