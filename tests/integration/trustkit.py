@@ -87,13 +87,15 @@ def cert_fingerprint(pem_path):
 def make_crl(pki, out, revoke=(), ca="agents-ca", random_serials=0, der=False,
              next_update=None):
     """Writes a CRL signed by `ca` revoking the certificates named in `revoke`
-    (e.g. "agent2") plus `random_serials` random ones. Atomic: written
-    beside `out` and renamed into place is left to the caller (see drop)."""
+    (e.g. "agent2") plus `random_serials` random ones. To place one in a
+    watched directory, make it elsewhere and drop() its bytes."""
     pki = Path(pki)
     with tempfile.TemporaryDirectory() as t:
         extra = Path(t) / "serials"
         extra.write_text("".join(cert_serial(pki / f"{n}.pem") + "\n" for n in revoke))
-        cmd = ["bash", str(GEN_CRL), "-s", str(extra)]
+        cmd = ["bash", str(GEN_CRL)]
+        if revoke:  # gen-crl.sh fails on an empty -s file (grep under pipefail)
+            cmd += ["-s", str(extra)]
         if der:
             cmd.append("-D")
         if next_update:
