@@ -271,5 +271,11 @@ int tls_ticket_cb(WOLFSSL *ssl, unsigned char key_name[WOLFSSL_TICKET_NAME_SZ],
 		return WOLFSSL_TICKET_RET_FATAL;
 	if (enc)
 		return ticket_seal(s, key_name, iv, mac, ticket, in_len, out_len);
-	return ticket_open(s, key_name, iv, mac, ticket, in_len, out_len);
+	int rc = ticket_open(s, key_name, iv, mac, ticket, in_len, out_len);
+	/* "Resume, and issue a fresh ticket" exists only in TLS 1.2; TLS 1.3
+	 * refuses to resume on it, and issues a fresh ticket after every
+	 * handshake anyway. */
+	if (rc == WOLFSSL_TICKET_RET_CREATE && wolfSSL_version(ssl) == TLS1_3_VERSION)
+		rc = WOLFSSL_TICKET_RET_OK;
+	return rc;
 }

@@ -645,7 +645,9 @@ static int global_init_rc;
 
 static void tls_global_init(void)
 {
-	if (wolfSSL_Init() != WOLFSSL_SUCCESS || tls_tickets_rotate() != 0)
+	/* The first key, unless a fleet key file was loaded already. */
+	if (wolfSSL_Init() != WOLFSSL_SUCCESS ||
+	    (tls_tickets_count() == 0 && tls_tickets_rotate() != 0))
 		global_init_rc = -1;
 }
 
