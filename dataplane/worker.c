@@ -69,14 +69,18 @@ static int worker_setup(struct worker *w)
 
 static void worker_loop(struct worker *w)
 {
+	/* A polling transport (DPDK) spins: the ring is only peeked. */
+	uint64_t wait_ns = transport_busy_polls(w->transport) ? 0 : TIMER_TICK_MS * 1000000ull;
 	while (!atomic_load_explicit(&w->stopping, memory_order_relaxed)) {
 		trust_quiescent(w->id);
-		int rc = ring_run_once(&w->ring, TIMER_TICK_MS * 1000000ull);
+		int rc = ring_run_once(&w->ring, wait_ns);
 		if (rc < 0 && rc != -EINTR) {
 			log_err("worker %u: io_uring: %s", w->id, strerror(-rc));
 			break;
 		}
-		timer_wheel_advance(&w->timers, clock_ms());
+		uint64_t now = clock_ms();
+		transport_poll(w->transport, now);
+		timer_wheel_advance(&w->timers, now);
 	}
 }
 

@@ -10,6 +10,7 @@ struct transport_ops {
 	void (*resume)(struct transport_conn *tc);
 	void (*close)(struct transport_conn *tc);
 	void (*abort)(struct transport_conn *tc);
+	int (*poll)(struct transport *t, uint64_t now_ms); /* NULL: nothing to poll */
 	void (*stop_accepting)(struct transport *t);
 	void (*free)(struct transport *t);
 };

@@ -40,3 +40,13 @@ unsigned transport_conn_count(const struct transport *t)
 {
 	return t->conns;
 }
+
+int transport_poll(struct transport *t, uint64_t now_ms)
+{
+	return t->ops->poll ? t->ops->poll(t, now_ms) : 0;
+}
+
+int transport_busy_polls(const struct transport *t)
+{
+	return t->ops->poll != NULL;
+}

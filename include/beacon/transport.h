@@ -46,6 +46,14 @@ struct transport_events {
 int transport_kernel_open(struct ring *ring, const struct config *cfg,
 			  const struct transport_events *ev, void *ctx, struct transport **out);
 
+/* Transports that poll (DPDK) do their receive work here, once per loop
+ * turn of the worker; returns how much work was done (0: idle), or -errno.
+ * The kernel transport's work arrives on the ring instead: 0. */
+int transport_poll(struct transport *t, uint64_t now_ms);
+
+/* Whether the worker must spin (poll without sleeping in the ring). */
+int transport_busy_polls(const struct transport *t);
+
 /* Stops accepting; existing connections stay until closed. */
 void transport_stop_accepting(struct transport *t);
 /* Frees the transport after every connection has closed. */
