@@ -67,6 +67,16 @@ static int worker_setup(struct worker *w)
 	return 0;
 }
 
+/* One turn of the loop while draining: no new work, the old finishes. */
+static void worker_turn(struct worker *w)
+{
+	bool spin = transport_busy_polls(w->transport);
+	ring_run_once(&w->ring, spin ? 0 : TIMER_TICK_MS * 1000000ull);
+	uint64_t now = clock_ms();
+	transport_poll(w->transport, now);
+	timer_wheel_advance(&w->timers, now);
+}
+
 static void worker_loop(struct worker *w)
 {
 	/* A polling transport (DPDK) spins: the ring is only peeked. */
@@ -94,8 +104,7 @@ static void worker_drain(struct worker *w)
 		conn_shutdown_all(w);
 		if (clock_ms() > deadline)
 			break;
-		ring_run_once(&w->ring, TIMER_TICK_MS * 1000000ull);
-		timer_wheel_advance(&w->timers, clock_ms());
+		worker_turn(w);
 	}
 	if (!w->conn_head)
 		return;
@@ -105,8 +114,7 @@ static void worker_drain(struct worker *w)
 	/* Uploads already handed to the store still get their answer. */
 	deadline = clock_ms() + 10000;
 	while (w->conn_head && clock_ms() < deadline) {
-		ring_run_once(&w->ring, TIMER_TICK_MS * 1000000ull);
-		timer_wheel_advance(&w->timers, clock_ms());
+		worker_turn(w);
 	}
 }
 
