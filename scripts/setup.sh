@@ -22,7 +22,7 @@ PACKAGES=(
   build-essential meson ninja-build pkg-config
   liblmdb-dev lmdb-utils liburing-dev libdpdk-dev dpdk libinih-dev
   libcmocka-dev libcjson-dev python3 python3-pytest curl openssl iproute2
-  autoconf automake libtool dpkg-dev
+  autoconf automake libtool dpkg-dev clang libclang-rt-14-dev
 )
 
 need_apt=0
