@@ -190,6 +190,25 @@ static int ticket_key_find(const uint8_t *name, struct ticket_key *out)
 	return slot;
 }
 
+/* AES-256-GCM in place over a ticket; the key's name is the additional
+ * data, so a ticket cannot be replayed under another key. 0 or non-zero. */
+static int ticket_gcm(const struct ticket_key *k, bool seal, uint8_t *ticket, int len,
+		      const uint8_t *iv, uint8_t *tag)
+{
+	Aes aes;
+	int rc = wc_AesInit(&aes, NULL, INVALID_DEVID);
+	if (rc == 0)
+		rc = wc_AesGcmSetKey(&aes, k->key, sizeof k->key);
+	if (rc == 0 && seal)
+		rc = wc_AesGcmEncrypt(&aes, ticket, ticket, (word32)len, iv, GCM_IV_LEN, tag,
+				      GCM_TAG_LEN, k->name, WOLFSSL_TICKET_NAME_SZ);
+	else if (rc == 0)
+		rc = wc_AesGcmDecrypt(&aes, ticket, ticket, (word32)len, iv, GCM_IV_LEN, tag,
+				      GCM_TAG_LEN, k->name, WOLFSSL_TICKET_NAME_SZ);
+	wc_AesFree(&aes);
+	return rc;
+}
+
 static int ticket_seal(struct tls_session *s, uint8_t name[WOLFSSL_TICKET_NAME_SZ],
 		       uint8_t iv[WOLFSSL_TICKET_IV_SZ], uint8_t mac[WOLFSSL_TICKET_MAC_SZ],
 		       uint8_t *ticket, int in_len, int *out_len)
@@ -213,15 +232,7 @@ static int ticket_seal(struct tls_session *s, uint8_t name[WOLFSSL_TICKET_NAME_S
 	memset(mac, 0, WOLFSSL_TICKET_MAC_SZ);
 	if (tls_random(iv, GCM_IV_LEN) != 0)
 		return WOLFSSL_TICKET_RET_FATAL;
-	Aes aes;
-	int rc = wc_AesInit(&aes, NULL, INVALID_DEVID);
-	if (rc == 0)
-		rc = wc_AesGcmSetKey(&aes, k.key, sizeof k.key);
-	if (rc == 0)
-		rc = wc_AesGcmEncrypt(&aes, ticket, ticket, (word32)total, iv, GCM_IV_LEN, mac,
-				      GCM_TAG_LEN, name, WOLFSSL_TICKET_NAME_SZ);
-	wc_AesFree(&aes);
-	if (rc != 0)
+	if (ticket_gcm(&k, true, ticket, total, iv, mac) != 0)
 		return WOLFSSL_TICKET_RET_FATAL;
 	*out_len = total;
 	return WOLFSSL_TICKET_RET_OK;
@@ -234,15 +245,7 @@ static int ticket_open(struct tls_session *s, const uint8_t *name, const uint8_t
 	int slot = ticket_key_find(name, &k);
 	if (slot < 0)
 		return WOLFSSL_TICKET_RET_REJECT; /* unknown or expired key: full handshake */
-	Aes aes;
-	int rc = wc_AesInit(&aes, NULL, INVALID_DEVID);
-	if (rc == 0)
-		rc = wc_AesGcmSetKey(&aes, k.key, sizeof k.key);
-	if (rc == 0)
-		rc = wc_AesGcmDecrypt(&aes, ticket, ticket, (word32)in_len, iv, GCM_IV_LEN, mac,
-				      GCM_TAG_LEN, name, WOLFSSL_TICKET_NAME_SZ);
-	wc_AesFree(&aes);
-	if (rc != 0)
+	if (ticket_gcm(&k, false, ticket, in_len, iv, (uint8_t *)mac) != 0)
 		return WOLFSSL_TICKET_RET_REJECT;
 
 	size_t blob = tls_ticket_blob_read(s, ticket, (size_t)in_len);
