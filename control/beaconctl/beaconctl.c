@@ -89,8 +89,11 @@ static void json_string(FILE *out, const char *s)
 static void text_safe(char *dst, size_t len, const char *src)
 {
 	size_t i = 0;
-	for (; src[i] && i + 1 < len; i++)
-		dst[i] = (unsigned char)src[i] < 0x20 || src[i] == 0x7f ? '?' : src[i];
+	for (; src[i] && i + 1 < len; i++) {
+		dst[i] = src[i];
+		if ((unsigned char)src[i] < 0x20 || src[i] == 0x7f)
+			dst[i] = '?';
+	}
 	dst[i] = '\0';
 }
 

@@ -465,6 +465,7 @@ int control_metrics_port(const struct control *c)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof ss;
+	memset(&ss, 0, sizeof ss);
 	if (c->http_fd < 0 || getsockname(c->http_fd, (struct sockaddr *)&ss, &len) != 0)
 		return -1;
 	if (ss.ss_family == AF_INET)

@@ -171,7 +171,7 @@ static void name_common_name(struct der name, char *buf, size_t len)
 				continue;
 			size_t n = val.n < len - 1 ? val.n : len - 1;
 			for (size_t i = 0; i < n; i++)
-				buf[i] = val.p[i] >= 0x20 && val.p[i] < 0x7f ? (char)val.p[i] : '?';
+				buf[i] = (char)(val.p[i] >= 0x20 && val.p[i] < 0x7f ? val.p[i] : '?');
 			buf[n] = '\0';
 			return;
 		}
@@ -780,7 +780,9 @@ static void crl_insert(struct build *b, const struct crl *c)
 	size_t len;
 	struct issuer_entry *is = &b->idx->issuers[c->number];
 	while (it.n) {
-		crl_next_entry(&it, &serial, &len); /* validated by crl_count_entries */
+		/* Validated by crl_count_entries; stop rather than insert junk. */
+		if (crl_next_entry(&it, &serial, &len))
+			break;
 		if (table_insert(b->idx, c->number, serial, len))
 			is->serials++;
 	}

@@ -371,6 +371,7 @@ static void writer_commit_group(struct writer *wr)
 	struct store *s = wr->s;
 	unsigned n = wr->n_pending < s->cfg.group_max ? wr->n_pending : s->cfg.group_max;
 	struct store_upload *stack_group[64];
+	/* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers, sizeof one pointer */
 	struct store_upload **group = n <= 64 ? stack_group : calloc(n, sizeof *group);
 	if (!group) {
 		group = stack_group;
