@@ -7,7 +7,7 @@
  *
  * Memory per connection: the struct and wolfSSL's session (a few KiB) while
  * idle; while a request is active also `buf` (max_header_bytes, at least
- * 16 KiB + one TLS record) and `out` (OUT_BYTES). Both are freed when the
+ * 16 KiB + one TLS record) and `out` (CONN_OUT_BYTES). Both are freed when the
  * connection goes idle again.
  */
 #include <arpa/inet.h>
@@ -30,7 +30,6 @@
 #include "beacon/trust.h"
 #include "worker-internal.h"
 
-#define OUT_BYTES (48 * 1024)
 #define LINGER_MS 2000
 #define DOWNLOAD_CHUNK (16 * 1024)
 
@@ -115,11 +114,11 @@ static size_t tls_out(void *arg, const uint8_t *data, size_t len)
 {
 	struct conn *c = arg;
 	if (!c->out) {
-		c->out = malloc(OUT_BYTES);
+		c->out = buf_pool_take(&c->w->out_bufs);
 		if (!c->out)
 			return 0;
 	}
-	size_t room = OUT_BYTES - c->out_len;
+	size_t room = CONN_OUT_BYTES - c->out_len;
 	size_t n = len < room ? len : room;
 	memcpy(c->out + c->out_len, data, n);
 	c->out_len += n;
@@ -136,7 +135,7 @@ static void conn_flush(struct conn *c)
 
 static size_t out_room(const struct conn *c)
 {
-	return OUT_BYTES - c->out_len;
+	return CONN_OUT_BYTES - c->out_len;
 }
 
 /* ---- closing ---- */
@@ -295,17 +294,20 @@ static void timer_for_state(struct conn *c)
 
 /* ---- buffers ---- */
 
+size_t conn_in_bytes(const struct config *cfg)
+{
+	size_t cap = cfg->max_header_bytes;
+	return cap < SCRATCH_BYTES + 1024 ? SCRATCH_BYTES + 1024 : cap;
+}
+
 static bool buf_ensure(struct conn *c)
 {
 	if (c->buf)
 		return true;
-	size_t cap = c->w->cfg->max_header_bytes;
-	if (cap < SCRATCH_BYTES + 1024)
-		cap = SCRATCH_BYTES + 1024;
-	c->buf = malloc(cap);
+	c->buf = buf_pool_take(&c->w->in_bufs);
 	if (!c->buf)
 		return false;
-	c->buf_cap = cap;
+	c->buf_cap = c->w->in_bufs.size;
 	return true;
 }
 
@@ -320,18 +322,23 @@ static void buf_compact(struct conn *c)
 	}
 }
 
+static void out_release(struct conn *c)
+{
+	if (c->out && !c->out_len && !c->out_inflight) {
+		buf_pool_give(&c->w->out_bufs, c->out);
+		c->out = NULL;
+	}
+}
+
 /* Idle between requests: give back the buffers. */
 static void conn_idle_trim(struct conn *c)
 {
-	if (c->buf && c->buf_off == c->buf_len) {
-		free(c->buf);
+	if (c->buf && c->buf_off == c->buf_len && !c->held_len) {
+		buf_pool_give(&c->w->in_bufs, c->buf);
 		c->buf = NULL;
 		c->buf_cap = c->buf_off = c->buf_len = 0;
 	}
-	if (c->out && !c->out_len) {
-		free(c->out);
-		c->out = NULL;
-	}
+	out_release(c);
 }
 
 /* Reads plaintext into buf. Returns bytes read, 0 when TLS needs more
@@ -339,12 +346,28 @@ static void conn_idle_trim(struct conn *c)
 static ssize_t read_plaintext(struct conn *c)
 {
 	buf_compact(c);
-	if (!buf_ensure(c) || c->buf_len == c->buf_cap)
+	ssize_t n;
+	if (!c->buf) {
+		/* Most reads of an idle connection find nothing: read into the
+		 * worker's scratch and take a buffer only when bytes came. */
+		n = tls_session_read(c->tls, c->w->scratch, SCRATCH_BYTES);
+		if (n > 0) {
+			if (!buf_ensure(c)) {
+				conn_close(c);
+				return -1;
+			}
+			memcpy(c->buf, c->w->scratch, (size_t)n);
+			c->buf_len = (size_t)n;
+			return n;
+		}
+	} else if (c->buf_len == c->buf_cap) {
 		return 0;
-	ssize_t n = tls_session_read(c->tls, c->buf + c->buf_len, c->buf_cap - c->buf_len);
-	if (n > 0) {
-		c->buf_len += (size_t)n;
-		return n;
+	} else {
+		n = tls_session_read(c->tls, c->buf + c->buf_len, c->buf_cap - c->buf_len);
+		if (n > 0) {
+			c->buf_len += (size_t)n;
+			return n;
+		}
 	}
 	if (n == TLS_WANT_READ || n == TLS_WANT_WRITE)
 		return 0;
@@ -944,6 +967,7 @@ static void conn_sent(void *upper)
 	c->out_len = rest;
 	c->out_inflight = 0;
 	conn_flush(c);
+	out_release(c);
 	conn_close_when_flushed(c);
 	if (c->state == ST_HEAD && !c->head_started && !c->out_len && !c->stash_len)
 		conn_idle_trim(c);
@@ -976,8 +1000,9 @@ static void conn_free(struct conn *c)
 	counter_add(&c->w->counters.connections_open, (uint64_t)-1);
 	tls_session_free(c->tls);
 	free(c->stash);
-	free(c->buf);
-	free(c->out);
+	buf_pool_give(&c->w->in_bufs, c->buf);
+	if (!c->out_inflight)
+		buf_pool_give(&c->w->out_bufs, c->out);
 	free(c);
 }
 

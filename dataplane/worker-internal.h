@@ -14,6 +14,21 @@
 
 struct conn;
 
+/* Buffers of one size recycled within a worker: connections take them
+ * while they have bytes to hold and give them back the moment they are
+ * empty, so an idle connection holds none, and the heap does not fragment
+ * under waves of handshakes. At most `max` are kept spare. */
+struct buf_pool {
+	void **spare;
+	unsigned n, max;
+	size_t size;
+};
+
+int buf_pool_init(struct buf_pool *p, size_t size, unsigned max);
+void buf_pool_free(struct buf_pool *p);
+void *buf_pool_take(struct buf_pool *p);
+void buf_pool_give(struct buf_pool *p, void *buf);
+
 struct worker {
 	unsigned id;
 	unsigned n_workers;
@@ -30,6 +45,8 @@ struct worker {
 	struct worker_counters counters;
 	int download_dirfd;
 	uint8_t *scratch; /* one record's plaintext, shared by all connections */
+	struct buf_pool out_bufs; /* ciphertext out, OUT_BYTES */
+	struct buf_pool in_bufs;  /* plaintext in, conn_in_bytes() */
 	_Atomic int stopping;
 	unsigned grace_ms;
 	pthread_t thread;
@@ -40,6 +57,12 @@ struct worker {
 };
 
 #define SCRATCH_BYTES (16 * 1024)
+#define CONN_OUT_BYTES (48 * 1024)
+#define BUF_POOL_SPARE 64
+
+/* A connection's plaintext buffer: a whole request head, or at least one
+ * TLS record's plaintext. */
+size_t conn_in_bytes(const struct config *cfg);
 
 /* The transport's callbacks, implemented by conn.c. */
 extern const struct transport_events conn_events;

@@ -31,8 +31,45 @@ static void worker_pin(struct worker *w)
 		log_warn("worker %u: cannot pin to CPU %u", w->id, w->id % (unsigned)ncpu);
 }
 
+int buf_pool_init(struct buf_pool *p, size_t size, unsigned max)
+{
+	p->spare = calloc(max, sizeof *p->spare);
+	p->n = 0;
+	p->max = max;
+	p->size = size;
+	return p->spare ? 0 : -1;
+}
+
+void buf_pool_free(struct buf_pool *p)
+{
+	while (p->n)
+		free(p->spare[--p->n]);
+	free(p->spare);
+	p->spare = NULL;
+}
+
+void *buf_pool_take(struct buf_pool *p)
+{
+	return p->n ? p->spare[--p->n] : malloc(p->size);
+}
+
+void buf_pool_give(struct buf_pool *p, void *buf)
+{
+	if (!buf)
+		return;
+	if (p->n < p->max)
+		p->spare[p->n++] = buf;
+	else
+		free(buf);
+}
+
 static int worker_setup(struct worker *w)
 {
+	if (buf_pool_init(&w->out_bufs, CONN_OUT_BYTES, BUF_POOL_SPARE) != 0 ||
+	    buf_pool_init(&w->in_bufs, conn_in_bytes(w->cfg), BUF_POOL_SPARE) != 0) {
+		snprintf(w->err, sizeof w->err, "out of memory");
+		return -ENOMEM;
+	}
 	int rc = ring_init(&w->ring, RING_ENTRIES);
 	if (rc < 0) {
 		snprintf(w->err, sizeof w->err, "io_uring: %s", strerror(-rc));
@@ -120,6 +157,8 @@ static void worker_drain(struct worker *w)
 
 static void worker_teardown(struct worker *w)
 {
+	buf_pool_free(&w->out_bufs);
+	buf_pool_free(&w->in_bufs);
 	source_table_free(&w->sources);
 	if (w->devices)
 		store_reader_close(w->devices);

@@ -15,7 +15,14 @@ prefix="$top/.deps/wolfssl"
 # TICKET_EXTRA_PADDING_SZ: room in each session ticket for the client
 # certificate's identity, so a resumed session can be checked against the
 # trust snapshot of today, not of the day the ticket was issued.
-WOLFSSL_CFLAGS="-O2 -DWOLFSSL_ALWAYS_VERIFY_CB -DKEEP_PEER_CERT -DWOLFSSL_TICKET_EXTRA_PADDING_SZ=384"
+# MAX_CHAIN_DEPTH/MAX_X509_SIZE: every connection's session keeps a copy of
+# the peer's chain in fixed slots; --enable-all's 9 slots of 4 KiB made each
+# connection cost 56 KiB before its first byte. Agents send a leaf and at
+# most a few intermediates of a few KiB each: 4 slots of 3 KiB (a client
+# Certificate message of up to 12 KiB).
+# (--enable-all also forces alternate chains on, which keeps a second set of
+# these slots: a third of what is left per connection, not removable here.)
+WOLFSSL_CFLAGS="-O2 -DWOLFSSL_ALWAYS_VERIFY_CB -DKEEP_PEER_CERT -DWOLFSSL_TICKET_EXTRA_PADDING_SZ=384 -DMAX_CHAIN_DEPTH=4 -DMAX_X509_SIZE=3072"
 stamp="$prefix/.built-$WOLFSSL_VERSION-$(echo "$WOLFSSL_FLAGS $WOLFSSL_CFLAGS" | md5sum | cut -c1-8)"
 
 PACKAGES=(

@@ -1,0 +1,149 @@
+/*
+ * The user-space TCP/IPv4 stack of the DPDK transport: one instance per
+ * worker, share-nothing. Private to dataplane/net.
+ *
+ * A stack owns one RX/TX queue pair of a DPDK port. dpdk.c receives bursts
+ * and hands each frame to eth_input(); the layers below answer by queueing
+ * frames with stack_tx(), which dpdk.c flushes at the end of each poll.
+ * Every frame handed to a layer is consumed by it (freed or sent on).
+ */
+#ifndef BEACON_STACK_H
+#define BEACON_STACK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <rte_ether.h>
+#include <rte_ip.h>
+#include <rte_mbuf.h>
+#include <rte_tcp.h>
+
+#include "../transport-internal.h"
+
+#define STACK_TX_BURST 64
+#define ARP_CACHE_SIZE 256 /* power of two */
+#define ARP_ENTRY_TTL_MS (20 * 60 * 1000)
+
+/* Per-stack wheel of 1 ms slots for the connections' timers. */
+#define STIMER_SLOTS 1024 /* power of two */
+
+struct stimer {
+	uint64_t deadline_ms;
+	struct stimer *next, **pprev; /* pprev NULL when not armed */
+};
+
+struct stimer_wheel {
+	uint64_t now_ms; /* the last millisecond processed */
+	struct stimer *slot[STIMER_SLOTS];
+};
+
+struct arp_entry {
+	uint32_t ip; /* network order; 0: empty */
+	struct rte_ether_addr mac;
+	uint64_t seen_ms;
+};
+
+/* Counters: bad packets are counted and dropped, never fatal. */
+struct stack_stats {
+	uint64_t rx_frames, rx_bad_eth, rx_not_for_us, rx_other_proto;
+	uint64_t arp_in, arp_bad, arp_replies_sent, arp_requests_sent;
+	uint64_t ip_in, ip_bad, ip_bad_csum, ip_fragments, ip_not_ours, ip_other_proto;
+	uint64_t icmp_in, icmp_bad, icmp_echo_replies;
+	uint64_t tcp_in, tcp_bad, tcp_bad_csum, tcp_no_listener, tcp_rst_sent;
+	uint64_t syn_cookies_sent, syn_cookies_bad, tcp_accepted, tcp_refused;
+	uint64_t tcp_unacceptable, tcp_challenge_acks, tcp_rst_in;
+	uint64_t tcp_ooo_queued, tcp_ooo_dropped, tcp_dup_data;
+	uint64_t tcp_retransmits, tcp_fast_retransmits, tcp_rto_expiries, tcp_timeouts;
+	uint64_t tcp_window_probes, tcp_time_wait_reused, tcp_table_full;
+	uint64_t tx_frames, tx_dropped, tx_nombuf;
+};
+
+struct tcb;
+
+struct stack {
+	struct transport base; /* the seam: the layer above sees this */
+	struct rte_mempool *pool;
+	uint16_t port, queue;
+	struct rte_ether_addr mac;
+	uint32_t ip;      /* network order */
+	uint32_t netmask; /* network order */
+	uint16_t mtu;
+	uint16_t listen_port; /* host order */
+	bool accepting;
+	uint64_t now_ms;
+	uint16_t ip_id;
+
+	struct arp_entry arp[ARP_CACHE_SIZE];
+
+	/* TCP: connection table (hash on the 4-tuple), timers, TIME_WAIT. */
+	struct tcb **buckets;
+	uint32_t nbuckets; /* power of two */
+	uint32_t hash_seed;
+	unsigned ntcb, max_tcb;
+	struct tcb *tw_head, *tw_tail; /* TIME_WAIT, oldest first */
+	unsigned ntw, max_tw;
+	unsigned ooo_mbufs, max_ooo_mbufs; /* held out of order, whole stack */
+	struct tcb *events; /* connections with a callback to deliver */
+	struct stimer_wheel timers;
+	uint8_t cookie_key[16];
+
+	struct rte_mbuf *tx[STACK_TX_BURST];
+	unsigned ntx;
+	struct stack_stats st;
+};
+
+/* ---- stack.c: frames out, timers ---- */
+void stack_tx(struct stack *s, struct rte_mbuf *m);
+void stack_tx_flush(struct stack *s);
+struct rte_mbuf *stack_alloc(struct stack *s);
+bool stack_on_link(const struct stack *s, uint32_t ip);
+
+void stimer_wheel_init(struct stimer_wheel *w, uint64_t now_ms);
+void stimer_arm(struct stimer_wheel *w, struct stimer *t, uint64_t deadline_ms);
+void stimer_disarm(struct stimer *t);
+/* Calls fire(t) for every timer due at or before now_ms. */
+void stimer_advance(struct stimer_wheel *w, uint64_t now_ms, void (*fire)(struct stimer *t));
+
+/* SipHash-2-4 with a 128-bit key: SYN cookies and the connection hash. */
+uint64_t siphash24(const uint8_t key[16], const void *data, size_t len);
+
+/* ---- eth.c ---- */
+void eth_input(struct stack *s, struct rte_mbuf *m);
+/* Prepends nothing: fills the Ethernet header at the start of m. */
+void eth_header(struct stack *s, struct rte_mbuf *m, const struct rte_ether_addr *dst,
+		uint16_t ether_type);
+
+/* ---- arp.c ---- */
+void arp_input(struct stack *s, struct rte_mbuf *m);
+/* Learns ip -> mac from a frame that came from that address (on-link only). */
+void arp_learn(struct stack *s, uint32_t ip, const struct rte_ether_addr *mac);
+/* Cached MAC of an on-link address; false when unknown (a request goes out). */
+bool arp_resolve(struct stack *s, uint32_t ip, struct rte_ether_addr *mac);
+void arp_gratuitous(struct stack *s);
+
+/* ---- ipv4.c ---- */
+void ipv4_input(struct stack *s, struct rte_mbuf *m);
+/* Fills the IPv4 header after the Ethernet header; `payload_len` bytes of
+ * L4 follow it. */
+void ipv4_header(struct stack *s, struct rte_ipv4_hdr *ip, uint32_t dst, uint8_t proto,
+		 uint16_t payload_len);
+
+/* ---- icmp.c ---- */
+void icmp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip);
+
+/* ---- tcp.c ---- */
+int tcp_init(struct stack *s, unsigned max_conns);
+void tcp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
+	       const struct rte_ether_addr *src_mac);
+void tcp_timers(struct stack *s);
+/* Delivers the deferred callbacks (sent, closed) and frees what is dead. */
+void tcp_events(struct stack *s);
+void tcp_free_all(struct stack *s);
+
+int tcp_send(struct transport_conn *tc, const void *buf, size_t len);
+void tcp_pause(struct transport_conn *tc);
+void tcp_resume(struct transport_conn *tc);
+void tcp_close(struct transport_conn *tc);
+void tcp_abort(struct transport_conn *tc);
+
+#endif
