@@ -47,16 +47,11 @@ struct conn {
 	struct transport_conn *tc;
 	struct tls_session *tls;
 	struct conn *next, **pprev;
-	enum conn_state state;
 	struct timer timer;
-	char peer[64];
-	uint8_t source[16]; /* the per-source limits' key */
-	bool in_handshake;
 
 	/* Ciphertext the TLS layer did not take yet (we were not reading). */
 	uint8_t *stash;
 	size_t stash_len;
-	bool paused;
 
 	/* Plaintext: request heads, then body bytes, in one buffer. */
 	uint8_t *buf;
@@ -67,23 +62,29 @@ struct conn {
 	size_t out_len, out_inflight;
 
 	/* The request in progress. */
-	bool keep_alive;
-	bool head_started; /* bytes of a head have arrived: header timeout runs */
-	unsigned depth;    /* entry points on the stack: free only at 0 */
-	bool advancing;
-	bool transport_gone;
-	bool store_busy; /* a store callback is still owed to us */
-	uint64_t body_left; /* Content-Length bodies */
-	bool chunked;
 	struct http_chunked chunk;
 	const uint8_t *held; /* chunk data the store has not taken yet */
 	size_t held_len;
-	uint64_t body_total;
 	struct store_upload *upload;
+	uint64_t body_left; /* Content-Length bodies */
+	uint64_t body_total;
 	uint64_t commit_started_us;
-	int file_fd;
 	uint64_t file_left;
+	int file_fd;
+	enum conn_state state;
+	unsigned depth; /* entry points on the stack: free only at 0 */
+
+	bool in_handshake;
+	bool paused;
+	bool keep_alive;
+	bool head_started; /* bytes of a head have arrived: header timeout runs */
+	bool advancing;
+	bool transport_gone;
+	bool store_busy; /* a store callback is still owed to us */
+	bool chunked;
 	bool upload_blocked;
+	uint8_t source[16]; /* the per-source limits' key */
+	char peer[64];
 };
 
 static void conn_run(struct conn *c);
@@ -465,7 +466,7 @@ static void start_download(struct conn *c, const struct http_request *req,
 		respond(c, 404, NULL, "no download directory configured", false);
 		return;
 	}
-	struct stat st;
+	struct stat st = {0};
 	int fd = open_download(c, route->path, &st);
 	if (fd < 0) {
 		respond(c, 404, NULL, "no such file", req->content_length > 0 || req->chunked);
@@ -851,7 +852,7 @@ static void conn_feed(struct conn *c, const uint8_t *data, size_t len)
 		memmove(c->stash, c->stash + (in_len - left), left);
 		c->stash_len = left;
 	} else {
-		c->stash = malloc(left);
+		c->stash = data ? malloc(left) : NULL;
 		if (!c->stash) {
 			conn_close(c);
 			return;

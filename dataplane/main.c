@@ -176,19 +176,22 @@ static int handle_reload(void *arg, const char *what, char *msg, size_t len)
 {
 	struct beacond *b = arg;
 	int rc;
-	if (strcmp(what, "all") && strcmp(what, "issuers") && strcmp(what, "crl") &&
-	    strcmp(what, "blocklist") && strcmp(what, "tickets")) {
+	static const char *const targets[] = {"all", "issuers", "crl", "blocklist", "tickets"};
+	bool known = false;
+	for (size_t i = 0; i < sizeof targets / sizeof *targets; i++)
+		known = known || strcmp(what, targets[i]) == 0;
+	if (!known) {
 		snprintf(msg, len, "reload what? all, issuers, crl, blocklist or tickets");
 		return -1;
 	}
 	pthread_mutex_lock(&b->reload_lock);
-	if (!strcmp(what, "tickets")) {
+	if (strcmp(what, "tickets") == 0) {
 		rc = reload_tickets(&b->cfg, msg, len);
 	} else {
 		/* Issuers, CRLs and the block list are one snapshot: rebuilding
 		 * it whole keeps them consistent with each other. */
 		rc = reload_snapshot(b, msg, len);
-		if (rc == 0 && !strcmp(what, "all")) {
+		if (rc == 0 && strcmp(what, "all") == 0) {
 			char tmsg[256];
 			if (reload_tickets(&b->cfg, tmsg, sizeof tmsg) != 0) {
 				snprintf(msg, len, "%s", tmsg);
