@@ -114,6 +114,15 @@ int blocklist_load(struct blocklist *bl, const char *path, char *err, size_t err
 	unsigned lineno = 0;
 	while (fgets(buf, sizeof buf, f)) {
 		lineno++;
+		if (!strchr(buf, '\n') && !feof(f)) {
+			/* Never parse the tail of a long line as an entry of
+			 * its own (a long comment could hide "device:x"). */
+			snprintf(err, errlen, "%s:%u: line longer than %zu characters", path, lineno,
+				 sizeof buf - 2);
+			fclose(f);
+			blocklist_free(bl);
+			return -1;
+		}
 		char *line = trim(buf);
 		if (!*line || *line == '#')
 			continue;
