@@ -119,3 +119,18 @@ def test_sha1_signed_client_certificate_refused(start_server, tmp_path, pki):
     assert not ok, "a SHA-1-signed client certificate was admitted"
     assert "SHA-1" in srv.stderr(), srv.stderr()
     assert handshake_ok(srv)
+
+
+def test_renegotiation_refused(start_server):
+    """A TLS 1.2 client that asks to renegotiate gets an alert, not a new
+    handshake on the same connection."""
+    srv = start_server()
+    script = "sleep 1; echo R; sleep 2"
+    cmd = (f"({script}) | openssl s_client -connect {srv.host}:{srv.port} "
+           f"-CAfile {srv.pki / 'server-ca.pem'} -cert {srv.pki / 'agent1.pem'} "
+           f"-key {srv.pki / 'agent1.key'} -tls1_2")
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, timeout=20).stdout.decode(
+        errors="replace")
+    assert "RENEGOTIATING" in out, out  # the client really asked
+    assert "alert" in out, out
+    assert handshake_ok(srv)
