@@ -238,9 +238,14 @@ static void upload_on_written(struct ring_op *op, int res, uint32_t flags)
 		h->fill = h->written = 0;
 		u->queued = -1;
 	}
-	/* A short write leaves the half queued: pump writes the rest. */
+	/* A short write leaves the half queued: pump writes the rest. Only an
+	 * open upload has a writer to wake; a finishing one may be handed over
+	 * by the pump and, if the writer cannot be reached, answered and freed
+	 * before it returns, so it is not read after. */
+	bool open = u->state == UP_OPEN;
 	upload_pump(u);
-	upload_wake(u);
+	if (open)
+		upload_wake(u);
 }
 
 static void upload_write_queued(struct store_upload *u)
@@ -304,11 +309,17 @@ static void upload_handoff(struct store_upload *u)
 	}
 }
 
+/* Whether the upload's one disk operation may start now. */
+static bool upload_io_ready(const struct store_upload *u)
+{
+	return !u->io_busy && !u->error && u->seg && u->seg->state == SEG_READY;
+}
+
 /* Moves the upload forward by one disk operation, in record order: the
  * queued half, then (finishing) the last half, the header, the hand over. */
 static void upload_pump(struct store_upload *u)
 {
-	if (u->io_busy || u->error || !u->seg || u->seg->state != SEG_READY)
+	if (!upload_io_ready(u))
 		return;
 	if (u->queued >= 0) {
 		upload_write_queued(u);
@@ -354,7 +365,10 @@ static bool upload_rotate(struct store_upload *u)
 	h->fill = h->written = 0;
 	h->stream_off = u->stream_len;
 	u->flushed_any = true;
-	upload_pump(u);
+	/* What upload_pump does for an open upload: only the queued half, never
+	 * the hand over, so the caller's upload stays alive. */
+	if (upload_io_ready(u))
+		upload_write_queued(u);
 	return true;
 }
 
