@@ -51,6 +51,7 @@ struct writer {
 	bool event_armed;
 
 	unsigned syncs_outstanding;
+	struct sync_batch *stranded; /* ops of a broken ring, freed after ring_exit */
 	uint64_t total_bytes; /* body bytes indexed */
 	uint64_t next_retention_ms;
 };
@@ -61,6 +62,13 @@ struct sync_op {
 	struct segment *seg; /* NULL for a directory */
 	int fd;
 	int res;
+};
+
+/* One group's sync ops. Stranded on the writer when the ring breaks with
+ * syncs in flight: a later completion still writes into them. */
+struct sync_batch {
+	struct sync_batch *next;
+	struct sync_op ops[];
 };
 
 uint64_t store_now_ms(void)
@@ -178,13 +186,15 @@ static int writer_submit_sync(struct writer *wr, struct sync_op *so, int fd, uns
 static int writer_sync_segments(struct writer *wr, struct store_upload **group, unsigned n)
 {
 	struct store *s = wr->s;
-	struct sync_op *ops = calloc((size_t)n + s->nworkers, sizeof *ops);
+	struct sync_batch *batch =
+		calloc(1, sizeof *batch + ((size_t)n + s->nworkers) * sizeof batch->ops[0]);
 	bool *dir_needed = calloc(s->nworkers, sizeof *dir_needed);
-	if (!ops || !dir_needed) {
-		free(ops);
+	if (!batch || !dir_needed) {
+		free(batch);
 		free(dir_needed);
 		return STORE_ERR_IO;
 	}
+	struct sync_op *ops = batch->ops;
 	unsigned nops = 0;
 	int rc = 0;
 	wr->group_gen++;
@@ -211,7 +221,10 @@ static int writer_sync_segments(struct writer *wr, struct store_upload **group, 
 		}
 	}
 	if (wr->syncs_outstanding > 0) {
-		/* The ring is broken: the ops may still complete; leak them. */
+		/* The ring is broken: the ops may still complete, so they live
+		 * until the ring is gone. */
+		batch->next = wr->stranded;
+		wr->stranded = batch;
 		free(dir_needed);
 		return STORE_ERR_IO;
 	}
@@ -234,7 +247,7 @@ static int writer_sync_segments(struct writer *wr, struct store_upload **group, 
 			if (ops[i].seg)
 				ops[i].seg->dir_synced = true;
 	}
-	free(ops);
+	free(batch);
 	free(dir_needed);
 	return rc;
 }
@@ -377,12 +390,15 @@ static void writer_commit_group(struct writer *wr)
 		group = stack_group;
 		n = n < 64 ? n : 64;
 	}
-	for (unsigned i = 0; i < n; i++) {
-		group[i] = wr->pending;
+	/* n_pending counts the pending list: the list ends no earlier than n. */
+	unsigned taken = 0;
+	while (taken < n && wr->pending) {
+		group[taken++] = wr->pending;
 		wr->pending = wr->pending->group_next;
 		if (!wr->pending)
 			wr->pending_tail = &wr->pending;
 	}
+	n = taken;
 	wr->n_pending -= n;
 	/* What arrives while this group syncs waits for the next one. */
 	struct device_event *events = wr->events;
@@ -625,6 +641,11 @@ static void *writer_main(void *arg)
 	writer_loop(wr);
 	/* The eventfd read may still be armed; ring_exit cancels it. */
 	ring_exit(&wr->ring);
+	for (struct sync_batch *b = wr->stranded, *next; b; b = next) {
+		next = b->next;
+		free(b);
+	}
+	wr->stranded = NULL;
 	return NULL;
 }
 
