@@ -369,8 +369,10 @@ void spool_segment_unref(struct segment *seg)
 
 void spool_pool_drain(struct store_worker *w)
 {
-	while (w->pool) {
-		struct segment *seg = w->pool;
+	/* The next is taken before seg may be freed: pool_remove of the head
+	 * makes it the new head. */
+	for (struct segment *seg = w->pool, *next; seg; seg = next) {
+		next = seg->pool_next;
 		pool_remove(seg);
 		if (--seg->refs > 0)
 			continue; /* a commit still holds it; unref closes it later */
