@@ -104,30 +104,29 @@ static int worker_setup(struct worker *w)
 	return 0;
 }
 
-/* One turn of the loop while draining: no new work, the old finishes. */
-static void worker_turn(struct worker *w)
+/* One turn of the loop: ring completions (transport, spool, store), a
+ * polling transport's receive work, timers. Reads as the dataflow: nothing
+ * else happens on a worker. A polling transport (DPDK) spins: the ring is
+ * then only peeked. Returns 0 or a ring error. */
+static int worker_turn(struct worker *w)
 {
+	trust_quiescent(w->id);
 	bool spin = transport_busy_polls(w->transport);
-	ring_run_once(&w->ring, spin ? 0 : TIMER_TICK_MS * 1000000ull);
+	int rc = ring_run_once(&w->ring, spin ? 0 : TIMER_TICK_MS * 1000000ull);
 	uint64_t now = clock_ms();
 	transport_poll(w->transport, now);
 	timer_wheel_advance(&w->timers, now);
+	return rc < 0 && rc != -EINTR ? rc : 0;
 }
 
 static void worker_loop(struct worker *w)
 {
-	/* A polling transport (DPDK) spins: the ring is only peeked. */
-	uint64_t wait_ns = transport_busy_polls(w->transport) ? 0 : TIMER_TICK_MS * 1000000ull;
 	while (!atomic_load_explicit(&w->stopping, memory_order_relaxed)) {
-		trust_quiescent(w->id);
-		int rc = ring_run_once(&w->ring, wait_ns);
-		if (rc < 0 && rc != -EINTR) {
+		int rc = worker_turn(w);
+		if (rc < 0) {
 			log_err("worker %u: io_uring: %s", w->id, strerror(-rc));
 			break;
 		}
-		uint64_t now = clock_ms();
-		transport_poll(w->transport, now);
-		timer_wheel_advance(&w->timers, now);
 	}
 }
 
@@ -137,7 +136,6 @@ static void worker_drain(struct worker *w)
 	transport_stop_accepting(w->transport);
 	uint64_t deadline = clock_ms() + w->grace_ms;
 	while (transport_conn_count(w->transport) > 0) {
-		trust_quiescent(w->id);
 		conn_shutdown_all(w);
 		if (clock_ms() > deadline)
 			break;
@@ -150,9 +148,8 @@ static void worker_drain(struct worker *w)
 	conn_abort_all(w);
 	/* Uploads already handed to the store still get their answer. */
 	deadline = clock_ms() + 10000;
-	while (w->conn_head && clock_ms() < deadline) {
+	while (w->conn_head && clock_ms() < deadline)
 		worker_turn(w);
-	}
 }
 
 static void worker_teardown(struct worker *w)
