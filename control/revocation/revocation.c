@@ -808,8 +808,11 @@ static struct crl *crl_add(struct build *b, const char *label, uint8_t *der, siz
 	return c;
 }
 
+/* On failure *buf is NULL and *len 0: nothing for the caller to free. */
 static int read_file(struct build *b, const char *path, uint8_t **buf, size_t *len)
 {
+	*buf = NULL;
+	*len = 0;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0) {
@@ -829,6 +832,7 @@ static int read_file(struct build *b, const char *path, uint8_t **buf, size_t *l
 	close(fd);
 	if (!*buf || got != (size_t)st.st_size) {
 		free(*buf);
+		*buf = NULL;
 		return fail(b, "%s: read failed", path);
 	}
 	*len = got;
@@ -843,7 +847,8 @@ static int pem_split(struct build *b, const char *path, const uint8_t *text, siz
 {
 	const char *p = (const char *)text, *end = p + len;
 	unsigned block = 0;
-	while ((p = memmem(p, (size_t)(end - p), pem_begin, sizeof pem_begin - 1))) {
+	/* An empty file has no block (and memmem gets no NULL text). */
+	while (len && (p = memmem(p, (size_t)(end - p), pem_begin, sizeof pem_begin - 1))) {
 		const char *body = p + sizeof pem_begin - 1;
 		const char *stop = memmem(body, (size_t)(end - body), pem_end, sizeof pem_end - 1);
 		if (!stop)
