@@ -14,11 +14,16 @@
 
 #include "beacon/revocation.h"
 
+#include <errno.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
+
+extern char **environ;
 
 static double now_s(void)
 {
@@ -34,21 +39,28 @@ static long max_rss_kib(void)
 	return ru.ru_maxrss;
 }
 
+/* NULL with *len 0 when the file cannot be read. */
 static uint8_t *read_all(const char *path, size_t *len)
 {
+	*len = 0;
 	FILE *f = fopen(path, "rb");
 	if (!f)
 		return NULL;
 	fseek(f, 0, SEEK_END);
 	long n = ftell(f);
 	fseek(f, 0, SEEK_SET);
+	if (n < 0) {
+		fclose(f);
+		return NULL;
+	}
 	uint8_t *buf = malloc((size_t)n + 1);
 	if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
 		free(buf);
 		buf = NULL;
 	}
 	fclose(f);
-	*len = (size_t)n;
+	if (buf)
+		*len = (size_t)n;
 	return buf;
 }
 
@@ -56,8 +68,11 @@ static uint8_t *pem_cert_to_der(const char *path, size_t *len)
 {
 	size_t pem_len = 0;
 	uint8_t *pem = read_all(path, &pem_len);
-	uint8_t *der = malloc(pem_len);
-	int n = pem && der ? wc_CertPemToDer(pem, (int)pem_len, der, (int)pem_len, CERT_TYPE) : -1;
+	if (!pem)
+		return NULL;
+	/* The DER is shorter than its PEM; an empty file still gets a buffer. */
+	uint8_t *der = malloc(pem_len ? pem_len : 1);
+	int n = der ? wc_CertPemToDer(pem, (int)pem_len, der, (int)pem_len, CERT_TYPE) : -1;
 	free(pem);
 	if (n <= 0) {
 		free(der);
@@ -76,7 +91,8 @@ static int hex_nibble(char c)
 	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* The serial list gen-crl.sh wrote: 16-byte hex serials, one a line. */
+/* The serial list gen-crl.sh wrote: 16-byte hex serials, one a line; a line
+ * with anything but hex digits in its first 32 characters is skipped. */
 static uint8_t (*read_serials(const char *path, size_t *n))[16]
 {
 	FILE *f = fopen(path, "r");
@@ -87,9 +103,15 @@ static uint8_t (*read_serials(const char *path, size_t *n))[16]
 	while (f && s && fgets(line, sizeof line, f) && *n < cap) {
 		if (strlen(line) < 32)
 			continue;
-		for (int i = 0; i < 16; i++)
-			s[*n][i] = (uint8_t)(hex_nibble(line[2 * i]) << 4 | hex_nibble(line[2 * i + 1]));
-		(*n)++;
+		int i = 0;
+		for (; i < 16; i++) {
+			int hi = hex_nibble(line[2 * i]), lo = hex_nibble(line[2 * i + 1]);
+			if (hi < 0 || lo < 0)
+				break;
+			s[*n][i] = (uint8_t)((unsigned)hi << 4 | (unsigned)lo);
+		}
+		if (i == 16)
+			(*n)++;
 	}
 	if (f)
 		fclose(f);
@@ -104,11 +126,14 @@ static uint64_t xorshift(uint64_t *x)
 	return *x;
 }
 
-/* Times `rounds` lookups cycling through `serials`; returns lookups/s. */
+/* Times `rounds` lookups cycling through `serials` (n > 0); returns
+ * lookups/s. */
 static double time_lookups(const struct revocation_index *idx, const uint8_t hash[32],
 			   uint8_t (*serials)[16], size_t n, size_t rounds,
 			   enum revocation_status want, size_t *wrong)
 {
+	if (n == 0)
+		return 0;
 	double t0 = now_s();
 	for (size_t i = 0; i < rounds; i++)
 		if (revocation_lookup(idx, hash, serials[i % n], 16) != want)
@@ -116,15 +141,39 @@ static double time_lookups(const struct revocation_index *idx, const uint8_t has
 	return (double)rounds / (now_s() - t0);
 }
 
+/* Runs argv[0] (through PATH) with argv, no shell in between: the paths go
+ * through as they are. Returns its wait status, or -1 if it did not run. */
+static int run_cmd(char *const argv[])
+{
+	pid_t pid;
+	int rc = posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ);
+	if (rc) {
+		fprintf(stderr, "%s: %s\n", argv[0], strerror(rc));
+		return -1;
+	}
+	int status;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return status;
+}
+
 static int run_gen(const char *ca, const char *key, const char *n, const char *dir,
 		   const char *list)
 {
 	const char *gen = getenv("BEACON_GEN_CRL");
-	char cmd[24576];
-	snprintf(cmd, sizeof cmd, "%s -w %s %s %s %s %s/big.crl", gen ? gen : "./perf/gen-crl.sh",
-		 list, ca, key, n, dir);
+	char out[4096];
+	snprintf(out, sizeof out, "%s/big.crl", dir);
+	char *argv[] = {(char *)(gen ? gen : "./perf/gen-crl.sh"),
+			"-w",
+			(char *)list,
+			(char *)ca,
+			(char *)key,
+			(char *)n,
+			out,
+			NULL};
 	double t0 = now_s();
-	int rc = system(cmd);
+	int rc = run_cmd(argv);
 	printf("generate CRL (openssl ca -gencrl): %.2f s\n", now_s() - t0);
 	return rc;
 }
@@ -137,11 +186,15 @@ static void bench_wolfssl(const char *ca, const char *crl, const char *agent)
 	if (!cm || !der || wolfSSL_CertManagerLoadCA(cm, ca, NULL) != WOLFSSL_SUCCESS ||
 	    wolfSSL_CertManagerEnableCRL(cm, 0) != WOLFSSL_SUCCESS) {
 		fprintf(stderr, "wolfSSL CertManager setup failed\n");
-		return;
+		goto out;
 	}
 	/* A buffer: LoadCRLFile refuses files over wolfSSL's 4 MB limit. */
 	size_t pem_len;
 	uint8_t *pem = read_all(crl, &pem_len);
+	if (!pem) {
+		fprintf(stderr, "%s: cannot read\n", crl);
+		goto out;
+	}
 	long rss0 = max_rss_kib();
 	double t0 = now_s();
 	int rc = wolfSSL_CertManagerLoadCRLBuffer(cm, pem, (long)pem_len, WOLFSSL_FILETYPE_PEM);
@@ -155,7 +208,9 @@ static void bench_wolfssl(const char *ca, const char *crl, const char *agent)
 	double t2 = now_s();
 	printf("wolfSSL CertManagerCheckCRL (good cert): %.2f ms per check (rc %d)\n",
 	       (t2 - t1) * 1e3 / checks, rc);
-	wolfSSL_CertManagerFree(cm);
+out:
+	if (cm)
+		wolfSSL_CertManagerFree(cm);
 	free(der);
 }
 
@@ -165,7 +220,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s CA_CERT CA_KEY N [AGENT_CERT]\n", argv[0]);
 		return 2;
 	}
-	char dir[] = "/tmp/bench-revocation.XXXXXX", list[64], crl[64], cmd[128];
+	char dir[] = "/tmp/bench-revocation.XXXXXX", list[64], crl[64];
 	if (!mkdtemp(dir))
 		return 1;
 	snprintf(list, sizeof list, "%s/serials.txt", dir);
@@ -176,8 +231,12 @@ int main(int argc, char **argv)
 	uint8_t *ca = pem_cert_to_der(argv[1], &ca_len);
 	uint8_t(*serials)[16] = read_serials(list, &n);
 	remove(list);
-	if (!ca || !serials)
+	if (!ca || !serials || n == 0) {
+		fprintf(stderr, "%s\n", ca ? "no serials" : "cannot read the CA certificate");
+		free(ca);
+		free(serials);
 		return 1;
+	}
 
 	struct revocation_issuer issuer = {ca, ca_len};
 	struct revocation_index *idx;
@@ -186,6 +245,8 @@ int main(int argc, char **argv)
 	double t0 = now_s();
 	if (revocation_index_build(dir, &issuer, 1, CRL_STALE_REFUSE, &idx, err, sizeof err) < 0) {
 		fprintf(stderr, "build: %s\n", err);
+		free(ca);
+		free(serials);
 		return 1;
 	}
 	double load = now_s() - t0;
@@ -215,9 +276,11 @@ int main(int argc, char **argv)
 	       "%.0f / %.0f ns each; wrong answers: %zu\n",
 	       hit / 1e6, miss / 1e6, 1e9 / hit, 1e9 / miss, wrong);
 	revocation_index_free(idx);
+	free(serials);
 
 	if (argc > 4)
 		bench_wolfssl(argv[1], crl, argv[4]);
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	return system(cmd) == 0 && wrong == 0 ? 0 : 1;
+	free(ca);
+	char *rm[] = {"rm", "-rf", dir, NULL};
+	return run_cmd(rm) == 0 && wrong == 0 ? 0 : 1;
 }
