@@ -101,11 +101,24 @@ static int parse_expect(const char *s, struct sim_options *o)
 	return o->n_expect > 0 ? 0 : -1;
 }
 
+/* https://HOST:PORT[anything]: HOST 1 to 255 characters up to ':' or '/'. */
 static int parse_url(const char *url, struct sim_options *o)
 {
+	static const char scheme[] = "https://";
 	char host[256];
-	unsigned port;
-	if (sscanf(url, "https://%255[^:/]:%u", host, &port) != 2 || port > 65535)
+	if (strncmp(url, scheme, sizeof scheme - 1) != 0)
+		return -1;
+	const char *h = url + sizeof scheme - 1;
+	size_t hlen = strcspn(h, ":/");
+	if (hlen == 0 || hlen >= sizeof host || h[hlen] != ':')
+		return -1;
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	const char *digits = h + hlen + 1;
+	char *end;
+	errno = 0;
+	unsigned long port = strtoul(digits, &end, 10);
+	if (end == digits || errno || port > 65535)
 		return -1;
 	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM };
 	struct addrinfo *ai;
@@ -114,7 +127,7 @@ static int parse_url(const char *url, struct sim_options *o)
 	memcpy(&o->addr, ai->ai_addr, sizeof o->addr);
 	freeaddrinfo(ai);
 	o->addr.sin_port = htons((uint16_t)port);
-	snprintf(o->host, sizeof o->host, "%s:%u", host, port);
+	snprintf(o->host, sizeof o->host, "%s:%lu", host, port);
 	return 0;
 }
 
@@ -387,6 +400,11 @@ int main(int argc, char **argv)
 	struct sim_options o;
 	struct agent_set agents = {0};
 	struct body_pool bodies = {0};
+	WOLFSSL_CTX *ctx = NULL;
+	struct sim_thread *t = NULL;
+	pthread_t *tids = NULL;
+	struct hist *lat = NULL;
+	int failed = 1;
 
 	if (parse_args(argc, argv, &o) < 0)
 		return 2;
@@ -394,12 +412,14 @@ int main(int argc, char **argv)
 	wolfSSL_Init();
 	if (agents_load_or_make(&agents, &o) < 0 ||
 	    body_pool_make(&bodies, o.body_max) < 0)
-		return 1;
-	WOLFSSL_CTX *ctx = make_ctx(&o);
-	struct sim_thread *t = calloc(o.threads, sizeof *t);
-	pthread_t *tids = calloc(o.threads, sizeof *tids);
-	if (!ctx || !t || !tids)
-		return 1;
+		goto out;
+	ctx = make_ctx(&o);
+	t = calloc(o.threads, sizeof *t);
+	tids = calloc(o.threads, sizeof *tids);
+	/* Before any thread starts: past here there is no way back. */
+	lat = calloc(1, sizeof *lat);
+	if (!ctx || !t || !tids || !lat)
+		goto out;
 
 	double cpu0 = cpu_seconds();
 	/* snapshots of the stats close at the stop: the stopped threads
@@ -412,15 +432,20 @@ int main(int argc, char **argv)
 	double secs = supervise(&o, t);
 	struct totals s;
 	sum_stats(t, o.threads, &s);
-	struct hist *lat = calloc(1, sizeof *lat);
-	int failed = 0;
+	failed = 0;
 	for (unsigned i = 0; i < o.threads; i++) {
 		pthread_join(tids[i], NULL);
 		hist_merge(lat, &t[i].latency);
 		failed |= t[i].failed;
 	}
 	print_result(&o, &s, lat, secs, cpu_seconds() - cpu0);
-	wolfSSL_CTX_free(ctx);
+out:
+	free(lat);
+	free(tids);
+	free(t);
+	if (ctx)
+		wolfSSL_CTX_free(ctx);
+	free(bodies.bytes);
 	agents_release(&agents);
 	wolfSSL_Cleanup();
 	return failed ? 1 : 0;

@@ -44,17 +44,21 @@ int body_pool_make(struct body_pool *pool, size_t want)
 	pool->bytes = malloc(want + compressBound(TEXT));
 	pool->len = 0;
 	if (!text || !pool->bytes)
-		return -1;
+		goto fail;
 	while (pool->len < want) {
 		size_t tlen = inventory_text(text, TEXT, &seed);
 		uLongf out = compressBound(TEXT);
 		if (compress2(pool->bytes + pool->len, &out,
-			      (const Bytef *)text, tlen, 6) != Z_OK) {
-			free(text);
-			return -1;
-		}
+			      (const Bytef *)text, tlen, 6) != Z_OK)
+			goto fail;
 		pool->len += out;
 	}
 	free(text);
 	return 0;
+fail:
+	free(text);
+	free(pool->bytes);
+	pool->bytes = NULL;
+	pool->len = 0;
+	return -1;
 }

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -389,8 +390,16 @@ static int parse_head(struct conn *c)
 	if (!end)
 		return c->resp_len + 1 >= sizeof c->resp ? -1 : 0;
 	end[2] = '\0';
-	if (sscanf(c->resp, "HTTP/1.%*c %d", &c->status) != 1)
+	/* "HTTP/1.x NNN": any minor version, then the status in decimal. */
+	if (strncmp(c->resp, "HTTP/1.", 7) != 0 || c->resp[7] == '\0')
 		return -1;
+	const char *digits = c->resp + 8;
+	char *num_end;
+	errno = 0;
+	long status = strtol(digits, &num_end, 10);
+	if (num_end == digits || errno || status < INT_MIN || status > INT_MAX)
+		return -1;
+	c->status = (int)status;
 	const char *v = find_header(c->resp, "Connection");
 	c->close_after = v && strncasecmp(v + strspn(v, " "), "close", 5) == 0;
 	const char *te = find_header(c->resp, "Transfer-Encoding");
@@ -655,16 +664,19 @@ static int worker_init(struct worker *w, struct sim_thread *t)
 	w->name_base = (uint64_t)time(NULL) * 1000000ULL;
 	w->ep = epoll_create1(EPOLL_CLOEXEC);
 	w->conns = calloc(share ? share : 1, sizeof *w->conns);
+	/* Before any failure: worker_finish closes what is not -1. */
+	for (unsigned i = 0; w->conns && i < share; i++)
+		w->conns[i].fd = -1;
 	if (w->ep < 0 || !w->conns)
 		return -1;
-	for (unsigned i = 0; i < share; i++)
-		w->conns[i].fd = -1;
 	if (o->mode == MODE_RESUME)
+		/* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers, sizeof one pointer */
 		w->sessions = calloc(w->nagents, sizeof *w->sessions);
 	w->open_loop = o->rate > 0 && o->mode != MODE_IDLE;
 	if (w->open_loop) {
-		w->free_slots = malloc(share * sizeof *w->free_slots);
-		w->idle_slots = malloc(share * sizeof *w->idle_slots);
+		/* At least one element: a thread with no share still runs. */
+		w->free_slots = malloc((share ? share : 1) * sizeof *w->free_slots);
+		w->idle_slots = malloc((share ? share : 1) * sizeof *w->idle_slots);
 		w->queue = malloc(QUEUE_CAP * sizeof *w->queue);
 		if (!w->free_slots || !w->idle_slots || !w->queue)
 			return -1;
@@ -676,9 +688,10 @@ static int worker_init(struct worker *w, struct sim_thread *t)
 	return 0;
 }
 
+/* Also after a failed worker_init: each part is released if it was made. */
 static void worker_finish(struct worker *w)
 {
-	for (unsigned i = 0; i < w->nconns; i++) {
+	for (unsigned i = 0; w->conns && i < w->nconns; i++) {
 		conn_close(w, &w->conns[i], false);
 		free(w->conns[i].stage);
 	}
@@ -690,7 +703,8 @@ static void worker_finish(struct worker *w)
 	free(w->free_slots);
 	free(w->idle_slots);
 	free(w->queue);
-	close(w->ep);
+	if (w->ep >= 0)
+		close(w->ep);
 }
 
 static int poll_timeout_ms(const struct worker *w, uint64_t now)
@@ -709,6 +723,7 @@ void *sim_thread_run(void *arg)
 	uint64_t next_scan = now_ns() + SCAN_NS;
 
 	if (worker_init(&w, t) < 0) {
+		worker_finish(&w);
 		t->failed = 1;
 		return NULL;
 	}
