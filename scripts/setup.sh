@@ -29,7 +29,7 @@ PACKAGES=(
   build-essential meson ninja-build pkg-config
   liblmdb-dev lmdb-utils liburing-dev libdpdk-dev dpdk libinih-dev
   libcmocka-dev libcjson-dev python3 python3-pytest curl openssl iproute2
-  autoconf automake libtool dpkg-dev clang libclang-rt-14-dev
+  autoconf automake libtool dpkg-dev clang libclang-rt-14-dev python3-scapy
 )
 
 need_apt=0

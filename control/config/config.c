@@ -117,6 +117,8 @@ enum kind {
 	K_WORD,    /* a plain word kept as text, or "" for none */
 	K_LISTEN,
 	K_ADVERTISE,
+	K_TEXT,    /* free text, blanks included */
+	K_CIDR,    /* an IPv4 "ADDR/PREFIX" (dpdk_addr and dpdk_prefix) */
 };
 
 struct word {
@@ -215,6 +217,11 @@ static const struct key keys[] = {
 	NUM("limits", "handshake_rate_per_source", K_COUNT, handshake_rate_per_source, 0, 1000000),
 	NUM("limits", "max_handshakes_in_progress", K_COUNT, max_handshakes_in_progress, 1, 1000000),
 
+	STR("dpdk", "eal_args", K_TEXT, dpdk_eal_args),
+	NUM("dpdk", "port", K_COUNT, dpdk_port, 0, 1023),
+	STR("dpdk", "address", K_CIDR, dpdk_addr),
+	NUM("dpdk", "mbufs", K_COUNT, dpdk_mbufs, 4095, 1048575),
+
 	NUM("store", "group_max", K_COUNT, store.group_max, 1, 65536),
 	NUM("store", "group_wait", K_US, store.group_wait_us, 0, 1000000),
 	NUM("store", "segment_size", K_SIZE, store.segment_bytes, 1 * MiB, UINT64_MAX),
@@ -284,6 +291,12 @@ void config_defaults(struct config *cfg)
 	cfg->handshake_timeout_ms = 10000;
 	cfg->max_connections = 15000;
 	cfg->max_handshakes_in_progress = 1024;
+
+	snprintf(cfg->dpdk_eal_args, sizeof cfg->dpdk_eal_args, "-l 0");
+	cfg->dpdk_port = 0;
+	cfg->dpdk_addr = htonl(0xc6120001); /* 198.18.0.1/15 */
+	cfg->dpdk_prefix = 15;
+	cfg->dpdk_mbufs = 16383;
 
 	/* The same values as store_config_defaults(), set here so that config
 	 * needs only store.h, not the store's code. */
@@ -594,6 +607,31 @@ static int set_advertise(struct load *ld, const struct key *k, const char *value
 	return 1;
 }
 
+/* "198.18.0.1/15": an IPv4 address and its prefix length (1 to 32). */
+static int set_cidr(struct load *ld, const struct key *k, const char *value)
+{
+	char host[INET_ADDRSTRLEN];
+	const char *slash = strchr(value, '/');
+	uint64_t prefix = 0;
+	const char *end;
+	struct in_addr a;
+	size_t len = slash ? (size_t)(slash - value) : 0;
+	if (!slash || len == 0 || len >= sizeof host || parse_digits(slash + 1, &prefix, &end) < 0 ||
+	    *end || prefix < 1 || prefix > 32)
+		goto bad;
+	memcpy(host, value, len);
+	host[len] = '\0';
+	if (inet_pton(AF_INET, host, &a) != 1)
+		goto bad;
+	ld->cfg.dpdk_addr = a.s_addr;
+	ld->cfg.dpdk_prefix = (unsigned)prefix;
+	return 1;
+bad:
+	return fail(ld, "[%s] %s: '%s' is not ADDR/PREFIX (a numeric IPv4 address and a "
+			"prefix length 1 to 32, as 198.18.0.1/15)",
+		    k->section, k->name, value);
+}
+
 static int set_value(struct load *ld, const struct key *k, const char *value)
 {
 	switch (k->kind) {
@@ -619,6 +657,14 @@ static int set_value(struct load *ld, const struct key *k, const char *value)
 		return set_listen(ld, k, value);
 	case K_ADVERTISE:
 		return set_advertise(ld, k, value);
+	case K_TEXT:
+		if (strlen(value) >= k->width)
+			return fail(ld, "[%s] %s: longer than %zu characters", k->section, k->name,
+				    k->width - 1);
+		snprintf((char *)&ld->cfg + k->offset, k->width, "%s", value);
+		return 1;
+	case K_CIDR:
+		return set_cidr(ld, k, value);
 	default:
 		return set_number(ld, k, value);
 	}

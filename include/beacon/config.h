@@ -68,6 +68,13 @@ struct config {
 	unsigned handshake_rate_per_source;  /* new connections a second; 0: no limit */
 	unsigned max_handshakes_in_progress; /* per worker */
 
+	/* [dpdk]: only read with backend = dpdk */
+	char dpdk_eal_args[200]; /* EAL command line, split on blanks */
+	unsigned dpdk_port;      /* DPDK port index */
+	uint32_t dpdk_addr;      /* our IPv4 address, network byte order */
+	unsigned dpdk_prefix;    /* its prefix length: the on-link subnet */
+	unsigned dpdk_mbufs;     /* mbufs in each queue's mempool */
+
 	/* [store] */
 	struct store_config store;
 	/* string storage for store.data_dir lives in data_dir above: after

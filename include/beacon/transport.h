@@ -46,6 +46,19 @@ struct transport_events {
 int transport_kernel_open(struct ring *ring, const struct config *cfg,
 			  const struct transport_events *ev, void *ctx, struct transport **out);
 
+/* The DPDK transport (dataplane/net/dpdk.c): our own TCP/IPv4 over a DPDK
+ * port. transport_dpdk_init starts the EAL and the port from [dpdk]; call
+ * it once, on the main thread, before any worker starts (0, or -1 with a
+ * message in err). transport_dpdk_open runs on the worker's own thread
+ * (it registers the thread with DPDK) and serves that worker's queue;
+ * with one queue for several workers, workers past the first get a
+ * transport that never accepts and does not poll. transport_dpdk_shutdown
+ * stops the port and the EAL after every worker's transport is freed. */
+int transport_dpdk_init(const struct config *cfg, unsigned nworkers, char *err, size_t errlen);
+int transport_dpdk_open(struct ring *ring, unsigned worker_id, const struct config *cfg,
+			const struct transport_events *ev, void *ctx, struct transport **out);
+void transport_dpdk_shutdown(void);
+
 /* Transports that poll (DPDK) do their receive work here, once per loop
  * turn of the worker; returns how much work was done (0: idle), or -errno.
  * The kernel transport's work arrives on the ring instead: 0. */

@@ -4,11 +4,15 @@
  * Implemented:
  * - Passive open with SYN cookies, always: a SYN costs no memory, so a SYN
  *   flood cannot fill anything. The cookie (the ISN of our SYN-ACK) carries
- *   a 5-bit time counter, the peer's MSS (3 bits, from a table) and window
- *   scale (4 bits), and 20 bits of SipHash over the 4-tuple, the peer's ISN,
+ *   a 5-bit time counter, the peer's MSS (3 bits, from a table), window
+ *   scale (4 bits) and SACK-permitted (1 bit), and 19 bits of SipHash over
+ *   the 4-tuple, the peer's ISN,
  *   the counter and those options under a per-worker random key. A cookie is
  *   good for 64 to 128 s.
- * - MSS and window scale options (we scale by RCV_WS when the peer offers).
+ * - MSS and window scale options (we scale by RCV_WS when the peer offers);
+ *   SACK-permitted, and as a receiver SACK blocks (RFC 2018) in our ACKs for
+ *   what the out-of-order queue holds (without them a Linux peer recovers
+ *   from a few losses only through backed-off timeouts).
  * - In-order delivery; out-of-order segments held (bounded per connection
  *   and per worker) and delivered when the hole fills; duplicates trimmed.
  * - A receive window that follows the application: while it is paused,
@@ -34,8 +38,9 @@
  *   pins a connection.
  * - A connection table hashed on the 4-tuple (SipHash, random key) and one
  *   timer per connection in the stack's 1 ms wheel: O(1) per operation.
- * Not implemented: SACK, timestamps (so no PAWS/RTTM; cookies then cannot
- * carry them either), keepalive (the layer above has idle timeouts), urgent
+ * Not implemented: SACK as a sender (we send little: responses),
+ * timestamps (so no PAWS/RTTM; cookies then cannot carry them either),
+ * keepalive (the layer above has idle timeouts), urgent
  * data (ignored), ECN, TSO/checksum offloads (checksums in software), path
  * MTU discovery (we send DF with the peer's MSS), active open.
  */
@@ -49,7 +54,7 @@
 #define RCVBUF (256u * 1024)
 #define RCV_WS 3 /* RCVBUF >> RCV_WS fits the 16-bit window */
 #define SNDBUF (256u * 1024) /* power of two: a ring */
-#define OOO_MAX 64           /* segments held out of order per connection */
+#define OOO_MAX 256          /* segments held out of order per connection */
 #define INIT_CWND_SEGS 10
 #define RTO_INIT_MS 1000
 #define RTO_MIN_MS 200
@@ -99,7 +104,7 @@ struct tcb {
 	struct rte_ether_addr pmac;
 	enum tcp_state state;
 	bool in_table, attached, paused, closing, dead, on_events, ev_sent, ev_closed;
-	bool fin_queued, fin_acked, in_recovery, rtt_timing;
+	bool fin_queued, fin_acked, in_recovery, rtt_timing, sack_ok;
 	int close_err;
 
 	/* send side */
@@ -124,6 +129,7 @@ struct tcb {
 	uint32_t stash_len;
 	struct ooo_seg *ooo;
 	unsigned nooo;
+	uint32_t last_ooo_seq; /* the newest out-of-order segment: SACK's first block */
 
 	uint64_t rexmt_at, delack_at, linger_at, last_rx_ms;
 };
@@ -409,11 +415,55 @@ static void emit(struct tcb *c, uint32_t off, uint32_t len, bool fin)
 	c->delack_at = 0;
 }
 
+/* RFC 2018 blocks for what the out-of-order queue holds: the block with
+ * the newest segment first, then the others from the left, at most 4. */
+static uint8_t sack_options(const struct tcb *c, uint8_t *opt)
+{
+	uint32_t left[OOO_MAX], right[OOO_MAX];
+	unsigned n = 0, first = 0;
+	for (unsigned i = 0; i < c->nooo; i++) {
+		uint32_t l = c->ooo[i].seq, r = l + c->ooo[i].len;
+		if (n && SEQ_LEQ(l, right[n - 1])) {
+			if (SEQ_GT(r, right[n - 1]))
+				right[n - 1] = r;
+		} else {
+			left[n] = l;
+			right[n++] = r;
+		}
+		if (c->ooo[i].seq == c->last_ooo_seq)
+			first = n - 1;
+	}
+	unsigned k = 0;
+	opt[k++] = 1;
+	opt[k++] = 1;
+	opt[k++] = 5;
+	opt[k++] = 2;
+	for (unsigned b = 0, used = 0; b <= n && used < 4; b++) {
+		unsigned i = b == 0 ? first : b - 1;
+		if (b > 0 && i == first)
+			continue;
+		if (i >= n)
+			break;
+		uint32_t l = rte_cpu_to_be_32(left[i]), r = rte_cpu_to_be_32(right[i]);
+		memcpy(opt + k, &l, 4);
+		memcpy(opt + k + 4, &r, 4);
+		k += 8;
+		opt[3] += 8;
+		used++;
+	}
+	return (uint8_t)k;
+}
+
 static void send_ack(struct tcb *c)
 {
 	struct seg_out o;
 	uint8_t *p;
+	uint8_t opt[40];
 	conn_seg(c, &o, c->snd_nxt, RTE_TCP_ACK_FLAG);
+	if (c->sack_ok && c->nooo) {
+		o.optlen = sack_options(c, opt);
+		o.opt = opt;
+	}
 	struct rte_mbuf *m = seg_build(c->s, &o, 0, &p);
 	if (m)
 		seg_send(c->s, m);
@@ -746,6 +796,7 @@ static bool ooo_insert(struct tcb *c, struct rte_mbuf *m, uint8_t *data, uint32_
 	memmove(&c->ooo[i + 1], &c->ooo[i], (c->nooo - i) * sizeof *c->ooo);
 	c->ooo[i] = (struct ooo_seg){.m = m, .data = data, .seq = seq, .len = len, .fin = fin};
 	c->nooo++;
+	c->last_ooo_seq = seq;
 	s->ooo_mbufs++;
 	s->st.tcp_ooo_queued++;
 	return true;
@@ -978,6 +1029,9 @@ static bool tcb_input(struct tcb *c, struct rte_mbuf *m, const struct rte_tcp_hd
 	c->last_rx_ms = s->now_ms;
 	if (c->state == TCP_TIME_WAIT)
 		return time_wait_input(c, th);
+	/* Room made since our last segment counts now, not only once an ACK
+	 * has announced it (else a window probe would meet a stale zero). */
+	(void)rcv_window(c);
 	if (!acceptable(c, seq, len + fin + !!(fl & RTE_TCP_SYN_FLAG))) {
 		s->st.tcp_unacceptable++;
 		if (!(fl & RTE_TCP_RST_FLAG))
@@ -998,8 +1052,11 @@ static bool tcb_input(struct tcb *c, struct rte_mbuf *m, const struct rte_tcp_hd
 	}
 	if (!(fl & RTE_TCP_ACK_FLAG) || !ack_input(c, th, seq, len))
 		return false;
-	if (c->rcv_adv == c->rcv_nxt) {
-		len = 0; /* zero window: only the ACK counted */
+	if (c->rcv_adv == c->rcv_nxt && (len || fin)) {
+		/* Zero window: the ACK counted, the data does not fit. Answer
+		 * (a window probe waits for exactly this). */
+		send_ack(c);
+		len = 0;
 		fin = false;
 	}
 	bool kept = data_input(c, m, data, seq, len, fin);
@@ -1021,13 +1078,14 @@ struct cookie_in {
 
 static uint32_t cookie_make(struct stack *s, const struct cookie_in *in)
 {
-	uint32_t h = (uint32_t)siphash24(s->cookie_key, in, sizeof *in) & 0xfffff;
-	return ((in->t & 31) << 27) | (in->meta << 20) | h;
+	uint32_t h = (uint32_t)siphash24(s->cookie_key, in, sizeof *in) & 0x7ffff;
+	return ((in->t & 31) << 27) | (in->meta << 19) | h;
 }
 
 struct syn_opts {
 	uint16_t mss;
 	int ws; /* -1: not offered */
+	bool sack;
 };
 
 static void syn_options(const struct rte_tcp_hdr *th, struct syn_opts *o)
@@ -1036,6 +1094,7 @@ static void syn_options(const struct rte_tcp_hdr *th, struct syn_opts *o)
 	const uint8_t *end = (const uint8_t *)th + ((th->data_off >> 4) * 4);
 	o->mss = 536;
 	o->ws = -1;
+	o->sack = false;
 	while (p < end) {
 		if (*p == 0)
 			break;
@@ -1049,6 +1108,8 @@ static void syn_options(const struct rte_tcp_hdr *th, struct syn_opts *o)
 			o->mss = (uint16_t)(p[2] << 8 | p[3]);
 		else if (p[0] == 3 && p[1] == 3)
 			o->ws = p[2] > 14 ? 14 : p[2];
+		else if (p[0] == 4 && p[1] == 2)
+			o->sack = true;
 		p += p[1];
 	}
 }
@@ -1061,12 +1122,22 @@ static void syn_ack_send(struct stack *s, const struct rte_ipv4_hdr *ip,
 	unsigned mi = 0;
 	while (mi < 7 && cookie_mss[mi + 1] <= so.mss)
 		mi++;
-	uint32_t meta = (mi << 4) | (uint32_t)(so.ws + 1);
+	uint32_t meta = (so.sack ? 0x80u : 0) | (mi << 4) | (uint32_t)(so.ws + 1);
 	struct cookie_in in = {ip->src_addr, th->src_port, th->dst_port,
 			       rte_be_to_cpu_32(th->sent_seq), (uint32_t)(s->now_ms >> 16), meta};
 	uint32_t isn = cookie_make(s, &in);
 	uint16_t our_mss = (uint16_t)(s->mtu - 40);
-	uint8_t opt[8] = {2, 4, (uint8_t)(our_mss >> 8), (uint8_t)our_mss, 1, 3, 3, RCV_WS};
+	uint8_t opt[12] = {2, 4, (uint8_t)(our_mss >> 8), (uint8_t)our_mss, 1, 1, 4, 2, 1, 3, 3,
+			   RCV_WS};
+	uint8_t optlen = 4;
+	if (so.sack)
+		optlen += 4;
+	if (so.ws >= 0) {
+		/* Window scale right after MSS when there is no SACK-permitted. */
+		if (!so.sack)
+			memcpy(opt + 4, opt + 8, 4);
+		optlen += 4;
+	}
 	struct seg_out o = {.pip = ip->src_addr,
 			    .pport = th->src_port,
 			    .lport = th->dst_port,
@@ -1076,7 +1147,7 @@ static void syn_ack_send(struct stack *s, const struct rte_ipv4_hdr *ip,
 			    .flags = RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG,
 			    .win = RCVBUF > 65535 ? 65535 : RCVBUF,
 			    .opt = opt,
-			    .optlen = so.ws >= 0 ? 8 : 4};
+			    .optlen = optlen};
 	uint8_t *p;
 	struct rte_mbuf *m = seg_build(s, &o, 0, &p);
 	if (m) {
@@ -1088,7 +1159,7 @@ static void syn_ack_send(struct stack *s, const struct rte_ipv4_hdr *ip,
 /* The ACK that completes a handshake: its ack - 1 must be a cookie we made
  * in the last two time counter periods. Returns the options it carries. */
 static bool cookie_check(struct stack *s, const struct rte_ipv4_hdr *ip,
-			 const struct rte_tcp_hdr *th, unsigned *mss_idx, int *ws)
+			 const struct rte_tcp_hdr *th, unsigned *mss_idx, int *ws, bool *sack)
 {
 	uint32_t cookie = rte_be_to_cpu_32(th->recv_ack) - 1;
 	uint32_t now_t = (uint32_t)(s->now_ms >> 16);
@@ -1096,17 +1167,18 @@ static bool cookie_check(struct stack *s, const struct rte_ipv4_hdr *ip,
 	if (age > 1)
 		return false;
 	struct cookie_in in = {ip->src_addr, th->src_port, th->dst_port,
-			       rte_be_to_cpu_32(th->sent_seq) - 1, now_t - age, (cookie >> 20) & 0x7f};
+			       rte_be_to_cpu_32(th->sent_seq) - 1, now_t - age, (cookie >> 19) & 0xff};
 	if (cookie_make(s, &in) != cookie)
 		return false;
-	*mss_idx = in.meta >> 4;
+	*mss_idx = (in.meta >> 4) & 7;
 	*ws = (int)(in.meta & 15) - 1;
+	*sack = in.meta >> 7;
 	return true;
 }
 
 static struct tcb *tcb_create(struct stack *s, const struct rte_ipv4_hdr *ip,
 			      const struct rte_tcp_hdr *th, const struct rte_ether_addr *mac,
-			      unsigned mss_idx, int ws)
+			      unsigned mss_idx, int ws, bool sack)
 {
 	if (s->ntcb >= s->max_tcb && s->tw_head) {
 		s->st.tcp_time_wait_reused++;
@@ -1132,6 +1204,7 @@ static struct tcb *tcb_create(struct stack *s, const struct rte_ipv4_hdr *ip,
 	c->mss = cookie_mss[mss_idx] < our_mss ? cookie_mss[mss_idx] : our_mss;
 	c->snd_ws = ws >= 0 ? (uint8_t)ws : 0;
 	c->rcv_ws = ws >= 0 ? RCV_WS : 0;
+	c->sack_ok = sack;
 	c->snd_una = c->snd_nxt = c->snd_max = ack;
 	c->snd_wnd = c->max_snd_wnd = (uint32_t)rte_be_to_cpu_16(th->rx_win) << c->snd_ws;
 	c->snd_wl1 = rte_be_to_cpu_32(th->sent_seq);
@@ -1190,13 +1263,14 @@ static bool listen_input(struct stack *s, struct rte_mbuf *m, const struct rte_i
 	}
 	unsigned mss_idx;
 	int ws;
+	bool sack;
 	if ((fl & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG)) != RTE_TCP_ACK_FLAG ||
-	    !cookie_check(s, ip, th, &mss_idx, &ws)) {
+	    !cookie_check(s, ip, th, &mss_idx, &ws, &sack)) {
 		s->st.syn_cookies_bad++;
 		send_rst_for(s, ip, th, seglen, mac);
 		return false;
 	}
-	struct tcb *c = tcb_create(s, ip, th, mac, mss_idx, ws);
+	struct tcb *c = tcb_create(s, ip, th, mac, mss_idx, ws, sack);
 	if (!c) {
 		send_rst_for(s, ip, th, seglen, mac);
 		return false;
@@ -1204,6 +1278,17 @@ static bool listen_input(struct stack *s, struct rte_mbuf *m, const struct rte_i
 	if (!tcb_accept(s, c))
 		return false;
 	return tcb_input(c, m, th, data, len);
+}
+
+/* The one's complement sum over the pseudo header and the segment,
+ * checksum field included, is all ones when the segment is intact. */
+static bool checksum_ok(const struct rte_ipv4_hdr *ip, const struct rte_tcp_hdr *th, size_t l4)
+{
+	uint32_t sum = rte_ipv4_phdr_cksum(ip, 0);
+	sum += rte_raw_cksum(th, l4);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum == 0xffff;
 }
 
 void tcp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
@@ -1220,7 +1305,7 @@ void tcp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
 		rte_pktmbuf_free(m);
 		return;
 	}
-	if (rte_ipv4_udptcp_cksum_verify(ip, th) != 0) {
+	if (!checksum_ok(ip, th, l4)) {
 		s->st.tcp_bad_csum++;
 		rte_pktmbuf_free(m);
 		return;
