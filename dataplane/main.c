@@ -23,6 +23,7 @@
 #include "beacon/log.h"
 #include "beacon/store.h"
 #include "beacon/tls.h"
+#include "beacon/transport.h"
 #include "beacon/trust.h"
 #include "beacon/worker.h"
 
@@ -439,11 +440,6 @@ static int run(struct beacond *b, bool check_only)
 {
 	const struct config *cfg = &b->cfg;
 	char err[512] = "";
-	if (cfg->backend != BACKEND_KERNEL) {
-		log_err("[server] backend = dpdk: this build has only the kernel transport; "
-			"set backend = kernel");
-		return 1;
-	}
 	if (cfg->ticket_key_file[0] && tls_tickets_load(cfg->ticket_key_file, err, sizeof err) != 0) {
 		log_err("%s", err);
 		return 1;
@@ -484,6 +480,14 @@ static int run(struct beacond *b, bool check_only)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	/* DPDK's EAL and port come up once, before any worker opens a queue. */
+	if (cfg->backend == BACKEND_DPDK && transport_dpdk_init(cfg, n, err, sizeof err) != 0) {
+		log_err("%s", err);
+		trust_shutdown();
+		store_reader_close(b->reader);
+		store_close(b->store);
+		return 1;
+	}
 	b->started = b->last_rotation = time(NULL);
 	b->watch_signature = trust_files_signature(cfg);
 	int status = start_workers(b, n) == 0 ? 0 : 1;
@@ -503,8 +507,9 @@ static int run(struct beacond *b, bool check_only)
 	if (status == 0 && drop_privileges(cfg->user) != 0)
 		status = 1;
 	if (status == 0) {
-		log_info("listening on %s:%u with %u worker%s (kernel transport); control socket %s%s%s",
+		log_info("listening on %s:%u with %u worker%s (%s transport); control socket %s%s%s",
 			 cfg->listen_addr, cfg->listen_port, n, n == 1 ? "" : "s",
+			 cfg->backend == BACKEND_DPDK ? "DPDK" : "kernel",
 			 cfg->control_socket, cfg->metrics_listen[0] ? "; metrics on http://" : "",
 			 cfg->metrics_listen);
 		status = wait_for_stop(b, &set);
@@ -512,6 +517,8 @@ static int run(struct beacond *b, bool check_only)
 	if (ctl)
 		control_stop(ctl);
 	stop_workers(b);
+	if (cfg->backend == BACKEND_DPDK)
+		transport_dpdk_shutdown();
 	trust_shutdown();
 	store_reader_close(b->reader);
 	store_close(b->store);

@@ -95,7 +95,10 @@ static int worker_setup(struct worker *w)
 	if (w->cfg->approval == APPROVAL_REQUIRE &&
 	    store_reader_open(w->cfg->data_dir, &w->devices, w->err, sizeof w->err) != 0)
 		return -EIO;
-	rc = transport_kernel_open(&w->ring, w->cfg, &conn_events, w, &w->transport);
+	if (w->cfg->backend == BACKEND_DPDK)
+		rc = transport_dpdk_open(&w->ring, w->id, w->cfg, &conn_events, w, &w->transport);
+	else
+		rc = transport_kernel_open(&w->ring, w->cfg, &conn_events, w, &w->transport);
 	if (rc < 0) {
 		snprintf(w->err, sizeof w->err, "listen %s:%u: %s", w->cfg->listen_addr,
 			 w->cfg->listen_port, strerror(-rc));

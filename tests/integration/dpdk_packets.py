@@ -1,0 +1,255 @@
+"""Crafted packets against beacond's DPDK stack (python3-scapy), run by
+test_dpdk.py inside the test's network namespace:
+
+    ip netns exec NS python3 dpdk_packets.py IFACE SERVER_IP PORT CHECK
+
+Each CHECK prints one JSON line of results and exits 0, or fails with an
+assertion (exit 1). Sources are 198.18.0.0/15 addresses that the kernel side
+of the tap does not own, so its TCP never answers (or resets) our replies.
+"""
+
+import fcntl
+import heapq
+import json
+import os
+import random
+import select
+import socket
+import struct
+import sys
+import time
+
+from scapy.all import ARP, ICMP, IP, TCP, Ether, Raw, conf  # noqa: E402
+
+conf.verb = 0
+
+IFACE, SERVER, PORT, CHECK = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+ME = "198.18.0.77"
+
+
+class Link:
+    """An L2 socket on the tap's kernel side, with the server's MAC."""
+
+    def __init__(self):
+        self.sock = conf.L2socket(iface=IFACE)
+        self.mac = self.arp(SERVER)
+        assert self.mac, "no ARP reply from the server"
+
+    def send(self, pkt):
+        self.sock.send(Ether(dst=self.mac or "ff:ff:ff:ff:ff:ff") / pkt)
+
+    def recv_until(self, match, timeout):
+        deadline = time.time() + timeout
+        while True:
+            left = deadline - time.time()
+            if left <= 0:
+                return None
+            r, _, _ = select.select([self.sock], [], [], left)
+            if not r:
+                return None
+            p = self.sock.recv()
+            if p is not None and match(p):
+                return p
+
+    def arp(self, ip):
+        self.sock.send(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(pdst=ip, psrc=ME))
+        p = self.recv_until(lambda p: ARP in p and p[ARP].op == 2 and p[ARP].psrc == ip, 2)
+        return p[ARP].hwsrc if p else None
+
+
+def tcp_from_server(sport):
+    def match(p):
+        return (IP in p and TCP in p and p[IP].src == SERVER and p[IP].dst == ME
+                and p[TCP].dport == sport)
+    return match
+
+
+class Conn:
+    """A hand-driven TCP connection to the server."""
+
+    def __init__(self, link):
+        self.link = link
+        self.sport = random.randint(20000, 60000)
+        self.seq = random.randint(0, 2**32 - 1)
+        self.match = tcp_from_server(self.sport)
+
+    def seg(self, flags, seq=None, ack=None, payload=b"", window=65535):
+        t = TCP(sport=self.sport, dport=PORT, flags=flags,
+                seq=self.seq if seq is None else seq,
+                ack=self.rcv if ack is None else ack, window=window)
+        return IP(src=ME, dst=SERVER) / t / Raw(payload) if payload else IP(src=ME, dst=SERVER) / t
+
+    def expect(self, timeout=1.0):
+        return self.link.recv_until(self.match, timeout)
+
+    def open(self):
+        self.rcv = 0
+        self.link.send(IP(src=ME, dst=SERVER) / TCP(sport=self.sport, dport=PORT, flags="S",
+                                                   seq=self.seq, options=[("MSS", 1460)]))
+        sa = self.expect()
+        assert sa is not None and sa[TCP].flags == "SA", f"no SYN-ACK: {sa!r}"
+        assert sa[TCP].ack == (self.seq + 1) % 2**32
+        self.seq = (self.seq + 1) % 2**32
+        self.rcv = (sa[TCP].seq + 1) % 2**32
+        self.link.send(self.seg("A"))
+        return sa
+
+    def send_data(self, data):
+        self.link.send(self.seg("PA", payload=data))
+        self.seq = (self.seq + len(data)) % 2**32
+
+
+def ack_for(conn, want_ack, timeout=1.0):
+    """The server's first segment that ACKs `want_ack`, or None."""
+    return conn.link.recv_until(
+        lambda p: conn.match(p) and p[TCP].ack == want_ack and "R" not in p[TCP].flags, timeout)
+
+
+def check_ping(link):
+    link.send(IP(src=ME, dst=SERVER) / ICMP(id=7, seq=1) / Raw(b"beacond-ping"))
+    p = link.recv_until(lambda p: ICMP in p and p[ICMP].type == 0 and p[IP].src == SERVER, 2)
+    assert p is not None, "no echo reply"
+    assert bytes(p[Raw]) == b"beacond-ping"
+    return {"echo": True, "mac": link.mac}
+
+
+def check_bad_checksum(link):
+    # A SYN with a broken checksum gets nothing; the same SYN intact gets a
+    # SYN-ACK.
+    c = Conn(link)
+    syn = IP(src=ME, dst=SERVER) / TCP(sport=c.sport, dport=PORT, flags="S", seq=c.seq)
+    bad = syn.copy()
+    bad[TCP].chksum = 0x1234
+    link.send(bad)
+    assert c.expect(0.7) is None, "answered a SYN with a bad checksum"
+    # On an open connection: a data segment with a bad checksum is not
+    # ACKed; the same segment intact is.
+    c = Conn(link)
+    c.open()
+    data = b"\x16\x03\x01"  # three bytes of a TLS record header: TLS waits for more
+    seg = c.seg("PA", payload=data)
+    seg = IP(bytes(seg))  # computes the checksum
+    seg[TCP].chksum ^= 0x5555
+    link.send(seg)
+    want = (c.seq + len(data)) % 2**32
+    assert ack_for(c, want, 0.7) is None, "ACKed a segment with a bad checksum"
+    c.send_data(data)
+    assert ack_for(c, want, 1.0) is not None, "no ACK for the intact segment"
+    link.send(c.seg("R"))
+    return {"bad_checksum_dropped": True}
+
+
+def check_rst_window(link):
+    c = Conn(link)
+    c.open()
+    # Out of the window: dropped without a word.
+    link.send(c.seg("R", seq=(c.seq + 10_000_000) % 2**32))
+    r = c.expect(0.5)
+    assert r is None, f"answered an out-of-window RST: {r!r}"
+    # In the window but not at RCV.NXT: a challenge ACK (RFC 5961 3.2).
+    link.send(c.seg("R", seq=(c.seq + 100) % 2**32))
+    r = c.expect(1.0)
+    assert r is not None and r[TCP].flags == "A" and r[TCP].ack == c.seq, \
+        f"no challenge ACK for an in-window RST: {r!r}"
+    # A SYN on the connection: a challenge ACK too (RFC 5961 4.2).
+    link.send(c.seg("S", seq=(c.seq + 5) % 2**32, ack=0))
+    r = c.expect(1.0)
+    assert r is not None and r[TCP].flags == "A" and r[TCP].ack == c.seq, \
+        f"no challenge ACK for a SYN: {r!r}"
+    # Still alive: data is ACKed.
+    c.send_data(b"\x16\x03")
+    assert ack_for(c, c.seq, 1.0) is not None, "the connection died"
+    # The RST at exactly RCV.NXT ends it: what follows gets a reset.
+    link.send(c.seg("R"))
+    time.sleep(0.2)
+    c.send_data(b"\x01")
+    r = c.link.recv_until(lambda p: c.match(p) and "R" in p[TCP].flags, 1.0)
+    assert r is not None, "the connection survived an exact RST"
+    return {"out_of_window_rst_ignored": True, "challenge_acks": True}
+
+
+def check_syn_flood(link):
+    """Sends SYNs from spoofed 198.18.x.y sources for `seconds`."""
+    count = int(sys.argv[5]) if len(sys.argv) > 5 else 3000
+    pkts = []
+    for _ in range(count):
+        src = f"198.18.{random.randint(2, 254)}.{random.randint(1, 254)}"
+        pkts.append(Ether(dst=link.mac) / IP(src=src, dst=SERVER) /
+                    TCP(sport=random.randint(1024, 65535), dport=PORT, flags="S",
+                        seq=random.randint(0, 2**32 - 1)))
+    raw = [bytes(p) for p in pkts]
+    t0 = time.time()
+    for _ in range(3):
+        for r in raw:
+            link.sock.send(r)
+    return {"syns": 3 * count, "seconds": round(time.time() - t0, 2)}
+
+
+def relay(tap_name, loss, duplicate, reorder, delay_ms):
+    """A wire with impairments (the kernel here has no netem): frames from
+    tap `tap_name` (the client side, owned by this process) go out on IFACE
+    (the DPDK tap's kernel side) and back, each direction losing `loss`%,
+    duplicating `duplicate`%, and delaying by `delay_ms` all but `reorder`%
+    (which go at once, overtaking the delayed ones), as netem would.
+    BCN_RELAY_PCAP=FILE records what it lets through (for debugging)."""
+    tun = os.open("/dev/net/tun", os.O_RDWR)
+    ifr = struct.pack("16sH", tap_name.encode(), 0x0002 | 0x1000)  # IFF_TAP | IFF_NO_PI
+    fcntl.ioctl(tun, 0x400454CA, ifr)  # TUNSETIFF
+    os.set_blocking(tun, False)
+    pkt = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    pkt.bind((IFACE, 0))
+    pkt.setblocking(False)
+    print("ready", flush=True)
+    dump = None
+    if os.environ.get("BCN_RELAY_PCAP"):
+        from scapy.utils import PcapWriter
+        dump = PcapWriter(os.environ["BCN_RELAY_PCAP"], sync=True)
+    queue = []  # (due, order, fd or socket, frame)
+    order = 0
+
+    def push(out, frame):
+        nonlocal order
+        for _ in range(2 if random.random() * 100 < duplicate else 1):
+            if random.random() * 100 < loss:
+                continue
+            wait = 0 if random.random() * 100 < reorder else delay_ms / 1000
+            order += 1
+            heapq.heappush(queue, (time.monotonic() + wait, order, out, frame))
+
+    while True:
+        timeout = max(0.0, queue[0][0] - time.monotonic()) if queue else 1.0
+        r, _, _ = select.select([tun, pkt], [], [], timeout)
+        if tun in r:
+            try:
+                push(pkt, os.read(tun, 65536))
+            except BlockingIOError:
+                pass
+        if pkt in r:
+            try:
+                frame, addr = pkt.recvfrom(65536)
+                if addr[2] != socket.PACKET_OUTGOING:
+                    push(tun, frame)
+            except BlockingIOError:
+                pass
+        now = time.monotonic()
+        while queue and queue[0][0] <= now:
+            _, _, out, frame = heapq.heappop(queue)
+            if dump:
+                dump.write(Ether(frame))
+            try:
+                if out is tun:
+                    os.write(tun, frame)
+                else:
+                    pkt.send(frame)
+            except OSError:
+                pass  # a full queue drops, as a wire would
+
+
+CHECKS = {"ping": check_ping, "bad_checksum": check_bad_checksum,
+          "rst_window": check_rst_window, "syn_flood": check_syn_flood}
+
+if __name__ == "__main__":
+    if CHECK == "relay":
+        relay(sys.argv[5], *(float(a) for a in sys.argv[6:10]))
+    else:
+        print(json.dumps(CHECKS[CHECK](Link())))

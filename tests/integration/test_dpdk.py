@@ -1,0 +1,306 @@
+"""The DPDK transport (issue 5): beacond with backend = dpdk on a DPDK tap in
+a network namespace of its own, with the namespace's Linux TCP as the peer.
+
+Each module run creates namespace bcnNNNNN, starts beacond inside it (the
+tap's kernel side appears there as interface bcNNNNN), gives that interface
+198.18.0.2/15 and talks to beacond at 198.18.0.1 from inside the namespace:
+curl for the real service, python3-scapy (dpdk_packets.py) for crafted
+segments. Only 198.18.0.0/15 addresses, only inside that namespace; the
+namespace is deleted at the end.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import BEACOND, Server, unique_name
+
+HERE = Path(__file__).resolve().parent
+SERVER_IP = "198.18.0.1"
+PEER_CIDR = "198.18.0.2/15"
+SCAPY_PYTHON = "/usr/bin/python3"  # Debian's python3-scapy
+
+
+def _ip_netns_works():
+    if shutil.which("ip") is None:
+        return False
+    return subprocess.run(["ip", "netns", "list"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
+
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, a tap)"),
+    pytest.mark.skipif(not _ip_netns_works(), reason="`ip netns` is unavailable"),
+]
+
+
+def _have_scapy():
+    return subprocess.run([SCAPY_PYTHON, "-c", "import scapy.all"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
+
+
+def sh(*cmd, check=True, timeout=30):
+    p = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=timeout)
+    if check:
+        assert p.returncode == 0, (f"{' '.join(map(str, cmd))} exited {p.returncode}: "
+                                   f"{p.stderr.decode(errors='replace')}")
+    return p
+
+
+class DpdkServer(Server):
+    """beacond in namespace `ns` with the DPDK transport on a tap."""
+
+    def __init__(self, workdir, pki, ns, tap, overrides=None):
+        self.ns = ns
+        self.tap = tap
+        conf = {
+            "server": {"backend": "dpdk", "workers": "2"},
+            "dpdk": {
+                "eal_args": (f"--no-huge -m 256 --no-pci --vdev=net_tap0,iface={tap} -l 0 "
+                             f"--file-prefix {ns} --log-level=warning"),
+                "port": "0",
+                "address": f"{SERVER_IP}/15",
+                "mbufs": "16383",
+            },
+        }
+        for sec, kv in (overrides or {}).items():
+            conf.setdefault(sec, {}).update(kv)
+        super().__init__(workdir, pki, conf)
+        # The namespace has its own ports: listen on every address there.
+        self.config_text = self.config_text.replace(f"listen = {self.host}:",
+                                                    "listen = 0.0.0.0:")
+        self.conf.write_text(self.config_text)
+        self.host = SERVER_IP
+
+    def start(self, timeout=20.0):
+        assert BEACOND.exists(), f"beacond binary not found at {BEACOND}"
+        self._stderr_file = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, str(BEACOND), "-c",
+                                      str(self.conf)], stdin=subprocess.DEVNULL,
+                                     stdout=self._stderr_file, stderr=self._stderr_file)
+        deadline = time.monotonic() + timeout
+        while "listening on" not in self.stderr():
+            rc = self.proc.poll()
+            assert rc is None, f"beacond exited {rc} during start-up\n{self.stderr()}"
+            assert time.monotonic() < deadline, f"beacond did not start\n{self.stderr()}"
+            time.sleep(0.05)
+        sh("ip", "netns", "exec", self.ns, "ip", "addr", "add", PEER_CIDR, "dev", self.tap)
+        sh("ip", "netns", "exec", self.ns, "ip", "link", "set", self.tap, "up")
+        sh("ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up")
+        while True:
+            code, _ = self.curl_code("/ManageSoftDL/policy.xml", timeout=5)
+            if code == 200:
+                return self
+            assert self.alive(), f"beacond died\n{self.stderr()}"
+            assert time.monotonic() < deadline, f"no HTTPS through the tap\n{self.stderr()}"
+            time.sleep(0.2)
+
+    def curl(self, path, *args, name="agent1", timeout=120):
+        cmd = ["ip", "netns", "exec", self.ns, "curl", "-sS", "--max-time", str(timeout - 5),
+               "--resolve", f"localhost:{self.port}:{SERVER_IP}",
+               "--cacert", str(self.pki / "server-ca.pem")]
+        if name is not None:
+            cmd += ["--cert", str(self.pki / f"{name}.pem"),
+                    "--key", str(self.pki / f"{name}.key")]
+        cmd += [str(a) for a in args] + [f"https://localhost:{self.port}{path}"]
+        return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=timeout)
+
+    def curl_code(self, path, *args, **kw):
+        p = self.curl(path, "-o", "/dev/null", "-w", "%{http_code}", *args, **kw)
+        out = p.stdout.decode().strip()
+        return (int(out) if out.isdigit() else 0), p
+
+    def upload(self, data_path, fname, agent="agent1", **kw):
+        return self.curl_code(f"/ManageSoftRL/Inventories/{fname}", "-T", str(data_path),
+                              name=agent, **kw)
+
+    def packets(self, check, *extra, timeout=60):
+        p = subprocess.run(["ip", "netns", "exec", self.ns, SCAPY_PYTHON,
+                            str(HERE / "dpdk_packets.py"), self.tap, SERVER_IP,
+                            str(self.port), check, *map(str, extra)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+        assert p.returncode == 0, (f"{check}: {p.stderr.decode(errors='replace')}\n"
+                                   f"beacond:\n{self.stderr()[-3000:]}")
+        return json.loads(p.stdout.decode().strip().splitlines()[-1])
+
+    def impaired(self, loss=0, duplicate=0, reorder=100, delay_ms=0):
+        """Context: the client side moves to tap `cl...` behind a relay that
+        loses, duplicates, delays and reorders frames both ways (this
+        kernel has no netem qdisc)."""
+        return Impairment(self, loss, duplicate, reorder, delay_ms)
+
+
+class Impairment:
+    def __init__(self, srv, *params):
+        self.srv = srv
+        self.params = params
+        self.client = "cl" + srv.tap[2:]
+
+    def _ns(self, *cmd, check=True):
+        return sh("ip", "netns", "exec", self.srv.ns, *cmd, check=check)
+
+    def __enter__(self):
+        s = self.srv
+        self.proc = subprocess.Popen(["ip", "netns", "exec", s.ns, SCAPY_PYTHON,
+                                      str(HERE / "dpdk_packets.py"), s.tap, SERVER_IP,
+                                      str(s.port), "relay", self.client,
+                                      *map(str, self.params)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self.proc.stdout.readline().strip() == b"ready", self.proc.stderr.read()
+        self._ns("ip", "addr", "flush", "dev", s.tap)
+        self._ns("ip", "addr", "add", PEER_CIDR, "dev", self.client)
+        self._ns("ip", "link", "set", self.client, "up")
+        self._ns("ip", "neigh", "flush", "all")
+        return self
+
+    def __exit__(self, *exc):
+        s = self.srv
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+        self._ns("ip", "addr", "add", PEER_CIDR, "dev", s.tap, check=False)
+        self._ns("ip", "link", "set", s.tap, "up", check=False)
+        self._ns("ip", "neigh", "flush", "all", check=False)
+
+
+@pytest.fixture(scope="module")
+def dsrv(tmp_path_factory, pki):
+    tag = f"{os.getpid() % 100000:05d}"
+    ns, tap = f"bcn{tag}", f"bc{tag}"
+    sh("ip", "netns", "add", ns)
+    srv = DpdkServer(tmp_path_factory.mktemp("beacond-dpdk"), pki, ns, tap)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        try:
+            srv.stop(timeout=20)
+        finally:
+            sh("ip", "netns", "del", ns, check=False)
+
+
+@pytest.fixture
+def payloads(tmp_path):
+    def make(size):
+        p = tmp_path / f"{size}.bin"
+        p.write_bytes(os.urandom(size))
+        return p
+    return make
+
+
+def assert_stored(srv, name, path):
+    row = srv.find_upload(name)
+    data = path.read_bytes()
+    assert int(row["length"]) == len(data)
+    assert srv.upload_bytes(row["id"]) == data, "stored bytes differ from the upload"
+
+
+def test_ping(dsrv):
+    if not _have_scapy():
+        pytest.skip("python3-scapy is not installed")
+    assert dsrv.packets("ping")["echo"]
+
+
+@pytest.mark.parametrize("size", [0, 1024, 1 << 20, 16 << 20],
+                         ids=["0B", "1KiB", "1MiB", "16MiB"])
+def test_upload(dsrv, payloads, size):
+    path = payloads(size)
+    name = unique_name(f"dpdk-{size}")
+    code, p = dsrv.upload(path, name)
+    assert code == 201, p.stderr.decode() + dsrv.stderr()[-2000:]
+    assert_stored(dsrv, name, path)
+
+
+def test_download(dsrv):
+    p = dsrv.curl("/ManageSoftDL/policy.xml")
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout.startswith(b'<?xml version="1.0"?>')
+
+
+@pytest.mark.parametrize("name", [None, "untrusted"], ids=["no-cert", "untrusted"])
+def test_rejected(dsrv, payloads, name):
+    path = payloads(1024)
+    fname = unique_name("dpdk-rejected")
+    code, _ = dsrv.upload(path, fname, agent=name, timeout=30)
+    assert code != 201
+    assert not [r for r in dsrv.uploads() if r.get("name") == fname]
+    dsrv.assert_alive()
+
+
+IMPAIRMENTS = {
+    "loss5": {"loss": 5},
+    "loss1": {"loss": 1},
+    "delay50-reorder25": {"delay_ms": 50, "reorder": 25},
+    "duplicate5": {"duplicate": 5},
+}
+
+
+@pytest.mark.parametrize("case", list(IMPAIRMENTS))
+def test_upload_impaired(dsrv, payloads, case):
+    """Impaired in both directions: the peer's data and our ACKs, our
+    handshake and responses and their ACKs are lost, duplicated or
+    reordered; the upload still arrives byte for byte."""
+    if not _have_scapy():
+        pytest.skip("python3-scapy is not installed")
+    path = payloads(1 << 20)
+    name = unique_name(f"dpdk-{case}")
+    with dsrv.impaired(**IMPAIRMENTS[case]):
+        code, p = dsrv.upload(path, name, timeout=120)
+    assert code == 201, p.stderr.decode() + dsrv.stderr()[-2000:]
+    assert_stored(dsrv, name, path)
+
+
+@pytest.mark.parametrize("check", ["bad_checksum", "rst_window"])
+def test_crafted(dsrv, check):
+    if not _have_scapy():
+        pytest.skip("python3-scapy is not installed")
+    assert dsrv.packets(check)
+    dsrv.assert_alive()
+
+
+def test_syn_flood(dsrv, payloads):
+    """Thousands of spoofed SYNs: with SYN cookies they cost no state, and a
+    real client still connects and uploads during the flood."""
+    if not _have_scapy():
+        pytest.skip("python3-scapy is not installed")
+    path = payloads(64 * 1024)
+    result = {}
+
+    def flood():
+        result.update(dsrv.packets("syn_flood", 3000, timeout=120))
+
+    t = threading.Thread(target=flood)
+    t.start()
+    time.sleep(1.0)  # the flood is under way (building packets takes a moment)
+    codes = []
+    try:
+        for i in range(3):
+            name = unique_name(f"dpdk-flood{i}")
+            code, p = dsrv.upload(path, name, timeout=60)
+            codes.append(code)
+            if code == 201:
+                assert_stored(dsrv, name, path)
+    finally:
+        t.join()
+    assert result.get("syns", 0) >= 9000
+    assert codes and all(c == 201 for c in codes), codes
+    dsrv.assert_alive()
+
+
+def test_stats_at_stop(dsrv):
+    """Last: beacond stops cleanly, and its stack counted what it dropped."""
+    dsrv.stop(timeout=20)
+    err = dsrv.stderr()
+    assert "dpdk queue 0:" in err
+    if _have_scapy():
+        import re
+        m = re.search(r"bad checksum (\d+), cookies", err)
+        assert m and int(m.group(1)) >= 2, err[-2000:]
