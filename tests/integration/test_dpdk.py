@@ -185,6 +185,8 @@ def dsrv(tmp_path_factory, pki):
             srv.stop(timeout=20)
         finally:
             sh("ip", "netns", "del", ns, check=False)
+            # The EAL leaves its runtime directory (--file-prefix) behind.
+            shutil.rmtree(f"/var/run/dpdk/{ns}", ignore_errors=True)
 
 
 @pytest.fixture
