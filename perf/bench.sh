@@ -3,8 +3,17 @@
 # scenarios, one after the other in one run, and perf/RESULTS.md from it.
 #
 #   perf/bench.sh [--long] [--servers "beacond nginx haproxy"]
-#                 [--scenarios "full13 full12 resume13 ka16k ka1m idle"]
-#                 [--duration S] [--idle-conns N] [--out FILE]
+#                 [--scenarios "full13 full12 resume13 ka4k ka16k ka64k ka1m
+#                               burst rise idle crl0 crl1m"]
+#                 [--duration S] [--idle-conns N] [--burst N] [--out FILE]
+#
+# ka4k/ka64k/ka1m: durable keep-alive uploads (beacond: with its fdatasync
+# and group-commit counters; nginx: DAV PUT to disk, no fsync; HAProxy does
+# not store and skips ka4k/ka64k). crl0/crl1m: full TLS 1.3 handshakes with
+# an empty and with a 1,000,000-serial CRL for the agents' CA (made once by
+# gen-crl.sh, cached in perf/out/crl). burst: N agents (5,000; --long
+# 50,000) arriving within 10 s, open loop. rise: full handshakes open-loop
+# at rising rates (p99 against offered rate). PNG plots go to perf/.
 #
 # Each server runs as an unprivileged process pinned to CPU 0 with one
 # worker; agentsim runs pinned to CPU 1. Figures are per second of server
@@ -15,22 +24,27 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 servers="beacond nginx haproxy"
-scenarios="full13 full12 resume13 ka16k ka1m idle"
+scenarios="full13 full12 resume13 ka4k ka16k ka64k ka1m burst rise idle crl0 crl1m"
 duration=10
 idle_conns=2000
+burst=5000
+rise_rates="200 500 1000 2000"
+rise_duration=5
+crl_serials=1000000
 results="$root/perf/RESULTS.md"
 concurrency=32
 invocation="perf/bench.sh $*"
 
 while [ $# -gt 0 ]; do
 	case $1 in
-	--long) duration=60; idle_conns=15000 ;;
+	--long) duration=60; idle_conns=15000; burst=50000; rise_duration=20 ;;
 	--servers) servers=$2; shift ;;
 	--scenarios) scenarios=$2; shift ;;
 	--duration) duration=$2; shift ;;
 	--idle-conns) idle_conns=$2; shift ;;
+	--burst) burst=$2; shift ;;
 	--out) results=$2; shift ;;
-	-h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,24p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -45,6 +59,8 @@ commands="$run/commands.txt"
 : >"$jsonl"
 : >"$commands"
 server_pid=
+server_variant=	# "", crl0 or crl1m: the configuration the server runs with
+server_start_s=0
 
 log() { echo "bench: $*" >&2; }
 
@@ -67,6 +83,7 @@ install_peers() {
 	local need=()
 	command -v nginx >/dev/null || need+=(nginx)
 	command -v haproxy >/dev/null || need+=(haproxy)
+	command -v gnuplot >/dev/null || need+=(gnuplot-nox)
 	[ ${#need[@]} -eq 0 ] && return
 	log "installing ${need[*]} from Debian"
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y \
@@ -96,6 +113,28 @@ make_pki() {
 	cat "$run/pki/server.pem" "$run/pki/server.key" >"$run/pki/server-bundle.pem"
 }
 
+# CRLs for the agents' CA: an empty one and one with $crl_serials serials
+# (about 15 s to make, 48 MB of PEM), kept in perf/out/crl and made again
+# when the CA is newer or the CRL is 20 days old (nextUpdate is +30 days).
+make_crls() {
+	case " $scenarios " in *" crl"*) ;; *) return 0 ;; esac
+	mkdir -p "$out/crl"
+	local n f
+	for n in 0 "$crl_serials"; do
+		f="$out/crl/agents-$n.pem"
+		if [ ! -s "$f" ] || [ "$out/pki/agents-ca.pem" -nt "$f" ] ||
+			[ -n "$(find "$f" -mtime +20)" ]; then
+			log "making a CRL with $n serials ($f)"
+			bash "$root/perf/gen-crl.sh" "$out/pki/agents-ca.pem" \
+				"$out/pki/agents-ca.key" "$n" "$f.tmp"
+			mv "$f.tmp" "$f"
+		fi
+	done
+	mkdir -p "$run/crl0" "$run/crl1m"
+	cp "$out/crl/agents-0.pem" "$run/crl0/agents.pem"
+	cp "$out/crl/agents-$crl_serials.pem" "$run/crl1m/agents.pem"
+}
+
 # Servers run as nobody when we are root: an internet-facing daemon would.
 unprivileged() {
 	if [ "$(id -u)" = 0 ]; then
@@ -121,10 +160,13 @@ write_beacond_conf() { # PORT
 	download_dir = $run/beacond-dl
 	control_socket = $run/beacond.sock
 
+	metrics = 127.0.0.1:$(( $1 + 10 ))
+
 	[tls]
 	cert = $run/pki/server.pem
 	key = $run/pki/server.key
 	issuers = $run/pki/agents-ca.pem
+	crl_dir = ${server_variant:+$run/$server_variant}
 
 	[limits]
 	# the idle scenario holds up to 15,000; the default cap is exactly that
@@ -132,8 +174,8 @@ write_beacond_conf() { # PORT
 	EOF
 }
 
-fill_template() { # TEMPLATE OUTPUT PORT
-	sed -e "s|@RUN@|$run|g" -e "s|@PORT@|$3|g" "$1" >"$2"
+fill_template() { # TEMPLATE OUTPUT PORT CRLLINE
+	sed -e "s|@CRL@|$4|g" -e "s|@RUN@|$run|g" -e "s|@PORT@|$3|g" "$1" >"$2"
 }
 
 server_command() { # SERVER PORT -> prints the command
@@ -143,16 +185,18 @@ server_command() { # SERVER PORT -> prints the command
 		echo "$root/build/beacond -c $run/beacond.conf" ;;
 	nginx)
 		mkdir -p "$run/nginx-data" "$run/nginx-body"
-		fill_template "$root/perf/peers/nginx.conf.in" "$run/nginx.conf" "$2"
+		fill_template "$root/perf/peers/nginx.conf.in" "$run/nginx.conf" "$2" \
+			"${server_variant:+ssl_crl $run/$server_variant/agents.pem;}"
 		echo "nginx -e $run/nginx-error.log -c $run/nginx.conf" ;;
 	haproxy)
-		fill_template "$root/perf/peers/haproxy.cfg.in" "$run/haproxy.cfg" "$2"
+		fill_template "$root/perf/peers/haproxy.cfg.in" "$run/haproxy.cfg" "$2" \
+			"${server_variant:+crl-file $run/$server_variant/agents.pem}"
 		echo "haproxy -db -f $run/haproxy.cfg" ;;
 	esac
 }
 
-wait_port() { # PORT PID
-	for _ in $(seq 100); do
+wait_port() { # PORT PID (60 s: nginx and HAProxy parse a 48 MB CRL first)
+	for _ in $(seq 600); do
 		kill -0 "$2" 2>/dev/null || return 1
 		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
 		sleep 0.1
@@ -160,20 +204,24 @@ wait_port() { # PORT PID
 	return 1
 }
 
-start_server() { # SERVER
-	local port cmd
+start_server() { # SERVER [VARIANT]
+	local port cmd t0
+	server_variant=${2:-}
 	port=$(port_for "$1")
 	cmd=$(server_command "$1" "$port")
-	echo "taskset -c 0 $cmd    # as nobody" >>"$commands"
-	( ulimit -n 20000; unprivileged taskset -c 0 $cmd ) >"$run/$1.log" 2>&1 &
+	echo "taskset -c 0 $cmd    # as nobody${server_variant:+, $server_variant}" >>"$commands"
+	t0=$(date +%s.%N)
+	( ulimit -n 20000; unprivileged taskset -c 0 $cmd ) >>"$run/$1.log" 2>&1 &
 	server_pid=$!
-	if ! wait_port "$port" "$server_pid"; then
+	if wait_port "$port" "$server_pid"; then
+		server_start_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
+	else
 		log "$1 did not start listening on $port:"
 		cat "$run/$1.log" >&2
 		stop_server
 		return 1
 	fi
-	log "$1 listening on 127.0.0.1:$port (pid $server_pid)"
+	log "$1${server_variant:+ ($server_variant)} listening on 127.0.0.1:$port (pid $server_pid) after ${server_start_s} s"
 }
 
 stop_server() {
@@ -208,8 +256,17 @@ scenario_args() { # SCENARIO
 	full13) echo "--mode full --tls 1.3 --body-size 1k $common" ;;
 	full12) echo "--mode full --tls 1.2 --body-size 1k $common" ;;
 	resume13) echo "--mode resume --tls 1.3 --body-size 1k $common" ;;
+	crl0|crl1m) echo "--mode full --tls 1.3 --body-size 1k $common" ;;
+	ka4k) echo "--mode keepalive --tls 1.3 --body-size 4k $common" ;;
 	ka16k) echo "--mode keepalive --tls 1.3 --body-size 16k $common" ;;
+	ka64k) echo "--mode keepalive --tls 1.3 --body-size 64k $common" ;;
 	ka1m) echo "--mode keepalive --tls 1.3 --body-size 1M $common" ;;
+	# N agents arriving within 10 s, each with its own connection and full
+	# handshake; up to 1,000 connections at once (beacond takes 1,024
+	# handshakes in progress), later arrivals wait in agentsim's queue and
+	# their latency counts from arrival
+	burst) echo "--mode full --tls 1.3 --body-size 1k --concurrency 1000 --rate $(( burst / 10 )) --requests $burst --quiet" ;;
+	rise*) echo "--mode full --tls 1.3 --body-size 1k --concurrency 256 --rate ${1#rise} --duration $rise_duration --quiet" ;;
 	idle) echo "--mode idle --tls 1.3 --concurrency $idle_conns --duration 3 --quiet --ready-file $run/idle.ready" ;;
 	esac
 }
@@ -227,24 +284,64 @@ sample_idle_rss() { # PID SIMPID -> prints KiB or nothing
 	done
 }
 
+# beacond's own counters (store commits, fdatasyncs, uploads committed,
+# handshakes) around a scenario, from the control socket
+beacond_stats() {
+	[ -S "$run/beacond.sock" ] &&
+		"$root/build/beaconctl" --socket "$run/beacond.sock" --json stats 2>/dev/null |
+		jq -c '{store_commits, store_fdatasyncs, store_uploads_committed, uploads,
+			handshakes_ok: .handshakes.ok, handshake_failures,
+			revoked_serials, connections_refused}' 2>/dev/null || echo '{}'
+}
+
+# How long beacond takes to load its CRLs again (the 1,000,000-serial one in
+# crl1m): wall time of "beaconctl reload crl" and beacond's CPU time for it.
+time_crl_reload() { # -> JSON
+	local t0 c0 w
+	c0=$(cpu_ticks "$server_pid")
+	t0=$(date +%s.%N)
+	echo "$root/build/beaconctl --socket $run/beacond.sock reload crl" >>"$commands"
+	if "$root/build/beaconctl" --socket "$run/beacond.sock" reload crl >"$run/reload.out" 2>&1; then
+		w=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
+		sleep 0.2
+		jq -nc --argjson w "$w" --argjson c "$(( $(cpu_ticks "$server_pid") - c0 ))" \
+			--argjson hz "$(getconf CLK_TCK)" --arg msg "$(cat "$run/reload.out")" \
+			'{crl_reload_wall_s: $w, crl_reload_cpu_s: ($c / $hz), crl_reload_message: $msg}'
+	else
+		log "beacond: reload crl failed: $(cat "$run/reload.out")"
+		echo '{}'
+	fi
+}
+
 run_scenario() { # SERVER SCENARIO
 	local server=$1 sc=$2 port args t0 t1 rss0 rss1= json c0 c1 d0 d1
+	local st0='{}' st1='{}' extra='{}' guard w0 window
 	port=$(port_for "$server")
 	args="$(scenario_args "$sc") --certs 1000 --ca-cert $out/pki/agents-ca.pem \
 --ca-key $out/pki/agents-ca.key --cache $out/agents https://127.0.0.1:$port"
 	echo "taskset -c 1 $agentsim $args" >>"$commands"
 	rm -f "$run/idle.ready"
+	if [ "$server" = beacond ]; then
+		[ "$sc" = crl1m ] && extra=$(time_crl_reload)
+		st0=$(beacond_stats)
+	fi
+	# a stuck run must not hold the whole benchmark
+	guard=$(( duration + 60 ))
+	[ "$sc" = burst ] && guard=$(( 120 + burst / 50 ))
 	rss0=$(rss_kib "$server_pid")
 	t0=$(cpu_ticks "$server_pid")
 	c0=$(cpu_busy_ticks 0)
 	c1=$(cpu_busy_ticks 1)
-	taskset -c 1 "$agentsim" $args >"$run/sim.json" 2>"$run/sim.err" &
+	w0=$(date +%s.%N)
+	taskset -c 1 timeout -s KILL "$guard" "$agentsim" $args >"$run/sim.json" 2>"$run/sim.err" &
 	local sim=$!
 	[ "$sc" = idle ] && rss1=$(sample_idle_rss "$server_pid" "$sim")
 	wait "$sim" || log "$server $sc: agentsim exited with $?"
 	t1=$(cpu_ticks "$server_pid" 2>/dev/null || echo "$t0")
 	d0=$(( $(cpu_busy_ticks 0) - c0 ))
 	d1=$(( $(cpu_busy_ticks 1) - c1 ))
+	window=$(awk -v a="$w0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
+	[ "$server" = beacond ] && st1=$(beacond_stats)
 	sed 's/^/    /' "$run/sim.err" >&2
 	json=$(tail -1 "$run/sim.json")
 	[ -n "$json" ] || json='{}'
@@ -252,11 +349,19 @@ run_scenario() { # SERVER SCENARIO
 		--argjson cpu "$(awk -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')" \
 		--argjson rss0 "${rss0:-0}" --argjson rss1 "${rss1:-0}" \
 		--argjson d0 "$d0" --argjson d1 "$d1" --argjson hz "$(getconf CLK_TCK)" \
+		--argjson st0 "$st0" --argjson st1 "$st1" --argjson extra "$extra" \
+		--arg variant "$server_variant" --argjson start "$server_start_s" \
+		--argjson window "$window" \
 		'. + {server: $server, scenario: $scenario, server_cpu_s: $cpu,
 		      server_rss0_kib: $rss0, server_rss1_kib: $rss1,
-		      cpu0_busy_s: ($d0 / $hz), cpu1_busy_s: ($d1 / $hz)}' >>"$jsonl"
+		      cpu0_busy_s: ($d0 / $hz), cpu1_busy_s: ($d1 / $hz),
+		      variant: $variant, server_start_s: $start,
+		      window_s: $window}
+		  + (if $st1 == {} or $st0 == {} then {} else
+		     {beacond: ($st1 | with_entries(.value = (.value // 0) - ($st0[.key] // 0)))} end)
+		  + $extra' >>"$jsonl"
 	# a run whose server died is kept but marked, not silently averaged
-	log "$server $sc: $(tail -1 "$jsonl" | jq -c '{handshakes_per_s, uploads_per_s, mb_per_s, server_cpu_s, errors}')"
+	log "$server $sc: $(tail -1 "$jsonl" | jq -c '{handshakes_per_s, uploads_per_s, mb_per_s, server_cpu_s, errors, p99: .latency_ms.p99, beacond}')"
 	# nginx keeps what it is sent: remove it and write back what is dirty
 	# now, so one scenario's disk work does not land in the next one's
 	# (after a pause: nginx finishes uploads the client abandoned at the end)
@@ -276,14 +381,33 @@ run_scenario() { # SERVER SCENARIO
 
 # A server that dies (or is killed by someone else on a shared machine) is
 # reported, started again and measured on the remaining scenarios.
+# The CRL scenarios run on a server started with that CRL; the others on
+# one without any.
+variant_for() { # SCENARIO
+	case $1 in crl0|crl1m) echo "$1" ;; *) echo "" ;; esac
+}
+
 run_server() { # SERVER
-	start_server "$1" || return 0
+	local list=() sc v
 	for sc in $scenarios; do
+		case $sc in
+		rise) for r in $rise_rates; do list+=("rise$r"); done ;;
+		# HAProxy stores nothing: it is in the durable-upload table as such
+		ka4k|ka64k) [ "$1" = haproxy ] || list+=("$sc") ;;
+		*) list+=("$sc") ;;
+		esac
+	done
+	for sc in "${list[@]}"; do
+		v=$(variant_for "$sc")
+		if [ -z "$server_pid" ] || [ "$v" != "$server_variant" ]; then
+			stop_server
+			sleep 1
+			start_server "$1" "$v" || continue
+		fi
 		if ! run_scenario "$1" "$sc"; then
 			wait "$server_pid" 2>/dev/null || true
 			server_pid=
 			echo "$1 stopped during $sc (see perf/out/logs); started again" >>"$run/incidents.txt"
-			start_server "$1" || return 0
 		fi
 		sleep 1	# let TIME_WAIT and server timers settle
 	done
@@ -320,6 +444,18 @@ write_report() {
 		machine
 		echo
 		python3 "$root/perf/report.py" "$jsonl"
+		if python3 "$root/perf/plot.py" "$jsonl" "$root/perf" >"$run/plot.log" 2>&1; then
+			echo "## Plots"
+			echo
+			echo "![handshakes per server CPU second by mode](plot-handshakes.png)"
+			echo
+			echo "![p99 latency of full handshakes against offered rate](plot-latency.png)"
+			echo
+			echo "![server memory per idle connection](plot-idle-memory.png)"
+			echo
+		else
+			log "plots failed:"; cat "$run/plot.log" >&2
+		fi
 		if [ -s "$run/incidents.txt" ]; then
 			echo "## Incidents"
 			echo
@@ -341,6 +477,7 @@ write_report() {
 install_peers
 build
 make_pki
+make_crls
 # agent certificates made before any server runs, so no scenario pays for them
 "$agentsim" --certs 1000 --ca-cert "$out/pki/agents-ca.pem" \
 	--ca-key "$out/pki/agents-ca.key" --cache "$out/agents" --requests 1 \

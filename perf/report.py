@@ -33,12 +33,21 @@ def figure(r, kind):
 def other_load(r):
     """Busy time of the two cores not spent by the server (CPU 0) or by
     agentsim (CPU 1), as a share of the run: other work on the machine."""
-    d = r.get("duration_s") or 0
-    if not d or "cpu0_busy_s" not in r:
+    o = other_shares(r)
+    if o is None:
         return "n/a"
+    return f"{o[0] * 100:.0f}% / {o[1] * 100:.0f}%"
+
+
+def other_shares(r):
+    """(CPU 0, CPU 1) shares of the measurement window (agentsim's whole
+    life, start-up included, where recorded) spent on other work."""
+    d = r.get("window_s") or r.get("duration_s") or 0
+    if not d or "cpu0_busy_s" not in r:
+        return None
     o0 = max(0.0, r["cpu0_busy_s"] - r.get("server_cpu_s", 0)) / d
     o1 = max(0.0, r["cpu1_busy_s"] - r.get("client_cpu_s", 0)) / d
-    return f"{o0 * 100:.0f}% / {o1 * 100:.0f}%"
+    return min(o0, 1.0), min(o1, 1.0)
 
 
 def errors(r):
@@ -84,8 +93,220 @@ def table(rows, kind):
                   f"{busy_s} | {other_load(r)} | {lat.get('p50', 0):.2f} | {lat.get('p99', 0):.2f} | {errors(r)} |")
 
 
+SERVERS = ["beacond", "nginx", "haproxy"]
+STORE = [("ka4k", "4 KiB"), ("ka64k", "64 KiB"), ("ka1m", "1 MiB")]
+
+
+def pick(results, scenario, server):
+    return next((r for r in results if r.get("scenario") == scenario
+                 and r.get("server") == server), None)
+
+
+def busy_pct(r):
+    d = r.get("duration_s") or 0
+    return f"{r.get('server_cpu_s', 0) / d * 100:.0f}%" if d else "n/a"
+
+
+def rate(r, key):
+    d = r.get("duration_s") or 0
+    return r.get(key, 0) / d if d else None
+
+
+def summary(results):
+    """Issue 6's table: one line per scenario, figure per server CPU second
+    (memory: KiB per idle connection; burst: p99 ms), ratios to nginx."""
+    lines = [
+        ("full13", "full TLS 1.3 mutual handshakes / server CPU s", "handshakes", 0),
+        ("full12", "full TLS 1.2 mutual handshakes / server CPU s", "handshakes", 0),
+        ("resume13", "resumed TLS 1.3 handshakes / server CPU s", "handshakes", 0),
+        ("crl1m", "full TLS 1.3 handshakes / server CPU s, 1,000,000-serial CRL", "handshakes", 1),
+        ("ka16k", "keep-alive 16 KiB uploads, MB / server CPU s", "mb", 1),
+        ("ka1m", "keep-alive 1 MiB uploads, MB / server CPU s", "mb", 1),
+        ("idle", "KiB per idle mTLS connection (lower is better)", "idle", 1),
+        ("burst", "burst p99 latency, ms (lower is better)", "burst", 0),
+    ]
+    present = [ln for ln in lines if any(r.get("scenario") == ln[0] for r in results)]
+    if not present:
+        return
+    print("## Summary (per second of server CPU; ratios to nginx)")
+    print()
+    print("| scenario | beacond | nginx | HAProxy | beacond / nginx | HAProxy / nginx |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for key, title, kind, digits in present:
+        vals = {}
+        for srv in SERVERS:
+            r = pick(results, key, srv)
+            if r is None:
+                vals[srv] = None
+            elif kind == "burst":
+                vals[srv] = r.get("latency_ms", {}).get("p99")
+            else:
+                vals[srv] = figure(r, kind)
+        base = vals.get("nginx")
+
+        def ratio(v):
+            return f"{v / base:.2f}x" if v is not None and base else "n/a"
+        print(f"| {title} | {fmt(vals['beacond'], digits)} | {fmt(vals['nginx'], digits)} | "
+              f"{fmt(vals['haproxy'], digits)} | {ratio(vals['beacond'])} | {ratio(vals['haproxy'])} |")
+    print()
+    print("beacond fdatasyncs every upload before its 201; nginx writes PUTs to disk "
+          "without fsync; HAProxy answers 201 and stores nothing.")
+    print()
+
+
+def store_table(results):
+    if not any(r.get("scenario") in dict(STORE) for r in results):
+        return
+    print("## Durable uploads (issue 3): keep-alive PUTs, 32 connections")
+    print()
+    print("| body | server | uploads/s | MB/s | uploads / server CPU s | MB / server CPU s | "
+          "fdatasyncs/s | mean group (uploads / commit) | server CPU busy | other load CPU0 / CPU1 | "
+          "p50 ms | p99 ms | errors | note |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+    for key, size in STORE:
+        for srv in SERVERS:
+            r = pick(results, key, srv)
+            if srv == "haproxy":
+                print(f"| {size} | haproxy | — | — | — | — | — | — | — | — | — | — | — | does not store (answers 201, keeps nothing) |")
+                continue
+            if r is None:
+                continue
+            cpu = r.get("server_cpu_s") or 0
+            lat = r.get("latency_ms", {})
+            b = r.get("beacond") or {}
+            d = r.get("duration_s") or 0
+            if srv == "beacond" and b and d:
+                commits = b.get("store_commits", 0)
+                fs = f"{b.get('store_fdatasyncs', 0) / d:,.0f}"
+                if commits:
+                    fs += f" ({b.get('store_fdatasyncs', 0) / commits:.1f} per commit)"
+                up = b.get("store_uploads_committed") or b.get("uploads", 0)
+                grp = f"{up / commits:.1f}" if commits else "n/a"
+                note = "fdatasync before every 201 (group commit)"
+            else:
+                fs, grp = "0", "—"
+                note = "**does not fsync** (DAV PUT to disk, page cache only)"
+            print(f"| {size} | {srv} | {fmt(r.get('uploads_per_s'))} | {fmt(r.get('mb_per_s'), 1)} | "
+                  f"{fmt(r.get('uploads', 0) / cpu if cpu else None)} | "
+                  f"{fmt(r.get('body_bytes', 0) / 1e6 / cpu if cpu else None, 1)} | {fs} | {grp} | "
+                  f"{busy_pct(r)} | {other_load(r)} | {lat.get('p50', 0):.2f} | {lat.get('p99', 0):.2f} | "
+                  f"{errors(r)} | {note} |")
+    print()
+
+
+def crl_table(results):
+    if not any(r.get("scenario") in ("crl0", "crl1m") for r in results):
+        return
+    print("## 1,000,000-serial CRL (issue 4): full TLS 1.3 mutual handshakes, 1 KiB PUT, 32 connections")
+    print()
+    print("Each server started once with an empty CRL for the agents' CA and once with a "
+          "CRL of 1,000,000 random serials (48 MB PEM, `perf/gen-crl.sh`): beacond "
+          "`crl_dir`, nginx `ssl_crl`, HAProxy `crl-file`.")
+    print()
+    print("| server | handshakes / server CPU s, empty CRL | with 1,000,000-serial CRL | ratio with / without | "
+          "handshakes/s (wall) empty / 1M | p99 ms empty / 1M | start-up to listening, empty / 1M | "
+          "other load CPU0 / CPU1 (1M) | errors (1M) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for srv in SERVERS:
+        a, b = pick(results, "crl0", srv), pick(results, "crl1m", srv)
+        if a is None and b is None:
+            continue
+        fa = figure(a, "handshakes") if a else None
+        fb = figure(b, "handshakes") if b else None
+        ratio = f"{fb / fa:.3f}" if fa and fb is not None else "n/a"
+
+        def g(r, f):
+            return f(r) if r else "n/a"
+        print(f"| {srv} | {fmt(fa)} | {fmt(fb)} | {ratio} | "
+              f"{g(a, lambda r: fmt(r.get('handshakes_per_s')))} / {g(b, lambda r: fmt(r.get('handshakes_per_s')))} | "
+              f"{g(a, lambda r: f'{r.get(chr(108)+chr(97)+chr(116)+chr(101)+chr(110)+chr(99)+chr(121)+chr(95)+chr(109)+chr(115), {}).get(chr(112)+chr(57)+chr(57), 0):.1f}')} / "
+              f"{g(b, lambda r: f'{r.get(chr(108)+chr(97)+chr(116)+chr(101)+chr(110)+chr(99)+chr(121)+chr(95)+chr(109)+chr(115), {}).get(chr(112)+chr(57)+chr(57), 0):.1f}')} | "
+              f"{g(a, lambda r: str(r.get('server_start_s')) + ' s')} / {g(b, lambda r: str(r.get('server_start_s')) + ' s')} | "
+              f"{g(b, other_load)} | {g(b, errors)} |")
+    b = pick(results, "crl1m", "beacond")
+    if b and "crl_reload_wall_s" in b:
+        print()
+        print(f"beacond's CRL load (`beaconctl reload crl` with the 1,000,000-serial CRL in `crl_dir`, "
+              f"signature check and its own hash index included): {b['crl_reload_wall_s']:.2f} s wall, "
+              f"{b['crl_reload_cpu_s']:.2f} s of beacond CPU (\"{b.get('crl_reload_message', '')}\").")
+    print()
+
+
+def burst_table(results):
+    rows = [r for r in results if r.get("scenario") == "burst"]
+    if not rows:
+        return
+    print(f"## Burst: agents arriving within 10 s (open loop, full TLS 1.3 handshake + 1 KiB PUT each, "
+          f"up to 1,000 connections at once)")
+    print()
+    print("Latency counts from each agent's arrival, so time queued for a connection is included.")
+    print()
+    print("| server | agents | uploads done | took s | handshakes / server CPU s | p50 ms | p99 ms | p99.9 ms | "
+          "server CPU busy | other load CPU0 / CPU1 | errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for r in rows:
+        lat = r.get("latency_ms", {})
+        agents = r.get("uploads", 0) + sum(v for v in r.get("errors", {}).values())
+        print(f"| {r['server']} | {agents:,} | {r.get('uploads', 0):,} | {r.get('duration_s', 0):.1f} | "
+              f"{fmt(figure(r, 'handshakes'))} | {lat.get('p50', 0):.1f} | {lat.get('p99', 0):.1f} | "
+              f"{lat.get('p999', 0):.1f} | {busy_pct(r)} | {other_load(r)} | {errors(r)} |")
+    print()
+
+
+def rise_rows(results):
+    out = []
+    for r in results:
+        sc = r.get("scenario", "")
+        if sc.startswith("rise") and sc[4:].isdigit():
+            out.append((int(sc[4:]), r))
+    return sorted(out, key=lambda x: (SERVERS.index(x[1]["server"]) if x[1]["server"] in SERVERS else 9, x[0]))
+
+
+def rise_table(results):
+    rows = rise_rows(results)
+    if not rows:
+        return
+    print("## Latency under rising load: full TLS 1.3 handshakes open loop (Poisson arrivals, up to 256 connections)")
+    print()
+    print("| server | offered /s | done /s | p50 ms | p99 ms | server CPU busy | other load CPU0 / CPU1 | "
+          "agentsim CPU busy | errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for offered, r in rows:
+        lat = r.get("latency_ms", {})
+        d = r.get("duration_s") or 0
+        cb = f"{r.get('client_cpu_s', 0) / d * 100:.0f}%" if d else "n/a"
+        print(f"| {r['server']} | {offered:,} | {fmt(r.get('handshakes_per_s'))} | {lat.get('p50', 0):.1f} | "
+              f"{lat.get('p99', 0):.1f} | {busy_pct(r)} | {other_load(r)} | {cb} | {errors(r)} |")
+    print()
+
+
+def machine_load(results):
+    """Mean and worst share of each core spent on work other than the server
+    (CPU 0) and agentsim (CPU 1), over every scenario of the run."""
+    o0, o1 = [], []
+    for r in results:
+        o = other_shares(r)
+        if o is None:
+            continue
+        o0.append(o[0])
+        o1.append(o[1])
+    if not o0:
+        return
+    print(f"Other work during the run (share of the core not spent by the server on CPU 0 "
+          f"or by agentsim on CPU 1, loopback softirq included), mean over the {len(o0)} "
+          f"measurements (worst): CPU 0 {sum(o0) / len(o0) * 100:.0f}% ({max(o0) * 100:.0f}%), "
+          f"CPU 1 {sum(o1) / len(o1) * 100:.0f}% ({max(o1) * 100:.0f}%).")
+    print()
+
+
 def main():
     results = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+    machine_load(results)
+    summary(results)
+    store_table(results)
+    crl_table(results)
+    burst_table(results)
+    rise_table(results)
     for key, title, kind in SCENARIOS:
         rows = [r for r in results if r.get("scenario") == key]
         if not rows:
