@@ -4,8 +4,11 @@
 # in the normal build and once under AddressSanitizer + UBSan. The last line
 # is "N passed, N failed".
 #
-#   scripts/test.sh            everything
-#   scripts/test.sh --quick    normal build only (no sanitizer pass)
+#   scripts/test.sh            everything: unit and integration tests in the
+#                              normal and the sanitizer builds, the fuzz
+#                              smoke (each target FUZZ_SECONDS, default 5)
+#                              and the static analysis
+#   scripts/test.sh --quick    normal build only
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -54,13 +57,46 @@ run_build() {
   count_junit "$dir/integration.xml"
 }
 
+# Each line "fuzz: TARGET ok|FAIL ..." of scripts/fuzz.sh is one test.
+run_fuzz() {
+  echo "== fuzz smoke (${FUZZ_SECONDS:-5} s a target)"
+  local log=build/fuzz.log
+  bash scripts/fuzz.sh "${FUZZ_SECONDS:-5}" > "$log" 2>&1
+  local rc=$?
+  grep '^fuzz: ' "$log"
+  local ok bad
+  ok=$(grep -c '^fuzz: .* ok ' "$log")
+  bad=$(grep -c '^fuzz: .* FAIL ' "$log")
+  passed=$((passed + ok))
+  failed=$((failed + bad))
+  if [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; then
+    tail -20 "$log"
+    failed=$((failed + 1))
+  fi
+}
+
+run_analysis() {
+  echo "== static analysis (clang-tidy, cppcheck)"
+  if bash scripts/analyze.sh > build/analyze.log 2>&1; then
+    tail -1 build/analyze.log
+    passed=$((passed + 1))
+  else
+    grep -E 'error:|warning:|analyze:' build/analyze.log | head -40
+    failed=$((failed + 1))
+  fi
+}
+
+SECONDS=0
 run_build build
 if [ "$quick" = 0 ]; then
   # LeakSanitizer on: a leak fails the run.
-  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
-  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-  run_build build-asan -Dsanitize=true
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    run_build build-asan -Dsanitize=true
+  run_fuzz
+  run_analysis
 fi
+echo "(took ${SECONDS} s)"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -653,7 +653,9 @@ static void rexmt_expired(struct tcb *c)
 
 static void tcb_timer_fire(struct stimer *t)
 {
-	struct tcb *c = container_of(t, struct tcb, timer);
+	/* Not DPDK's container_of: it goes through an integer, which hides
+	 * the pointer's provenance from the optimiser. */
+	struct tcb *c = (struct tcb *)((char *)t - offsetof(struct tcb, timer));
 	uint64_t now = c->s->now_ms;
 	if (c->dead)
 		return;
@@ -782,7 +784,9 @@ static bool ooo_insert(struct tcb *c, struct rte_mbuf *m, uint8_t *data, uint32_
 		s->st.tcp_ooo_dropped++;
 		return false;
 	}
-	if (!c->ooo && !(c->ooo = malloc(OOO_MAX * sizeof *c->ooo))) {
+	/* calloc: slots past nooo are never read, but zeroed they are
+	 * visibly never garbage. */
+	if (!c->ooo && !(c->ooo = calloc(OOO_MAX, sizeof *c->ooo))) {
 		s->st.tcp_ooo_dropped++;
 		return false;
 	}
@@ -1403,7 +1407,8 @@ int tcp_init(struct stack *s, unsigned max_conns)
 	s->nbuckets = 1024;
 	while (s->nbuckets < s->max_tcb && s->nbuckets < (1u << 22))
 		s->nbuckets <<= 1;
-	s->buckets = calloc(s->nbuckets, sizeof *s->buckets);
+	/* An array of chain heads (pointers): sizeof *s->buckets is right. */
+	s->buckets = calloc(s->nbuckets, sizeof *s->buckets); // NOLINT(bugprone-sizeof-expression)
 	return s->buckets ? 0 : -ENOMEM;
 }
 
