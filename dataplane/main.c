@@ -6,6 +6,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <grp.h>
 #include <pthread.h>
@@ -361,9 +362,27 @@ static void control_tick(struct beacond *b, uint64_t *pending)
 
 /* ---- life ---- */
 
+static uid_t chown_uid;
+static gid_t chown_gid;
+
+static int chown_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	(void)type;
+	(void)ftw;
+	if (lchown(path, chown_uid, chown_gid) != 0) {
+		log_err("[server] user: cannot hand %s over: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 /* After the listeners and the control socket exist: nothing later needs
- * root. setgid/setuid apply to every thread (glibc signals them all). */
-static int drop_privileges(const char *user)
+ * root. The data directory (which the store created as root) is handed to
+ * the user first, as systemd does with a StateDirectory, so the spool and
+ * the index stay writable. setgid/setuid apply to every thread (glibc
+ * signals them all). */
+static int drop_privileges(const char *user, const char *data_dir)
 {
 	if (!user[0])
 		return 0;
@@ -372,6 +391,10 @@ static int drop_privileges(const char *user)
 		log_err("[server] user %s: no such user", user);
 		return -1;
 	}
+	chown_uid = pw->pw_uid;
+	chown_gid = pw->pw_gid;
+	if (nftw(data_dir, chown_entry, 16, FTW_PHYS) != 0)
+		return -1;
 	if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
 		log_err("[server] user %s: cannot switch to it: %s", user, strerror(errno));
 		return -1;
@@ -504,7 +527,7 @@ static int run(struct beacond *b, bool check_only)
 		log_err("control: %s", err);
 		status = 1;
 	}
-	if (status == 0 && drop_privileges(cfg->user) != 0)
+	if (status == 0 && drop_privileges(cfg->user, cfg->data_dir) != 0)
 		status = 1;
 	if (status == 0) {
 		log_info("listening on %s:%u with %u worker%s (%s transport); control socket %s%s%s",

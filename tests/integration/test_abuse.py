@@ -134,3 +134,49 @@ def test_renegotiation_refused(start_server):
     assert "RENEGOTIATING" in out, out  # the client really asked
     assert "alert" in out, out
     assert handshake_ok(srv)
+
+
+def test_total_connections_limit(start_server):
+    """Past max_connections (per worker) a new connection is closed at once;
+    the ones already open keep working."""
+    srv = start_server({"server": {"workers": "1"}, "limits": {"max_connections": "3"}})
+    held = [tls_connect(srv) for _ in range(3)]
+    try:
+        # A fourth (and fifth) connection are refused.
+        assert not handshake_ok(srv), "a connection past max_connections was admitted"
+        for c in held:
+            c.send(build_request("GET", "/ManageSoftDL/policy.xml"))
+            assert c.read_response().status == 200
+    finally:
+        for c in held:
+            c.close()
+    time.sleep(0.3)
+    assert handshake_ok(srv)
+
+
+def test_privileges_dropped(start_server, tmp_path):
+    """[server] user: after binding, beacond runs as that user."""
+    import pwd
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody'")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start as root")
+    # pytest's own temporary folders are 0700 root all the way up: the data
+    # directory goes where `nobody` can reach it, as /var/lib/beacond is.
+    import tempfile
+    data_dir = tempfile.mkdtemp(prefix="beacond-nobody-")
+    srv = start_server({"server": {"user": "nobody", "data_dir": data_dir}})
+    status = open(f"/proc/{srv.proc.pid}/status").read()
+    uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+    assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4, uid_line
+    assert "running as nobody" in srv.stderr()
+    assert handshake_ok(srv)
+    # The store stays writable: the data directory was handed over.
+    data = os.urandom(300_000)
+    with tls_connect(srv) as c:
+        c.send(build_request("PUT", UP + unique_name("as-nobody"), body=data))
+        assert c.read_response().status == 201
+    srv.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
