@@ -944,10 +944,20 @@ static bool acceptable(struct tcb *c, uint32_t seq, uint32_t seglen)
 	       (SEQ_GEQ(last, c->rcv_nxt) && SEQ_LT(last, c->rcv_nxt + wnd));
 }
 
-static void ack_policy(struct tcb *c, bool now)
+/* Every second segment is ACKed at once, the others after DELACK_MS, but a
+ * segment with PSH (the sender has nothing more queued, typically the end
+ * of a request) is ACKed by the next timer pass: a sender running Nagle
+ * would otherwise hold its next small write for our 40 ms. If the
+ * application answers first, the answer carries the ACK. */
+static void ack_policy(struct tcb *c, bool now, bool push)
 {
 	if (now || ++c->ack_pending >= 2) {
 		send_ack(c);
+	} else if (push) {
+		if (!c->delack_at || c->delack_at > c->s->now_ms) {
+			c->delack_at = c->s->now_ms;
+			timer_update(c);
+		}
 	} else if (!c->delack_at) {
 		c->delack_at = c->s->now_ms + DELACK_MS;
 		timer_update(c);
@@ -956,7 +966,7 @@ static void ack_policy(struct tcb *c, bool now)
 
 /* Data and FIN (sixth to eighth checks). True when the mbuf was kept. */
 static bool data_input(struct tcb *c, struct rte_mbuf *m, uint8_t *data, uint32_t seq,
-		       uint32_t len, bool fin)
+		       uint32_t len, bool fin, bool push)
 {
 	if (c->state != TCP_ESTABLISHED && c->state != TCP_FIN_WAIT_1 &&
 	    c->state != TCP_FIN_WAIT_2) {
@@ -1005,7 +1015,7 @@ static bool data_input(struct tcb *c, struct rte_mbuf *m, uint8_t *data, uint32_
 	if (fin)
 		fin_received(c);
 	else
-		ack_policy(c, filled || c->nooo > 0);
+		ack_policy(c, filled || c->nooo > 0, push);
 	return false;
 }
 
@@ -1063,7 +1073,7 @@ static bool tcb_input(struct tcb *c, struct rte_mbuf *m, const struct rte_tcp_hd
 		len = 0;
 		fin = false;
 	}
-	bool kept = data_input(c, m, data, seq, len, fin);
+	bool kept = data_input(c, m, data, seq, len, fin, fl & RTE_TCP_PSH_FLAG);
 	tcp_output(c);
 	return kept;
 }
