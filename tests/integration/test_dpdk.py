@@ -211,14 +211,34 @@ def test_ping(dsrv):
     assert dsrv.packets("ping")["echo"]
 
 
-@pytest.mark.parametrize("size", [0, 1024, 1 << 20, 16 << 20],
-                         ids=["0B", "1KiB", "1MiB", "16MiB"])
+@pytest.mark.parametrize("size", [0, 1024, 1 << 20, 16 << 20, 64 << 20],
+                         ids=["0B", "1KiB", "1MiB", "16MiB", "64MiB"])
 def test_upload(dsrv, payloads, size):
     path = payloads(size)
     name = unique_name(f"dpdk-{size}")
     code, p = dsrv.upload(path, name)
     assert code == 201, p.stderr.decode() + dsrv.stderr()[-2000:]
     assert_stored(dsrv, name, path)
+
+
+@pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
+def test_s_client_resumes(dsrv, tmp_path, version):
+    """openssl s_client through the DPDK stack: a full handshake, then a
+    resumed one from the saved session, each answering a GET."""
+    sess = tmp_path / "sess.pem"
+    req = b"GET /ManageSoftDL/policy.xml HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    outs = []
+    for arg in (["-sess_out", str(sess)], ["-sess_in", str(sess)]):
+        p = subprocess.run(["ip", "netns", "exec", dsrv.ns, "openssl", "s_client",
+                            "-connect", f"{SERVER_IP}:{dsrv.port}", "-servername", "localhost",
+                            "-CAfile", str(dsrv.pki / "server-ca.pem"),
+                            "-cert", str(dsrv.pki / "agent1.pem"),
+                            "-key", str(dsrv.pki / "agent1.key"), "-ign_eof", version, *arg],
+                           input=req, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=30)
+        outs.append(p.stdout.decode(errors="replace"))
+    assert "New, TLSv1." in outs[0] and "HTTP/1.1 200 OK" in outs[0], outs[0][-2000:]
+    assert "Reused, TLSv1." in outs[1] and "HTTP/1.1 200 OK" in outs[1], outs[1][-2000:]
 
 
 def test_download(dsrv):
