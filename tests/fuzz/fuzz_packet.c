@@ -1,0 +1,113 @@
+/*
+ * libFuzzer target for the DPDK transport's packet input path: each input is
+ * one Ethernet frame handed to the stack of a real DPDK port (net_null, so
+ * nothing leaves the process), as dpdk_poll hands it a received frame. The
+ * destination MAC is set to the port's own so frames get past the first
+ * filter; everything else (ARP, IPv4, ICMP, TCP with its state across
+ * inputs: the stack keeps its connections between frames) is the fuzzer's.
+ * Checks: no crash, no leak, no read outside the frame, and the stack's
+ * accounting holds (mbufs held out of order never exceed its bound).
+ *
+ * Needs root (the EAL), like the DPDK transport itself.
+ */
+#include "fuzz_common.h"
+
+#include <arpa/inet.h>
+#include <string.h>
+
+#include <rte_mbuf.h>
+
+#include "beacon/config.h"
+#include "beacon/ring.h"
+#include "beacon/transport.h"
+
+#include "../../dataplane/net/stack/stack.h"
+
+static struct stack *stack;
+static struct ring ring;
+static struct config cfg;
+static int upper_token;
+
+static void *on_accepted(void *ctx, struct transport_conn *tc, const struct sockaddr *peer,
+			 socklen_t len)
+{
+	(void)ctx;
+	(void)tc;
+	(void)peer;
+	(void)len;
+	return &upper_token;
+}
+
+static uint8_t received_sum;
+
+static void on_received(void *upper, const uint8_t *data, size_t len)
+{
+	(void)upper;
+	/* Touch every byte: a bad length shows up under ASan here. */
+	for (size_t i = 0; i < len; i++)
+		received_sum ^= data[i];
+}
+
+static void on_sent(void *upper)
+{
+	(void)upper;
+}
+
+static void on_closed(void *upper, int err)
+{
+	(void)upper;
+	(void)err;
+}
+
+static const struct transport_events events = {
+	.accepted = on_accepted,
+	.received = on_received,
+	.sent = on_sent,
+	.closed = on_closed,
+};
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	(void)argc;
+	(void)argv;
+	char err[512];
+	config_defaults(&cfg);
+	cfg.backend = BACKEND_DPDK;
+	cfg.listen_port = 8443;
+	snprintf(cfg.dpdk_eal_args, sizeof cfg.dpdk_eal_args,
+		 "--no-huge -m 128 --no-pci --no-shconf --vdev=net_null0 -l 0 --log-level=error");
+	cfg.dpdk_port = 0;
+	cfg.dpdk_addr = inet_addr("198.18.0.1");
+	cfg.dpdk_prefix = 15;
+	cfg.dpdk_mbufs = 4095;
+	int rc = transport_dpdk_init(&cfg, 1, err, sizeof err);
+	if (rc != 0) {
+		fprintf(stderr, "fuzz_packet: %s\n", err);
+		abort();
+	}
+	CHECK(ring_init(&ring, 64) == 0);
+	struct transport *t = NULL;
+	CHECK(transport_dpdk_open(&ring, 0, &cfg, &events, NULL, &t) == 0);
+	stack = (struct stack *)t;
+	return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 14 || size > 1514)
+		return 0;
+	struct rte_mbuf *m = rte_pktmbuf_alloc(stack->pool);
+	if (!m)
+		return 0;
+	char *p = rte_pktmbuf_append(m, (uint16_t)size);
+	CHECK(p != NULL);
+	memcpy(p, data, size);
+	memcpy(p, &stack->mac, sizeof stack->mac);
+	stack->now_ms += 7; /* time moves: timers fire across inputs */
+	eth_input(stack, m);
+	tcp_timers(stack);
+	tcp_events(stack);
+	stack_tx_flush(stack);
+	CHECK(stack->ooo_mbufs <= stack->max_ooo_mbufs);
+	return 0;
+}
