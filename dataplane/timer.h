@@ -30,10 +30,6 @@ struct timer_wheel {
 void timer_wheel_init(struct timer_wheel *w, uint64_t now_ms);
 void timer_arm(struct timer_wheel *w, struct timer *t, uint64_t deadline_ms, timer_fn fire);
 void timer_disarm(struct timer *t);
-static inline bool timer_armed(const struct timer *t)
-{
-	return t->pprev != 0;
-}
 /* Fires every timer due at or before now_ms. */
 void timer_wheel_advance(struct timer_wheel *w, uint64_t now_ms);
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "beacon/config.h"
+#include "beacon/control.h"
 #include "beacon/log.h"
 #include "beacon/store.h"
 #include "beacon/trust.h"
@@ -243,8 +244,7 @@ void worker_free(struct worker *w)
 	free(w);
 }
 
-const uint64_t worker_commit_latency_le_us[11] = {100,   250,   500,   1000,  2500,  5000,
-						  10000, 25000, 50000, 100000, 250000};
+const uint64_t worker_commit_latency_le_us[11] = COMMIT_LATENCY_BOUNDS_US;
 
 void worker_commit_latency(struct worker *w, uint64_t us)
 {

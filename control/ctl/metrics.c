@@ -18,8 +18,7 @@
 
 /* Commit-latency bucket bounds: 100 us (page cache) to 250 ms (a slow disk
  * under load); the twelfth bucket is +Inf. */
-const uint64_t control_commit_latency_le_us[11] = {100,   250,   500,   1000,   2500,  5000,
-						   10000, 25000, 50000, 100000, 250000};
+const uint64_t control_commit_latency_le_us[11] = COMMIT_LATENCY_BOUNDS_US;
 
 /* ---- listening ---- */
 

@@ -60,7 +60,10 @@ struct control_stats {
 	uint64_t commit_latency_count;
 };
 
-/* Commit-latency bucket bounds in microseconds (the 12th is +Inf). */
+/* Commit-latency bucket bounds in microseconds (the 12th is +Inf). The
+ * workers count into buckets with these same bounds (worker.c), so the
+ * list is written once, here. */
+#define COMMIT_LATENCY_BOUNDS_US {100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000}
 extern const uint64_t control_commit_latency_le_us[11];
 
 struct control_handlers {

@@ -49,7 +49,8 @@ struct worker_counters {
 	_Atomic uint64_t commit_latency_sum_us;
 };
 
-/* Upper bounds of the commit-latency buckets, microseconds. */
+/* Upper bounds of the commit-latency buckets, microseconds: the metrics'
+ * COMMIT_LATENCY_BOUNDS_US (beacon/control.h). */
 extern const uint64_t worker_commit_latency_le_us[11];
 
 /* Starts worker `id` on its own thread (pinned to CPU id modulo the online
