@@ -47,6 +47,7 @@ struct conn {
 	struct transport_conn *tc;
 	struct tls_session *tls;
 	struct conn *next, **pprev;
+	struct conn *flush_next; /* the worker's list of connections to send */
 	struct timer timer;
 
 	/* Ciphertext the TLS layer did not take yet (we were not reading). */
@@ -75,6 +76,7 @@ struct conn {
 	unsigned depth; /* entry points on the stack: free only at 0 */
 
 	bool in_handshake;
+	bool flush_queued; /* on the worker's flush list, holding a depth */
 	bool paused;
 	bool keep_alive;
 	bool head_started; /* bytes of a head have arrived: header timeout runs */
@@ -126,12 +128,39 @@ static size_t tls_out(void *arg, const uint8_t *data, size_t len)
 	return n;
 }
 
-static void conn_flush(struct conn *c)
+static void conn_send_queued(struct conn *c)
 {
 	if (c->out_inflight || !c->out_len || c->transport_gone)
 		return;
 	if (transport_send(c->tc, c->out, c->out_len) == 0)
 		c->out_inflight = c->out_len;
+}
+
+/* Output leaves once per connection per worker turn: everything a turn
+ * queues (the end of a handshake, a ticket, a response and its
+ * close_notify, arriving in separate completions) goes out in one send,
+ * one segment for the peer to take. The list holds a depth, so a queued
+ * connection outlives the turn. */
+static void conn_flush(struct conn *c)
+{
+	if (c->flush_queued || c->out_inflight || !c->out_len || c->transport_gone)
+		return;
+	c->flush_queued = true;
+	conn_enter(c);
+	c->flush_next = c->w->flush_head;
+	c->w->flush_head = c;
+}
+
+void conn_flush_queued(struct worker *w)
+{
+	while (w->flush_head) {
+		struct conn *c = w->flush_head;
+		w->flush_head = c->flush_next;
+		c->flush_next = NULL;
+		c->flush_queued = false;
+		conn_send_queued(c);
+		conn_leave(c);
+	}
 }
 
 static size_t out_room(const struct conn *c)
@@ -230,9 +259,10 @@ static void respond(struct conn *c, int status, const char *extra, const char *b
 	if (hlen < 0 || (size_t)hlen >= sizeof head || !conn_write(c, head, (size_t)hlen) ||
 	    !conn_write(c, msg, (size_t)blen))
 		close = true;
-	conn_flush(c);
 	if (close || !c->keep_alive)
-		conn_close(c);
+		conn_close(c); /* close_notify leaves in the same send */
+	else
+		conn_flush(c);
 }
 
 static void respond_error(struct conn *c, int status, const char *why)
@@ -399,14 +429,36 @@ static void handshake_over(struct conn *c)
 	}
 }
 
+/* A verdict on a certificate that our issuers signed goes to its device's
+ * record (last result, last seen), so an operator sees why a blocked or
+ * revoked agent stays out. Other refusals name no device we know: recording
+ * them would let anyone grow the index with made-up names. From the
+ * worker's own ring: no lock and no system call on the handshake path. */
+static void record_device_seen(struct conn *c, const struct tls_peer *p, bool completed)
+{
+	bool verdict = completed ? p->result == AUTH_OK
+				 : p->result == AUTH_REVOKED || p->result == AUTH_BLOCKED;
+	if (!p->device[0] || !verdict)
+		return;
+	int rc = store_worker_device_seen(c->w->sw, p->device, p->cert_sha256, p->result);
+	if (rc < 0)
+		log_warn("%s: %s: device record not updated: %s", c->peer, p->device,
+			 store_strerror(rc));
+}
+
 static bool step_handshake(struct conn *c)
 {
 	int rc = tls_session_handshake(c->tls);
-	conn_flush(c);
-	if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE)
+	if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE) {
+		conn_flush(c); /* the server's flight */
 		return false;
+	}
+	/* A finished handshake's last bytes (TLS 1.3 tickets, TLS 1.2
+	 * Finished) leave with conn_run's flush, after the request that may
+	 * already be here: one send instead of two. */
 	handshake_over(c);
 	const struct tls_peer *p = tls_session_peer(c->tls);
+	record_device_seen(c, p, rc == TLS_OK);
 	if (rc != TLS_OK) {
 		if (p->result == AUTH_OTHER && !p->device[0] && strncmp(p->reason, "handshake", 9) == 0)
 			counter_add(&c->w->counters.handshake_failures, 1);
@@ -418,7 +470,6 @@ static bool step_handshake(struct conn *c)
 		return false;
 	}
 	count_handshake(c, p);
-	store_device_seen(c->w->store, p->device, p->cert_sha256, AUTH_OK);
 	log_debug("%s: %s authenticated (%s%s)", c->peer, p->device,
 		  p->version == 0x0304 ? "TLS 1.3" : "TLS 1.2", p->resumed ? ", resumed" : "");
 	c->state = ST_HEAD;
@@ -631,7 +682,8 @@ static void start_upload(struct conn *c, const struct http_request *req,
 	c->held_len = 0;
 	http_chunked_init(&c->chunk);
 	c->state = ST_BODY;
-	conn_flush(c);
+	if (req->expect_continue)
+		conn_flush(c); /* the client waits for it before it sends the body */
 	if (!c->chunked && c->body_left == 0) {
 		body_complete(c); /* an empty file is an upload too */
 		return;
@@ -808,7 +860,10 @@ static void conn_advance(struct conn *c)
 			break;
 		}
 	}
-	conn_flush(c);
+	/* While an upload commits the client only waits for its answer: what
+	 * is queued now (a ticket) leaves with the response, in one send. */
+	if (c->state != ST_COMMIT)
+		conn_flush(c);
 	c->advancing = false;
 }
 

@@ -54,6 +54,7 @@ struct worker {
 	int start_rc;
 	_Atomic int started;
 	struct conn *conn_head; /* every open connection, for shutdown */
+	struct conn *flush_head; /* connections with output queued this turn */
 };
 
 #define SCRATCH_BYTES (16 * 1024)
@@ -70,6 +71,10 @@ extern const struct transport_events conn_events;
 /* Stops reading new requests on every connection (shutdown): idle ones
  * close now, busy ones after their current request. */
 void conn_shutdown_all(struct worker *w);
+
+/* Sends what this turn queued, one send per connection: called after
+ * each source of events in a worker turn. */
+void conn_flush_queued(struct worker *w);
 
 /* Drops every connection now (after the grace period). */
 void conn_abort_all(struct worker *w);

@@ -117,9 +117,11 @@ static int worker_turn(struct worker *w)
 	trust_quiescent(w->id);
 	bool spin = transport_busy_polls(w->transport);
 	int rc = ring_run_once(&w->ring, spin ? 0 : TIMER_TICK_MS * 1000000ull);
+	conn_flush_queued(w);
 	uint64_t now = clock_ms();
 	transport_poll(w->transport, now);
 	timer_wheel_advance(&w->timers, now);
+	conn_flush_queued(w);
 	return rc < 0 && rc != -EINTR ? rc : 0;
 }
 
@@ -154,6 +156,7 @@ static void worker_drain(struct worker *w)
 	deadline = clock_ms() + 10000;
 	while (w->conn_head && clock_ms() < deadline)
 		worker_turn(w);
+	conn_flush_queued(w); /* lets go of aborted connections still queued */
 }
 
 static void worker_teardown(struct worker *w)

@@ -11,6 +11,7 @@ reload and devices commands go through it and their exit status is checked);
 the raw JSON-lines socket is used alongside it.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -404,6 +405,33 @@ def test_approval_require(trust):
     assert_admitted(srv, "agent3")
     r = upload(srv, "agent1")
     assert r[0] == "response" and r[1].status == 403, r[1]
+
+
+def device_record(srv, device):
+    """The device's record as `beaconctl devices show` prints it, or None."""
+    p = srv.beaconctl("--json", "devices", "show", device, check=False)
+    if p.returncode != 0:
+        return None
+    return json.loads(p.stdout.decode())
+
+
+def test_refusals_recorded_for_known_devices_only(trust, crl_agent2):
+    """A blocked or revoked agent's record says why it stays out; a
+    certificate from an issuer we do not trust creates no record."""
+    srv, paths = trust()
+    drop(paths["crl_dir"] / "agents.crl", crl_agent2)
+    bctl_ok(srv, "reload", "crl")
+    bctl_ok(srv, "devices", "block", "agent3.example")
+    assert_refused(srv, "agent2")
+    assert_refused(srv, "agent3")
+    assert_refused(srv, "untrusted")
+    assert_admitted(srv, "agent1")
+    assert wait_until(lambda: (device_record(srv, "agent2.example") or {}).get(
+        "last_result") == "revoked", 5), device_record(srv, "agent2.example")
+    assert wait_until(lambda: (device_record(srv, "agent3.example") or {}).get(
+        "last_result") == "blocked", 5), device_record(srv, "agent3.example")
+    assert device_record(srv, "agent1.example")["last_result"] == "ok"
+    assert device_record(srv, "untrusted.example") is None
 
 
 # --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 resumption, and the [tls] options."""
 
 import re
+import socket
 import ssl
 import subprocess
 import time
@@ -240,3 +241,50 @@ def test_ecdsa_server_certificate(server):
     out, rc = s_client(server, "-tls1_3")
     assert re.search(r"Server public key is 256 bit", out), out
     assert "Verify return code: 0 (ok)" in out, out
+
+
+def _server_data_segments(sock, port):
+    """Payload sizes of the TCP segments from `port` that a packet socket on
+    lo has captured, in order (each frame once: its incoming copy)."""
+    sizes = []
+    while True:
+        try:
+            frame, addr = sock.recvfrom(70000)
+        except BlockingIOError:
+            return sizes
+        if addr[2] == socket.PACKET_OUTGOING or len(frame) < 34 or frame[12:14] != b"\x08\x00":
+            continue
+        ip = frame[14:]
+        ihl = (ip[0] & 0x0F) * 4
+        if ip[9] != 6:
+            continue
+        total = int.from_bytes(ip[2:4], "big")
+        tcp = ip[ihl:]
+        if int.from_bytes(tcp[0:2], "big") != port:
+            continue
+        payload = total - ihl - (tcp[12] >> 4) * 4
+        if payload > 0:
+            sizes.append(payload)
+
+
+@pytest.mark.parametrize("v", list(VERSIONS))
+def test_response_and_close_notify_share_a_segment(server, v):
+    """Output leaves once per connection per worker turn: a response that
+    closes its connection goes out with its close_notify in one segment, so
+    a whole upload costs the server three data segments (its flight; the
+    end of its handshake; the answer), not four."""
+    cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    try:
+        cap.bind(("lo", 0))
+        cap.setblocking(False)
+        with tls_connect(server, ctx=pinned(server, v)) as c:
+            c.send(build_request("PUT", "/ManageSoftRL/inventory/" + unique_name(),
+                                 ("Connection: close",), b"x" * 1000))
+            r = c.read_response()
+            assert r.status == 201, r
+            assert c.tls.recv(1) == b""  # close_notify arrived with the answer
+        time.sleep(0.2)
+        sizes = _server_data_segments(cap, server.port)
+    finally:
+        cap.close()
+    assert 2 <= len(sizes) <= 3, sizes
