@@ -1,17 +1,24 @@
 /*
  * spool: per-worker segment files and the framing of the records in them.
  *
- * A segment is DATA/spool/wN/SEQ.seg. Each upload owns one segment's tail
- * while its body streams, so its record is contiguous:
+ * A segment is DATA/spool/wN/SEQ.seg holding records:
  *
  *   [header 48 B: magic "BCN1" u32, version u16, flags u16, id u64,
  *    body length u64, body crc32 u32, header crc32 u32, zero pad]
  *   [body]
  *
- * When the upload is handed to the writer the segment goes back to the
- * worker's pool for the next upload; past segment_bytes it is sealed and
- * closed once its last commit has answered. Every file operation of the
- * data path goes through the worker's ring.
+ * Two ways into a segment keep every record contiguous:
+ * - An upload whose body outgrows its first buffer half streams: it owns a
+ *   segment's tail until its record is whole, then gives the segment back
+ *   to the worker's pool for the next one.
+ * - An upload that finished inside its first half knows its record's
+ *   length: it reserves exactly that range at the tail of the worker's
+ *   packed segment, which nobody owns, and writes it in one operation.
+ *   Most uploads are small, so a group commit usually fdatasyncs one packed
+ *   segment per worker instead of one segment per upload.
+ * Past segment_bytes a segment is sealed and closed once its last commit
+ * has answered. Every file operation of the data path goes through the
+ * worker's ring.
  */
 #include "store-internal.h"
 
@@ -219,20 +226,30 @@ static void segment_free(struct segment *seg)
 	free(seg);
 }
 
+/* Tells whoever waits for the segment's file (its owner, or the uploads
+ * packed into it meanwhile) that it is open, or that it failed and is
+ * gone. */
 static void segment_on_open(struct ring_op *op, int res, uint32_t flags)
 {
 	struct segment *seg = container_of(op, struct segment, op);
-	struct store_upload *owner = seg->owner;
+	struct store_upload *waiting = seg->owner ? seg->owner : seg->waiters;
+	seg->owner = NULL;
+	seg->waiters = NULL;
 	if (res < 0) {
 		log_err("store: cannot create segment %s: %s", seg->path, strerror(-res));
-		seg->owner = NULL;
+		if (seg->w->packed == seg)
+			seg->w->packed = NULL;
 		segment_free(seg);
-		upload_segment_ready(owner, store_error_from_errno(res));
-		return;
+	} else {
+		seg->fd = res;
+		seg->state = SEG_READY;
 	}
-	seg->fd = res;
-	seg->state = SEG_READY;
-	upload_segment_ready(owner, 0);
+	while (waiting) {
+		struct store_upload *u = waiting;
+		waiting = u->seg_wait_next;
+		u->seg_wait_next = NULL;
+		upload_segment_ready(u, res < 0 ? store_error_from_errno(res) : 0);
+	}
 }
 
 static struct segment *segment_create(struct store_worker *w, struct store_upload *owner, int *err)
@@ -282,6 +299,29 @@ struct segment *spool_segment_take(struct store_worker *w, struct store_upload *
 	return seg;
 }
 
+struct segment *spool_packed_reserve(struct store_worker *w, struct store_upload *u,
+				     uint64_t len, int *err)
+{
+	struct segment *seg = w->packed;
+	if (!seg) {
+		seg = segment_create(w, NULL, err);
+		if (!seg)
+			return NULL;
+		seg->packed = true;
+		w->packed = seg; /* the create's reference is the worker's */
+	}
+	seg->refs++; /* the upload's, then its commit's */
+	u->record_off = seg->tail;
+	seg->tail += len;
+	if (seg->state == SEG_OPENING) {
+		u->seg_wait_next = seg->waiters;
+		seg->waiters = u;
+	}
+	if (seg->tail >= w->s->cfg.segment_bytes)
+		spool_segment_seal(seg);
+	return seg;
+}
+
 void spool_segment_ref(struct segment *seg)
 {
 	seg->refs++;
@@ -295,7 +335,16 @@ void spool_segment_seal(struct segment *seg)
 	if (seg->in_pool) {
 		pool_remove(seg);
 		spool_segment_unref(seg);
+	} else if (seg->w->packed == seg) {
+		seg->w->packed = NULL;
+		spool_segment_unref(seg);
 	}
+}
+
+void spool_pool_give_back_space(struct store_worker *w)
+{
+	while (w->pool)
+		spool_segment_seal(w->pool);
 }
 
 void spool_segment_put_back(struct segment *seg, uint64_t tail)
@@ -369,6 +418,13 @@ void spool_segment_unref(struct segment *seg)
 
 void spool_pool_drain(struct store_worker *w)
 {
+	if (w->packed && w->packed->state == SEG_READY) {
+		/* Treated like a pooled segment: its last reference closes it. */
+		struct segment *seg = w->packed;
+		w->packed = NULL;
+		seg->packed = false;
+		pool_push(seg);
+	}
 	/* The next is taken before seg may be freed: pool_remove of the head
 	 * makes it the new head. */
 	for (struct segment *seg = w->pool, *next; seg; seg = next) {

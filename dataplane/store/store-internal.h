@@ -189,8 +189,10 @@ struct segment {
 	uint64_t allocated; /* bytes preallocated with fallocate */
 	bool no_falloc;     /* the file system cannot preallocate */
 	bool sealed;        /* takes no new record */
-	unsigned refs;      /* pool + owner + commits in flight */
+	unsigned refs;      /* pool or worker (packed) + owner + uploads in flight */
 	struct store_upload *owner;
+	bool packed;                   /* the worker's packed segment: no owner */
+	struct store_upload *waiters;  /* packed uploads waiting for the open */
 	struct segment *pool_prev, *pool_next;
 	bool in_pool;
 	/* writer-only fields */
@@ -207,14 +209,21 @@ struct store_worker {
 	int ring_fd;
 	struct spool_dir *dir;
 	struct segment *pool; /* free segments, most recently used first */
+	struct segment *packed; /* where finished small uploads reserve their record */
 	struct store_upload *open_uploads;
 	unsigned streaming; /* uploads that hold a buffer and a segment */
 	unsigned live;      /* upload structs not yet freed */
 	unsigned closing;   /* segments being closed */
 };
 
-/* Takes a segment for a new upload (from the pool or new). NULL with *err
- * set when none can be had. */
+/* Reserves `len` bytes at the tail of the worker's packed segment for u's
+ * whole record (u->record_off), taking a reference for u. When the
+ * segment's file is still being created, u waits and upload_segment_ready
+ * follows. NULL with *err set when no segment can be had. */
+struct segment *spool_packed_reserve(struct store_worker *w, struct store_upload *u,
+				     uint64_t len, int *err);
+/* Takes a segment for a streaming upload (from the pool or new). NULL with
+ * *err set when none can be had. */
 struct segment *spool_segment_take(struct store_worker *w, struct store_upload *owner, int *err);
 /* Returns the owner's segment with its new tail; seals it past segment_bytes. */
 void spool_segment_put_back(struct segment *seg, uint64_t tail);
@@ -225,6 +234,11 @@ void spool_segment_seal(struct segment *seg);
 void upload_segment_ready(struct store_upload *u, int err);
 /* Closes every pooled segment synchronously (detach). */
 void spool_pool_drain(struct store_worker *w);
+/* The disk is full: seals every idle segment, so their preallocations go
+ * back to the file system for the uploads that are still being written
+ * (the small ones all share one segment and would be refused while idle
+ * segments hold free space). */
+void spool_pool_give_back_space(struct store_worker *w);
 
 enum upload_state { UP_OPEN, UP_FINISHING, UP_COMMITTING, UP_ABORTED };
 
@@ -239,6 +253,7 @@ struct store_upload {
 	struct store_worker *w;
 	struct segment *seg;
 	struct store_upload *prev, *next; /* worker's open_uploads */
+	struct store_upload *seg_wait_next; /* waiting for a packed segment's open */
 	uint64_t id;
 	struct upload_meta meta;
 	uint64_t record_off; /* header's offset in the segment */

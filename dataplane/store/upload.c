@@ -4,11 +4,13 @@
  * The upload's buffer (cfg.upload_buffer) is two halves: one fills while the
  * other is written through the worker's ring at its explicit offset, so at
  * most one disk operation per upload is in flight and the record stays in
- * order. The first half starts with a zeroed header; at finish the real
- * header goes in place, in the buffer when nothing reached the disk yet
- * (small uploads: one write), else as a rewrite once the body is on disk.
- * Then the upload travels to the writer thread (MSG_RING) and comes back
- * with its commit status.
+ * order. The first half starts with a zeroed header. An upload takes no
+ * segment until it needs one: one that finishes inside its first half
+ * reserves its exact record in the worker's packed segment and goes to disk
+ * in one write, header included; one that outgrows it takes a segment of
+ * its own when the first half is written, and rewrites the header once the
+ * body is on disk. Then the upload travels to the writer thread (MSG_RING)
+ * and comes back with its commit status.
  */
 #include "store-internal.h"
 
@@ -54,14 +56,21 @@ static void upload_release_buffer(struct store_upload *u)
 	u->w->streaming--;
 }
 
-/* Gives the segment back untouched: the next upload overwrites this one's
- * bytes. After an I/O error the segment is not trusted with more records. */
+/* An owned segment goes back untouched: the next upload overwrites this
+ * one's bytes. A packed record's range stays unused (nothing indexes it).
+ * After an I/O error the segment is not trusted with more records. */
 static void upload_release_segment(struct store_upload *u)
 {
 	struct segment *seg = u->seg;
 	if (!seg)
 		return;
 	u->seg = NULL;
+	if (seg->packed) {
+		if (u->error == STORE_ERR_IO)
+			spool_segment_seal(seg);
+		spool_segment_unref(seg);
+		return;
+	}
 	if (u->error == STORE_ERR_IO)
 		seg->sealed = true;
 	spool_segment_put_back(seg, seg->tail);
@@ -121,6 +130,8 @@ static void upload_fail(struct store_upload *u, int err)
 {
 	if (!u->error)
 		u->error = err;
+	if (err == STORE_ERR_NOSPACE)
+		spool_pool_give_back_space(u->w);
 	upload_settle(u);
 }
 
@@ -192,7 +203,9 @@ static void upload_on_fallocated(struct ring_op *op, int res, uint32_t flags)
 		upload_fail(u, store_error_from_errno(res));
 		return;
 	}
-	seg->allocated = u->falloc_target;
+	/* Packed uploads grow one segment side by side: never shrink it. */
+	if (u->falloc_target > seg->allocated)
+		seg->allocated = u->falloc_target;
 	upload_pump(u);
 }
 
@@ -296,8 +309,10 @@ static void upload_handoff(struct store_upload *u)
 	struct segment *seg = u->seg;
 	u->body_len = u->stream_len - RECORD_HEADER_BYTES;
 	upload_release_buffer(u);
-	spool_segment_ref(seg); /* held by the commit */
-	spool_segment_put_back(seg, u->record_off + u->stream_len);
+	if (!seg->packed) {
+		spool_segment_ref(seg); /* held by the commit */
+		spool_segment_put_back(seg, u->record_off + u->stream_len);
+	} /* else the upload's reference is the commit's */
 	u->state = UP_COMMITTING;
 	u->commit_op.complete = writer_on_upload;
 	u->result_op.complete = upload_on_result;
@@ -353,11 +368,27 @@ void upload_segment_ready(struct store_upload *u, int err)
 	upload_pump(u);
 }
 
+/* The body outgrew the first half: from now on the upload streams into a
+ * segment of its own (opened through the ring when the pool has none). */
+static bool upload_take_segment(struct store_upload *u)
+{
+	int err = 0;
+	u->seg = spool_segment_take(u->w, u, &err);
+	if (!u->seg) {
+		upload_fail(u, err);
+		return false;
+	}
+	u->record_off = u->seg->tail;
+	return true;
+}
+
 /* The full half goes to disk and the other one fills; false while the other
  * half is still being written. */
 static bool upload_rotate(struct store_upload *u)
 {
 	if (u->queued >= 0)
+		return false;
+	if (!u->seg && !upload_take_segment(u))
 		return false;
 	u->queued = u->filling;
 	u->filling ^= 1;
@@ -402,13 +433,6 @@ int store_upload_begin(struct store_worker *w, const struct upload_meta *meta,
 	u->crc = (uint32_t)crc32(0, NULL, 0);
 	w->streaming++;
 	w->live++;
-	int err = 0;
-	u->seg = spool_segment_take(w, u, &err);
-	if (!u->seg) {
-		upload_destroy(u);
-		return err;
-	}
-	u->record_off = u->seg->tail;
 	u->id = atomic_fetch_add(&w->s->next_id, 1);
 	u->next = w->open_uploads;
 	if (u->next)
@@ -477,9 +501,16 @@ void store_upload_finish(struct store_upload *u, store_done_fn done, void *arg)
 		.id = u->id, .length = u->stream_len - RECORD_HEADER_BYTES, .crc = u->crc};
 	record_header_encode(u->header, &h);
 	if (!u->flushed_any) {
-		/* Still all in the first half: one write carries header and body. */
+		/* Still all in the first half: one write carries header and body,
+		 * packed with the worker's other small records. */
 		memcpy(u->half[0].data, u->header, RECORD_HEADER_BYTES);
 		u->header_written = true;
+		int err = 0;
+		u->seg = spool_packed_reserve(u->w, u, u->stream_len, &err);
+		if (!u->seg) {
+			upload_fail(u, err);
+			return;
+		}
 	}
 	upload_pump(u);
 }

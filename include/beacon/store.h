@@ -18,8 +18,12 @@
  * worker holds at most max_open_uploads * upload_buffer (64 MiB by default)
  * whatever the upload sizes; a writer that is ahead of the disk is told to
  * wait (store_upload_write accepts fewer bytes and calls the wake callback
- * later). Disk: each upload streams into a segment of its own worker, which
- * is preallocated in growing steps (1 MiB up to 64 MiB).
+ * later). Disk: segments belong to one worker and are preallocated in
+ * growing steps (1 MiB up to 64 MiB). An upload that fits its first buffer
+ * half is written in one operation into the worker's shared (packed)
+ * segment, so a group commit of small uploads fdatasyncs about one file per
+ * worker; a bigger one streams into a segment it holds until its record is
+ * whole.
  *
  * Failure: every function returns 0 / a count or a negative store_error; the
  * store never aborts the process on bad input or I/O errors. After a crash,

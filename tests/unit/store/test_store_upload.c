@@ -173,6 +173,49 @@ static void test_concurrent_one_worker(void **state)
 	assert_true(count_segments(f->dir, 0) <= N);
 }
 
+/* Uploads that fit their first buffer half share the worker's packed
+ * segment, so a group commit syncs one file, not one per upload; bigger
+ * ones stream into segments of their own beside it. */
+static void test_small_uploads_share_a_segment(void **state)
+{
+	struct fixture *f = *state;
+	enum { SMALL = 60, BIG = 3, N = SMALL + BIG };
+	struct stream st[N] = {0};
+	uint64_t seed = 9;
+	for (unsigned i = 0; i < N; i++) {
+		struct upload_meta meta = {.device = "dev-p"};
+		snprintf(meta.name, sizeof meta.name, "p%u", i);
+		/* Default buffer: 128 KiB halves, the header takes 48 B of the first. */
+		st[i].len = i < SMALL ? (size_t)(rnd(&seed) % 100000) : 400000 + i;
+		st[i].data = malloc(st[i].len + 1);
+		fill_random(st[i].data, st[i].len, &seed);
+		assert_int_equal(store_upload_begin(f->t.w, &meta, &st[i].u), 0);
+	}
+	struct store_stats before;
+	store_stats(f->s, &before);
+	for (unsigned left = N; left > 0;) {
+		for (unsigned i = 0; i < N; i++)
+			stream_step(&st[i], &seed);
+		ring_run_once(&f->t.ring, 1000000ull);
+		left = 0;
+		for (unsigned i = 0; i < N; i++)
+			left += !st[i].done;
+	}
+	struct store_stats after;
+	store_stats(f->s, &after);
+	for (unsigned i = 0; i < N; i++) {
+		assert_int_equal(st[i].status, 0);
+		assert_upload_equals(f->dir, st[i].id, st[i].data, st[i].len);
+		free(st[i].data);
+	}
+	assert_int_equal(count_segments(f->dir, 0), 1 + BIG);
+	/* Each commit syncs the packed segment, the big ones that ended in
+	 * it, and the spool directory when it holds a new segment. */
+	uint64_t commits = after.commits - before.commits;
+	assert_true(after.fsyncs - before.fsyncs <= commits * 2 + 2 * BIG);
+	assert_true(after.fsyncs - before.fsyncs < N);
+}
+
 /* ---- two worker threads ---- */
 
 struct thread_run {
@@ -275,6 +318,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_sizes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_metadata, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent_one_worker, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_small_uploads_share_a_segment, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_two_worker_threads, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_busy_and_abort, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
