@@ -50,9 +50,10 @@ struct conn {
 	struct conn *flush_next; /* the worker's list of connections to send */
 	struct timer timer;
 
-	/* Ciphertext the TLS layer did not take yet (we were not reading). */
+	/* Ciphertext the TLS layer did not take yet (we were not reading):
+	 * bytes [stash_off, stash_len) of a buffer of stash_cap. */
 	uint8_t *stash;
-	size_t stash_len;
+	size_t stash_off, stash_len, stash_cap;
 
 	/* Plaintext: request heads, then body bytes, in one buffer. */
 	uint8_t *buf;
@@ -867,6 +868,39 @@ static void conn_advance(struct conn *c)
 	c->advancing = false;
 }
 
+static void stash_clear(struct conn *c)
+{
+	free(c->stash);
+	c->stash = NULL;
+	c->stash_off = c->stash_len = c->stash_cap = 0;
+}
+
+/* Appends to the held-back ciphertext. A paused transport can hand over a
+ * socket buffer's worth in 16 KiB pieces: the buffer doubles, and what TLS
+ * already took is dropped from the front only when room is needed, so
+ * neither appending nor consuming copies the whole stash each time. */
+static bool stash_append(struct conn *c, const uint8_t *data, size_t len)
+{
+	if (c->stash_len + len > c->stash_cap && c->stash_off) {
+		memmove(c->stash, c->stash + c->stash_off, c->stash_len - c->stash_off);
+		c->stash_len -= c->stash_off;
+		c->stash_off = 0;
+	}
+	if (c->stash_len + len > c->stash_cap) {
+		size_t cap = c->stash_cap ? c->stash_cap : 16384;
+		while (cap < c->stash_len + len)
+			cap *= 2;
+		uint8_t *grown = realloc(c->stash, cap);
+		if (!grown)
+			return false;
+		c->stash = grown;
+		c->stash_cap = cap;
+	}
+	memcpy(c->stash + c->stash_len, data, len);
+	c->stash_len += len;
+	return true;
+}
+
 /*
  * Feeds ciphertext (the held-back stash first) to TLS and advances. What TLS
  * did not read (we stopped reading: the store is full or a commit is
@@ -874,19 +908,13 @@ static void conn_advance(struct conn *c)
  */
 static void conn_feed(struct conn *c, const uint8_t *data, size_t len)
 {
-	if (c->stash_len && len) {
-		uint8_t *grown = realloc(c->stash, c->stash_len + len);
-		if (!grown) {
-			conn_close(c);
-			return;
-		}
-		memcpy(grown + c->stash_len, data, len);
-		c->stash = grown;
-		c->stash_len += len;
+	if (c->stash_len && len && !stash_append(c, data, len)) {
+		conn_close(c);
+		return;
 	}
 	bool from_stash = c->stash_len > 0;
-	const uint8_t *in = from_stash ? c->stash : data;
-	size_t in_len = from_stash ? c->stash_len : len;
+	const uint8_t *in = from_stash ? c->stash + c->stash_off : data;
+	size_t in_len = from_stash ? c->stash_len - c->stash_off : len;
 	tls_session_input(c->tls, in, in_len);
 	conn_advance(c);
 	size_t left = tls_session_input_left(c->tls);
@@ -894,9 +922,7 @@ static void conn_feed(struct conn *c, const uint8_t *data, size_t len)
 	if (c->state == ST_CLOSING || c->transport_gone)
 		left = 0;
 	if (left == 0) {
-		free(c->stash);
-		c->stash = NULL;
-		c->stash_len = 0;
+		stash_clear(c);
 		if (c->paused && !c->transport_gone) {
 			c->paused = false;
 			transport_resume(c->tc);
@@ -904,16 +930,10 @@ static void conn_feed(struct conn *c, const uint8_t *data, size_t len)
 		return;
 	}
 	if (from_stash) {
-		memmove(c->stash, c->stash + (in_len - left), left);
-		c->stash_len = left;
-	} else {
-		c->stash = data ? malloc(left) : NULL;
-		if (!c->stash) {
-			conn_close(c);
-			return;
-		}
-		memcpy(c->stash, data + (len - left), left);
-		c->stash_len = left;
+		c->stash_off = c->stash_len - left;
+	} else if (!data || !stash_append(c, data + (len - left), left)) {
+		conn_close(c);
+		return;
 	}
 	if (!c->paused) {
 		c->paused = true;
@@ -1055,7 +1075,7 @@ static void conn_free(struct conn *c)
 		c->next->pprev = c->pprev;
 	counter_add(&c->w->counters.connections_open, (uint64_t)-1);
 	tls_session_free(c->tls);
-	free(c->stash);
+	stash_clear(c);
 	buf_pool_give(&c->w->in_bufs, c->buf);
 	if (!c->out_inflight)
 		buf_pool_give(&c->w->out_bufs, c->out);

@@ -47,7 +47,7 @@ struct kconn {
 	bool recv_armed, sending, paused, closing, draining, dead;
 	int close_err;
 	uint8_t *stash; /* bytes that arrived while paused */
-	size_t stash_len;
+	size_t stash_len, stash_cap;
 };
 
 static void accept_arm(struct kernel_transport *kt);
@@ -168,12 +168,21 @@ static void conn_deliver(struct kconn *c, const uint8_t *data, size_t len)
 	if (c->draining || c->closing)
 		return; /* closing: what the peer still sends is dropped */
 	if (c->paused) {
-		uint8_t *grown = realloc(c->stash, c->stash_len + len);
-		if (!grown) {
-			transport_abort(&c->base);
-			return;
+		/* Until the cancel lands, the multishot recv hands over what the
+		 * socket buffer holds, one 16 KiB buffer at a time: grow by
+		 * doubling, or each append would copy the whole stash again. */
+		if (c->stash_len + len > c->stash_cap) {
+			size_t cap = c->stash_cap ? c->stash_cap : RECV_BUF_SIZE;
+			while (cap < c->stash_len + len)
+				cap *= 2;
+			uint8_t *grown = realloc(c->stash, cap);
+			if (!grown) {
+				transport_abort(&c->base);
+				return;
+			}
+			c->stash = grown;
+			c->stash_cap = cap;
 		}
-		c->stash = grown;
 		memcpy(c->stash + c->stash_len, data, len);
 		c->stash_len += len;
 		return;
@@ -332,7 +341,7 @@ static void kconn_resume(struct transport_conn *tc)
 		uint8_t *data = c->stash;
 		size_t len = c->stash_len;
 		c->stash = NULL;
-		c->stash_len = 0;
+		c->stash_len = c->stash_cap = 0;
 		c->base.t->ev->received(c->base.upper, data, len);
 		free(data);
 	}
@@ -351,7 +360,7 @@ static void kconn_close(struct transport_conn *tc)
 	c->paused = false;
 	free(c->stash);
 	c->stash = NULL;
-	c->stash_len = 0;
+	c->stash_len = c->stash_cap = 0;
 	if (!c->sending)
 		drain_start(c);
 	recv_arm(c); /* draining needs a reader */
