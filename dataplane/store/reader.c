@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #define COPY_CHUNK (1024u * 1024u)
 
@@ -235,7 +234,7 @@ static int record_check_header(int fd, const struct upload_record *rec, const ch
 static int record_pass(int fd, const struct upload_record *rec, const char *path, uint8_t *buf,
 		       int out_fd, uint32_t *crc)
 {
-	*crc = (uint32_t)crc32(0, NULL, 0);
+	*crc = 0;
 	for (uint64_t done = 0; done < rec->length;) {
 		size_t n = rec->length - done < COPY_CHUNK ? (size_t)(rec->length - done) : COPY_CHUNK;
 		int rc = read_exact(fd, buf, n, rec->offset + done);
@@ -247,7 +246,7 @@ static int record_pass(int fd, const struct upload_record *rec, const char *path
 			log_err("store: read %s: %s", path, strerror(-rc));
 			return store_error_from_errno(rc);
 		}
-		*crc = (uint32_t)crc32(*crc, buf, (uInt)n);
+		*crc = record_crc32(*crc, buf, n);
 		if (out_fd >= 0 && (rc = write_all(out_fd, buf, n)) < 0)
 			return store_error_from_errno(rc);
 		done += n;

@@ -31,7 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
 
 static void le16_put(uint8_t *p, uint16_t v)
 {
@@ -83,14 +82,14 @@ void record_header_encode(uint8_t out[RECORD_HEADER_BYTES], const struct record_
 	le64_put(out + 8, h->id);
 	le64_put(out + 16, h->length);
 	le32_put(out + 24, h->crc);
-	le32_put(out + HEADER_CRC_OFF, (uint32_t)crc32(0, out, HEADER_CRC_OFF));
+	le32_put(out + HEADER_CRC_OFF, record_crc32(0, out, HEADER_CRC_OFF));
 }
 
 int record_header_decode(const uint8_t in[RECORD_HEADER_BYTES], struct record_header *h)
 {
 	if (le32_get(in) != RECORD_MAGIC || le16_get(in + 4) != RECORD_VERSION)
 		return STORE_ERR_CORRUPT;
-	if (le32_get(in + HEADER_CRC_OFF) != (uint32_t)crc32(0, in, HEADER_CRC_OFF))
+	if (le32_get(in + HEADER_CRC_OFF) != record_crc32(0, in, HEADER_CRC_OFF))
 		return STORE_ERR_CORRUPT;
 	h->flags = le16_get(in + 6);
 	h->id = le64_get(in + 8);

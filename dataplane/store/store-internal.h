@@ -30,6 +30,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <isa-l/crc.h>
+
 #define SCHEMA_VERSION 1u
 
 /* ---- record framing (spool.c) ---- */
@@ -178,6 +180,15 @@ void store_registry_return(struct store *s);
 /* ---- segments and uploads (spool.c, upload.c) ---- */
 
 enum segment_state { SEG_OPENING, SEG_READY, SEG_CLOSING };
+
+/* The CRC-32 of spool records (zlib's: reflected 0xEDB88320, so records
+ * written before stay valid), with ISA-L's carry-less-multiply code: about
+ * 8x zlib's speed here, and every body byte passes through it twice (on
+ * the way in and when served). Start with 0. */
+static inline uint32_t record_crc32(uint32_t crc, const void *data, size_t len)
+{
+	return crc32_gzip_refl(crc, data, len);
+}
 
 struct segment {
 	struct ring_op op; /* open, punch, close */

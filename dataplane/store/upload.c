@@ -20,7 +20,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #define MiB (1024ull * 1024ull)
 #define PREALLOC_MIN (1 * MiB)
@@ -430,7 +429,7 @@ int store_upload_begin(struct store_worker *w, const struct upload_meta *meta,
 	u->half[0].fill = RECORD_HEADER_BYTES;
 	u->stream_len = RECORD_HEADER_BYTES;
 	u->queued = -1;
-	u->crc = (uint32_t)crc32(0, NULL, 0);
+	u->crc = 0;
 	w->streaming++;
 	w->live++;
 	u->id = atomic_fetch_add(&w->s->next_id, 1);
@@ -463,7 +462,7 @@ ssize_t store_upload_write(struct store_upload *u, const void *data, size_t len,
 		}
 		size_t n = len - taken < room ? len - taken : room;
 		memcpy(h->data + h->fill, p + taken, n);
-		u->crc = (uint32_t)crc32(u->crc, p + taken, (uInt)n);
+		u->crc = record_crc32(u->crc, p + taken, n);
 		h->fill += n;
 		u->stream_len += n;
 		taken += n;
