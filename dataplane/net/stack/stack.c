@@ -163,7 +163,9 @@ uint16_t stack_l4_cksum(const struct rte_ipv4_hdr *ip, const void *l4, size_t le
 
 #define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 
-static void sip_round(uint64_t v[4])
+/* inline: GCC at -O2 kept it a call, so v[] went through memory in every
+ * round; every segment's connection lookup hashes (perf/stackbench). */
+static inline void sip_round(uint64_t v[4])
 {
 	v[0] += v[1];
 	v[1] = ROTL(v[1], 13);
