@@ -24,7 +24,11 @@
  * CLOCK_THREAD_CPUTIME_ID over the timed part, and the TSC read around
  * each transport_poll splits it between the stack and the peer (building
  * frames, checksums, parsing the replies). "per stack CPU s" divides by
- * CPU time x the stack's share of the TSC. The stack's own clock (the
+ * CPU time x the stack's share of the TSC. The share counts only turns
+ * (peer, then poll) shorter than TURN_CLEAN_US: a longer one had the
+ * thread taken off its core, and the time away would go to whichever half
+ * it interrupted (on a shared machine that moved the share by 15 points
+ * between runs). The stack's own clock (the
  * now_ms of transport_poll) is that thread CPU time too (stack_clock_ms),
  * so a shared machine that takes the core away does not fire its timers.
  *
@@ -63,6 +67,7 @@
 #define SYNS_PER_POLL 10  /* each answered a poll later by an ACK and a RST */
 #define DELACK_WAIT_MS 60 /* past the stack's 40 ms delayed ACK */
 #define DELACK_CONNS 512  /* delayed ACKs in one poll: fewer than the port's ring holds */
+#define TURN_CLEAN_US 100 /* a turn takes about 10 us; longer, the thread was descheduled */
 
 static const uint8_t syn_opts[12] = { 2, 4, 1460 >> 8, 1460 & 0xff, 1, 3, 3, PEER_WS, 1, 1, 4, 2 };
 
@@ -130,7 +135,9 @@ struct gen {
 	struct peer *peers;
 	unsigned npeers, next_peer;
 	uint64_t clock_base_ms, skipped_ms; /* stack_clock_ms */
-	uint64_t stack_cycles, polls;
+	uint64_t polls;
+	uint64_t clean_max;		       /* TURN_CLEAN_US in TSC cycles */
+	uint64_t clean_stack, clean_all, dirty; /* cycles of clean turns; turns not clean */
 	uint64_t sent, synacks, acks, topped_up;
 	uint64_t errors; /* anything the stack should not have done, or we failed at */
 	const char *first_error;
@@ -350,7 +357,7 @@ static uint64_t stack_clock_ms(const struct gen *g)
 
 /* Hands the queued frames to the port, then runs the stack's loop turn;
  * only the turn counts as the stack's time. */
-static void gen_poll(struct gen *g, struct transport *t)
+static uint64_t gen_poll(struct gen *g, struct transport *t)
 {
 	uint16_t done = rte_eth_tx_burst(g->s->port, g->s->queue, g->out, (uint16_t)g->nout);
 	if (done < g->nout) {
@@ -362,10 +369,11 @@ static void gen_poll(struct gen *g, struct transport *t)
 	uint64_t now = stack_clock_ms(g);
 	uint64_t t0 = rte_rdtsc();
 	int rc = transport_poll(t, now);
-	g->stack_cycles += rte_rdtsc() - t0;
+	uint64_t t1 = rte_rdtsc();
 	g->polls++;
 	if (rc < 0)
 		gen_error(g, "transport_poll failed");
+	return t1 - t0;
 }
 
 /* One turn: read the stack's frames (on_seg answers them), queue more
@@ -373,10 +381,18 @@ static void gen_poll(struct gen *g, struct transport *t)
 static void gen_turn(struct gen *g, struct transport *t, on_seg_fn *on_seg,
 		     void (*fill)(struct gen *g))
 {
+	uint64_t t0 = rte_rdtsc();
 	gen_drain(g, on_seg);
 	if (fill)
 		fill(g);
-	gen_poll(g, t);
+	uint64_t stack = gen_poll(g, t);
+	uint64_t all = rte_rdtsc() - t0;
+	if (all < g->clean_max) {
+		g->clean_stack += stack;
+		g->clean_all += all;
+	} else {
+		g->dirty++;
+	}
 }
 
 /* ---- handshakes ---- */
@@ -522,6 +538,7 @@ struct result {
 	uint32_t paylen;
 	unsigned conns;
 	double wall_s, cpu_s, stack_share;
+	uint64_t turns, dirty_turns; /* dirty: not counted in stack_share */
 	uint64_t count; /* handshakes, or data segments */
 	uint64_t frames_in, frames_out;
 	uint64_t bad; /* the stack's counters of things that must not happen here */
@@ -546,7 +563,7 @@ static double wall_s(void)
 
 struct timed {
 	double wall0, cpu0;
-	uint64_t tsc0, stack0, count0;
+	uint64_t clean_stack0, clean_all0, polls0, dirty0, count0;
 	struct stack_stats st0;
 };
 
@@ -554,19 +571,23 @@ static void timed_start(struct timed *tm, const struct gen *g, uint64_t count)
 {
 	tm->st0 = g->s->st;
 	tm->count0 = count;
-	tm->stack0 = g->stack_cycles;
+	tm->clean_stack0 = g->clean_stack;
+	tm->clean_all0 = g->clean_all;
+	tm->polls0 = g->polls;
+	tm->dirty0 = g->dirty;
 	tm->wall0 = wall_s();
 	tm->cpu0 = thread_cpu_s();
-	tm->tsc0 = rte_rdtsc();
 }
 
 static void timed_stop(const struct timed *tm, const struct gen *g, uint64_t count,
 		       struct result *r)
 {
-	uint64_t tsc = rte_rdtsc() - tm->tsc0;
 	r->cpu_s = thread_cpu_s() - tm->cpu0;
 	r->wall_s = wall_s() - tm->wall0;
-	r->stack_share = tsc ? (double)(g->stack_cycles - tm->stack0) / (double)tsc : 0;
+	uint64_t all = g->clean_all - tm->clean_all0;
+	r->stack_share = all ? (double)(g->clean_stack - tm->clean_stack0) / (double)all : 0;
+	r->turns = g->polls - tm->polls0;
+	r->dirty_turns = g->dirty - tm->dirty0;
 	r->count = count - tm->count0;
 	r->frames_in = g->s->st.rx_frames - tm->st0.rx_frames;
 	r->frames_out = g->s->st.tx_frames - tm->st0.tx_frames;
@@ -742,11 +763,13 @@ static void result_json(const struct result *r)
 	printf("{\"scenario\":\"%s\",\"payload\":%" PRIu32 ",\"conns\":%u,\"wall_s\":%.3f,"
 	       "\"cpu_s\":%.3f,\"stack_share\":%.3f,\"count\":%" PRIu64 ",\"per_cpu_s\":%.0f,"
 	       "\"per_stack_cpu_s\":%.0f,\"gbit_per_stack_cpu_s\":%.3f,\"frames_in\":%" PRIu64
-	       ",\"frames_out\":%" PRIu64 ",\"bad_counters\":%" PRIu64 ",\"bad_counter\":\"%s\","
+	       ",\"frames_out\":%" PRIu64 ",\"turns\":%" PRIu64 ",\"dirty_turns\":%" PRIu64
+	       ",\"bad_counters\":%" PRIu64 ",\"bad_counter\":\"%s\","
 	       "\"errors\":%" PRIu64 ",\"first_error\":\"%s\"}\n",
 	       r->name, r->paylen, r->conns, r->wall_s, r->cpu_s, r->stack_share, r->count,
 	       per_s(r->count, r->cpu_s), per_s(r->count, stack_s),
-	       per_s(r->count * r->paylen * 8, stack_s) / 1e9, r->frames_in, r->frames_out, r->bad,
+	       per_s(r->count * r->paylen * 8, stack_s) / 1e9, r->frames_in, r->frames_out,
+	       r->turns, r->dirty_turns, r->bad,
 	       r->bad_name ? r->bad_name : "", r->errors, r->first_error ? r->first_error : "");
 }
 
@@ -903,6 +926,7 @@ int main(int argc, char **argv)
 		return 1;
 	static struct gen g;
 	g.s = (struct stack *)t;
+	g.clean_max = rte_get_tsc_hz() / 1000000 * TURN_CLEAN_US;
 	g.clock_base_ms = ms_of(CLOCK_MONOTONIC) - ms_of(CLOCK_THREAD_CPUTIME_ID);
 	g.mac = (struct rte_ether_addr){ { 0x02, 0, 0, 0, 0, 0x02 } };
 	for (size_t i = 0; i < sizeof g.payload; i++)

@@ -10,9 +10,10 @@
 # it N times (default 3), each with every scenario for S seconds (default
 # 5), pinned to CPU N (default 0); prints each run's table and JSON lines
 # to perf/out/stackbench.jsonl, then the median of each figure over the
-# runs. The EAL runs without hugepages on a net_ring vdev: "--no-huge -m 256
-# --no-pci --no-shconf --no-telemetry --vdev=net_ring0 -l CPU". What it
-# measures and leaves out: perf/README.md, "Stack alone (synthetic port)".
+# runs and its range. The EAL runs without hugepages on a net_ring vdev:
+# "--no-huge -m 256 --no-pci --no-shconf --no-telemetry --vdev=net_ring0
+# -l CPU". What it measures and leaves out: perf/README.md, "The stack
+# alone (issue 5)".
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,15 +51,19 @@ for line in open(sys.argv[1]):
     if line.startswith("{"):
         d = json.loads(line)
         rows.setdefault(d["scenario"], []).append(d)
-print("\n## median of %d run(s)\n" % max(len(v) for v in rows.values()))
+print("\n## median (min - max) of %d run(s)\n" % max(len(v) for v in rows.values()))
 print("| scenario | conns | per CPU s (stack + peer) | stack share | per stack CPU s "
       "| Gbit/s per stack CPU s | errors |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+def spread(ds, k, fmt):
+    v = [d[k] for d in ds]
+    return "%s (%s - %s)" % (fmt(statistics.median(v)), fmt(min(v)), fmt(max(v)))
+count = lambda x: format(round(x), ",")
 for name, ds in rows.items():
-    med = lambda k: statistics.median(d[k] for d in ds)
-    gbit = "%.1f" % med("gbit_per_stack_cpu_s") if ds[0]["payload"] else "-"
-    print("| %s | %s | %s | %.0f%% | %s | %s | %d |" % (
-        name, ds[0]["conns"] or "-", format(round(med("per_cpu_s")), ","),
-        100 * med("stack_share"), format(round(med("per_stack_cpu_s")), ","), gbit,
+    gbit = spread(ds, "gbit_per_stack_cpu_s", lambda x: "%.1f" % x) if ds[0]["payload"] else "-"
+    print("| %s | %s | %s | %s | %s | %s | %d |" % (
+        name, ds[0]["conns"] or "-", spread(ds, "per_cpu_s", count),
+        spread(ds, "stack_share", lambda x: "%.0f%%" % (100 * x)),
+        spread(ds, "per_stack_cpu_s", count), gbit,
         sum(d["errors"] + d["bad_counters"] for d in ds)))
 PY

@@ -39,6 +39,9 @@ def test_every_scenario_runs_clean():
         assert d["errors"] == 0 and d["bad_counters"] == 0, d
         assert d["count"] > 0 and d["per_stack_cpu_s"] > 0, d
         assert 0 < d["stack_share"] <= 1, d
+        # The stack's share of the CPU comes from turns the thread was not
+        # descheduled in: most of them, even on a busy machine.
+        assert d["turns"] > 0 and d["dirty_turns"] < d["turns"] / 2, d
     hs = results["handshake"]
     # Each handshake: SYN, ACK and RST in; the SYN-ACK out.
     assert hs["frames_out"] >= hs["count"] and hs["frames_in"] >= 3 * hs["count"] - 30, hs
