@@ -8,9 +8,10 @@
 #
 # Builds build/perf/stackbench (meson setup build first if needed) and runs
 # it N times (default 3), each with every scenario for S seconds (default
-# 5), pinned to CPU N (default 0); prints each run's table and JSON lines
-# to perf/out/stackbench.jsonl, then the median of each figure over the
-# runs and its range. The EAL runs without hugepages on a net_ring vdev:
+# 5), pinned to CPU N (default 0); prints each run's table (JSON lines in
+# perf/out/stackbench.jsonl, stderr in perf/out/stackbench.log), then the
+# median of each figure over the runs and its range. The EAL runs without
+# hugepages on a net_ring vdev:
 # "--no-huge -m 256 --no-pci --no-shconf --no-telemetry --vdev=net_ring0
 # -l CPU". What it measures and leaves out: perf/README.md, "The stack
 # alone (issue 5)".
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--runs) runs=$2; shift 2 ;;
 	--seconds|--cpu|--conns|--scenarios) args+=("$1" "$2"); shift 2 ;;
-	-h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,17p' "$0"; exit 0 ;;
 	*) echo "unknown option $1" >&2; exit 2 ;;
 	esac
 done
@@ -40,9 +41,15 @@ jsonl=perf/out/stackbench.jsonl
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)," \
 	"$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1))"
 echo "# build/perf/stackbench ${args[*]}"
+log=perf/out/stackbench.log
+: >"$log"
 for i in $(seq "$runs"); do
 	echo "## run $i of $runs"
-	build/perf/stackbench "${args[@]}" 2>/dev/null | tee -a "$jsonl" | grep -v '^{'
+	rc=0
+	out=$(build/perf/stackbench "${args[@]}" 2>>"$log") || rc=$?
+	printf '%s\n' "$out" | grep '^{' >>"$jsonl" || true
+	printf '%s\n' "$out" | grep -v '^{' || true
+	[ "$rc" = 0 ] || { echo "perf/stackbench.sh: stackbench exited $rc (stderr: $log)" >&2; exit "$rc"; }
 done
 python3 - "$jsonl" <<'PY'
 import json, statistics, sys
