@@ -12,7 +12,7 @@ void icmp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip)
 	size_t len = rte_be_to_cpu_16(ip->total_length) - ihl;
 	struct rte_icmp_hdr *ic = (struct rte_icmp_hdr *)((uint8_t *)ip + ihl);
 	s->st.icmp_in++;
-	if (len < sizeof *ic || rte_raw_cksum(ic, len) != 0xffff) {
+	if (len < sizeof *ic || stack_cksum(ic, len) != 0xffff) {
 		s->st.icmp_bad++;
 		rte_pktmbuf_free(m);
 		return;
@@ -35,7 +35,7 @@ void icmp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip)
 	}
 	ic->icmp_type = RTE_IP_ICMP_ECHO_REPLY;
 	ic->icmp_cksum = 0;
-	ic->icmp_cksum = (uint16_t)~rte_raw_cksum(ic, len);
+	ic->icmp_cksum = (uint16_t)~stack_cksum(ic, len);
 	ipv4_header(s, ip, src, IPPROTO_ICMP, (uint16_t)len);
 	stack_tx(s, m);
 	s->st.icmp_echo_replies++;

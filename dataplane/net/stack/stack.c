@@ -1,7 +1,8 @@
 /*
  * What every layer of the stack shares: frames out through a burst buffer,
- * a timer wheel of 1 ms slots, and SipHash for anything keyed by
- * attacker-chosen values (SYN cookies, the connection table).
+ * a timer wheel of 1 ms slots, the Internet checksum, and SipHash for
+ * anything keyed by attacker-chosen values (SYN cookies, the connection
+ * table).
  */
 #include <string.h>
 
@@ -111,11 +112,60 @@ void stimer_advance(struct stimer_wheel *w, uint64_t now_ms, void (*fire)(struct
 		slot_expire(&w->slot[ms & (STIMER_SLOTS - 1)], now_ms, fire);
 }
 
+/* ---- the Internet checksum (RFC 1071) ---- */
+
+/* 32-bit halves of 64-bit loads into a 64-bit sum: no carry is lost for
+ * anything shorter than 16 GiB, and as 2^16 = 1 (mod 0xffff) the folded
+ * sum is that of the 16-bit words. DPDK's rte_raw_cksum adds one 16-bit
+ * word per step (GCC does not vectorise it at -O2): on full-size segments
+ * it was most of the stack's time (perf/stackbench). Loads in host order,
+ * as rte_raw_cksum's: the result is in the same order as its. */
+uint16_t stack_cksum(const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	uint64_t a = 0, b = 0; /* two chains of additions, not one */
+	for (; len >= 16; p += 16, len -= 16) {
+		uint64_t w0, w1;
+		memcpy(&w0, p, 8);
+		memcpy(&w1, p + 8, 8);
+		a += (w0 & 0xffffffffu) + (w0 >> 32);
+		b += (w1 & 0xffffffffu) + (w1 >> 32);
+	}
+	for (; len >= 4; p += 4, len -= 4) {
+		uint32_t w;
+		memcpy(&w, p, 4);
+		a += w;
+	}
+	if (len >= 2) {
+		uint16_t w;
+		memcpy(&w, p, 2);
+		a += w;
+		p += 2;
+		len -= 2;
+	}
+	if (len)
+		a += *p; /* the odd byte, padded with a zero after it */
+	a += b;
+	while (a >> 16)
+		a = (a & 0xffff) + (a >> 16);
+	return (uint16_t)a;
+}
+
+uint16_t stack_l4_cksum(const struct rte_ipv4_hdr *ip, const void *l4, size_t len)
+{
+	uint32_t sum = (uint32_t)rte_ipv4_phdr_cksum(ip, 0) + stack_cksum(l4, len);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)sum;
+}
+
 /* ---- SipHash-2-4 ---- */
 
 #define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 
-static void sip_round(uint64_t v[4])
+/* inline: GCC at -O2 kept it a call, so v[] went through memory in every
+ * round; every segment's connection lookup hashes (perf/stackbench). */
+static inline void sip_round(uint64_t v[4])
 {
 	v[0] += v[1];
 	v[1] = ROTL(v[1], 13);

@@ -353,7 +353,9 @@ static void seg_send(struct stack *s, struct rte_mbuf *m)
 	struct rte_ipv4_hdr *ip =
 		rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
 	struct rte_tcp_hdr *th = (struct rte_tcp_hdr *)(ip + 1);
-	th->cksum = rte_ipv4_udptcp_cksum(ip, th);
+	size_t l4 = rte_be_to_cpu_16(ip->total_length) - sizeof *ip;
+	uint16_t ck = (uint16_t)~stack_l4_cksum(ip, th, l4);
+	th->cksum = ck ? ck : 0xffff; /* as rte_ipv4_udptcp_cksum: both mean zero */
 	stack_tx(s, m);
 }
 
@@ -1298,11 +1300,7 @@ static bool listen_input(struct stack *s, struct rte_mbuf *m, const struct rte_i
  * checksum field included, is all ones when the segment is intact. */
 static bool checksum_ok(const struct rte_ipv4_hdr *ip, const struct rte_tcp_hdr *th, size_t l4)
 {
-	uint32_t sum = rte_ipv4_phdr_cksum(ip, 0);
-	sum += rte_raw_cksum(th, l4);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return sum == 0xffff;
+	return stack_l4_cksum(ip, th, l4) == 0xffff;
 }
 
 void tcp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
