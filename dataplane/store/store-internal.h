@@ -213,6 +213,10 @@ struct segment {
 	char path[PATH_MAX];
 };
 
+/* At most this many free upload buffers stay with a worker, and never more
+ * than max_open_uploads with the ones in use. */
+#define UPLOAD_BUFFERS_KEPT 16
+
 struct store_worker {
 	struct store *s;
 	unsigned id;
@@ -223,6 +227,10 @@ struct store_worker {
 	struct segment *packed; /* where finished small uploads reserve their record */
 	struct store_upload *open_uploads;
 	unsigned streaming; /* uploads that hold a buffer and a segment */
+	/* Upload buffers kept for the next uploads: a fresh 256 KiB malloc is
+	 * an mmap, page faults and an munmap per upload. */
+	uint8_t *spare_bufs[UPLOAD_BUFFERS_KEPT];
+	unsigned n_spare;
 	unsigned live;      /* upload structs not yet freed */
 	unsigned closing;   /* segments being closed */
 };
@@ -245,6 +253,8 @@ void spool_segment_seal(struct segment *seg);
 void upload_segment_ready(struct store_upload *u, int err);
 /* Closes every pooled segment synchronously (detach). */
 void spool_pool_drain(struct store_worker *w);
+/* Frees the worker's spare upload buffers (detach). */
+void upload_spare_buffers_free(struct store_worker *w);
 /* The disk is full: seals every idle segment, so their preallocations go
  * back to the file system for the uploads that are still being written
  * (the small ones all share one segment and would be refused while idle

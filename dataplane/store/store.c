@@ -316,6 +316,7 @@ void store_worker_detach(struct store_worker *w)
 		}
 	}
 	spool_pool_drain(w);
+	upload_spare_buffers_free(w);
 	w->dir->attached = false;
 	free(w);
 }

@@ -45,14 +45,38 @@ static void upload_list_remove(struct store_upload *u)
 	u->prev = u->next = NULL;
 }
 
+static uint8_t *upload_buffer_take(struct store_worker *w)
+{
+	if (w->n_spare)
+		return w->spare_bufs[--w->n_spare];
+	return malloc(w->s->cfg.upload_buffer);
+}
+
+/* Called after w->streaming counts this upload out. */
+static void upload_buffer_give(struct store_worker *w, uint8_t *buf)
+{
+	if (w->n_spare < UPLOAD_BUFFERS_KEPT &&
+	    w->streaming + w->n_spare < w->s->cfg.max_open_uploads)
+		w->spare_bufs[w->n_spare++] = buf;
+	else
+		free(buf);
+}
+
+void upload_spare_buffers_free(struct store_worker *w)
+{
+	while (w->n_spare)
+		free(w->spare_bufs[--w->n_spare]);
+}
+
 static void upload_release_buffer(struct store_upload *u)
 {
 	if (!u->buf)
 		return;
-	free(u->buf);
+	uint8_t *buf = u->buf;
 	u->buf = NULL;
 	u->half[0].data = u->half[1].data = NULL;
 	u->w->streaming--;
+	upload_buffer_give(u->w, buf);
 }
 
 /* An owned segment goes back untouched: the next upload overwrites this
@@ -413,7 +437,7 @@ int store_upload_begin(struct store_worker *w, const struct upload_meta *meta,
 	if (!u)
 		return STORE_ERR_IO;
 	u->half_size = w->s->cfg.upload_buffer / 2;
-	u->buf = malloc(u->half_size * 2);
+	u->buf = upload_buffer_take(w);
 	if (!u->buf) {
 		free(u);
 		return STORE_ERR_IO;

@@ -15,7 +15,8 @@
  *
  * Memory: each upload in flight holds at most `upload_buffer` bytes of body
  * (default 256 KiB, two halves: one fills while the other is written), so a
- * worker holds at most max_open_uploads * upload_buffer (64 MiB by default)
+ * worker holds at most max_open_uploads * upload_buffer (64 MiB by default,
+ * counting the few buffers it keeps for the next uploads)
  * whatever the upload sizes; a writer that is ahead of the disk is told to
  * wait (store_upload_write accepts fewer bytes and calls the wake callback
  * later). Disk: segments belong to one worker and are preallocated in
