@@ -813,6 +813,45 @@ static bool body_feed_chunked(struct conn *c)
 	}
 }
 
+/* A Content-Length body with nothing buffered: TLS decrypts straight into
+ * the store's buffer, one copy fewer than through conn's buffer. Never
+ * reads past the body, so a pipelined request stays in TLS. Returns like
+ * read_plaintext. */
+static ssize_t body_read_direct(struct conn *c)
+{
+	uint8_t *at;
+	ssize_t room = store_upload_window(c->upload, &at, upload_wake, c);
+	if (room <= 0) {
+		if (room < 0)
+			respond_error(c, room == STORE_ERR_NOSPACE ? 507 : 503, store_strerror((int)room));
+		else
+			c->upload_blocked = true;
+		return room < 0 ? -1 : 0;
+	}
+	size_t want = (uint64_t)room < c->body_left ? (size_t)room : (size_t)c->body_left;
+	ssize_t n = tls_session_read(c->tls, at, want);
+	if (n == TLS_WANT_READ || n == TLS_WANT_WRITE)
+		return 0;
+	if (n <= 0) {
+		if (n == TLS_FAILED)
+			log_info("%s: TLS error: %s", c->peer, tls_session_error(c->tls));
+		conn_close(c);
+		return -1;
+	}
+	int rc = store_upload_wrote(c->upload, (size_t)n);
+	if (rc < 0) {
+		respond_error(c, rc == STORE_ERR_NOSPACE ? 507 : 503, store_strerror(rc));
+		return -1;
+	}
+	c->body_total += (uint64_t)n;
+	c->body_left -= (uint64_t)n;
+	if (c->body_left == 0) {
+		body_complete(c);
+		return -1; /* the body is done: step_body stops */
+	}
+	return n;
+}
+
 static bool step_body(struct conn *c)
 {
 	for (;;) {
@@ -826,7 +865,7 @@ static bool step_body(struct conn *c)
 		/* `held` points into buf: do not move buf while it is set. */
 		if (c->held_len)
 			return false;
-		ssize_t n = read_plaintext(c);
+		ssize_t n = c->chunked ? read_plaintext(c) : body_read_direct(c);
 		if (n <= 0)
 			return false;
 		timer_for_state(c); /* body bytes arrived: the stall clock restarts */

@@ -465,41 +465,69 @@ int store_upload_begin(struct store_worker *w, const struct upload_meta *meta,
 	return 0;
 }
 
-ssize_t store_upload_write(struct store_upload *u, const void *data, size_t len,
-			   store_wake_fn wake, void *arg)
+ssize_t store_upload_window(struct store_upload *u, uint8_t **at, store_wake_fn wake, void *arg)
 {
-	if (!u || (!data && len))
+	if (!u || !at)
 		return STORE_ERR_INVAL;
 	if (u->error)
 		return u->error;
 	if (u->state != UP_OPEN)
 		return STORE_ERR_INVAL;
-	const uint8_t *p = data;
-	size_t taken = 0;
-	while (taken < len && !u->error) {
-		struct upload_half *h = &u->half[u->filling];
-		size_t room = u->half_size - h->fill;
-		if (room == 0) {
-			if (!upload_rotate(u))
-				break;
-			continue;
-		}
-		size_t n = len - taken < room ? len - taken : room;
-		memcpy(h->data + h->fill, p + taken, n);
-		u->crc = record_crc32(u->crc, p + taken, n);
-		h->fill += n;
-		u->stream_len += n;
-		taken += n;
-	}
-	/* Start the disk early rather than on the next call. */
-	if (!u->error && u->half[u->filling].fill == u->half_size)
-		upload_rotate(u);
-	if (taken < len && !u->error) {
+	if (u->half[u->filling].fill == u->half_size && !upload_rotate(u)) {
+		if (u->error)
+			return u->error;
 		u->wake = wake;
 		u->wake_arg = arg;
+		return 0;
 	}
-	if (taken == 0 && u->error)
+	struct upload_half *h = &u->half[u->filling];
+	*at = h->data + h->fill;
+	return (ssize_t)(u->half_size - h->fill);
+}
+
+/* Counts n bytes written at the window; a full half goes to disk at once
+ * rather than on the next call. */
+static void upload_take(struct store_upload *u, size_t n)
+{
+	struct upload_half *h = &u->half[u->filling];
+	u->crc = record_crc32(u->crc, h->data + h->fill, n);
+	h->fill += n;
+	u->stream_len += n;
+	if (h->fill == u->half_size)
+		upload_rotate(u);
+}
+
+int store_upload_wrote(struct store_upload *u, size_t n)
+{
+	if (!u || u->state != UP_OPEN)
+		return STORE_ERR_INVAL;
+	if (u->error)
 		return u->error;
+	if (n > u->half_size - u->half[u->filling].fill)
+		return STORE_ERR_INVAL;
+	upload_take(u, n);
+	return u->error;
+}
+
+ssize_t store_upload_write(struct store_upload *u, const void *data, size_t len,
+			   store_wake_fn wake, void *arg)
+{
+	if (!u || (!data && len))
+		return STORE_ERR_INVAL;
+	const uint8_t *p = data;
+	size_t taken = 0;
+	while (taken < len) {
+		uint8_t *at;
+		ssize_t room = store_upload_window(u, &at, wake, arg);
+		if (room < 0 && taken == 0)
+			return room;
+		if (room <= 0)
+			break;
+		size_t n = len - taken < (size_t)room ? len - taken : (size_t)room;
+		memcpy(at, p + taken, n);
+		upload_take(u, n);
+		taken += n;
+	}
 	return (ssize_t)taken;
 }
 

@@ -111,6 +111,15 @@ typedef void (*store_wake_fn)(void *arg);
 ssize_t store_upload_write(struct store_upload *u, const void *data, size_t len,
 			   store_wake_fn wake, void *arg);
 
+/* The same without the copy: *at gets where the next body bytes go (TLS
+ * decrypts straight into the upload's buffer), and the return value how
+ * many fit there; 0 when the buffer is full (wake(arg) follows, as above),
+ * or a negative store_error. store_upload_wrote then takes the n bytes
+ * written at *at (n no more than the window): 0 or a negative store_error.
+ * The window is valid until the next store_upload_* call. */
+ssize_t store_upload_window(struct store_upload *u, uint8_t **at, store_wake_fn wake, void *arg);
+int store_upload_wrote(struct store_upload *u, size_t n);
+
 /* Body complete: flushes, hands the upload to the writer, and calls
  * done(arg, status, upload_id) on the worker thread once it is durable
  * (status 0) or failed (negative store_error). The upload handle is invalid
