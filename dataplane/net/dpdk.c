@@ -256,7 +256,8 @@ static void stats_log(const struct stack *s)
 		 "bad checksum %llu, cookies %llu, bad cookies %llu, accepted %llu, unacceptable "
 		 "%llu, challenge ACKs %llu, RST in %llu, RST out %llu, out of order %llu/dropped "
 		 "%llu, retransmits %llu, fast %llu, RTO %llu, timeouts %llu, probes %llu, "
-		 "TIME_WAIT reused %llu, table full %llu); tx %llu (dropped %llu, no mbuf %llu)",
+		 "TIME_WAIT reused %llu, table full %llu, PAWS %llu, no timestamp %llu); tx %llu "
+		 "(dropped %llu, no mbuf %llu)",
 		 s->queue, (unsigned long long)st->rx_frames, (unsigned long long)st->rx_not_for_us,
 		 (unsigned long long)st->rx_bad_eth, (unsigned long long)st->rx_other_proto,
 		 (unsigned long long)st->arp_in, (unsigned long long)st->arp_bad,
@@ -274,6 +275,7 @@ static void stats_log(const struct stack *s)
 		 (unsigned long long)st->tcp_rto_expiries, (unsigned long long)st->tcp_timeouts,
 		 (unsigned long long)st->tcp_window_probes,
 		 (unsigned long long)st->tcp_time_wait_reused, (unsigned long long)st->tcp_table_full,
+		 (unsigned long long)st->tcp_paws_rejected, (unsigned long long)st->tcp_ts_missing,
 		 (unsigned long long)st->tx_frames, (unsigned long long)st->tx_dropped,
 		 (unsigned long long)st->tx_nombuf);
 }

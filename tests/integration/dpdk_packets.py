@@ -67,16 +67,24 @@ def tcp_from_server(sport):
 class Conn:
     """A hand-driven TCP connection to the server."""
 
-    def __init__(self, link):
+    def __init__(self, link, ts=None):
+        """ts: our first TSval; every segment then carries a timestamp
+        (self.ts, echoing self.ts_echo) unless told otherwise."""
         self.link = link
         self.sport = random.randint(20000, 60000)
         self.seq = random.randint(0, 2**32 - 1)
         self.match = tcp_from_server(self.sport)
+        self.ts = ts
+        self.ts_echo = 0
 
-    def seg(self, flags, seq=None, ack=None, payload=b"", window=65535):
+    def seg(self, flags, seq=None, ack=None, payload=b"", window=65535, ts=None):
+        opts = []
+        tsval = self.ts if ts is None else ts
+        if tsval is not None and tsval is not False:
+            opts = [("NOP", None), ("NOP", None), ("Timestamp", (tsval, self.ts_echo))]
         t = TCP(sport=self.sport, dport=PORT, flags=flags,
                 seq=self.seq if seq is None else seq,
-                ack=self.rcv if ack is None else ack, window=window)
+                ack=self.rcv if ack is None else ack, window=window, options=opts)
         return IP(src=ME, dst=SERVER) / t / Raw(payload) if payload else IP(src=ME, dst=SERVER) / t
 
     def expect(self, timeout=1.0):
@@ -84,19 +92,32 @@ class Conn:
 
     def open(self):
         self.rcv = 0
+        opts = [("MSS", 1460)]
+        if self.ts is not None:
+            opts += [("SAckOK", b""), ("Timestamp", (self.ts, 0))]
         self.link.send(IP(src=ME, dst=SERVER) / TCP(sport=self.sport, dport=PORT, flags="S",
-                                                   seq=self.seq, options=[("MSS", 1460)]))
+                                                   seq=self.seq, options=opts))
         sa = self.expect()
         assert sa is not None and sa[TCP].flags == "SA", f"no SYN-ACK: {sa!r}"
         assert sa[TCP].ack == (self.seq + 1) % 2**32
         self.seq = (self.seq + 1) % 2**32
         self.rcv = (sa[TCP].seq + 1) % 2**32
+        if self.ts is not None and timestamp(sa):
+            self.ts_echo = timestamp(sa)[0]
         self.link.send(self.seg("A"))
         return sa
 
     def send_data(self, data):
         self.link.send(self.seg("PA", payload=data))
         self.seq = (self.seq + len(data)) % 2**32
+
+
+def timestamp(p):
+    """(TSval, TSecr) of a segment, or None."""
+    for name, value in p[TCP].options:
+        if name == "Timestamp":
+            return value
+    return None
 
 
 def ack_for(conn, want_ack, timeout=1.0):
@@ -166,6 +187,90 @@ def check_rst_window(link):
     r = c.link.recv_until(lambda p: c.match(p) and "R" in p[TCP].flags, 1.0)
     assert r is not None, "the connection survived an exact RST"
     return {"out_of_window_rst_ignored": True, "challenge_acks": True}
+
+
+def check_timestamps(link):
+    """RFC 7323: a SYN without a timestamp gets a SYN-ACK without one; with
+    one, the SYN-ACK echoes it and every segment after carries one, echoing
+    the last in-order segment's; an old TSval is refused (PAWS) with an
+    ACK; a segment without a timestamp is dropped; a RST needs none."""
+    c = Conn(link)
+    sa = c.open()
+    assert timestamp(sa) is None, f"a timestamp nobody asked for: {sa!r}"
+    link.send(c.seg("R"))
+
+    c = Conn(link, ts=1000)
+    sa = c.open()
+    ts = timestamp(sa)
+    assert ts is not None and ts[1] == 1000, f"SYN-ACK does not echo the TSval: {sa!r}"
+    opts = [name for name, _ in sa[TCP].options]
+    assert "SAckOK" in opts and "MSS" in opts, opts
+    first_val = ts[0]
+    data = b"\x16\x03\x01\x40"  # most of a TLS record header: TLS waits for more
+    c.ts = 1010
+    c.send_data(data[:2])
+    r = ack_for(c, c.seq)
+    assert r is not None, "no ACK for in-order data"
+    ts = timestamp(r)
+    assert ts is not None and ts[1] == 1010 and ts[0] - first_val < 2**31, \
+        f"ACK does not carry or echo the timestamp: {r!r}"
+    c.ts_echo = ts[0]
+    # PAWS: the next bytes, with a TSval older than the last one, are an
+    # old duplicate: an ACK of what came before, the bytes not taken.
+    c.ts = 500
+    link.send(c.seg("PA", payload=data[2:3]))
+    r = c.expect(1.0)
+    assert r is not None and r[TCP].ack == c.seq and "R" not in r[TCP].flags, \
+        f"no ACK for a PAWS-rejected segment: {r!r}"
+    assert timestamp(r)[1] == 1010, f"PAWS-rejected segment echoed: {r!r}"
+    # Without a timestamp: dropped without a word.
+    c.ts = False
+    link.send(c.seg("PA", payload=data[2:3]))
+    r = c.expect(0.7)
+    assert r is None, f"answered a segment without a timestamp: {r!r}"
+    # The same bytes with a current timestamp are taken.
+    c.ts = 1020
+    c.send_data(data[2:3])
+    r = ack_for(c, c.seq)
+    assert r is not None and timestamp(r)[1] == 1020, f"no ACK for the fresh segment: {r!r}"
+    # A RST without a timestamp still ends it (RFC 7323 5.2).
+    c.ts = False
+    link.send(c.seg("R"))
+    time.sleep(0.2)
+    c.ts = 1030
+    c.send_data(b"\x01")
+    r = c.link.recv_until(lambda p: c.match(p) and "R" in p[TCP].flags, 1.0)
+    assert r is not None, "the connection survived an exact RST without a timestamp"
+    return {"timestamps": True, "paws": True}
+
+
+def first_retransmit_ms(link, ts):
+    """Opens a connection (with timestamps or not), sends bytes that are no
+    TLS so the server answers and closes, never ACKs that, and returns the
+    time from its first segment to the first retransmission."""
+    c = Conn(link, ts=ts)
+    c.open()
+    c.send_data(b"GET / HTTP/1.0\r\n\r\n")
+    first = c.link.recv_until(lambda p: c.match(p) and (len(p[TCP].payload) > 0
+                                                        or "F" in p[TCP].flags), 5.0)
+    assert first is not None, "the server neither answered nor closed"
+    t0 = first.time
+    again = c.link.recv_until(lambda p: c.match(p) and p[TCP].seq == first[TCP].seq
+                              and (len(p[TCP].payload) > 0 or "F" in p[TCP].flags), 5.0)
+    assert again is not None, "no retransmission"
+    link.send(c.seg("R", ts=False))
+    return (again.time - t0) * 1000
+
+
+def check_rto_from_timestamps(link):
+    """RTT measurement: with timestamps the handshake's echo is an RTT
+    sample, so the first retransmission comes after the 200 ms minimum RTO;
+    without, the RTO is still the initial 1 s (SYN cookies time nothing)."""
+    with_ts = first_retransmit_ms(link, ts=77)
+    without = first_retransmit_ms(link, ts=None)
+    assert with_ts < 600, f"RTO with timestamps: {with_ts:.0f} ms"
+    assert without >= 900, f"RTO without timestamps: {without:.0f} ms"
+    return {"rto_with_ts_ms": round(with_ts), "rto_without_ms": round(without)}
 
 
 def check_syn_flood(link):
@@ -246,7 +351,8 @@ def relay(tap_name, loss, duplicate, reorder, delay_ms):
 
 
 CHECKS = {"ping": check_ping, "bad_checksum": check_bad_checksum,
-          "rst_window": check_rst_window, "syn_flood": check_syn_flood}
+          "rst_window": check_rst_window, "syn_flood": check_syn_flood,
+          "timestamps": check_timestamps, "rto_from_timestamps": check_rto_from_timestamps}
 
 if __name__ == "__main__":
     if CHECK == "relay":

@@ -11,6 +11,7 @@ namespace is deleted at the end.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -280,12 +281,41 @@ def test_upload_impaired(dsrv, payloads, case):
     assert_stored(dsrv, name, path)
 
 
-@pytest.mark.parametrize("check", ["bad_checksum", "rst_window"])
+@pytest.mark.parametrize("check", ["bad_checksum", "rst_window", "timestamps",
+                                   "rto_from_timestamps"])
 def test_crafted(dsrv, check):
     if not _have_scapy():
         pytest.skip("python3-scapy is not installed")
     assert dsrv.packets(check)
     dsrv.assert_alive()
+
+
+def test_linux_peer_timestamps(dsrv, payloads):
+    """The namespace's Linux TCP offers timestamps (RFC 7323) on its SYN:
+    the SYN-ACK agrees, every segment of ours carries one (tcpdump on the
+    tap's kernel side), and an upload runs with them (PAWS on) to the end.
+    (ss cannot tell: this kernel's tcp_info leaves the option bits out.)"""
+    if shutil.which("tcpdump") is None:
+        pytest.skip("tcpdump is not installed")
+    path = payloads(1 << 20)
+    name = unique_name("dpdk-ts")
+    dump = subprocess.Popen(["ip", "netns", "exec", dsrv.ns, "tcpdump", "-i", dsrv.tap, "-nn",
+                             "-l", "-S", f"tcp port {dsrv.port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)  # tcpdump is listening
+        code, p = dsrv.upload(path, name)
+        time.sleep(0.5)
+    finally:
+        dump.terminate()
+        out = dump.communicate(timeout=10)[0].decode(errors="replace")
+    assert code == 201, p.stderr.decode() + dsrv.stderr()[-2000:]
+    assert_stored(dsrv, name, path)
+    ours = [ln for ln in out.splitlines() if f"{SERVER_IP}.{dsrv.port} >" in ln]
+    syn_acks = [ln for ln in ours if "Flags [S.]" in ln]
+    assert syn_acks and all("TS val" in ln for ln in syn_acks), out[-3000:]
+    untimed = [ln for ln in ours if "TS val" not in ln and "Flags [R" not in ln]
+    assert len(ours) > 20 and not untimed, "\n".join(untimed[:10])
 
 
 def test_syn_flood(dsrv, payloads):
@@ -323,6 +353,5 @@ def test_stats_at_stop(dsrv):
     err = dsrv.stderr()
     assert "dpdk queue 0:" in err
     if _have_scapy():
-        import re
         m = re.search(r"bad checksum (\d+), cookies", err)
         assert m and int(m.group(1)) >= 2, err[-2000:]

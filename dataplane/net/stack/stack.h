@@ -55,6 +55,7 @@ struct stack_stats {
 	uint64_t tcp_ooo_queued, tcp_ooo_dropped, tcp_dup_data;
 	uint64_t tcp_retransmits, tcp_fast_retransmits, tcp_rto_expiries, tcp_timeouts;
 	uint64_t tcp_window_probes, tcp_time_wait_reused, tcp_table_full;
+	uint64_t tcp_paws_rejected, tcp_ts_missing;
 	uint64_t tx_frames, tx_dropped, tx_nombuf;
 };
 
