@@ -256,8 +256,8 @@ static void stats_log(const struct stack *s)
 		 "bad checksum %llu, cookies %llu, bad cookies %llu, accepted %llu, unacceptable "
 		 "%llu, challenge ACKs %llu, RST in %llu, RST out %llu, out of order %llu/dropped "
 		 "%llu, retransmits %llu, fast %llu, RTO %llu, timeouts %llu, probes %llu, "
-		 "TIME_WAIT reused %llu, table full %llu, PAWS %llu, no timestamp %llu); tx %llu "
-		 "(dropped %llu, no mbuf %llu)",
+		 "TIME_WAIT reused %llu, table full %llu, PAWS %llu, no timestamp %llu, keepalive "
+		 "probes %llu, keepalive drops %llu); tx %llu (dropped %llu, no mbuf %llu)",
 		 s->queue, (unsigned long long)st->rx_frames, (unsigned long long)st->rx_not_for_us,
 		 (unsigned long long)st->rx_bad_eth, (unsigned long long)st->rx_other_proto,
 		 (unsigned long long)st->arp_in, (unsigned long long)st->arp_bad,
@@ -276,6 +276,8 @@ static void stats_log(const struct stack *s)
 		 (unsigned long long)st->tcp_window_probes,
 		 (unsigned long long)st->tcp_time_wait_reused, (unsigned long long)st->tcp_table_full,
 		 (unsigned long long)st->tcp_paws_rejected, (unsigned long long)st->tcp_ts_missing,
+		 (unsigned long long)st->tcp_keepalive_probes,
+		 (unsigned long long)st->tcp_keepalive_drops,
 		 (unsigned long long)st->tx_frames, (unsigned long long)st->tx_dropped,
 		 (unsigned long long)st->tx_nombuf);
 }
@@ -337,6 +339,9 @@ static int stack_setup(struct stack *s, unsigned q, const struct config *cfg)
 	s->accepting = true;
 	s->now_ms = monotonic_ms();
 	s->max_ooo_mbufs = cfg->dpdk_mbufs / 4;
+	s->keep_idle_ms = cfg->dpdk_keepalive_idle_ms;
+	s->keep_intvl_ms = cfg->dpdk_keepalive_interval_ms;
+	s->keep_probes = cfg->dpdk_keepalive_probes;
 	stimer_wheel_init(&s->timers, s->now_ms);
 	if (getrandom(s->cookie_key, sizeof s->cookie_key, 0) != (ssize_t)sizeof s->cookie_key)
 		return -EIO;

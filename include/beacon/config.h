@@ -74,6 +74,12 @@ struct config {
 	uint32_t dpdk_addr;      /* our IPv4 address, network byte order */
 	unsigned dpdk_prefix;    /* its prefix length: the on-link subnet */
 	unsigned dpdk_mbufs;     /* mbufs in each queue's mempool */
+	/* TCP keepalive: an established connection silent this long gets a
+	 * probe every interval; after `probes` unanswered ones it is reset
+	 * and the layer above hears it closed. idle 0: no keepalive. */
+	unsigned dpdk_keepalive_idle_ms;
+	unsigned dpdk_keepalive_interval_ms;
+	unsigned dpdk_keepalive_probes;
 
 	/* [store] */
 	struct store_config store;

@@ -273,6 +273,46 @@ def check_rto_from_timestamps(link):
     return {"rto_with_ts_ms": round(with_ts), "rto_without_ms": round(without)}
 
 
+def check_keepalive(link):
+    """Against a server with keepalive IDLE_MS INTERVAL_MS PROBES (the
+    arguments): probes are ACK-only segments at SND.UNA - 1, the first
+    after IDLE of silence; an answer restarts the silence; PROBES
+    unanswered ones, INTERVAL apart, and the server resets."""
+    idle, interval = int(sys.argv[5]) / 1000, int(sys.argv[6]) / 1000
+    want = int(sys.argv[7])
+    c = Conn(link, ts=5000)
+    c.open()
+    t0 = time.time()
+
+    def probe(p):
+        return (c.match(p) and p[TCP].flags == "A" and p[TCP].seq == (c.rcv - 1) % 2**32
+                and len(p[TCP].payload) == 0)
+
+    p = c.link.recv_until(probe, idle + 2)
+    assert p is not None, "no keepalive probe"
+    first = time.time() - t0
+    assert idle * 0.8 <= first <= idle + 1, f"first probe after {first:.2f} s"
+    assert timestamp(p) is not None, "a probe without the negotiated timestamp"
+    link.send(c.seg("A"))
+    t1 = time.time()
+    p = c.link.recv_until(probe, idle + 2)
+    assert p is not None, "no probe after the answered one"
+    again = time.time() - t1
+    assert again >= idle * 0.8, f"an answer did not restart the silence ({again:.2f} s)"
+    times = [time.time()]
+    while True:
+        q = c.link.recv_until(c.match, interval + 2)
+        assert q is not None, f"neither probe nor reset after {len(times)} probes"
+        if "R" in q[TCP].flags:
+            break
+        assert probe(q), f"not a probe: {q!r}"
+        times.append(time.time())
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert all(interval * 0.7 <= g <= interval + 0.5 for g in gaps), gaps
+    return {"probes": len(times), "reset": True, "first_s": round(first, 2),
+            "gaps_s": [round(g, 2) for g in gaps]}
+
+
 def check_syn_flood(link):
     """Sends SYNs from spoofed 198.18.x.y sources for `seconds`."""
     count = int(sys.argv[5]) if len(sys.argv) > 5 else 3000
@@ -352,7 +392,8 @@ def relay(tap_name, loss, duplicate, reorder, delay_ms):
 
 CHECKS = {"ping": check_ping, "bad_checksum": check_bad_checksum,
           "rst_window": check_rst_window, "syn_flood": check_syn_flood,
-          "timestamps": check_timestamps, "rto_from_timestamps": check_rto_from_timestamps}
+          "timestamps": check_timestamps, "rto_from_timestamps": check_rto_from_timestamps,
+          "keepalive": check_keepalive}
 
 if __name__ == "__main__":
     if CHECK == "relay":

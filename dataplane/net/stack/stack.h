@@ -55,7 +55,7 @@ struct stack_stats {
 	uint64_t tcp_ooo_queued, tcp_ooo_dropped, tcp_dup_data;
 	uint64_t tcp_retransmits, tcp_fast_retransmits, tcp_rto_expiries, tcp_timeouts;
 	uint64_t tcp_window_probes, tcp_time_wait_reused, tcp_table_full;
-	uint64_t tcp_paws_rejected, tcp_ts_missing;
+	uint64_t tcp_paws_rejected, tcp_ts_missing, tcp_keepalive_probes, tcp_keepalive_drops;
 	uint64_t tx_frames, tx_dropped, tx_nombuf;
 };
 
@@ -84,6 +84,8 @@ struct stack {
 	struct tcb *tw_head, *tw_tail; /* TIME_WAIT, oldest first */
 	unsigned ntw, max_tw;
 	unsigned ooo_mbufs, max_ooo_mbufs; /* held out of order, whole stack */
+	uint32_t keep_idle_ms, keep_intvl_ms; /* keepalive; idle 0: off */
+	unsigned keep_probes;
 	struct tcb *events; /* connections with a callback to deliver */
 	struct stimer_wheel timers;
 	uint8_t cookie_key[16];

@@ -45,8 +45,11 @@
  *   pins a connection.
  * - A connection table hashed on the 4-tuple (SipHash, random key) and one
  *   timer per connection in the stack's 1 ms wheel: O(1) per operation.
- * Not implemented: SACK as a sender (we send little: responses),
- * keepalive (the layer above has idle timeouts), urgent
+ * - Keepalive: an established connection silent for [dpdk] keepalive_idle
+ *   with nothing in flight is probed every keepalive_interval; after
+ *   keepalive_probes unanswered probes it is reset and `closed` reports
+ *   -ETIMEDOUT (a peer that vanished never pins a connection).
+ * Not implemented: SACK as a sender (we send little: responses), urgent
  * data (ignored), ECN, TSO/checksum offloads (checksums in software), path
  * MTU discovery (we send DF with the peer's MSS), active open.
  */
@@ -148,7 +151,8 @@ struct tcb {
 	unsigned nooo;
 	uint32_t last_ooo_seq; /* the newest out-of-order segment: SACK's first block */
 
-	uint64_t rexmt_at, delack_at, linger_at, last_rx_ms;
+	uint64_t rexmt_at, delack_at, linger_at, keep_at, last_rx_ms;
+	unsigned keep_sent; /* keepalive probes unanswered */
 };
 
 static void tcp_output(struct tcb *c);
@@ -321,8 +325,8 @@ void tcp_events(struct stack *s)
 static void timer_update(struct tcb *c)
 {
 	uint64_t next = 0;
-	const uint64_t at[3] = {c->rexmt_at, c->delack_at, c->linger_at};
-	for (int i = 0; i < 3; i++)
+	const uint64_t at[4] = {c->rexmt_at, c->delack_at, c->linger_at, c->keep_at};
+	for (int i = 0; i < 4; i++)
 		if (at[i] && (!next || at[i] < next))
 			next = at[i];
 	if (!next || c->dead)
@@ -745,6 +749,44 @@ static void rexmt_expired(struct tcb *c)
 		rexmt_arm(c);
 }
 
+/* ---- keepalive (RFC 9293 3.8.4) ---- */
+
+/* The timer is lazy: arriving segments only note the time (last_rx_ms),
+ * and the timer, when it fires, works out whether the silence is real.
+ * Only an established connection with nothing in flight is probed: with
+ * data in flight the retransmission timer already notices a dead peer. */
+static void keepalive_expired(struct tcb *c)
+{
+	struct stack *s = c->s;
+	uint64_t now = s->now_ms;
+	c->keep_at = 0;
+	if (c->state != TCP_ESTABLISHED || !s->keep_idle_ms)
+		return;
+	bool heard = now - c->last_rx_ms < s->keep_idle_ms;
+	if (heard || c->snd_max != c->snd_una || c->sb_len) {
+		/* The silence starts again from the last word (or now). */
+		c->keep_sent = 0;
+		c->keep_at = (heard ? c->last_rx_ms : now) + s->keep_idle_ms;
+		return;
+	}
+	if (c->keep_sent >= s->keep_probes) {
+		s->st.tcp_keepalive_drops++;
+		tcb_kill(c, -ETIMEDOUT, true);
+		return;
+	}
+	/* SND.UNA - 1, no data: outside the peer's window, so it answers
+	 * with an ACK, which is all we want to hear. */
+	struct seg_out o;
+	uint8_t *p;
+	conn_seg(c, &o, c->snd_una - 1, RTE_TCP_ACK_FLAG);
+	struct rte_mbuf *m = seg_build(s, &o, 0, &p);
+	if (m)
+		seg_send(s, m);
+	s->st.tcp_keepalive_probes++;
+	c->keep_sent++;
+	c->keep_at = now + s->keep_intvl_ms;
+}
+
 static void tcb_timer_fire(struct stimer *t)
 {
 	/* Not DPDK's container_of: it goes through an integer, which hides
@@ -763,6 +805,8 @@ static void tcb_timer_fire(struct stimer *t)
 		send_ack(c);
 	if (c->rexmt_at && c->rexmt_at <= now)
 		rexmt_expired(c);
+	if (!c->dead && c->keep_at && c->keep_at <= now)
+		keepalive_expired(c);
 	timer_update(c);
 }
 
@@ -792,7 +836,7 @@ static void tcb_kill(struct tcb *c, int err, bool rst)
 	tcb_unhash(c);
 	c->state = TCP_CLOSED;
 	c->dead = true;
-	c->rexmt_at = c->delack_at = c->linger_at = 0;
+	c->rexmt_at = c->delack_at = c->linger_at = c->keep_at = 0;
 	events_queue(c); /* freed there, after any callback */
 }
 
@@ -802,7 +846,7 @@ static void time_wait_enter(struct tcb *c)
 	notify_closed(c, 0);
 	tcb_release_buffers(c);
 	c->state = TCP_TIME_WAIT;
-	c->rexmt_at = c->delack_at = 0;
+	c->rexmt_at = c->delack_at = c->keep_at = 0;
 	c->linger_at = s->now_ms + TIME_WAIT_MS;
 	c->tw_prev = s->tw_tail;
 	c->tw_next = NULL;
@@ -1177,6 +1221,7 @@ static bool tcb_input(struct tcb *c, struct rte_mbuf *m, const struct rte_tcp_hd
 	if (c->ts_ok && !(fl & RTE_TCP_RST_FLAG) && !ts_admit(c, th, &o))
 		return false;
 	c->last_rx_ms = s->now_ms;
+	c->keep_sent = 0;
 	if (c->state == TCP_TIME_WAIT)
 		return time_wait_input(c, th);
 	/* Room made since our last segment counts now, not only once an ACK
@@ -1410,6 +1455,8 @@ static struct tcb *tcb_create(struct stack *s, const struct rte_ipv4_hdr *ip,
 	c->rcv_adv = c->rcv_nxt + (RCVBUF > 65535 ? 65535 : RCVBUF); /* as our SYN-ACK said */
 	c->last_ack_sent = c->rcv_nxt;
 	c->last_rx_ms = s->now_ms;
+	if (s->keep_idle_ms)
+		c->keep_at = s->now_ms + s->keep_idle_ms;
 	if (o->ts)
 		ts_start(c, o);
 	uint32_t b = tuple_hash(s, c->pip, c->pport, c->lport);
