@@ -7,7 +7,10 @@
  * and one mempool of [dpdk] mbufs per worker when the port can spread TCP
  * flows over queues by RSS, else a single pair that worker 0 serves alone
  * (the others then sleep in their rings: a tap, which has no RSS without
- * the multiq qdisc, runs this way). Checksums are computed in software.
+ * the multiq qdisc, runs this way). With several queues each also gets a
+ * ring on which the others pass on what ARP frames taught them (an ARP
+ * reply lands on any queue: stack/arp.c). Checksums are computed in
+ * software.
  *
  * transport_dpdk_open (on each worker thread) registers the thread with
  * DPDK and builds that worker's stack; its poll receives a burst, runs the
@@ -34,6 +37,7 @@
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_ring.h>
 
 #include "stack/stack.h"
 
@@ -41,12 +45,14 @@
 #define RX_BURST 32
 #define RING_DESC 1024
 #define MEMPOOL_CACHE 256
+#define ARP_RING_SIZE 256 /* news of ARP frames from the other queues */
 
 static struct {
 	bool ready;
 	uint16_t port;
 	unsigned nqueues;
 	struct rte_mempool *pools[MAX_QUEUES];
+	struct rte_ring *arp_rings[MAX_QUEUES]; /* with several queues only */
 	struct rte_ether_addr mac;
 	uint16_t mtu;
 	char name[64];
@@ -135,6 +141,25 @@ static int queues_setup(const struct config *cfg, uint16_t nrx, uint16_t ntx, ch
 	return 0;
 }
 
+/* One ring a queue for what ARP frames on the other queues teach
+ * (stack/arp.c says why): many workers enqueue, its own worker dequeues. */
+static int arp_rings_setup(int socket, char *err, size_t errlen)
+{
+	if (dp.nqueues < 2)
+		return 0;
+	for (unsigned q = 0; q < dp.nqueues; q++) {
+		char name[RTE_RING_NAMESIZE];
+		snprintf(name, sizeof name, "bcn_arp_p%u_q%u", dp.port, q);
+		dp.arp_rings[q] = rte_ring_create_elem(name, sizeof(struct arp_news), ARP_RING_SIZE,
+						       socket, RING_F_SC_DEQ);
+		if (!dp.arp_rings[q]) {
+			snprintf(err, errlen, "dpdk: ARP ring: %s", rte_strerror(rte_errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static int port_setup(const struct config *cfg, unsigned nworkers, char *err, size_t errlen)
 {
 	struct rte_eth_dev_info info;
@@ -162,7 +187,8 @@ static int port_setup(const struct config *cfg, unsigned nworkers, char *err, si
 		snprintf(err, errlen, "dpdk port %u: configure: %s", dp.port, rte_strerror(-rc));
 		return -1;
 	}
-	if (queues_setup(cfg, nrx, ntx, err, errlen) < 0)
+	if (queues_setup(cfg, nrx, ntx, err, errlen) < 0 ||
+	    arp_rings_setup(rte_eth_dev_socket_id(dp.port), err, errlen) < 0)
 		return -1;
 	rc = rte_eth_dev_start(dp.port);
 	if (rc < 0) {
@@ -186,6 +212,8 @@ static void port_teardown(void)
 	for (unsigned q = 0; q < MAX_QUEUES; q++) {
 		rte_mempool_free(dp.pools[q]);
 		dp.pools[q] = NULL;
+		rte_ring_free(dp.arp_rings[q]);
+		dp.arp_rings[q] = NULL;
 	}
 }
 
@@ -236,6 +264,7 @@ static int dpdk_poll(struct transport *t, uint64_t now_ms)
 			rte_prefetch0(rte_pktmbuf_mtod(rx[i + 1], void *));
 		eth_input(s, rx[i]);
 	}
+	arp_drain(s);
 	tcp_timers(s);
 	tcp_events(s);
 	stack_tx_flush(s);
@@ -333,6 +362,8 @@ static int stack_setup(struct stack *s, unsigned q, const struct config *cfg)
 	s->queue = (uint16_t)q;
 	s->mac = dp.mac;
 	s->mtu = dp.mtu;
+	s->nqueues = dp.nqueues;
+	s->arp_rings = dp.nqueues > 1 ? dp.arp_rings : NULL;
 	s->ip = cfg->dpdk_addr;
 	s->netmask = htonl(cfg->dpdk_prefix ? ~0u << (32 - cfg->dpdk_prefix) : 0);
 	s->listen_port = cfg->listen_port;

@@ -47,6 +47,7 @@ struct arp_entry {
 struct stack_stats {
 	uint64_t rx_frames, rx_bad_eth, rx_not_for_us, rx_other_proto;
 	uint64_t arp_in, arp_bad, arp_replies_sent, arp_requests_sent;
+	uint64_t arp_shared, arp_share_dropped, arp_from_peers;
 	uint64_t ip_in, ip_bad, ip_bad_csum, ip_fragments, ip_not_ours, ip_other_proto;
 	uint64_t icmp_in, icmp_bad, icmp_echo_replies;
 	uint64_t tcp_in, tcp_bad, tcp_bad_csum, tcp_no_listener, tcp_rst_sent;
@@ -75,6 +76,10 @@ struct stack {
 	uint16_t ip_id;
 
 	struct arp_entry arp[ARP_CACHE_SIZE];
+	/* Every queue's ring of ARP news, indexed by queue (arp.c says why);
+	 * NULL with a single queue. */
+	struct rte_ring *const *arp_rings;
+	unsigned nqueues;
 
 	/* TCP: connection table (hash on the 4-tuple), timers, TIME_WAIT. */
 	struct tcb **buckets;
@@ -118,11 +123,22 @@ void eth_header(struct stack *s, struct rte_mbuf *m, const struct rte_ether_addr
 
 /* ---- arp.c ---- */
 void arp_input(struct stack *s, struct rte_mbuf *m);
-/* Learns ip -> mac from a frame that came from that address (on-link only). */
-void arp_learn(struct stack *s, uint32_t ip, const struct rte_ether_addr *mac);
+/* Learns ip -> mac from a frame that came from that address (on-link
+ * only); false when it is no neighbour's. */
+bool arp_learn(struct stack *s, uint32_t ip, const struct rte_ether_addr *mac);
 /* Cached MAC of an on-link address; false when unknown (a request goes out). */
 bool arp_resolve(struct stack *s, uint32_t ip, struct rte_ether_addr *mac);
+/* The cached MAC of an address, or NULL; asks nobody. */
+const struct rte_ether_addr *arp_lookup(const struct stack *s, uint32_t ip);
 void arp_gratuitous(struct stack *s);
+/* Learns what the other workers' queues heard (once per poll). */
+void arp_drain(struct stack *s);
+/* The element of the rings in arp_rings. */
+struct arp_news {
+	uint32_t ip;
+	struct rte_ether_addr mac;
+	uint16_t pad;
+};
 
 /* ---- ipv4.c ---- */
 void ipv4_input(struct stack *s, struct rte_mbuf *m);

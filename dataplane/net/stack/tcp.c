@@ -469,6 +469,15 @@ static uint8_t ts_option(uint8_t *opt, uint32_t val, uint32_t ecr)
 	return TS_OPT_LEN;
 }
 
+/* Where the peer is now: an on-link peer's MAC as ARP last heard it (on
+ * any queue: a neighbour that moved or failed over announces itself), else
+ * the one its handshake came from (a router's, for a peer off-link). */
+static const struct rte_ether_addr *peer_mac(const struct tcb *c)
+{
+	const struct rte_ether_addr *mac = arp_lookup(c->s, c->pip);
+	return mac ? mac : &c->pmac;
+}
+
 /* A segment of the connection: our ACK, our window, and our timestamp
  * when negotiated (RFC 7323 3.2: on every segment, RST included). */
 static void conn_seg(struct tcb *c, struct seg_out *o, uint32_t seq, uint8_t flags)
@@ -476,7 +485,7 @@ static void conn_seg(struct tcb *c, struct seg_out *o, uint32_t seq, uint8_t fla
 	*o = (struct seg_out){.pip = c->pip,
 			      .pport = c->pport,
 			      .lport = c->lport,
-			      .mac = &c->pmac,
+			      .mac = peer_mac(c),
 			      .seq = seq,
 			      .ack = c->rcv_nxt,
 			      .flags = flags,
