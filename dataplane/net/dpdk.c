@@ -278,7 +278,7 @@ static void dpdk_stop_accepting(struct transport *t)
 
 static void stats_log(const struct stack *s)
 {
-	const struct stack_stats *st = &s->st;
+	const struct transport_net_stats *st = &s->st;
 	log_info("dpdk queue %u: rx %llu frames (not for us %llu, bad eth %llu, other %llu); "
 		 "arp %llu (bad %llu, replies %llu); ip %llu (bad %llu, bad checksum %llu, "
 		 "fragments %llu, not ours %llu); icmp %llu (echo replies %llu); tcp %llu (bad %llu, "
@@ -311,6 +311,11 @@ static void stats_log(const struct stack *s)
 		 (unsigned long long)st->tx_nombuf);
 }
 
+static void dpdk_net_stats(const struct transport *t, struct transport_net_stats *out)
+{
+	*out = ((const struct stack *)t)->st;
+}
+
 static void dpdk_free(struct transport *t)
 {
 	struct stack *s = (struct stack *)t;
@@ -329,6 +334,7 @@ static const struct transport_ops dpdk_ops = {
 	.abort = tcp_abort,
 	.poll = dpdk_poll,
 	.stop_accepting = dpdk_stop_accepting,
+	.net_stats = dpdk_net_stats,
 	.free = dpdk_free,
 };
 

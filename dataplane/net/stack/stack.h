@@ -43,23 +43,6 @@ struct arp_entry {
 	uint64_t seen_ms;
 };
 
-/* Counters: bad packets are counted and dropped, never fatal. */
-struct stack_stats {
-	uint64_t rx_frames, rx_bad_eth, rx_not_for_us, rx_other_proto;
-	uint64_t arp_in, arp_bad, arp_replies_sent, arp_requests_sent;
-	uint64_t arp_shared, arp_share_dropped, arp_from_peers;
-	uint64_t ip_in, ip_bad, ip_bad_csum, ip_fragments, ip_not_ours, ip_other_proto;
-	uint64_t icmp_in, icmp_bad, icmp_echo_replies;
-	uint64_t tcp_in, tcp_bad, tcp_bad_csum, tcp_no_listener, tcp_rst_sent;
-	uint64_t syn_cookies_sent, syn_cookies_bad, tcp_accepted, tcp_refused;
-	uint64_t tcp_unacceptable, tcp_challenge_acks, tcp_rst_in;
-	uint64_t tcp_ooo_queued, tcp_ooo_dropped, tcp_dup_data;
-	uint64_t tcp_retransmits, tcp_fast_retransmits, tcp_rto_expiries, tcp_timeouts;
-	uint64_t tcp_window_probes, tcp_time_wait_reused, tcp_table_full;
-	uint64_t tcp_paws_rejected, tcp_ts_missing, tcp_keepalive_probes, tcp_keepalive_drops;
-	uint64_t tx_frames, tx_dropped, tx_nombuf;
-};
-
 struct tcb;
 
 struct stack {
@@ -97,7 +80,7 @@ struct stack {
 
 	struct rte_mbuf *tx[STACK_TX_BURST];
 	unsigned ntx;
-	struct stack_stats st;
+	struct transport_net_stats st; /* the list: beacon/transport.h */
 };
 
 /* ---- stack.c: frames out, timers ---- */
