@@ -330,6 +330,33 @@ def check_syn_flood(link):
     return {"syns": 3 * count, "seconds": round(time.time() - t0, 2)}
 
 
+def check_counted(link):
+    """One of each of a few events that the stack counts and answers with
+    silence or a reset, for test_dpdk_metrics.py to find in /metrics: an
+    IPv4 header with a bad checksum, a fragment, a SYN to a port we do not
+    serve (a reset), an ICMP echo (a reply)."""
+    echo = IP(src=ME, dst=SERVER) / ICMP(id=9, seq=1) / Raw(b"counted")
+    bad = IP(bytes(echo))
+    bad.chksum ^= 0x5555
+    link.send(bad)
+    frag = IP(src=ME, dst=SERVER, flags="MF", id=4242) / ICMP(id=9, seq=2) / Raw(b"frag")
+    link.send(frag)
+    replied = link.recv_until(lambda p: ICMP in p and p[ICMP].type == 0 and
+                              p[IP].src == SERVER and p[ICMP].id == 9, 0.7)
+    assert replied is None, f"answered a bad or fragmented datagram: {replied!r}"
+    closed = 1 if PORT != 1 else 2
+    sport = random.randint(20000, 60000)
+    link.send(IP(src=ME, dst=SERVER) / TCP(sport=sport, dport=closed, flags="S", seq=1000))
+    rst = link.recv_until(lambda p: IP in p and TCP in p and p[IP].src == SERVER and
+                          p[TCP].dport == sport and "R" in p[TCP].flags, 1.0)
+    assert rst is not None, "no reset for a SYN to a closed port"
+    link.send(echo)
+    p = link.recv_until(lambda p: ICMP in p and p[ICMP].type == 0 and p[IP].src == SERVER and
+                        p[ICMP].id == 9, 2)
+    assert p is not None and p[ICMP].seq == 1, "no echo reply"
+    return {"ip_bad_csum": 1, "ip_fragments": 1, "tcp_no_listener": 1, "icmp_echo": 1}
+
+
 def relay(tap_name, loss, duplicate, reorder, delay_ms):
     """A wire with impairments (the kernel here has no netem): frames from
     tap `tap_name` (the client side, owned by this process) go out on IFACE
@@ -393,7 +420,7 @@ def relay(tap_name, loss, duplicate, reorder, delay_ms):
 CHECKS = {"ping": check_ping, "bad_checksum": check_bad_checksum,
           "rst_window": check_rst_window, "syn_flood": check_syn_flood,
           "timestamps": check_timestamps, "rto_from_timestamps": check_rto_from_timestamps,
-          "keepalive": check_keepalive}
+          "keepalive": check_keepalive, "counted": check_counted}
 
 if __name__ == "__main__":
     if CHECK == "relay":
