@@ -9,8 +9,10 @@
  * (the others then sleep in their rings: a tap, which has no RSS without
  * the multiq qdisc, runs this way). With several queues each also gets a
  * ring on which the others pass on what ARP frames taught them (an ARP
- * reply lands on any queue: stack/arp.c). Checksums are computed in
- * software.
+ * reply lands on any queue: stack/arp.c). IPv4 header and TCP checksums
+ * are checked and filled in by the port where it offers that ([dpdk]
+ * checksum_offload = no declines), in software otherwise, each of the four
+ * on its own: the stack reads which from its rx_offloads and tx_offloads.
  *
  * transport_dpdk_open (on each worker thread) registers the thread with
  * DPDK and builds that worker's stack; its poll receives a burst, runs the
@@ -55,6 +57,7 @@ static struct {
 	struct rte_ring *arp_rings[MAX_QUEUES]; /* with several queues only */
 	struct rte_ether_addr mac;
 	uint16_t mtu;
+	uint64_t rx_offloads, tx_offloads; /* checksums the port does for us */
 	char name[64];
 } dp;
 
@@ -111,6 +114,33 @@ static unsigned queue_plan(const struct rte_eth_dev_info *info, unsigned nworker
 			 "queue, served by worker 0 alone; workers 1 to %u stay idle",
 			 dp.port, info->driver_name ? info->driver_name : "?", nworkers - 1);
 	return 1;
+}
+
+/* The checksum offloads the port offers, enabled port-wide (every queue). */
+static void offload_plan(const struct config *cfg, const struct rte_eth_dev_info *info,
+			 struct rte_eth_conf *conf)
+{
+	dp.rx_offloads = dp.tx_offloads = 0;
+	if (!cfg->dpdk_checksum_offload)
+		return;
+	dp.rx_offloads = info->rx_offload_capa &
+			 (RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_TCP_CKSUM);
+	dp.tx_offloads = info->tx_offload_capa &
+			 (RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM);
+	conf->rxmode.offloads |= dp.rx_offloads;
+	conf->txmode.offloads |= dp.tx_offloads;
+}
+
+/* "rx ipv4+tcp, tx software" and the like, for the start-up log. */
+static void offload_describe(char *buf, size_t len)
+{
+	const uint64_t rip = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM, rtcp = RTE_ETH_RX_OFFLOAD_TCP_CKSUM;
+	const uint64_t tip = RTE_ETH_TX_OFFLOAD_IPV4_CKSUM, ttcp = RTE_ETH_TX_OFFLOAD_TCP_CKSUM;
+	static const char *const how[4] = {"software", "ipv4 offloaded", "tcp offloaded",
+					   "ipv4+tcp offloaded"};
+	snprintf(buf, len, "rx %s, tx %s",
+		 how[(dp.rx_offloads & rip ? 1 : 0) + (dp.rx_offloads & rtcp ? 2 : 0)],
+		 how[(dp.tx_offloads & tip ? 1 : 0) + (dp.tx_offloads & ttcp ? 2 : 0)]);
 }
 
 static int queues_setup(const struct config *cfg, uint16_t nrx, uint16_t ntx, char *err,
@@ -179,6 +209,7 @@ static int port_setup(const struct config *cfg, unsigned nworkers, char *err, si
 	}
 	snprintf(dp.name, sizeof dp.name, "%s", info.device ? rte_dev_name(info.device) : "?");
 	dp.nqueues = queue_plan(&info, nworkers, &conf);
+	offload_plan(cfg, &info, &conf);
 	uint16_t nrx = RING_DESC, ntx = RING_DESC;
 	rc = rte_eth_dev_configure(dp.port, (uint16_t)dp.nqueues, (uint16_t)dp.nqueues, &conf);
 	if (rc == 0)
@@ -227,11 +258,11 @@ int transport_dpdk_init(const struct config *cfg, unsigned nworkers, char *err, 
 		return -1;
 	}
 	dp.ready = true;
-	char mac[RTE_ETHER_ADDR_FMT_SIZE];
+	char mac[RTE_ETHER_ADDR_FMT_SIZE], csum[80];
 	rte_ether_format_addr(mac, sizeof mac, &dp.mac);
-	log_info("dpdk port %u (%s): MAC %s, MTU %u, %u queue%s", dp.port,
-		 dp.name, mac, dp.mtu, dp.nqueues,
-		 dp.nqueues == 1 ? "" : "s (RSS)");
+	offload_describe(csum, sizeof csum);
+	log_info("dpdk port %u (%s): MAC %s, MTU %u, %u queue%s; checksums: %s", dp.port,
+		 dp.name, mac, dp.mtu, dp.nqueues, dp.nqueues == 1 ? "" : "s (RSS)", csum);
 	return 0;
 }
 
@@ -368,6 +399,8 @@ static int stack_setup(struct stack *s, unsigned q, const struct config *cfg)
 	s->queue = (uint16_t)q;
 	s->mac = dp.mac;
 	s->mtu = dp.mtu;
+	s->rx_offloads = dp.rx_offloads;
+	s->tx_offloads = dp.tx_offloads;
 	s->nqueues = dp.nqueues;
 	s->arp_rings = dp.nqueues > 1 ? dp.arp_rings : NULL;
 	s->ip = cfg->dpdk_addr;

@@ -80,6 +80,9 @@ struct config {
 	unsigned dpdk_keepalive_idle_ms;
 	unsigned dpdk_keepalive_interval_ms;
 	unsigned dpdk_keepalive_probes;
+	/* IPv4 and TCP checksums checked and filled in by the NIC where the
+	 * port offers it; false: always in software. */
+	bool dpdk_checksum_offload;
 
 	/* [store] */
 	struct store_config store;

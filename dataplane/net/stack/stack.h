@@ -53,6 +53,10 @@ struct stack {
 	uint32_t ip;      /* network order */
 	uint32_t netmask; /* network order */
 	uint16_t mtu;
+	/* Checksums the port checks on receive (RTE_ETH_RX_OFFLOAD_IPV4_CKSUM,
+	 * _TCP_CKSUM: the mbuf's ol_flags then say good, bad or unknown) and
+	 * fills in on send (RTE_ETH_TX_OFFLOAD_*); software for the rest. */
+	uint64_t rx_offloads, tx_offloads;
 	uint16_t listen_port; /* host order */
 	bool accepting;
 	uint64_t now_ms;
@@ -125,10 +129,11 @@ struct arp_news {
 
 /* ---- ipv4.c ---- */
 void ipv4_input(struct stack *s, struct rte_mbuf *m);
-/* Fills the IPv4 header after the Ethernet header; `payload_len` bytes of
- * L4 follow it. */
-void ipv4_header(struct stack *s, struct rte_ipv4_hdr *ip, uint32_t dst, uint8_t proto,
-		 uint16_t payload_len);
+/* Fills the IPv4 header after the Ethernet header of m; `payload_len`
+ * bytes of L4 follow it. Its checksum is computed here, or left to the
+ * port (m's TX offload flags and lengths set) where it offers that. */
+void ipv4_header(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip, uint32_t dst,
+		 uint8_t proto, uint16_t payload_len);
 
 /* ---- icmp.c ---- */
 void icmp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip);

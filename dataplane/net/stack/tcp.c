@@ -49,14 +49,17 @@
  *   with nothing in flight is probed every keepalive_interval; after
  *   keepalive_probes unanswered probes it is reset and `closed` reports
  *   -ETIMEDOUT (a peer that vanished never pins a connection).
+ * - Checksums: the port's where it offers them (dpdk.c), ours otherwise.
  * Not implemented: SACK as a sender (we send little: responses), urgent
- * data (ignored), ECN, TSO/checksum offloads (checksums in software), path
- * MTU discovery (we send DF with the peer's MSS), active open.
+ * data (ignored), ECN, TSO (we send little), path MTU discovery (we send
+ * DF with the peer's MSS), active open.
  */
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <rte_ethdev.h>
 
 #include "stack.h"
 
@@ -399,7 +402,7 @@ static struct rte_mbuf *seg_build(struct stack *s, const struct seg_out *o, uint
 	eth_header(s, m, o->mac, RTE_ETHER_TYPE_IPV4);
 	struct rte_ipv4_hdr *ip =
 		rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
-	ipv4_header(s, ip, o->pip, IPPROTO_TCP, (uint16_t)(thlen + paylen));
+	ipv4_header(s, m, ip, o->pip, IPPROTO_TCP, (uint16_t)(thlen + paylen));
 	struct rte_tcp_hdr *th = (struct rte_tcp_hdr *)(ip + 1);
 	th->src_port = o->lport;
 	th->dst_port = o->pport;
@@ -421,7 +424,15 @@ static void seg_send(struct stack *s, struct rte_mbuf *m)
 	struct rte_ipv4_hdr *ip =
 		rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
 	struct rte_tcp_hdr *th = (struct rte_tcp_hdr *)(ip + 1);
-	th->cksum = rte_ipv4_udptcp_cksum(ip, th);
+	if (s->tx_offloads & RTE_ETH_TX_OFFLOAD_TCP_CKSUM) {
+		/* The port sums the segment; it wants the pseudo-header's sum
+		 * in the field (ipv4_header set l2_len and l3_len). */
+		m->l4_len = (uint64_t)(th->data_off >> 4) * 4;
+		m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_TCP_CKSUM;
+		th->cksum = rte_ipv4_phdr_cksum(ip, m->ol_flags);
+	} else {
+		th->cksum = rte_ipv4_udptcp_cksum(ip, th);
+	}
 	stack_tx(s, m);
 }
 
@@ -1531,10 +1542,25 @@ static bool listen_input(struct stack *s, struct rte_mbuf *m, const struct rte_i
 	return tcb_input(c, m, th, data, len);
 }
 
-/* The one's complement sum over the pseudo header and the segment,
- * checksum field included, is all ones when the segment is intact. */
-static bool checksum_ok(const struct rte_ipv4_hdr *ip, const struct rte_tcp_hdr *th, size_t l4)
+/* The port's verdict where it checks TCP checksums and looked at this
+ * segment (NONE: the data's integrity verified, the field not filled in).
+ * Else ours: the one's complement sum over the pseudo header and the
+ * segment, checksum field included, is all ones when the segment is
+ * intact. */
+static bool checksum_ok(const struct stack *s, const struct rte_mbuf *m,
+			const struct rte_ipv4_hdr *ip, const struct rte_tcp_hdr *th, size_t l4)
 {
+	if (s->rx_offloads & RTE_ETH_RX_OFFLOAD_TCP_CKSUM) {
+		switch (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) {
+		case RTE_MBUF_F_RX_L4_CKSUM_GOOD:
+		case RTE_MBUF_F_RX_L4_CKSUM_NONE:
+			return true;
+		case RTE_MBUF_F_RX_L4_CKSUM_BAD:
+			return false;
+		default: /* UNKNOWN: not looked at */
+			break;
+		}
+	}
 	uint32_t sum = rte_ipv4_phdr_cksum(ip, 0);
 	sum += rte_raw_cksum(th, l4);
 	sum = (sum & 0xffff) + (sum >> 16);
@@ -1556,7 +1582,7 @@ void tcp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
 		rte_pktmbuf_free(m);
 		return;
 	}
-	if (!checksum_ok(ip, th, l4)) {
+	if (!checksum_ok(s, m, ip, th, l4)) {
 		s->st.tcp_bad_csum++;
 		rte_pktmbuf_free(m);
 		return;

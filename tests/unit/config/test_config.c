@@ -94,6 +94,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c.dpdk_keepalive_idle_ms, 120000);
 	assert_int_equal(c.dpdk_keepalive_interval_ms, 15000);
 	assert_int_equal(c.dpdk_keepalive_probes, 4);
+	assert_true(c.dpdk_checksum_offload);
 	assert_ptr_equal(c.store.data_dir, c.data_dir);
 	assert_int_equal(c.store.group_max, 256);
 	assert_int_equal(c.store.group_wait_us, 1000);
@@ -139,6 +140,7 @@ static const char full_file[] = "; every key, none at its default\n"
 				"keepalive_idle = 10m\n"
 				"keepalive_interval = 500ms\n"
 				"keepalive_probes = 9\n"
+				"checksum_offload = no\n"
 				"\n"
 				"[store]\n"
 				"group_max = 128\n"
@@ -183,6 +185,7 @@ static void test_full_file(void **state)
 	assert_int_equal(c.dpdk_keepalive_idle_ms, 600000);
 	assert_int_equal(c.dpdk_keepalive_interval_ms, 500);
 	assert_int_equal(c.dpdk_keepalive_probes, 9);
+	assert_false(c.dpdk_checksum_offload);
 	assert_int_equal(c.store.group_max, 128);
 	assert_int_equal(c.store.group_wait_us, 500);
 	assert_int_equal(c.store.segment_bytes, 1ull << 30);
