@@ -357,6 +357,36 @@ def check_counted(link):
     return {"ip_bad_csum": 1, "ip_fragments": 1, "tcp_no_listener": 1, "icmp_echo": 1}
 
 
+def sums_ok(p):
+    """The IPv4 and TCP/ICMP checksums of a received packet, recomputed."""
+    ip = IP(bytes(p[IP]))
+    again = ip.copy()
+    del again.chksum
+    layer = TCP if TCP in ip else ICMP
+    del again[layer].chksum
+    again = IP(bytes(again))
+    return ip.chksum == again.chksum and ip[layer].chksum == again[layer].chksum
+
+
+def check_wire_checksums(link):
+    """What the server sends carries right checksums, whoever computed
+    them (the port's offload or the stack): an echo reply, a SYN-ACK, the
+    ACK of data."""
+    link.send(IP(src=ME, dst=SERVER) / ICMP(id=11, seq=1) / Raw(b"sums" * 50))
+    p = link.recv_until(lambda p: ICMP in p and p[ICMP].type == 0 and p[IP].src == SERVER and
+                        p[ICMP].id == 11, 2)
+    assert p is not None, "no echo reply"
+    assert sums_ok(p), f"echo reply: {p!r}"
+    c = Conn(link, ts=5)
+    sa = c.open()
+    assert sums_ok(sa), f"SYN-ACK: {sa!r}"
+    c.send_data(b"\x16\x03\x01")
+    a = ack_for(c, c.seq, 1.0)
+    assert a is not None and sums_ok(a), f"ACK: {a!r}"
+    link.send(c.seg("R"))
+    return {"echo": True, "syn_ack": True, "ack": True}
+
+
 def relay(tap_name, loss, duplicate, reorder, delay_ms):
     """A wire with impairments (the kernel here has no netem): frames from
     tap `tap_name` (the client side, owned by this process) go out on IFACE
@@ -420,7 +450,8 @@ def relay(tap_name, loss, duplicate, reorder, delay_ms):
 CHECKS = {"ping": check_ping, "bad_checksum": check_bad_checksum,
           "rst_window": check_rst_window, "syn_flood": check_syn_flood,
           "timestamps": check_timestamps, "rto_from_timestamps": check_rto_from_timestamps,
-          "keepalive": check_keepalive, "counted": check_counted}
+          "keepalive": check_keepalive, "counted": check_counted,
+          "wire_checksums": check_wire_checksums}
 
 if __name__ == "__main__":
     if CHECK == "relay":
