@@ -275,7 +275,11 @@ static void handle_stats(void *arg, struct control_stats *out)
 		}
 		out->commit_latency_count += below;
 		out->commit_latency_sum_us += k->commit_latency_sum_us;
+#define SUM_NET(name, help) out->net.name += k->net.name;
+		TRANSPORT_NET_COUNTERS(SUM_NET)
+#undef SUM_NET
 	}
+	out->net_stack = b->cfg.backend == BACKEND_DPDK;
 	pthread_mutex_lock(&b->reload_lock);
 	struct tls_server_info info;
 	trust_current_info(&info);

@@ -43,6 +43,7 @@ struct worker {
 	struct source_table sources;
 	unsigned handshakes_active;
 	struct worker_counters counters;
+	uint64_t net_published_ms; /* when counters.net was last copied */
 	int download_dirfd;
 	uint8_t *scratch; /* one record's plaintext, shared by all connections */
 	struct buf_pool out_bufs; /* ciphertext out, OUT_BYTES */

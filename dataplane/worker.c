@@ -108,6 +108,18 @@ static int worker_setup(struct worker *w)
 	return 0;
 }
 
+/* Copies the transport's stack counters where other threads read them
+ * (relaxed: each is a counter of its own, no ordering among them). */
+static void net_counters_publish(struct worker *w, uint64_t now)
+{
+	struct transport_net_stats s;
+	transport_net_stats(w->transport, &s);
+#define PUBLISH(name, help) atomic_store_explicit(&w->counters.net.name, s.name, memory_order_relaxed);
+	TRANSPORT_NET_COUNTERS(PUBLISH)
+#undef PUBLISH
+	w->net_published_ms = now;
+}
+
 /* One turn of the loop: ring completions (transport, spool, store), a
  * polling transport's receive work, timers. Reads as the dataflow: nothing
  * else happens on a worker. A polling transport (DPDK) spins: the ring is
@@ -122,6 +134,8 @@ static int worker_turn(struct worker *w)
 	transport_poll(w->transport, now);
 	timer_wheel_advance(&w->timers, now);
 	conn_flush_queued(w);
+	if (now - w->net_published_ms >= WORKER_NET_PUBLISH_MS)
+		net_counters_publish(w, now);
 	return rc < 0 && rc != -EINTR ? rc : 0;
 }
 
@@ -168,8 +182,10 @@ static void worker_teardown(struct worker *w)
 		store_reader_close(w->devices);
 	if (w->sw)
 		store_worker_detach(w->sw);
-	if (w->transport)
+	if (w->transport) {
+		net_counters_publish(w, clock_ms()); /* the last word */
 		transport_free(w->transport);
+	}
 	if (w->ring_ready)
 		ring_exit(&w->ring);
 }

@@ -564,7 +564,7 @@ static double wall_s(void)
 struct timed {
 	double wall0, cpu0;
 	uint64_t clean_stack0, clean_all0, polls0, dirty0, count0;
-	struct stack_stats st0;
+	struct transport_net_stats st0;
 };
 
 static void timed_start(struct timed *tm, const struct gen *g, uint64_t count)
@@ -595,7 +595,7 @@ static void timed_stop(const struct timed *tm, const struct gen *g, uint64_t cou
 
 /* Counters that must stay still: the peer sends nothing bad, loses
  * nothing and never overruns a window. */
-static void bad_counters(const struct stack_stats *a, const struct stack_stats *b, struct result *r)
+static void bad_counters(const struct transport_net_stats *a, const struct transport_net_stats *b, struct result *r)
 {
 #define BAD(f)                                                                                     \
 	do {                                                                                       \
@@ -640,7 +640,7 @@ static void gen_reset(struct gen *g)
 
 static void run_handshakes(struct gen *g, struct transport *t, double seconds, struct result *r)
 {
-	struct stack_stats st0 = g->s->st;
+	struct transport_net_stats st0 = g->s->st;
 	struct timed tm;
 	gen_reset(g);
 	timed_start(&tm, g, 0);
@@ -728,7 +728,7 @@ static void data_finish(struct gen *g, struct transport *t)
 static void run_data(struct gen *g, struct transport *t, double seconds, uint32_t paylen,
 		     struct result *r)
 {
-	struct stack_stats st0 = g->s->st;
+	struct transport_net_stats st0 = g->s->st;
 	gen_reset(g);
 	memset(g->peers, 0, g->npeers * sizeof *g->peers);
 	g->paylen = paylen;

@@ -221,6 +221,10 @@ static const struct key keys[] = {
 	NUM("dpdk", "port", K_COUNT, dpdk_port, 0, 1023),
 	STR("dpdk", "address", K_CIDR, dpdk_addr),
 	NUM("dpdk", "mbufs", K_COUNT, dpdk_mbufs, 4095, 1048575),
+	NUM("dpdk", "keepalive_idle", K_MS, dpdk_keepalive_idle_ms, 0, UINT_MAX),
+	NUM("dpdk", "keepalive_interval", K_MS, dpdk_keepalive_interval_ms, 1, UINT_MAX),
+	NUM("dpdk", "keepalive_probes", K_COUNT, dpdk_keepalive_probes, 1, 100),
+	ENUM("dpdk", "checksum_offload", dpdk_checksum_offload, booleans),
 
 	NUM("store", "group_max", K_COUNT, store.group_max, 1, 65536),
 	NUM("store", "group_wait", K_US, store.group_wait_us, 0, 1000000),
@@ -297,6 +301,12 @@ void config_defaults(struct config *cfg)
 	cfg->dpdk_addr = htonl(0xc6120001); /* 198.18.0.1/15 */
 	cfg->dpdk_prefix = 15;
 	cfg->dpdk_mbufs = 16383;
+	/* Past the layer above's own timeouts (idle 60 s): a safety net for
+	 * a peer that vanished while it waits longer, freed in 3 minutes. */
+	cfg->dpdk_keepalive_idle_ms = 120000;
+	cfg->dpdk_keepalive_interval_ms = 15000;
+	cfg->dpdk_keepalive_probes = 4;
+	cfg->dpdk_checksum_offload = true;
 
 	/* The same values as store_config_defaults(), set here so that config
 	 * needs only store.h, not the store's code. */

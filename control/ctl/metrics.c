@@ -310,6 +310,18 @@ static void render_trust(const struct control_stats *st, uint64_t now, struct co
 		   st->uptime_s);
 }
 
+/* The DPDK stack's counters, summed over workers: beacond_net_NAME_total,
+ * from the one list in beacon/transport.h. */
+static void render_net(const struct control_stats *st, struct control_buf *o)
+{
+	if (!st->net_stack)
+		return;
+#define NET_METRIC(name, help) \
+	metric_u64(o, "beacond_net_" #name "_total", "counter", "DPDK stack: " help, st->net.name);
+	TRANSPORT_NET_COUNTERS(NET_METRIC)
+#undef NET_METRIC
+}
+
 void control_metrics_render(const struct control_stats *st, uint64_t now_unix_s,
 			    struct control_buf *out)
 {
@@ -317,4 +329,5 @@ void control_metrics_render(const struct control_stats *st, uint64_t now_unix_s,
 	render_traffic(st, out);
 	render_store(st, out);
 	render_trust(st, now_unix_s, out);
+	render_net(st, out);
 }

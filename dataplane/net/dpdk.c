@@ -7,7 +7,12 @@
  * and one mempool of [dpdk] mbufs per worker when the port can spread TCP
  * flows over queues by RSS, else a single pair that worker 0 serves alone
  * (the others then sleep in their rings: a tap, which has no RSS without
- * the multiq qdisc, runs this way). Checksums are computed in software.
+ * the multiq qdisc, runs this way). With several queues each also gets a
+ * ring on which the others pass on what ARP frames taught them (an ARP
+ * reply lands on any queue: stack/arp.c). IPv4 header and TCP checksums
+ * are checked and filled in by the port where it offers that ([dpdk]
+ * checksum_offload = no declines), in software otherwise, each of the four
+ * on its own: the stack reads which from its rx_offloads and tx_offloads.
  *
  * transport_dpdk_open (on each worker thread) registers the thread with
  * DPDK and builds that worker's stack; its poll receives a burst, runs the
@@ -34,6 +39,7 @@
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_ring.h>
 
 #include "stack/stack.h"
 
@@ -41,14 +47,17 @@
 #define RX_BURST 32
 #define RING_DESC 1024
 #define MEMPOOL_CACHE 256
+#define ARP_RING_SIZE 256 /* news of ARP frames from the other queues */
 
 static struct {
 	bool ready;
 	uint16_t port;
 	unsigned nqueues;
 	struct rte_mempool *pools[MAX_QUEUES];
+	struct rte_ring *arp_rings[MAX_QUEUES]; /* with several queues only */
 	struct rte_ether_addr mac;
 	uint16_t mtu;
+	uint64_t rx_offloads, tx_offloads; /* checksums the port does for us */
 	char name[64];
 } dp;
 
@@ -107,6 +116,33 @@ static unsigned queue_plan(const struct rte_eth_dev_info *info, unsigned nworker
 	return 1;
 }
 
+/* The checksum offloads the port offers, enabled port-wide (every queue). */
+static void offload_plan(const struct config *cfg, const struct rte_eth_dev_info *info,
+			 struct rte_eth_conf *conf)
+{
+	dp.rx_offloads = dp.tx_offloads = 0;
+	if (!cfg->dpdk_checksum_offload)
+		return;
+	dp.rx_offloads = info->rx_offload_capa &
+			 (RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_TCP_CKSUM);
+	dp.tx_offloads = info->tx_offload_capa &
+			 (RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM);
+	conf->rxmode.offloads |= dp.rx_offloads;
+	conf->txmode.offloads |= dp.tx_offloads;
+}
+
+/* "rx ipv4+tcp, tx software" and the like, for the start-up log. */
+static void offload_describe(char *buf, size_t len)
+{
+	const uint64_t rip = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM, rtcp = RTE_ETH_RX_OFFLOAD_TCP_CKSUM;
+	const uint64_t tip = RTE_ETH_TX_OFFLOAD_IPV4_CKSUM, ttcp = RTE_ETH_TX_OFFLOAD_TCP_CKSUM;
+	static const char *const how[4] = {"software", "ipv4 offloaded", "tcp offloaded",
+					   "ipv4+tcp offloaded"};
+	snprintf(buf, len, "rx %s, tx %s",
+		 how[(dp.rx_offloads & rip ? 1 : 0) + (dp.rx_offloads & rtcp ? 2 : 0)],
+		 how[(dp.tx_offloads & tip ? 1 : 0) + (dp.tx_offloads & ttcp ? 2 : 0)]);
+}
+
 static int queues_setup(const struct config *cfg, uint16_t nrx, uint16_t ntx, char *err,
 			size_t errlen)
 {
@@ -135,6 +171,25 @@ static int queues_setup(const struct config *cfg, uint16_t nrx, uint16_t ntx, ch
 	return 0;
 }
 
+/* One ring a queue for what ARP frames on the other queues teach
+ * (stack/arp.c says why): many workers enqueue, its own worker dequeues. */
+static int arp_rings_setup(int socket, char *err, size_t errlen)
+{
+	if (dp.nqueues < 2)
+		return 0;
+	for (unsigned q = 0; q < dp.nqueues; q++) {
+		char name[RTE_RING_NAMESIZE];
+		snprintf(name, sizeof name, "bcn_arp_p%u_q%u", dp.port, q);
+		dp.arp_rings[q] = rte_ring_create_elem(name, sizeof(struct arp_news), ARP_RING_SIZE,
+						       socket, RING_F_SC_DEQ);
+		if (!dp.arp_rings[q]) {
+			snprintf(err, errlen, "dpdk: ARP ring: %s", rte_strerror(rte_errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static int port_setup(const struct config *cfg, unsigned nworkers, char *err, size_t errlen)
 {
 	struct rte_eth_dev_info info;
@@ -154,6 +209,7 @@ static int port_setup(const struct config *cfg, unsigned nworkers, char *err, si
 	}
 	snprintf(dp.name, sizeof dp.name, "%s", info.device ? rte_dev_name(info.device) : "?");
 	dp.nqueues = queue_plan(&info, nworkers, &conf);
+	offload_plan(cfg, &info, &conf);
 	uint16_t nrx = RING_DESC, ntx = RING_DESC;
 	rc = rte_eth_dev_configure(dp.port, (uint16_t)dp.nqueues, (uint16_t)dp.nqueues, &conf);
 	if (rc == 0)
@@ -162,7 +218,8 @@ static int port_setup(const struct config *cfg, unsigned nworkers, char *err, si
 		snprintf(err, errlen, "dpdk port %u: configure: %s", dp.port, rte_strerror(-rc));
 		return -1;
 	}
-	if (queues_setup(cfg, nrx, ntx, err, errlen) < 0)
+	if (queues_setup(cfg, nrx, ntx, err, errlen) < 0 ||
+	    arp_rings_setup(rte_eth_dev_socket_id(dp.port), err, errlen) < 0)
 		return -1;
 	rc = rte_eth_dev_start(dp.port);
 	if (rc < 0) {
@@ -186,6 +243,8 @@ static void port_teardown(void)
 	for (unsigned q = 0; q < MAX_QUEUES; q++) {
 		rte_mempool_free(dp.pools[q]);
 		dp.pools[q] = NULL;
+		rte_ring_free(dp.arp_rings[q]);
+		dp.arp_rings[q] = NULL;
 	}
 }
 
@@ -199,11 +258,11 @@ int transport_dpdk_init(const struct config *cfg, unsigned nworkers, char *err, 
 		return -1;
 	}
 	dp.ready = true;
-	char mac[RTE_ETHER_ADDR_FMT_SIZE];
+	char mac[RTE_ETHER_ADDR_FMT_SIZE], csum[80];
 	rte_ether_format_addr(mac, sizeof mac, &dp.mac);
-	log_info("dpdk port %u (%s): MAC %s, MTU %u, %u queue%s", dp.port,
-		 dp.name, mac, dp.mtu, dp.nqueues,
-		 dp.nqueues == 1 ? "" : "s (RSS)");
+	offload_describe(csum, sizeof csum);
+	log_info("dpdk port %u (%s): MAC %s, MTU %u, %u queue%s; checksums: %s", dp.port,
+		 dp.name, mac, dp.mtu, dp.nqueues, dp.nqueues == 1 ? "" : "s (RSS)", csum);
 	return 0;
 }
 
@@ -236,6 +295,7 @@ static int dpdk_poll(struct transport *t, uint64_t now_ms)
 			rte_prefetch0(rte_pktmbuf_mtod(rx[i + 1], void *));
 		eth_input(s, rx[i]);
 	}
+	arp_drain(s);
 	tcp_timers(s);
 	tcp_events(s);
 	stack_tx_flush(s);
@@ -249,14 +309,15 @@ static void dpdk_stop_accepting(struct transport *t)
 
 static void stats_log(const struct stack *s)
 {
-	const struct stack_stats *st = &s->st;
+	const struct transport_net_stats *st = &s->st;
 	log_info("dpdk queue %u: rx %llu frames (not for us %llu, bad eth %llu, other %llu); "
 		 "arp %llu (bad %llu, replies %llu); ip %llu (bad %llu, bad checksum %llu, "
 		 "fragments %llu, not ours %llu); icmp %llu (echo replies %llu); tcp %llu (bad %llu, "
 		 "bad checksum %llu, cookies %llu, bad cookies %llu, accepted %llu, unacceptable "
 		 "%llu, challenge ACKs %llu, RST in %llu, RST out %llu, out of order %llu/dropped "
 		 "%llu, retransmits %llu, fast %llu, RTO %llu, timeouts %llu, probes %llu, "
-		 "TIME_WAIT reused %llu, table full %llu); tx %llu (dropped %llu, no mbuf %llu)",
+		 "TIME_WAIT reused %llu, table full %llu, PAWS %llu, no timestamp %llu, keepalive "
+		 "probes %llu, keepalive drops %llu); tx %llu (dropped %llu, no mbuf %llu)",
 		 s->queue, (unsigned long long)st->rx_frames, (unsigned long long)st->rx_not_for_us,
 		 (unsigned long long)st->rx_bad_eth, (unsigned long long)st->rx_other_proto,
 		 (unsigned long long)st->arp_in, (unsigned long long)st->arp_bad,
@@ -274,8 +335,16 @@ static void stats_log(const struct stack *s)
 		 (unsigned long long)st->tcp_rto_expiries, (unsigned long long)st->tcp_timeouts,
 		 (unsigned long long)st->tcp_window_probes,
 		 (unsigned long long)st->tcp_time_wait_reused, (unsigned long long)st->tcp_table_full,
+		 (unsigned long long)st->tcp_paws_rejected, (unsigned long long)st->tcp_ts_missing,
+		 (unsigned long long)st->tcp_keepalive_probes,
+		 (unsigned long long)st->tcp_keepalive_drops,
 		 (unsigned long long)st->tx_frames, (unsigned long long)st->tx_dropped,
 		 (unsigned long long)st->tx_nombuf);
+}
+
+static void dpdk_net_stats(const struct transport *t, struct transport_net_stats *out)
+{
+	*out = ((const struct stack *)t)->st;
 }
 
 static void dpdk_free(struct transport *t)
@@ -296,6 +365,7 @@ static const struct transport_ops dpdk_ops = {
 	.abort = tcp_abort,
 	.poll = dpdk_poll,
 	.stop_accepting = dpdk_stop_accepting,
+	.net_stats = dpdk_net_stats,
 	.free = dpdk_free,
 };
 
@@ -329,12 +399,19 @@ static int stack_setup(struct stack *s, unsigned q, const struct config *cfg)
 	s->queue = (uint16_t)q;
 	s->mac = dp.mac;
 	s->mtu = dp.mtu;
+	s->rx_offloads = dp.rx_offloads;
+	s->tx_offloads = dp.tx_offloads;
+	s->nqueues = dp.nqueues;
+	s->arp_rings = dp.nqueues > 1 ? dp.arp_rings : NULL;
 	s->ip = cfg->dpdk_addr;
 	s->netmask = htonl(cfg->dpdk_prefix ? ~0u << (32 - cfg->dpdk_prefix) : 0);
 	s->listen_port = cfg->listen_port;
 	s->accepting = true;
 	s->now_ms = monotonic_ms();
 	s->max_ooo_mbufs = cfg->dpdk_mbufs / 4;
+	s->keep_idle_ms = cfg->dpdk_keepalive_idle_ms;
+	s->keep_intvl_ms = cfg->dpdk_keepalive_interval_ms;
+	s->keep_probes = cfg->dpdk_keepalive_probes;
 	stimer_wheel_init(&s->timers, s->now_ms);
 	if (getrandom(s->cookie_key, sizeof s->cookie_key, 0) != (ssize_t)sizeof s->cookie_key)
 		return -EIO;

@@ -1,4 +1,6 @@
 /* Dispatch from the seam to the transport that runs. */
+#include <string.h>
+
 #include "transport-internal.h"
 
 int transport_send(struct transport_conn *tc, const void *buf, size_t len)
@@ -44,6 +46,14 @@ unsigned transport_conn_count(const struct transport *t)
 int transport_poll(struct transport *t, uint64_t now_ms)
 {
 	return t->ops->poll ? t->ops->poll(t, now_ms) : 0;
+}
+
+void transport_net_stats(const struct transport *t, struct transport_net_stats *out)
+{
+	if (t->ops->net_stats)
+		t->ops->net_stats(t, out);
+	else
+		memset(out, 0, sizeof *out);
 }
 
 int transport_busy_polls(const struct transport *t)

@@ -74,6 +74,15 @@ struct config {
 	uint32_t dpdk_addr;      /* our IPv4 address, network byte order */
 	unsigned dpdk_prefix;    /* its prefix length: the on-link subnet */
 	unsigned dpdk_mbufs;     /* mbufs in each queue's mempool */
+	/* TCP keepalive: an established connection silent this long gets a
+	 * probe every interval; after `probes` unanswered ones it is reset
+	 * and the layer above hears it closed. idle 0: no keepalive. */
+	unsigned dpdk_keepalive_idle_ms;
+	unsigned dpdk_keepalive_interval_ms;
+	unsigned dpdk_keepalive_probes;
+	/* IPv4 and TCP checksums checked and filled in by the NIC where the
+	 * port offers it; false: always in software. */
+	bool dpdk_checksum_offload;
 
 	/* [store] */
 	struct store_config store;

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "beacon/store.h"
+#include "beacon/transport.h"
 
 /* A point-in-time copy of everything the server counts. */
 struct control_stats {
@@ -58,6 +59,10 @@ struct control_stats {
 	uint64_t commit_latency_bucket[12];
 	uint64_t commit_latency_sum_us;
 	uint64_t commit_latency_count;
+	/* the DPDK transport's stack, summed over workers; net_stack false
+	 * (kernel transport): none, and /metrics shows none */
+	bool net_stack;
+	struct transport_net_stats net;
 };
 
 /* Commit-latency bucket bounds in microseconds (the 12th is +Inf). The

@@ -15,11 +15,22 @@
 #include <stdint.h>
 
 #include "beacon/store.h"
+#include "beacon/transport.h"
 
 struct config;
 struct tls_server;
 struct store;
 struct worker;
+
+/* The transport's stack counters (beacon/transport.h), as its worker last
+ * published them: a copy at most WORKER_NET_PUBLISH_MS old, so that the
+ * stack itself counts with plain increments on the data path. */
+#define WORKER_NET_PUBLISH_MS 100
+struct worker_net_counters {
+#define WORKER_NET_FIELD(name, help) _Atomic uint64_t name;
+	TRANSPORT_NET_COUNTERS(WORKER_NET_FIELD)
+#undef WORKER_NET_FIELD
+};
 
 /* What a worker counts; summed over workers for stats and metrics. */
 struct worker_counters {
@@ -47,6 +58,7 @@ struct worker_counters {
 	 * bucket is +Inf */
 	_Atomic uint64_t commit_latency_bucket[12];
 	_Atomic uint64_t commit_latency_sum_us;
+	struct worker_net_counters net;
 };
 
 /* Upper bounds of the commit-latency buckets, microseconds: the metrics'

@@ -67,16 +67,24 @@ def tcp_from_server(sport):
 class Conn:
     """A hand-driven TCP connection to the server."""
 
-    def __init__(self, link):
+    def __init__(self, link, ts=None):
+        """ts: our first TSval; every segment then carries a timestamp
+        (self.ts, echoing self.ts_echo) unless told otherwise."""
         self.link = link
         self.sport = random.randint(20000, 60000)
         self.seq = random.randint(0, 2**32 - 1)
         self.match = tcp_from_server(self.sport)
+        self.ts = ts
+        self.ts_echo = 0
 
-    def seg(self, flags, seq=None, ack=None, payload=b"", window=65535):
+    def seg(self, flags, seq=None, ack=None, payload=b"", window=65535, ts=None):
+        opts = []
+        tsval = self.ts if ts is None else ts
+        if tsval is not None and tsval is not False:
+            opts = [("NOP", None), ("NOP", None), ("Timestamp", (tsval, self.ts_echo))]
         t = TCP(sport=self.sport, dport=PORT, flags=flags,
                 seq=self.seq if seq is None else seq,
-                ack=self.rcv if ack is None else ack, window=window)
+                ack=self.rcv if ack is None else ack, window=window, options=opts)
         return IP(src=ME, dst=SERVER) / t / Raw(payload) if payload else IP(src=ME, dst=SERVER) / t
 
     def expect(self, timeout=1.0):
@@ -84,19 +92,32 @@ class Conn:
 
     def open(self):
         self.rcv = 0
+        opts = [("MSS", 1460)]
+        if self.ts is not None:
+            opts += [("SAckOK", b""), ("Timestamp", (self.ts, 0))]
         self.link.send(IP(src=ME, dst=SERVER) / TCP(sport=self.sport, dport=PORT, flags="S",
-                                                   seq=self.seq, options=[("MSS", 1460)]))
+                                                   seq=self.seq, options=opts))
         sa = self.expect()
         assert sa is not None and sa[TCP].flags == "SA", f"no SYN-ACK: {sa!r}"
         assert sa[TCP].ack == (self.seq + 1) % 2**32
         self.seq = (self.seq + 1) % 2**32
         self.rcv = (sa[TCP].seq + 1) % 2**32
+        if self.ts is not None and timestamp(sa):
+            self.ts_echo = timestamp(sa)[0]
         self.link.send(self.seg("A"))
         return sa
 
     def send_data(self, data):
         self.link.send(self.seg("PA", payload=data))
         self.seq = (self.seq + len(data)) % 2**32
+
+
+def timestamp(p):
+    """(TSval, TSecr) of a segment, or None."""
+    for name, value in p[TCP].options:
+        if name == "Timestamp":
+            return value
+    return None
 
 
 def ack_for(conn, want_ack, timeout=1.0):
@@ -168,6 +189,130 @@ def check_rst_window(link):
     return {"out_of_window_rst_ignored": True, "challenge_acks": True}
 
 
+def check_timestamps(link):
+    """RFC 7323: a SYN without a timestamp gets a SYN-ACK without one; with
+    one, the SYN-ACK echoes it and every segment after carries one, echoing
+    the last in-order segment's; an old TSval is refused (PAWS) with an
+    ACK; a segment without a timestamp is dropped; a RST needs none."""
+    c = Conn(link)
+    sa = c.open()
+    assert timestamp(sa) is None, f"a timestamp nobody asked for: {sa!r}"
+    link.send(c.seg("R"))
+
+    c = Conn(link, ts=1000)
+    sa = c.open()
+    ts = timestamp(sa)
+    assert ts is not None and ts[1] == 1000, f"SYN-ACK does not echo the TSval: {sa!r}"
+    opts = [name for name, _ in sa[TCP].options]
+    assert "SAckOK" in opts and "MSS" in opts, opts
+    first_val = ts[0]
+    data = b"\x16\x03\x01\x40"  # most of a TLS record header: TLS waits for more
+    c.ts = 1010
+    c.send_data(data[:2])
+    r = ack_for(c, c.seq)
+    assert r is not None, "no ACK for in-order data"
+    ts = timestamp(r)
+    assert ts is not None and ts[1] == 1010 and ts[0] - first_val < 2**31, \
+        f"ACK does not carry or echo the timestamp: {r!r}"
+    c.ts_echo = ts[0]
+    # PAWS: the next bytes, with a TSval older than the last one, are an
+    # old duplicate: an ACK of what came before, the bytes not taken.
+    c.ts = 500
+    link.send(c.seg("PA", payload=data[2:3]))
+    r = c.expect(1.0)
+    assert r is not None and r[TCP].ack == c.seq and "R" not in r[TCP].flags, \
+        f"no ACK for a PAWS-rejected segment: {r!r}"
+    assert timestamp(r)[1] == 1010, f"PAWS-rejected segment echoed: {r!r}"
+    # Without a timestamp: dropped without a word.
+    c.ts = False
+    link.send(c.seg("PA", payload=data[2:3]))
+    r = c.expect(0.7)
+    assert r is None, f"answered a segment without a timestamp: {r!r}"
+    # The same bytes with a current timestamp are taken.
+    c.ts = 1020
+    c.send_data(data[2:3])
+    r = ack_for(c, c.seq)
+    assert r is not None and timestamp(r)[1] == 1020, f"no ACK for the fresh segment: {r!r}"
+    # A RST without a timestamp still ends it (RFC 7323 5.2).
+    c.ts = False
+    link.send(c.seg("R"))
+    time.sleep(0.2)
+    c.ts = 1030
+    c.send_data(b"\x01")
+    r = c.link.recv_until(lambda p: c.match(p) and "R" in p[TCP].flags, 1.0)
+    assert r is not None, "the connection survived an exact RST without a timestamp"
+    return {"timestamps": True, "paws": True}
+
+
+def first_retransmit_ms(link, ts):
+    """Opens a connection (with timestamps or not), sends bytes that are no
+    TLS so the server answers and closes, never ACKs that, and returns the
+    time from its first segment to the first retransmission."""
+    c = Conn(link, ts=ts)
+    c.open()
+    c.send_data(b"GET / HTTP/1.0\r\n\r\n")
+    first = c.link.recv_until(lambda p: c.match(p) and (len(p[TCP].payload) > 0
+                                                        or "F" in p[TCP].flags), 5.0)
+    assert first is not None, "the server neither answered nor closed"
+    t0 = first.time
+    again = c.link.recv_until(lambda p: c.match(p) and p[TCP].seq == first[TCP].seq
+                              and (len(p[TCP].payload) > 0 or "F" in p[TCP].flags), 5.0)
+    assert again is not None, "no retransmission"
+    link.send(c.seg("R", ts=False))
+    return (again.time - t0) * 1000
+
+
+def check_rto_from_timestamps(link):
+    """RTT measurement: with timestamps the handshake's echo is an RTT
+    sample, so the first retransmission comes after the 200 ms minimum RTO;
+    without, the RTO is still the initial 1 s (SYN cookies time nothing)."""
+    with_ts = first_retransmit_ms(link, ts=77)
+    without = first_retransmit_ms(link, ts=None)
+    assert with_ts < 600, f"RTO with timestamps: {with_ts:.0f} ms"
+    assert without >= 900, f"RTO without timestamps: {without:.0f} ms"
+    return {"rto_with_ts_ms": round(with_ts), "rto_without_ms": round(without)}
+
+
+def check_keepalive(link):
+    """Against a server with keepalive IDLE_MS INTERVAL_MS PROBES (the
+    arguments): probes are ACK-only segments at SND.UNA - 1, the first
+    after IDLE of silence; an answer restarts the silence; PROBES
+    unanswered ones, INTERVAL apart, and the server resets."""
+    idle, interval = int(sys.argv[5]) / 1000, int(sys.argv[6]) / 1000
+    want = int(sys.argv[7])
+    c = Conn(link, ts=5000)
+    c.open()
+    t0 = time.time()
+
+    def probe(p):
+        return (c.match(p) and p[TCP].flags == "A" and p[TCP].seq == (c.rcv - 1) % 2**32
+                and len(p[TCP].payload) == 0)
+
+    p = c.link.recv_until(probe, idle + 2)
+    assert p is not None, "no keepalive probe"
+    first = time.time() - t0
+    assert idle * 0.8 <= first <= idle + 1, f"first probe after {first:.2f} s"
+    assert timestamp(p) is not None, "a probe without the negotiated timestamp"
+    link.send(c.seg("A"))
+    t1 = time.time()
+    p = c.link.recv_until(probe, idle + 2)
+    assert p is not None, "no probe after the answered one"
+    again = time.time() - t1
+    assert again >= idle * 0.8, f"an answer did not restart the silence ({again:.2f} s)"
+    times = [time.time()]
+    while True:
+        q = c.link.recv_until(c.match, interval + 2)
+        assert q is not None, f"neither probe nor reset after {len(times)} probes"
+        if "R" in q[TCP].flags:
+            break
+        assert probe(q), f"not a probe: {q!r}"
+        times.append(time.time())
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert all(interval * 0.7 <= g <= interval + 0.5 for g in gaps), gaps
+    return {"probes": len(times), "reset": True, "first_s": round(first, 2),
+            "gaps_s": [round(g, 2) for g in gaps]}
+
+
 def check_syn_flood(link):
     """Sends SYNs from spoofed 198.18.x.y sources for `seconds`."""
     count = int(sys.argv[5]) if len(sys.argv) > 5 else 3000
@@ -183,6 +328,63 @@ def check_syn_flood(link):
         for r in raw:
             link.sock.send(r)
     return {"syns": 3 * count, "seconds": round(time.time() - t0, 2)}
+
+
+def check_counted(link):
+    """One of each of a few events that the stack counts and answers with
+    silence or a reset, for test_dpdk_metrics.py to find in /metrics: an
+    IPv4 header with a bad checksum, a fragment, a SYN to a port we do not
+    serve (a reset), an ICMP echo (a reply)."""
+    echo = IP(src=ME, dst=SERVER) / ICMP(id=9, seq=1) / Raw(b"counted")
+    bad = IP(bytes(echo))
+    bad.chksum ^= 0x5555
+    link.send(bad)
+    frag = IP(src=ME, dst=SERVER, flags="MF", id=4242) / ICMP(id=9, seq=2) / Raw(b"frag")
+    link.send(frag)
+    replied = link.recv_until(lambda p: ICMP in p and p[ICMP].type == 0 and
+                              p[IP].src == SERVER and p[ICMP].id == 9, 0.7)
+    assert replied is None, f"answered a bad or fragmented datagram: {replied!r}"
+    closed = 1 if PORT != 1 else 2
+    sport = random.randint(20000, 60000)
+    link.send(IP(src=ME, dst=SERVER) / TCP(sport=sport, dport=closed, flags="S", seq=1000))
+    rst = link.recv_until(lambda p: IP in p and TCP in p and p[IP].src == SERVER and
+                          p[TCP].dport == sport and "R" in p[TCP].flags, 1.0)
+    assert rst is not None, "no reset for a SYN to a closed port"
+    link.send(echo)
+    p = link.recv_until(lambda p: ICMP in p and p[ICMP].type == 0 and p[IP].src == SERVER and
+                        p[ICMP].id == 9, 2)
+    assert p is not None and p[ICMP].seq == 1, "no echo reply"
+    return {"ip_bad_csum": 1, "ip_fragments": 1, "tcp_no_listener": 1, "icmp_echo": 1}
+
+
+def sums_ok(p):
+    """The IPv4 and TCP/ICMP checksums of a received packet, recomputed."""
+    ip = IP(bytes(p[IP]))
+    again = ip.copy()
+    del again.chksum
+    layer = TCP if TCP in ip else ICMP
+    del again[layer].chksum
+    again = IP(bytes(again))
+    return ip.chksum == again.chksum and ip[layer].chksum == again[layer].chksum
+
+
+def check_wire_checksums(link):
+    """What the server sends carries right checksums, whoever computed
+    them (the port's offload or the stack): an echo reply, a SYN-ACK, the
+    ACK of data."""
+    link.send(IP(src=ME, dst=SERVER) / ICMP(id=11, seq=1) / Raw(b"sums" * 50))
+    p = link.recv_until(lambda p: ICMP in p and p[ICMP].type == 0 and p[IP].src == SERVER and
+                        p[ICMP].id == 11, 2)
+    assert p is not None, "no echo reply"
+    assert sums_ok(p), f"echo reply: {p!r}"
+    c = Conn(link, ts=5)
+    sa = c.open()
+    assert sums_ok(sa), f"SYN-ACK: {sa!r}"
+    c.send_data(b"\x16\x03\x01")
+    a = ack_for(c, c.seq, 1.0)
+    assert a is not None and sums_ok(a), f"ACK: {a!r}"
+    link.send(c.seg("R"))
+    return {"echo": True, "syn_ack": True, "ack": True}
 
 
 def relay(tap_name, loss, duplicate, reorder, delay_ms):
@@ -246,7 +448,10 @@ def relay(tap_name, loss, duplicate, reorder, delay_ms):
 
 
 CHECKS = {"ping": check_ping, "bad_checksum": check_bad_checksum,
-          "rst_window": check_rst_window, "syn_flood": check_syn_flood}
+          "rst_window": check_rst_window, "syn_flood": check_syn_flood,
+          "timestamps": check_timestamps, "rto_from_timestamps": check_rto_from_timestamps,
+          "keepalive": check_keepalive, "counted": check_counted,
+          "wire_checksums": check_wire_checksums}
 
 if __name__ == "__main__":
     if CHECK == "relay":

@@ -9,8 +9,10 @@ segments. Only 198.18.0.0/15 addresses, only inside that namespace; the
 namespace is deleted at the end.
 """
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from helpers import BEACOND, Server, unique_name
+from trustkit import ctl, wait_until
 
 HERE = Path(__file__).resolve().parent
 SERVER_IP = "198.18.0.1"
@@ -171,12 +174,14 @@ class Impairment:
         self._ns("ip", "neigh", "flush", "all", check=False)
 
 
-@pytest.fixture(scope="module")
-def dsrv(tmp_path_factory, pki):
-    tag = f"{os.getpid() % 100000:05d}"
+@contextlib.contextmanager
+def dpdk_server(tmp_path_factory, pki, suffix="", overrides=None):
+    """A DpdkServer in a namespace of its own (named after our pid and
+    `suffix`), stopped and the namespace deleted at the end."""
+    tag = f"{os.getpid() % 100000:05d}{suffix}"
     ns, tap = f"bcn{tag}", f"bc{tag}"
     sh("ip", "netns", "add", ns)
-    srv = DpdkServer(tmp_path_factory.mktemp("beacond-dpdk"), pki, ns, tap)
+    srv = DpdkServer(tmp_path_factory.mktemp("beacond-dpdk"), pki, ns, tap, overrides)
     try:
         srv.start()
         yield srv
@@ -187,6 +192,27 @@ def dsrv(tmp_path_factory, pki):
             sh("ip", "netns", "del", ns, check=False)
             # The EAL leaves its runtime directory (--file-prefix) behind.
             shutil.rmtree(f"/var/run/dpdk/{ns}", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def dsrv(tmp_path_factory, pki):
+    with dpdk_server(tmp_path_factory, pki) as srv:
+        yield srv
+
+
+KEEPALIVE = {"idle_ms": 1000, "interval_ms": 400, "probes": 3}
+
+
+@pytest.fixture(scope="module")
+def ksrv(tmp_path_factory, pki):
+    """Keepalive in seconds rather than minutes; the layer above waits
+    longer than that for a TLS handshake."""
+    conf = {"dpdk": {"keepalive_idle": f"{KEEPALIVE['idle_ms']}ms",
+                     "keepalive_interval": f"{KEEPALIVE['interval_ms']}ms",
+                     "keepalive_probes": str(KEEPALIVE["probes"])},
+            "limits": {"handshake_timeout": "60s"}}
+    with dpdk_server(tmp_path_factory, pki, "k", conf) as srv:
+        yield srv
 
 
 @pytest.fixture
@@ -280,12 +306,89 @@ def test_upload_impaired(dsrv, payloads, case):
     assert_stored(dsrv, name, path)
 
 
-@pytest.mark.parametrize("check", ["bad_checksum", "rst_window"])
+@pytest.mark.parametrize("check", ["bad_checksum", "rst_window", "timestamps",
+                                   "rto_from_timestamps"])
 def test_crafted(dsrv, check):
     if not _have_scapy():
         pytest.skip("python3-scapy is not installed")
     assert dsrv.packets(check)
     dsrv.assert_alive()
+
+
+def test_linux_peer_timestamps(dsrv, payloads):
+    """The namespace's Linux TCP offers timestamps (RFC 7323) on its SYN:
+    the SYN-ACK agrees, every segment of ours carries one (tcpdump on the
+    tap's kernel side), and an upload runs with them (PAWS on) to the end.
+    (ss cannot tell: this kernel's tcp_info leaves the option bits out.)"""
+    if shutil.which("tcpdump") is None:
+        pytest.skip("tcpdump is not installed")
+    path = payloads(1 << 20)
+    name = unique_name("dpdk-ts")
+    dump = subprocess.Popen(["ip", "netns", "exec", dsrv.ns, "tcpdump", "-i", dsrv.tap, "-nn",
+                             "-l", "-S", f"tcp port {dsrv.port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)  # tcpdump is listening
+        code, p = dsrv.upload(path, name)
+        time.sleep(0.5)
+    finally:
+        dump.terminate()
+        out = dump.communicate(timeout=10)[0].decode(errors="replace")
+    assert code == 201, p.stderr.decode() + dsrv.stderr()[-2000:]
+    assert_stored(dsrv, name, path)
+    ours = [ln for ln in out.splitlines() if f"{SERVER_IP}.{dsrv.port} >" in ln]
+    syn_acks = [ln for ln in ours if "Flags [S.]" in ln]
+    assert syn_acks and all("TS val" in ln for ln in syn_acks), out[-3000:]
+    untimed = [ln for ln in ours if "TS val" not in ln and "Flags [R" not in ln]
+    assert len(ours) > 20 and not untimed, "\n".join(untimed[:10])
+
+
+def test_keepalive_probes(ksrv):
+    """Crafted peer: a silent connection is probed after the idle time; an
+    answer restarts the silence; unanswered probes, `interval` apart, end
+    in a reset."""
+    if not _have_scapy():
+        pytest.skip("python3-scapy is not installed")
+    r = ksrv.packets("keepalive", KEEPALIVE["idle_ms"], KEEPALIVE["interval_ms"],
+                     KEEPALIVE["probes"])
+    assert r["probes"] == KEEPALIVE["probes"] and r["reset"], r
+
+
+def test_keepalive_frees_vanished_peer(ksrv):
+    """The Linux peer answers probes (the connection stays); once its
+    address is gone (the peer vanished without a word) the probes go
+    unanswered and the server frees the connection."""
+    ka = KEEPALIVE
+    give_up_s = (ka["idle_ms"] + ka["probes"] * ka["interval_ms"]) / 1000
+    peer = subprocess.Popen(["ip", "netns", "exec", ksrv.ns, "/usr/bin/python3", "-c",
+                             "import socket, sys, time\n"
+                             f"s = socket.create_connection(('{SERVER_IP}', {ksrv.port}))\n"
+                             "print('up', flush=True)\n"
+                             "sys.stdin.read()\n"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert peer.stdout.readline().strip() == b"up"
+        assert wait_until(lambda: ctl(ksrv, {"cmd": "stats"})["connections_open"] == 1, 5)
+        time.sleep(give_up_s + 1)  # probed, and the probes answered
+        assert ctl(ksrv, {"cmd": "stats"})["connections_open"] == 1, "an answering peer dropped"
+        sh("ip", "netns", "exec", ksrv.ns, "ip", "addr", "del", PEER_CIDR, "dev", ksrv.tap)
+        try:
+            assert wait_until(lambda: ctl(ksrv, {"cmd": "stats"})["connections_open"] == 0,
+                              give_up_s + 3), "the vanished peer's connection was not freed"
+        finally:
+            sh("ip", "netns", "exec", ksrv.ns, "ip", "addr", "add", PEER_CIDR, "dev", ksrv.tap)
+    finally:
+        peer.stdin.close()
+        peer.wait(10)
+    ksrv.assert_alive()
+
+
+def test_keepalive_counted_at_stop(ksrv):
+    """Both connections above ended by keepalive, and the stack says so."""
+    ksrv.stop(timeout=20)
+    m = re.search(r"keepalive probes (\d+), keepalive drops (\d+)", ksrv.stderr())
+    assert m, ksrv.stderr()[-2000:]
+    assert int(m.group(1)) >= 2 * KEEPALIVE["probes"] and int(m.group(2)) == 2, m.group(0)
 
 
 def test_syn_flood(dsrv, payloads):
@@ -323,6 +426,5 @@ def test_stats_at_stop(dsrv):
     err = dsrv.stderr()
     assert "dpdk queue 0:" in err
     if _have_scapy():
-        import re
         m = re.search(r"bad checksum (\d+), cookies", err)
         assert m and int(m.group(1)) >= 2, err[-2000:]

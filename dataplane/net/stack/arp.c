@@ -4,26 +4,69 @@
  * unknown one, and announces us (gratuitous ARP) at start. The cache is
  * direct-mapped on the address: a collision replaces the older entry, which
  * is relearned from the next frame of that neighbour.
+ *
+ * Several queues: RSS spreads TCP flows, but an ARP frame (no ports to hash)
+ * lands on whichever queue the NIC picks, so the reply to worker 2's request
+ * may reach worker 0. What an ARP frame teaches one worker is therefore
+ * sent to every other through a ring per worker (many producers, one
+ * consumer), drained once per poll. Why rings and not one shared table
+ * under seqlocks: every segment we send reads the cache, and ARP frames are
+ * rare (a few a minute per neighbour); copying each one N - 1 times costs
+ * nothing, while a shared table would put every send on cache lines that
+ * other cores write, and bring torn-read retries into the data path. Each
+ * cache stays private and lock-free. A full ring drops the news (counted):
+ * the neighbour's next frame, or our next request, teaches it again. What
+ * IPv4 frames teach is not shared: a worker only sends to the peers whose
+ * flows it receives.
  */
 #include <rte_arp.h>
+#include <rte_ring.h>
 
 #include "stack.h"
 
-static struct arp_entry *slot(struct stack *s, uint32_t ip)
+static unsigned slot_of(uint32_t ip)
 {
 	uint32_t h = rte_be_to_cpu_32(ip) * 2654435761u;
-	return &s->arp[h >> (32 - 8) & (ARP_CACHE_SIZE - 1)];
+	return h >> (32 - 8) & (ARP_CACHE_SIZE - 1);
 }
 
-void arp_learn(struct stack *s, uint32_t ip, const struct rte_ether_addr *mac)
+/* Tells every other queue's worker what an ARP frame taught us. */
+static void arp_share(struct stack *s, uint32_t ip, const struct rte_ether_addr *mac)
+{
+	if (!s->arp_rings)
+		return;
+	struct arp_news n = {.ip = ip, .mac = *mac};
+	for (unsigned q = 0; q < s->nqueues; q++) {
+		if (q == s->queue)
+			continue;
+		if (rte_ring_enqueue_elem(s->arp_rings[q], &n, sizeof n) == 0)
+			s->st.arp_shared++;
+		else
+			s->st.arp_share_dropped++;
+	}
+}
+
+void arp_drain(struct stack *s)
+{
+	struct arp_news n[16];
+	if (!s->arp_rings)
+		return;
+	unsigned k = rte_ring_dequeue_burst_elem(s->arp_rings[s->queue], n, sizeof *n, 16, NULL);
+	for (unsigned i = 0; i < k; i++)
+		(void)arp_learn(s, n[i].ip, &n[i].mac);
+	s->st.arp_from_peers += k;
+}
+
+bool arp_learn(struct stack *s, uint32_t ip, const struct rte_ether_addr *mac)
 {
 	if (!stack_on_link(s, ip) || ip == s->ip || rte_is_zero_ether_addr(mac) ||
 	    !rte_is_unicast_ether_addr(mac))
-		return;
-	struct arp_entry *e = slot(s, ip);
+		return false;
+	struct arp_entry *e = &s->arp[slot_of(ip)];
 	e->ip = ip;
 	rte_ether_addr_copy(mac, &e->mac);
 	e->seen_ms = s->now_ms;
+	return true;
 }
 
 static struct rte_mbuf *arp_frame(struct stack *s, uint16_t op, const struct rte_ether_addr *dst,
@@ -64,11 +107,19 @@ static void arp_request(struct stack *s, uint32_t tip)
 	}
 }
 
+const struct rte_ether_addr *arp_lookup(const struct stack *s, uint32_t ip)
+{
+	const struct arp_entry *e = &s->arp[slot_of(ip)];
+	if (e->ip == ip && s->now_ms - e->seen_ms < ARP_ENTRY_TTL_MS)
+		return &e->mac;
+	return NULL;
+}
+
 bool arp_resolve(struct stack *s, uint32_t ip, struct rte_ether_addr *mac)
 {
-	struct arp_entry *e = slot(s, ip);
-	if (e->ip == ip && s->now_ms - e->seen_ms < ARP_ENTRY_TTL_MS) {
-		rte_ether_addr_copy(&e->mac, mac);
+	const struct rte_ether_addr *known = arp_lookup(s, ip);
+	if (known) {
+		rte_ether_addr_copy(known, mac);
 		return true;
 	}
 	if (stack_on_link(s, ip))
@@ -97,9 +148,10 @@ void arp_input(struct stack *s, struct rte_mbuf *m)
 	if (op != RTE_ARP_OP_REQUEST && op != RTE_ARP_OP_REPLY)
 		goto bad;
 	/* RFC 826: refresh a known sender; add it when the frame is for us. */
-	struct arp_entry *e = slot(s, a->arp_data.arp_sip);
-	if (a->arp_data.arp_tip == s->ip || e->ip == a->arp_data.arp_sip)
-		arp_learn(s, a->arp_data.arp_sip, &a->arp_data.arp_sha);
+	const struct arp_entry *e = &s->arp[slot_of(a->arp_data.arp_sip)];
+	if ((a->arp_data.arp_tip == s->ip || e->ip == a->arp_data.arp_sip) &&
+	    arp_learn(s, a->arp_data.arp_sip, &a->arp_data.arp_sha))
+		arp_share(s, a->arp_data.arp_sip, &a->arp_data.arp_sha);
 	if (op == RTE_ARP_OP_REQUEST && a->arp_data.arp_tip == s->ip &&
 	    a->arp_data.arp_sip != s->ip) {
 		struct rte_mbuf *r = arp_frame(s, RTE_ARP_OP_REPLY, &a->arp_data.arp_sha,

@@ -36,7 +36,7 @@ void icmp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip)
 	ic->icmp_type = RTE_IP_ICMP_ECHO_REPLY;
 	ic->icmp_cksum = 0;
 	ic->icmp_cksum = (uint16_t)~stack_cksum(ic, len);
-	ipv4_header(s, ip, src, IPPROTO_ICMP, (uint16_t)len);
+	ipv4_header(s, m, ip, src, IPPROTO_ICMP, (uint16_t)len);
 	stack_tx(s, m);
 	s->st.icmp_echo_replies++;
 }

@@ -1,13 +1,15 @@
 /*
- * IPv4: header checks (version, length, checksum), our address only,
- * fragments refused and counted (nothing we serve needs them: peers learn
- * our MSS from the SYN-ACK), then ICMP or TCP. Options are accepted and
- * skipped; we never send any.
+ * IPv4: header checks (version, length, checksum: the port's verdict where
+ * it checks, else ours), our address only, fragments refused and counted
+ * (nothing we serve needs them: peers learn our MSS from the SYN-ACK), then
+ * ICMP or TCP. Options are accepted and skipped; we never send any.
  */
+#include <rte_ethdev.h>
+
 #include "stack.h"
 
-void ipv4_header(struct stack *s, struct rte_ipv4_hdr *ip, uint32_t dst, uint8_t proto,
-		 uint16_t payload_len)
+void ipv4_header(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip, uint32_t dst,
+		 uint8_t proto, uint16_t payload_len)
 {
 	ip->version_ihl = RTE_IPV4_VHL_DEF;
 	ip->type_of_service = 0;
@@ -19,7 +21,35 @@ void ipv4_header(struct stack *s, struct rte_ipv4_hdr *ip, uint32_t dst, uint8_t
 	ip->src_addr = s->ip;
 	ip->dst_addr = dst;
 	ip->hdr_checksum = 0;
-	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	/* An echo reply reuses the request's mbuf: no TX flags of its own yet
+	 * (RX flags mean nothing on the way out). */
+	m->ol_flags &= ~RTE_MBUF_F_TX_OFFLOAD_MASK;
+	m->l2_len = sizeof(struct rte_ether_hdr);
+	m->l3_len = sizeof *ip;
+	if (s->tx_offloads & RTE_ETH_TX_OFFLOAD_IPV4_CKSUM)
+		m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM;
+	else
+		ip->hdr_checksum = rte_ipv4_cksum(ip);
+}
+
+/* The port's verdict where it checks IPv4 checksums and looked at this
+ * one (NONE: the header's integrity verified, its field not filled in);
+ * else ours. */
+static bool csum_ok(const struct stack *s, const struct rte_mbuf *m, const struct rte_ipv4_hdr *ip,
+		    size_t ihl)
+{
+	if (s->rx_offloads & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM) {
+		switch (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) {
+		case RTE_MBUF_F_RX_IP_CKSUM_GOOD:
+		case RTE_MBUF_F_RX_IP_CKSUM_NONE:
+			return true;
+		case RTE_MBUF_F_RX_IP_CKSUM_BAD:
+			return false;
+		default: /* UNKNOWN: not looked at */
+			break;
+		}
+	}
+	return rte_raw_cksum(ip, ihl) == 0xffff;
 }
 
 static bool header_ok(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip, size_t avail)
@@ -31,7 +61,7 @@ static bool header_ok(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *
 		s->st.ip_bad++;
 		return false;
 	}
-	if (rte_raw_cksum(ip, ihl) != 0xffff) {
+	if (!csum_ok(s, m, ip, ihl)) {
 		s->st.ip_bad_csum++;
 		return false;
 	}
@@ -68,7 +98,7 @@ void ipv4_input(struct stack *s, struct rte_mbuf *m)
 		icmp_input(s, m, ip);
 		break;
 	case IPPROTO_TCP:
-		arp_learn(s, ip->src_addr, &eh->src_addr);
+		(void)arp_learn(s, ip->src_addr, &eh->src_addr);
 		tcp_input(s, m, ip, &eh->src_addr);
 		break;
 	default:

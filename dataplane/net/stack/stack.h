@@ -43,21 +43,6 @@ struct arp_entry {
 	uint64_t seen_ms;
 };
 
-/* Counters: bad packets are counted and dropped, never fatal. */
-struct stack_stats {
-	uint64_t rx_frames, rx_bad_eth, rx_not_for_us, rx_other_proto;
-	uint64_t arp_in, arp_bad, arp_replies_sent, arp_requests_sent;
-	uint64_t ip_in, ip_bad, ip_bad_csum, ip_fragments, ip_not_ours, ip_other_proto;
-	uint64_t icmp_in, icmp_bad, icmp_echo_replies;
-	uint64_t tcp_in, tcp_bad, tcp_bad_csum, tcp_no_listener, tcp_rst_sent;
-	uint64_t syn_cookies_sent, syn_cookies_bad, tcp_accepted, tcp_refused;
-	uint64_t tcp_unacceptable, tcp_challenge_acks, tcp_rst_in;
-	uint64_t tcp_ooo_queued, tcp_ooo_dropped, tcp_dup_data;
-	uint64_t tcp_retransmits, tcp_fast_retransmits, tcp_rto_expiries, tcp_timeouts;
-	uint64_t tcp_window_probes, tcp_time_wait_reused, tcp_table_full;
-	uint64_t tx_frames, tx_dropped, tx_nombuf;
-};
-
 struct tcb;
 
 struct stack {
@@ -68,12 +53,20 @@ struct stack {
 	uint32_t ip;      /* network order */
 	uint32_t netmask; /* network order */
 	uint16_t mtu;
+	/* Checksums the port checks on receive (RTE_ETH_RX_OFFLOAD_IPV4_CKSUM,
+	 * _TCP_CKSUM: the mbuf's ol_flags then say good, bad or unknown) and
+	 * fills in on send (RTE_ETH_TX_OFFLOAD_*); software for the rest. */
+	uint64_t rx_offloads, tx_offloads;
 	uint16_t listen_port; /* host order */
 	bool accepting;
 	uint64_t now_ms;
 	uint16_t ip_id;
 
 	struct arp_entry arp[ARP_CACHE_SIZE];
+	/* Every queue's ring of ARP news, indexed by queue (arp.c says why);
+	 * NULL with a single queue. */
+	struct rte_ring *const *arp_rings;
+	unsigned nqueues;
 
 	/* TCP: connection table (hash on the 4-tuple), timers, TIME_WAIT. */
 	struct tcb **buckets;
@@ -83,13 +76,15 @@ struct stack {
 	struct tcb *tw_head, *tw_tail; /* TIME_WAIT, oldest first */
 	unsigned ntw, max_tw;
 	unsigned ooo_mbufs, max_ooo_mbufs; /* held out of order, whole stack */
+	uint32_t keep_idle_ms, keep_intvl_ms; /* keepalive; idle 0: off */
+	unsigned keep_probes;
 	struct tcb *events; /* connections with a callback to deliver */
 	struct stimer_wheel timers;
 	uint8_t cookie_key[16];
 
 	struct rte_mbuf *tx[STACK_TX_BURST];
 	unsigned ntx;
-	struct stack_stats st;
+	struct transport_net_stats st; /* the list: beacon/transport.h */
 };
 
 /* ---- stack.c: frames out, timers ---- */
@@ -123,18 +118,30 @@ void eth_header(struct stack *s, struct rte_mbuf *m, const struct rte_ether_addr
 
 /* ---- arp.c ---- */
 void arp_input(struct stack *s, struct rte_mbuf *m);
-/* Learns ip -> mac from a frame that came from that address (on-link only). */
-void arp_learn(struct stack *s, uint32_t ip, const struct rte_ether_addr *mac);
+/* Learns ip -> mac from a frame that came from that address (on-link
+ * only); false when it is no neighbour's. */
+bool arp_learn(struct stack *s, uint32_t ip, const struct rte_ether_addr *mac);
 /* Cached MAC of an on-link address; false when unknown (a request goes out). */
 bool arp_resolve(struct stack *s, uint32_t ip, struct rte_ether_addr *mac);
+/* The cached MAC of an address, or NULL; asks nobody. */
+const struct rte_ether_addr *arp_lookup(const struct stack *s, uint32_t ip);
 void arp_gratuitous(struct stack *s);
+/* Learns what the other workers' queues heard (once per poll). */
+void arp_drain(struct stack *s);
+/* The element of the rings in arp_rings. */
+struct arp_news {
+	uint32_t ip;
+	struct rte_ether_addr mac;
+	uint16_t pad;
+};
 
 /* ---- ipv4.c ---- */
 void ipv4_input(struct stack *s, struct rte_mbuf *m);
-/* Fills the IPv4 header after the Ethernet header; `payload_len` bytes of
- * L4 follow it. */
-void ipv4_header(struct stack *s, struct rte_ipv4_hdr *ip, uint32_t dst, uint8_t proto,
-		 uint16_t payload_len);
+/* Fills the IPv4 header after the Ethernet header of m; `payload_len`
+ * bytes of L4 follow it. Its checksum is computed here, or left to the
+ * port (m's TX offload flags and lengths set) where it offers that. */
+void ipv4_header(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip, uint32_t dst,
+		 uint8_t proto, uint16_t payload_len);
 
 /* ---- icmp.c ---- */
 void icmp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip);

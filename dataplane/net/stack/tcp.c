@@ -8,7 +8,8 @@
  *   scale (4 bits) and SACK-permitted (1 bit), and 19 bits of SipHash over
  *   the 4-tuple, the peer's ISN,
  *   the counter and those options under a per-worker random key. A cookie is
- *   good for 64 to 128 s.
+ *   good for 64 to 128 s. Timestamps need no bit of it: the ACK that
+ *   returns the cookie carries one exactly when both sides offered it.
  * - MSS and window scale options (we scale by RCV_WS when the peer offers);
  *   SACK-permitted, and as a receiver SACK blocks (RFC 2018) in our ACKs for
  *   what the out-of-order queue holds (without them a Linux peer recovers
@@ -21,8 +22,14 @@
  *   over and sends a window update. Receiver-side silly-window avoidance.
  * - Send: the caller's buffer is copied into a send ring bounded by SNDBUF;
  *   `sent` follows once the whole buffer is in the ring.
- * - RTO after RFC 6298 (SRTT/RTTVAR, Karn's rule: one timed segment, never a
- *   retransmitted one; exponential backoff; min 200 ms as Linux, not 1 s),
+ * - Timestamps (RFC 7323) when the peer offers them: on every segment, a
+ *   per-connection clock offset from a keyed hash of the 4-tuple (so the
+ *   stateless SYN-ACK and the connection agree), TS.Recent after 4.3, PAWS
+ *   (5.3; a segment without one is dropped, a RST needs none), and an RTT
+ *   sample from every ACK of new data, the handshake's included.
+ * - RTO after RFC 6298 (SRTT/RTTVAR; without timestamps Karn's rule: one
+ *   timed segment, never a retransmitted one; with them every ACK, weighed
+ *   after RFC 7323 appendix G; exponential backoff; min 200 ms as Linux),
  *   go-back-N after a timeout; slow start and congestion avoidance; fast
  *   retransmit on 3 duplicate ACKs and NewReno recovery (RFC 6582: partial
  *   ACKs retransmit the next hole).
@@ -38,16 +45,21 @@
  *   pins a connection.
  * - A connection table hashed on the 4-tuple (SipHash, random key) and one
  *   timer per connection in the stack's 1 ms wheel: O(1) per operation.
- * Not implemented: SACK as a sender (we send little: responses),
- * timestamps (so no PAWS/RTTM; cookies then cannot carry them either),
- * keepalive (the layer above has idle timeouts), urgent
- * data (ignored), ECN, TSO/checksum offloads (checksums in software), path
- * MTU discovery (we send DF with the peer's MSS), active open.
+ * - Keepalive: an established connection silent for [dpdk] keepalive_idle
+ *   with nothing in flight is probed every keepalive_interval; after
+ *   keepalive_probes unanswered probes it is reset and `closed` reports
+ *   -ETIMEDOUT (a peer that vanished never pins a connection).
+ * - Checksums: the port's where it offers them (dpdk.c), ours otherwise.
+ * Not implemented: SACK as a sender (we send little: responses), urgent
+ * data (ignored), ECN, TSO (we send little), path MTU discovery (we send
+ * DF with the peer's MSS), active open.
  */
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <rte_ethdev.h>
 
 #include "stack.h"
 
@@ -65,6 +77,11 @@
 #define MAX_TIME_WAIT 4096
 #define DEAD_PEER_MS 120000   /* retransmitting this long without a word: give up */
 #define MAX_BACKOFF 10
+#define RTT_SHIFT 10 /* fraction bits of srtt_q and rttvar_q */
+#define TS_OPT_LEN 12 /* NOP, NOP, kind 8, length 10, TSval, TSecr */
+/* RFC 7323 5.5: a TS.Recent this old may have wrapped: it no longer
+ * rejects anything (the clock ticks once a millisecond). */
+#define PAWS_IDLE_MS (24ull * 24 * 3600 * 1000)
 
 _Static_assert((RCVBUF >> RCV_WS) <= 65535, "window field");
 _Static_assert((SNDBUF & (SNDBUF - 1)) == 0, "send ring size");
@@ -104,7 +121,7 @@ struct tcb {
 	struct rte_ether_addr pmac;
 	enum tcp_state state;
 	bool in_table, attached, paused, closing, dead, on_events, ev_sent, ev_closed;
-	bool fin_queued, fin_acked, in_recovery, rtt_timing, sack_ok;
+	bool fin_queued, fin_acked, in_recovery, rtt_timing, sack_ok, ts_ok;
 	int close_err;
 
 	/* send side */
@@ -120,7 +137,13 @@ struct tcb {
 	bool up_busy;
 	uint32_t rtt_seq;
 	uint64_t rtt_start_ms;
-	uint32_t srtt8, rttvar4, rto; /* ms; srtt * 8, rttvar * 4 */
+	uint32_t srtt_q, rttvar_q, rto; /* srtt, rttvar: ms << RTT_SHIFT; rto: ms */
+
+	/* timestamps (RFC 7323), when ts_ok */
+	uint32_t ts_off;        /* our clock's offset on this connection */
+	uint32_t ts_recent;     /* TS.Recent: the TSval we echo */
+	uint64_t ts_recent_ms;  /* when it was last updated (its 24-day validity) */
+	uint32_t last_ack_sent; /* Last.ACK.sent: the ACK field we last sent */
 
 	/* receive side */
 	uint32_t rcv_nxt, rcv_adv; /* rcv_adv: right edge we advertised */
@@ -131,11 +154,51 @@ struct tcb {
 	unsigned nooo;
 	uint32_t last_ooo_seq; /* the newest out-of-order segment: SACK's first block */
 
-	uint64_t rexmt_at, delack_at, linger_at, last_rx_ms;
+	uint64_t rexmt_at, delack_at, linger_at, keep_at, last_rx_ms;
+	unsigned keep_sent; /* keepalive probes unanswered */
 };
 
 static void tcp_output(struct tcb *c);
 static void tcb_kill(struct tcb *c, int err, bool rst);
+
+/* ---- options in ---- */
+
+/* What a segment's options say; mss, ws and sack only from a SYN. */
+struct tcp_opts {
+	uint16_t mss;
+	int ws; /* -1: not offered */
+	bool sack;
+	bool ts;
+	uint32_t tsval, tsecr;
+};
+
+static void ts_read(const uint8_t *opt, struct tcp_opts *o)
+{
+	uint32_t v[2];
+	memcpy(v, opt + 2, sizeof v);
+	o->ts = true;
+	o->tsval = rte_be_to_cpu_32(v[0]);
+	o->tsecr = rte_be_to_cpu_32(v[1]);
+}
+
+static void syn_options(const struct rte_tcp_hdr *th, struct tcp_opts *o);
+
+/* The timestamp of a segment after the handshake. A peer that sends one
+ * almost always lays it out as we do (NOP, NOP, TS: RFC 7323 appendix A):
+ * that is read in place; anything else takes the full walk. */
+static void seg_options(const struct rte_tcp_hdr *th, struct tcp_opts *o)
+{
+	const uint8_t *p = (const uint8_t *)(th + 1);
+	size_t optlen = (size_t)(th->data_off >> 4) * 4 - sizeof *th;
+	o->ts = false;
+	if (optlen == 0)
+		return;
+	if (optlen >= TS_OPT_LEN && p[0] == 1 && p[1] == 1 && p[2] == 8 && p[3] == 10) {
+		ts_read(p + 2, o);
+		return;
+	}
+	syn_options(th, o);
+}
 
 /* ---- the connection table ---- */
 
@@ -265,8 +328,8 @@ void tcp_events(struct stack *s)
 static void timer_update(struct tcb *c)
 {
 	uint64_t next = 0;
-	const uint64_t at[3] = {c->rexmt_at, c->delack_at, c->linger_at};
-	for (int i = 0; i < 3; i++)
+	const uint64_t at[4] = {c->rexmt_at, c->delack_at, c->linger_at, c->keep_at};
+	for (int i = 0; i < 4; i++)
 		if (at[i] && (!next || at[i] < next))
 			next = at[i];
 	if (!next || c->dead)
@@ -281,22 +344,30 @@ static void rexmt_arm(struct tcb *c)
 	c->rexmt_at = c->s->now_ms + (rto < RTO_MAX_MS ? rto : RTO_MAX_MS);
 }
 
-static void rtt_sample(struct tcb *c, uint32_t r)
+/* RFC 6298, with RFC 7323 appendix G when timestamps give a sample per
+ * ACK: `samples` is how many arrive per round trip, and each weighs that
+ * much less (alpha = 1/8, beta = 1/4 divided by it). Fixed point with
+ * RTT_SHIFT fraction bits, so that gains as small as 1/(8 * samples) still
+ * move SRTT by a fraction of a millisecond. */
+static void rtt_sample(struct tcb *c, uint32_t r, uint32_t samples)
 {
 	if (r == 0)
 		r = 1;
-	if (!c->srtt8) {
-		c->srtt8 = r << 3;
-		c->rttvar4 = r << 1;
+	if (r > RTO_MAX_MS)
+		r = RTO_MAX_MS;
+	int64_t rq = (int64_t)r << RTT_SHIFT;
+	if (!c->srtt_q) {
+		c->srtt_q = (uint32_t)rq;
+		c->rttvar_q = (uint32_t)(rq / 2);
 	} else {
-		int32_t delta = (int32_t)r - (int32_t)(c->srtt8 >> 3);
-		c->srtt8 = (uint32_t)((int32_t)c->srtt8 + delta);
-		if (delta < 0)
-			delta = -delta;
-		c->rttvar4 = (uint32_t)((int32_t)c->rttvar4 + delta - (int32_t)(c->rttvar4 >> 2));
+		int64_t err = rq - c->srtt_q;
+		int64_t abs_err = err < 0 ? -err : err;
+		c->rttvar_q = (uint32_t)(c->rttvar_q + (abs_err - c->rttvar_q) / (4 * (int64_t)samples));
+		c->srtt_q = (uint32_t)(c->srtt_q + err / (8 * (int64_t)samples));
 	}
-	uint32_t rto = (c->srtt8 >> 3) + (c->rttvar4 > 1 ? c->rttvar4 : 1);
-	c->rto = rto < RTO_MIN_MS ? RTO_MIN_MS : rto > RTO_MAX_MS ? RTO_MAX_MS : rto;
+	uint64_t var4 = (uint64_t)c->rttvar_q * 4;
+	uint64_t rto = (c->srtt_q + (var4 > (1u << RTT_SHIFT) ? var4 : (1u << RTT_SHIFT))) >> RTT_SHIFT;
+	c->rto = rto < RTO_MIN_MS ? RTO_MIN_MS : rto > RTO_MAX_MS ? RTO_MAX_MS : (uint32_t)rto;
 }
 
 /* ---- segments out ---- */
@@ -308,8 +379,8 @@ struct seg_out {
 	uint32_t seq, ack;
 	uint8_t flags;
 	uint16_t win;
-	const uint8_t *opt;
 	uint8_t optlen; /* a multiple of 4 */
+	uint8_t opt[40];
 };
 
 /* Builds headers for `paylen` bytes of payload; returns the mbuf and where
@@ -331,7 +402,7 @@ static struct rte_mbuf *seg_build(struct stack *s, const struct seg_out *o, uint
 	eth_header(s, m, o->mac, RTE_ETHER_TYPE_IPV4);
 	struct rte_ipv4_hdr *ip =
 		rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
-	ipv4_header(s, ip, o->pip, IPPROTO_TCP, (uint16_t)(thlen + paylen));
+	ipv4_header(s, m, ip, o->pip, IPPROTO_TCP, (uint16_t)(thlen + paylen));
 	struct rte_tcp_hdr *th = (struct rte_tcp_hdr *)(ip + 1);
 	th->src_port = o->lport;
 	th->dst_port = o->pport;
@@ -353,9 +424,17 @@ static void seg_send(struct stack *s, struct rte_mbuf *m)
 	struct rte_ipv4_hdr *ip =
 		rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
 	struct rte_tcp_hdr *th = (struct rte_tcp_hdr *)(ip + 1);
-	size_t l4 = rte_be_to_cpu_16(ip->total_length) - sizeof *ip;
-	uint16_t ck = (uint16_t)~stack_l4_cksum(ip, th, l4);
-	th->cksum = ck ? ck : 0xffff; /* as rte_ipv4_udptcp_cksum: both mean zero */
+	if (s->tx_offloads & RTE_ETH_TX_OFFLOAD_TCP_CKSUM) {
+		/* The port sums the segment; it wants the pseudo-header's sum
+		 * in the field (ipv4_header set l2_len and l3_len). */
+		m->l4_len = (uint64_t)(th->data_off >> 4) * 4;
+		m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_TCP_CKSUM;
+		th->cksum = rte_ipv4_phdr_cksum(ip, m->ol_flags);
+	} else {
+		size_t l4 = rte_be_to_cpu_16(ip->total_length) - sizeof *ip;
+		uint16_t ck = (uint16_t)~stack_l4_cksum(ip, th, l4);
+		th->cksum = ck ? ck : 0xffff; /* as rte_ipv4_udptcp_cksum: both mean zero */
+	}
 	stack_tx(s, m);
 }
 
@@ -377,16 +456,56 @@ static uint16_t rcv_window(struct tcb *c)
 	return (uint16_t)(win > 65535 ? 65535 : win);
 }
 
+/* Our timestamp clock: milliseconds, offset per connection by a keyed
+ * hash of the 4-tuple (RFC 7323 7.1: the peer learns nothing of our uptime
+ * or of other connections), so a SYN-ACK sent without state and the
+ * connection its cookie opens later read the same clock. */
+static uint32_t ts_offset(const struct stack *s, uint32_t pip, uint16_t pport, uint16_t lport)
+{
+	struct {
+		struct tuple_key k;
+		uint32_t tag; /* not a connection-table hash of the same tuple */
+	} in = {{pip, pport, lport}, 0x54537631};
+	return (uint32_t)siphash24(s->cookie_key, &in, sizeof in);
+}
+
+static uint8_t ts_option(uint8_t *opt, uint32_t val, uint32_t ecr)
+{
+	val = rte_cpu_to_be_32(val);
+	ecr = rte_cpu_to_be_32(ecr);
+	opt[0] = 1;
+	opt[1] = 1;
+	opt[2] = 8;
+	opt[3] = 10;
+	memcpy(opt + 4, &val, 4);
+	memcpy(opt + 8, &ecr, 4);
+	return TS_OPT_LEN;
+}
+
+/* Where the peer is now: an on-link peer's MAC as ARP last heard it (on
+ * any queue: a neighbour that moved or failed over announces itself), else
+ * the one its handshake came from (a router's, for a peer off-link). */
+static const struct rte_ether_addr *peer_mac(const struct tcb *c)
+{
+	const struct rte_ether_addr *mac = arp_lookup(c->s, c->pip);
+	return mac ? mac : &c->pmac;
+}
+
+/* A segment of the connection: our ACK, our window, and our timestamp
+ * when negotiated (RFC 7323 3.2: on every segment, RST included). */
 static void conn_seg(struct tcb *c, struct seg_out *o, uint32_t seq, uint8_t flags)
 {
 	*o = (struct seg_out){.pip = c->pip,
 			      .pport = c->pport,
 			      .lport = c->lport,
-			      .mac = &c->pmac,
+			      .mac = peer_mac(c),
 			      .seq = seq,
 			      .ack = c->rcv_nxt,
 			      .flags = flags,
 			      .win = rcv_window(c)};
+	c->last_ack_sent = c->rcv_nxt;
+	if (c->ts_ok)
+		o->optlen = ts_option(o->opt, (uint32_t)c->s->now_ms + c->ts_off, c->ts_recent);
 }
 
 /* Copies `len` bytes at offset `off` of the send ring. */
@@ -418,9 +537,11 @@ static void emit(struct tcb *c, uint32_t off, uint32_t len, bool fin)
 }
 
 /* RFC 2018 blocks for what the out-of-order queue holds: the block with
- * the newest segment first, then the others from the left, at most 4. */
-static uint8_t sack_options(const struct tcb *c, uint8_t *opt)
+ * the newest segment first, then the others from the left, as many as fit
+ * in the `room` bytes left (4 alone, 3 beside a timestamp). */
+static uint8_t sack_options(const struct tcb *c, uint8_t *opt, unsigned room)
 {
+	unsigned max_blocks = (room - 4) / 8;
 	uint32_t left[OOO_MAX], right[OOO_MAX];
 	unsigned n = 0, first = 0;
 	for (unsigned i = 0; i < c->nooo; i++) {
@@ -440,7 +561,7 @@ static uint8_t sack_options(const struct tcb *c, uint8_t *opt)
 	opt[k++] = 1;
 	opt[k++] = 5;
 	opt[k++] = 2;
-	for (unsigned b = 0, used = 0; b <= n && used < 4; b++) {
+	for (unsigned b = 0, used = 0; b <= n && used < max_blocks; b++) {
 		unsigned i = b == 0 ? first : b - 1;
 		if (b > 0 && i == first)
 			continue;
@@ -460,12 +581,9 @@ static void send_ack(struct tcb *c)
 {
 	struct seg_out o;
 	uint8_t *p;
-	uint8_t opt[40];
 	conn_seg(c, &o, c->snd_nxt, RTE_TCP_ACK_FLAG);
-	if (c->sack_ok && c->nooo) {
-		o.optlen = sack_options(c, opt);
-		o.opt = opt;
-	}
+	if (c->sack_ok && c->nooo)
+		o.optlen += sack_options(c, o.opt + o.optlen, sizeof o.opt - o.optlen);
 	struct rte_mbuf *m = seg_build(c->s, &o, 0, &p);
 	if (m)
 		seg_send(c->s, m);
@@ -653,6 +771,44 @@ static void rexmt_expired(struct tcb *c)
 		rexmt_arm(c);
 }
 
+/* ---- keepalive (RFC 9293 3.8.4) ---- */
+
+/* The timer is lazy: arriving segments only note the time (last_rx_ms),
+ * and the timer, when it fires, works out whether the silence is real.
+ * Only an established connection with nothing in flight is probed: with
+ * data in flight the retransmission timer already notices a dead peer. */
+static void keepalive_expired(struct tcb *c)
+{
+	struct stack *s = c->s;
+	uint64_t now = s->now_ms;
+	c->keep_at = 0;
+	if (c->state != TCP_ESTABLISHED || !s->keep_idle_ms)
+		return;
+	bool heard = now - c->last_rx_ms < s->keep_idle_ms;
+	if (heard || c->snd_max != c->snd_una || c->sb_len) {
+		/* The silence starts again from the last word (or now). */
+		c->keep_sent = 0;
+		c->keep_at = (heard ? c->last_rx_ms : now) + s->keep_idle_ms;
+		return;
+	}
+	if (c->keep_sent >= s->keep_probes) {
+		s->st.tcp_keepalive_drops++;
+		tcb_kill(c, -ETIMEDOUT, true);
+		return;
+	}
+	/* SND.UNA - 1, no data: outside the peer's window, so it answers
+	 * with an ACK, which is all we want to hear. */
+	struct seg_out o;
+	uint8_t *p;
+	conn_seg(c, &o, c->snd_una - 1, RTE_TCP_ACK_FLAG);
+	struct rte_mbuf *m = seg_build(s, &o, 0, &p);
+	if (m)
+		seg_send(s, m);
+	s->st.tcp_keepalive_probes++;
+	c->keep_sent++;
+	c->keep_at = now + s->keep_intvl_ms;
+}
+
 static void tcb_timer_fire(struct stimer *t)
 {
 	/* Not DPDK's container_of: it goes through an integer, which hides
@@ -671,6 +827,8 @@ static void tcb_timer_fire(struct stimer *t)
 		send_ack(c);
 	if (c->rexmt_at && c->rexmt_at <= now)
 		rexmt_expired(c);
+	if (!c->dead && c->keep_at && c->keep_at <= now)
+		keepalive_expired(c);
 	timer_update(c);
 }
 
@@ -700,7 +858,7 @@ static void tcb_kill(struct tcb *c, int err, bool rst)
 	tcb_unhash(c);
 	c->state = TCP_CLOSED;
 	c->dead = true;
-	c->rexmt_at = c->delack_at = c->linger_at = 0;
+	c->rexmt_at = c->delack_at = c->linger_at = c->keep_at = 0;
 	events_queue(c); /* freed there, after any callback */
 }
 
@@ -710,7 +868,7 @@ static void time_wait_enter(struct tcb *c)
 	notify_closed(c, 0);
 	tcb_release_buffers(c);
 	c->state = TCP_TIME_WAIT;
-	c->rexmt_at = c->delack_at = 0;
+	c->rexmt_at = c->delack_at = c->keep_at = 0;
 	c->linger_at = s->now_ms + TIME_WAIT_MS;
 	c->tw_prev = s->tw_tail;
 	c->tw_next = NULL;
@@ -829,15 +987,33 @@ static bool ooo_drain(struct tcb *c)
 	return fin;
 }
 
-/* ACK processing (RFC 9293 3.10.7.4, fifth check). False: drop the rest. */
-static void ack_new(struct tcb *c, uint32_t ack)
+/* One RTT sample from an ACK of new data: its echoed timestamp when
+ * negotiated (RFC 7323 4.2: every such ACK, retransmissions included, and
+ * weighed by the samples a round trip brings), else the one timed segment
+ * (Karn's rule). */
+static void ack_rtt(struct tcb *c, uint32_t ack, const struct tcp_opts *o)
 {
-	struct stack *s = c->s;
-	uint32_t acked = ack - c->snd_una;
-	if (c->rtt_timing && SEQ_GT(ack, c->rtt_seq)) {
+	uint64_t now = c->s->now_ms;
+	if (o->ts) {
+		uint32_t r = (uint32_t)now + c->ts_off - o->tsecr;
+		uint32_t flight = c->snd_max - c->snd_una;
+		uint32_t per_rtt = (flight + 2u * c->mss - 1) / (2u * c->mss);
+		/* An echo from the future, or from before RTO_MAX_MS, is not
+		 * one of ours (or a peer's bug): no sample. */
+		if (r <= RTO_MAX_MS)
+			rtt_sample(c, r, per_rtt ? per_rtt : 1);
 		c->rtt_timing = false;
-		rtt_sample(c, (uint32_t)(s->now_ms - c->rtt_start_ms));
+	} else if (c->rtt_timing && SEQ_GT(ack, c->rtt_seq)) {
+		c->rtt_timing = false;
+		rtt_sample(c, (uint32_t)(now - c->rtt_start_ms), 1);
 	}
+}
+
+/* ACK processing (RFC 9293 3.10.7.4, fifth check). False: drop the rest. */
+static void ack_new(struct tcb *c, uint32_t ack, const struct tcp_opts *o)
+{
+	uint32_t acked = ack - c->snd_una;
+	ack_rtt(c, ack, o);
 	c->backoff = 0;
 	uint32_t data = acked < c->sb_len ? acked : c->sb_len;
 	c->sb_head = (c->sb_head + data) & (SNDBUF - 1);
@@ -907,7 +1083,8 @@ static void fin_acked_transition(struct tcb *c)
 	}
 }
 
-static bool ack_input(struct tcb *c, const struct rte_tcp_hdr *th, uint32_t seq, uint32_t len)
+static bool ack_input(struct tcb *c, const struct rte_tcp_hdr *th, const struct tcp_opts *o,
+		      uint32_t seq, uint32_t len)
 {
 	uint32_t ack = rte_be_to_cpu_32(th->recv_ack);
 	uint32_t wnd = (uint32_t)rte_be_to_cpu_16(th->rx_win) << c->snd_ws;
@@ -916,7 +1093,7 @@ static bool ack_input(struct tcb *c, const struct rte_tcp_hdr *th, uint32_t seq,
 		return false;
 	}
 	if (SEQ_GT(ack, c->snd_una))
-		ack_new(c, ack);
+		ack_new(c, ack, o);
 	else if (ack == c->snd_una && !len && !(th->tcp_flags & RTE_TCP_FIN_FLAG) &&
 		 wnd == c->snd_wnd && wnd && c->snd_max != c->snd_una)
 		ack_dup(c);
@@ -1034,6 +1211,26 @@ static bool time_wait_input(struct tcb *c, const struct rte_tcp_hdr *th)
 	return false;
 }
 
+/* With timestamps negotiated, a segment (not a RST: RFC 7323 5.2) must
+ * carry one (3.2: one without is dropped), and one older than TS.Recent is
+ * an old duplicate from a wrapped sequence space (5.3, PAWS): it gets an
+ * ACK and is dropped. */
+static bool ts_admit(struct tcb *c, const struct rte_tcp_hdr *th, struct tcp_opts *o)
+{
+	seg_options(th, o);
+	if (!o->ts) {
+		c->s->st.tcp_ts_missing++;
+		return false;
+	}
+	if (SEQ_LT(o->tsval, c->ts_recent) && c->s->now_ms - c->ts_recent_ms < PAWS_IDLE_MS) {
+		c->s->st.tcp_paws_rejected++;
+		if (c->state != TCP_TIME_WAIT)
+			send_ack(c);
+		return false;
+	}
+	return true;
+}
+
 /* A segment for an existing connection; true when the mbuf was kept. */
 static bool tcb_input(struct tcb *c, struct rte_mbuf *m, const struct rte_tcp_hdr *th,
 		      uint8_t *data, uint32_t len)
@@ -1042,7 +1239,11 @@ static bool tcb_input(struct tcb *c, struct rte_mbuf *m, const struct rte_tcp_hd
 	uint8_t fl = th->tcp_flags;
 	uint32_t seq = rte_be_to_cpu_32(th->sent_seq);
 	bool fin = fl & RTE_TCP_FIN_FLAG;
+	struct tcp_opts o = {.ts = false};
+	if (c->ts_ok && !(fl & RTE_TCP_RST_FLAG) && !ts_admit(c, th, &o))
+		return false;
 	c->last_rx_ms = s->now_ms;
+	c->keep_sent = 0;
 	if (c->state == TCP_TIME_WAIT)
 		return time_wait_input(c, th);
 	/* Room made since our last segment counts now, not only once an ACK
@@ -1053,6 +1254,13 @@ static bool tcb_input(struct tcb *c, struct rte_mbuf *m, const struct rte_tcp_hd
 		if (!(fl & RTE_TCP_RST_FLAG))
 			send_ack(c);
 		return false;
+	}
+	/* RFC 7323 4.3: echo the timestamp of the segment that our last ACK
+	 * asked for (the oldest unacknowledged one: delayed ACKs and holes
+	 * then count in the sender's RTT, as they should). */
+	if (o.ts && SEQ_LEQ(seq, c->last_ack_sent)) {
+		c->ts_recent = o.tsval;
+		c->ts_recent_ms = s->now_ms;
 	}
 	if (fl & RTE_TCP_RST_FLAG) {
 		s->st.tcp_rst_in++;
@@ -1066,7 +1274,7 @@ static bool tcb_input(struct tcb *c, struct rte_mbuf *m, const struct rte_tcp_hd
 		challenge_ack(c); /* RFC 5961 4.2 */
 		return false;
 	}
-	if (!(fl & RTE_TCP_ACK_FLAG) || !ack_input(c, th, seq, len))
+	if (!(fl & RTE_TCP_ACK_FLAG) || !ack_input(c, th, &o, seq, len))
 		return false;
 	if (c->rcv_adv == c->rcv_nxt && (len || fin)) {
 		/* Zero window: the ACK counted, the data does not fit. Answer
@@ -1098,19 +1306,14 @@ static uint32_t cookie_make(struct stack *s, const struct cookie_in *in)
 	return ((in->t & 31) << 27) | (in->meta << 19) | h;
 }
 
-struct syn_opts {
-	uint16_t mss;
-	int ws; /* -1: not offered */
-	bool sack;
-};
-
-static void syn_options(const struct rte_tcp_hdr *th, struct syn_opts *o)
+static void syn_options(const struct rte_tcp_hdr *th, struct tcp_opts *o)
 {
 	const uint8_t *p = (const uint8_t *)(th + 1);
 	const uint8_t *end = (const uint8_t *)th + ((th->data_off >> 4) * 4);
 	o->mss = 536;
 	o->ws = -1;
 	o->sack = false;
+	o->ts = false;
 	while (p < end) {
 		if (*p == 0)
 			break;
@@ -1126,14 +1329,48 @@ static void syn_options(const struct rte_tcp_hdr *th, struct syn_opts *o)
 			o->ws = p[2] > 14 ? 14 : p[2];
 		else if (p[0] == 4 && p[1] == 2)
 			o->sack = true;
+		else if (p[0] == 8 && p[1] == 10)
+			ts_read(p, o);
 		p += p[1];
 	}
+}
+
+/* Our SYN-ACK's options, each only when the SYN offered it: MSS, then
+ * SACK-permitted and the timestamp (SACK-permitted taking the place of the
+ * timestamp's NOPs, as Linux lays them out), then window scale. */
+static uint8_t syn_ack_options(const struct stack *s, const struct tcp_opts *so, uint32_t tsval,
+			       uint8_t *opt)
+{
+	uint16_t our_mss = (uint16_t)(s->mtu - 40);
+	uint8_t k = 0;
+	opt[k++] = 2;
+	opt[k++] = 4;
+	opt[k++] = (uint8_t)(our_mss >> 8);
+	opt[k++] = (uint8_t)our_mss;
+	if (so->ts) {
+		uint8_t *ts = opt + k;
+		k += ts_option(ts, tsval, so->tsval);
+		if (so->sack) {
+			ts[0] = 4;
+			ts[1] = 2;
+		}
+	} else if (so->sack) {
+		const uint8_t sack[4] = {1, 1, 4, 2};
+		memcpy(opt + k, sack, sizeof sack);
+		k += sizeof sack;
+	}
+	if (so->ws >= 0) {
+		const uint8_t ws[4] = {1, 3, 3, RCV_WS};
+		memcpy(opt + k, ws, sizeof ws);
+		k += sizeof ws;
+	}
+	return k;
 }
 
 static void syn_ack_send(struct stack *s, const struct rte_ipv4_hdr *ip,
 			 const struct rte_tcp_hdr *th, const struct rte_ether_addr *mac)
 {
-	struct syn_opts so;
+	struct tcp_opts so;
 	syn_options(th, &so);
 	unsigned mi = 0;
 	while (mi < 7 && cookie_mss[mi + 1] <= so.mss)
@@ -1142,18 +1379,7 @@ static void syn_ack_send(struct stack *s, const struct rte_ipv4_hdr *ip,
 	struct cookie_in in = {ip->src_addr, th->src_port, th->dst_port,
 			       rte_be_to_cpu_32(th->sent_seq), (uint32_t)(s->now_ms >> 16), meta};
 	uint32_t isn = cookie_make(s, &in);
-	uint16_t our_mss = (uint16_t)(s->mtu - 40);
-	uint8_t opt[12] = {2, 4, (uint8_t)(our_mss >> 8), (uint8_t)our_mss, 1, 1, 4, 2, 1, 3, 3,
-			   RCV_WS};
-	uint8_t optlen = 4;
-	if (so.sack)
-		optlen += 4;
-	if (so.ws >= 0) {
-		/* Window scale right after MSS when there is no SACK-permitted. */
-		if (!so.sack)
-			memcpy(opt + 4, opt + 8, 4);
-		optlen += 4;
-	}
+	uint32_t tsval = (uint32_t)s->now_ms + ts_offset(s, ip->src_addr, th->src_port, th->dst_port);
 	struct seg_out o = {.pip = ip->src_addr,
 			    .pport = th->src_port,
 			    .lport = th->dst_port,
@@ -1161,9 +1387,8 @@ static void syn_ack_send(struct stack *s, const struct rte_ipv4_hdr *ip,
 			    .seq = isn,
 			    .ack = in.peer_isn + 1,
 			    .flags = RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG,
-			    .win = RCVBUF > 65535 ? 65535 : RCVBUF,
-			    .opt = opt,
-			    .optlen = optlen};
+			    .win = RCVBUF > 65535 ? 65535 : RCVBUF};
+	o.optlen = syn_ack_options(s, &so, tsval, o.opt);
 	uint8_t *p;
 	struct rte_mbuf *m = seg_build(s, &o, 0, &p);
 	if (m) {
@@ -1173,9 +1398,12 @@ static void syn_ack_send(struct stack *s, const struct rte_ipv4_hdr *ip,
 }
 
 /* The ACK that completes a handshake: its ack - 1 must be a cookie we made
- * in the last two time counter periods. Returns the options it carries. */
+ * in the last two time counter periods. Fills in the options the cookie
+ * carries; the timestamp is the ACK's own: we sent one in the SYN-ACK only
+ * if the SYN had one, and the peer sends one from then on only if both had
+ * (RFC 7323 3.2), so an ACK that carries one says both sides agreed. */
 static bool cookie_check(struct stack *s, const struct rte_ipv4_hdr *ip,
-			 const struct rte_tcp_hdr *th, unsigned *mss_idx, int *ws, bool *sack)
+			 const struct rte_tcp_hdr *th, struct tcp_opts *o)
 {
 	uint32_t cookie = rte_be_to_cpu_32(th->recv_ack) - 1;
 	uint32_t now_t = (uint32_t)(s->now_ms >> 16);
@@ -1186,15 +1414,30 @@ static bool cookie_check(struct stack *s, const struct rte_ipv4_hdr *ip,
 			       rte_be_to_cpu_32(th->sent_seq) - 1, now_t - age, (cookie >> 19) & 0xff};
 	if (cookie_make(s, &in) != cookie)
 		return false;
-	*mss_idx = (in.meta >> 4) & 7;
-	*ws = (int)(in.meta & 15) - 1;
-	*sack = in.meta >> 7;
+	seg_options(th, o);
+	o->mss = cookie_mss[(in.meta >> 4) & 7];
+	o->ws = (int)(in.meta & 15) - 1;
+	o->sack = in.meta >> 7;
 	return true;
+}
+
+/* The handshake's own round trip, when the ACK echoes the SYN-ACK's
+ * timestamp: the first RTO then follows the path, not RTO_INIT_MS. */
+static void ts_start(struct tcb *c, const struct tcp_opts *o)
+{
+	c->ts_ok = true;
+	c->ts_off = ts_offset(c->s, c->pip, c->pport, c->lport);
+	c->ts_recent = o->tsval;
+	c->ts_recent_ms = c->s->now_ms;
+	uint32_t r = (uint32_t)c->s->now_ms + c->ts_off - o->tsecr;
+	/* A cookie lives at most 128 s: an older echo is not ours. */
+	if (r <= 128000)
+		rtt_sample(c, r, 1);
 }
 
 static struct tcb *tcb_create(struct stack *s, const struct rte_ipv4_hdr *ip,
 			      const struct rte_tcp_hdr *th, const struct rte_ether_addr *mac,
-			      unsigned mss_idx, int ws, bool sack)
+			      const struct tcp_opts *o)
 {
 	if (s->ntcb >= s->max_tcb && s->tw_head) {
 		s->st.tcp_time_wait_reused++;
@@ -1217,10 +1460,12 @@ static struct tcb *tcb_create(struct stack *s, const struct rte_ipv4_hdr *ip,
 	c->lport = th->dst_port;
 	rte_ether_addr_copy(mac, &c->pmac);
 	c->state = TCP_ESTABLISHED;
-	c->mss = cookie_mss[mss_idx] < our_mss ? cookie_mss[mss_idx] : our_mss;
-	c->snd_ws = ws >= 0 ? (uint8_t)ws : 0;
-	c->rcv_ws = ws >= 0 ? RCV_WS : 0;
-	c->sack_ok = sack;
+	c->mss = o->mss < our_mss ? o->mss : our_mss;
+	if (o->ts)
+		c->mss -= TS_OPT_LEN; /* RFC 6691: the MSS counts options too */
+	c->snd_ws = o->ws >= 0 ? (uint8_t)o->ws : 0;
+	c->rcv_ws = o->ws >= 0 ? RCV_WS : 0;
+	c->sack_ok = o->sack;
 	c->snd_una = c->snd_nxt = c->snd_max = ack;
 	c->snd_wnd = c->max_snd_wnd = (uint32_t)rte_be_to_cpu_16(th->rx_win) << c->snd_ws;
 	c->snd_wl1 = rte_be_to_cpu_32(th->sent_seq);
@@ -1230,7 +1475,12 @@ static struct tcb *tcb_create(struct stack *s, const struct rte_ipv4_hdr *ip,
 	c->rto = RTO_INIT_MS;
 	c->rcv_nxt = rte_be_to_cpu_32(th->sent_seq);
 	c->rcv_adv = c->rcv_nxt + (RCVBUF > 65535 ? 65535 : RCVBUF); /* as our SYN-ACK said */
+	c->last_ack_sent = c->rcv_nxt;
 	c->last_rx_ms = s->now_ms;
+	if (s->keep_idle_ms)
+		c->keep_at = s->now_ms + s->keep_idle_ms;
+	if (o->ts)
+		ts_start(c, o);
 	uint32_t b = tuple_hash(s, c->pip, c->pport, c->lport);
 	c->hnext = s->buckets[b];
 	s->buckets[b] = c;
@@ -1277,16 +1527,14 @@ static bool listen_input(struct stack *s, struct rte_mbuf *m, const struct rte_i
 		syn_ack_send(s, ip, th, mac);
 		return false;
 	}
-	unsigned mss_idx;
-	int ws;
-	bool sack;
+	struct tcp_opts o;
 	if ((fl & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG)) != RTE_TCP_ACK_FLAG ||
-	    !cookie_check(s, ip, th, &mss_idx, &ws, &sack)) {
+	    !cookie_check(s, ip, th, &o)) {
 		s->st.syn_cookies_bad++;
 		send_rst_for(s, ip, th, seglen, mac);
 		return false;
 	}
-	struct tcb *c = tcb_create(s, ip, th, mac, mss_idx, ws, sack);
+	struct tcb *c = tcb_create(s, ip, th, mac, &o);
 	if (!c) {
 		send_rst_for(s, ip, th, seglen, mac);
 		return false;
@@ -1296,10 +1544,25 @@ static bool listen_input(struct stack *s, struct rte_mbuf *m, const struct rte_i
 	return tcb_input(c, m, th, data, len);
 }
 
-/* The one's complement sum over the pseudo header and the segment,
- * checksum field included, is all ones when the segment is intact. */
-static bool checksum_ok(const struct rte_ipv4_hdr *ip, const struct rte_tcp_hdr *th, size_t l4)
+/* The port's verdict where it checks TCP checksums and looked at this
+ * segment (NONE: the data's integrity verified, the field not filled in).
+ * Else ours: the one's complement sum over the pseudo header and the
+ * segment, checksum field included, is all ones when the segment is
+ * intact. */
+static bool checksum_ok(const struct stack *s, const struct rte_mbuf *m,
+			const struct rte_ipv4_hdr *ip, const struct rte_tcp_hdr *th, size_t l4)
 {
+	if (s->rx_offloads & RTE_ETH_RX_OFFLOAD_TCP_CKSUM) {
+		switch (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) {
+		case RTE_MBUF_F_RX_L4_CKSUM_GOOD:
+		case RTE_MBUF_F_RX_L4_CKSUM_NONE:
+			return true;
+		case RTE_MBUF_F_RX_L4_CKSUM_BAD:
+			return false;
+		default: /* UNKNOWN: not looked at */
+			break;
+		}
+	}
 	return stack_l4_cksum(ip, th, l4) == 0xffff;
 }
 
@@ -1317,7 +1580,7 @@ void tcp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
 		rte_pktmbuf_free(m);
 		return;
 	}
-	if (!checksum_ok(ip, th, l4)) {
+	if (!checksum_ok(s, m, ip, th, l4)) {
 		s->st.tcp_bad_csum++;
 		rte_pktmbuf_free(m);
 		return;

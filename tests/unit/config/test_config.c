@@ -91,6 +91,10 @@ static void test_defaults(void **state)
 	assert_int_equal(c.idle_timeout_ms, 60000);
 	assert_int_equal(c.handshake_timeout_ms, 10000);
 	assert_int_equal(c.max_connections, 15000);
+	assert_int_equal(c.dpdk_keepalive_idle_ms, 120000);
+	assert_int_equal(c.dpdk_keepalive_interval_ms, 15000);
+	assert_int_equal(c.dpdk_keepalive_probes, 4);
+	assert_true(c.dpdk_checksum_offload);
 	assert_ptr_equal(c.store.data_dir, c.data_dir);
 	assert_int_equal(c.store.group_max, 256);
 	assert_int_equal(c.store.group_wait_us, 1000);
@@ -132,6 +136,12 @@ static const char full_file[] = "; every key, none at its default\n"
 				"handshake_timeout = 2500ms\n"
 				"max_connections = 20000\n"
 				"\n"
+				"[dpdk]\n"
+				"keepalive_idle = 10m\n"
+				"keepalive_interval = 500ms\n"
+				"keepalive_probes = 9\n"
+				"checksum_offload = no\n"
+				"\n"
 				"[store]\n"
 				"group_max = 128\n"
 				"group_wait = 500us\n"
@@ -172,6 +182,10 @@ static void test_full_file(void **state)
 	assert_int_equal(c.idle_timeout_ms, 90000);
 	assert_int_equal(c.handshake_timeout_ms, 2500);
 	assert_int_equal(c.max_connections, 20000);
+	assert_int_equal(c.dpdk_keepalive_idle_ms, 600000);
+	assert_int_equal(c.dpdk_keepalive_interval_ms, 500);
+	assert_int_equal(c.dpdk_keepalive_probes, 9);
+	assert_false(c.dpdk_checksum_offload);
 	assert_int_equal(c.store.group_max, 128);
 	assert_int_equal(c.store.group_wait_us, 500);
 	assert_int_equal(c.store.segment_bytes, 1ull << 30);

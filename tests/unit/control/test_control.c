@@ -30,6 +30,7 @@ static int http_port;
 
 static char last_device[256];
 static enum device_state last_state;
+static bool fake_net_stack = true; /* false: the kernel transport */
 
 static void fake_stats(void *arg, struct control_stats *out)
 {
@@ -57,6 +58,10 @@ static void fake_stats(void *arg, struct control_stats *out)
 		out->commit_latency_bucket[i] = i < 3 ? 10 * i : 30;
 	out->commit_latency_sum_us = 1500000;
 	out->commit_latency_count = 30;
+	out->net_stack = fake_net_stack;
+	out->net.syn_cookies_sent = 41;
+	out->net.tcp_accepted = 40;
+	out->net.tx_nombuf = 9007199254740993ull;
 }
 
 static int fake_reload(void *arg, const char *what, char *msg, size_t len)
@@ -507,11 +512,37 @@ static void test_metrics(void **state)
 	    "\nbeacond_revoked_serials 1000000\n",
 	    "\nbeacond_issuers 3\n",
 	    "\nbeacond_uptime_seconds 3600\n",
+	    ("# HELP beacond_net_syn_cookies_sent_total DPDK stack: SYN-ACKs sent, each carrying a "
+	     "SYN cookie.\n"),
+	    "# TYPE beacond_net_syn_cookies_sent_total counter\n",
+	    "\nbeacond_net_syn_cookies_sent_total 41\n",
+	    "\nbeacond_net_tcp_accepted_total 40\n",
+	    "\nbeacond_net_tx_nombuf_total 9007199254740993\n",
 	};
 	for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
 		if (!strstr(resp, lines[i]))
 			fail_msg("/metrics lacks: %s", lines[i]);
 	}
+	/* Every stack counter, each with its HELP. */
+#define NET_LINES(name, help) \
+	if (!strstr(resp, "# HELP beacond_net_" #name "_total DPDK stack: " help "\n") || \
+	    !strstr(resp, "\nbeacond_net_" #name "_total ")) \
+		fail_msg("/metrics lacks beacond_net_%s_total", #name);
+	TRANSPORT_NET_COUNTERS(NET_LINES)
+#undef NET_LINES
+	free(resp);
+}
+
+/* The kernel transport has no stack of ours: /metrics shows no
+ * beacond_net_ family rather than a row of false zeros. */
+static void test_metrics_kernel_no_net(void **state)
+{
+	fake_net_stack = false;
+	char *resp = http("GET", "/metrics");
+	fake_net_stack = true;
+	assert_true(!strncmp(resp, "HTTP/1.0 200 OK\r\n", 17));
+	assert_non_null(strstr(resp, "\nbeacond_uploads_total 4321\n"));
+	assert_null(strstr(resp, "beacond_net_"));
 	free(resp);
 }
 
@@ -620,6 +651,7 @@ int main(void)
 	    cmocka_unit_test(test_stale_socket_replaced),
 	    cmocka_unit_test(test_not_a_socket_refused),
 	    cmocka_unit_test(test_metrics),
+	    cmocka_unit_test(test_metrics_kernel_no_net),
 	    cmocka_unit_test(test_healthz),
 	    cmocka_unit_test(test_status_page),
 	    cmocka_unit_test(test_http_errors),

@@ -1,0 +1,97 @@
+"""The DPDK stack's counters on /metrics: beacond with backend = dpdk on a
+tap in a namespace of its own (test_dpdk.py's set-up, 198.18.0.0/15 only),
+its admin listener on the namespace's loopback. Crafted packets
+(dpdk_packets.py) and a real client provoke counted events; the
+beacond_net_*_total counters move by what was sent.
+"""
+
+import subprocess
+
+import pytest
+
+import test_dpdk
+from helpers import free_port
+from test_dpdk import _have_scapy, dpdk_server
+from trustkit import parse_metrics, wait_until
+
+pytestmark = test_dpdk.pytestmark
+
+
+@pytest.fixture(scope="module")
+def msrv(tmp_path_factory, pki):
+    mport = free_port()
+    with dpdk_server(tmp_path_factory, pki, "m",
+                     {"server": {"metrics": f"127.0.0.1:{mport}"}}) as srv:
+        srv.metrics_port = mport
+        yield srv
+
+
+def metrics_text(srv):
+    p = subprocess.run(["ip", "netns", "exec", srv.ns, "curl", "-sS", "--max-time", "5",
+                        f"http://127.0.0.1:{srv.metrics_port}/metrics"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+    assert p.returncode == 0, p.stderr.decode()
+    return p.stdout.decode()
+
+
+def net(srv):
+    """{counter: value} of the beacond_net_NAME_total samples."""
+    return {name[len("beacond_net_"):-len("_total")]: v
+            for (name, _), v in parse_metrics(metrics_text(srv)).items()
+            if name.startswith("beacond_net_")}
+
+
+def test_every_counter_has_help_and_type(msrv):
+    text = metrics_text(msrv)
+    names = [ln.split()[0] for ln in text.splitlines() if ln.startswith("beacond_net_")]
+    for must in ("rx_frames", "tcp_bad_csum", "ip_bad_csum", "ip_fragments", "syn_cookies_sent",
+                 "syn_cookies_bad", "tcp_rst_sent", "tcp_challenge_acks", "tcp_unacceptable",
+                 "tcp_retransmits", "icmp_echo_replies", "arp_replies_sent",
+                 "tcp_time_wait_reused", "tx_frames"):
+        assert f"beacond_net_{must}_total" in names, must
+    assert len(names) == len(set(names)), "a counter twice"
+    for n in names:
+        assert n.endswith("_total"), n
+        assert f"\n# HELP {n} DPDK stack: " in text, f"{n}: no HELP"
+        assert f"\n# TYPE {n} counter\n" in text, f"{n}: no TYPE"
+
+
+def test_counters_move(msrv):
+    """Each provoked event moves its counter: exactly, where nothing else
+    in the namespace sends that kind of packet; at least, where the
+    peer's own traffic may add to it."""
+    if not _have_scapy():
+        pytest.skip("python3-scapy is not installed")
+    before = net(msrv)
+    assert before["tcp_accepted"] >= 1  # start-up's download
+    msrv.packets("counted")          # bad IP checksum, fragment, closed port, echo
+    msrv.packets("bad_checksum")     # two bad TCP checksums, one connection
+    msrv.packets("rst_window")       # out-of-window RST, challenge ACKs, RSTs in
+    msrv.packets("rto_from_timestamps")  # two unACKed answers: retransmits
+    p = msrv.curl("/ManageSoftDL/policy.xml")  # a normal connection
+    assert p.returncode == 0, p.stderr.decode()
+
+    exact = {"ip_bad_csum": 1, "ip_fragments": 1, "icmp_in": 1, "icmp_echo_replies": 1,
+             "tcp_bad_csum": 2}
+    at_least = {"tcp_unacceptable": 1, "tcp_no_listener": 1, "tcp_rst_sent": 1, "tcp_rst_in": 3,
+                "tcp_challenge_acks": 2, "syn_cookies_sent": 5, "tcp_accepted": 5,
+                "tcp_retransmits": 2, "tcp_rto_expiries": 2, "arp_in": 4,
+                "arp_replies_sent": 4, "tcp_in": 20, "ip_in": 20, "rx_frames": 20,
+                "tx_frames": 20}
+
+    def delta():
+        now = net(msrv)
+        return {k: now[k] - before[k] for k in now}
+
+    def moved():
+        d = delta()
+        return (all(d[k] >= v for k, v in exact.items())
+                and all(d[k] >= v for k, v in at_least.items()))
+
+    # The workers publish every 100 ms.
+    assert wait_until(moved, 3), delta()
+    d = delta()
+    for k, v in exact.items():
+        assert d[k] == v, (k, d)
+    assert all(v >= 0 for v in d.values()), d  # counters only grow
+    msrv.assert_alive()
