@@ -12,9 +12,10 @@ WOLFSSL_VERSION=5.7.2
 # features compiled in grow each connection's WOLFSSL object or keep
 # handshake state alive after the handshake (--enable-all's session
 # certificate slots, alternate chains, post-handshake auth, secure
-# renegotiation). With --enable-all an idle mutual-TLS connection cost
-# beacond about 62 KiB of RSS; with this list, about 12 KiB (perf/agentsim
-# --mode idle, 2,000 TLS 1.3 connections, one worker).
+# renegotiation). With --enable-all and the client's certificate kept, an
+# idle mutual-TLS connection cost beacond about 62 KiB of RSS; with this
+# list and NO_KEEP_PEER_CERT below, about 6 KiB (perf/agentsim --mode idle,
+# 2,000 TLS 1.3 connections, one worker).
 #   opensslextra: the X509/X509_NAME/GENERAL_NAME calls of tls.c, the CA name
 #     list, set1_sigalgs_list, set_groups
 #   session-ticket: resumption; crl: the revocation index's signature checks
@@ -30,13 +31,16 @@ WOLFSSL_FLAGS="--enable-tls13 --disable-oldtls --disable-sslv3 --enable-openssle
 prefix="$top/.deps/wolfssl"
 # ALWAYS_VERIFY_CB: the verify callback sees every client certificate,
 # including a good one, to check usage and identity.
-# KEEP_PEER_CERT: forced on by the OpenSSL compatibility layer anyway.
+# NO_KEEP_PEER_CERT (scripts/wolfssl-patches/no-keep-peer-cert.patch): the
+# callback gets each certificate as a temporary X509; no connection keeps a
+# decoded copy of its client's certificate after the handshake (tls.c has
+# copied the identity out by then).
 # TICKET_EXTRA_PADDING_SZ: room in each session ticket for the client
 # certificate's identity, so a resumed session can be checked against the
 # trust snapshot of today, not of the day the ticket was issued.
 # MAX_CHAIN_DEPTH: agents send a leaf and at most a few intermediates
 # (longer chains are refused, as before).
-WOLFSSL_CFLAGS="-O2 -DWOLFSSL_ALWAYS_VERIFY_CB -DKEEP_PEER_CERT -DWOLFSSL_TICKET_EXTRA_PADDING_SZ=384 -DMAX_CHAIN_DEPTH=4"
+WOLFSSL_CFLAGS="-O2 -DWOLFSSL_ALWAYS_VERIFY_CB -DWOLFSSL_NO_KEEP_PEER_CERT -DWOLFSSL_TICKET_EXTRA_PADDING_SZ=384 -DMAX_CHAIN_DEPTH=4"
 # Our patches on top of Debian's (each says why at its top).
 patches=("$top"/scripts/wolfssl-patches/*.patch)
 stamp="$prefix/.built-$WOLFSSL_VERSION-$(cat <(echo "$WOLFSSL_FLAGS $WOLFSSL_CFLAGS") "${patches[@]}" | md5sum | cut -c1-8)"
