@@ -8,29 +8,51 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 
 WOLFSSL_VERSION=5.7.2
-WOLFSSL_FLAGS="--enable-all --enable-aesni --enable-intelasm --enable-sp --enable-sp-asm --disable-examples --disable-crypttests --disable-oldtls --disable-sslv3 --enable-static --disable-shared"
+# Only what beacond, its tests and perf/agentsim use, not --enable-all:
+# features compiled in grow each connection's WOLFSSL object or keep
+# handshake state alive after the handshake (--enable-all's session
+# certificate slots, alternate chains, post-handshake auth, secure
+# renegotiation). With --enable-all and the client's certificate kept, an
+# idle mutual-TLS connection cost beacond about 62 KiB of RSS; with this
+# list and NO_KEEP_PEER_CERT below, about 6 KiB (perf/agentsim --mode idle,
+# 2,000 TLS 1.3 connections, one worker).
+#   opensslextra: the X509/X509_NAME/GENERAL_NAME calls of tls.c, the CA name
+#     list, set1_sigalgs_list, set_groups
+#   session-ticket: resumption; crl: the revocation index's signature checks
+#   certgen, certext, keygen: perf/agentsim's agent certificates (certs.c)
+#   curve25519, chacha/poly1305, aesgcm, ecc, rsapss, sni, supportedcurves:
+#     the groups, suites and signatures tls.c allows and agentsim sends
+WOLFSSL_FLAGS="--enable-tls13 --disable-oldtls --disable-sslv3 --enable-opensslextra \
+--enable-session-ticket --enable-crl --enable-certgen --enable-certext --enable-keygen \
+--enable-ecc --enable-curve25519 --enable-aesgcm --enable-chacha --enable-poly1305 \
+--enable-rsapss --enable-sni --enable-supportedcurves \
+--enable-aesni --enable-intelasm --enable-sp --enable-sp-asm \
+--disable-examples --disable-crypttests --enable-static --disable-shared"
 prefix="$top/.deps/wolfssl"
-# KEEP_PEER_CERT and ALWAYS_VERIFY_CB: the verify callback sees every
-# client certificate, including a good one, to check usage and identity.
+# ALWAYS_VERIFY_CB: the verify callback sees every client certificate,
+# including a good one, to check usage and identity.
+# NO_KEEP_PEER_CERT (scripts/wolfssl-patches/no-keep-peer-cert.patch): the
+# callback gets each certificate as a temporary X509; no connection keeps a
+# decoded copy of its client's certificate after the handshake (tls.c has
+# copied the identity out by then).
 # TICKET_EXTRA_PADDING_SZ: room in each session ticket for the client
 # certificate's identity, so a resumed session can be checked against the
 # trust snapshot of today, not of the day the ticket was issued.
-# MAX_CHAIN_DEPTH/MAX_X509_SIZE: every connection's session keeps a copy of
-# the peer's chain in fixed slots; --enable-all's 9 slots of 4 KiB made each
-# connection cost 56 KiB before its first byte. Agents send a leaf and at
-# most a few intermediates of a few KiB each: 4 slots of 3 KiB (a client
-# Certificate message of up to 12 KiB).
-# (--enable-all also forces alternate chains on, which keeps a second set of
-# these slots: a third of what is left per connection, not removable here.)
-WOLFSSL_CFLAGS="-O2 -DWOLFSSL_ALWAYS_VERIFY_CB -DKEEP_PEER_CERT -DWOLFSSL_TICKET_EXTRA_PADDING_SZ=384 -DMAX_CHAIN_DEPTH=4 -DMAX_X509_SIZE=3072"
-stamp="$prefix/.built-$WOLFSSL_VERSION-$(echo "$WOLFSSL_FLAGS $WOLFSSL_CFLAGS" | md5sum | cut -c1-8)"
+# MAX_CHAIN_DEPTH: agents send a leaf and at most a few intermediates
+# (longer chains are refused, as before).
+# GETRANDOM: RNG seeds from getrandom(2), one system call, instead of
+# open/read/close of /dev/urandom (wolfSSL seeds three RNGs per handshake).
+WOLFSSL_CFLAGS="-O2 -DWOLFSSL_ALWAYS_VERIFY_CB -DWOLFSSL_NO_KEEP_PEER_CERT -DWOLFSSL_TICKET_EXTRA_PADDING_SZ=384 -DMAX_CHAIN_DEPTH=4 -DWOLFSSL_GETRANDOM"
+# Our patches on top of Debian's (each says why at its top).
+patches=("$top"/scripts/wolfssl-patches/*.patch)
+stamp="$prefix/.built-$WOLFSSL_VERSION-$(cat <(echo "$WOLFSSL_FLAGS $WOLFSSL_CFLAGS") "${patches[@]}" | md5sum | cut -c1-8)"
 
 PACKAGES=(
   build-essential meson ninja-build pkg-config
   liblmdb-dev lmdb-utils liburing-dev libdpdk-dev dpdk libinih-dev
   libcmocka-dev libcjson-dev python3 python3-pytest curl openssl iproute2
   autoconf automake libtool dpkg-dev clang libclang-rt-14-dev python3-scapy
-  clang-tidy cppcheck libisal-dev
+  clang-tidy cppcheck libisal-dev patch
 )
 
 need_apt=0
@@ -80,6 +102,9 @@ dir=$(find "$src" -maxdepth 1 -type d -name "wolfssl-$WOLFSSL_VERSION*" | head -
 echo "setup: building wolfSSL $ver (Debian patches applied) into $prefix"
 (
   cd "$dir"
+  for p in "${patches[@]}"; do
+    patch -p1 -s < "$p" || { echo "setup: $p does not apply" >&2; exit 1; }
+  done
   ./autogen.sh >/dev/null 2>&1 || autoreconf -fi >/dev/null
   CFLAGS="$WOLFSSL_CFLAGS" \
   ./configure --prefix="$prefix" $WOLFSSL_FLAGS >/dev/null
