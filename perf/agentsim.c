@@ -57,6 +57,8 @@ static void usage(FILE *f)
 "  --expect LIST           accepted HTTP statuses (default 201)\n"
 "  --timeout S             per phase: connect+handshake, request (default 10)\n"
 "  --ready-file F          idle: create F once every connection is up\n"
+"  --source ADDR           connect from this IPv4 address (several agentsims on\n"
+"                          different ones get past one address's ~64k ports)\n"
 "  --quiet                 no progress lines\n");
 }
 
@@ -135,7 +137,7 @@ enum {
 	OPT_MODE = 256, OPT_TLS, OPT_CIPHERS, OPT_CERTS, OPT_CA_CERT, OPT_CA_KEY,
 	OPT_CACHE, OPT_SERVER_CA, OPT_SNI, OPT_CONC, OPT_THREADS, OPT_DURATION,
 	OPT_REQUESTS, OPT_RATE, OPT_BODY, OPT_BODY_MIN, OPT_BODY_MAX, OPT_EXPECT,
-	OPT_TIMEOUT, OPT_READY, OPT_QUIET, OPT_HELP,
+	OPT_TIMEOUT, OPT_READY, OPT_SOURCE, OPT_QUIET, OPT_HELP,
 };
 
 static const struct option long_opts[] = {
@@ -159,6 +161,7 @@ static const struct option long_opts[] = {
 	{ "expect", required_argument, NULL, OPT_EXPECT },
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 	{ "ready-file", required_argument, NULL, OPT_READY },
+	{ "source", required_argument, NULL, OPT_SOURCE },
 	{ "quiet", no_argument, NULL, OPT_QUIET },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ 0 },
@@ -193,6 +196,9 @@ static int apply_option(struct sim_options *o, int opt, const char *arg)
 	case OPT_EXPECT: return parse_expect(arg, o);
 	case OPT_TIMEOUT: o->timeout_s = strtod(arg, NULL); return o->timeout_s > 0 ? 0 : -1;
 	case OPT_READY: o->ready_file = arg; return 0;
+	case OPT_SOURCE:
+		o->source.sin_family = AF_INET;
+		return inet_pton(AF_INET, arg, &o->source.sin_addr) == 1 ? 0 : -1;
 	case OPT_QUIET: o->quiet = true; return 0;
 	case OPT_HELP: usage(stdout); exit(0);
 	default: return -1;
@@ -317,6 +323,16 @@ static bool idle_all_up(const struct sim_options *o, const struct totals *s)
 		s->errors[ERR_HANDSHAKE] + s->errors[ERR_TIMEOUT] >= o->concurrency;
 }
 
+/* SIGTERM or SIGINT ends the run early, results still printed: a script
+ * holding idle connections from several agentsims stops them all at once. */
+static volatile sig_atomic_t sim_signalled;
+
+static void on_stop_signal(int sig)
+{
+	(void)sig;
+	sim_signalled = 1;
+}
+
 static void touch(const char *path)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -349,6 +365,8 @@ static double supervise(const struct sim_options *o, struct sim_thread *t)
 			prev = cur;
 			next_line += 1000000000ULL;
 		}
+		if (sim_signalled)
+			break;
 		if (o->mode == MODE_IDLE) {
 			if (hold_from && now - hold_from >= (uint64_t)(o->duration_s * 1e9))
 				break;
@@ -409,6 +427,9 @@ int main(int argc, char **argv)
 	if (parse_args(argc, argv, &o) < 0)
 		return 2;
 	signal(SIGPIPE, SIG_IGN);
+	struct sigaction sa = { .sa_handler = on_stop_signal };
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
 	wolfSSL_Init();
 	if (agents_load_or_make(&agents, &o) < 0 ||
 	    body_pool_make(&bodies, o.body_max) < 0)

@@ -31,6 +31,7 @@ extern const char *const err_kind_names[ERR_KINDS];
 
 struct sim_options {
 	struct sockaddr_in addr;
+	struct sockaddr_in source;	/* sin_family 0: the kernel's choice */
 	char host[256 + 8];	/* Host header (and SNI when --sni) */
 	const char *sni;
 	enum sim_mode mode;

@@ -213,6 +213,16 @@ static int tcp_socket(const struct sim_options *o)
 	if (fd < 0)
 		return -1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	/* IP_BIND_ADDRESS_NO_PORT: the port is picked at connect(), per
+	 * 4-tuple, so each source address has the whole ephemeral range */
+	if (o->source.sin_family &&
+	    (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one) != 0 ||
+	     bind(fd, (const struct sockaddr *)&o->source, sizeof o->source) != 0)) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
 	if (connect(fd, (const struct sockaddr *)&o->addr, sizeof o->addr) != 0 &&
 	    errno != EINPROGRESS) {
 		close(fd);

@@ -3,6 +3,7 @@
 # transport against the DPDK transport, same agentsim load (issue 5 item 6).
 #
 #   perf/transports.sh [--duration S] [--out FILE]     (root: namespaces, tap)
+#   perf/transports.sh --idle N [--dpdk-mem MB] [--out FILE]
 #
 # kernel: beacond (backend = kernel) in namespace bptsNNN at 198.18.0.1/15 on
 #         one end of a veth pair; agentsim in namespace bptcNNN at
@@ -20,6 +21,22 @@
 # /proc/PID/stat. Traffic only to 198.18.0.0/15 inside namespaces this
 # script creates; they are deleted at the end.
 #
+# --idle N (instead of the scenarios above; issue 6 item 4): N idle mutual-TLS
+# connections (TLS 1.3, full handshake, then silence) held open to beacond
+# over DPDK, and min(N, 15000) over both transports for a comparison at the
+# same N (the kernel transport needs a descriptor per connection and this
+# machine caps a process at 20,000). Reports beacond's VmRSS growth per held
+# connection (/proc/PID/status before the first connection and once all are
+# up) and how many were held, from beacond's own count (beaconctl stats),
+# the client side's ESTABLISHED sockets (ss) and agentsim's. agentsim is
+# one process per 15,000 connections (open files again), each from its own
+# source address 198.18.0.2, .3, ... (IP_BIND_ADDRESS_NO_PORT), at most two
+# processes to an address so 30,000 fit in its 64,511 ephemeral ports. The
+# benchmark's beacond.conf raises [limits] max_connections to N + 5000 and
+# idle_timeout to 1h (the ramp takes minutes), as a user would; the client
+# namespace gets ip_local_port_range 1024-65535. --dpdk-mem gives the EAL's
+# -m (default 256). Writes perf/out/transports-idle.md / .jsonl.
+#
 # A tap makes the kernel do the packet work on the other side, so the DPDK
 # figures say nothing about a real NIC; DPDK's polling worker burns its core
 # at 100% by design, so for DPDK "per beacond CPU second" is per wall second.
@@ -27,12 +44,16 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 duration=10
-results=$root/perf/out/transports.md
+results=
+idle=
+dpdk_mem=256
 while [ $# -gt 0 ]; do
 	case $1 in
 	--duration) duration=$2; shift 2 ;;
 	--out) results=$2; shift 2 ;;
-	-h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+	--idle) idle=$2; shift 2 ;;
+	--dpdk-mem) dpdk_mem=$2; shift 2 ;;
+	-h|--help) sed -n '2,42p' "$0"; exit 0 ;;
 	*) echo "unknown option $1" >&2; exit 2 ;;
 	esac
 done
@@ -40,7 +61,8 @@ done
 
 out=$root/perf/out
 run=$(mktemp -d /tmp/beacond-transports.XXXXXX)
-jsonl=$out/transports.jsonl
+jsonl=$out/transports${idle:+-idle}.jsonl
+results=${results:-$out/transports${idle:+-idle}.md}
 commands=$run/commands.txt
 tag=$(( $$ % 100000 ))
 ns_srv=bpts$tag ns_cli=bptc$tag ns_dpdk=bptd$tag
@@ -48,16 +70,22 @@ veth_s=bpvs$tag veth_c=bpvc$tag tap=bpt$tag
 port=18443
 hz=$(getconf CLK_TCK)
 server_pid=
+sim_pids=()
 : >"$commands"
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 
-cleanup() {
-	stop_server
+drop_netns() {
 	ip netns del "$ns_srv" 2>/dev/null || true
 	ip netns del "$ns_cli" 2>/dev/null || true
 	ip netns del "$ns_dpdk" 2>/dev/null || true
 	rm -rf "/var/run/dpdk/$ns_dpdk"
+}
+
+cleanup() {
+	stop_sims
+	stop_server
+	drop_netns
 	rm -rf "$run"
 }
 trap cleanup EXIT
@@ -73,6 +101,17 @@ stop_server() {
 	kill -9 "$server_pid" 2>/dev/null || true
 	wait "$server_pid" 2>/dev/null || true
 	server_pid=
+}
+
+stop_sims() { # SIGTERM: each agentsim prints its result and closes
+	local p
+	for p in "${sim_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${sim_pids[@]}"; do
+		for _ in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -9 "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	sim_pids=()
 }
 
 cpu_split() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12, $13 }'; }
@@ -91,7 +130,7 @@ cp "$out/pki"/{server.pem,server.key,agents-ca.pem} "$run/pki/"
 	--ca-key "$out/pki/agents-ca.key" --cache "$out/agents" --requests 1 \
 	--quiet --timeout 1 https://127.0.0.1:1 >/dev/null 2>&1 || true
 
-write_conf() { # BACKEND
+write_conf() { # BACKEND [MAX_CONNECTIONS]: the second for --idle
 	rm -rf "$run/data" "$run/dl"
 	mkdir -p "$run/data" "$run/dl"
 	cat >"$run/beacond-$1.conf" <<-EOF
@@ -108,11 +147,19 @@ write_conf() { # BACKEND
 	key = $run/pki/server.key
 	issuers = $run/pki/agents-ca.pem
 	EOF
+	if [ -n "${2:-}" ]; then
+		cat >>"$run/beacond-$1.conf" <<-EOF
+
+		[limits]
+		max_connections = $2
+		idle_timeout = 1h
+		EOF
+	fi
 	if [ "$1" = dpdk ]; then
 		cat >>"$run/beacond-$1.conf" <<-EOF
 
 		[dpdk]
-		eal_args = --no-huge -m 256 --no-pci --vdev=net_tap0,iface=$tap -l 0 --file-prefix $ns_dpdk --log-level=warning
+		eal_args = --no-huge -m $dpdk_mem --no-pci --vdev=net_tap0,iface=$tap -l 0 --file-prefix $ns_dpdk --log-level=warning
 		port = 0
 		address = 198.18.0.1/15
 		mbufs = 16383
@@ -140,33 +187,34 @@ wait_tcp() { # NS
 
 # --- the two set-ups -----------------------------------------------------------
 
-start_kernel() { # -> sets server_pid, client_ns
+start_kernel() { # [MAX_CONNECTIONS] -> sets server_pid, client_ns
 	ip netns add "$ns_srv"
 	ip netns add "$ns_cli"
 	ip link add "$veth_s" netns "$ns_srv" type veth peer name "$veth_c" netns "$ns_cli"
 	ip -n "$ns_srv" addr add 198.18.0.1/15 dev "$veth_s"
 	ip -n "$ns_cli" addr add 198.18.0.2/15 dev "$veth_c"
-	for n in "$ns_srv" "$ns_cli"; do ip -n "$n" link set lo up; done
+	local ns
+	for ns in "$ns_srv" "$ns_cli"; do ip -n "$ns" link set lo up; done
 	ip -n "$ns_srv" link set "$veth_s" up
 	ip -n "$ns_cli" link set "$veth_c" up
-	write_conf kernel
+	write_conf kernel "${1:-}"
 	local cmd="ip netns exec $ns_srv taskset -c 0 $root/build/beacond -c $run/beacond-kernel.conf"
 	echo "$cmd" >>"$commands"
 	( ulimit -n 20000; exec $cmd ) >"$run/beacond-kernel.log" 2>&1 &
 	server_pid=$!
-	client_ns=$ns_cli
+	client_ns=$ns_cli client_dev=$veth_c
 	wait_log "$run/beacond-kernel.log" "$server_pid" && wait_tcp "$ns_cli" ||
 		{ cat "$run/beacond-kernel.log" >&2; return 1; }
 }
 
-start_dpdk() {
+start_dpdk() { # [MAX_CONNECTIONS]
 	ip netns add "$ns_dpdk"
-	write_conf dpdk
+	write_conf dpdk "${1:-}"
 	local cmd="ip netns exec $ns_dpdk taskset -c 0 $root/build/beacond -c $run/beacond-dpdk.conf"
 	echo "$cmd" >>"$commands"
 	( ulimit -n 20000; exec $cmd ) >"$run/beacond-dpdk.log" 2>&1 &
 	server_pid=$!
-	client_ns=$ns_dpdk
+	client_ns=$ns_dpdk client_dev=$tap
 	wait_log "$run/beacond-dpdk.log" "$server_pid" || { cat "$run/beacond-dpdk.log" >&2; return 1; }
 	ip -n "$ns_dpdk" addr add 198.18.0.2/15 dev "$tap"
 	ip -n "$ns_dpdk" link set "$tap" up
@@ -216,7 +264,145 @@ run_scenario() { # TRANSPORT SCENARIO
 	sleep 1
 }
 
+
+# --- idle connections (--idle N) -------------------------------------------------
+
+per_sim=${IDLE_PER_SIM:-15000}  # connections per agentsim: under its 20,000 open files
+kernel_max=15000  # the kernel transport: a descriptor each, 20,000 a process
+ramp_limit=480  # seconds for every connection to come up before measuring anyway
+
+rss_json() { # PID -> {"VmRSS": KiB, "RssAnon": KiB, "RssFile": KiB, "RssShmem": KiB}
+	awk '/^(VmRSS|RssAnon|RssFile|RssShmem):/ { sub(":", "", $1); printf "%s\"%s\":%s", n++ ? "," : "{", $1, $2 }
+		END { print "}" }' "/proc/$1/status"
+}
+
+beacond_conns() { # -> beacond's own connection counters, JSON
+	"$root/build/beaconctl" --socket "$run/beacond.sock" --json stats 2>/dev/null |
+		jq -c '{connections_open, connections_accepted, connections_refused,
+			handshakes_ok: .handshakes.ok, handshake_failures, timeouts}' 2>/dev/null ||
+		echo '{}'
+}
+
+established() { # client side: ESTABLISHED sockets to beacond
+	ip netns exec "$client_ns" ss -Htn state established "( dport = :$port )" | wc -l
+}
+
+sims_up() { # -> 0 once every agentsim has all its connections up (or has exited)
+	local i
+	for i in "${!sim_pids[@]}"; do
+		[ -e "$run/idle.$i.ready" ] || ! kill -0 "${sim_pids[$i]}" 2>/dev/null || return 1
+	done
+}
+
+idle_run() { # TRANSPORT N
+	local t=$1 n=$2 nsims naddr i c left src args rss0 rss1 rss2 st1 st2 est1 est2 w0 ramp sims
+	log "$t idle $n: starting beacond"
+	if ! "start_$t" $(( n + 5000 )); then
+		log "$t: beacond did not start"
+		stop_server
+		drop_netns
+		return 1
+	fi
+	log "$t: beacond pid $server_pid listening on 198.18.0.1:$port"
+	nsims=$(( (n + per_sim - 1) / per_sim ))
+	naddr=$(( (nsims + 1) / 2 ))
+	ip netns exec "$client_ns" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
+	for i in $(seq 2 "$naddr"); do
+		ip -n "$client_ns" addr add "198.18.0.$(( i + 1 ))/15" dev "$client_dev"
+	done
+	sleep 1
+	rss0=$(rss_json "$server_pid")
+	rm -f "$run"/idle.*
+	left=$n
+	w0=$(date +%s.%N)
+	for i in $(seq 0 $(( nsims - 1 ))); do
+		c=$(( left / (nsims - i) ))
+		left=$(( left - c ))
+		src=198.18.0.$(( 2 + i / 2 ))
+		args="--mode idle --tls 1.3 --concurrency $c --duration 3600 --timeout 30 --quiet \
+--ready-file $run/idle.$i.ready --source $src --certs 1000 --ca-cert $out/pki/agents-ca.pem \
+--ca-key $out/pki/agents-ca.key --cache $out/agents https://198.18.0.1:$port"
+		echo "(ulimit -n 20000; ip netns exec $client_ns taskset -c 1 $agentsim $args) &" >>"$commands"
+		( ulimit -n 20000; exec ip netns exec "$client_ns" taskset -c 1 "$agentsim" $args ) \
+			>"$run/idle.$i.json" 2>"$run/idle.$i.err" &
+		sim_pids+=($!)
+	done
+	for i in $(seq $(( ramp_limit * 10 ))); do
+		sims_up && break
+		kill -0 "$server_pid" 2>/dev/null || break
+		(( i % 100 )) || log "$t idle $n: $(beacond_conns | jq -r '"\(.connections_open) open, \(.handshakes_ok) handshakes"') after $(( i / 10 )) s"
+		sleep 0.1
+	done
+	ramp=$(awk -v a="$w0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+	sims_up || log "$t idle $n: not all up after $ramp s; measuring what is held"
+	if ! kill -0 "$server_pid" 2>/dev/null; then
+		log "beacond died during $t idle $n"
+		tail -20 "$run/beacond-$t.log" >&2
+		stop_sims
+		server_pid=
+		drop_netns
+		return 1
+	fi
+	sleep 2
+	rss1=$(rss_json "$server_pid") st1=$(beacond_conns) est1=$(established)
+	log "$t idle $n: all up in $ramp s: beacond $(echo "$st1" | jq -c .), client ESTABLISHED $est1, VmRSS $(echo "$rss0" | jq .VmRSS) -> $(echo "$rss1" | jq .VmRSS) KiB"
+	# held, not merely opened: the same count 10 s later
+	sleep 10
+	rss2=$(rss_json "$server_pid") st2=$(beacond_conns) est2=$(established)
+	stop_sims
+	sims=$(for i in $(seq 0 $(( nsims - 1 ))); do tail -1 "$run/idle.$i.json"; done | jq -sc '
+		{processes: length, handshakes: (map(.handshakes) | add),
+		 connections_open: (map(.connections_open) | add),
+		 errors: (map(.errors) | reduce .[] as $e ({}; . as $a | $e | with_entries(.value += ($a[.key] // 0)))),
+		 handshake_p50_ms: (map(.latency_ms.p50) | max)}')
+	for i in $(seq 0 $(( nsims - 1 ))); do sed "s/^/    [agentsim $i] /" "$run/idle.$i.err" >&2; done
+	jq -nc --arg transport "$t" --argjson n "$n" --argjson sources "$naddr" --argjson ramp "$ramp" \
+		--argjson rss0 "$rss0" --argjson rss1 "$rss1" --argjson rss2 "$rss2" \
+		--argjson st1 "$st1" --argjson st2 "$st2" --argjson est1 "$est1" --argjson est2 "$est2" \
+		--argjson sims "$sims" --arg eal "$( [ "$t" = dpdk ] && echo "-m $dpdk_mem" )" '
+		($st1.connections_open // 0) as $held
+		| {transport: $transport, n: $n, eal_mem: $eal, source_addresses: $sources, ramp_s: $ramp,
+		   held_beacond: $held, held_beacond_10s_later: $st2.connections_open,
+		   held_client_established: $est1, held_client_established_10s_later: $est2,
+		   agentsim: $sims, beacond: $st2, rss_before_kib: $rss0, rss_held_kib: $rss1, rss_10s_later_kib: $rss2,
+		   kib_per_conn: (if $held > 0 then (($rss1.VmRSS - $rss0.VmRSS) / $held * 100 | round) / 100 else null end),
+		   anon_kib_per_conn: (if $held > 0 then (($rss1.RssAnon - $rss0.RssAnon) / $held * 100 | round) / 100 else null end)}' >>"$jsonl"
+	log "$t idle $n: $(tail -1 "$jsonl" | jq -c '{held_beacond, held_client_established, kib_per_conn, anon_kib_per_conn}')"
+	kill -0 "$server_pid" 2>/dev/null || log "beacond died during $t idle $n"
+	stop_server
+	cp "$run/beacond-$t.log" "$out/transports-idle-beacond-$t-$n.log" 2>/dev/null || true
+	drop_netns
+}
+
+idle_report() {
+	echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM, kernel $(uname -r)"
+	echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), beacond commit $(git -C "$root" rev-parse --short HEAD)"
+	echo
+	echo "| transport | asked | held: beacond / client ESTABLISHED (10 s later) | ramp s | beacond VmRSS before -> held, MiB | KiB per connection (VmRSS) | RssAnon KiB per connection | agentsim errors |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+	jq -r '
+		def mib: (. / 1024 * 10 | round) / 10;
+		"| \(.transport)\(if .eal_mem != "" then " (EAL \(.eal_mem))" else "" end) | \(.n) | \(.held_beacond) / \(.held_client_established) (\(.held_beacond_10s_later) / \(.held_client_established_10s_later)) | \(.ramp_s) | \(.rss_before_kib.VmRSS | mib) -> \(.rss_held_kib.VmRSS | mib) | \(.kib_per_conn) | \(.anon_kib_per_conn) | \(.agentsim.errors | to_entries | map(select(.value > 0) | "\(.key) \(.value)") | if length == 0 then "0" else join(", ") end) |"
+	' "$jsonl"
+	echo
+	echo '```'
+	cat "$commands"
+	echo '```'
+}
+
 # --- run -------------------------------------------------------------------------
+
+if [ -n "$idle" ]; then
+	: >"$jsonl"
+	echo "perf/transports.sh --idle $idle --dpdk-mem $dpdk_mem" >"$commands"
+	small=$(( idle < kernel_max ? idle : kernel_max ))
+	idle_run kernel "$small" || true
+	idle_run dpdk "$small" || true
+	[ "$idle" -le "$small" ] || idle_run dpdk "$idle" || true
+	idle_report >"$results"
+	cat "$results"
+	exit 0
+fi
 
 : >"$jsonl"
 echo "perf/transports.sh --duration $duration" >"$commands"
