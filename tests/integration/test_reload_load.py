@@ -28,8 +28,10 @@ import ssl
 import threading
 import time
 
-from helpers import client_context
+from helpers import BEACOND, client_context
 from trustkit import ctl, drop, make_crl, rss_kib, upload
+
+UNDER_ASAN = BEACOND.exists() and b"__asan_init" in BEACOND.read_bytes()
 
 RELOAD_SECONDS = float(os.environ.get("BEACON_RELOAD_SECONDS", "10"))
 WARMUP_SECONDS = 3.0
@@ -204,7 +206,9 @@ def test_reload_under_load(start_server, pki, tmp_path):
     assert any(a[3] for a in after_rev), "no resumption attempt by agent2 after revocation"
     assert not any(a[4] for a in after_rev), "a revoked agent2 session was resumed"
 
-    # No snapshot leak.
+    # No snapshot leak. Under AddressSanitizer every free goes through its
+    # quarantine (up to 256 MiB) first, so RSS grows whatever beacond does;
+    # LeakSanitizer checks that build for leaks at exit instead.
     grew = after["VmRSS"] - base["VmRSS"]
-    assert grew <= RSS_SLACK_KIB, (
+    assert UNDER_ASAN or grew <= RSS_SLACK_KIB, (
         f"VmRSS grew {grew} KiB over {load.reloads} reloads (limit {RSS_SLACK_KIB}): {summary}")
