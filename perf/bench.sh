@@ -399,7 +399,10 @@ run_server() { # SERVER
 	done
 	for sc in "${list[@]}"; do
 		v=$(variant_for "$sc")
-		if [ -z "$server_pid" ] || [ "$v" != "$server_variant" ]; then
+		# idle starts on a fresh server: one that ran the other scenarios
+		# has freed heap to place the idle connections in, and its RSS
+		# would not grow with them.
+		if [ -z "$server_pid" ] || [ "$v" != "$server_variant" ] || [ "$sc" = idle ]; then
 			stop_server
 			sleep 1
 			start_server "$1" "$v" || continue
