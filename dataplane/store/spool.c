@@ -316,8 +316,13 @@ struct segment *spool_packed_reserve(struct store_worker *w, struct store_upload
 		u->seg_wait_next = seg->waiters;
 		seg->waiters = u;
 	}
-	if (seg->tail >= w->s->cfg.segment_bytes)
-		spool_segment_seal(seg);
+	if (seg->tail >= w->s->cfg.segment_bytes) {
+		/* Full: it takes no new record and the worker lets go of it;
+		 * never the last reference, the upload holds one. */
+		seg->sealed = true;
+		w->packed = NULL;
+		seg->refs--;
+	}
 	return seg;
 }
 
@@ -342,8 +347,12 @@ void spool_segment_seal(struct segment *seg)
 
 void spool_pool_give_back_space(struct store_worker *w)
 {
-	while (w->pool)
-		spool_segment_seal(w->pool);
+	for (struct segment *seg = w->pool, *next; seg; seg = next) {
+		next = seg->pool_next;
+		pool_remove(seg);
+		seg->sealed = true;
+		spool_segment_unref(seg);
+	}
 }
 
 void spool_segment_put_back(struct segment *seg, uint64_t tail)

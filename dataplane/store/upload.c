@@ -517,12 +517,10 @@ ssize_t store_upload_write(struct store_upload *u, const void *data, size_t len,
 	const uint8_t *p = data;
 	size_t taken = 0;
 	while (taken < len) {
-		uint8_t *at;
+		uint8_t *at = NULL;
 		ssize_t room = store_upload_window(u, &at, wake, arg);
-		if (room < 0 && taken == 0)
-			return room;
-		if (room <= 0)
-			break;
+		if (room <= 0 || !at)
+			return taken == 0 && room < 0 ? room : (ssize_t)taken;
 		size_t n = len - taken < (size_t)room ? len - taken : (size_t)room;
 		memcpy(at, p + taken, n);
 		upload_take(u, n);

@@ -48,7 +48,7 @@ static void arp_share(struct stack *s, uint32_t ip, const struct rte_ether_addr 
 
 void arp_drain(struct stack *s)
 {
-	struct arp_news n[16];
+	struct arp_news n[16] = {0}; /* the dequeue fills n[0..k); the analyzer cannot tell */
 	if (!s->arp_rings)
 		return;
 	unsigned k = rte_ring_dequeue_burst_elem(s->arp_rings[s->queue], n, sizeof *n, 16, NULL);
