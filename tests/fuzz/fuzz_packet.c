@@ -21,6 +21,8 @@
 #include "beacon/ring.h"
 #include "beacon/transport.h"
 
+#include "../common/null_port.h"
+
 #include "../../dataplane/net/stack/stack.h"
 
 static struct stack *stack;
@@ -71,16 +73,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc;
 	(void)argv;
 	char err[512];
-	config_defaults(&cfg);
-	cfg.backend = BACKEND_DPDK;
-	cfg.listen_port = 8443;
-	snprintf(cfg.dpdk_eal_args, sizeof cfg.dpdk_eal_args,
-		 "--no-huge -m 128 --no-pci --no-shconf --vdev=net_null0 -l 0 --log-level=error");
-	cfg.dpdk_port = 0;
-	cfg.dpdk_addr = inet_addr("198.18.0.1");
-	cfg.dpdk_prefix = 15;
-	cfg.dpdk_mbufs = 4095;
-	int rc = transport_dpdk_init(&cfg, 1, err, sizeof err);
+	int rc = null_port_start(&cfg, 1, err, sizeof err); /* listens on 8443 */
 	if (rc != 0) {
 		fprintf(stderr, "fuzz_packet: %s\n", err);
 		abort();

@@ -29,6 +29,8 @@
 #include "beacon/ring.h"
 #include "beacon/transport.h"
 
+#include "../../common/null_port.h"
+
 #include "../../../dataplane/net/stack/stack.h"
 
 #define RX_CSUM (RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_TCP_CKSUM)
@@ -39,60 +41,18 @@ static struct ring ring;
 static struct stack *s;
 static uint16_t next_sport = 40000;
 
-static void *on_accepted(void *ctx, struct transport_conn *tc, const struct sockaddr *peer,
-			 socklen_t len)
-{
-	(void)ctx;
-	(void)tc;
-	(void)peer;
-	(void)len;
-	return NULL;
-}
-
-static void on_received(void *upper, const uint8_t *data, size_t len)
-{
-	(void)upper;
-	(void)data;
-	(void)len;
-}
-
-static void on_sent(void *upper)
-{
-	(void)upper;
-}
-
-static void on_closed(void *upper, int err)
-{
-	(void)upper;
-	(void)err;
-}
-
-static const struct transport_events events = {
-	.accepted = on_accepted,
-	.received = on_received,
-	.sent = on_sent,
-	.closed = on_closed,
-};
-
 static int setup(void **state)
 {
 	(void)state;
 	char err[512];
-	config_defaults(&cfg);
-	cfg.backend = BACKEND_DPDK;
-	snprintf(cfg.dpdk_eal_args, sizeof cfg.dpdk_eal_args,
-		 "--no-huge -m 128 --no-pci --no-shconf --vdev=net_null0 -l 0 --log-level=error");
-	cfg.dpdk_addr = inet_addr("198.18.0.1");
-	cfg.dpdk_prefix = 15;
-	cfg.dpdk_mbufs = 4095;
-	if (transport_dpdk_init(&cfg, 1, err, sizeof err) != 0) {
+	if (null_port_start(&cfg, 1, err, sizeof err) != 0) {
 		fprintf(stderr, "test_csum_offload: %s\n", err);
 		return -1;
 	}
 	if (ring_init(&ring, 64) != 0)
 		return -1;
 	struct transport *t = NULL;
-	if (transport_dpdk_open(&ring, 0, &cfg, &events, NULL, &t) != 0)
+	if (transport_dpdk_open(&ring, 0, &cfg, &null_port_events, NULL, &t) != 0)
 		return -1;
 	s = (struct stack *)t;
 	return 0;
