@@ -471,6 +471,19 @@ static int run(struct beacond *b, bool check_only)
 		log_err("%s", err);
 		return 1;
 	}
+	/* Every thread inherits this mask (the store's writer, DPDK's, the
+	 * workers, the control thread): signals are taken by the main thread
+	 * alone, in sigtimedwait. A thread started before it would take a
+	 * SIGTERM that arrives while the main thread is between waits, and
+	 * die of it (killed, not stopped). */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
 	unsigned n = worker_count(cfg);
 	if (store_open(&cfg->store, n, &b->store, err, sizeof err) != 0) {
 		log_err("store %s: %s", cfg->data_dir, err);
@@ -496,16 +509,6 @@ static int run(struct beacond *b, bool check_only)
 		log_err("out of memory");
 		return 1;
 	}
-
-	/* Workers and the control thread inherit this mask: signals are
-	 * taken here, by sigtimedwait. */
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
 
 	/* DPDK's EAL and port come up once, before any worker opens a queue. */
 	if (cfg->backend == BACKEND_DPDK && transport_dpdk_init(cfg, n, err, sizeof err) != 0) {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets everything up and runs every test: the unit tests (cmocka) and the
 # integration tests (pytest against the real binary with real clients), once
-# in the normal build and once under AddressSanitizer + UBSan. The last line
-# is "N passed, N failed".
+# in the normal build and once under AddressSanitizer + UBSan, and the
+# upload and rejection suites over the DPDK transport in the normal build.
+# The last line is "N passed, N failed".
 #
 #   scripts/test.sh            everything: unit and integration tests in the
 #                              normal and the sanitizer builds, the fuzz
@@ -57,6 +58,20 @@ run_build() {
   count_junit "$dir/integration.xml"
 }
 
+# The upload and rejection suites again with backend = dpdk (a tap in a
+# network namespace, tests/integration/over_dpdk.sh); every test skips
+# where DPDK cannot run (not root, no DPDK in the build).
+run_over_dpdk() {
+  local dir=$1
+  echo "== upload and rejection tests over DPDK ($dir)"
+  rm -f "$dir/integration-dpdk.xml"
+  BEACOND="$top/$dir/beacond" BEACONCTL="$top/$dir/beaconctl" \
+    bash tests/integration/over_dpdk.sh -q -p no:cacheprovider \
+    --junitxml="$dir/integration-dpdk.xml" \
+    tests/integration/test_upload.py tests/integration/test_rejections.py 2>&1 | tail -25
+  count_junit "$dir/integration-dpdk.xml"
+}
+
 # Each line "fuzz: TARGET ok|FAIL ..." of scripts/fuzz.sh is one test.
 run_fuzz() {
   echo "== fuzz smoke (${FUZZ_SECONDS:-5} s a target)"
@@ -87,7 +102,7 @@ run_analysis() {
 }
 
 SECONDS=0
-run_build build
+run_build build && run_over_dpdk build
 if [ "$quick" = 0 ]; then
   # LeakSanitizer on: a leak fails the run.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \

@@ -7,6 +7,12 @@
   config, stopped at the end of the test.
 - big_file: 10 MiB of random bytes, written once.
 
+BEACON_TEST_BACKEND=dpdk makes `server` and `start_server` run beacond with
+backend = dpdk on a tap (helpers.new_server); pytest then runs inside a
+network namespace of its own (tests/integration/over_dpdk.sh), where every
+client reaches beacond through the tap. Without root, a DPDK build or that
+namespace, every test is skipped with the reason.
+
 Every server is stopped with SIGTERM and must exit 0 within 10 s. After each
 test every running server must still be alive.
 """
@@ -16,9 +22,34 @@ import subprocess
 
 import pytest
 
-from helpers import DEMO_PKI, Server
+from helpers import BACKEND, BEACOND, DEMO_PKI, new_server
 
 _running = []
+
+
+def _dpdk_unavailable():
+    """Why the DPDK backend cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "backend = dpdk needs root (a tap)"
+    if BEACOND.exists() and b"this build has no DPDK" in BEACOND.read_bytes():
+        return f"{BEACOND} is built without DPDK"
+    try:
+        ns = subprocess.run(["ip", "netns", "identify"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL).stdout.strip()
+    except OSError:
+        ns = b""
+    if not ns:
+        return "backend = dpdk: run pytest inside a namespace, with tests/integration/over_dpdk.sh"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    if BACKEND != "dpdk":
+        return
+    why = _dpdk_unavailable()
+    if why:
+        for item in items:
+            item.add_marker(pytest.mark.skip(reason=why))
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +70,7 @@ def big_file(tmp_path_factory):
 
 
 def _start(tmp_path_factory, pki, config, start=True, raw_config=None):
-    srv = Server(tmp_path_factory.mktemp("beacond"), pki, config, raw_config)
+    srv = new_server(tmp_path_factory.mktemp("beacond"), pki, config, raw_config)
     if start:
         srv.start()
         _running.append(srv)

@@ -5,8 +5,10 @@ requests that real agents would never send).
 Standard library only.
 """
 
+import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -22,6 +24,11 @@ BEACONCTL = Path(os.environ.get("BEACONCTL", REPO / "build" / "beaconctl"))
 DEMO_PKI = REPO / "config" / "demo-pki.sh"
 
 HOST = "127.0.0.1"
+
+# The transport the `server` and `start_server` fixtures run: kernel, or
+# dpdk (TapServer; tests/integration/over_dpdk.sh runs pytest for it).
+BACKEND = os.environ.get("BEACON_TEST_BACKEND", "kernel")
+assert BACKEND in ("kernel", "dpdk"), f"BEACON_TEST_BACKEND={BACKEND!r}: kernel or dpdk"
 
 # Subjects of the two trusted agents CAs, as openssl prints them.
 AGENTS_CA_NAME = "CN = Beacon Demo Agents CA, O = beacond demo"
@@ -97,10 +104,10 @@ def render_config(sections):
 class Server:
     """One beacond process with its own directory, port, data and config."""
 
-    def __init__(self, workdir, pki, overrides=None, raw_config=None):
+    def __init__(self, workdir, pki, overrides=None, raw_config=None, host=HOST):
         self.dir = Path(workdir)
         self.pki = Path(pki)
-        self.host = HOST
+        self.host = host
         self.port = free_port()
         self.data_dir = self.dir / "data"
         self.download_dir = self.dir / "download"
@@ -140,10 +147,21 @@ class Server:
         except FileNotFoundError:
             return ""
 
+    def command(self):
+        return [str(BEACOND), "-c", str(self.conf)]
+
+    def ready(self):
+        """True once beacond accepts TCP (polled by start())."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
     def start(self, timeout=10.0):
         assert BEACOND.exists(), f"beacond binary not found at {BEACOND} (build it, or set BEACOND)"
         self._stderr_file = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen([str(BEACOND), "-c", str(self.conf)],
+        self.proc = subprocess.Popen(self.command(),
                                      stdin=subprocess.DEVNULL,
                                      stdout=self._stderr_file,
                                      stderr=self._stderr_file)
@@ -154,11 +172,8 @@ class Server:
                 raise AssertionError(
                     f"beacond exited with status {rc} during start-up\n"
                     f"config:\n{self.config_text}\nstderr:\n{self.stderr()}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return self
-            except OSError:
-                pass
+            if self.ready():
+                return self
             if time.monotonic() > deadline:
                 self.proc.kill()
                 self.proc.wait()
@@ -237,6 +252,105 @@ class Server:
     def url(self, path):
         return f"https://{self.host}:{self.port}{path}"
 
+    def curl_args(self):
+        """What curl needs to reach url()."""
+        return []
+
+
+def sh(*cmd, check=True, timeout=30):
+    p = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=timeout)
+    if check:
+        assert p.returncode == 0, (f"{' '.join(map(str, cmd))} exited {p.returncode}: "
+                                   f"{p.stderr.decode(errors='replace')}")
+    return p
+
+
+class TapServer(Server):
+    """beacond with backend = dpdk: its own TCP stack, address `cidr`, on a
+    DPDK tap PMD (an EAL without hugepages or PCI, its runtime files under
+    the tap's name). The tap's kernel side, interface `tap`, appears in the
+    namespace beacond runs in: `ns` (entered with `ip netns exec`), or this
+    process's own when `ns` is None. At each start that interface gets
+    `peer_cidr` and comes up; from that namespace beacond is at `host`."""
+
+    def __init__(self, workdir, pki, tap, cidr, peer_cidr, *, ns=None, overrides=None,
+                 raw_config=None):
+        self.ns = ns
+        self.tap = tap
+        self.peer_cidr = peer_cidr
+        conf = {
+            "server": {"backend": "dpdk", "workers": "2"},
+            "dpdk": {
+                "eal_args": (f"--no-huge -m 256 --no-pci --vdev=net_tap0,iface={tap} -l 0 "
+                             f"--file-prefix {tap} --log-level=warning"),
+                "port": "0",
+                "address": cidr,
+                "mbufs": "16383",
+            },
+        }
+        for sec, kv in (overrides or {}).items():
+            conf.setdefault(sec, {}).update(kv)
+        super().__init__(workdir, pki, conf, raw_config, host=cidr.split("/")[0])
+
+    def in_ns(self, *cmd):
+        """`cmd` run in beacond's namespace."""
+        return (["ip", "netns", "exec", self.ns] if self.ns else []) + [str(c) for c in cmd]
+
+    def command(self):
+        return self.in_ns(*super().command())
+
+    def start(self, timeout=20.0):
+        self._tap_up = False
+        try:
+            return super().start(timeout)
+        except BaseException:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            raise
+
+    def ready(self):
+        if not self._tap_up:
+            if "listening on" not in self.stderr():
+                return False  # the EAL has not made the tap yet
+            sh(*self.in_ns("ip", "addr", "add", self.peer_cidr, "dev", self.tap))
+            sh(*self.in_ns("ip", "link", "set", self.tap, "up"))
+            sh(*self.in_ns("ip", "link", "set", "lo", "up"))
+            self._tap_up = True
+        return self.probe()
+
+    def probe(self):
+        """True once beacond answers; from this process's namespace, TCP."""
+        return super().ready()
+
+    # The demo server certificate names localhost, 127.0.0.1 and 198.18.0.1.
+    def url(self, path):
+        return f"https://localhost:{self.port}{path}"
+
+    def curl_args(self):
+        return ["--resolve", f"localhost:{self.port}:{self.host}"]
+
+    def stop(self, timeout=20.0):
+        try:
+            super().stop(timeout)
+        finally:
+            shutil.rmtree(f"/var/run/dpdk/{self.tap}", ignore_errors=True)
+
+
+_tap_numbers = itertools.count()
+
+
+def new_server(workdir, pki, overrides=None, raw_config=None):
+    """A Server of the BACKEND under test. Over DPDK each gets a tap of its
+    own in this process's namespace, and a /24 of 198.18.0.0/15: beacond
+    198.18.N.1, the tap's kernel side 198.18.N.2."""
+    if BACKEND == "kernel":
+        return Server(workdir, pki, overrides, raw_config)
+    n = next(_tap_numbers) % 254 + 1
+    return TapServer(workdir, pki, f"bt{os.getpid() % 100000:05d}{n}", f"198.18.{n}.1/24",
+                     f"198.18.{n}.2/24", overrides=overrides, raw_config=raw_config)
+
 
 # --------------------------------------------------------------------------
 # curl
@@ -245,7 +359,7 @@ class Server:
 def curl(server, *args, name="agent1", timeout=120):
     """Runs curl against `server` as agent `name` (None: no certificate)."""
     pki = server.pki
-    cmd = ["curl", "-sS", "--max-time", str(timeout - 5),
+    cmd = ["curl", "-sS", "--max-time", str(timeout - 5), *server.curl_args(),
            "--cacert", str(pki / "server-ca.pem")]
     if name is not None:
         cmd += ["--cert", str(pki / f"{name}.pem"), "--key", str(pki / f"{name}.key")]
@@ -267,7 +381,7 @@ def curl_upload(server, cert, key, path, data, extra_args=(), method="PUT"):
     else:
         src = str(data)
     try:
-        cmd = ["curl", "-sS", "--max-time", "120",
+        cmd = ["curl", "-sS", "--max-time", "120", *server.curl_args(),
                "--cacert", str(server.pki / "server-ca.pem"),
                "-o", "/dev/null", "-w", "%{http_code}"]
         if cert is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BEACOND, Server, unique_name
+from helpers import TapServer, sh, unique_name
 from trustkit import ctl, wait_until
 
 HERE = Path(__file__).resolve().parent
@@ -49,62 +49,15 @@ def _have_scapy():
                           stderr=subprocess.DEVNULL).returncode == 0
 
 
-def sh(*cmd, check=True, timeout=30):
-    p = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       timeout=timeout)
-    if check:
-        assert p.returncode == 0, (f"{' '.join(map(str, cmd))} exited {p.returncode}: "
-                                   f"{p.stderr.decode(errors='replace')}")
-    return p
-
-
-class DpdkServer(Server):
+class DpdkServer(TapServer):
     """beacond in namespace `ns` with the DPDK transport on a tap."""
 
     def __init__(self, workdir, pki, ns, tap, overrides=None):
-        self.ns = ns
-        self.tap = tap
-        conf = {
-            "server": {"backend": "dpdk", "workers": "2"},
-            "dpdk": {
-                "eal_args": (f"--no-huge -m 256 --no-pci --vdev=net_tap0,iface={tap} -l 0 "
-                             f"--file-prefix {ns} --log-level=warning"),
-                "port": "0",
-                "address": f"{SERVER_IP}/15",
-                "mbufs": "16383",
-            },
-        }
-        for sec, kv in (overrides or {}).items():
-            conf.setdefault(sec, {}).update(kv)
-        super().__init__(workdir, pki, conf)
-        # The namespace has its own ports: listen on every address there.
-        self.config_text = self.config_text.replace(f"listen = {self.host}:",
-                                                    "listen = 0.0.0.0:")
-        self.conf.write_text(self.config_text)
-        self.host = SERVER_IP
+        super().__init__(workdir, pki, tap, f"{SERVER_IP}/15", PEER_CIDR, ns=ns,
+                         overrides=overrides)
 
-    def start(self, timeout=20.0):
-        assert BEACOND.exists(), f"beacond binary not found at {BEACOND}"
-        self._stderr_file = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, str(BEACOND), "-c",
-                                      str(self.conf)], stdin=subprocess.DEVNULL,
-                                     stdout=self._stderr_file, stderr=self._stderr_file)
-        deadline = time.monotonic() + timeout
-        while "listening on" not in self.stderr():
-            rc = self.proc.poll()
-            assert rc is None, f"beacond exited {rc} during start-up\n{self.stderr()}"
-            assert time.monotonic() < deadline, f"beacond did not start\n{self.stderr()}"
-            time.sleep(0.05)
-        sh("ip", "netns", "exec", self.ns, "ip", "addr", "add", PEER_CIDR, "dev", self.tap)
-        sh("ip", "netns", "exec", self.ns, "ip", "link", "set", self.tap, "up")
-        sh("ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up")
-        while True:
-            code, _ = self.curl_code("/ManageSoftDL/policy.xml", timeout=5)
-            if code == 200:
-                return self
-            assert self.alive(), f"beacond died\n{self.stderr()}"
-            assert time.monotonic() < deadline, f"no HTTPS through the tap\n{self.stderr()}"
-            time.sleep(0.2)
+    def probe(self):
+        return self.curl_code("/ManageSoftDL/policy.xml", timeout=5)[0] == 200
 
     def curl(self, path, *args, name="agent1", timeout=120):
         cmd = ["ip", "netns", "exec", self.ns, "curl", "-sS", "--max-time", str(timeout - 5),
@@ -190,8 +143,6 @@ def dpdk_server(tmp_path_factory, pki, suffix="", overrides=None):
             srv.stop(timeout=20)
         finally:
             sh("ip", "netns", "del", ns, check=False)
-            # The EAL leaves its runtime directory (--file-prefix) behind.
-            shutil.rmtree(f"/var/run/dpdk/{ns}", ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,12 @@ request, the HTTP status. The same curl client drives both, so a regression
 in any layer shows in the transport where it happens."""
 
 import os
-import shutil
 import subprocess
 
 import pytest
 
 from helpers import unique_name
-from test_dpdk import DpdkServer, _ip_netns_works, sh
+from test_dpdk import _ip_netns_works, dpdk_server
 
 LIMITS = {"limits": {"max_body": "4k", "max_target": "256", "max_header_bytes": "4k"}}
 
@@ -78,19 +77,8 @@ def target(request, tmp_path_factory, pki):
         return
     if os.geteuid() != 0 or not _ip_netns_works():
         pytest.skip("the DPDK transport needs root and ip netns")
-    tag = f"{os.getpid() % 100000:05d}"
-    ns, tap = f"bcm{tag}", f"bm{tag}"
-    sh("ip", "netns", "add", ns)
-    srv = DpdkServer(tmp_path_factory.mktemp("matrix-dpdk"), pki, ns, tap, LIMITS)
-    try:
-        srv.start()
+    with dpdk_server(tmp_path_factory, pki, "x", LIMITS) as srv:
         yield DpdkTarget(srv)
-    finally:
-        try:
-            srv.stop(timeout=20)
-        finally:
-            sh("ip", "netns", "del", ns, check=False)
-            shutil.rmtree(f"/var/run/dpdk/{ns}", ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
