@@ -490,6 +490,20 @@ static void data_ack(struct gen *g, const struct rx_seg *rs)
 	window_update(p, rs);
 }
 
+/* Peer i sends its next data segment of g->paylen bytes. */
+static void peer_send_data(struct gen *g, unsigned i)
+{
+	struct peer *p = &g->peers[i];
+	struct seg sg = { .seq = p->snd_nxt,
+			  .ack = p->rcv_nxt,
+			  .flags = RTE_TCP_ACK_FLAG,
+			  .win = PEER_WIN,
+			  .paylen = g->paylen };
+	peer_tuple(i, &sg.pip, &sg.pport);
+	seg_queue(g, &sg);
+	p->snd_nxt += g->paylen;
+}
+
 /* Data segments for the next connections, round robin (several to one
  * connection when there are fewer than a burst), as far as their windows
  * allow. */
@@ -504,14 +518,7 @@ static void fill_data(struct gen *g)
 			continue;
 		}
 		blocked = 0;
-		struct seg sg = { .seq = p->snd_nxt,
-				  .ack = p->rcv_nxt,
-				  .flags = RTE_TCP_ACK_FLAG,
-				  .win = PEER_WIN,
-				  .paylen = g->paylen };
-		peer_tuple(i, &sg.pip, &sg.pport);
-		seg_queue(g, &sg);
-		p->snd_nxt += g->paylen;
+		peer_send_data(g, i);
 	}
 }
 
@@ -679,14 +686,7 @@ static void fill_topup(struct gen *g)
 		struct peer *p = &g->peers[i];
 		if (p->acked == p->snd_nxt)
 			continue;
-		struct seg sg = { .seq = p->snd_nxt,
-				  .ack = p->rcv_nxt,
-				  .flags = RTE_TCP_ACK_FLAG,
-				  .win = PEER_WIN,
-				  .paylen = g->paylen };
-		peer_tuple(i, &sg.pip, &sg.pport);
-		seg_queue(g, &sg);
-		p->snd_nxt += g->paylen;
+		peer_send_data(g, i);
 		g->topped_up++;
 	}
 }
