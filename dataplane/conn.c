@@ -276,6 +276,13 @@ static void respond_error(struct conn *c, int status, const char *why)
 	respond(c, status, extra, why, true);
 }
 
+/* A store failure: 507 when the disk is full (the client retries later),
+ * 503 otherwise. */
+static void respond_store_error(struct conn *c, int err)
+{
+	respond_error(c, err == STORE_ERR_NOSPACE ? 507 : 503, store_strerror(err));
+}
+
 /* ---- timers ---- */
 
 static void request_timeout(struct timer *t)
@@ -605,7 +612,7 @@ static void upload_committed(void *arg, int status, uint64_t id)
 			request_done(c);
 	} else {
 		c->keep_alive = false;
-		respond_error(c, status == STORE_ERR_NOSPACE ? 507 : 503, store_strerror(status));
+		respond_store_error(c, status);
 	}
 	conn_run(c);
 	conn_leave(c);
@@ -670,7 +677,7 @@ static void start_upload(struct conn *c, const struct http_request *req,
 	int rc = store_upload_begin(c->w->sw, &meta, &c->upload);
 	if (rc != 0) {
 		c->upload = NULL;
-		respond_error(c, rc == STORE_ERR_NOSPACE ? 507 : 503, store_strerror(rc));
+		respond_store_error(c, rc);
 		return;
 	}
 	if (req->expect_continue && !conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25)) {
@@ -749,7 +756,7 @@ static bool body_put(struct conn *c, const uint8_t *data, size_t len, size_t *ta
 {
 	ssize_t n = store_upload_write(c->upload, data, len, upload_wake, c);
 	if (n < 0) {
-		respond_error(c, n == STORE_ERR_NOSPACE ? 507 : 503, store_strerror((int)n));
+		respond_store_error(c, (int)n);
 		return false;
 	}
 	*taken = (size_t)n;
@@ -823,7 +830,7 @@ static ssize_t body_read_direct(struct conn *c)
 	ssize_t room = store_upload_window(c->upload, &at, upload_wake, c);
 	if (room <= 0) {
 		if (room < 0)
-			respond_error(c, room == STORE_ERR_NOSPACE ? 507 : 503, store_strerror((int)room));
+			respond_store_error(c, (int)room);
 		else
 			c->upload_blocked = true;
 		return room < 0 ? -1 : 0;
@@ -840,7 +847,7 @@ static ssize_t body_read_direct(struct conn *c)
 	}
 	int rc = store_upload_wrote(c->upload, (size_t)n);
 	if (rc < 0) {
-		respond_error(c, rc == STORE_ERR_NOSPACE ? 507 : 503, store_strerror(rc));
+		respond_store_error(c, rc);
 		return -1;
 	}
 	c->body_total += (uint64_t)n;
