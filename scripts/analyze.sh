@@ -14,6 +14,9 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 build=${BUILD:-build}
 db="$build/compile_commands.json"
+for tool in clang-tidy cppcheck; do
+  command -v "$tool" >/dev/null || { echo "analyze: $tool is not installed (scripts/setup.sh)" >&2; exit 2; }
+done
 [ -f "$db" ] || { echo "analyze: no $db (meson setup $build)" >&2; exit 2; }
 ninja -C "$build" >/dev/null || { echo "analyze: build failed" >&2; exit 2; }
 
@@ -41,8 +44,19 @@ trap 'rm -rf "$out"' EXIT
 
 echo "analyze: clang-tidy on ${#files[@]} files"
 printf '%s\n' "${files[@]}" |
-  xargs -P "$(nproc)" -I{} sh -c 'clang-tidy -p "$1" --quiet "$2" >"$3/$(echo "$2" | tr / _).tidy" 2>&1' \
+  xargs -P "$(nproc)" -I{} sh -c 'o="$3/$(echo "$2" | tr / _)"; clang-tidy -p "$1" --quiet "$2" >"$o.tidy" 2>&1; echo $? >"$o.rc"' \
     _ "$build" {} "$out"
+# A clang-tidy that crashed or could not parse a file finds nothing: its
+# exit status says so, and that is a failure, not "clean".
+for f in "${files[@]}"; do
+  o="$out/$(echo "$f" | tr / _)"
+  rc=$(cat "$o.rc" 2>/dev/null || echo missing)
+  if [ "$rc" != 0 ]; then
+    echo "analyze: clang-tidy on $f exited $rc"
+    tail -5 "$o.tidy" 2>/dev/null
+    status=1
+  fi
+done
 tidy=$(cat "$out"/*.tidy | grep -E '^[^ ]+:[0-9]+:[0-9]+: (warning|error):' | sort -u)
 if [ -n "$tidy" ]; then
   cat "$out"/*.tidy | grep -vE '^[0-9]+ warnings? (and [0-9]+ errors? )?generated' \

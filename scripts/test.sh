@@ -19,27 +19,7 @@ quick=0
 
 bash scripts/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
 
-passed=0
-failed=0
-
-# Adds the counts from a JUnit XML file (meson and pytest both write one).
-count_junit() {
-  local xml=$1
-  [ -f "$xml" ] || { failed=$((failed + 1)); return; }
-  read -r t f e s < <(/usr/bin/python3 - "$xml" <<'PY'
-import sys, xml.etree.ElementTree as ET
-root = ET.parse(sys.argv[1]).getroot()
-suites = [root] if root.tag == "testsuite" else root.iter("testsuite")
-t = f = e = s = 0
-for su in suites:
-    t += int(su.get("tests", 0)); f += int(su.get("failures", 0))
-    e += int(su.get("errors", 0)); s += int(su.get("skipped", 0))
-print(t, f, e, s)
-PY
-)
-  passed=$((passed + t - f - e - s))
-  failed=$((failed + f + e))
-}
+source scripts/count.sh
 
 run_build() {
   local dir=$1; shift
@@ -49,13 +29,12 @@ run_build() {
   fi
   ninja -C "$dir" >/dev/null || { ninja -C "$dir" | tail -30; failed=$((failed + 1)); return 1; }
   echo "== unit tests ($dir)"
-  meson test -C "$dir" --suite unit --print-errorlogs --num-processes 2 | tail -15
-  count_junit "$dir/meson-logs/testlog.junit.xml"
+  count_meson_suite "$dir" unit --num-processes 2
   echo "== integration tests ($dir)"
-  BEACOND="$top/$dir/beacond" BEACONCTL="$top/$dir/beaconctl" \
+  count_pytest "integration ($dir)" "$dir/integration.xml" 2400 \
+    env BEACOND="$top/$dir/beacond" BEACONCTL="$top/$dir/beaconctl" \
     /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$dir/integration.xml" \
-    tests/integration 2>&1 | tail -25
-  count_junit "$dir/integration.xml"
+    tests/integration
 }
 
 # The upload and rejection suites again with backend = dpdk (a tap in a
@@ -64,12 +43,11 @@ run_build() {
 run_over_dpdk() {
   local dir=$1
   echo "== upload and rejection tests over DPDK ($dir)"
-  rm -f "$dir/integration-dpdk.xml"
-  BEACOND="$top/$dir/beacond" BEACONCTL="$top/$dir/beaconctl" \
+  count_pytest "integration over DPDK ($dir)" "$dir/integration-dpdk.xml" 1800 \
+    env BEACOND="$top/$dir/beacond" BEACONCTL="$top/$dir/beaconctl" \
     bash tests/integration/over_dpdk.sh -q -p no:cacheprovider \
     --junitxml="$dir/integration-dpdk.xml" \
-    tests/integration/test_upload.py tests/integration/test_rejections.py 2>&1 | tail -25
-  count_junit "$dir/integration-dpdk.xml"
+    tests/integration/test_upload.py tests/integration/test_rejections.py
 }
 
 # Each line "fuzz: TARGET ok|FAIL ..." of scripts/fuzz.sh is one test.
@@ -101,7 +79,21 @@ run_analysis() {
   fi
 }
 
+# The counting itself first: a hanging, a crashing and a skipping test must
+# come out as failed or skipped (tests/selftest/run.sh).
+run_counting_selftest() {
+  echo "== self-test of the counting (tests/selftest)"
+  if bash tests/selftest/run.sh > build-selftest.log 2>&1; then
+    tail -1 build-selftest.log
+    passed=$((passed + 1))
+  else
+    tail -30 build-selftest.log
+    failed=$((failed + 1))
+  fi
+}
+
 SECONDS=0
+run_counting_selftest
 run_build build && run_over_dpdk build
 if [ "$quick" = 0 ]; then
   # LeakSanitizer on: a leak fails the run.
@@ -113,5 +105,6 @@ if [ "$quick" = 0 ]; then
 fi
 echo "(took ${SECONDS} s)"
 
+echo "$skipped skipped"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
