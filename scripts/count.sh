@@ -17,6 +17,7 @@ count_add() {
   sed '$d' <<<"$out"
   read -r p f s <<<"$last"
   case "$p$f$s" in '' | *[!0-9]*) p=0 f=1 s=0; echo "count: count.py printed '$last'" ;; esac
+  echo "count: $p passed, $f failed, $s skipped"
   passed=$((passed + p))
   failed=$((failed + f))
   skipped=$((skipped + s))

