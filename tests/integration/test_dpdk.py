@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TapServer, sh, unique_name
-from trustkit import ctl, wait_until
+from helpers import TapServer, free_port, sh, unique_name
+from trustkit import ctl, parse_metrics, wait_until
 
 HERE = Path(__file__).resolve().parent
 SERVER_IP = "198.18.0.1"
@@ -130,11 +130,16 @@ class Impairment:
 @contextlib.contextmanager
 def dpdk_server(tmp_path_factory, pki, suffix="", overrides=None):
     """A DpdkServer in a namespace of its own (named after our pid and
-    `suffix`), stopped and the namespace deleted at the end."""
+    `suffix`), stopped and the namespace deleted at the end. Its admin
+    listener (/metrics) is on the namespace's loopback: net_counters()."""
     tag = f"{os.getpid() % 100000:05d}{suffix}"
     ns, tap = f"bcn{tag}", f"bc{tag}"
     sh("ip", "netns", "add", ns)
+    mport = free_port()
+    overrides = {s: dict(kv) for s, kv in (overrides or {}).items()}
+    overrides.setdefault("server", {}).setdefault("metrics", f"127.0.0.1:{mport}")
     srv = DpdkServer(tmp_path_factory.mktemp("beacond-dpdk"), pki, ns, tap, overrides)
+    srv.metrics_port = int(overrides["server"]["metrics"].rsplit(":", 1)[1])
     try:
         srv.start()
         yield srv
@@ -143,6 +148,21 @@ def dpdk_server(tmp_path_factory, pki, suffix="", overrides=None):
             srv.stop(timeout=20)
         finally:
             sh("ip", "netns", "del", ns, check=False)
+
+
+def metrics_text(srv):
+    p = subprocess.run(["ip", "netns", "exec", srv.ns, "curl", "-sS", "--max-time", "5",
+                        f"http://127.0.0.1:{srv.metrics_port}/metrics"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+    assert p.returncode == 0, p.stderr.decode()
+    return p.stdout.decode()
+
+
+def net_counters(srv):
+    """{counter: value} of the stack's beacond_net_NAME_total samples."""
+    return {name[len("beacond_net_"):-len("_total")]: v
+            for (name, _), v in parse_metrics(metrics_text(srv)).items()
+            if name.startswith("beacond_net_")}
 
 
 @pytest.fixture(scope="module")
@@ -277,11 +297,12 @@ def test_linux_peer_timestamps(dsrv, payloads):
     name = unique_name("dpdk-ts")
     dump = subprocess.Popen(["ip", "netns", "exec", dsrv.ns, "tcpdump", "-i", dsrv.tap, "-nn",
                              "-l", "-S", f"tcp port {dsrv.port}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        time.sleep(1.0)  # tcpdump is listening
+        # tcpdump says "listening on IFACE" once its capture is open.
+        while b"listening on" not in (line := dump.stderr.readline()):
+            assert line, "tcpdump exited before it listened"
         code, p = dsrv.upload(path, name)
-        time.sleep(0.5)
     finally:
         dump.terminate()
         out = dump.communicate(timeout=10)[0].decode(errors="replace")
@@ -319,8 +340,12 @@ def test_keepalive_frees_vanished_peer(ksrv):
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert peer.stdout.readline().strip() == b"up"
-        assert wait_until(lambda: ctl(ksrv, {"cmd": "stats"})["connections_open"] == 1, 5)
-        time.sleep(give_up_s + 1)  # probed, and the probes answered
+        assert wait_until(lambda: ctl(ksrv, {"cmd": "stats"})["connections_open"] == 1, 30)
+        # Past what unanswered probes would take to drop it: more probes
+        # than the limit were sent (so some were answered), and it stays.
+        sent = net_counters(ksrv)["tcp_keepalive_probes"]
+        assert wait_until(lambda: net_counters(ksrv)["tcp_keepalive_probes"]
+                          >= sent + ka["probes"] + 1, 10 * give_up_s), "no keepalive probes"
         assert ctl(ksrv, {"cmd": "stats"})["connections_open"] == 1, "an answering peer dropped"
         sh("ip", "netns", "exec", ksrv.ns, "ip", "addr", "del", PEER_CIDR, "dev", ksrv.tap)
         try:
@@ -353,9 +378,14 @@ def test_syn_flood(dsrv, payloads):
     def flood():
         result.update(dsrv.packets("syn_flood", 3000, timeout=120))
 
+    before = net_counters(dsrv)["syn_cookies_sent"]
     t = threading.Thread(target=flood)
     t.start()
-    time.sleep(1.0)  # the flood is under way (building packets takes a moment)
+    # The flood is under way once the server answers its SYNs (building
+    # the packets takes the sender a moment).
+    assert wait_until(lambda: net_counters(dsrv)["syn_cookies_sent"] >= before + 100
+                      or not t.is_alive(), 120)
+    assert t.is_alive(), "the flood ended before the server answered 100 of its SYNs"
     codes = []
     try:
         for i in range(3):
@@ -366,7 +396,12 @@ def test_syn_flood(dsrv, payloads):
                 assert_stored(dsrv, name, path)
     finally:
         t.join()
-    assert result.get("syns", 0) >= 9000
+    assert result.get("syns") == 9000, result
+    # What the server saw: a SYN cookie for at least every distinct spoofed
+    # SYN (the sender sent each three times), none of them a connection.
+    after = net_counters(dsrv)
+    assert after["syn_cookies_sent"] - before >= 3000, (before, after["syn_cookies_sent"])
+    assert ctl(dsrv, {"cmd": "stats"})["connections_open"] == 0
     assert codes and all(c == 201 for c in codes), codes
     dsrv.assert_alive()
 

@@ -5,40 +5,20 @@ its admin listener on the namespace's loopback. Crafted packets
 beacond_net_*_total counters move by what was sent.
 """
 
-import subprocess
-
 import pytest
 
 import test_dpdk
-from helpers import free_port
-from test_dpdk import _have_scapy, dpdk_server
-from trustkit import parse_metrics, wait_until
+from test_dpdk import _have_scapy, dpdk_server, metrics_text
+from test_dpdk import net_counters as net
+from trustkit import wait_until
 
 pytestmark = test_dpdk.pytestmark
 
 
 @pytest.fixture(scope="module")
 def msrv(tmp_path_factory, pki):
-    mport = free_port()
-    with dpdk_server(tmp_path_factory, pki, "m",
-                     {"server": {"metrics": f"127.0.0.1:{mport}"}}) as srv:
-        srv.metrics_port = mport
+    with dpdk_server(tmp_path_factory, pki, "m") as srv:
         yield srv
-
-
-def metrics_text(srv):
-    p = subprocess.run(["ip", "netns", "exec", srv.ns, "curl", "-sS", "--max-time", "5",
-                        f"http://127.0.0.1:{srv.metrics_port}/metrics"],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
-    assert p.returncode == 0, p.stderr.decode()
-    return p.stdout.decode()
-
-
-def net(srv):
-    """{counter: value} of the beacond_net_NAME_total samples."""
-    return {name[len("beacond_net_"):-len("_total")]: v
-            for (name, _), v in parse_metrics(metrics_text(srv)).items()
-            if name.startswith("beacond_net_")}
 
 
 def test_every_counter_has_help_and_type(msrv):
