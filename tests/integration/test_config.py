@@ -17,13 +17,21 @@ def test_good_config_passes(start_server):
 
 
 def test_check_does_not_serve(start_server):
-    """-t checks and exits: it neither listens nor stays running."""
+    """-t checks and exits: it neither listens nor stays running. The
+    configured port is held by another listener all along: a beacond that
+    tried to bind it would fail (or, had it bound, would still be running
+    when subprocess.run returned: run waits for the exit)."""
     import socket
     srv = start_server(start=False)
-    assert check(srv.conf).returncode == 0
-    with socket.socket() as s:
-        s.settimeout(1)
-        assert s.connect_ex((srv.host, srv.port)) != 0
+    with socket.socket() as holder:
+        holder.bind((srv.host, srv.port))
+        holder.listen(1)
+        p = check(srv.conf)
+        assert p.returncode == 0, p.stderr.decode()
+        # The same configuration served for real cannot start beside it.
+        served = subprocess.run([str(BEACOND), "-c", str(srv.conf)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, timeout=30)
+        assert served.returncode != 0 and b"Address already in use" in served.stderr, served
 
 
 def test_bad_value_names_file_and_line(start_server):

@@ -27,6 +27,7 @@ import time
 import pytest
 
 from helpers import ConnectionClosed, build_request, client_context, tls_connect
+from trustkit import wait_until
 
 RUNS = 20
 CLIENTS = 6
@@ -158,10 +159,24 @@ def test_kill9_under_load(start_server, run):
                                 args=(srv, ctx, t, rng.randrange(1, 2**63), stop, attempts,
                                       lock, errors))
                for t in range(CLIENTS)]
-    kill_after = rng.uniform(0.2, 1.5)
+    # The kill comes once a random number of uploads were acknowledged (a
+    # round that acknowledged nothing would check nothing), a random moment
+    # later, with the other clients' uploads at every stage of flight.
+    min_acked = rng.randint(3, 30)
+    kill_after = rng.uniform(0, 0.3)
+
+    def acked_so_far():
+        with lock:
+            return sum(1 for a in attempts if a.status == 201)
+
+    started = time.monotonic()
     for t in threads:
         t.start()
-    time.sleep(kill_after)
+    assert wait_until(lambda: acked_so_far() >= min_acked or errors, 120), \
+        f"{tag} fewer than {min_acked} uploads acknowledged in 120 s\n{srv.stderr()[-2000:]}"
+    assert not errors, f"{tag} before the kill:\n" + "\n".join(errors)
+    time.sleep(kill_after)  # the random point, not a wait for an event
+    kill_after += time.monotonic() - started
 
     # The kill: freeze the list of attempts, then SIGKILL.
     with lock:
@@ -185,6 +200,7 @@ def test_kill9_under_load(start_server, run):
     assert not errors, (f"{summary}\n" + "\n".join(errors) +
                         f"\nstderr of the killed server:\n{srv.stderr()[-3000:]}")
     assert not refused, f"{summary}\nrefused under load: {[a.resp for a in refused][:5]}"
+    assert len(acked) >= min_acked, summary
 
     # Restart on the same data directory (recovery runs at start-up).
     first_stderr = srv.stderr()
