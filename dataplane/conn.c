@@ -86,6 +86,7 @@ struct conn {
 	bool store_busy; /* a store callback is still owed to us */
 	bool chunked;
 	bool upload_blocked;
+	bool head_request;  /* the request in progress is a HEAD: answers carry no body */
 	uint8_t source[16]; /* the per-source limits' key */
 	char peer[64];
 };
@@ -257,8 +258,10 @@ static void respond(struct conn *c, int status, const char *extra, const char *b
 			    status, reason, blen, extra ? extra : "",
 			    close ? "Connection: close\r\n" : "");
 	count_status(c, status);
+	/* A HEAD's answer has the length a GET's would have, and no body: the
+	 * client would read those bytes as the start of the next response. */
 	if (hlen < 0 || (size_t)hlen >= sizeof head || !conn_write(c, head, (size_t)hlen) ||
-	    !conn_write(c, msg, (size_t)blen))
+	    (!c->head_request && !conn_write(c, msg, (size_t)blen)))
 		close = true;
 	if (close || !c->keep_alive)
 		conn_close(c); /* close_notify leaves in the same send */
@@ -528,7 +531,7 @@ static void start_download(struct conn *c, const struct http_request *req,
 	struct stat st = {0};
 	int fd = open_download(c, route->path, &st);
 	if (fd < 0) {
-		respond(c, 404, NULL, "no such file", req->content_length > 0 || req->chunked);
+		respond(c, 404, NULL, "no such file", false);
 		return;
 	}
 	char head[256];
@@ -699,10 +702,24 @@ static void start_upload(struct conn *c, const struct http_request *req,
 	timer_for_state(c);
 }
 
+/* A GET or HEAD with a body: nothing here reads it, and left in the stream
+ * it would be parsed as the next request (a PUT smuggled inside a GET).
+ * Refused, and the connection closes with the body unread. */
+static bool request_has_stray_body(const struct http_request *req)
+{
+	return (req->method == HTTP_GET || req->method == HTTP_HEAD) &&
+	       (req->content_length > 0 || req->chunked);
+}
+
 static void handle_request(struct conn *c, const struct http_request *req)
 {
 	counter_add(&c->w->counters.requests, 1);
 	c->keep_alive = req->keep_alive;
+	c->head_request = req->method == HTTP_HEAD;
+	if (request_has_stray_body(req)) {
+		respond_error(c, 400, "GET and HEAD take no body (Content-Length or chunked)");
+		return;
+	}
 	struct http_route route;
 	int rc = http_route_parse(&req->target, &route);
 	if (rc < 0) {
@@ -727,6 +744,7 @@ static bool step_head(struct conn *c)
 				timer_for_state(c);
 			}
 			struct http_request req;
+			c->head_request = false; /* until this head says HEAD */
 			size_t avail = c->buf_len - c->buf_off;
 			if (avail > cfg->max_header_bytes)
 				avail = cfg->max_header_bytes;
