@@ -505,7 +505,11 @@ static void request_done(struct conn *c)
 
 static int open_download(struct conn *c, const char *path, struct stat *st)
 {
-	struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+	/* O_NONBLOCK: opening a FIFO for reading would wait for a writer,
+	 * and the whole worker with it; this way the open returns at once and
+	 * fstat refuses anything but a regular file before a byte is read.
+	 * On a regular file O_NONBLOCK changes nothing. */
+	struct open_how how = {.flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY,
 			       .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
 	int fd = (int)syscall(SYS_openat2, c->w->download_dirfd, path, &how, sizeof how);
 	if (fd < 0)
