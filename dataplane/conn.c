@@ -87,6 +87,7 @@ struct conn {
 	bool chunked;
 	bool upload_blocked;
 	bool head_request;  /* the request in progress is a HEAD: answers carry no body */
+	uint64_t trust_generation; /* of the newest snapshot this peer was checked against */
 	uint8_t source[16]; /* the per-source limits' key */
 	char peer[64];
 };
@@ -706,6 +707,30 @@ static void start_upload(struct conn *c, const struct http_request *req,
 	timer_for_state(c);
 }
 
+/* The connection's peer was admitted by the snapshot of its handshake.
+ * When a newer one was published since its last check, it is checked
+ * against that: a device revoked, blocked or left without a trusted issuer
+ * stops here, at its next request, not when it chooses to disconnect. */
+static bool peer_still_trusted(struct conn *c)
+{
+	uint64_t generation = trust_generation();
+	if (generation == c->trust_generation)
+		return true;
+	struct tls_server *newest = trust_acquire();
+	bool trusted = tls_session_recheck(c->tls, newest);
+	tls_server_unref(newest);
+	if (trusted) {
+		c->trust_generation = generation;
+		return true;
+	}
+	const struct tls_peer *p = tls_session_peer(c->tls);
+	record_device_seen(c, p, false);
+	char why[192];
+	snprintf(why, sizeof why, "%s (trust changed while this connection was open)", p->reason);
+	respond_error(c, 403, why);
+	return false;
+}
+
 /* A GET or HEAD with a body: nothing here reads it, and left in the stream
  * it would be parsed as the next request (a PUT smuggled inside a GET).
  * Refused, and the connection closes with the body unread. */
@@ -720,6 +745,8 @@ static void handle_request(struct conn *c, const struct http_request *req)
 	counter_add(&c->w->counters.requests, 1);
 	c->keep_alive = req->keep_alive;
 	c->head_request = req->method == HTTP_HEAD;
+	if (!peer_still_trusted(c))
+		return;
 	if (request_has_stray_body(req)) {
 		respond_error(c, 400, "GET and HEAD take no body (Content-Length or chunked)");
 		return;
@@ -1060,6 +1087,9 @@ static void *conn_accepted(void *ctx, struct transport_conn *tc, const struct so
 	c->w = w;
 	c->tc = tc;
 	c->file_fd = -1;
+	/* Noted before the snapshot is taken: a publish in between costs one
+	 * extra check at the first request, never a missed one. */
+	c->trust_generation = trust_generation();
 	struct tls_server *snapshot = trust_acquire();
 	c->tls = tls_session_new(snapshot, tls_out, c);
 	tls_server_unref(snapshot); /* the session holds its own reference */
