@@ -16,7 +16,8 @@
  *
  * Threads: trust_publish and trust_current_info from one control thread at
  * a time (callers serialise); trust_acquire / trust_quiescent /
- * trust_offline from worker `id`'s own thread only.
+ * trust_offline from worker `id`'s own thread only; trust_generation from
+ * any thread.
  */
 #ifndef BEACON_TRUST_H
 #define BEACON_TRUST_H
