@@ -19,7 +19,7 @@ import ssl
 import pytest
 
 from helpers import build_request, client_context, tls_connect, unique_name
-from trustkit import beaconctl_sock, ctl, make_crl, reload, upload
+from trustkit import beaconctl_sock, beaconctl_works, ctl, make_crl, reload, upload, wait_until
 
 TLS13 = ssl.TLSVersion.TLSv1_3
 TLS12 = ssl.TLSVersion.TLSv1_2
@@ -37,6 +37,8 @@ def editable_trust(tmp_path, pki, start_server):
         shutil.copy(f, issuers / f.name)
     srv = start_server({"server": {"watch": "no"},
                         "tls": {"issuers": str(issuers), "crl_dir": str(crl_dir)}})
+    # The control socket opens after the TLS listener start_server waits for.
+    assert wait_until(lambda: beaconctl_works(srv), 20), srv.stderr()
     return srv, issuers, crl_dir
 
 

@@ -11,7 +11,7 @@ value stays in force, as the answer says.
 import signal
 
 from helpers import curl_upload, unique_name
-from trustkit import beaconctl_sock, wait_until
+from trustkit import beaconctl_sock, beaconctl_works, wait_until
 
 BODY = b"x" * 5000
 
@@ -48,6 +48,8 @@ def test_sighup_logs_keys_that_need_a_restart(start_server):
 
 def test_beaconctl_reload_names_keys_that_need_a_restart(start_server):
     srv = start_server({"server": {"watch": "no"}})
+    # The control socket opens after the TLS listener start_server waits for.
+    assert wait_until(lambda: beaconctl_works(srv), 20), srv.stderr()
     p = beaconctl_sock(srv, "reload", json_out=False)
     assert p.returncode == 0, p.stderr
     assert "restart" not in p.stdout, f"nothing changed, yet: {p.stdout}"
