@@ -86,6 +86,8 @@ struct conn {
 	bool store_busy; /* a store callback is still owed to us */
 	bool chunked;
 	bool upload_blocked;
+	bool head_request;  /* the request in progress is a HEAD: answers carry no body */
+	uint64_t trust_generation; /* of the newest snapshot this peer was checked against */
 	uint8_t source[16]; /* the per-source limits' key */
 	char peer[64];
 };
@@ -257,8 +259,10 @@ static void respond(struct conn *c, int status, const char *extra, const char *b
 			    status, reason, blen, extra ? extra : "",
 			    close ? "Connection: close\r\n" : "");
 	count_status(c, status);
+	/* A HEAD's answer has the length a GET's would have, and no body: the
+	 * client would read those bytes as the start of the next response. */
 	if (hlen < 0 || (size_t)hlen >= sizeof head || !conn_write(c, head, (size_t)hlen) ||
-	    !conn_write(c, msg, (size_t)blen))
+	    (!c->head_request && !conn_write(c, msg, (size_t)blen)))
 		close = true;
 	if (close || !c->keep_alive)
 		conn_close(c); /* close_notify leaves in the same send */
@@ -502,7 +506,11 @@ static void request_done(struct conn *c)
 
 static int open_download(struct conn *c, const char *path, struct stat *st)
 {
-	struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+	/* O_NONBLOCK: opening a FIFO for reading would wait for a writer,
+	 * and the whole worker with it; this way the open returns at once and
+	 * fstat refuses anything but a regular file before a byte is read.
+	 * On a regular file O_NONBLOCK changes nothing. */
+	struct open_how how = {.flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY,
 			       .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
 	int fd = (int)syscall(SYS_openat2, c->w->download_dirfd, path, &how, sizeof how);
 	if (fd < 0)
@@ -528,7 +536,7 @@ static void start_download(struct conn *c, const struct http_request *req,
 	struct stat st = {0};
 	int fd = open_download(c, route->path, &st);
 	if (fd < 0) {
-		respond(c, 404, NULL, "no such file", req->content_length > 0 || req->chunked);
+		respond(c, 404, NULL, "no such file", false);
 		return;
 	}
 	char head[256];
@@ -699,10 +707,50 @@ static void start_upload(struct conn *c, const struct http_request *req,
 	timer_for_state(c);
 }
 
+/* The connection's peer was admitted by the snapshot of its handshake.
+ * When a newer one was published since its last check, it is checked
+ * against that: a device revoked, blocked or left without a trusted issuer
+ * stops here, at its next request, not when it chooses to disconnect. */
+static bool peer_still_trusted(struct conn *c)
+{
+	uint64_t generation = trust_generation();
+	if (generation == c->trust_generation)
+		return true;
+	struct tls_server *newest = trust_acquire();
+	bool trusted = tls_session_recheck(c->tls, newest);
+	tls_server_unref(newest);
+	if (trusted) {
+		c->trust_generation = generation;
+		return true;
+	}
+	const struct tls_peer *p = tls_session_peer(c->tls);
+	record_device_seen(c, p, false);
+	char why[192];
+	snprintf(why, sizeof why, "%s (trust changed while this connection was open)", p->reason);
+	respond_error(c, 403, why);
+	return false;
+}
+
+/* A GET or HEAD with a body: nothing here reads it, and left in the stream
+ * it would be parsed as the next request (a PUT smuggled inside a GET).
+ * Refused, and the connection closes with the body unread. */
+static bool request_has_stray_body(const struct http_request *req)
+{
+	return (req->method == HTTP_GET || req->method == HTTP_HEAD) &&
+	       (req->content_length > 0 || req->chunked);
+}
+
 static void handle_request(struct conn *c, const struct http_request *req)
 {
 	counter_add(&c->w->counters.requests, 1);
 	c->keep_alive = req->keep_alive;
+	c->head_request = req->method == HTTP_HEAD;
+	if (!peer_still_trusted(c))
+		return;
+	if (request_has_stray_body(req)) {
+		respond_error(c, 400, "GET and HEAD take no body (Content-Length or chunked)");
+		return;
+	}
 	struct http_route route;
 	int rc = http_route_parse(&req->target, &route);
 	if (rc < 0) {
@@ -727,6 +775,7 @@ static bool step_head(struct conn *c)
 				timer_for_state(c);
 			}
 			struct http_request req;
+			c->head_request = false; /* until this head says HEAD */
 			size_t avail = c->buf_len - c->buf_off;
 			if (avail > cfg->max_header_bytes)
 				avail = cfg->max_header_bytes;
@@ -1038,6 +1087,9 @@ static void *conn_accepted(void *ctx, struct transport_conn *tc, const struct so
 	c->w = w;
 	c->tc = tc;
 	c->file_fd = -1;
+	/* Noted before the snapshot is taken: a publish in between costs one
+	 * extra check at the first request, never a missed one. */
+	c->trust_generation = trust_generation();
 	struct tls_server *snapshot = trust_acquire();
 	c->tls = tls_session_new(snapshot, tls_out, c);
 	tls_server_unref(snapshot); /* the session holds its own reference */

@@ -66,29 +66,27 @@ static unsigned worker_count(const struct config *cfg)
 /* ---- trust reload ---- */
 
 /* The trust settings as they are on disk now: the config file read again
- * (its [tls] keys take effect; the rest needs a restart). */
-static int reload_config(struct beacond *b, struct config *out, char *msg, size_t len)
+ * (its trust keys take effect, see config_take_reloadable). Keys changed
+ * in the file that only a restart applies are named in `restart` ("" when
+ * none): the running values stay, and a reload must not pass for having
+ * applied them. */
+static int reload_config(struct beacond *b, struct config *out, char *restart, size_t rlen,
+			 char *msg, size_t len)
 {
 	*out = b->cfg;
 	config_fixup(out);
+	restart[0] = '\0';
 	if (!b->conf_path)
 		return 0;
 	struct config fresh;
 	config_defaults(&fresh);
 	if (config_load(b->conf_path, &fresh, msg, len) != 0)
 		return -1;
-	/* Only the trust side changes at run time. */
-	memcpy(out->cert, fresh.cert, sizeof out->cert);
-	memcpy(out->key, fresh.key, sizeof out->key);
-	memcpy(out->issuers, fresh.issuers, sizeof out->issuers);
-	out->advertise = fresh.advertise;
-	memcpy(out->advertise_list, fresh.advertise_list, sizeof out->advertise_list);
-	out->require_client_auth_eku = fresh.require_client_auth_eku;
-	out->require_digital_signature = fresh.require_digital_signature;
-	out->identity = fresh.identity;
-	memcpy(out->crl_dir, fresh.crl_dir, sizeof out->crl_dir);
-	out->crl_stale = fresh.crl_stale;
-	memcpy(out->blocklist, fresh.blocklist, sizeof out->blocklist);
+	config_take_reloadable(out, &fresh);
+	if (config_restart_keys(&b->cfg, &fresh, restart, rlen) > 0)
+		log_warn("reload: %s: changed keys NOT applied until a restart (the running "
+			 "values stay in force): %s",
+			 b->conf_path, restart);
 	return 0;
 }
 
@@ -158,7 +156,8 @@ static int snapshot_build(struct beacond *b, const struct config *cfg, struct tl
 static int reload_snapshot(struct beacond *b, char *msg, size_t len)
 {
 	struct config cfg;
-	if (reload_config(b, &cfg, msg, len) != 0)
+	char restart[320];
+	if (reload_config(b, &cfg, restart, sizeof restart, msg, len) != 0)
 		return -1;
 	struct tls_server *next;
 	if (snapshot_build(b, &cfg, &next, msg, len) != 0)
@@ -167,10 +166,12 @@ static int reload_snapshot(struct beacond *b, char *msg, size_t len)
 	struct tls_server_info info;
 	trust_current_info(&info);
 	snprintf(msg, len,
-		 "trust snapshot %llu: %u issuers, %llu revoked serials from %llu CRLs, %u blocked",
+		 "trust snapshot %llu: %u issuers, %llu revoked serials from %llu CRLs, "
+		 "%u blocked%s%s",
 		 (unsigned long long)info.generation, info.issuers,
 		 (unsigned long long)info.revoked_serials, (unsigned long long)info.crls,
-		 info.blocked_entries);
+		 info.blocked_entries, restart[0] ? "; NOT applied, a restart is needed for: " : "",
+		 restart);
 	return 0;
 }
 

@@ -326,6 +326,123 @@ void config_fixup(struct config *cfg)
 	cfg->store.data_dir = cfg->data_dir;
 }
 
+/* ---- reload: which keys apply now, which at the next start ---- */
+
+/* The trust snapshot's inputs: a reload builds a new snapshot from them.
+ * Nothing else is rebuilt at run time (workers, listeners, limits and the
+ * store keep what they started with), so every other key waits for a
+ * restart. */
+static const char *const reloadable_tls_keys[] = {
+	"cert",
+	"key",
+	"issuers",
+	"advertise",
+	"require_client_auth_eku",
+	"require_digital_signature",
+	"identity",
+	"crl_dir",
+	"crl_stale",
+	"blocklist",
+};
+
+static bool key_reloadable(const struct key *k)
+{
+	if (strcmp(k->section, "tls") != 0)
+		return false;
+	for (size_t i = 0; i < sizeof reloadable_tls_keys / sizeof *reloadable_tls_keys; i++)
+		if (!strcmp(k->name, reloadable_tls_keys[i]))
+			return true;
+	return false;
+}
+
+/* A few keys set a second field besides the one the table names. */
+static void key_second_field(const struct key *k, size_t *offset, size_t *width)
+{
+	*offset = *width = 0;
+	if (k->kind == K_LISTEN) {
+		*offset = offsetof(struct config, listen_port);
+		*width = sizeof(((struct config *)0)->listen_port);
+	} else if (k->kind == K_ADVERTISE) {
+		*offset = offsetof(struct config, advertise);
+		*width = sizeof(((struct config *)0)->advertise);
+	} else if (k->kind == K_CIDR) {
+		*offset = offsetof(struct config, dpdk_prefix);
+		*width = sizeof(((struct config *)0)->dpdk_prefix);
+	}
+}
+
+static bool key_is_text(const struct key *k)
+{
+	switch (k->kind) {
+	case K_PATH:
+	case K_OPTPATH:
+	case K_ADDR:
+	case K_WORD:
+	case K_LISTEN:
+	case K_ADVERTISE:
+	case K_TEXT:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static bool key_equal(const struct key *k, const struct config *a, const struct config *b)
+{
+	const char *pa = (const char *)a + k->offset, *pb = (const char *)b + k->offset;
+	/* Text fields: bytes past the terminator are whatever was there. */
+	bool same = key_is_text(k) ? strncmp(pa, pb, k->width) == 0 : memcmp(pa, pb, k->width) == 0;
+	size_t off, width;
+	key_second_field(k, &off, &width);
+	return same && (!width || memcmp((const char *)a + off, (const char *)b + off, width) == 0);
+}
+
+static void key_copy(const struct key *k, struct config *dst, const struct config *src)
+{
+	memcpy((char *)dst + k->offset, (const char *)src + k->offset, k->width);
+	size_t off, width;
+	key_second_field(k, &off, &width);
+	if (width)
+		memcpy((char *)dst + off, (const char *)src + off, width);
+}
+
+void config_take_reloadable(struct config *running, const struct config *fresh)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		if (key_reloadable(&keys[i]))
+			key_copy(&keys[i], running, fresh);
+}
+
+unsigned config_restart_keys(const struct config *running, const struct config *fresh, char *out,
+			     size_t len)
+{
+	unsigned n = 0;
+	size_t used = 0;
+	bool cut = false;
+	if (len)
+		out[0] = '\0';
+	for (size_t i = 0; i < NKEYS; i++) {
+		const struct key *k = &keys[i];
+		if (key_reloadable(k) || key_equal(k, running, fresh))
+			continue;
+		char item[96];
+		int ilen = snprintf(item, sizeof item, "%s[%s] %s", n ? ", " : "", k->section,
+				    k->name);
+		n++;
+		if (cut || ilen < 0)
+			continue;
+		/* Room is kept for a closing "..." should a later key not fit. */
+		if (used + (size_t)ilen + 4 <= len) {
+			memcpy(out + used, item, (size_t)ilen + 1);
+			used += (size_t)ilen;
+		} else if (used + 4 <= len) {
+			memcpy(out + used, "...", 4);
+			cut = true;
+		}
+	}
+	return n;
+}
+
 /* ---- loading ---- */
 
 struct load {

@@ -844,3 +844,31 @@ const char *tls_session_error(const struct tls_session *s)
 	return wolfSSL_ERR_reason_error_string((unsigned long)s->last_err);
 }
 
+/* ---- an open connection against a newer snapshot ---- */
+
+static bool issuer_still_trusted(const struct tls_server *srv, const uint8_t issuer_hash[32])
+{
+	for (size_t i = 0; i < srv->n_issuers; i++)
+		if (memcmp(srv->issuer_hash[i], issuer_hash, 32) == 0)
+			return true;
+	return false;
+}
+
+bool tls_session_recheck(struct tls_session *s, struct tls_server *now)
+{
+	if (s->peer.result != AUTH_OK)
+		return false;
+	if (now == s->srv)
+		return true;
+	if (!issuer_still_trusted(now, s->issuer_hash)) {
+		session_refuse(s, AUTH_UNKNOWN_ISSUER, "certificate's issuer is no longer trusted");
+		return false;
+	}
+	/* peer_admitted judges by s->srv: lend it the newest snapshot for the
+	 * verdict only; wolfSSL's objects stay on the session's own. */
+	struct tls_server *own = s->srv;
+	s->srv = now;
+	bool admitted = peer_admitted(s);
+	s->srv = own;
+	return admitted;
+}

@@ -43,6 +43,13 @@ struct tls_server *trust_acquire(void)
 	return tls_server_ref(atomic_load_explicit(&current, memory_order_acquire));
 }
 
+uint64_t trust_generation(void)
+{
+	/* trust_publish swaps the pointer before it bumps the epoch: whoever
+	 * sees the new epoch then acquires the new snapshot. */
+	return atomic_load_explicit(&epoch, memory_order_acquire);
+}
+
 void trust_quiescent(unsigned worker)
 {
 	atomic_store_explicit(&slots[worker].seen, atomic_load_explicit(&epoch, memory_order_acquire),

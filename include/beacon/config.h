@@ -105,6 +105,21 @@ void config_fixup(struct config *cfg);
  * whether cert, key and issuers exist is checked when TLS loads them. */
 int config_load(const char *path, struct config *cfg, char *err, size_t errlen);
 
+/*
+ * What a reload applies. A reload reads the file again into `fresh`;
+ * config_take_reloadable copies into `running` the keys a reload applies:
+ * the trust snapshot's inputs in [tls] (cert, key, issuers, advertise, the
+ * usage checks, identity, crl_dir, crl_stale, blocklist). Every other key
+ * takes effect only at the next start. config_restart_keys writes into out
+ * "[section] key" for each of those others whose value differs between
+ * `running` and `fresh`, comma-separated (cut short with "..." when out is
+ * too small), and returns how many there are: 0 when nothing waits for a
+ * restart.
+ */
+void config_take_reloadable(struct config *running, const struct config *fresh);
+unsigned config_restart_keys(const struct config *running, const struct config *fresh, char *out,
+			     size_t len);
+
 /* Parses sizes like "16k", "10M", "1G" (powers of 1024; suffixes k, m, g, t
  * in either case) and durations like "500ms", "10s", "2m", "1h", "30d" (a
  * bare number is seconds). Reject signs, blanks, junk and overflow (past

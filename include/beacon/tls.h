@@ -11,6 +11,13 @@
  * and used by one worker thread. Ticket keys are shared by the whole process
  * and rotate under a lock that only the (rare) key change takes for long.
  *
+ * A session keeps the snapshot it began with until it ends (its wolfSSL
+ * objects belong to that snapshot), but it is not trusted on that
+ * snapshot's word alone: once a newer one is published, the connection
+ * asks tls_session_recheck before its next request, so a device revoked,
+ * blocked or left without a trusted issuer stops at its next request
+ * rather than when its keep-alive connection ends.
+ *
  * I/O: the caller hands ciphertext in with tls_session_input() and gets
  * ciphertext out through the `send` callback given at creation; nothing in
  * here touches a socket.
@@ -109,6 +116,18 @@ ssize_t tls_session_write(struct tls_session *s, const void *buf, size_t len);
 void tls_session_shutdown(struct tls_session *s);
 
 const struct tls_peer *tls_session_peer(const struct tls_session *s);
+
+/*
+ * Checks an established session's peer against `now`, the newest trust
+ * snapshot, with the rules a resumption meets: its issuer still trusted,
+ * the certificate not revoked (nor its issuer's CRL stale under crl_stale =
+ * refuse), the certificate and device not blocked. True when still
+ * admitted. False otherwise, and tls_session_peer()'s result and reason
+ * then say why (for the answer and the log): the caller closes the
+ * connection. The session keeps its own snapshot; `now` is only read,
+ * during the call. On the session's worker thread.
+ */
+bool tls_session_recheck(struct tls_session *s, struct tls_server *now);
 
 /* A short description of the last failure, for the log. */
 const char *tls_session_error(const struct tls_session *s);

@@ -10,14 +10,19 @@
  * until every online worker has passed a quiescent point, then drops the
  * publication's reference on the old snapshot, which is freed when its last
  * connection ends. Handshakes in flight finish on the snapshot they began
- * with; new connections get the new one.
+ * with; new connections get the new one. An open connection keeps its own
+ * snapshot, but before each request it is checked against the newest one
+ * (trust_generation, tls_session_recheck) and closed if that one refuses it.
  *
  * Threads: trust_publish and trust_current_info from one control thread at
  * a time (callers serialise); trust_acquire / trust_quiescent /
- * trust_offline from worker `id`'s own thread only.
+ * trust_offline from worker `id`'s own thread only; trust_generation from
+ * any thread.
  */
 #ifndef BEACON_TRUST_H
 #define BEACON_TRUST_H
+
+#include <stdint.h>
 
 #include "beacon/tls.h"
 
@@ -34,6 +39,13 @@ struct tls_server *trust_acquire(void);
 void trust_quiescent(unsigned worker);
 /* A stopping worker: never waited for again. */
 void trust_offline(unsigned worker);
+
+/* A number that changes whenever a snapshot is published. A connection
+ * notes it when it starts and compares it before each request: a plain
+ * atomic load, so the request path learns of a newer snapshot without
+ * taking a reference. Seen before the trust_acquire that follows it, it
+ * never hides a newer snapshot (at worst one check too many). */
+uint64_t trust_generation(void);
 
 /* Makes `next` current (takes its reference); returns once no worker can
  * still pick up the old one. */

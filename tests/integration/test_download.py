@@ -1,6 +1,8 @@
 """GET and HEAD under /ManageSoftDL/ serve the download directory, and
 nothing outside it."""
 
+import os
+
 import pytest
 
 from helpers import DOWNLOAD_FILES, SECRET, build_request, curl, request, tls_connect
@@ -88,3 +90,37 @@ def test_traversal_refused(server, target, method):
     assert resp.status in (400, 404), resp
     assert SECRET.strip() not in resp.body + extra
     assert b"root:" not in resp.body + extra
+
+
+def test_fifo_is_refused_and_does_not_stall_the_worker(start_server):
+    """A FIFO in the download directory (issue 12): opening it for reading
+    used to wait for a writer, and the worker with it, so every connection
+    on that worker stopped. Now it gets 404 at once, and the only worker
+    answers another connection afterwards. One worker, so a stalled one
+    would have no other to hide behind."""
+    srv = start_server({"server": {"workers": "1"}})
+    fifo = srv.download_dir / "stall.xml"
+    os.mkfifo(fifo)
+    try:
+        with tls_connect(srv) as bystander:  # established before the FIFO GET
+            for method in ("GET", "HEAD"):
+                with tls_connect(srv) as c:
+                    c.send(build_request(method, "/ManageSoftDL/stall.xml"))
+                    resp = c.read_response(20.0, head_request=(method == "HEAD"))
+                assert resp.status == 404, resp
+            bystander.send(build_request("GET", "/ManageSoftDL/policy.xml"))
+            other = bystander.read_response(20.0)
+        assert other.status == 200, other
+        assert other.body == DOWNLOAD_FILES["policy.xml"]
+    finally:
+        release_fifo_readers(fifo)
+
+
+def release_fifo_readers(fifo):
+    """Opens the FIFO for writing and closes it: a reader stuck in open()
+    (the old code) gets EOF, so the server can still be stopped."""
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return  # ENXIO: nobody is reading it
+    os.close(fd)

@@ -503,6 +503,48 @@ static void test_example_config(void **state)
 	assert_string_equal(c.cert + strlen(c.cert) - strlen(tail), tail);
 }
 
+/* A reload takes the [tls] trust keys and names every other changed key,
+ * including those whose value sits in two fields (listen's port,
+ * advertise's mode). */
+static void test_reload_split(void **state)
+{
+	struct config running, fresh;
+	assert_int_equal(load("[limits]\nmax_body = 1G\n[tls]\nadvertise = all\n", &running), 0);
+	char out[256];
+
+	/* Trust keys only: applied, nothing waits for a restart. */
+	assert_int_equal(load("[limits]\nmax_body = 1G\n[tls]\nadvertise = none\n"
+			      "crl_dir = /x/crl\nrequire_client_auth_eku = no\n",
+			      &fresh),
+			 0);
+	assert_int_equal(config_restart_keys(&running, &fresh, out, sizeof out), 0);
+	assert_string_equal(out, "");
+	struct config applied = running;
+	config_take_reloadable(&applied, &fresh);
+	assert_int_equal(applied.advertise, ADVERTISE_NONE);
+	assert_string_equal(applied.crl_dir, "/x/crl");
+	assert_false(applied.require_client_auth_eku);
+	assert_int_equal(applied.max_body_bytes, running.max_body_bytes);
+
+	/* Keys only a restart applies: named, and not taken. */
+	assert_int_equal(load("[server]\nlisten = 127.0.0.1:9443\n[limits]\nmax_body = 4k\n"
+			      "[tls]\nadvertise = all\nticket_lifetime = 2h\n",
+			      &fresh),
+			 0);
+	assert_int_equal(config_restart_keys(&running, &fresh, out, sizeof out), 3);
+	assert_string_equal(out, "[server] listen, [tls] ticket_lifetime, [limits] max_body");
+	applied = running;
+	config_take_reloadable(&applied, &fresh);
+	assert_int_equal(applied.max_body_bytes, 1024ull * 1024 * 1024);
+	assert_int_equal(applied.listen_port, running.listen_port);
+
+	/* Cut short, never past the buffer. */
+	char tiny[24];
+	assert_int_equal(config_restart_keys(&running, &fresh, tiny, sizeof tiny), 3);
+	assert_string_equal(tiny, "[server] listen...");
+	(void)state;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -521,6 +563,7 @@ int main(void)
 		cmocka_unit_test(test_relative_to_cwd),
 		cmocka_unit_test(test_listen),
 		cmocka_unit_test(test_example_config),
+		cmocka_unit_test(test_reload_split),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
