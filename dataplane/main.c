@@ -89,6 +89,9 @@ static int reload_config(struct beacond *b, struct config *out, char *msg, size_
 	memcpy(out->crl_dir, fresh.crl_dir, sizeof out->crl_dir);
 	out->crl_stale = fresh.crl_stale;
 	memcpy(out->blocklist, fresh.blocklist, sizeof out->blocklist);
+	/* Lowering these must cut resumptions off without a restart. */
+	out->ticket_lifetime_s = fresh.ticket_lifetime_s;
+	out->max_session_age_s = fresh.max_session_age_s;
 	return 0;
 }
 

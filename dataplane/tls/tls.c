@@ -527,10 +527,22 @@ static bool ticket_identity_current(const struct tls_server *srv, const struct t
 	return why == NULL;
 }
 
+/* The same ticket seen again (a ClientHello after a HelloRetryRequest
+ * offers its tickets once more). */
+static bool same_ticket(const struct ticket_identity *a, const struct ticket_identity *b)
+{
+	return memcmp(a->secret_id, b->secret_id, sizeof a->secret_id) == 0 &&
+	       memcmp(a->cert_sha256, b->cert_sha256, 32) == 0 && a->issued == b->issued &&
+	       a->auth_time == b->auth_time && strcmp(a->device, b->device) == 0;
+}
+
 bool tls_resumption_offered(struct tls_session *s, const struct ticket_identity *id)
 {
 	if (!ticket_identity_current(s->srv, id) || !ticket_identity_admitted(s, id))
 		return false;
+	for (unsigned i = 0; i < s->n_offered; i++)
+		if (same_ticket(&s->offered[i], id))
+			return true;
 	/* A ticket that cannot be kept aside is refused, so that wolfSSL can
 	 * never resume one whose identity is not known here. */
 	if (!s->offered) {

@@ -184,11 +184,15 @@ class Peer:
         self.sock.close()
 
 
-def client_hello(offers, real, now):
+HRR_RANDOM = hashlib.sha256(b"HelloRetryRequest").digest()
+
+
+def client_hello(offers, real, now, key, share=True, before=b"", cookie=None):
     """ClientHello bytes (handshake message) offering every session of
     `offers` as a PSK identity; only offers[real] gets a true binder.
-    Each offer: (session, claimed age in ms or None for the true one)."""
-    key = X25519PrivateKey.generate()
+    Each offer: (session, claimed age in ms or None for the true one).
+    Without `share`, no key share (the server answers HelloRetryRequest);
+    `before` is the transcript before this ClientHello (after one)."""
     public = key.public_key().public_bytes(serialization.Encoding.Raw,
                                            serialization.PublicFormat.Raw)
     identities = b""
@@ -198,10 +202,12 @@ def client_hello(offers, real, now):
         identities += vector(sess["ticket"], 2) + struct.pack(">I", (age_ms + sess["age_add"]) & 0xFFFFFFFF)
     binder_sizes = [HASHES[s["suite"]][0]().digest_size for s, _ in offers]
     binders_len = 2 + sum(1 + n for n in binder_sizes)
+    shares = vector(b"\x00\x1d" + vector(public, 2), 2) if share else vector(b"", 2)
     extensions = (extension(43, vector(b"\x03\x04", 1)) + extension(10, vector(b"\x00\x1d", 2)) +
-                  extension(13, vector(b"\x04\x03\x08\x04", 2)) +
-                  extension(51, vector(b"\x00\x1d" + vector(public, 2), 2)) +
+                  extension(13, vector(b"\x04\x03\x08\x04", 2)) + extension(51, shares) +
                   extension(45, vector(b"\x01", 1)))
+    if cookie is not None:
+        extensions += extension(44, cookie)
     psk_head = u16(41) + u16(2 + len(identities) + binders_len) + vector(identities, 2)
     body = (b"\x03\x03" + os.urandom(32) + vector(os.urandom(32), 1) +
             vector(b"\x13\x01\x13\x02", 2) + b"\x01\x00" +
@@ -214,9 +220,9 @@ def client_hello(offers, real, now):
     finished_key = hkdf_expand_label(h, binder_key, b"finished", b"", h().digest_size)
     binders = b""
     for i, size in enumerate(binder_sizes):
-        binders += vector(hmac.new(finished_key, h(partial).digest(), h).digest()
+        binders += vector(hmac.new(finished_key, h(before + partial).digest(), h).digest()
                           if i == real else os.urandom(size), 1)
-    return partial + vector(binders, 2), key, early
+    return partial + vector(binders, 2), early
 
 
 def parse_server_hello(msg):
@@ -238,26 +244,66 @@ def parse_server_hello(msg):
     return suite, share, selected
 
 
-def psk_upload(server, offers, real, name):
+def server_hello(peer):
+    """The next ServerHello (CCS records skipped), or ("alert", description)."""
+    while True:
+        header, body = peer.record()
+        if header[0] == 20:
+            continue
+        if header[0] == 21:
+            return "alert", ALERTS.get(body[1], body[1])
+        assert header[0] == 22 and body[0] == 2, \
+            f"expected a ServerHello, got {header.hex()} {body[:8].hex()}"
+        return "hello", body
+
+
+def retry_cookie(hrr):
+    """The cookie extension body of a HelloRetryRequest, or None."""
+    p = 4 + 2 + 32
+    p += 1 + hrr[p] + 3
+    end = p + 2 + struct.unpack(">H", hrr[p:p + 2])[0]
+    p += 2
+    while p < end:
+        kind, n = struct.unpack(">HH", hrr[p:p + 4])
+        if kind == 44:
+            return hrr[p + 4:p + 4 + n]
+        p += 4 + n
+    return None
+
+
+def psk_upload(server, offers, real, name, retry=False):
     """Resumes offers[real] while offering all of `offers`, then PUTs
-    `name`. Returns ("alert", description), ("no-psk", None) when the server
-    chose no PSK, or ("response", (selected identity, the HTTP status line))."""
+    `name`. With `retry`, the first ClientHello has no key share, so the
+    server asks again (HelloRetryRequest) and the tickets are offered twice.
+    Returns ("alert", description), ("no-psk", None) when the server chose
+    no PSK, or ("response", (selected identity, the HTTP status line))."""
     sess = offers[real][0]
     h, key_len = HASHES[sess["suite"]]
-    hello, key, early = client_hello(offers, real, time.time())
+    key = X25519PrivateKey.generate()
     peer = Peer(server.host, server.port)
     try:
-        peer.sock.sendall(b"\x16\x03\x01" + vector(hello, 2))
-        header, sh = peer.record()
-        if header[0] == 21:
-            return "alert", ALERTS.get(sh[1], sh[1])
-        assert header[0] == 22 and sh[0] == 2, f"expected a ServerHello, got {header.hex()} {sh[:8].hex()}"
+        before = b""
+        cookie = None
+        if retry:
+            first, _ = client_hello(offers, real, time.time(), key, share=False)
+            peer.sock.sendall(b"\x16\x03\x01" + vector(first, 2))
+            kind, hrr = server_hello(peer)
+            if kind == "alert":
+                return kind, hrr
+            assert hrr[6:38] == HRR_RANDOM, "expected a HelloRetryRequest"
+            before = b"\xfe\x00\x00" + bytes([h().digest_size]) + h(first).digest() + hrr
+            cookie = retry_cookie(hrr)
+        hello, early = client_hello(offers, real, time.time(), key, before=before, cookie=cookie)
+        peer.sock.sendall(b"\x16\x03\x03" + vector(hello, 2))
+        kind, sh = server_hello(peer)
+        if kind == "alert":
+            return kind, sh
         suite, share, selected = parse_server_hello(sh)
         if selected is None:
             return "no-psk", None
         assert suite == sess["suite"], f"resumed under suite {suite.hex()}, the ticket's is {sess['suite'].hex()}"
         shared = key.exchange(X25519PublicKey.from_public_bytes(share))
-        transcript = hello + sh
+        transcript = before + hello + sh
         hs = hkdf_extract(h, derive_secret(h, early, b"derived", b""), shared)
         c_hs = derive_secret(h, hs, b"c hs traffic", transcript)
         s_hs = derive_secret(h, hs, b"s hs traffic", transcript)
@@ -345,6 +391,19 @@ def test_second_psk_identity_leaves_no_trace(server, tickets, victim_first):
     selected, status = detail
     assert selected == offers.index((own, None)), f"server resumed identity {selected}"
     assert status.startswith("HTTP/1.1 201"), status
+    assert devices == [f"{OWN}.example"], devices
+
+
+def test_second_psk_identity_after_hello_retry(server, tickets):
+    """The tickets offered again after a HelloRetryRequest: the same rule."""
+    own, victim = tickets
+    victim_age = int((time.time() - victim["time"]) * 1000) + WRONG_AGE_MS
+    name = unique_name("psk-confusion-hrr")
+    kind, detail = psk_upload(server, [(own, None), (victim, victim_age)], 0, name, retry=True)
+    devices = stored_under(server, name)
+    assert f"{VICTIM}.example" not in devices, devices
+    assert kind == "response" and detail[0] == 0 and detail[1].startswith("HTTP/1.1 201"), \
+        (kind, detail, server.stderr()[-2000:])
     assert devices == [f"{OWN}.example"], devices
 
 
@@ -460,6 +519,18 @@ def test_max_session_age_bounds_a_chain_of_tickets(start_server, tmp_path, versi
     assert kind == "New", f"resumed past max_session_age:\n{out}"
     assert "HTTP/1.1 201" in out, out  # the certificate itself is fine
     assert stored_under(srv, upload) == ["agent1.example"]
+
+
+def test_lowered_max_session_age_applies_on_reload(start_server, tmp_path):
+    srv = start_server()
+    first = new_session(srv, "agent1", tmp_path / "s1.pem")
+    full_done = time.time()
+    assert "[tls]\n" in srv.config_text
+    srv.conf.write_text(srv.config_text.replace("[tls]\n", "[tls]\nmax_session_age = 1s\n", 1))
+    beaconctl_ok(srv, "reload", "all")
+    wait_until_time(full_done + 3)
+    kind, out = session_run(srv, "agent1", "-sess_in", str(first))
+    assert kind == "New", f"max_session_age lowered by a reload did not apply:\n{out}"
 
 
 def test_ticket_lifetime_is_enforced_tls13(start_server, tmp_path):
