@@ -19,6 +19,7 @@ import datetime
 import hashlib
 import hmac
 import os
+import signal
 import socket
 import struct
 import time
@@ -582,6 +583,19 @@ def test_reload_all_keeps_ticket_keys(start_server, tmp_path, version):
     assert "kept" in out, out
     kind, out = session_run(srv, "agent1", "-sess_in", str(first), version=version)
     assert kind == "Reused", out
+
+
+def test_sighup_keeps_ticket_keys(start_server, tmp_path):
+    srv = start_server()
+    first = new_session(srv, "agent1", tmp_path / "s1.pem")
+    for i in range(1, 6):
+        srv.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while srv.stderr().count("reload all: ") < i:
+            assert time.monotonic() < deadline, f"SIGHUP {i} was not acted on:\n{srv.stderr()}"
+            time.sleep(0.05)
+    kind, out = session_run(srv, "agent1", "-sess_in", str(first))
+    assert kind == "Reused", f"a ticket from before five SIGHUPs no longer resumes:\n{out}"
 
 
 @pytest.mark.parametrize("version", ["1.3", "1.2"])
