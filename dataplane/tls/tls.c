@@ -543,6 +543,15 @@ bool tls_resumption_offered(struct tls_session *s, const struct ticket_identity 
 	for (unsigned i = 0; i < s->n_offered; i++)
 		if (same_ticket(&s->offered[i], id))
 			return true;
+	/* One client is one device: a ticket of another device in the same
+	 * ClientHello was copied off the wire. Not needed for correctness
+	 * (only the resumed ticket counts), but such a ticket has no business
+	 * being opened further. */
+	if (s->n_offered > 0 && strcmp(s->offered[0].device, id->device) != 0) {
+		log_debug("tls: ticket of %s not resumed: offered with a ticket of %s", id->device,
+			  s->offered[0].device);
+		return false;
+	}
 	/* A ticket that cannot be kept aside is refused, so that wolfSSL can
 	 * never resume one whose identity is not known here. */
 	if (!s->offered) {

@@ -387,10 +387,17 @@ def test_second_psk_identity_leaves_no_trace(server, tickets, victim_first):
     devices = stored_under(server, name)
     assert f"{VICTIM}.example" not in devices, (
         f"an upload over the attacker's own resumed ticket was stored as the victim: {devices}")
-    # The fix resumes the attacker's own ticket, as the attacker's device.
+    if victim_first:
+        # Tickets of two devices in one ClientHello: the later device's is
+        # not opened, the victim's does not pass its age: no resumption, a
+        # full handshake (which this client cannot do) follows.
+        assert (kind, detail) == ("no-psk", None), (kind, detail)
+        assert devices == [], devices
+        return
+    # The attacker's own ticket is resumed, as the attacker's device.
     assert kind == "response", (kind, detail, server.stderr()[-2000:])
     selected, status = detail
-    assert selected == offers.index((own, None)), f"server resumed identity {selected}"
+    assert selected == 0, f"server resumed identity {selected}"
     assert status.startswith("HTTP/1.1 201"), status
     assert devices == [f"{OWN}.example"], devices
 
@@ -406,6 +413,30 @@ def test_second_psk_identity_after_hello_retry(server, tickets):
     assert kind == "response" and detail[0] == 0 and detail[1].startswith("HTTP/1.1 201"), \
         (kind, detail, server.stderr()[-2000:])
     assert devices == [f"{OWN}.example"], devices
+
+
+def test_resumed_ticket_decides_between_two_certificates(start_server, pki_copy, tmp_path):
+    """One device with two certificates (a renewal): both tickets pass every
+    check and are of the same device, so only telling which one wolfSSL
+    resumed gives the right certificate. The upload must record the
+    fingerprint of the resumed ticket's certificate, not of the other one
+    (which is decrypted after it)."""
+    srv = start_server()
+    srv.pki = pki_copy
+    old_cert, _ = agent_cert(pki_copy, pki_copy, "agent1.example", 3600)
+    new_cert, _ = agent_cert(pki_copy, pki_copy, "agent1.example", 7200)
+    resumed = read_session(new_session(srv, new_cert, tmp_path / "new.pem",
+                                       ciphersuite="TLS_AES_256_GCM_SHA384"))
+    other = read_session(new_session(srv, old_cert, tmp_path / "old.pem",
+                                     ciphersuite="TLS_AES_128_GCM_SHA256"))
+    other_age = int((time.time() - other["time"]) * 1000) + WRONG_AGE_MS
+    name = unique_name("two-certs")
+    kind, detail = psk_upload(srv, [(resumed, None), (other, other_age)], 0, name)
+    assert kind == "response" and detail == (0, "HTTP/1.1 201 Created"), (kind, detail)
+    rows = [r for r in srv.uploads("agent1.example") if r.get("name") == name]
+    assert len(rows) == 1, rows
+    assert rows[0]["cert_sha256"] == fingerprint(pki_copy / f"{new_cert}.pem"), (
+        "the upload names the certificate of a ticket that was offered but not resumed")
 
 
 def test_victim_ticket_alone_does_not_resume(server, tickets):
@@ -424,15 +455,15 @@ def test_victim_ticket_alone_does_not_resume(server, tickets):
 # Dates: notAfter, max_session_age, ticket_lifetime
 
 
-def short_lived_cert(pki, out_dir, seconds):
-    """An agent certificate (agents-ca) whose notAfter is `seconds` from now.
-    Returns (name for s_client, notAfter as a Unix time)."""
+def agent_cert(pki, out_dir, cn, lifetime_s):
+    """A new agent certificate (agents-ca, clientAuth, digitalSignature) for
+    `cn` whose notAfter is `lifetime_s` from now, written as NAME.pem and
+    NAME.key into out_dir. Returns (NAME, notAfter as a Unix time)."""
     ca_key = serialization.load_pem_private_key((pki / "agents-ca.key").read_bytes(), None)
     ca = x509.load_pem_x509_certificate((pki / "agents-ca.pem").read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-    not_after = now + datetime.timedelta(seconds=seconds)
-    cn = "shortlived.example"
+    not_after = now + datetime.timedelta(seconds=lifetime_s)
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
             .issuer_name(ca.subject)
@@ -444,13 +475,17 @@ def short_lived_cert(pki, out_dir, seconds):
                                          False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    # s_client takes -cert/-key from the PKI directory by name.
-    name = f"shortlived-{os.getpid()}-{int(time.time() * 1000)}"
+    name = f"made-{os.getpid()}-{time.monotonic_ns()}"
     (out_dir / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (out_dir / f"{name}.key").write_bytes(key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     return name, not_after.timestamp()
+
+
+def fingerprint(pem_path):
+    cert = x509.load_pem_x509_certificate(pem_path.read_bytes())
+    return cert.fingerprint(hashes.SHA256()).hex()
 
 
 def wait_until_time(t):
@@ -473,7 +508,7 @@ def pki_copy(pki, tmp_path):
 def test_expired_certificate_does_not_resume(start_server, pki_copy, tmp_path, version):
     srv = start_server()
     srv.pki = pki_copy  # s_client's -cert/-key come from here
-    name, not_after = short_lived_cert(pki_copy, pki_copy, 8)
+    name, not_after = agent_cert(pki_copy, pki_copy, "shortlived.example", 8)
     first = new_session(srv, name, tmp_path / "s1.pem", version=version)
     # A resumption before notAfter works, and (TLS 1.3) brings a fresh
     # ticket, which must carry the same notAfter on.
