@@ -90,15 +90,30 @@ static int reload_config(struct beacond *b, struct config *out, char *restart, s
 	return 0;
 }
 
+/* Ticket keys come from ticket_key_file, or live in memory and change only
+ * by rotation (ticket_rotate, `beaconctl tickets rotate`), which keeps the
+ * previous ones. A reload reads the file again; without one it changes
+ * nothing: a new key on every trust reload (SIGHUP, the file watch after a
+ * CRL fetch, `reload all`) would push the keys of live tickets out of the
+ * table, and a fleet's agents to full handshakes. */
 static int reload_tickets(const struct config *cfg, char *msg, size_t len)
 {
-	if (cfg->ticket_key_file[0]) {
-		if (tls_tickets_load(cfg->ticket_key_file, msg, len) != 0)
-			return -1;
-		snprintf(msg, len, "ticket keys: %u loaded from %s", tls_tickets_count(),
-			 cfg->ticket_key_file);
+	if (!cfg->ticket_key_file[0]) {
+		snprintf(msg, len,
+			 "ticket keys: %u kept (no ticket_key_file; 'beaconctl tickets rotate' "
+			 "makes a new one)",
+			 tls_tickets_count());
 		return 0;
 	}
+	if (tls_tickets_load(cfg->ticket_key_file, msg, len) != 0)
+		return -1;
+	snprintf(msg, len, "ticket keys: %u loaded from %s", tls_tickets_count(),
+		 cfg->ticket_key_file);
+	return 0;
+}
+
+static int rotate_tickets(char *msg, size_t len)
+{
 	if (tls_tickets_new_key(msg, len) != 0)
 		return -1;
 	snprintf(msg, len, "ticket keys: new key made, %u accepted", tls_tickets_count());
@@ -221,7 +236,7 @@ static int handle_tickets_rotate(void *arg, char *msg, size_t len)
 		return -1;
 	}
 	pthread_mutex_lock(&b->reload_lock);
-	int rc = reload_tickets(&b->cfg, msg, len);
+	int rc = rotate_tickets(msg, len);
 	b->last_rotation = time(NULL);
 	pthread_mutex_unlock(&b->reload_lock);
 	if (rc == 0)

@@ -198,6 +198,7 @@ static const struct key keys[] = {
 	ENUM("tls", "identity", identity, identities),
 	/* TLS 1.3 caps a ticket's lifetime at 7 days (RFC 8446 4.6.1). */
 	NUM("tls", "ticket_lifetime", K_SECONDS, ticket_lifetime_s, 1, 7 * 86400),
+	NUM("tls", "max_session_age", K_SECONDS, max_session_age_s, 1, 365 * 86400),
 	STR("tls", "crl_dir", K_OPTPATH, crl_dir),
 	ENUM("tls", "crl_stale", crl_stale, stale_modes),
 	STR("tls", "blocklist", K_OPTPATH, blocklist),
@@ -280,6 +281,7 @@ void config_defaults(struct config *cfg)
 	cfg->require_digital_signature = true;
 	cfg->identity = IDENTITY_CN;
 	cfg->ticket_lifetime_s = 3600;
+	cfg->max_session_age_s = 24 * 3600;
 	cfg->ticket_rotate_s = 12 * 3600;
 	cfg->crl_stale = CRL_STALE_MODE_WARN;
 	cfg->approval = APPROVAL_AUTO;
@@ -343,6 +345,9 @@ static const char *const reloadable_tls_keys[] = {
 	"crl_dir",
 	"crl_stale",
 	"blocklist",
+	/* Lowering these must cut resumptions off without a restart. */
+	"ticket_lifetime",
+	"max_session_age",
 };
 
 static bool key_reloadable(const struct key *k)

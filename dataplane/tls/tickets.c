@@ -1,6 +1,7 @@
 /*
  * Session ticket keys and the ticket callback. A ticket is the wolfSSL
- * internal ticket followed by our own identity blob (see tls-internal.h),
+ * internal ticket followed by our own identity blob (struct
+ * ticket_identity in tls-internal.h),
  * sealed with AES-256-GCM under the current key; the key's name is the GCM
  * additional data. Decryption accepts the current and the previous key and
  * asks wolfSSL to issue a fresh ticket when the previous one was used.
@@ -248,18 +249,15 @@ static int ticket_open(struct tls_session *s, const uint8_t *name, const uint8_t
 	if (ticket_gcm(&k, false, ticket, in_len, iv, (uint8_t *)mac) != 0)
 		return WOLFSSL_TICKET_RET_REJECT;
 
-	size_t blob = tls_ticket_blob_read(s, ticket, (size_t)in_len);
-	if (blob == 0) {
-		tls_resumed_peer_forget(s);
+	struct ticket_identity id;
+	size_t blob = tls_ticket_blob_read(ticket, (size_t)in_len, &id);
+	/* Every ticket of a ClientHello is opened here, also those wolfSSL
+	 * will not resume: this one is only offered, not taken (see
+	 * tls_resumption_offered). A refused one means a full handshake. */
+	bool ok = blob != 0 && tls_resumption_offered(s, &id);
+	explicit_bzero(&id, sizeof id);
+	if (!ok)
 		return WOLFSSL_TICKET_RET_REJECT;
-	}
-	/* The identity must still be admitted by today's policy: a ticket is
-	 * no way around a revocation or a removed issuer. */
-	if (!tls_resumed_peer_allowed(s)) {
-		tls_resumed_peer_forget(s);
-		return WOLFSSL_TICKET_RET_REJECT;
-	}
-	tls_resumed_peer_admit(s);
 	*out_len = in_len - (int)blob;
 	return slot == 0 ? WOLFSSL_TICKET_RET_OK : WOLFSSL_TICKET_RET_CREATE;
 }

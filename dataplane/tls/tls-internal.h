@@ -24,21 +24,44 @@ int tls_ticket_cb(WOLFSSL *ssl, unsigned char key_name[WOLFSSL_TICKET_NAME_SZ],
 		  int enc, unsigned char *ticket, int in_len, int *out_len, void *ctx);
 
 /*
- * The identity blob a ticket carries after wolfSSL's own fields:
- *   u8 version, u8 device_len, device, 32 cert sha256, 32 issuer name sha256,
- *   u8 serial_len, serial, u16 total length (of the whole blob, last).
- * Written from the session's verified peer; read back into a resuming one.
- * Both return the blob's size, 0 on failure.
+ * What a ticket says about the certificate that began its session. The
+ * fields travel sealed in the ticket, after wolfSSL's own (the "blob"):
+ *   u8 version (2), u8 device_len, device, 32 cert sha256, 32 issuer name
+ *   sha256, u8 serial_len, serial, u32 not_after, u32 auth_time, u32 issued,
+ *   16 secret_id, u16 total length (of the whole blob, last).
+ * Times are Unix seconds, big-endian (a notAfter past 2106 is sealed as
+ * 2106). At most 384 bytes: the room WOLFSSL_TICKET_EXTRA_PADDING_SZ keeps.
  */
-size_t tls_ticket_blob_write(const struct tls_session *s, uint8_t *out, size_t room);
-size_t tls_ticket_blob_read(struct tls_session *s, const uint8_t *ticket, size_t len);
+struct ticket_identity {
+	char device[STORE_DEVICE_MAX];
+	uint8_t cert_sha256[32];
+	uint8_t issuer_hash[32];
+	uint8_t serial_len;
+	uint8_t serial[32];
+	int64_t not_after; /* the certificate's notAfter */
+	int64_t auth_time; /* when a full handshake verified the certificate */
+	int64_t issued;    /* when this ticket was sealed */
+	/* The first half of the SHA-256 of the resumption secret sealed in the
+	 * same ticket (TLS 1.3; zero in TLS 1.2): tells which of several
+	 * offered tickets wolfSSL resumed. */
+	uint8_t secret_id[16];
+};
 
-/* Whether the identity read from a ticket is still admitted. */
-bool tls_resumed_peer_allowed(struct tls_session *s);
-void tls_resumed_peer_forget(struct tls_session *s);
+/* Writes the blob for the ticket being sealed: the identity of a full
+ * handshake's certificate, or the one a resumed session took from its
+ * ticket (auth time and notAfter carried on unchanged). The blob's size,
+ * 0 when there is no admitted identity or no room. */
+size_t tls_ticket_blob_write(struct tls_session *s, uint8_t *out, size_t room);
 
-/* Marks the session's peer as authenticated by its ticket: the fresh ticket
- * a resumed TLS 1.3 session gets carries the same identity on. */
-void tls_resumed_peer_admit(struct tls_session *s);
+/* Parses the blob at the end of a decrypted ticket[0..len). Its size, 0
+ * when it is malformed. */
+size_t tls_ticket_blob_read(const uint8_t *ticket, size_t len, struct ticket_identity *out);
+
+/* A ticket the client offered, decrypted: whether it may resume (its
+ * certificate within notAfter and still admitted, its session younger than
+ * max_session_age, the ticket younger than ticket_lifetime). An admitted
+ * one is kept aside, nothing more: the session takes its identity only
+ * from the ticket wolfSSL actually resumes, once that is known. */
+bool tls_resumption_offered(struct tls_session *s, const struct ticket_identity *id);
 
 #endif

@@ -36,6 +36,8 @@ struct tls_server {
 	bool require_eku;
 	bool require_digital_signature;
 	enum identity_source identity;
+	unsigned ticket_lifetime_s;
+	unsigned max_session_age_s;
 	size_t n_issuers;
 	uint8_t issuer_hash[MAX_ISSUERS][32]; /* SHA-256 of each issuer's subject DER */
 	struct revocation_issuer issuer_der[MAX_ISSUERS]; /* owned copies */
@@ -55,7 +57,18 @@ struct tls_session {
 	uint8_t serial_len;
 	uint8_t serial[32];
 	int last_err;
+	int64_t not_after; /* the verified leaf's notAfter, Unix seconds */
+	int64_t auth_time; /* when the full handshake verified it */
+	/* Tickets the client offered and that may resume, during the
+	 * handshake only; which one wolfSSL resumed, or -1. */
+	struct ticket_identity *offered;
+	unsigned n_offered;
+	int resumed_ticket;
 };
+
+#define MAX_OFFERED_TICKETS 4
+
+static void leaf_validity(struct tls_session *s, WOLFSSL_X509 *x);
 
 static const char cipher_list[] =
 	"TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:TLS13-CHACHA20-POLY1305-SHA256:"
@@ -287,6 +300,7 @@ static int check_leaf(struct tls_session *s, WOLFSSL_X509 *x)
 	if (wolfSSL_X509_get_serial_number(x, s->serial, &slen) != WOLFSSL_SUCCESS)
 		slen = 0;
 	s->serial_len = (uint8_t)slen;
+	leaf_validity(s, x);
 	return peer_admitted(s) ? 1 : 0;
 }
 
@@ -324,83 +338,285 @@ static int verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *store)
 	return check_leaf(s, store->current_cert);
 }
 
-/* ---- ticket identity blob ---- */
+/* ---- ticket identity blob and resumption ---- */
 
-size_t tls_ticket_blob_write(const struct tls_session *s, uint8_t *out, size_t room)
+/* Records what a ticket must carry about the leaf wolfSSL just verified.
+ * An unreadable notAfter leaves 0: its tickets never resume. */
+static void leaf_validity(struct tls_session *s, WOLFSSL_X509 *x)
 {
-	size_t dlen = strlen(s->peer.device);
-	if (dlen > 255)
+	struct tm tm = {0};
+	const WOLFSSL_ASN1_TIME *na = wolfSSL_X509_get_notAfter(x);
+	s->not_after = 0;
+	if (na && wolfSSL_ASN1_TIME_to_tm(na, &tm) == WOLFSSL_SUCCESS)
+		s->not_after = (int64_t)timegm(&tm);
+	s->auth_time = (int64_t)time(NULL);
+}
+
+#define BLOB_VERSION 2
+#define BLOB_FIXED (1 + 1 + 32 + 32 + 1 + 3 * 4 + 16 + 2) /* all but device, serial */
+
+static uint8_t *put_u32(uint8_t *p, int64_t v)
+{
+	uint32_t u = v < 0 ? 0 : v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+	p[0] = (uint8_t)(u >> 24);
+	p[1] = (uint8_t)(u >> 16);
+	p[2] = (uint8_t)(u >> 8);
+	p[3] = (uint8_t)u;
+	return p + 4;
+}
+
+static const uint8_t *get_u32(const uint8_t *p, int64_t *v)
+{
+	*v = (int64_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
+	return p + 4;
+}
+
+/* The first half of the SHA-256 of the session's resumption secret: in TLS
+ * 1.3 wolfSSL seals ssl->session's master secret into each ticket and,
+ * when it resumes one, copies that ticket's secret back there. */
+static void resumption_secret_id(struct tls_session *s, uint8_t out[16])
+{
+	uint8_t secret[64], digest[32];
+	memset(out, 0, 16);
+	if (wolfSSL_version(s->ssl) != TLS1_3_VERSION)
+		return;
+	int n = wolfSSL_SESSION_get_master_key(wolfSSL_get_session(s->ssl), secret, sizeof secret);
+	if (n > 0 && wc_Sha256Hash(secret, (word32)n, digest) == 0)
+		memcpy(out, digest, 16);
+	explicit_bzero(secret, sizeof secret);
+}
+
+static const struct ticket_identity *resumed_identity(const struct tls_session *s);
+
+/* The identity a ticket sealed now carries: a resumed session's is the one
+ * of the ticket it resumed, with the first handshake's auth time and the
+ * certificate's notAfter, so a chain of tickets never outlives either. */
+static bool identity_to_seal(struct tls_session *s, struct ticket_identity *id)
+{
+	if (wolfSSL_session_reused(s->ssl)) {
+		const struct ticket_identity *from = resumed_identity(s);
+		if (!from)
+			return false;
+		*id = *from;
+	} else {
+		if (s->peer.result != AUTH_OK)
+			return false;
+		memset(id, 0, sizeof *id);
+		snprintf(id->device, sizeof id->device, "%s", s->peer.device);
+		memcpy(id->cert_sha256, s->peer.cert_sha256, 32);
+		memcpy(id->issuer_hash, s->issuer_hash, 32);
+		id->serial_len = s->serial_len;
+		memcpy(id->serial, s->serial, s->serial_len);
+		id->not_after = s->not_after;
+		id->auth_time = s->auth_time;
+	}
+	id->issued = (int64_t)time(NULL);
+	resumption_secret_id(s, id->secret_id);
+	return true;
+}
+
+size_t tls_ticket_blob_write(struct tls_session *s, uint8_t *out, size_t room)
+{
+	struct ticket_identity id;
+	if (!identity_to_seal(s, &id))
 		return 0;
-	size_t need = 1 + 1 + dlen + 32 + 32 + 1 + s->serial_len + 2;
-	if (need > room || s->peer.result != AUTH_OK)
+	size_t dlen = strlen(id.device);
+	size_t need = BLOB_FIXED + dlen + id.serial_len;
+	if (dlen > 255 || need > room)
 		return 0;
 	uint8_t *p = out;
-	*p++ = 1;
+	*p++ = BLOB_VERSION;
 	*p++ = (uint8_t)dlen;
-	memcpy(p, s->peer.device, dlen);
+	memcpy(p, id.device, dlen);
 	p += dlen;
-	memcpy(p, s->peer.cert_sha256, 32);
+	memcpy(p, id.cert_sha256, 32);
 	p += 32;
-	memcpy(p, s->issuer_hash, 32);
+	memcpy(p, id.issuer_hash, 32);
 	p += 32;
-	*p++ = s->serial_len;
-	memcpy(p, s->serial, s->serial_len);
-	p += s->serial_len;
+	*p++ = id.serial_len;
+	memcpy(p, id.serial, id.serial_len);
+	p += id.serial_len;
+	p = put_u32(p, id.not_after);
+	p = put_u32(p, id.auth_time);
+	p = put_u32(p, id.issued);
+	memcpy(p, id.secret_id, 16);
+	p += 16;
 	p[0] = (uint8_t)(need >> 8);
 	p[1] = (uint8_t)need;
 	return need;
 }
 
-size_t tls_ticket_blob_read(struct tls_session *s, const uint8_t *ticket, size_t len)
+size_t tls_ticket_blob_read(const uint8_t *ticket, size_t len, struct ticket_identity *id)
 {
 	if (len < 2)
 		return 0;
 	size_t need = ((size_t)ticket[len - 2] << 8) | ticket[len - 1];
-	if (need < 1 + 1 + 32 + 32 + 1 + 2 || need > len)
+	if (need < BLOB_FIXED || need > len)
 		return 0;
-	const uint8_t *p = ticket + len - need, *end = ticket + len - 2;
-	if (*p++ != 1)
+	const uint8_t *p = ticket + len - need;
+	if (*p++ != BLOB_VERSION) /* version 1 carried no dates: a full handshake */
 		return 0;
+	memset(id, 0, sizeof *id);
 	size_t dlen = *p++;
-	if (dlen >= sizeof s->peer.device || (size_t)(end - p) < dlen + 32 + 32 + 1)
+	if (dlen >= sizeof id->device || BLOB_FIXED + dlen > need)
 		return 0;
-	memcpy(s->peer.device, p, dlen);
-	s->peer.device[dlen] = '\0';
+	size_t serial_len = p[dlen + 64];
+	if (serial_len > sizeof id->serial || need != BLOB_FIXED + dlen + serial_len)
+		return 0;
+	memcpy(id->device, p, dlen);
 	p += dlen;
-	memcpy(s->peer.cert_sha256, p, 32);
+	memcpy(id->cert_sha256, p, 32);
 	p += 32;
-	memcpy(s->issuer_hash, p, 32);
-	p += 32;
-	s->serial_len = *p++;
-	if (s->serial_len > sizeof s->serial || (size_t)(end - p) != s->serial_len)
-		return 0;
-	memcpy(s->serial, p, s->serial_len);
+	memcpy(id->issuer_hash, p, 32);
+	p += 32 + 1;
+	id->serial_len = (uint8_t)serial_len;
+	memcpy(id->serial, p, serial_len);
+	p += serial_len;
+	p = get_u32(p, &id->not_after);
+	p = get_u32(p, &id->auth_time);
+	p = get_u32(p, &id->issued);
+	memcpy(id->secret_id, p, 16);
 	return need;
 }
 
-bool tls_resumed_peer_allowed(struct tls_session *s)
+/* Today's policy on a ticket's identity, through the same checks as a full
+ * handshake's (peer_admitted), on a copy: the session keeps no trace of a
+ * ticket it does not resume. */
+static bool ticket_identity_admitted(struct tls_session *s, const struct ticket_identity *id)
 {
-	const struct tls_server *srv = s->srv;
-	for (size_t i = 0; i < srv->n_issuers; i++)
-		if (memcmp(srv->issuer_hash[i], s->issuer_hash, 32) == 0)
-			return identity_acceptable(s->peer.device) && peer_admitted(s);
-	session_refuse(s, AUTH_UNKNOWN_ISSUER, "ticket's issuer is no longer trusted");
-	return false;
-}
+	struct tls_peer peer = s->peer;
+	uint8_t issuer_hash[32], serial[sizeof s->serial], serial_len = s->serial_len;
+	memcpy(issuer_hash, s->issuer_hash, 32);
+	memcpy(serial, s->serial, sizeof serial);
 
-void tls_resumed_peer_admit(struct tls_session *s)
-{
-	s->peer.result = AUTH_OK;
-	s->peer.reason[0] = '\0';
-}
-
-/* A refused resumption falls back to a full handshake: forget what the
- * ticket said so the certificate decides afresh. */
-void tls_resumed_peer_forget(struct tls_session *s)
-{
 	memset(&s->peer, 0, sizeof s->peer);
-	s->peer.result = AUTH_OTHER;
-	s->serial_len = 0;
+	snprintf(s->peer.device, sizeof s->peer.device, "%s", id->device);
+	memcpy(s->peer.cert_sha256, id->cert_sha256, 32);
+	memcpy(s->issuer_hash, id->issuer_hash, 32);
+	s->serial_len = id->serial_len;
+	memcpy(s->serial, id->serial, id->serial_len);
+	bool trusted = false;
+	for (size_t i = 0; i < s->srv->n_issuers && !trusted; i++)
+		trusted = memcmp(s->srv->issuer_hash[i], id->issuer_hash, 32) == 0;
+	bool ok = trusted && identity_acceptable(s->peer.device) && peer_admitted(s);
+	if (!ok)
+		log_debug("tls: ticket of %s not resumed: %s", id->device,
+			  trusted ? s->peer.reason : "its issuer is no longer trusted");
+
+	s->peer = peer;
+	memcpy(s->issuer_hash, issuer_hash, 32);
+	memcpy(s->serial, serial, sizeof serial);
+	s->serial_len = serial_len;
+	return ok;
+}
+
+/* The ticket's dates: the certificate's notAfter, max_session_age since
+ * the full handshake, ticket_lifetime since the ticket was sealed. */
+static bool ticket_identity_current(const struct tls_server *srv, const struct ticket_identity *id)
+{
+	int64_t now = (int64_t)time(NULL);
+	const char *why = NULL;
+	if (now >= id->not_after)
+		why = "its certificate is past its notAfter";
+	else if (now - id->auth_time > (int64_t)srv->max_session_age_s)
+		why = "its session is older than max_session_age";
+	else if (now - id->issued > (int64_t)srv->ticket_lifetime_s)
+		why = "it is older than ticket_lifetime";
+	if (why)
+		log_debug("tls: ticket of %s not resumed: %s", id->device, why);
+	return why == NULL;
+}
+
+/* The same ticket seen again (a ClientHello after a HelloRetryRequest
+ * offers its tickets once more). */
+static bool same_ticket(const struct ticket_identity *a, const struct ticket_identity *b)
+{
+	return memcmp(a->secret_id, b->secret_id, sizeof a->secret_id) == 0 &&
+	       memcmp(a->cert_sha256, b->cert_sha256, 32) == 0 && a->issued == b->issued &&
+	       a->auth_time == b->auth_time && strcmp(a->device, b->device) == 0;
+}
+
+bool tls_resumption_offered(struct tls_session *s, const struct ticket_identity *id)
+{
+	if (!ticket_identity_current(s->srv, id) || !ticket_identity_admitted(s, id))
+		return false;
+	for (unsigned i = 0; i < s->n_offered; i++)
+		if (same_ticket(&s->offered[i], id))
+			return true;
+	/* One client is one device: a ticket of another device in the same
+	 * ClientHello was copied off the wire. Not needed for correctness
+	 * (only the resumed ticket counts), but such a ticket has no business
+	 * being opened further. */
+	if (s->n_offered > 0 && strcmp(s->offered[0].device, id->device) != 0) {
+		log_debug("tls: ticket of %s not resumed: offered with a ticket of %s", id->device,
+			  s->offered[0].device);
+		return false;
+	}
+	/* A ticket that cannot be kept aside is refused, so that wolfSSL can
+	 * never resume one whose identity is not known here. */
+	if (!s->offered) {
+		s->offered = calloc(MAX_OFFERED_TICKETS, sizeof *s->offered);
+		if (!s->offered)
+			return false;
+	}
+	if (s->n_offered == MAX_OFFERED_TICKETS)
+		return false;
+	s->offered[s->n_offered++] = *id;
+	return true;
+}
+
+/* Called after every step of the handshake. Between the ClientHello and
+ * the client's Finished, the session's master secret is the resumption
+ * secret of the ticket wolfSSL chose (it copies it from that ticket alone,
+ * and only once the ticket passed its age and suite checks); after the
+ * Finished it is replaced by the next one, so the choice is noted before. */
+static void note_resumed_ticket(struct tls_session *s)
+{
+	if (s->n_offered == 0 || wolfSSL_version(s->ssl) != TLS1_3_VERSION)
+		return;
+	uint8_t id[16];
+	resumption_secret_id(s, id);
+	for (unsigned i = 0; i < s->n_offered; i++)
+		if (memcmp(s->offered[i].secret_id, id, sizeof id) == 0)
+			s->resumed_ticket = (int)i;
+}
+
+/* The identity of the ticket this session resumes, or NULL when that is
+ * not known for certain. A TLS 1.2 ClientHello carries one ticket. */
+static const struct ticket_identity *resumed_identity(const struct tls_session *s)
+{
+	if (wolfSSL_version(s->ssl) == TLS1_3_VERSION)
+		return s->resumed_ticket >= 0 ? &s->offered[s->resumed_ticket] : NULL;
+	return s->n_offered == 1 ? &s->offered[0] : NULL;
+}
+
+/* A resumed session becomes the device of the ticket it resumed. */
+static bool resumed_identity_take(struct tls_session *s)
+{
+	const struct ticket_identity *id = resumed_identity(s);
+	if (!id) {
+		session_refuse(s, AUTH_OTHER, "resumed a ticket that cannot be told apart");
+		return false;
+	}
+	memset(&s->peer, 0, sizeof s->peer);
+	snprintf(s->peer.device, sizeof s->peer.device, "%s", id->device);
+	memcpy(s->peer.cert_sha256, id->cert_sha256, 32);
+	memcpy(s->issuer_hash, id->issuer_hash, 32);
+	s->serial_len = id->serial_len;
+	memcpy(s->serial, id->serial, id->serial_len);
+	s->not_after = id->not_after;
+	s->auth_time = id->auth_time;
+	s->peer.result = AUTH_OK;
+	return true;
+}
+
+static void offered_tickets_release(struct tls_session *s)
+{
+	if (s->offered)
+		explicit_bzero(s->offered, MAX_OFFERED_TICKETS * sizeof *s->offered);
+	free(s->offered);
+	s->offered = NULL;
+	s->n_offered = 0;
 }
 
 /* ---- server ---- */
@@ -630,7 +846,10 @@ static int server_configure(struct tls_server *srv, const struct config *cfg, ch
 	/* Tickets only: stateless, so any beacon of a fleet sharing the keys
 	 * resumes any other's sessions, and no cache grows with the fleet. */
 	wolfSSL_CTX_set_session_cache_mode(ctx, WOLFSSL_SESS_CACHE_OFF);
+	/* The timeout bounds the tickets wolfSSL accepts (its own default is
+	 * 500 s) and sets the lifetime hint sent with each ticket. */
 	if (wolfSSL_CTX_set_TicketEncCb(ctx, tls_ticket_cb) != WOLFSSL_SUCCESS ||
+	    wolfSSL_CTX_set_timeout(ctx, cfg->ticket_lifetime_s) != WOLFSSL_SUCCESS ||
 	    wolfSSL_CTX_set_TicketHint(ctx, (int)cfg->ticket_lifetime_s) != WOLFSSL_SUCCESS) {
 		snprintf(err, errlen, "tls: cannot enable session tickets");
 		return -1;
@@ -677,6 +896,8 @@ int tls_server_new_blocking(const struct config *cfg, const char *const *devices
 	srv->require_eku = cfg->require_client_auth_eku;
 	srv->require_digital_signature = cfg->require_digital_signature;
 	srv->identity = cfg->identity;
+	srv->ticket_lifetime_s = cfg->ticket_lifetime_s;
+	srv->max_session_age_s = cfg->max_session_age_s;
 	srv->ctx = wolfSSL_CTX_new(wolfSSLv23_server_method());
 	if (!srv->ctx) {
 		snprintf(err, errlen, "tls: cannot create a wolfSSL context");
@@ -741,6 +962,7 @@ struct tls_session *tls_session_new(struct tls_server *srv, tls_send_fn send, vo
 	s->send = send;
 	s->arg = arg;
 	s->peer.result = AUTH_OTHER;
+	s->resumed_ticket = -1;
 	s->ssl = wolfSSL_new(srv->ctx);
 	if (!s->ssl) {
 		tls_server_unref(srv);
@@ -758,6 +980,7 @@ void tls_session_free(struct tls_session *s)
 	if (!s)
 		return;
 	wolfSSL_free(s->ssl);
+	offered_tickets_release(s);
 	tls_server_unref(s->srv);
 	free(s);
 }
@@ -792,11 +1015,17 @@ static int status_of(struct tls_session *s, int ret)
 int tls_session_handshake(struct tls_session *s)
 {
 	int ret = wolfSSL_accept(s->ssl);
+	note_resumed_ticket(s);
 	if (ret == WOLFSSL_SUCCESS) {
-		s->peer.resumed = wolfSSL_session_reused(s->ssl);
+		/* A resumption's identity is its ticket's (checked when it was
+		 * offered); a full handshake's is check_leaf's alone. */
+		bool resumed = wolfSSL_session_reused(s->ssl);
+		bool known = !resumed || resumed_identity_take(s);
+		offered_tickets_release(s);
+		s->peer.resumed = resumed;
 		s->peer.version = wolfSSL_version(s->ssl);
-		if (s->peer.resumed)
-			s->peer.result = AUTH_OK; /* checked again in ticket_open */
+		if (!known)
+			return TLS_FAILED;
 		if (s->peer.result != AUTH_OK) {
 			/* Cannot happen with FAIL_IF_NO_PEER_CERT; refuse anyway. */
 			return TLS_FAILED;

@@ -48,6 +48,7 @@ struct config {
 	bool require_digital_signature;
 	enum identity_source identity;
 	unsigned ticket_lifetime_s;
+	unsigned max_session_age_s; /* a ticket chain resumes this long after its full handshake */
 	char crl_dir[CONFIG_PATH_MAX];   /* "" = no revocation data */
 	enum crl_stale_mode crl_stale;
 	char blocklist[CONFIG_PATH_MAX]; /* "" = none */

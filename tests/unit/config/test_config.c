@@ -82,6 +82,7 @@ static void test_defaults(void **state)
 	assert_true(c.require_digital_signature);
 	assert_int_equal(c.identity, IDENTITY_CN);
 	assert_int_equal(c.ticket_lifetime_s, 3600);
+	assert_int_equal(c.max_session_age_s, 86400);
 	assert_int_equal(c.max_header_bytes, 16384);
 	assert_int_equal(c.max_headers, 64);
 	assert_int_equal(c.max_target, 2048);
@@ -124,6 +125,7 @@ static const char full_file[] = "; every key, none at its default\n"
 				"require_digital_signature = Off\n"
 				"identity = san-dns\n"
 				"ticket_lifetime = 2h\n"
+				"max_session_age = 8h\n"
 				"\n"
 				"[limits]\n"
 				"max_header_bytes = 32k\n"
@@ -173,6 +175,7 @@ static void test_full_file(void **state)
 	assert_false(c.require_digital_signature);
 	assert_int_equal(c.identity, IDENTITY_SAN_DNS);
 	assert_int_equal(c.ticket_lifetime_s, 7200);
+	assert_int_equal(c.max_session_age_s, 8 * 3600);
 	assert_int_equal(c.max_header_bytes, 32768);
 	assert_int_equal(c.max_headers, 100);
 	assert_int_equal(c.max_target, 4096);
@@ -266,6 +269,8 @@ static void test_errors_values(void **state)
 		     "[limits] idle_timeout: '0' is out of range (1ms to 4294967295ms)");
 	expect_error("[tls]\nticket_lifetime = 8d\n", 2,
 		     "[tls] ticket_lifetime: '8d' is out of range (1s to 604800s)");
+	expect_error("[tls]\nmax_session_age = 0\n", 2,
+		     "[tls] max_session_age: '0' is out of range (1s to 31536000s)");
 	expect_error("[tls]\nticket_lifetime = 1500ms\n", 2,
 		     "[tls] ticket_lifetime: '1500ms' is not a duration: a number with ms, s, "
 		     "m, h or d (bare: seconds)");
@@ -465,6 +470,7 @@ static void assert_same_values(const struct config *a, const struct config *b)
 	assert_int_equal(a->require_digital_signature, b->require_digital_signature);
 	assert_int_equal(a->identity, b->identity);
 	assert_int_equal(a->ticket_lifetime_s, b->ticket_lifetime_s);
+	assert_int_equal(a->max_session_age_s, b->max_session_age_s);
 	assert_int_equal(a->max_header_bytes, b->max_header_bytes);
 	assert_int_equal(a->max_headers, b->max_headers);
 	assert_int_equal(a->max_target, b->max_target);
@@ -528,15 +534,16 @@ static void test_reload_split(void **state)
 
 	/* Keys only a restart applies: named, and not taken. */
 	assert_int_equal(load("[server]\nlisten = 127.0.0.1:9443\n[limits]\nmax_body = 4k\n"
-			      "[tls]\nadvertise = all\nticket_lifetime = 2h\n",
+			      "[tls]\nadvertise = all\nticket_rotate = 2h\nticket_lifetime = 2h\n",
 			      &fresh),
 			 0);
 	assert_int_equal(config_restart_keys(&running, &fresh, out, sizeof out), 3);
-	assert_string_equal(out, "[server] listen, [tls] ticket_lifetime, [limits] max_body");
+	assert_string_equal(out, "[server] listen, [tls] ticket_rotate, [limits] max_body");
 	applied = running;
 	config_take_reloadable(&applied, &fresh);
 	assert_int_equal(applied.max_body_bytes, 1024ull * 1024 * 1024);
 	assert_int_equal(applied.listen_port, running.listen_port);
+	assert_int_equal(applied.ticket_lifetime_s, 2 * 3600); /* lowering it cuts resumptions */
 
 	/* Cut short, never past the buffer. */
 	char tiny[24];
