@@ -1608,6 +1608,9 @@ void tcp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
 		rte_pktmbuf_free(m);
 		return;
 	}
+	/* Only now: a corrupt frame (or a forger's, unchecked) must not
+	 * point our replies to that address at another MAC. */
+	(void)arp_learn(s, ip->src_addr, &mac);
 	uint8_t *data = (uint8_t *)th + thlen;
 	uint32_t len = (uint32_t)(l4 - thlen);
 	struct tcb *c = tcb_lookup(s, ip->src_addr, th->src_port, th->dst_port);

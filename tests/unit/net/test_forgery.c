@@ -8,6 +8,9 @@
  *   bits. When those bits are all MAC exactly one opens, the real one,
  *   whatever the key; the 19-bit cookie this replaced opened 32 (one per
  *   value of the 5 option bits among them), so 2^19 tries opened one.
+ * - ARP: a TCP segment with a bad checksum teaches the ARP cache nothing
+ *   (it used to, before the checksum was looked at): a corrupt or forged
+ *   frame cannot point our replies to an address at another MAC.
  *
  * One stack on a net_null port (nothing leaves the process); frames go in
  * through eth_input, answers are read from its transmit burst. Needs root
@@ -211,6 +214,40 @@ static void test_cookie_lifetime(void **state)
 	assert_false(ack_opens(ip, sport, cookie));
 }
 
+static const struct rte_ether_addr *mac_of(const char *ip)
+{
+	return arp_lookup(s, inet_addr(ip));
+}
+
+/* A SYN with a bad TCP checksum teaches no address, and moves no known one. */
+static void test_bad_checksum_teaches_arp_nothing(void **state)
+{
+	(void)state;
+	struct seg g = {.src_ip = inet_addr("198.18.0.55"), .src_mac_last = 0x55, .sport = 40003,
+			.seq = PEER_ISN, .flags = RTE_TCP_SYN_FLAG, .spoil = 0x0100};
+	uint64_t bad = s->st.tcp_bad_csum;
+	assert_null(mac_of("198.18.0.55"));
+	eth_input(s, frame(&g));
+	assert_int_equal(s->st.tcp_bad_csum, bad + 1);
+	assert_null(mac_of("198.18.0.55"));
+
+	/* The same segment intact: learned. */
+	g.spoil = 0;
+	eth_input(s, frame(&g));
+	const struct rte_ether_addr *mac = mac_of("198.18.0.55");
+	assert_non_null(mac);
+	assert_int_equal(mac->addr_bytes[5], 0x55);
+
+	/* A corrupt frame claiming that address from another MAC: ignored. */
+	g.src_mac_last = 0x66;
+	g.spoil = 0x0001;
+	eth_input(s, frame(&g));
+	assert_int_equal(s->st.tcp_bad_csum, bad + 2);
+	mac = mac_of("198.18.0.55");
+	assert_non_null(mac);
+	assert_int_equal(mac->addr_bytes[5], 0x55);
+}
+
 int main(void)
 {
 	if (geteuid() != 0) {
@@ -221,6 +258,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_forged_cookies_refused, flush),
 		cmocka_unit_test_teardown(test_every_cookie_bit_counts, flush),
 		cmocka_unit_test_teardown(test_cookie_lifetime, flush),
+		cmocka_unit_test_teardown(test_bad_checksum_teaches_arp_nothing, flush),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
