@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from helpers import free_port
+from helpers import BACKEND, free_port
 from trustkit import beaconctl_sock, ctl
 
 
@@ -41,7 +41,8 @@ def test_ready_means_control_socket_and_admin_listener_are_up(start_server):
         assert r.status == 200
     ready_lines = [ln for ln in srv.stderr().splitlines() if ": ready: listening on" in ln]
     assert len(ready_lines) == 1, srv.stderr()
-    assert (f"listening on 127.0.0.1:{srv.port} with 2 workers (kernel transport); "
+    transport = "DPDK" if BACKEND == "dpdk" else "kernel"
+    assert (f"listening on {srv.host}:{srv.port} with 2 workers ({transport} transport); "
             f"control socket {srv.control_socket}; metrics on http://127.0.0.1:{mport}"
             in ready_lines[0]), ready_lines[0]
 
