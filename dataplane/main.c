@@ -89,7 +89,10 @@ static void notify(const char *state)
 static void notify_reloading(void)
 {
 	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (clock_gettime(CLOCK_MONOTONIC, &now) != 0) {
+		notify("RELOADING=1"); /* the stamp is optional; the state is not */
+		return;
+	}
 	char state[96];
 	snprintf(state, sizeof state, "RELOADING=1\nMONOTONIC_USEC=%llu",
 		 (unsigned long long)now.tv_sec * 1000000ull +

@@ -1298,7 +1298,7 @@ static bool tcb_input(struct tcb *c, struct rte_mbuf *m, const struct rte_tcp_hd
 /* What a cookie can say of the peer's MSS and window scale: the largest
  * entry not above what the SYN offered (window scale -1: not offered). */
 static const uint16_t cookie_mss[8] = {536, 1200, 1360, 1400, 1440, 1452, 1460, 8960};
-static const int8_t cookie_ws[8] = {-1, 0, 2, 5, 6, 7, 8, 9};
+static const int cookie_ws[8] = {-1, 0, 2, 5, 6, 7, 8, 9};
 
 #define COOKIE_MAC_BITS 24
 #define COOKIE_MAC_MASK ((1u << COOKIE_MAC_BITS) - 1)
