@@ -122,6 +122,7 @@ class NotifySocket:
         os.chmod(self.path, 0o777)
         self.sock.settimeout(0.2)
         self.messages = []
+        self.closed = False
         self.cond = threading.Condition()
         self._closing = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -165,6 +166,10 @@ class NotifySocket:
                 self.cond.wait(min(left, 0.1))
 
     def close(self):
+        """Stops listening; `messages` stays for the test to read."""
+        if self.closed:
+            return
+        self.closed = True
         self._closing.set()
         self._reader.join()
         self.sock.close()
@@ -177,7 +182,8 @@ class Server:
     start() returns once beacond told READY=1 through NOTIFY_SOCKET, as it
     tells systemd: every listener, the control socket and the admin
     listener are up and privileges are dropped. `notify` keeps what it told
-    (RELOADING=1, READY=1, STOPPING=1) for the tests that look."""
+    (RELOADING=1, READY=1, STOPPING=1) for the tests that look, also after
+    stop() or a failed start() closed it."""
 
     def __init__(self, workdir, pki, overrides=None, raw_config=None, host=HOST):
         self.dir = Path(workdir)
@@ -231,7 +237,7 @@ class Server:
         upper bound for a start that never comes (a sanitizer build on a
         busy machine takes seconds)."""
         assert BEACOND.exists(), f"beacond binary not found at {BEACOND} (build it, or set BEACOND)"
-        if self.notify is None:
+        if self.notify is None or self.notify.closed:
             self.notify = NotifySocket()
         since = self.notify.count()
         self._stderr_file = open(self.stderr_path, "wb")
@@ -248,6 +254,7 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
             self._stderr_file.close()
+            self.notify.close()
             raise AssertionError(
                 (f"beacond exited with status {rc} during start-up" if rc is not None else
                  f"beacond did not tell READY=1 within {timeout} s")
@@ -287,12 +294,7 @@ class Server:
                 f"stderr:\n{self.stderr()}")
         finally:
             self._stderr_file.close()
-            self.close_notify()
-
-    def close_notify(self):
-        if self.notify is not None:
             self.notify.close()
-            self.notify = None
 
     # -- beaconctl -------------------------------------------------------------
 

@@ -91,4 +91,3 @@ def test_no_ready_when_start_up_fails(start_server, tmp_path):
     assert not any("READY" in m for m in states(srv)), states(srv)
     assert "control socket" in srv.stderr()
     srv.proc = None  # it is gone: nothing to stop
-    srv.close_notify()
