@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "beacon/config.h"
 #include "beacon/control.h"
 #include "beacon/log.h"
@@ -43,6 +45,10 @@ struct beacond {
 	 * one at a time. */
 	pthread_mutex_t reload_lock;
 	struct store_reader *reader; /* device states, for the snapshot */
+	/* Between READY=1 and STOPPING=1 (under reload_lock): only then does
+	 * a reload tell the service manager, which would otherwise hear
+	 * READY=1 too early from a reload that came in during start-up. */
+	bool serving;
 	time_t last_rotation;
 	uint64_t watch_signature;
 };
@@ -61,6 +67,37 @@ static unsigned worker_count(const struct config *cfg)
 		return cfg->workers;
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
 	return n > 0 ? (unsigned)(n < MAX_WORKERS ? n : MAX_WORKERS) : 1;
+}
+
+/* ---- the service manager ---- */
+
+/* systemd's readiness protocol (Type=notify): READY=1 once every listener,
+ * the control socket and the admin listener are up and privileges are
+ * dropped; RELOADING=1 and READY=1 around each reload; STOPPING=1 at the
+ * end. Without NOTIFY_SOCKET (not under systemd) sd_notify does nothing. A
+ * failure to tell is logged, never fatal: the server works either way, and
+ * systemd's own timeout says what it did not hear. */
+static void notify(const char *state)
+{
+	int rc = sd_notify(0, state);
+	if (rc < 0)
+		log_warn("notify %s: cannot tell the service manager: %s", state, strerror(-rc));
+}
+
+/* systemd wants the reload's start time with RELOADING=1, on
+ * CLOCK_MONOTONIC, to tell this reload from an earlier one. */
+static void notify_reloading(void)
+{
+	struct timespec now;
+	if (clock_gettime(CLOCK_MONOTONIC, &now) != 0) {
+		notify("RELOADING=1"); /* the stamp is optional; the state is not */
+		return;
+	}
+	char state[96];
+	snprintf(state, sizeof state, "RELOADING=1\nMONOTONIC_USEC=%llu",
+		 (unsigned long long)now.tv_sec * 1000000ull +
+			 (unsigned long long)now.tv_nsec / 1000ull);
+	notify(state);
 }
 
 /* ---- trust reload ---- */
@@ -190,6 +227,15 @@ static int reload_snapshot(struct beacond *b, char *msg, size_t len)
 	return 0;
 }
 
+/* READY=1 (serving) or STOPPING=1 (not), in step with the reloads. */
+static void set_serving(struct beacond *b, bool serving)
+{
+	pthread_mutex_lock(&b->reload_lock);
+	b->serving = serving;
+	notify(serving ? "READY=1" : "STOPPING=1");
+	pthread_mutex_unlock(&b->reload_lock);
+}
+
 static int handle_reload(void *arg, const char *what, char *msg, size_t len)
 {
 	struct beacond *b = arg;
@@ -203,6 +249,10 @@ static int handle_reload(void *arg, const char *what, char *msg, size_t len)
 		return -1;
 	}
 	pthread_mutex_lock(&b->reload_lock);
+	/* Inside the lock: each reload's RELOADING=1 is followed by its own
+	 * READY=1, whichever thread asked for it. */
+	if (b->serving)
+		notify_reloading();
 	if (strcmp(what, "tickets") == 0) {
 		rc = reload_tickets(&b->cfg, msg, len);
 	} else {
@@ -217,6 +267,9 @@ static int handle_reload(void *arg, const char *what, char *msg, size_t len)
 			}
 		}
 	}
+	/* A refused reload leaves the old trust serving: ready all the same. */
+	if (b->serving)
+		notify("READY=1");
 	pthread_mutex_unlock(&b->reload_lock);
 	if (rc == 0)
 		log_info("reload %s: %s", what, msg);
@@ -553,12 +606,17 @@ static int run(struct beacond *b, bool check_only)
 	if (status == 0 && drop_privileges(cfg->user, cfg->data_dir) != 0)
 		status = 1;
 	if (status == 0) {
-		log_info("listening on %s:%u with %u worker%s (%s transport); control socket %s%s%s",
+		/* Every worker's listener, the control socket and the admin
+		 * listener are open and privileges are dropped: ready. */
+		log_info("ready: listening on %s:%u with %u worker%s (%s transport); control "
+			 "socket %s%s%s",
 			 cfg->listen_addr, cfg->listen_port, n, n == 1 ? "" : "s",
 			 cfg->backend == BACKEND_DPDK ? "DPDK" : "kernel",
 			 cfg->control_socket, cfg->metrics_listen[0] ? "; metrics on http://" : "",
 			 cfg->metrics_listen);
+		set_serving(b, true);
 		status = wait_for_stop(b, &set);
+		set_serving(b, false);
 	}
 	if (ctl)
 		control_stop(ctl);

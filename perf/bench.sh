@@ -204,6 +204,26 @@ wait_port() { # PORT PID (60 s: nginx and HAProxy parse a 48 MB CRL first)
 	return 1
 }
 
+# beacond says when it is ready (listeners, control socket, privileges):
+# its ready line in the log, past the FROM lines of earlier runs. Its TCP
+# port opens before its control socket, which beacond_stats reads.
+wait_ready() { # LOG FROM PID
+	for _ in $(seq 600); do
+		tail -n +"$(($2 + 1))" "$1" | grep -q ": ready: listening on" && return 0
+		kill -0 "$3" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
+server_up() { # SERVER PORT PID LOG_FROM
+	if [ "$1" = beacond ]; then
+		wait_ready "$run/$1.log" "$4" "$3"
+	else
+		wait_port "$2" "$3"
+	fi
+}
+
 start_server() { # SERVER [VARIANT]
 	local port cmd t0
 	server_variant=${2:-}
@@ -211,9 +231,11 @@ start_server() { # SERVER [VARIANT]
 	cmd=$(server_command "$1" "$port")
 	echo "taskset -c 0 $cmd    # as nobody${server_variant:+, $server_variant}" >>"$commands"
 	t0=$(date +%s.%N)
+	local from=0
+	[ -f "$run/$1.log" ] && from=$(wc -l <"$run/$1.log")
 	( ulimit -n 20000; unprivileged taskset -c 0 $cmd ) >>"$run/$1.log" 2>&1 &
 	server_pid=$!
-	if wait_port "$port" "$server_pid"; then
+	if server_up "$1" "$port" "$server_pid" "$from"; then
 		server_start_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
 	else
 		log "$1 did not start listening on $port:"

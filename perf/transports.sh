@@ -169,7 +169,7 @@ write_conf() { # BACKEND [MAX_CONNECTIONS]: the second for --idle
 
 wait_log() { # FILE PID
 	for _ in $(seq 300); do
-		grep -q "listening on" "$1" && return 0
+		grep -q ": ready: listening on" "$1" && return 0
 		kill -0 "$2" 2>/dev/null || return 1
 		sleep 0.1
 	done

@@ -13,8 +13,11 @@ network namespace of its own (tests/integration/over_dpdk.sh), where every
 client reaches beacond through the tap. Without root, a DPDK build or that
 namespace, every test is skipped with the reason.
 
-Every server is stopped with SIGTERM and must exit 0 within 10 s. After each
-test every running server must still be alive.
+A server counts as started when beacond tells READY=1 through NOTIFY_SOCKET
+(helpers.Server.start): its listeners, control socket and admin listener
+are up and privileges dropped, never merely "accepts TCP". Every server is
+stopped with SIGTERM and must exit 0 within 10 s. After each test every
+running server must still be alive.
 """
 
 import os

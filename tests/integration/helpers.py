@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -101,8 +102,88 @@ def render_config(sections):
     return "\n".join(lines)
 
 
+class NotifySocket:
+    """The service manager's end of sd_notify(3): an AF_UNIX datagram socket
+    that beacond finds through NOTIFY_SOCKET, as systemd's own. A thread
+    takes every datagram as it comes (beacond's sd_notify would block on a
+    full queue) into `messages`: one dict per datagram, KEY -> value.
+
+    The socket sits in a directory of its own under /tmp, open to every
+    user, like /run/systemd/notify: beacond tells READY=1 after it dropped
+    privileges ([server] user), and pytest's own folders are 0700 root. A
+    path rather than an abstract name, which `ip netns exec` would hide."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="beacond-notify-")
+        os.chmod(self.dir, 0o755)
+        self.path = os.path.join(self.dir, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        os.chmod(self.path, 0o777)
+        self.sock.settimeout(0.2)
+        self.messages = []
+        self.closed = False
+        self.cond = threading.Condition()
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        while not self._closing.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            fields = {}
+            for line in data.decode(errors="replace").splitlines():
+                k, sep, v = line.partition("=")
+                if sep:
+                    fields[k] = v
+            with self.cond:
+                self.messages.append(fields)
+                self.cond.notify_all()
+
+    def count(self):
+        with self.cond:
+            return len(self.messages)
+
+    def wait_for(self, key, value="1", start=0, timeout=30.0, still=lambda: True):
+        """Waits for a message from index `start` on with KEY=value; returns
+        its index, or None when `timeout` passes or `still()` turns False
+        (the process died)."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for i in range(start, len(self.messages)):
+                    if self.messages[i].get(key) == value:
+                        return i
+                start = len(self.messages)
+                left = deadline - time.monotonic()
+                if left <= 0 or not still():
+                    return None
+                self.cond.wait(min(left, 0.1))
+
+    def close(self):
+        """Stops listening; `messages` stays for the test to read."""
+        if self.closed:
+            return
+        self.closed = True
+        self._closing.set()
+        self._reader.join()
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Server:
-    """One beacond process with its own directory, port, data and config."""
+    """One beacond process with its own directory, port, data and config.
+
+    start() returns once beacond told READY=1 through NOTIFY_SOCKET, as it
+    tells systemd: every listener, the control socket and the admin
+    listener are up and privileges are dropped. `notify` keeps what it told
+    (RELOADING=1, READY=1, STOPPING=1) for the tests that look, also after
+    stop() or a failed start() closed it."""
 
     def __init__(self, workdir, pki, overrides=None, raw_config=None, host=HOST):
         self.dir = Path(workdir)
@@ -115,6 +196,7 @@ class Server:
         self.conf = self.dir / "beacond.conf"
         self.stderr_path = self.dir / "beacond.stderr"
         self.proc = None
+        self.notify = None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         for rel, content in DOWNLOAD_FILES.items():
             p = self.download_dir / rel
@@ -150,37 +232,38 @@ class Server:
     def command(self):
         return [str(BEACOND), "-c", str(self.conf)]
 
-    def ready(self):
-        """True once beacond accepts TCP (polled by start())."""
-        try:
-            with socket.create_connection((self.host, self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    def start(self, timeout=10.0):
+    def start(self, timeout=30.0):
+        """Starts beacond and waits for its READY=1. `timeout` is only an
+        upper bound for a start that never comes (a sanitizer build on a
+        busy machine takes seconds)."""
         assert BEACOND.exists(), f"beacond binary not found at {BEACOND} (build it, or set BEACOND)"
+        if self.notify is None or self.notify.closed:
+            self.notify = NotifySocket()
+        since = self.notify.count()
         self._stderr_file = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(self.command(),
                                      stdin=subprocess.DEVNULL,
                                      stdout=self._stderr_file,
-                                     stderr=self._stderr_file)
-        deadline = time.monotonic() + timeout
-        while True:
+                                     stderr=self._stderr_file,
+                                     env=dict(os.environ, NOTIFY_SOCKET=self.notify.path))
+        ready = self.notify.wait_for("READY", start=since, timeout=timeout,
+                                     still=lambda: self.proc.poll() is None)
+        if ready is None:
             rc = self.proc.poll()
-            if rc is not None:
-                raise AssertionError(
-                    f"beacond exited with status {rc} during start-up\n"
-                    f"config:\n{self.config_text}\nstderr:\n{self.stderr()}")
-            if self.ready():
-                return self
-            if time.monotonic() > deadline:
+            if rc is None:
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(
-                    f"beacond did not accept TCP on {self.host}:{self.port} within "
-                    f"{timeout} s\nconfig:\n{self.config_text}\nstderr:\n{self.stderr()}")
-            time.sleep(0.05)
+            self._stderr_file.close()
+            self.notify.close()
+            raise AssertionError(
+                (f"beacond exited with status {rc} during start-up" if rc is not None else
+                 f"beacond did not tell READY=1 within {timeout} s")
+                + f"\nconfig:\n{self.config_text}\nstderr:\n{self.stderr()}")
+        self.became_ready()
+        return self
+
+    def became_ready(self):
+        """What the test's side needs once beacond is ready (nothing here)."""
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -211,6 +294,7 @@ class Server:
                 f"stderr:\n{self.stderr()}")
         finally:
             self._stderr_file.close()
+            self.notify.close()
 
     # -- beaconctl -------------------------------------------------------------
 
@@ -300,8 +384,7 @@ class TapServer(Server):
     def command(self):
         return self.in_ns(*super().command())
 
-    def start(self, timeout=20.0):
-        self._tap_up = False
+    def start(self, timeout=60.0):
         try:
             return super().start(timeout)
         except BaseException:
@@ -310,19 +393,12 @@ class TapServer(Server):
                 self.proc.wait()
             raise
 
-    def ready(self):
-        if not self._tap_up:
-            if "listening on" not in self.stderr():
-                return False  # the EAL has not made the tap yet
-            sh(*self.in_ns("ip", "addr", "add", self.peer_cidr, "dev", self.tap))
-            sh(*self.in_ns("ip", "link", "set", self.tap, "up"))
-            sh(*self.in_ns("ip", "link", "set", "lo", "up"))
-            self._tap_up = True
-        return self.probe()
-
-    def probe(self):
-        """True once beacond answers; from this process's namespace, TCP."""
-        return super().ready()
+    def became_ready(self):
+        """beacond is ready, and the EAL made the tap long before: its
+        kernel side gets the peer's address and comes up."""
+        sh(*self.in_ns("ip", "addr", "add", self.peer_cidr, "dev", self.tap))
+        sh(*self.in_ns("ip", "link", "set", self.tap, "up"))
+        sh(*self.in_ns("ip", "link", "set", "lo", "up"))
 
     # The demo server certificate names localhost, 127.0.0.1 and 198.18.0.1.
     def url(self, path):

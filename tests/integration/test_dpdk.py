@@ -56,9 +56,6 @@ class DpdkServer(TapServer):
         super().__init__(workdir, pki, tap, f"{SERVER_IP}/15", PEER_CIDR, ns=ns,
                          overrides=overrides)
 
-    def probe(self):
-        return self.curl_code("/ManageSoftDL/policy.xml", timeout=5)[0] == 200
-
     def curl(self, path, *args, name="agent1", timeout=120):
         cmd = ["ip", "netns", "exec", self.ns, "curl", "-sS", "--max-time", str(timeout - 5),
                "--resolve", f"localhost:{self.port}:{SERVER_IP}",

@@ -43,7 +43,6 @@ def test_counters_move(msrv):
     if not _have_scapy():
         pytest.skip("python3-scapy is not installed")
     before = net(msrv)
-    assert before["tcp_accepted"] >= 1  # start-up's download
     msrv.packets("counted")          # bad IP checksum, fragment, closed port, echo
     msrv.packets("bad_checksum")     # two bad TCP checksums, one connection
     msrv.packets("rst_window")       # out-of-window RST, challenge ACKs, RSTs in

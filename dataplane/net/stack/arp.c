@@ -1,6 +1,7 @@
 /*
  * ARP: answers requests for our address, learns the MACs of on-link
- * neighbours from ARP and from the IPv4 frames they send us, asks for an
+ * neighbours from ARP and from the TCP segments they send us (once their
+ * checksum passed: a corrupt frame teaches nothing), asks for an
  * unknown one, and announces us (gratuitous ARP) at start. The cache is
  * direct-mapped on the address: a collision replaces the older entry, which
  * is relearned from the next frame of that neighbour.
@@ -15,8 +16,8 @@
  * nothing, while a shared table would put every send on cache lines that
  * other cores write, and bring torn-read retries into the data path. Each
  * cache stays private and lock-free. A full ring drops the news (counted):
- * the neighbour's next frame, or our next request, teaches it again. What
- * IPv4 frames teach is not shared: a worker only sends to the peers whose
+ * the neighbour's next frame, or our next request, teaches it again. What TCP
+ * segments teach is not shared: a worker only sends to the peers whose
  * flows it receives.
  */
 #include <rte_arp.h>

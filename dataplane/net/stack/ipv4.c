@@ -98,7 +98,6 @@ void ipv4_input(struct stack *s, struct rte_mbuf *m)
 		icmp_input(s, m, ip);
 		break;
 	case IPPROTO_TCP:
-		(void)arp_learn(s, ip->src_addr, &eh->src_addr);
 		tcp_input(s, m, ip, &eh->src_addr);
 		break;
 	default:

@@ -4,10 +4,15 @@
  * Implemented:
  * - Passive open with SYN cookies, always: a SYN costs no memory, so a SYN
  *   flood cannot fill anything. The cookie (the ISN of our SYN-ACK) carries
- *   a 5-bit time counter, the peer's MSS (3 bits, from a table), window
- *   scale (4 bits) and SACK-permitted (1 bit), and 19 bits of SipHash over
- *   the 4-tuple, the peer's ISN,
- *   the counter and those options under a per-worker random key. A cookie is
+ *   the parity of a 64 s time counter (1 bit), the peer's SACK-permitted
+ *   (1 bit), window scale and MSS (3 bits each, from tables), and a 24-bit
+ *   MAC: SipHash over the 4-tuple, the peer's ISN, the whole counter and
+ *   those options under a per-worker random key. A spoofed ACK thus opens
+ *   a connection once in 2^24 tries (it was 2^19). The price, rather than
+ *   Linux's trick of moving options into the timestamp (which would leave
+ *   peers without timestamps, most Windows agents, at the weaker MAC): the
+ *   peer's window scale is rounded down to one of 0, 2, 5, 6, 7, 8 or 9
+ *   (we may under-use its receive window, never overrun it). A cookie is
  *   good for 64 to 128 s. Timestamps need no bit of it: the ACK that
  *   returns the cookie carries one exactly when both sides offered it.
  * - MSS and window scale options (we scale by RCV_WS when the peer offers);
@@ -1290,20 +1295,39 @@ static bool tcb_input(struct tcb *c, struct rte_mbuf *m, const struct rte_tcp_hd
 
 /* ---- passive open: SYN cookies ---- */
 
+/* What a cookie can say of the peer's MSS and window scale: the largest
+ * entry not above what the SYN offered (window scale -1: not offered). */
 static const uint16_t cookie_mss[8] = {536, 1200, 1360, 1400, 1440, 1452, 1460, 8960};
+static const int cookie_ws[8] = {-1, 0, 2, 5, 6, 7, 8, 9};
+
+#define COOKIE_MAC_BITS 24
+#define COOKIE_MAC_MASK ((1u << COOKIE_MAC_BITS) - 1)
+#define COOKIE_META_MASK 0x7fu /* SACK << 6 | window scale index << 3 | MSS index */
 
 struct cookie_in {
 	uint32_t pip;
 	uint16_t pport, lport;
 	uint32_t peer_isn;
-	uint32_t t;
+	uint32_t t; /* the whole counter: the cookie carries its parity only */
 	uint32_t meta;
 };
 
+/* Bit 31: the counter's parity, enough to tell this period from the one
+ * before; bits 24-30: meta; bits 0-23: the MAC over all of `in`. */
 static uint32_t cookie_make(struct stack *s, const struct cookie_in *in)
 {
-	uint32_t h = (uint32_t)siphash24(s->cookie_key, in, sizeof *in) & 0x7ffff;
-	return ((in->t & 31) << 27) | (in->meta << 19) | h;
+	uint32_t mac = (uint32_t)siphash24(s->cookie_key, in, sizeof *in) & COOKIE_MAC_MASK;
+	return (in->t & 1) << 31 | in->meta << COOKIE_MAC_BITS | mac;
+}
+
+static uint32_t cookie_meta(const struct tcp_opts *so)
+{
+	unsigned mi = 0, wi = 0;
+	while (mi < 7 && cookie_mss[mi + 1] <= so->mss)
+		mi++;
+	while (wi < 7 && cookie_ws[wi + 1] <= so->ws)
+		wi++;
+	return (so->sack ? 1u << 6 : 0) | wi << 3 | mi;
 }
 
 static void syn_options(const struct rte_tcp_hdr *th, struct tcp_opts *o)
@@ -1372,12 +1396,9 @@ static void syn_ack_send(struct stack *s, const struct rte_ipv4_hdr *ip,
 {
 	struct tcp_opts so;
 	syn_options(th, &so);
-	unsigned mi = 0;
-	while (mi < 7 && cookie_mss[mi + 1] <= so.mss)
-		mi++;
-	uint32_t meta = (so.sack ? 0x80u : 0) | (mi << 4) | (uint32_t)(so.ws + 1);
 	struct cookie_in in = {ip->src_addr, th->src_port, th->dst_port,
-			       rte_be_to_cpu_32(th->sent_seq), (uint32_t)(s->now_ms >> 16), meta};
+			       rte_be_to_cpu_32(th->sent_seq), (uint32_t)(s->now_ms >> 16),
+			       cookie_meta(&so)};
 	uint32_t isn = cookie_make(s, &in);
 	uint32_t tsval = (uint32_t)s->now_ms + ts_offset(s, ip->src_addr, th->src_port, th->dst_port);
 	struct seg_out o = {.pip = ip->src_addr,
@@ -1398,26 +1419,28 @@ static void syn_ack_send(struct stack *s, const struct rte_ipv4_hdr *ip,
 }
 
 /* The ACK that completes a handshake: its ack - 1 must be a cookie we made
- * in the last two time counter periods. Fills in the options the cookie
- * carries; the timestamp is the ACK's own: we sent one in the SYN-ACK only
- * if the SYN had one, and the peer sends one from then on only if both had
- * (RFC 7323 3.2), so an ACK that carries one says both sides agreed. */
+ * in this time counter period or the one before (the parity bit says
+ * which; an older cookie is checked against the wrong period and fails as
+ * a forgery does). One MAC comparison per ACK: the time bit gives a forger
+ * no second try. Fills in the options the cookie carries; the timestamp is
+ * the ACK's own: we sent one in the SYN-ACK only if the SYN had one, and
+ * the peer sends one from then on only if both had (RFC 7323 3.2), so an
+ * ACK that carries one says both sides agreed. */
 static bool cookie_check(struct stack *s, const struct rte_ipv4_hdr *ip,
 			 const struct rte_tcp_hdr *th, struct tcp_opts *o)
 {
 	uint32_t cookie = rte_be_to_cpu_32(th->recv_ack) - 1;
 	uint32_t now_t = (uint32_t)(s->now_ms >> 16);
-	uint32_t age = (now_t - (cookie >> 27)) & 31;
-	if (age > 1)
-		return false;
+	uint32_t t = (cookie >> 31) == (now_t & 1) ? now_t : now_t - 1;
 	struct cookie_in in = {ip->src_addr, th->src_port, th->dst_port,
-			       rte_be_to_cpu_32(th->sent_seq) - 1, now_t - age, (cookie >> 19) & 0xff};
+			       rte_be_to_cpu_32(th->sent_seq) - 1, t,
+			       (cookie >> COOKIE_MAC_BITS) & COOKIE_META_MASK};
 	if (cookie_make(s, &in) != cookie)
 		return false;
 	seg_options(th, o);
-	o->mss = cookie_mss[(in.meta >> 4) & 7];
-	o->ws = (int)(in.meta & 15) - 1;
-	o->sack = in.meta >> 7;
+	o->mss = cookie_mss[in.meta & 7];
+	o->ws = cookie_ws[(in.meta >> 3) & 7];
+	o->sack = in.meta >> 6;
 	return true;
 }
 
@@ -1585,6 +1608,9 @@ void tcp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
 		rte_pktmbuf_free(m);
 		return;
 	}
+	/* Only now: a corrupt frame (or a forger's, unchecked) must not
+	 * point our replies to that address at another MAC. */
+	(void)arp_learn(s, ip->src_addr, &mac);
 	uint8_t *data = (uint8_t *)th + thlen;
 	uint32_t len = (uint32_t)(l4 - thlen);
 	struct tcb *c = tcb_lookup(s, ip->src_addr, th->src_port, th->dst_port);
