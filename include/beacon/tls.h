@@ -132,4 +132,16 @@ bool tls_session_recheck(struct tls_session *s, struct tls_server *now);
 /* A short description of the last failure, for the log. */
 const char *tls_session_error(const struct tls_session *s);
 
+/* ---- refusals: whose certificate, why, from where ---- */
+
+/* The client's (leaf) certificate a refusal was about, as text: names with
+ * bytes outside printable ASCII written as \xHH (a NUL or a newline in a
+ * name shows; it cannot cut or split a log line), cut with "..." when long. */
+struct tls_cert_summary {
+	char subject[160];
+	char issuer[160];
+	char serial[48]; /* hex, as openssl x509 -serial prints it */
+	char sha256[65]; /* hex fingerprint of the whole DER */
+};
+
 #endif
