@@ -10,11 +10,14 @@ exact TLS alert of the refusal (RFC 8446 6.2) and that nothing was stored.
   turned off;
 - identities with a NUL, control bytes, over 255 bytes, several CNs or
   several SANs;
+- the refusal log line and the /status list name whose certificate it was.
 """
 
+import re
 import ssl
 import subprocess
 import time
+import urllib.request
 
 import pytest
 from cryptography import x509
@@ -23,7 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import certkit
 from certkit import DAY, NOW, Cert, client_ctx, cn, make_ca, make_cert, make_crl, name
-from helpers import new_server
+from helpers import free_port, new_server
 
 VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -309,3 +312,53 @@ def test_bmpstring_common_name_read(servers, pki, tmp_path):
                      agents_ca(pki))
     assert attempt(srv, tmp_path, leaf, "1.2") == "http 201"
     assert [r["device"] for r in srv.uploads("agent-bmp.example")] == ["agent-bmp.example"]
+
+
+# --------------------------------------------------------------------------
+# Whose certificate: the refusal log line and /status
+
+
+def serial_text(cert):
+    h = format(cert.cert.serial_number, "X")
+    return h if len(h) % 2 == 0 else "0" + h
+
+
+def test_refusal_named_in_log_and_status(servers, dc_pki, pki, tmp_path):
+    mport = free_port()
+    srv = servers({"tls": {"issuers": dc_pki["dir"] / "ca.pem",
+                           "crl_dir": dc_pki["dir"] / "crl"},
+                   "server": {"metrics": f"127.0.0.1:{mport}"}})
+    revoked = dc_pki["revoked"]
+    assert attempt(srv, tmp_path, revoked, "1.3") == "certificate_revoked"
+    fields = ['subject "CN=dc-revoked.example"',
+              'issuer "DC=com, DC=example, CN=Example Issuing CA"',
+              f"serial {serial_text(revoked)}", f"sha256 {revoked.fingerprint().upper()}",
+              "certificate is revoked (revoked)"]
+    line_re = re.compile(r"\b127\.0\.0\.1:\d+: refused: .*$", re.M)
+
+    def refusal_line():
+        return [ln for ln in line_re.findall(srv.stderr()) if "dc-revoked" in ln]
+    wait_for(refusal_line, "the refusal log line")
+    line = refusal_line()[0]
+    for f in fields:
+        assert f in line, f"{f!r} not in {line!r}"
+
+    # A name with a NUL and a newline shows them escaped: it cannot cut or
+    # split the line.
+    forged = make_cert(name((NameOID.COMMON_NAME, "agent1.example\x00\nrefused: fake")),
+                       agents_ca(pki))
+    assert attempt(srv, tmp_path, forged, "1.3") == "unknown_ca"  # not this server's issuer
+    wait_for(lambda: "agent1.example\\x00\\x0arefused: fake" in srv.stderr(),
+             "the escaped name in the log")
+    assert "\nrefused: fake" not in srv.stderr()
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/status", timeout=10) as r:
+        page = r.read().decode()
+    rows = re.findall(r'<tr class="refusal">(.*?)</tr>', page)
+    assert len(rows) == 2, page
+    assert "agent1.example\\x00\\x0arefused: fake" in rows[0]  # newest first
+    row = rows[1]
+    for f in ["127.0.0.1:", "revoked", "certificate is revoked", "CN=dc-revoked.example",
+              "DC=com, DC=example, CN=Example Issuing CA", serial_text(revoked),
+              revoked.fingerprint().upper()]:
+        assert f in row, f"{f!r} not in the /status row {row!r}"
