@@ -239,6 +239,15 @@ def test_wrong_usage_alert(servers, pki, tmp_path, check, v):
     assert attempt(srv, tmp_path, leaf, v) == "unsupported_certificate"
 
 
+@pytest.mark.parametrize("v", list(VERSIONS))
+def test_blocked_gets_access_denied(servers, pki, tmp_path_factory, tmp_path, v):
+    leaf = make_cert(cn("blocked-device.example"), agents_ca(pki))
+    listing = tmp_path_factory.mktemp("blocklist") / "blocked"
+    listing.write_text(f"sha256:{leaf.fingerprint()}\n")
+    srv = servers({"tls": {"blocklist": listing}})
+    assert attempt(srv, tmp_path, leaf, v) == "access_denied"
+
+
 # --------------------------------------------------------------------------
 # Identities: never cut, never guessed
 
