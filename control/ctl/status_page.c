@@ -291,7 +291,8 @@ static void refusal_row(const struct tls_refusal *r, struct control_buf *o)
 
 static void refusals_table(const struct tls_refusal *refusals, size_t n, struct control_buf *o)
 {
-	control_buf_printf(o, "<h2>Latest refused handshakes (newest first, the last %u kept)</h2>\n",
+	control_buf_printf(o,
+			   "<h2>Latest refused handshakes (newest first, the last %u kept)</h2>\n",
 			   (unsigned)TLS_REFUSALS_KEPT);
 	if (!n) {
 		control_buf_printf(o, "<p>none since start</p>\n");
@@ -316,8 +317,8 @@ static const char page_head[] =
     "<h1>beacond</h1>\n";
 
 void control_status_page_render(const struct control_history *h, const struct control_stats *st,
-				 const struct tls_refusal *refusals, size_t n_refusals,
-				 uint64_t now_unix_s, struct control_buf *out)
+				const struct tls_refusal *refusals, size_t n_refusals,
+				uint64_t now_unix_s, struct control_buf *out)
 {
 	/* On the heap: about 30 KB, too much for a thread's stack frame. */
 	struct intervals *iv = malloc(sizeof *iv);

@@ -336,7 +336,8 @@ static bool cert_issuer_serial_subject(struct der cert, struct der *issuer, stru
 		der_expect(&tbs, TAG_CTX0, &v, NULL);
 	return der_expect(&tbs, TAG_INTEGER, serial, NULL) &&
 	       der_expect(&tbs, TAG_SEQUENCE, &v, NULL) &&
-	       der_expect(&tbs, TAG_SEQUENCE, &v, issuer) && der_expect(&tbs, TAG_SEQUENCE, &v, NULL) &&
+	       der_expect(&tbs, TAG_SEQUENCE, &v, issuer) &&
+	       der_expect(&tbs, TAG_SEQUENCE, &v, NULL) &&
 	       der_expect(&tbs, TAG_SEQUENCE, &v, subject);
 }
 
@@ -344,7 +345,7 @@ int revocation_cert_names(const uint8_t *cert_der, size_t cert_len,
 			  struct revocation_cert_names *out)
 {
 	struct der issuer, serial, subject;
-	if (!cert_issuer_serial_subject((struct der){cert_der, cert_len}, &issuer, &serial,
+	if (!cert_issuer_serial_subject((struct der){ cert_der, cert_len }, &issuer, &serial,
 					&subject) ||
 	    serial.n == 0 || wc_Sha256Hash(issuer.p, (word32)issuer.n, out->issuer_sha256) != 0 ||
 	    wc_Sha256Hash(subject.p, (word32)subject.n, out->subject_sha256) != 0)

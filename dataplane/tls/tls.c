@@ -83,7 +83,7 @@ struct tls_session {
 	uint8_t serial_len;
 	uint8_t serial[32];
 	int last_err;
-	uint8_t alert; /* the TLS alert for the refusal in peer.result */
+	uint8_t alert;			  /* the TLS alert for the refusal in peer.result */
 	struct tls_cert_summary *refused; /* whose certificate was refused; NULL */
 };
 
@@ -290,8 +290,10 @@ static bool ca_admitted(struct tls_session *s, const uint8_t issuer_sha256[32],
 		session_refuse(s, AUTH_REVOKED, why);
 		return false;
 	case REVOCATION_STALE:
-		snprintf(why, sizeof why, "%s: its issuer's CRL is past its nextUpdate "
-			 "(crl_stale = refuse)", which);
+		snprintf(why, sizeof why,
+			 "%s: its issuer's CRL is past its nextUpdate "
+			 "(crl_stale = refuse)",
+			 which);
 		session_refuse(s, AUTH_REVOKED, why);
 		s->alert = certificate_unknown;
 		return false;
@@ -319,7 +321,8 @@ static bool configured_cas_admitted(struct tls_session *s, const uint8_t issuer[
 			    (ca->skid_len != akid_len || memcmp(ca->skid, akid, akid_len) != 0))
 				continue;
 			char which[120];
-			snprintf(which, sizeof which, "issuing CA '%s' (a configured issuer)", ca->name);
+			snprintf(which, sizeof which, "issuing CA '%s' (a configured issuer)",
+				 ca->name);
 			if (!ca_admitted(s, ca->issuer_sha256, ca->serial, ca->serial_len, which))
 				return false;
 			if (!next)
@@ -1158,8 +1161,8 @@ void tls_session_report_refusal(const struct tls_session *s, const char *source)
 		if (refusals_count < TLS_REFUSALS_KEPT)
 			refusals_count++;
 	}
-	bool log_it = tls_log_budget_take(&refusals_budget, TLS_REFUSAL_LOG_PER_S, r.unix_s,
-					  &left_out);
+	bool log_it =
+		tls_log_budget_take(&refusals_budget, TLS_REFUSAL_LOG_PER_S, r.unix_s, &left_out);
 	pthread_mutex_unlock(&refusals_lock);
 	if (!log_it)
 		return;
