@@ -476,8 +476,7 @@ static bool step_handshake(struct conn *c)
 			counter_add(&c->w->counters.handshake_failures, 1);
 		else
 			count_handshake(c, p);
-		log_info("%s: refused: %s (%s)", c->peer, tls_session_error(c->tls),
-			 auth_result_name(p->result));
+		tls_session_report_refusal(c->tls, c->peer);
 		conn_close(c);
 		return false;
 	}

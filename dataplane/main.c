@@ -365,6 +365,12 @@ static void handle_stats(void *arg, struct control_stats *out)
 	out->store_uploads_committed = ss.uploads_committed;
 }
 
+static size_t handle_refusals(void *arg, struct tls_refusal *out, size_t max)
+{
+	(void)arg;
+	return tls_refusals_latest(out, max);
+}
+
 /* ---- the watch on trust files ---- */
 
 static uint64_t mix(uint64_t h, uint64_t v)
@@ -594,6 +600,7 @@ static int run(struct beacond *b, bool check_only)
 	const struct control_handlers handlers = {
 		.arg = b,
 		.stats = handle_stats,
+		.refusals = handle_refusals,
 		.reload = handle_reload,
 		.tickets_rotate = handle_tickets_rotate,
 		.device_set_state = handle_device_state,

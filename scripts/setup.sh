@@ -42,7 +42,15 @@ prefix="$top/.deps/wolfssl"
 # (longer chains are refused, as before).
 # GETRANDOM: RNG seeds from getrandom(2), one system call, instead of
 # open/read/close of /dev/urandom (wolfSSL seeds three RNGs per handshake).
-WOLFSSL_CFLAGS="-O2 -DWOLFSSL_ALWAYS_VERIFY_CB -DWOLFSSL_NO_KEEP_PEER_CERT -DWOLFSSL_TICKET_EXTRA_PADDING_SZ=384 -DMAX_CHAIN_DEPTH=4 -DWOLFSSL_GETRANDOM"
+# VERIFY_CB_ALL_CERTS: the callback also sees every CA certificate the client
+# sends, verified or not, so that each is checked against its issuer's CRL.
+# IGNORE_KEY_EXTENSIONS: wolfSSL does not judge the client certificate's key
+# usages itself. When it does, its usage error overwrites an earlier chain
+# error (untrusted issuer, expired) of the same certificate, so a callback
+# that waives the usage error (require_client_auth_eku = no) also waived
+# the chain. tls.c checks usage itself, only on a verified chain. (The CA's
+# keyCertSign check is a different switch and stays on.)
+WOLFSSL_CFLAGS="-O2 -DWOLFSSL_ALWAYS_VERIFY_CB -DWOLFSSL_VERIFY_CB_ALL_CERTS -DIGNORE_KEY_EXTENSIONS -DWOLFSSL_NO_KEEP_PEER_CERT -DWOLFSSL_TICKET_EXTRA_PADDING_SZ=384 -DMAX_CHAIN_DEPTH=4 -DWOLFSSL_GETRANDOM"
 # Our patches on top of Debian's (each says why at its top).
 patches=("$top"/scripts/wolfssl-patches/*.patch)
 stamp="$prefix/.built-$WOLFSSL_VERSION-$(cat <(echo "$WOLFSSL_FLAGS $WOLFSSL_CFLAGS") "${patches[@]}" | md5sum | cut -c1-8)"
@@ -52,7 +60,7 @@ PACKAGES=(
   liblmdb-dev lmdb-utils liburing-dev libdpdk-dev dpdk libinih-dev
   libcmocka-dev libcjson-dev python3 python3-pytest curl openssl iproute2
   autoconf automake libtool dpkg-dev clang libclang-rt-14-dev python3-scapy
-  clang-tidy cppcheck libisal-dev patch tcpdump libsystemd-dev
+  clang-tidy cppcheck libisal-dev patch tcpdump libsystemd-dev python3-cryptography
 )
 
 need_apt=0

@@ -82,8 +82,10 @@ void control_http_error(struct control_buf *out, int status, const char *reason)
 void control_metrics_render(const struct control_stats *st, uint64_t now_unix_s,
 			    struct control_buf *out);
 
-/* status_page.c */
+/* status_page.c; refusals[0..n_refusals): the latest refused handshakes,
+ * newest first. */
 void control_status_page_render(const struct control_history *h, const struct control_stats *st,
-				 uint64_t now_unix_s, struct control_buf *out);
+				const struct tls_refusal *refusals, size_t n_refusals,
+				uint64_t now_unix_s, struct control_buf *out);
 
 #endif

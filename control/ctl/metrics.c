@@ -180,7 +180,16 @@ static void route(const struct control_http_view *v, const char *path, struct co
 		respond_rendered(out, "text/plain; version=0.0.4; charset=utf-8", &page);
 	} else if (!strcmp(path, "/status") || !strcmp(path, "/")) {
 		stats_now(v->h, &st);
-		control_status_page_render(v->history, &st, now, &page);
+		/* On the heap: about 20 KB. */
+		struct tls_refusal *refusals = calloc(TLS_REFUSALS_KEPT, sizeof *refusals);
+		size_t n = refusals && v->h->refusals
+				   ? v->h->refusals(v->h->arg, refusals, TLS_REFUSALS_KEPT)
+				   : 0;
+		if (!refusals)
+			page.oom = true;
+		else
+			control_status_page_render(v->history, &st, refusals, n, now, &page);
+		free(refusals);
 		respond_rendered(out, "text/html; charset=utf-8", &page);
 	} else {
 		control_http_error(out, 404, "try /metrics, /healthz or /status");

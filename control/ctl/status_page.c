@@ -2,8 +2,9 @@
  * The status page: the authentication-result chart operators expect
  * (succeeded, no certificate, unknown issuer, expired or not yet valid,
  * revoked, blocked, unapproved, wrong key usage) over the last hour, as an
- * inline SVG stacked bar chart, and the totals since start. No scripts and
- * no external resources: it must render on an air-gapped admin host.
+ * inline SVG stacked bar chart, and the totals since start; then the latest
+ * refused handshakes, whose certificate and why. No scripts and no external
+ * resources: it must render on an air-gapped admin host.
  */
 #include "control_internal.h"
 
@@ -233,6 +234,78 @@ static void summary(const struct control_stats *st, struct control_buf *o)
 			   st->snapshot_generation, loaded, st->issuers, st->revoked_serials);
 }
 
+/* ---- refusals ---- */
+
+/* Certificate names are the client's bytes: escaped for HTML here (the TLS
+ * part already wrote control bytes as \\xHH). */
+static void html_text(struct control_buf *o, const char *s)
+{
+	for (; *s; s++) {
+		switch (*s) {
+		case '<':
+			control_buf_append(o, "&lt;", 4);
+			break;
+		case '>':
+			control_buf_append(o, "&gt;", 4);
+			break;
+		case '&':
+			control_buf_append(o, "&amp;", 5);
+			break;
+		case '"':
+			control_buf_append(o, "&quot;", 6);
+			break;
+		case '\'':
+			control_buf_append(o, "&#39;", 5);
+			break;
+		default:
+			control_buf_append(o, s, 1);
+		}
+	}
+}
+
+static void html_cell(struct control_buf *o, const char *s)
+{
+	control_buf_printf(o, "<td>");
+	html_text(o, s);
+	control_buf_printf(o, "</td>");
+}
+
+static void refusal_row(const struct tls_refusal *r, struct control_buf *o)
+{
+	char when[32];
+	time_t t = (time_t)r->unix_s;
+	struct tm tm;
+	if (!gmtime_r(&t, &tm) || !strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm))
+		snprintf(when, sizeof when, "?");
+	control_buf_printf(o, "<tr class=\"refusal\">");
+	html_cell(o, when);
+	html_cell(o, r->source);
+	html_cell(o, auth_result_name(r->result));
+	html_cell(o, r->reason);
+	html_cell(o, r->has_cert ? r->cert.subject : "(no certificate)");
+	html_cell(o, r->has_cert ? r->cert.issuer : "");
+	html_cell(o, r->has_cert ? r->cert.serial : "");
+	html_cell(o, r->has_cert ? r->cert.sha256 : "");
+	control_buf_printf(o, "</tr>\n");
+}
+
+static void refusals_table(const struct tls_refusal *refusals, size_t n, struct control_buf *o)
+{
+	control_buf_printf(o,
+			   "<h2>Latest refused handshakes (newest first, the last %u kept)</h2>\n",
+			   (unsigned)TLS_REFUSALS_KEPT);
+	if (!n) {
+		control_buf_printf(o, "<p>none since start</p>\n");
+		return;
+	}
+	control_buf_printf(o, "<table class=\"refusals\"><tr><th>time (UTC)</th><th>source</th>"
+			      "<th>result</th><th>reason</th><th>subject</th><th>issuer</th>"
+			      "<th>serial</th><th>SHA-256</th></tr>\n");
+	for (size_t i = 0; i < n; i++)
+		refusal_row(&refusals[i], o);
+	control_buf_printf(o, "</table>\n");
+}
+
 static const char page_head[] =
     "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
     "<meta http-equiv=\"refresh\" content=\"10\"><title>beacond status</title>\n<style>"
@@ -244,7 +317,8 @@ static const char page_head[] =
     "<h1>beacond</h1>\n";
 
 void control_status_page_render(const struct control_history *h, const struct control_stats *st,
-				 uint64_t now_unix_s, struct control_buf *out)
+				const struct tls_refusal *refusals, size_t n_refusals,
+				uint64_t now_unix_s, struct control_buf *out)
 {
 	/* On the heap: about 30 KB, too much for a thread's stack frame. */
 	struct intervals *iv = malloc(sizeof *iv);
@@ -260,6 +334,7 @@ void control_status_page_render(const struct control_history *h, const struct co
 	chart(iv, out);
 	totals_table(iv, st, out);
 	free(iv);
+	refusals_table(refusals, n_refusals, out);
 	control_buf_printf(out, "<p>Numbers for scripts: <a href=\"/metrics\">/metrics</a>.</p>"
 				"</body></html>\n");
 }

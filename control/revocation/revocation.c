@@ -324,8 +324,10 @@ enum revocation_status revocation_lookup(const struct revocation_index *idx,
 }
 
 /* Certificate ::= SEQUENCE { tbs SEQUENCE { [0] version OPTIONAL, serial,
- * signature, issuer, ... } ... } */
-static bool cert_issuer_and_serial(struct der cert, struct der *issuer, struct der *serial)
+ * signature, issuer, validity, subject, ... } ... }. The names are whole
+ * TLVs (tag and length included), as the CRL's issuer is hashed. */
+static bool cert_issuer_serial_subject(struct der cert, struct der *issuer, struct der *serial,
+				       struct der *subject)
 {
 	struct der c, tbs, v;
 	if (!der_expect(&cert, TAG_SEQUENCE, &c, NULL) || !der_expect(&c, TAG_SEQUENCE, &tbs, NULL))
@@ -333,18 +335,33 @@ static bool cert_issuer_and_serial(struct der cert, struct der *issuer, struct d
 	if (der_peek(&tbs, TAG_CTX0))
 		der_expect(&tbs, TAG_CTX0, &v, NULL);
 	return der_expect(&tbs, TAG_INTEGER, serial, NULL) &&
-	       der_expect(&tbs, TAG_SEQUENCE, &v, NULL) && der_expect(&tbs, TAG_SEQUENCE, &v, issuer);
+	       der_expect(&tbs, TAG_SEQUENCE, &v, NULL) &&
+	       der_expect(&tbs, TAG_SEQUENCE, &v, issuer) &&
+	       der_expect(&tbs, TAG_SEQUENCE, &v, NULL) &&
+	       der_expect(&tbs, TAG_SEQUENCE, &v, subject);
+}
+
+int revocation_cert_names(const uint8_t *cert_der, size_t cert_len,
+			  struct revocation_cert_names *out)
+{
+	struct der issuer, serial, subject;
+	if (!cert_issuer_serial_subject((struct der){ cert_der, cert_len }, &issuer, &serial,
+					&subject) ||
+	    serial.n == 0 || wc_Sha256Hash(issuer.p, (word32)issuer.n, out->issuer_sha256) != 0 ||
+	    wc_Sha256Hash(subject.p, (word32)subject.n, out->subject_sha256) != 0)
+		return -1;
+	out->serial = serial.p;
+	out->serial_len = serial.n;
+	return 0;
 }
 
 enum revocation_status revocation_lookup_cert(const struct revocation_index *idx,
 					      const uint8_t *cert_der, size_t cert_len)
 {
-	struct der issuer, serial;
-	uint8_t hash[32];
-	if (!cert_issuer_and_serial((struct der){cert_der, cert_len}, &issuer, &serial) ||
-	    wc_Sha256Hash(issuer.p, (word32)issuer.n, hash) != 0)
+	struct revocation_cert_names names;
+	if (revocation_cert_names(cert_der, cert_len, &names) != 0)
 		return REVOCATION_REVOKED;
-	return revocation_lookup(idx, hash, serial.p, serial.n);
+	return revocation_lookup(idx, names.issuer_sha256, names.serial, names.serial_len);
 }
 
 size_t revocation_index_count(const struct revocation_index *idx)

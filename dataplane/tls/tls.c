@@ -4,6 +4,7 @@
  */
 #include "tls-internal.h"
 #include "blocklist.h"
+#include "certid.h"
 
 #include <wolfssl/openssl/evp.h>
 #include <wolfssl/openssl/x509.h>
@@ -25,8 +26,34 @@
 #include "beacon/revocation.h"
 #include "beacon/log.h"
 
+/* The verify callback relies on both (scripts/setup.sh says why): without
+ * them a usage error could hide a chain error, and a CA the client sends
+ * would escape its issuer's CRL. */
+#if !defined(IGNORE_KEY_EXTENSIONS) || !defined(WOLFSSL_VERIFY_CB_ALL_CERTS)
+#error "wolfSSL must be built by scripts/setup.sh (IGNORE_KEY_EXTENSIONS, WOLFSSL_VERIFY_CB_ALL_CERTS)"
+#endif
+
 #define MAX_ISSUERS 1024
 #define ADVERTISED_WARN_BYTES (16 * 1024)
+/* Configured CAs walked above a certificate: deeper than any real PKI, and
+ * a bound on a loop of cross-certified CAs. */
+#define MAX_CA_WALK 8
+
+/* A configured issuer as the chain above a client's certificate sees it:
+ * its own name, and its issuer's name, its serial and key identifiers, so
+ * that an intermediate CA configured as an issuer is checked against its
+ * issuer's CRL too. Names hashed by revocation_cert_names, as the CRL
+ * index hashes them. */
+struct trusted_ca {
+	uint8_t subject_sha256[32];
+	uint8_t issuer_sha256[32];
+	uint8_t serial[32];
+	uint8_t serial_len;
+	uint8_t skid_len, akid_len;
+	uint8_t skid[32], akid[32];
+	bool self_issued; /* a root: nothing above it to ask */
+	char name[64];	  /* for refusal reasons */
+};
 
 struct tls_server {
 	_Atomic unsigned refs;
@@ -41,6 +68,7 @@ struct tls_server {
 	size_t n_issuers;
 	uint8_t issuer_hash[MAX_ISSUERS][32]; /* SHA-256 of each issuer's subject DER */
 	struct revocation_issuer issuer_der[MAX_ISSUERS]; /* owned copies */
+	struct trusted_ca ca[MAX_ISSUERS];
 	struct revocation_index *revocation;
 	struct blocklist blocked;
 };
@@ -64,6 +92,8 @@ struct tls_session {
 	struct ticket_identity *offered;
 	unsigned n_offered;
 	int resumed_ticket;
+	uint8_t alert;			  /* the TLS alert for the refusal in peer.result */
+	struct tls_cert_summary *refused; /* whose certificate was refused; NULL */
 };
 
 #define MAX_OFFERED_TICKETS 4
@@ -124,18 +154,6 @@ static int io_send(WOLFSSL *ssl, char *buf, int sz, void *ctx)
 
 /* ---- certificate policy ---- */
 
-static void name_sha256(WOLFSSL_X509_NAME *name, uint8_t out[32])
-{
-	unsigned char *der = NULL;
-	int len = wolfSSL_i2d_X509_NAME(name, &der);
-	if (len > 0 && der)
-		wc_Sha256Hash(der, (word32)len, out);
-	else
-		memset(out, 0, 32);
-	if (der)
-		XFREE(der, NULL, DYNAMIC_TYPE_OPENSSL);
-}
-
 /* The store's error is wolfSSL's own code or, with the OpenSSL
  * compatibility layer built in, OpenSSL's X509_V_ERR number: take both. */
 static enum auth_result classify_verify_error(int err)
@@ -149,6 +167,8 @@ static enum auth_result classify_verify_error(int err)
 		return AUTH_NOT_YET_VALID;
 	case ASN_NO_SIGNER_E:
 	case ASN_SELF_SIGNED_E:
+	case ASN_PATHLEN_INV_E:
+	case ASN_PATHLEN_SIZE_E:
 	case WOLFSSL_X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
 	case WOLFSSL_X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
 	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
@@ -157,62 +177,42 @@ static enum auth_result classify_verify_error(int err)
 	case CRL_CERT_REVOKED:
 	case WOLFSSL_X509_V_ERR_CERT_REVOKED:
 		return AUTH_REVOKED;
-	case EXTKEYUSE_AUTH_E:
-	case KEYUSE_SIGNATURE_E:
-		return AUTH_WRONG_USAGE;
 	default:
 		return AUTH_OTHER;
+	}
+}
+
+/* The alert a refusal sends (RFC 8446, 6.2): the most precise one for the
+ * cause, so that an agent (and its operator) can tell a revoked certificate
+ * from an expired one or an unknown issuer. */
+static uint8_t alert_for(enum auth_result r)
+{
+	switch (r) {
+	case AUTH_UNKNOWN_ISSUER:
+		return unknown_ca;
+	case AUTH_EXPIRED:
+	case AUTH_NOT_YET_VALID: /* "has expired or is not currently valid" */
+		return certificate_expired;
+	case AUTH_REVOKED:
+		return certificate_revoked;
+	case AUTH_BLOCKED:
+	case AUTH_UNAPPROVED: /* a valid certificate, refused by access control */
+		return access_denied;
+	case AUTH_WRONG_USAGE:
+		return unsupported_certificate;
+	default:
+		return bad_certificate;
 	}
 }
 
 static void session_refuse(struct tls_session *s, enum auth_result r, const char *why)
 {
 	s->peer.result = r;
-	snprintf(s->peer.reason, sizeof s->peer.reason, "%s", why);
-}
-
-/* The first subjectAltName of the wanted type, or "" when there is none. */
-static void san_identity(WOLFSSL_X509 *x, int type, char *out, size_t len)
-{
-	out[0] = '\0';
-	WOLFSSL_STACK *names = wolfSSL_X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
-	if (!names)
-		return;
-	int n = wolfSSL_sk_GENERAL_NAME_num(names);
-	for (int i = 0; i < n; i++) {
-		WOLFSSL_GENERAL_NAME *gn = wolfSSL_sk_GENERAL_NAME_value(names, i);
-		if (!gn || gn->type != type)
-			continue;
-		WOLFSSL_ASN1_STRING *str = gn->d.ia5;
-		int slen = wolfSSL_ASN1_STRING_length(str);
-		const unsigned char *data = wolfSSL_ASN1_STRING_data(str);
-		if (data && slen > 0 && (size_t)slen < len) {
-			memcpy(out, data, (size_t)slen);
-			out[slen] = '\0';
-		}
-		break;
-	}
-	wolfSSL_sk_GENERAL_NAME_pop_free(names, wolfSSL_GENERAL_NAME_free);
-}
-
-static void peer_identity(const struct tls_server *srv, WOLFSSL_X509 *x, char *out, size_t len)
-{
-	switch (srv->identity) {
-	case IDENTITY_SAN_DNS:
-		san_identity(x, ASN_DNS_TYPE, out, len);
-		return;
-	case IDENTITY_SAN_EMAIL:
-		san_identity(x, ASN_RFC822_TYPE, out, len);
-		return;
-	case IDENTITY_SAN_URI:
-		san_identity(x, ASN_URI_TYPE, out, len);
-		return;
-	case IDENTITY_CN:
-		break;
-	}
-	WOLFSSL_X509_NAME *subj = wolfSSL_X509_get_subject_name(x);
-	if (!subj || wolfSSL_X509_NAME_get_text_by_NID(subj, NID_commonName, out, (int)len) <= 0)
-		out[0] = '\0';
+	s->alert = alert_for(r);
+	/* Cut to fit: a reason names CAs and names of any length. */
+	size_t n = strnlen(why, sizeof s->peer.reason - 1);
+	memcpy(s->peer.reason, why, n);
+	s->peer.reason[n] = '\0';
 }
 
 /* An identity is used in logs, the index and file names: printable only. */
@@ -221,9 +221,47 @@ static bool identity_acceptable(const char *id)
 	if (!id[0])
 		return false;
 	for (const unsigned char *p = (const unsigned char *)id; *p; p++)
-		if (*p < 0x21 || *p == 0x7f || *p == '/' || *p == '\\')
+		if (*p < 0x21 || *p >= 0x7f || *p == '/' || *p == '\\')
 			return false;
 	return true;
+}
+
+/* The device identity from the certificate's own bytes (certid.h): a value
+ * with a NUL, a control byte or more than 255 bytes, or a second CN (or a
+ * second SAN of the configured type), refuses the certificate rather than
+ * cutting the value or picking one. */
+static bool peer_identity(struct tls_session *s, const struct cert_view *v)
+{
+	char *out = s->peer.device;
+	size_t len = sizeof s->peer.device;
+	enum cert_id r;
+	const char *what;
+	switch (s->srv->identity) {
+	case IDENTITY_SAN_DNS:
+		r = cert_san(v, CERT_SAN_DNS, out, len);
+		what = "subjectAltName dNSName";
+		break;
+	case IDENTITY_SAN_EMAIL:
+		r = cert_san(v, CERT_SAN_EMAIL, out, len);
+		what = "subjectAltName rfc822Name";
+		break;
+	case IDENTITY_SAN_URI:
+		r = cert_san(v, CERT_SAN_URI, out, len);
+		what = "subjectAltName URI";
+		break;
+	default:
+		r = cert_common_name(v, out, len);
+		what = "subject commonName";
+		break;
+	}
+	if (r == CERT_ID_OK && identity_acceptable(out))
+		return true;
+	out[0] = '\0';
+	char why[160];
+	snprintf(why, sizeof why, "no usable device identity: the %s %s", what,
+		 cert_id_problem(r == CERT_ID_OK ? CERT_ID_BAD : r));
+	session_refuse(s, AUTH_OTHER, why);
+	return false;
 }
 
 /* Today's verdict on a verified certificate's identity: not blocked, not
@@ -244,9 +282,71 @@ static bool peer_admitted(struct tls_session *s)
 		return false;
 	case REVOCATION_STALE:
 		session_refuse(s, AUTH_REVOKED, "issuer's CRL is past its nextUpdate (crl_stale = refuse)");
+		/* Not known to be revoked: its status is unknown. */
+		s->alert = certificate_unknown;
 		return false;
 	}
 	s->peer.result = AUTH_OK;
+	return true;
+}
+
+/* A CA certificate's standing on its own issuer's CRL. */
+static bool ca_admitted(struct tls_session *s, const uint8_t issuer_sha256[32],
+			const uint8_t *serial, size_t serial_len, const char *which)
+{
+	char why[160];
+	switch (revocation_lookup(s->srv->revocation, issuer_sha256, serial, serial_len)) {
+	case REVOCATION_GOOD:
+		return true;
+	case REVOCATION_REVOKED:
+		snprintf(why, sizeof why, "%s is revoked", which);
+		session_refuse(s, AUTH_REVOKED, why);
+		return false;
+	case REVOCATION_STALE:
+		snprintf(why, sizeof why,
+			 "%s: its issuer's CRL is past its nextUpdate "
+			 "(crl_stale = refuse)",
+			 which);
+		session_refuse(s, AUTH_REVOKED, why);
+		s->alert = certificate_unknown;
+		return false;
+	}
+	return false;
+}
+
+/* The configured issuers above a certificate whose issuer is `issuer`
+ * (matched by raw subject name and, when the certificate names one, by key
+ * identifier, as wolfSSL picks a signer) are checked against their own
+ * issuers' CRLs, up to a self-issued root: an intermediate CA configured as
+ * an issuer and revoked by its root is no longer trusted. Where two
+ * configured CAs could have signed, each is checked: fail closed. */
+static bool configured_cas_admitted(struct tls_session *s, const uint8_t issuer[32],
+				    const uint8_t *akid, size_t akid_len)
+{
+	const struct tls_server *srv = s->srv;
+	for (int level = 0; level < MAX_CA_WALK; level++) {
+		const struct trusted_ca *next = NULL;
+		for (size_t i = 0; i < srv->n_issuers; i++) {
+			const struct trusted_ca *ca = &srv->ca[i];
+			if (memcmp(ca->subject_sha256, issuer, 32) != 0 || ca->self_issued)
+				continue;
+			if (akid_len && ca->skid_len &&
+			    (ca->skid_len != akid_len || memcmp(ca->skid, akid, akid_len) != 0))
+				continue;
+			char which[120];
+			snprintf(which, sizeof which, "issuing CA '%s' (a configured issuer)",
+				 ca->name);
+			if (!ca_admitted(s, ca->issuer_sha256, ca->serial, ca->serial_len, which))
+				return false;
+			if (!next)
+				next = ca;
+		}
+		if (!next)
+			return true;
+		issuer = next->issuer_sha256;
+		akid = next->akid;
+		akid_len = next->akid_len;
+	}
 	return true;
 }
 
@@ -265,64 +365,158 @@ static bool weak_signature(WOLFSSL_X509 *x)
 	}
 }
 
-static int check_leaf(struct tls_session *s, WOLFSSL_X509 *x)
+/* Usage is judged here only, on a chain wolfSSL verified: wolfSSL is built
+ * not to judge it (IGNORE_KEY_EXTENSIONS, scripts/setup.sh), so no usage
+ * verdict can stand in for, or hide, a chain error. */
+static bool usage_admitted(struct tls_session *s, WOLFSSL_X509 *x)
 {
 	const struct tls_server *srv = s->srv;
-	if (weak_signature(x)) {
-		session_refuse(s, AUTH_OTHER, "certificate is signed with SHA-1 or MD5");
-		return 0;
-	}
 	if (srv->require_eku) {
 		unsigned eku = wolfSSL_X509_get_extended_key_usage(x);
 		if (!(eku & (XKU_SSL_CLIENT | XKU_ANYEKU))) {
-			session_refuse(s, AUTH_WRONG_USAGE, "certificate lacks clientAuth extended key usage");
-			return 0;
+			session_refuse(s, AUTH_WRONG_USAGE,
+				       "certificate lacks clientAuth extended key usage");
+			return false;
 		}
 	}
 	if (srv->require_digital_signature &&
 	    !(wolfSSL_X509_get_keyUsage(x) & KEYUSE_DIGITAL_SIG)) {
 		session_refuse(s, AUTH_WRONG_USAGE, "certificate lacks digitalSignature key usage");
-		return 0;
+		return false;
 	}
-	peer_identity(srv, x, s->peer.device, sizeof s->peer.device);
-	if (!identity_acceptable(s->peer.device)) {
-		session_refuse(s, AUTH_OTHER, "certificate carries no usable device identity");
+	return true;
+}
+
+/* Fingerprint, issuer name hash and serial, all from the DER the client
+ * sent: exactly what the block list and the CRLs name it by. */
+static bool leaf_names(struct tls_session *s, const uint8_t *der, size_t der_len,
+		       struct cert_view *view)
+{
+	struct revocation_cert_names names;
+	if (wc_Sha256Hash(der, (word32)der_len, s->peer.cert_sha256) != 0 ||
+	    revocation_cert_names(der, der_len, &names) != 0 ||
+	    cert_view_parse(der, der_len, view) != 0) {
+		session_refuse(s, AUTH_OTHER, "certificate does not parse");
+		return false;
+	}
+	if (names.serial_len > sizeof s->serial) {
+		session_refuse(s, AUTH_OTHER, "certificate serial is longer than 32 bytes");
+		return false;
+	}
+	memcpy(s->issuer_hash, names.issuer_sha256, 32);
+	memcpy(s->serial, names.serial, names.serial_len);
+	s->serial_len = (uint8_t)names.serial_len;
+	return true;
+}
+
+static int check_leaf(struct tls_session *s, WOLFSSL_X509 *x)
+{
+	if (weak_signature(x)) {
+		session_refuse(s, AUTH_OTHER, "certificate is signed with SHA-1 or MD5");
 		return 0;
 	}
 	int der_len = 0;
 	const unsigned char *der = wolfSSL_X509_get_der(x, &der_len);
-	if (!der || wc_Sha256Hash(der, (word32)der_len, s->peer.cert_sha256) != 0) {
-		session_refuse(s, AUTH_OTHER, "cannot fingerprint certificate");
+	struct cert_view view;
+	uint8_t akid[32];
+	if (!der || der_len <= 0) {
+		session_refuse(s, AUTH_OTHER, "cannot read the certificate");
 		return 0;
 	}
-	name_sha256(wolfSSL_X509_get_issuer_name(x), s->issuer_hash);
-	int slen = sizeof s->serial;
-	if (wolfSSL_X509_get_serial_number(x, s->serial, &slen) != WOLFSSL_SUCCESS)
-		slen = 0;
-	s->serial_len = (uint8_t)slen;
+	if (!leaf_names(s, der, (size_t)der_len, &view) || !peer_identity(s, &view))
+		return 0;
 	leaf_validity(s, x);
-	return peer_admitted(s) ? 1 : 0;
+	if (!peer_admitted(s) ||
+	    !configured_cas_admitted(s, s->issuer_hash, akid, cert_key_id(&view, true, akid)) ||
+	    !usage_admitted(s, x))
+		return 0;
+	return 1;
 }
 
-/* wolfSSL checks a client certificate's usages itself; where the
- * configuration turns one of those checks off, its verdict is waived here
- * and check_leaf applies the configured policy instead. */
-static bool usage_error_waived(const struct tls_session *s, int err)
+/* A CA certificate the client sent (wolfSSL verified it against its own
+ * issuer; VERIFY_CB_ALL_CERTS brings it here): revoked by its issuer's
+ * CRL, the chain fails, as does one revoked above it. */
+static int check_chain_ca(struct tls_session *s, WOLFSSL_X509 *x, int depth)
 {
-	if (err == EXTKEYUSE_AUTH_E)
-		return !s->srv->require_eku;
-	if (err == KEYUSE_SIGNATURE_E)
-		return !s->srv->require_digital_signature;
-	return false;
+	int der_len = 0;
+	const unsigned char *der = wolfSSL_X509_get_der(x, &der_len);
+	struct revocation_cert_names names;
+	struct cert_view view;
+	uint8_t akid[32];
+	if (!der || der_len <= 0 || revocation_cert_names(der, (size_t)der_len, &names) != 0 ||
+	    cert_view_parse(der, (size_t)der_len, &view) != 0) {
+		session_refuse(s, AUTH_OTHER, "a CA certificate of the chain does not parse");
+		return 0;
+	}
+	char which[64];
+	snprintf(which, sizeof which, "CA certificate at depth %d", depth);
+	return ca_admitted(s, names.issuer_sha256, names.serial, names.serial_len, which) &&
+	       configured_cas_admitted(s, names.issuer_sha256, akid,
+				       cert_key_id(&view, true, akid));
 }
 
+static void hex(const uint8_t *p, size_t n, char *out, size_t len)
+{
+	static const char digits[] = "0123456789ABCDEF";
+	size_t i = 0;
+	for (; i < n && 2 * i + 2 < len; i++) {
+		out[2 * i] = digits[p[i] >> 4];
+		out[2 * i + 1] = digits[p[i] & 15];
+	}
+	out[2 * i] = '\0';
+}
+
+/* Whose certificate was refused: the client's own (depth 0), even when a
+ * CA above it was the cause. */
+static void describe_refused(struct tls_session *s, const WOLFSSL_X509_STORE_CTX *store)
+{
+	const uint8_t *der = NULL;
+	int der_len = 0;
+	if (store->certs && store->totalCerts > 0) {
+		der = store->certs[0].buffer;
+		der_len = (int)store->certs[0].length;
+	} else if (store->current_cert) {
+		der = wolfSSL_X509_get_der(store->current_cert, &der_len);
+	}
+	struct cert_view v;
+	if (s->refused || !der || der_len <= 0 || cert_view_parse(der, (size_t)der_len, &v) != 0)
+		return;
+	struct tls_cert_summary *c = calloc(1, sizeof *c);
+	uint8_t sha[32];
+	if (!c)
+		return;
+	cert_name_text(v.subject, v.subject_len, c->subject, sizeof c->subject);
+	cert_name_text(v.issuer, v.issuer_len, c->issuer, sizeof c->issuer);
+	/* As openssl x509 -serial prints it: without the sign byte. */
+	const uint8_t *serial = v.serial;
+	size_t serial_len = v.serial_len;
+	while (serial_len > 1 && serial[0] == 0) {
+		serial++;
+		serial_len--;
+	}
+	hex(serial, serial_len, c->serial, sizeof c->serial);
+	if (wc_Sha256Hash(der, (word32)der_len, sha) == 0)
+		hex(sha, 32, c->sha256, sizeof c->sha256);
+	s->refused = c;
+}
+
+/* Called by wolfSSL for every certificate of the client's chain, CAs first
+ * (VERIFY_CB_ALL_CERTS), the client's own last. A chain error is never
+ * waived; our own checks run only on what wolfSSL verified. */
 static int verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *store)
 {
 	struct tls_session *s = store->userCtx;
 	if (!s)
 		return preverify;
-	if (!preverify && store->error_depth == 0 && usage_error_waived(s, store->error))
-		preverify = 1;
+	int ok;
+	if (store->totalCerts == 0) {
+		/* TLS 1.2's empty Certificate (TLS 1.3's never gets here: wolfSSL
+		 * sends certificate_required): RFC 5246 7.4.6 says
+		 * handshake_failure. */
+		session_refuse(s, AUTH_NO_CERT, "no client certificate");
+		wolfSSL_set_cert_alert(s->ssl, handshake_failure);
+		return 0;
+	}
 	if (!preverify) {
 		/* The first refusal names the cause; later ones follow from it. */
 		if (s->peer.result == AUTH_OTHER || s->peer.result == AUTH_OK) {
@@ -331,11 +525,20 @@ static int verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *store)
 				 wolfSSL_ERR_reason_error_string((unsigned long)store->error));
 			session_refuse(s, classify_verify_error(store->error), why);
 		}
-		return 0;
+		ok = 0;
+	} else if (!store->current_cert) {
+		session_refuse(s, AUTH_OTHER, "no decoded certificate to check");
+		ok = 0;
+	} else if (store->error_depth > 0) {
+		ok = check_chain_ca(s, store->current_cert, store->error_depth);
+	} else {
+		ok = check_leaf(s, store->current_cert);
 	}
-	if (store->error_depth > 0 || !store->current_cert)
-		return 1;
-	return check_leaf(s, store->current_cert);
+	if (!ok) {
+		describe_refused(s, store);
+		wolfSSL_set_cert_alert(s->ssl, s->alert ? s->alert : bad_certificate);
+	}
+	return ok;
 }
 
 /* ---- ticket identity blob and resumption ---- */
@@ -645,6 +848,27 @@ static bool advertise_listed(const struct config *cfg, const char *cn)
 	return false;
 }
 
+/* The copy's raw names, serial and key ids. 0, or -1 when it does not parse
+ * (the issuer file is refused). */
+static int trusted_ca_fill(struct trusted_ca *ca, const uint8_t *der, size_t len)
+{
+	struct revocation_cert_names names;
+	struct cert_view v;
+	if (revocation_cert_names(der, len, &names) != 0 || cert_view_parse(der, len, &v) != 0 ||
+	    names.serial_len > sizeof ca->serial)
+		return -1;
+	memset(ca, 0, sizeof *ca);
+	memcpy(ca->subject_sha256, names.subject_sha256, 32);
+	memcpy(ca->issuer_sha256, names.issuer_sha256, 32);
+	memcpy(ca->serial, names.serial, names.serial_len);
+	ca->serial_len = (uint8_t)names.serial_len;
+	ca->skid_len = (uint8_t)cert_key_id(&v, false, ca->skid);
+	ca->akid_len = (uint8_t)cert_key_id(&v, true, ca->akid);
+	ca->self_issued = memcmp(names.subject_sha256, names.issuer_sha256, 32) == 0;
+	cert_name_text(v.subject, v.subject_len, ca->name, sizeof ca->name);
+	return 0;
+}
+
 static int add_issuer(struct tls_server *srv, WOLFSSL_X509 *x, const struct config *cfg,
 		      WOLF_STACK_OF(WOLFSSL_X509_NAME) * names, size_t *advertised_bytes)
 {
@@ -659,8 +883,13 @@ static int add_issuer(struct tls_server *srv, WOLFSSL_X509 *x, const struct conf
 		return -1;
 	memcpy(copy, der, (size_t)der_len);
 	srv->issuer_der[srv->n_issuers] = (struct revocation_issuer){copy, (size_t)der_len};
+	if (trusted_ca_fill(&srv->ca[srv->n_issuers], copy, (size_t)der_len) != 0) {
+		free(copy);
+		return -1;
+	}
+	memcpy(srv->issuer_hash[srv->n_issuers], srv->ca[srv->n_issuers].subject_sha256, 32);
+	srv->n_issuers++;
 	WOLFSSL_X509_NAME *subj = wolfSSL_X509_get_subject_name(x);
-	name_sha256(subj, srv->issuer_hash[srv->n_issuers++]);
 	char cn[256] = "";
 	wolfSSL_X509_NAME_get_text_by_NID(subj, NID_commonName, cn, sizeof cn);
 	if (!advertise_listed(cfg, cn))
@@ -982,6 +1211,7 @@ void tls_session_free(struct tls_session *s)
 	wolfSSL_free(s->ssl);
 	offered_tickets_release(s);
 	tls_server_unref(s->srv);
+	free(s->refused);
 	free(s);
 }
 
@@ -1100,4 +1330,91 @@ bool tls_session_recheck(struct tls_session *s, struct tls_server *now)
 	bool admitted = peer_admitted(s);
 	s->srv = own;
 	return admitted;
+}
+
+/* ---- refusals ---- */
+
+bool tls_log_budget_take(struct tls_log_budget *b, unsigned per_s, uint64_t now_s,
+			 uint64_t *left_out_before)
+{
+	if (now_s != b->second) {
+		b->second = now_s;
+		b->used = 0;
+	}
+	if (b->used >= per_s) {
+		b->left_out++;
+		return false;
+	}
+	b->used++;
+	*left_out_before = b->left_out;
+	b->left_out = 0;
+	return true;
+}
+
+/* Process-wide: every worker reports here. A refusal is a whole handshake
+ * of work already; one short lock more is noise beside it. */
+static pthread_mutex_t refusals_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tls_refusal refusals[TLS_REFUSALS_KEPT];
+static size_t refusals_next, refusals_count;
+static struct tls_log_budget refusals_budget;
+
+static void refusal_fill(const struct tls_session *s, const char *source, struct tls_refusal *r)
+{
+	memset(r, 0, sizeof *r);
+	r->unix_s = (uint64_t)time(NULL);
+	snprintf(r->source, sizeof r->source, "%s", source);
+	r->result = s->peer.result;
+	snprintf(r->reason, sizeof r->reason, "%s", tls_session_error(s));
+	if (s->refused) {
+		r->has_cert = true;
+		r->cert = *s->refused;
+	}
+}
+
+/* A verdict on a certificate (or on its absence) goes to the list; a
+ * handshake that failed before any certificate (a scanner, a protocol
+ * error) does not crowd the real ones out. */
+static bool refusal_listed(const struct tls_refusal *r)
+{
+	return r->has_cert || r->result != AUTH_OTHER;
+}
+
+void tls_session_report_refusal(const struct tls_session *s, const char *source)
+{
+	struct tls_refusal r;
+	refusal_fill(s, source, &r);
+	uint64_t left_out = 0;
+	pthread_mutex_lock(&refusals_lock);
+	if (refusal_listed(&r)) {
+		refusals[refusals_next] = r;
+		refusals_next = (refusals_next + 1) % TLS_REFUSALS_KEPT;
+		if (refusals_count < TLS_REFUSALS_KEPT)
+			refusals_count++;
+	}
+	bool log_it =
+		tls_log_budget_take(&refusals_budget, TLS_REFUSAL_LOG_PER_S, r.unix_s, &left_out);
+	pthread_mutex_unlock(&refusals_lock);
+	if (!log_it)
+		return;
+	char more[64] = "";
+	if (left_out)
+		snprintf(more, sizeof more, " [%llu refusal lines left out before this one]",
+			 (unsigned long long)left_out);
+	if (r.has_cert)
+		log_info("%s: refused: %s (%s): subject \"%s\" issuer \"%s\" serial %s sha256 %s%s",
+			 r.source, r.reason, auth_result_name(r.result), r.cert.subject,
+			 r.cert.issuer, r.cert.serial, r.cert.sha256, more);
+	else
+		log_info("%s: refused: %s (%s): no client certificate%s", r.source, r.reason,
+			 auth_result_name(r.result), more);
+}
+
+size_t tls_refusals_latest(struct tls_refusal *out, size_t max)
+{
+	pthread_mutex_lock(&refusals_lock);
+	size_t n = refusals_count < max ? refusals_count : max;
+	for (size_t i = 0; i < n; i++)
+		out[i] = refusals[(refusals_next + TLS_REFUSALS_KEPT - 1 - i) % TLS_REFUSALS_KEPT];
+	pthread_mutex_unlock(&refusals_lock);
+	return n;
 }

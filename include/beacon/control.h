@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "beacon/store.h"
+#include "beacon/tls.h"
 #include "beacon/transport.h"
 
 /* A point-in-time copy of everything the server counts. */
@@ -85,6 +86,9 @@ struct control_handlers {
 	 * DEVICE_BLOCKED; unblock = DEVICE_APPROVED). 0 or -1 + msg. */
 	int (*device_set_state)(void *arg, const char *device, enum device_state state,
 				char *msg, size_t msglen);
+	/* The latest refused handshakes, newest first, into out[0..max);
+	 * returns how many. May be NULL (none shown). */
+	size_t (*refusals)(void *arg, struct tls_refusal *out, size_t max);
 };
 
 struct control;

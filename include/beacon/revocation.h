@@ -66,6 +66,23 @@ enum revocation_status revocation_lookup(const struct revocation_index *idx,
 					 const uint8_t issuer_name_sha256[32],
 					 const uint8_t *serial, size_t serial_len);
 
+/* A certificate's names and serial exactly as CRLs and this index name
+ * them: SHA-256 of the issuer's and the subject's Name DER as they stand in
+ * the certificate (never a library's re-encoding of them: wolfSSL turns
+ * IA5String and other string types into UTF8String and drops attributes it
+ * has no NID for), and the serial's INTEGER content bytes. Every hash of a
+ * name that is compared with the index must come from here. */
+struct revocation_cert_names {
+	uint8_t issuer_sha256[32];
+	uint8_t subject_sha256[32];
+	const uint8_t *serial; /* inside the caller's DER */
+	size_t serial_len;
+};
+
+/* 0, or -1 when the DER is not a certificate (the caller refuses it). */
+int revocation_cert_names(const uint8_t *cert_der, size_t cert_len,
+			  struct revocation_cert_names *out);
+
 /* The same for a certificate (DER): takes its issuer name and serial with
  * the exact bytes a CRL names them by. A certificate that does not parse
  * answers REVOKED: never fail open. */

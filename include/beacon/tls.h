@@ -132,4 +132,56 @@ bool tls_session_recheck(struct tls_session *s, struct tls_server *now);
 /* A short description of the last failure, for the log. */
 const char *tls_session_error(const struct tls_session *s);
 
+/* ---- refusals: whose certificate, why, from where ---- */
+
+/* The client's (leaf) certificate a refusal was about, as text: names with
+ * bytes outside printable ASCII written as \xHH (a NUL or a newline in a
+ * name shows; it cannot cut or split a log line), cut with "..." when long. */
+struct tls_cert_summary {
+	char subject[160];
+	char issuer[160];
+	char serial[48]; /* hex, as openssl x509 -serial prints it */
+	char sha256[65]; /* hex fingerprint of the whole DER */
+};
+
+/* One refused handshake. */
+#define TLS_REFUSAL_SOURCE_MAX 64
+struct tls_refusal {
+	uint64_t unix_s;
+	char source[TLS_REFUSAL_SOURCE_MAX]; /* address:port of the client */
+	enum auth_result result;
+	char reason[128];
+	bool has_cert; /* false: the client sent none (or none was read) */
+	struct tls_cert_summary cert;
+};
+
+/* How many refusals tls_refusals_latest keeps (the /status page's list). */
+#define TLS_REFUSALS_KEPT 32
+/* Refusal log lines a second, at most: past it a line says how many were
+ * left out. A flood of bad handshakes cannot flood the log. */
+#define TLS_REFUSAL_LOG_PER_S 10
+
+/* Reports a handshake that s refused: one log line naming the certificate
+ * (subject, issuer, serial, SHA-256), the reason and `source`, within the
+ * log budget above; and, when it was a verdict on a client certificate (or
+ * on its absence), an entry in the process-wide list of the latest ones.
+ * Any thread. */
+void tls_session_report_refusal(const struct tls_session *s, const char *source);
+
+/* Copies the latest refusals, newest first, into out[0..max); returns how
+ * many. Any thread. */
+size_t tls_refusals_latest(struct tls_refusal *out, size_t max);
+
+/* The log budget, apart so that it can be tested with a clock the test
+ * sets: up to `per_s` lines in each second; take() says whether one more
+ * may be written now and, when lines were left out since the last one
+ * written, how many (then reset). Not thread-safe by itself. */
+struct tls_log_budget {
+	uint64_t second;
+	unsigned used;
+	uint64_t left_out;
+};
+bool tls_log_budget_take(struct tls_log_budget *b, unsigned per_s, uint64_t now_s,
+			 uint64_t *left_out_before);
+
 #endif
