@@ -682,9 +682,30 @@ size_t tls_ticket_blob_read(const uint8_t *ticket, size_t len, struct ticket_ide
 	return need;
 }
 
-/* Today's policy on a ticket's identity, through the same checks as a full
- * handshake's (peer_admitted), on a copy: the session keeps no trace of a
- * ticket it does not resume. */
+/* Today's verdict on an identity verified earlier (a ticket's, or an open
+ * connection's): its issuer still a configured one, then a full
+ * handshake's checks that do not need the certificate itself: block list,
+ * revocation, and the configured CAs above its issuer, each on its own
+ * issuer's CRL. An identity whose issuer is a CA the client sent (not
+ * configured) never gets here: its issuer is not in the list, so such a
+ * session always falls back to a full handshake, where the whole chain is
+ * checked again. */
+static bool identity_still_admitted(struct tls_session *s)
+{
+	const struct tls_server *srv = s->srv;
+	bool trusted = false;
+	for (size_t i = 0; i < srv->n_issuers && !trusted; i++)
+		trusted = memcmp(srv->issuer_hash[i], s->issuer_hash, 32) == 0;
+	if (!trusted) {
+		session_refuse(s, AUTH_UNKNOWN_ISSUER, "certificate's issuer is no longer trusted");
+		return false;
+	}
+	return identity_acceptable(s->peer.device) && peer_admitted(s) &&
+	       configured_cas_admitted(s, s->issuer_hash, NULL, 0);
+}
+
+/* Today's policy on a ticket's identity (identity_still_admitted), on a
+ * copy: the session keeps no trace of a ticket it does not resume. */
 static bool ticket_identity_admitted(struct tls_session *s, const struct ticket_identity *id)
 {
 	struct tls_peer peer = s->peer;
@@ -698,13 +719,9 @@ static bool ticket_identity_admitted(struct tls_session *s, const struct ticket_
 	memcpy(s->issuer_hash, id->issuer_hash, 32);
 	s->serial_len = id->serial_len;
 	memcpy(s->serial, id->serial, id->serial_len);
-	bool trusted = false;
-	for (size_t i = 0; i < s->srv->n_issuers && !trusted; i++)
-		trusted = memcmp(s->srv->issuer_hash[i], id->issuer_hash, 32) == 0;
-	bool ok = trusted && identity_acceptable(s->peer.device) && peer_admitted(s);
+	bool ok = identity_still_admitted(s);
 	if (!ok)
-		log_debug("tls: ticket of %s not resumed: %s", id->device,
-			  trusted ? s->peer.reason : "its issuer is no longer trusted");
+		log_debug("tls: ticket of %s not resumed: %s", id->device, s->peer.reason);
 
 	s->peer = peer;
 	memcpy(s->issuer_hash, issuer_hash, 32);
@@ -1305,29 +1322,17 @@ const char *tls_session_error(const struct tls_session *s)
 
 /* ---- an open connection against a newer snapshot ---- */
 
-static bool issuer_still_trusted(const struct tls_server *srv, const uint8_t issuer_hash[32])
-{
-	for (size_t i = 0; i < srv->n_issuers; i++)
-		if (memcmp(srv->issuer_hash[i], issuer_hash, 32) == 0)
-			return true;
-	return false;
-}
-
 bool tls_session_recheck(struct tls_session *s, struct tls_server *now)
 {
 	if (s->peer.result != AUTH_OK)
 		return false;
 	if (now == s->srv)
 		return true;
-	if (!issuer_still_trusted(now, s->issuer_hash)) {
-		session_refuse(s, AUTH_UNKNOWN_ISSUER, "certificate's issuer is no longer trusted");
-		return false;
-	}
-	/* peer_admitted judges by s->srv: lend it the newest snapshot for the
+	/* The checks judge by s->srv: lend it the newest snapshot for the
 	 * verdict only; wolfSSL's objects stay on the session's own. */
 	struct tls_server *own = s->srv;
 	s->srv = now;
-	bool admitted = peer_admitted(s);
+	bool admitted = identity_still_admitted(s);
 	s->srv = own;
 	return admitted;
 }

@@ -165,18 +165,19 @@ def client_ctx(cert_path, key_path, server_ca, version=None):
     return ctx
 
 
-def refusal_alert(server, ctx, timeout=10.0):
+def refusal_alert(server, ctx, timeout=10.0, session=None):
     """Connects with `ctx`, PUTs a small upload and returns what the server
     answered: the name of the TLS alert it sent ('certificate_revoked'), or
     'http <status>' when it answered HTTP, or 'no alert: ...' for anything
     else (a reset, a timeout, a close without an alert). TLS 1.3 clients
     finish their handshake before the server judges their certificate, so
-    the alert may come on the first read."""
+    the alert may come on the first read. `session`: a session to offer
+    for resumption."""
     raw = socket.create_connection((server.host, server.port), timeout=timeout)
     tls = None
     try:
         try:
-            tls = ctx.wrap_socket(raw, server_hostname="localhost")
+            tls = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
         except ssl.SSLError as e:
             return alert_name(e) or f"no alert: {e!r}"
         except OSError as e:

@@ -26,7 +26,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import certkit
 from certkit import DAY, NOW, Cert, client_ctx, cn, make_ca, make_cert, make_crl, name
-from helpers import free_port, new_server
+from helpers import build_request, free_port, new_server, tls_connect
+from trustkit import reload, upload
 
 VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -178,6 +179,42 @@ def test_intermediate_configured_as_issuer_revoked(servers, chain_pki, tmp_path,
     srv = servers({"tls": {"issuers": d / "both.pem", "crl_dir": d / "revokes-inter"}})
     assert attempt(srv, tmp_path, chain_pki["leaf"], v) == "certificate_revoked"
     assert "issuing CA 'CN=Verify Test Intermediate CA, O=beacond tests'" in srv.stderr()
+
+
+@pytest.mark.parametrize("v", list(VERSIONS))
+def test_intermediate_revoked_after_the_session_began(tmp_path, pki, chain_pki, v):
+    """A configured intermediate revoked by its root after a device's full
+    handshake: the device's ticket no longer resumes (the full handshake
+    it falls back to gets certificate_revoked) and its connection that was
+    open across the reload gets 403 at its next request."""
+    d = chain_pki["dir"]
+    crl_dir = tmp_path / "crl"
+    crl_dir.mkdir()
+    (crl_dir / "root.crl").write_bytes((d / "revokes-none" / "root.crl").read_bytes())
+    srv = new_server(tmp_path / "srv", pki, {"server": {"watch": "no"},
+                                             "tls": {"issuers": d / "both.pem",
+                                                     "crl_dir": crl_dir}})
+    srv.start()
+    try:
+        crt, key = chain_pki["leaf"].write(tmp_path, "leaf")
+        ctx = client_ctx(crt, key, srv.pki / "server-ca.pem", VERSIONS[v])
+        kind, detail, info = upload(srv, ctx=ctx)
+        assert kind == "response" and detail.status == 201, (kind, detail)
+        with tls_connect(srv, ctx=ctx, session=info["session"]) as held:
+            assert held.tls.session_reused, "the session was not resumed"
+            held.send(build_request("PUT", "/ManageSoftRL/Inventories/before.ndi", body=b"x"))
+            assert held.read_response().status == 201
+            (crl_dir / "root.crl").write_bytes((d / "revokes-inter" / "root.crl").read_bytes())
+            reload(srv, "crl")
+            held.send(build_request("PUT", "/ManageSoftRL/Inventories/after.ndi", body=b"x"))
+            resp = held.read_response()
+            assert resp.status == 403 and b"revoked" in resp.body, resp
+        # The ticket does not resume: the full handshake is refused.
+        assert certkit.refusal_alert(srv, ctx, session=info["session"]) == \
+            "certificate_revoked"
+        assert [r["name"] for r in srv.uploads()].count("after.ndi") == 0
+    finally:
+        srv.stop()
 
 
 # --------------------------------------------------------------------------
