@@ -16,6 +16,7 @@
  * took the spool past retain_bytes.
  */
 #include "store-internal.h"
+#include "store-probe.h"
 
 #include "beacon/log.h"
 
@@ -60,8 +61,10 @@ struct sync_op {
 	struct ring_op op;
 	struct writer *wr;
 	struct segment *seg; /* NULL for a directory */
+	unsigned dir_worker; /* a directory's worker */
 	int fd;
 	int res;
+	struct store_sync_event probe;
 };
 
 /* One group's sync ops. Stranded on the writer when the ring breaks with
@@ -163,8 +166,30 @@ static void writer_arm_eventfd(struct writer *wr)
 static void writer_on_synced(struct ring_op *op, int res, uint32_t flags)
 {
 	struct sync_op *so = container_of(op, struct sync_op, op);
+	if (store_io_probe) {
+		so->probe.phase = STORE_PROBE_DONE;
+		so->probe.res = res;
+		res = store_io_probe(&so->probe);
+	}
 	so->res = res;
 	so->wr->syncs_outstanding--;
+}
+
+static void sync_op_describe(struct sync_op *so, struct store *s)
+{
+	struct store_sync_event *ev = &so->probe;
+	memset(ev, 0, sizeof *ev);
+	ev->fd = so->fd;
+	if (so->seg) {
+		ev->what = STORE_SYNC_SEGMENT;
+		ev->path = so->seg->path;
+		ev->worker = so->seg->w->id;
+		ev->seq = so->seg->seq;
+	} else {
+		ev->what = STORE_SYNC_DIR;
+		ev->path = s->dirs[so->dir_worker].path;
+		ev->worker = so->dir_worker;
+	}
 }
 
 static int writer_submit_sync(struct writer *wr, struct sync_op *so, int fd, unsigned fsync_flags)
@@ -175,6 +200,11 @@ static int writer_submit_sync(struct writer *wr, struct sync_op *so, int fd, uns
 	struct io_uring_sqe *sqe = ring_sqe(&wr->ring, &so->op);
 	if (!sqe)
 		return -EBUSY;
+	if (store_io_probe) {
+		sync_op_describe(so, wr->s);
+		so->probe.phase = STORE_PROBE_BEFORE;
+		store_io_probe(&so->probe);
+	}
 	io_uring_prep_fsync(sqe, fd, fsync_flags);
 	wr->syncs_outstanding++;
 	return 0;
@@ -209,8 +239,10 @@ static int writer_sync_segments(struct writer *wr, struct store_upload **group, 
 		rc = writer_submit_sync(wr, &ops[nops++], seg->fd, IORING_FSYNC_DATASYNC);
 	}
 	for (unsigned id = 0; id < s->nworkers && !rc; id++) {
-		if (dir_needed[id])
+		if (dir_needed[id]) {
+			ops[nops].dir_worker = id;
 			rc = writer_submit_sync(wr, &ops[nops++], s->dirs[id].fd, 0);
+		}
 	}
 	/* Wait for every submitted sync even after a failure: the ops live here. */
 	while (wr->syncs_outstanding > 0) {
