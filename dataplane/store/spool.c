@@ -289,6 +289,10 @@ static struct segment *segment_create(struct store_worker *w, struct store_uploa
 
 struct segment *spool_segment_take(struct store_worker *w, struct store_upload *owner, int *err)
 {
+	/* A segment the writer retired after a failed sync takes no record,
+	 * even before an upload's answer has told the worker so. */
+	while (w->pool && atomic_load(&w->pool->sync_failed))
+		spool_segment_seal(w->pool);
 	struct segment *seg = w->pool;
 	if (!seg)
 		return segment_create(w, owner, err);
@@ -301,6 +305,8 @@ struct segment *spool_segment_take(struct store_worker *w, struct store_upload *
 struct segment *spool_packed_reserve(struct store_worker *w, struct store_upload *u,
 				     uint64_t len, int *err)
 {
+	if (w->packed && atomic_load(&w->packed->sync_failed))
+		spool_segment_seal(w->packed); /* retired by the writer: see above */
 	struct segment *seg = w->packed;
 	if (!seg) {
 		seg = segment_create(w, NULL, err);

@@ -209,7 +209,10 @@ struct segment {
 	/* writer-only fields */
 	bool dir_synced;
 	uint64_t group_mark;
-	bool sync_failed; /* read by the worker after the writer's answer */
+	int sync_error; /* the store_error its uploads get once sync_failed */
+	/* Set by the writer when a sync of it failed; the worker then takes
+	 * no new record into it. Never cleared (fsyncgate). */
+	atomic_bool sync_failed;
 	char path[PATH_MAX];
 };
 

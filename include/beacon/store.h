@@ -27,7 +27,10 @@
  * whole.
  *
  * Failure: every function returns 0 / a count or a negative store_error; the
- * store never aborts the process on bad input or I/O errors. After a crash,
+ * store never aborts the process on bad input or I/O errors. A segment whose
+ * fdatasync failed is retired: its records not yet indexed fail (503), even
+ * when a later fdatasync returns 0, and new uploads go to a fresh segment
+ * (the kernel reports a lost writeback once). After a crash,
  * LMDB is the truth: spool bytes past the last indexed record are cut off at
  * the next store_open.
  */
