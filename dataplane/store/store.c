@@ -3,11 +3,13 @@
  * The data path lives in upload.c and spool.c, the writer in writer.c.
  */
 #include "store-internal.h"
+#include "store-probe.h"
 
 #include "beacon/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,12 +140,70 @@ void store_registry_return(struct store *s)
 
 /* ---- open and close ---- */
 
-static int mkdir_if_missing(const char *path, char *err, size_t errlen)
+/* *created (may be NULL) tells whether the directory is new: its name is
+ * then durable only once its parent is fsynced. */
+static int mkdir_if_missing(const char *path, bool *created, char *err, size_t errlen)
 {
-	if (mkdir(path, 0750) == 0 || errno == EEXIST)
+	if (mkdir(path, 0750) == 0) {
+		if (created)
+			*created = true;
+		return 0;
+	}
+	if (errno == EEXIST)
 		return 0;
 	snprintf(err, errlen, "%s: %s", path, strerror(errno));
 	return store_error_from_errno(errno);
+}
+
+/* fsync of a directory, reported to the I/O probe like the writer's. */
+static int dir_sync(const char *path, unsigned worker, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return store_error_from_errno(errno);
+	}
+	struct store_sync_event ev = {.what = STORE_SYNC_DIR, .fd = fd, .path = path, .worker = worker};
+	if (store_io_probe) {
+		ev.phase = STORE_PROBE_BEFORE;
+		store_io_probe(&ev);
+	}
+	int res = fsync(fd) == 0 ? 0 : -errno;
+	if (store_io_probe) {
+		ev.phase = STORE_PROBE_DONE;
+		ev.res = res;
+		res = store_io_probe(&ev);
+	}
+	close(fd);
+	if (res < 0) {
+		snprintf(err, errlen, "fsync %s: %s", path, strerror(-res));
+		return store_error_from_errno(res);
+	}
+	return 0;
+}
+
+/* Makes every name the store depends on durable before it takes an
+ * upload: the workers' directories in spool/, the spool and index
+ * directories in the data directory, LMDB's files in index/ (LMDB never
+ * fsyncs a directory), and the data directory in its parent when it is
+ * new. Four or five fsyncs per start; segments created later are the
+ * writer's (their worker's directory is fsynced before their first
+ * upload is answered). */
+static int store_sync_names(struct store *s, bool data_dir_created, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	int e = 0;
+	if (snprintf(path, sizeof path, "%s/spool", s->data_dir) < (int)sizeof path)
+		e = dir_sync(path, UINT32_MAX, err, errlen);
+	if (!e && snprintf(path, sizeof path, "%s/index", s->data_dir) < (int)sizeof path)
+		e = dir_sync(path, UINT32_MAX, err, errlen);
+	if (!e)
+		e = dir_sync(s->data_dir, UINT32_MAX, err, errlen);
+	if (!e && data_dir_created) {
+		snprintf(path, sizeof path, "%s", s->data_dir);
+		e = dir_sync(dirname(path), UINT32_MAX, err, errlen);
+	}
+	return e;
 }
 
 static int store_config_check(struct store_config *cfg, unsigned nworkers, char *err, size_t errlen)
@@ -168,7 +228,7 @@ static int spool_dirs_open(struct store *s, char *err, size_t errlen)
 	/* store_open keeps data_dir short enough for every derived path. */
 	if (snprintf(path, sizeof path, "%s/spool", s->data_dir) >= (int)sizeof path)
 		return STORE_ERR_INVAL;
-	int e = mkdir_if_missing(path, err, errlen);
+	int e = mkdir_if_missing(path, NULL, err, errlen);
 	if (e)
 		return e;
 	s->dirs = calloc(s->nworkers, sizeof *s->dirs);
@@ -183,7 +243,7 @@ static int spool_dirs_open(struct store *s, char *err, size_t errlen)
 		if (snprintf(d->path, sizeof d->path, "%s/spool/w%u", s->data_dir, i) >=
 		    (int)sizeof d->path)
 			return STORE_ERR_INVAL;
-		if ((e = mkdir_if_missing(d->path, err, errlen)))
+		if ((e = mkdir_if_missing(d->path, NULL, err, errlen)))
 			return e;
 		d->fd = open(d->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (d->fd < 0) {
@@ -302,7 +362,8 @@ int store_open(const struct store_config *cfg_in, unsigned nworkers, struct stor
 	int e = store_config_check(&cfg, nworkers, err, errlen);
 	if (e)
 		return e;
-	if ((e = mkdir_if_missing(cfg.data_dir, err, errlen)))
+	bool created = false;
+	if ((e = mkdir_if_missing(cfg.data_dir, &created, err, errlen)))
 		return e;
 	struct store *s = calloc(1, sizeof *s);
 	if (!s) {
@@ -332,6 +393,8 @@ int store_open(const struct store_config *cfg_in, unsigned nworkers, struct stor
 		e = spool_dirs_open(s, err, errlen);
 	if (!e)
 		e = index_open(&s->ix, s->data_dir, cfg.map_bytes, INDEX_WRITE, err, errlen);
+	if (!e)
+		e = store_sync_names(s, created, err, errlen);
 	if (!e)
 		e = recover_spool(s, err, errlen);
 	if (!e)
