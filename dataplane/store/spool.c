@@ -291,9 +291,14 @@ struct segment *spool_segment_take(struct store_worker *w, struct store_upload *
 {
 	/* A segment the writer retired after a failed sync takes no record,
 	 * even before an upload's answer has told the worker so. */
-	while (w->pool && atomic_load(&w->pool->sync_failed))
-		spool_segment_seal(w->pool);
 	struct segment *seg = w->pool;
+	while (seg && atomic_load(&seg->sync_failed)) {
+		struct segment *next = seg->pool_next; /* the head once seg is out */
+		pool_remove(seg);
+		seg->sealed = true;
+		spool_segment_unref(seg); /* the pool's reference */
+		seg = next;
+	}
 	if (!seg)
 		return segment_create(w, owner, err);
 	/* The pool's reference becomes the owner's. */
@@ -305,9 +310,14 @@ struct segment *spool_segment_take(struct store_worker *w, struct store_upload *
 struct segment *spool_packed_reserve(struct store_worker *w, struct store_upload *u,
 				     uint64_t len, int *err)
 {
-	if (w->packed && atomic_load(&w->packed->sync_failed))
-		spool_segment_seal(w->packed); /* retired by the writer: see above */
 	struct segment *seg = w->packed;
+	if (seg && atomic_load(&seg->sync_failed)) {
+		/* Retired by the writer: see spool_segment_take. */
+		seg->sealed = true;
+		w->packed = NULL;
+		spool_segment_unref(seg); /* the worker's reference */
+		seg = NULL;
+	}
 	if (!seg) {
 		seg = segment_create(w, NULL, err);
 		if (!seg)
