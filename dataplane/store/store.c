@@ -555,6 +555,14 @@ int store_check(const struct store_config *cfg, char *report, size_t reportlen, 
 		goto leave;
 	/* Shared, and only while reading: a starting server waits it out. */
 	lock_fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (lock_fd < 0 && errno != ENOENT) {
+		/* Without the lock we cannot tell whether a server writes here,
+		 * and reading LMDB without its lock file beside a writer is not
+		 * safe. */
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		e = store_error_from_errno(errno);
+		goto leave;
+	}
 	if (lock_fd >= 0 && !lock_try(lock_fd, LOCK_SH, false)) {
 		if (errno != EWOULDBLOCK) {
 			snprintf(err, errlen, "%s: flock: %s", path, strerror(errno));
