@@ -57,7 +57,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: beacond [-c beacond.conf] [-t] [-v]\n"
 		   "  -c FILE  configuration (without it: the embedded demo defaults)\n"
-		   "  -t       check the configuration, certificates and store, then exit\n"
+		   "  -t       check the configuration, certificates and store (read-only), then exit\n"
 		   "  -v       log debug lines\n");
 }
 
@@ -192,7 +192,8 @@ static int snapshot_build(struct beacond *b, const struct config *cfg, struct tl
 			  char *msg, size_t len)
 {
 	struct device_list blocked = {0};
-	int rc = store_reader_devices(b->reader, collect_blocked, &blocked);
+	/* beacond -t opens no reader: it changes nothing on disk. */
+	int rc = b->reader ? store_reader_devices(b->reader, collect_blocked, &blocked) : 0;
 	if (rc != 0 || blocked.failed) {
 		snprintf(msg, len, "reading blocked devices: %s",
 			 rc ? store_strerror(rc) : "out of memory");
@@ -538,6 +539,27 @@ static void stop_workers(struct beacond *b)
 	b->n_workers = 0;
 }
 
+/* beacond -t: the certificates and trust files as a start would load them,
+ * and the store read-only. Nothing on disk changes, whether or not a
+ * server runs on the same data directory. */
+static int check_config(struct beacond *b)
+{
+	char err[512] = "", report[1024];
+	if (store_check(&b->cfg.store, report, sizeof report, err, sizeof err) != 0) {
+		log_err("store %s: %s", b->cfg.data_dir, err);
+		return 1;
+	}
+	fprintf(stderr, "beacond: %s\n", report);
+	struct tls_server *tls = NULL;
+	if (snapshot_build(b, &b->cfg, &tls, err, sizeof err) != 0) {
+		log_err("%s", err);
+		return 1;
+	}
+	tls_server_unref(tls);
+	fprintf(stderr, "beacond: configuration OK\n");
+	return 0;
+}
+
 static int run(struct beacond *b, bool check_only)
 {
 	const struct config *cfg = &b->cfg;
@@ -546,6 +568,8 @@ static int run(struct beacond *b, bool check_only)
 		log_err("%s", err);
 		return 1;
 	}
+	if (check_only)
+		return check_config(b);
 	/* Every thread inherits this mask (the store's writer, DPDK's, the
 	 * workers, the control thread): signals are taken by the main thread
 	 * alone, in sigtimedwait. A thread started before it would take a
@@ -570,15 +594,11 @@ static int run(struct beacond *b, bool check_only)
 		return 1;
 	}
 	struct tls_server *tls = NULL;
-	if (snapshot_build(b, cfg, &tls, err, sizeof err) != 0 || check_only) {
-		if (!tls)
-			log_err("%s", err);
-		else
-			fprintf(stderr, "beacond: configuration OK\n");
-		tls_server_unref(tls);
+	if (snapshot_build(b, cfg, &tls, err, sizeof err) != 0) {
+		log_err("%s", err);
 		store_reader_close(b->reader);
 		store_close(b->store);
-		return tls ? 0 : 1;
+		return 1;
 	}
 	if (trust_init(n, tls) != 0) {
 		log_err("out of memory");

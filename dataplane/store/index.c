@@ -501,9 +501,10 @@ static int index_open_dbis(struct index *ix, MDB_txn *txn, bool rdonly, char *er
 	return 0;
 }
 
-int index_open(struct index *ix, const char *data_dir, uint64_t map_bytes, bool rdonly, char *err,
-	       size_t errlen)
+int index_open(struct index *ix, const char *data_dir, uint64_t map_bytes, enum index_mode mode,
+	       char *err, size_t errlen)
 {
+	bool rdonly = mode != INDEX_WRITE;
 	char path[PATH_MAX];
 	memset(ix, 0, sizeof *ix);
 	if (snprintf(path, sizeof path, "%s/index", data_dir) >= (int)sizeof path) {
@@ -521,7 +522,10 @@ int index_open(struct index *ix, const char *data_dir, uint64_t map_bytes, bool 
 		rc = mdb_env_set_mapsize(ix->env, map_bytes);
 	/* NOTLS: in-process readers share the env across threads. */
 	if (!rc)
-		rc = mdb_env_open(ix->env, path, MDB_NOTLS | (rdonly ? MDB_RDONLY : 0), 0640);
+		rc = mdb_env_open(ix->env, path,
+				  MDB_NOTLS | (rdonly ? MDB_RDONLY : 0) |
+					  (mode == INDEX_READ_NOLOCK ? MDB_NOLOCK : 0),
+				  0640);
 	if (rc) {
 		snprintf(err, errlen, "%s: %s", path, mdb_strerror(rc));
 		index_close(ix);

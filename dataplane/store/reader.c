@@ -44,7 +44,7 @@ int store_reader_open(const char *data_dir, struct store_reader **out, char *err
 	if (r->shared) {
 		r->ix = r->shared->ix;
 	} else {
-		int e = index_open(&r->ix, r->data_dir, 0, true, err, errlen);
+		int e = index_open(&r->ix, r->data_dir, 0, INDEX_READ, err, errlen);
 		if (e) {
 			free(r);
 			return e;

@@ -9,6 +9,8 @@
  * sequence number after the highest one on disk, so a cut-off tail never
  * turns into the middle of a new record.
  *
+ * recover_plan walks the same way and only counts (beacond -t).
+ *
  * Each indexed record's header is read back and compared with the index
  * (magic, id, length, crc): cheap, and it reports a damaged or replaced
  * segment at start-up instead of at the first read. Bodies are not checked
@@ -72,6 +74,7 @@ static int spool_for_each_file(struct store *s, MDB_txn *txn, segment_file_fn fn
 static void recover_segment_file(struct store *s, MDB_txn *txn, unsigned worker, uint64_t seq,
 				 void *arg)
 {
+	struct recovery_report *rep = arg;
 	char path[PATH_MAX];
 	if (spool_segment_path(path, sizeof path, s->data_dir, worker, seq))
 		return;
@@ -80,6 +83,9 @@ static void recover_segment_file(struct store *s, MDB_txn *txn, unsigned worker,
 	struct segment_row row;
 	int e = index_get_segment(&s->ix, txn, worker, seq, &row);
 	if (e == STORE_ERR_NOTFOUND) {
+		rep->removed_segments++;
+		if (!rep->apply)
+			return;
 		log_info("store: removing %s: no indexed upload in it", path);
 		if (unlink(path) < 0)
 			log_err("store: unlink %s: %s", path, strerror(errno));
@@ -98,9 +104,14 @@ static void recover_segment_file(struct store *s, MDB_txn *txn, unsigned worker,
 		log_err("store: %s is %lld bytes but indexed records reach %" PRIu64
 			": records are missing",
 			path, (long long)st.st_size, row.end);
+		rep->short_segments++;
 		return;
 	}
 	if ((uint64_t)st.st_size == row.end)
+		return;
+	rep->cut_segments++;
+	rep->cut_bytes += (uint64_t)st.st_size - row.end;
+	if (!rep->apply)
 		return;
 	if (truncate(path, (off_t)row.end) < 0) {
 		log_err("store: cut %s to %" PRIu64 " bytes: %s", path, row.end, strerror(errno));
@@ -209,7 +220,8 @@ int recover_spool(struct store *s, char *err, size_t errlen)
 		snprintf(err, errlen, "index: begin: %s", mdb_strerror(rc));
 		return index_error(rc);
 	}
-	int e = spool_for_each_file(s, txn, recover_segment_file, NULL);
+	struct recovery_report rep = {.apply = true};
+	int e = spool_for_each_file(s, txn, recover_segment_file, &rep);
 	if (!e)
 		e = recover_check_headers(s, txn);
 	if (!e)
@@ -226,6 +238,28 @@ int recover_spool(struct store *s, char *err, size_t errlen)
 		log_info("store: cut %" PRIu64 " spool bytes past the last indexed records",
 			 s->recovered_truncated_bytes);
 	return 0;
+}
+
+int recover_plan(struct store *s, struct recovery_report *out)
+{
+	memset(out, 0, sizeof *out);
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn);
+	if (rc)
+		return index_error(rc);
+	MDB_stat st;
+	rc = mdb_stat(txn, s->ix.uploads, &st);
+	if (rc) {
+		mdb_txn_abort(txn);
+		return index_error(rc);
+	}
+	out->uploads = st.ms_entries;
+	int e = spool_for_each_file(s, txn, recover_segment_file, out);
+	if (!e)
+		e = recover_check_headers(s, txn);
+	out->bad_headers = s->recovered_bad_headers;
+	mdb_txn_abort(txn);
+	return e;
 }
 
 /* ---- the periodic sweep ---- */

@@ -289,7 +289,16 @@ static struct segment *segment_create(struct store_worker *w, struct store_uploa
 
 struct segment *spool_segment_take(struct store_worker *w, struct store_upload *owner, int *err)
 {
+	/* A segment the writer retired after a failed sync takes no record,
+	 * even before an upload's answer has told the worker so. */
 	struct segment *seg = w->pool;
+	while (seg && atomic_load(&seg->sync_failed)) {
+		struct segment *next = seg->pool_next; /* the head once seg is out */
+		pool_remove(seg);
+		seg->sealed = true;
+		spool_segment_unref(seg); /* the pool's reference */
+		seg = next;
+	}
 	if (!seg)
 		return segment_create(w, owner, err);
 	/* The pool's reference becomes the owner's. */
@@ -302,6 +311,13 @@ struct segment *spool_packed_reserve(struct store_worker *w, struct store_upload
 				     uint64_t len, int *err)
 {
 	struct segment *seg = w->packed;
+	if (seg && atomic_load(&seg->sync_failed)) {
+		/* Retired by the writer: see spool_segment_take. */
+		seg->sealed = true;
+		w->packed = NULL;
+		spool_segment_unref(seg); /* the worker's reference */
+		seg = NULL;
+	}
 	if (!seg) {
 		seg = segment_create(w, NULL, err);
 		if (!seg)

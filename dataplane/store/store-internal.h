@@ -78,10 +78,14 @@ struct segment_row {
 	uint64_t end;   /* end of the furthest record ever indexed in it */
 };
 
-/* Opens DATA/index. Read-write creates what is missing and refuses a newer
- * schema; read-only needs an existing index. */
-int index_open(struct index *ix, const char *data_dir, uint64_t map_bytes, bool rdonly, char *err,
-	       size_t errlen);
+enum index_mode {
+	INDEX_WRITE,       /* creates what is missing, refuses a newer schema */
+	INDEX_READ,        /* an existing index, beside a live writer (beaconctl) */
+	INDEX_READ_NOLOCK, /* an existing index nobody writes: touches no file at all */
+};
+/* Opens DATA/index. */
+int index_open(struct index *ix, const char *data_dir, uint64_t map_bytes, enum index_mode mode,
+	       char *err, size_t errlen);
 void index_close(struct index *ix);
 /* Maps an LMDB return code to a store_error. */
 int index_error(int mdb_rc);
@@ -136,6 +140,7 @@ struct store {
 	unsigned nworkers;
 	struct spool_dir *dirs;
 	struct index ix;
+	int lock_fd; /* DATA/lock, flock'ed exclusively while open */
 	/* In-process readers hold it shared during a read txn; the writer holds
 	 * it exclusively while it grows the map (LMDB forbids resizing under
 	 * live read txns in the same process). */
@@ -209,7 +214,10 @@ struct segment {
 	/* writer-only fields */
 	bool dir_synced;
 	uint64_t group_mark;
-	bool sync_failed; /* read by the worker after the writer's answer */
+	int sync_error; /* the store_error its uploads get once sync_failed */
+	/* Set by the writer when a sync of it failed; the worker then takes
+	 * no new record into it. Never cleared (fsyncgate). */
+	atomic_bool sync_failed;
 	char path[PATH_MAX];
 };
 
@@ -322,6 +330,20 @@ int writer_retention_pass(struct store *s, uint64_t *total_bytes, bool sweep);
 /* Cuts garbage, checks record headers, removes unindexed segments, and sets
  * each spool_dir's next_seq and the store's next_id. */
 int recover_spool(struct store *s, char *err, size_t errlen);
+
+/* What recovery did, or would do. */
+struct recovery_report {
+	bool apply; /* false: count only, change nothing */
+	uint64_t uploads;
+	uint64_t cut_bytes;
+	unsigned cut_segments;
+	unsigned removed_segments;
+	unsigned short_segments; /* shorter than their indexed records */
+	uint64_t bad_headers;
+};
+/* Counts what recover_spool would do, changing nothing on disk. s needs
+ * data_dir and an open ix; nworkers may be 0. */
+int recover_plan(struct store *s, struct recovery_report *out);
 /* Unlinks segment files that hold no indexed record and no worker has open. */
 int spool_sweep_orphans(struct store *s);
 

@@ -3,15 +3,19 @@
  * The data path lives in upload.c and spool.c, the writer in writer.c.
  */
 #include "store-internal.h"
+#include "store-probe.h"
 
 #include "beacon/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MiB (1024ull * 1024ull)
@@ -51,6 +55,8 @@ const char *store_strerror(int err)
 		return "not found";
 	case STORE_ERR_CORRUPT:
 		return "record fails its checksum";
+	case STORE_ERR_LOCKED:
+		return "data directory in use by another beacond";
 	default:
 		return "unknown store error";
 	}
@@ -134,12 +140,70 @@ void store_registry_return(struct store *s)
 
 /* ---- open and close ---- */
 
-static int mkdir_if_missing(const char *path, char *err, size_t errlen)
+/* *created (may be NULL) tells whether the directory is new: its name is
+ * then durable only once its parent is fsynced. */
+static int mkdir_if_missing(const char *path, bool *created, char *err, size_t errlen)
 {
-	if (mkdir(path, 0750) == 0 || errno == EEXIST)
+	if (mkdir(path, 0750) == 0) {
+		if (created)
+			*created = true;
+		return 0;
+	}
+	if (errno == EEXIST)
 		return 0;
 	snprintf(err, errlen, "%s: %s", path, strerror(errno));
 	return store_error_from_errno(errno);
+}
+
+/* fsync of a directory, reported to the I/O probe like the writer's. */
+static int dir_sync(const char *path, unsigned worker, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return store_error_from_errno(errno);
+	}
+	struct store_sync_event ev = {.what = STORE_SYNC_DIR, .fd = fd, .path = path, .worker = worker};
+	if (store_io_probe) {
+		ev.phase = STORE_PROBE_BEFORE;
+		store_io_probe(&ev);
+	}
+	int res = fsync(fd) == 0 ? 0 : -errno;
+	if (store_io_probe) {
+		ev.phase = STORE_PROBE_DONE;
+		ev.res = res;
+		res = store_io_probe(&ev);
+	}
+	close(fd);
+	if (res < 0) {
+		snprintf(err, errlen, "fsync %s: %s", path, strerror(-res));
+		return store_error_from_errno(res);
+	}
+	return 0;
+}
+
+/* Makes every name the store depends on durable before it takes an
+ * upload: the workers' directories in spool/, the spool and index
+ * directories in the data directory, LMDB's files in index/ (LMDB never
+ * fsyncs a directory), and the data directory in its parent when it is
+ * new. Four or five fsyncs per start; segments created later are the
+ * writer's (their worker's directory is fsynced before their first
+ * upload is answered). */
+static int store_sync_names(struct store *s, bool data_dir_created, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	int e = 0;
+	if (snprintf(path, sizeof path, "%s/spool", s->data_dir) < (int)sizeof path)
+		e = dir_sync(path, UINT32_MAX, err, errlen);
+	if (!e && snprintf(path, sizeof path, "%s/index", s->data_dir) < (int)sizeof path)
+		e = dir_sync(path, UINT32_MAX, err, errlen);
+	if (!e)
+		e = dir_sync(s->data_dir, UINT32_MAX, err, errlen);
+	if (!e && data_dir_created) {
+		snprintf(path, sizeof path, "%s", s->data_dir);
+		e = dir_sync(dirname(path), UINT32_MAX, err, errlen);
+	}
+	return e;
 }
 
 static int store_config_check(struct store_config *cfg, unsigned nworkers, char *err, size_t errlen)
@@ -164,7 +228,7 @@ static int spool_dirs_open(struct store *s, char *err, size_t errlen)
 	/* store_open keeps data_dir short enough for every derived path. */
 	if (snprintf(path, sizeof path, "%s/spool", s->data_dir) >= (int)sizeof path)
 		return STORE_ERR_INVAL;
-	int e = mkdir_if_missing(path, err, errlen);
+	int e = mkdir_if_missing(path, NULL, err, errlen);
 	if (e)
 		return e;
 	s->dirs = calloc(s->nworkers, sizeof *s->dirs);
@@ -179,7 +243,7 @@ static int spool_dirs_open(struct store *s, char *err, size_t errlen)
 		if (snprintf(d->path, sizeof d->path, "%s/spool/w%u", s->data_dir, i) >=
 		    (int)sizeof d->path)
 			return STORE_ERR_INVAL;
-		if ((e = mkdir_if_missing(d->path, err, errlen)))
+		if ((e = mkdir_if_missing(d->path, NULL, err, errlen)))
 			return e;
 		d->fd = open(d->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (d->fd < 0) {
@@ -204,10 +268,84 @@ static void spool_dirs_close(struct store *s)
 	s->dirs = NULL;
 }
 
+/* ---- the data directory's owner ---- */
+
+/* How long store_open waits for a lock held briefly (beacond -t holds a
+ * shared one while it reads) before it names the holder and gives up. */
+#define LOCK_PATIENCE_MS 2000
+#define LOCK_POLL_MS 50
+
+static int lock_path(char *buf, size_t len, const char *data_dir)
+{
+	return snprintf(buf, len, "%s/lock", data_dir) >= (int)len ? STORE_ERR_INVAL : 0;
+}
+
+/* "pid N" from the lock file, or "an unknown process". */
+static void lock_holder(int fd, char *out, size_t len)
+{
+	char buf[32] = "";
+	ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+	char *end = NULL;
+	long pid = n > 0 ? strtol(buf, &end, 10) : 0;
+	if (pid > 0 && end && (*end == '\n' || *end == '\0'))
+		snprintf(out, len, "pid %ld", pid);
+	else
+		snprintf(out, len, "an unknown process (no PID in the lock file)");
+}
+
+static bool lock_try(int fd, int how, bool patient)
+{
+	for (int waited = 0;; waited += LOCK_POLL_MS) {
+		if (flock(fd, how | LOCK_NB) == 0)
+			return true;
+		if (errno != EWOULDBLOCK || !patient || waited >= LOCK_PATIENCE_MS)
+			return false;
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = LOCK_POLL_MS * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* Takes DATA/lock exclusively and writes our PID into it: nothing else
+ * may run recovery on, or write into, a directory a beacond serves. */
+static int data_dir_lock(struct store *s, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	if (lock_path(path, sizeof path, s->data_dir))
+		return STORE_ERR_INVAL;
+	s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+	if (s->lock_fd < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return store_error_from_errno(errno);
+	}
+	if (!lock_try(s->lock_fd, LOCK_EX, true)) {
+		int e = errno;
+		if (e != EWOULDBLOCK) {
+			snprintf(err, errlen, "%s: flock: %s", path, strerror(e));
+			return store_error_from_errno(e);
+		}
+		char holder[96];
+		lock_holder(s->lock_fd, holder, sizeof holder);
+		snprintf(err, errlen,
+			 "data directory %s is in use by %s (it holds %s); refusing to start a "
+			 "second server on it",
+			 s->data_dir, holder, path);
+		return STORE_ERR_LOCKED;
+	}
+	char pid[32];
+	int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+	if (ftruncate(s->lock_fd, 0) < 0 || pwrite(s->lock_fd, pid, (size_t)n, 0) != n) {
+		snprintf(err, errlen, "%s: write PID: %s", path, strerror(errno));
+		return store_error_from_errno(errno);
+	}
+	return 0;
+}
+
 static void store_free(struct store *s)
 {
 	index_close(&s->ix);
 	spool_dirs_close(s);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd); /* releases the flock */
 	pthread_rwlock_destroy(&s->map_lock);
 	pthread_mutex_destroy(&s->seen_lock);
 	free(s);
@@ -224,7 +362,8 @@ int store_open(const struct store_config *cfg_in, unsigned nworkers, struct stor
 	int e = store_config_check(&cfg, nworkers, err, errlen);
 	if (e)
 		return e;
-	if ((e = mkdir_if_missing(cfg.data_dir, err, errlen)))
+	bool created = false;
+	if ((e = mkdir_if_missing(cfg.data_dir, &created, err, errlen)))
 		return e;
 	struct store *s = calloc(1, sizeof *s);
 	if (!s) {
@@ -235,6 +374,7 @@ int store_open(const struct store_config *cfg_in, unsigned nworkers, struct stor
 	pthread_mutex_init(&s->seen_lock, NULL);
 	s->seen_tail = &s->seen_head;
 	s->event_fd = -1;
+	s->lock_fd = -1;
 	s->nworkers = nworkers;
 	if (!realpath(cfg.data_dir, s->data_dir)) {
 		snprintf(err, errlen, "%s: %s", cfg.data_dir, strerror(errno));
@@ -248,9 +388,13 @@ int store_open(const struct store_config *cfg_in, unsigned nworkers, struct stor
 	}
 	s->cfg = cfg;
 	s->cfg.data_dir = s->data_dir;
-	e = spool_dirs_open(s, err, errlen);
+	e = data_dir_lock(s, err, errlen);
 	if (!e)
-		e = index_open(&s->ix, s->data_dir, cfg.map_bytes, false, err, errlen);
+		e = spool_dirs_open(s, err, errlen);
+	if (!e)
+		e = index_open(&s->ix, s->data_dir, cfg.map_bytes, INDEX_WRITE, err, errlen);
+	if (!e)
+		e = store_sync_names(s, created, err, errlen);
 	if (!e)
 		e = recover_spool(s, err, errlen);
 	if (!e)
@@ -319,4 +463,122 @@ void store_worker_detach(struct store_worker *w)
 	upload_spare_buffers_free(w);
 	w->dir->attached = false;
 	free(w);
+}
+
+/* ---- beacond -t: the store checked read-only ---- */
+
+static int check_count_uploads(struct index *ix, uint64_t *n)
+{
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(ix->env, NULL, MDB_RDONLY, &txn);
+	if (rc)
+		return index_error(rc);
+	MDB_stat st;
+	rc = mdb_stat(txn, ix->uploads, &st);
+	mdb_txn_abort(txn);
+	if (!rc)
+		*n = st.ms_entries;
+	return index_error(rc);
+}
+
+/* A server owns the directory: its index is read beside it (LMDB's reader
+ * table is shared memory, as for beaconctl); recovery is its business. */
+static int check_in_use(struct store *s, const char *holder, char *report, size_t reportlen,
+			char *err, size_t errlen)
+{
+	int e = index_open(&s->ix, s->data_dir, 0, INDEX_READ, err, errlen);
+	uint64_t n = 0;
+	if (!e)
+		e = check_count_uploads(&s->ix, &n);
+	if (e)
+		return e;
+	snprintf(report, reportlen,
+		 "store %s: in use by %s; index read (%llu uploads), nothing changed; recovery "
+		 "is left to that server",
+		 s->data_dir, holder, (unsigned long long)n);
+	return 0;
+}
+
+/* No server: what recovery would do, counted without changing a byte
+ * (LMDB opened without its lock file). */
+static int check_idle(struct store *s, char *report, size_t reportlen, char *err, size_t errlen)
+{
+	int e = index_open(&s->ix, s->data_dir, 0, INDEX_READ_NOLOCK, err, errlen);
+	if (e == STORE_ERR_NOTFOUND) {
+		snprintf(report, reportlen, "store %s: no index yet; beacond will create it",
+			 s->data_dir);
+		return 0;
+	}
+	struct recovery_report rep;
+	if (!e)
+		e = recover_plan(s, &rep);
+	if (e) {
+		if (!err[0])
+			snprintf(err, errlen, "%s: %s", s->data_dir, store_strerror(e));
+		return e;
+	}
+	snprintf(report, reportlen,
+		 "store %s: %llu uploads indexed; at the next start recovery would cut %llu "
+		 "unindexed bytes from %u segments and remove %u segments with no indexed upload; "
+		 "%llu record headers and %u segments do not match the index",
+		 s->data_dir, (unsigned long long)rep.uploads, (unsigned long long)rep.cut_bytes,
+		 rep.cut_segments, rep.removed_segments, (unsigned long long)rep.bad_headers,
+		 rep.short_segments);
+	return 0;
+}
+
+int store_check(const struct store_config *cfg, char *report, size_t reportlen, char *err,
+		size_t errlen)
+{
+	report[0] = err[0] = '\0';
+	if (!cfg || !cfg->data_dir || !cfg->data_dir[0]) {
+		snprintf(err, errlen, "store: no data directory");
+		return STORE_ERR_INVAL;
+	}
+	struct store *s = calloc(1, sizeof *s);
+	if (!s) {
+		snprintf(err, errlen, "store: out of memory");
+		return STORE_ERR_IO;
+	}
+	int e = 0, lock_fd = -1;
+	char path[PATH_MAX];
+	if (!realpath(cfg->data_dir, s->data_dir)) {
+		if (errno == ENOENT)
+			snprintf(report, reportlen, "store %s: does not exist yet; beacond will create it",
+				 cfg->data_dir);
+		else
+			snprintf(err, errlen, "%s: %s", cfg->data_dir, strerror(errno));
+		e = errno == ENOENT ? 0 : store_error_from_errno(errno);
+		goto leave;
+	}
+	if ((e = lock_path(path, sizeof path, s->data_dir)))
+		goto leave;
+	/* Shared, and only while reading: a starting server waits it out. */
+	lock_fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (lock_fd < 0 && errno != ENOENT) {
+		/* Without the lock we cannot tell whether a server writes here,
+		 * and reading LMDB without its lock file beside a writer is not
+		 * safe. */
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		e = store_error_from_errno(errno);
+		goto leave;
+	}
+	if (lock_fd >= 0 && !lock_try(lock_fd, LOCK_SH, false)) {
+		if (errno != EWOULDBLOCK) {
+			snprintf(err, errlen, "%s: flock: %s", path, strerror(errno));
+			e = store_error_from_errno(errno);
+			goto leave;
+		}
+		char holder[96];
+		lock_holder(lock_fd, holder, sizeof holder);
+		e = check_in_use(s, holder, report, reportlen, err, errlen);
+		goto leave;
+	}
+	e = check_idle(s, report, reportlen, err, errlen);
+leave:
+	index_close(&s->ix);
+	if (lock_fd >= 0)
+		close(lock_fd);
+	free(s);
+	return e;
 }

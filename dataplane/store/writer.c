@@ -8,14 +8,16 @@
  * group_wait_us after the first one arrived), fdatasyncs every touched
  * segment once, in parallel through its ring (plus the spool directory of
  * segments created since the last sync), commits one LMDB transaction for
- * the group, and answers each upload on its worker's ring. A failed sync
- * fails the whole group and indexes none of it: nothing not durable is ever
- * visible.
+ * the group, and answers each upload on its worker's ring. An upload whose
+ * segment (or whose segment's new directory entry) failed a sync fails and
+ * is not indexed; so does every later upload in that segment, which is
+ * retired (fsyncgate). Nothing not durable is ever visible.
  *
  * Retention runs here too: at start, every 60 s, and after a commit that
  * took the spool past retain_bytes.
  */
 #include "store-internal.h"
+#include "store-probe.h"
 
 #include "beacon/log.h"
 
@@ -60,8 +62,10 @@ struct sync_op {
 	struct ring_op op;
 	struct writer *wr;
 	struct segment *seg; /* NULL for a directory */
+	unsigned dir_worker; /* a directory's worker */
 	int fd;
 	int res;
+	struct store_sync_event probe;
 };
 
 /* One group's sync ops. Stranded on the writer when the ring breaks with
@@ -163,8 +167,30 @@ static void writer_arm_eventfd(struct writer *wr)
 static void writer_on_synced(struct ring_op *op, int res, uint32_t flags)
 {
 	struct sync_op *so = container_of(op, struct sync_op, op);
+	if (store_io_probe) {
+		so->probe.phase = STORE_PROBE_DONE;
+		so->probe.res = res;
+		res = store_io_probe(&so->probe);
+	}
 	so->res = res;
 	so->wr->syncs_outstanding--;
+}
+
+static void sync_op_describe(struct sync_op *so, struct store *s)
+{
+	struct store_sync_event *ev = &so->probe;
+	memset(ev, 0, sizeof *ev);
+	ev->fd = so->fd;
+	if (so->seg) {
+		ev->what = STORE_SYNC_SEGMENT;
+		ev->path = so->seg->path;
+		ev->worker = so->seg->w->id;
+		ev->seq = so->seg->seq;
+	} else {
+		ev->what = STORE_SYNC_DIR;
+		ev->path = s->dirs[so->dir_worker].path;
+		ev->worker = so->dir_worker;
+	}
 }
 
 static int writer_submit_sync(struct writer *wr, struct sync_op *so, int fd, unsigned fsync_flags)
@@ -175,15 +201,81 @@ static int writer_submit_sync(struct writer *wr, struct sync_op *so, int fd, uns
 	struct io_uring_sqe *sqe = ring_sqe(&wr->ring, &so->op);
 	if (!sqe)
 		return -EBUSY;
+	if (store_io_probe) {
+		sync_op_describe(so, wr->s);
+		so->probe.phase = STORE_PROBE_BEFORE;
+		store_io_probe(&so->probe);
+	}
 	io_uring_prep_fsync(sqe, fd, fsync_flags);
 	wr->syncs_outstanding++;
 	return 0;
 }
 
+/* A segment whose fdatasync failed is never synced for success again
+ * (fsyncgate): the kernel reports a writeback error once and marks the lost
+ * pages clean, so a later fdatasync returns 0 over bytes that may never
+ * reach the disk. Every record of it that is not indexed yet fails. */
+static void segment_poison(struct segment *seg, int err)
+{
+	if (atomic_load(&seg->sync_failed))
+		return;
+	seg->sync_error = err;
+	atomic_store(&seg->sync_failed, true);
+	log_err("store: %s retired after a failed sync: its records not yet indexed fail, "
+		"new ones go to a fresh segment",
+		seg->path);
+}
+
+/* Waits for every submitted sync, even after a failure: the ops live in
+ * the batch. False when the ring broke with syncs still in flight. */
+static bool writer_wait_syncs(struct writer *wr)
+{
+	while (wr->syncs_outstanding > 0) {
+		int r = ring_run_once(&wr->ring, 100000000ull);
+		if (r < 0 && r != -EINTR && r != -ETIME) {
+			log_err("store: writer ring: %s", strerror(-r));
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Reads the results: a failed segment sync poisons its segment; a failed
+ * directory sync poisons every segment of the batch whose name it was to
+ * make durable. The rest learn that their name is durable now. */
+static void writer_apply_sync_results(struct store *s, struct sync_op *ops, unsigned nops,
+				      bool all_submitted)
+{
+	for (unsigned i = 0; i < nops; i++) {
+		struct sync_op *so = &ops[i];
+		if (so->res >= 0)
+			continue;
+		int err = store_error_from_errno(so->res);
+		if (so->seg) {
+			log_err("store: fdatasync %s: %s", so->seg->path, strerror(-so->res));
+			segment_poison(so->seg, err);
+			continue;
+		}
+		log_err("store: fsync %s: %s", s->dirs[so->dir_worker].path, strerror(-so->res));
+		for (unsigned j = 0; j < nops; j++) {
+			struct segment *seg = ops[j].seg;
+			if (seg && !seg->dir_synced && seg->w->id == so->dir_worker)
+				segment_poison(seg, err);
+		}
+	}
+	for (unsigned i = 0; i < nops && all_submitted; i++)
+		if (ops[i].seg && !atomic_load(&ops[i].seg->sync_failed))
+			ops[i].seg->dir_synced = true;
+}
+
 /* fdatasyncs each touched segment once, and fsyncs the spool directory of
  * each worker with a segment created since the last sync (a new file's name
- * is not durable with its data). All in parallel; waits for all. */
-static int writer_sync_segments(struct writer *wr, struct store_upload **group, unsigned n)
+ * is not durable with its data). All in parallel; waits for all. Then
+ * status[i] tells whether group[i]'s record is durable (0) or why not: an
+ * upload in a segment that ever failed a sync fails, whatever this
+ * group's syncs returned. */
+static void writer_sync_segments(struct writer *wr, struct store_upload **group, unsigned n,
+				 int *status)
 {
 	struct store *s = wr->s;
 	struct sync_batch *batch =
@@ -192,7 +284,9 @@ static int writer_sync_segments(struct writer *wr, struct store_upload **group, 
 	if (!batch || !dir_needed) {
 		free(batch);
 		free(dir_needed);
-		return STORE_ERR_IO;
+		for (unsigned i = 0; i < n; i++)
+			status[i] = STORE_ERR_IO;
+		return;
 	}
 	struct sync_op *ops = batch->ops;
 	unsigned nops = 0;
@@ -200,7 +294,7 @@ static int writer_sync_segments(struct writer *wr, struct store_upload **group, 
 	wr->group_gen++;
 	for (unsigned i = 0; i < n && !rc; i++) {
 		struct segment *seg = group[i]->seg;
-		if (seg->group_mark == wr->group_gen)
+		if (seg->group_mark == wr->group_gen || atomic_load(&seg->sync_failed))
 			continue;
 		seg->group_mark = wr->group_gen;
 		if (!seg->dir_synced)
@@ -209,47 +303,39 @@ static int writer_sync_segments(struct writer *wr, struct store_upload **group, 
 		rc = writer_submit_sync(wr, &ops[nops++], seg->fd, IORING_FSYNC_DATASYNC);
 	}
 	for (unsigned id = 0; id < s->nworkers && !rc; id++) {
-		if (dir_needed[id])
+		if (dir_needed[id]) {
+			ops[nops].dir_worker = id;
 			rc = writer_submit_sync(wr, &ops[nops++], s->dirs[id].fd, 0);
-	}
-	/* Wait for every submitted sync even after a failure: the ops live here. */
-	while (wr->syncs_outstanding > 0) {
-		int r = ring_run_once(&wr->ring, 100000000ull);
-		if (r < 0 && r != -EINTR && r != -ETIME) {
-			log_err("store: writer ring: %s", strerror(-r));
-			break;
 		}
 	}
-	if (wr->syncs_outstanding > 0) {
+	if (rc) {
+		log_err("store: writer ring refused a sync; the group fails");
+		nops--; /* the refused one was never submitted */
+	}
+	if (!writer_wait_syncs(wr)) {
 		/* The ring is broken: the ops may still complete, so they live
-		 * until the ring is gone. */
-		batch->next = wr->stranded;
-		wr->stranded = batch;
-		free(dir_needed);
-		return STORE_ERR_IO;
-	}
-	atomic_fetch_add(&s->n_fsyncs, nops);
-	for (unsigned i = 0; i < nops; i++) {
-		struct sync_op *so = &ops[i];
-		if (so->res >= 0)
-			continue;
-		if (so->seg) {
-			so->seg->sync_failed = true;
-			log_err("store: fdatasync %s: %s", so->seg->path, strerror(-so->res));
-		} else {
-			log_err("store: fsync spool directory (fd %d): %s", so->fd, strerror(-so->res));
-		}
-		if (!rc || store_error_from_errno(so->res) == STORE_ERR_NOSPACE)
-			rc = store_error_from_errno(so->res);
-	}
-	if (!rc) {
+		 * until the ring is gone. What they synced is unknown. */
 		for (unsigned i = 0; i < nops; i++)
 			if (ops[i].seg)
-				ops[i].seg->dir_synced = true;
+				segment_poison(ops[i].seg, STORE_ERR_IO);
+		batch->next = wr->stranded;
+		wr->stranded = batch;
+		batch = NULL;
+	} else {
+		atomic_fetch_add(&s->n_fsyncs, nops);
+		writer_apply_sync_results(s, ops, nops, rc == 0);
+	}
+	for (unsigned i = 0; i < n; i++) {
+		struct segment *seg = group[i]->seg;
+		if (atomic_load(&seg->sync_failed))
+			status[i] = seg->sync_error;
+		else if (rc)
+			status[i] = STORE_ERR_IO; /* the ring refused a sync: none is trusted */
+		else
+			status[i] = 0;
 	}
 	free(batch);
 	free(dir_needed);
-	return rc;
 }
 
 static void upload_record_from(struct upload_record *rec, const struct store_upload *u,
@@ -379,15 +465,54 @@ static void writer_answer(struct writer *wr, struct store_upload *u, int status)
 			strerror(-rc));
 }
 
+/* Indexes the group's durable uploads (and the device events) in one
+ * transaction; each upload's status says what its worker answers. */
+static uint64_t writer_index_durable(struct writer *wr, struct store_upload **group, unsigned n,
+				     int *status, struct device_event *events)
+{
+	struct store_upload *stack_ok[64];
+	/* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers, sizeof one pointer */
+	struct store_upload **ok = n <= 64 ? stack_ok : calloc(n, sizeof *ok);
+	if (!ok) {
+		for (unsigned i = 0; i < n; i++)
+			status[i] = status[i] ? status[i] : STORE_ERR_IO;
+		ok = stack_ok;
+		n = 0;
+	}
+	unsigned n_ok = 0;
+	for (unsigned i = 0; i < n; i++)
+		if (!status[i])
+			ok[n_ok++] = group[i];
+	uint64_t bytes = 0;
+	int rc = n_ok || events ? writer_index_group(wr, ok, n_ok, events, &bytes) : 0;
+	if (rc) {
+		for (unsigned i = 0; i < n; i++)
+			status[i] = status[i] ? status[i] : rc;
+		bytes = 0;
+		n_ok = 0;
+	}
+	atomic_fetch_add(&wr->s->n_committed, n_ok);
+	if (ok != stack_ok)
+		free(ok);
+	return bytes;
+}
+
 static void writer_commit_group(struct writer *wr)
 {
 	struct store *s = wr->s;
 	unsigned n = wr->n_pending < s->cfg.group_max ? wr->n_pending : s->cfg.group_max;
 	struct store_upload *stack_group[64];
+	int stack_status[64];
 	/* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers, sizeof one pointer */
 	struct store_upload **group = n <= 64 ? stack_group : calloc(n, sizeof *group);
-	if (!group) {
+	int *status = n <= 64 ? stack_status : calloc(n, sizeof *status);
+	if (!group || !status) {
+		if (group != stack_group)
+			free(group);
+		if (status != stack_status)
+			free(status);
 		group = stack_group;
+		status = stack_status;
 		n = n < 64 ? n : 64;
 	}
 	/* n_pending counts the pending list: the list ends no earlier than n. */
@@ -406,32 +531,27 @@ static void writer_commit_group(struct writer *wr)
 	wr->events_tail = &wr->events;
 	wr->group_deadline_us = 0;
 
-	int rc = n ? writer_sync_segments(wr, group, n) : 0;
-	uint64_t bytes = 0;
-	if (rc) {
-		/* Device events do not depend on the segments: index them alone. */
-		if (events)
-			writer_index_group(wr, group, 0, events, &bytes);
-	} else {
-		rc = writer_index_group(wr, group, n, events, &bytes);
-	}
+	if (n)
+		writer_sync_segments(wr, group, n, status);
+	/* Device events do not depend on the segments: they are indexed with
+	 * whatever of the group is durable. */
+	uint64_t bytes = writer_index_durable(wr, group, n, status, events);
 	for (struct device_event *ev = events, *next; ev; ev = next) {
 		next = ev->next;
 		free(ev);
 	}
-	if (!rc) {
-		wr->total_bytes += bytes;
-		atomic_fetch_add(&s->n_committed, n);
-	}
+	wr->total_bytes += bytes;
 	atomic_fetch_add(&s->n_commits, 1);
 	for (unsigned i = 0; i < n; i++)
-		writer_answer(wr, group[i], rc);
+		writer_answer(wr, group[i], status[i]);
 	ring_run_once(&wr->ring, 0); /* submit the answers now */
 	if (group != stack_group)
 		free(group);
+	if (status != stack_status)
+		free(status);
 	if (wr->n_pending || wr->events)
 		writer_group_opens(wr);
-	if (!rc && s->cfg.retain_bytes && wr->total_bytes > s->cfg.retain_bytes)
+	if (bytes && s->cfg.retain_bytes && wr->total_bytes > s->cfg.retain_bytes)
 		writer_retention_pass(s, &wr->total_bytes, false);
 }
 

@@ -27,7 +27,10 @@
  * whole.
  *
  * Failure: every function returns 0 / a count or a negative store_error; the
- * store never aborts the process on bad input or I/O errors. After a crash,
+ * store never aborts the process on bad input or I/O errors. A segment whose
+ * fdatasync failed is retired: its records not yet indexed fail (503), even
+ * when a later fdatasync returns 0, and new uploads go to a fresh segment
+ * (the kernel reports a lost writeback once). After a crash,
  * LMDB is the truth: spool bytes past the last indexed record are cut off at
  * the next store_open.
  */
@@ -68,6 +71,7 @@ enum store_error {
 	STORE_ERR_SCHEMA = -5,  /* index written by a newer beacond */
 	STORE_ERR_NOTFOUND = -6,
 	STORE_ERR_CORRUPT = -7, /* spool record fails its checksum */
+	STORE_ERR_LOCKED = -8,  /* the data directory is in use by another beacond */
 };
 
 /* A short English reason for a store_error. */
@@ -86,10 +90,24 @@ struct upload_meta {
 
 /* Opens (creating if needed) DATA/index and DATA/spool for `nworkers`
  * workers, recovers the spool, and starts the writer thread. On failure
- * returns a negative store_error and writes a reason into err. */
+ * returns a negative store_error and writes a reason into err.
+ *
+ * One process owns a data directory: store_open takes an exclusive flock on
+ * DATA/lock (held until store_close) before recovery touches anything, and
+ * writes its PID into the file. A second store_open on the same directory
+ * fails with STORE_ERR_LOCKED and a reason that names the holder's PID. */
 int store_open(const struct store_config *cfg, unsigned nworkers, struct store **out,
 	       char *err, size_t errlen);
 void store_close(struct store *s);
+
+/* beacond -t: checks the store read-only and changes nothing on disk (not
+ * even DATA/lock or LMDB's lock file while no server runs). Writes one or
+ * more lines into report: whether a server owns the directory (its PID),
+ * how many uploads are indexed, and, when none runs, what recovery WOULD
+ * do at the next start. 0, or a negative store_error with a reason in err
+ * (an index that cannot be read, a newer schema). */
+int store_check(const struct store_config *cfg, char *report, size_t reportlen, char *err,
+		size_t errlen);
 
 /* Called on worker `worker_id`'s thread with that worker's ring, before any
  * upload. The ring must be run by the caller's loop (ring_run_once). */
