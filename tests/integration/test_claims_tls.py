@@ -1,0 +1,189 @@
+"""README's TLS claims, each checked against the real beacond with real
+clients (openssl s_client, curl):
+
+- "no RSA key exchange ... no SHA-1 or MD5 signatures from clients".
+
+Every refusal is asserted by its TLS alert and by the reason beacond logs.
+"""
+
+import re
+import subprocess
+import time
+
+import pytest
+
+from helpers import s_client, unique_name
+
+SECLEVEL0 = "DEFAULT@SECLEVEL=0"  # lets the local client use what beacond must refuse
+
+
+def openssl(*args):
+    p = subprocess.run(["openssl", *map(str, args)], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=60)
+    assert p.returncode == 0, f"openssl {' '.join(map(str, args))}:\n{p.stdout.decode()}"
+    return p.stdout.decode(errors="replace")
+
+
+def wait_for_log(srv, text, timeout=10.0):
+    """True once beacond's log holds `text` (it is written when the
+    connection closes, which may come after the client has returned)."""
+    deadline = time.monotonic() + timeout
+    while text not in srv.stderr():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def alert_received(out):
+    """The fatal alert s_client received from beacond ("handshake failure",
+    "bad certificate", ...), or None."""
+    m = re.search(r"(?:sslv3|tlsv13|tlsv1) alert ([a-z ]+):", out)
+    return m.group(1) if m else None
+
+
+def put_input(name):
+    return (f"PUT /ManageSoftRL/Inventories/{name} HTTP/1.1\r\nHost: localhost\r\n"
+            f"Content-Length: 3\r\nConnection: close\r\n\r\nabc").encode()
+
+
+def rsa_ca(tmp_path, name="RSA Agents CA"):
+    key, crt = tmp_path / "rsa-ca.key", tmp_path / "rsa-ca.pem"
+    openssl("req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+            "-out", crt, "-subj", f"/CN={name}/O=beacond test", "-days", "30",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    return crt, key
+
+
+def issue(tmp_path, ca, cn, *, md="sha256", keyalg=("rsa:2048",), san=None, eku="clientAuth"):
+    """A leaf certificate from `ca` (crt, key) signed with digest `md`."""
+    tag = unique_name(cn.split(".")[0], "x")[:-2]
+    key, csr, crt = tmp_path / f"{tag}.key", tmp_path / f"{tag}.csr", tmp_path / f"{tag}.pem"
+    ext = tmp_path / f"{tag}.cnf"
+    lines = ["keyUsage = critical,digitalSignature", f"extendedKeyUsage = {eku}"]
+    if san:
+        lines.append(f"subjectAltName = {san}")
+    ext.write_text("\n".join(lines) + "\n")
+    openssl("req", "-new", "-newkey", *keyalg, "-nodes", "-keyout", key, "-subj", f"/CN={cn}",
+            "-out", csr)
+    openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
+            "-days", "30", f"-{md}", "-extfile", ext, "-out", crt)
+    return crt, key
+
+
+def s_client_with(srv, crt, key, *args, input=b""):
+    """s_client as the client certificate (crt, key); returns its output."""
+    cmd = ["openssl", "s_client", "-connect", f"{srv.host}:{srv.port}", "-servername",
+           "localhost", "-CAfile", str(srv.pki / "server-ca.pem"), "-ign_eof",
+           "-cert", str(crt), "-key", str(key), *map(str, args)]
+    p = subprocess.run(cmd, input=input, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=30)
+    return p.stdout.decode(errors="replace")
+
+
+# --------------------------------------------------------------------------
+# No RSA key exchange
+
+
+@pytest.fixture
+def rsa_server(start_server, pki, tmp_path):
+    """beacond with an RSA server certificate: the only kind an RSA key
+    exchange could use, so its refusal is beacond's choice, not a key
+    mismatch."""
+    crt, key = issue(tmp_path, (pki / "server-ca.pem", pki / "server-ca.key"), "localhost",
+                     san="DNS:localhost,IP:127.0.0.1", eku="serverAuth")
+    return start_server({"tls": {"cert": str(crt), "key": str(key)}})
+
+
+@pytest.mark.parametrize("suite", ["AES128-GCM-SHA256", "AES256-GCM-SHA384"])
+def test_rsa_key_exchange_refused(rsa_server, suite):
+    # the control: the same server, key and AES-GCM over ECDHE
+    ok, _ = s_client(rsa_server, "-tls1_2", "-cipher", "ECDHE-RSA-" + suite)
+    assert f"Cipher is ECDHE-RSA-{suite}" in ok and "HTTP/1.1 200" in ok, ok
+    out, rc = s_client(rsa_server, "-tls1_2", "-cipher", suite)
+    assert alert_received(out) == "handshake failure", out
+    assert "Cipher is (NONE)" in out and "HTTP/1.1" not in out, out
+    assert wait_for_log(rsa_server, "refused: handshake: can't match cipher suite"), \
+        rsa_server.stderr()
+
+
+# --------------------------------------------------------------------------
+# No MD5 (or SHA-1) signed client certificates
+
+
+@pytest.fixture
+def rsa_issuer_server(start_server, pki, tmp_path):
+    """beacond that also trusts an RSA issuer (an MD5 signature needs one)."""
+    ca = rsa_ca(tmp_path)
+    issuers = tmp_path / "issuers"
+    issuers.mkdir()
+    for p in (pki / "issuers").iterdir():
+        (issuers / p.name).write_bytes(p.read_bytes())
+    (issuers / "rsa-ca.pem").write_bytes(ca[0].read_bytes())
+    return start_server({"tls": {"issuers": str(issuers)}}), ca
+
+
+@pytest.mark.parametrize("flag", ["-tls1_2", "-tls1_3"])
+@pytest.mark.parametrize("md", ["md5", "sha1"])
+def test_weak_signed_client_certificate_refused(rsa_issuer_server, tmp_path, flag, md):
+    srv, ca = rsa_issuer_server
+    weak = issue(tmp_path, ca, f"{md}-agent.example", md=md)
+    assert f"{md}WithRSAEncryption" in openssl("x509", "-noout", "-text", "-in", weak[0])
+    good = issue(tmp_path, ca, "sha256-agent.example")
+    # the control: the same issuer with SHA-256 is admitted
+    out = s_client_with(srv, *good, flag, input=put_input(unique_name("sha256")))
+    assert "HTTP/1.1 201" in out, out
+    out = s_client_with(srv, *weak, flag, "-cipher", SECLEVEL0,
+                        input=put_input(unique_name(md)))
+    assert alert_received(out) == "bad certificate", out
+    assert "HTTP/1.1" not in out, out
+    assert wait_for_log(srv, "refused: certificate is signed with SHA-1 or MD5"), srv.stderr()
+    assert srv.uploads(f"{md}-agent.example") == []
+
+
+# --------------------------------------------------------------------------
+# No SHA-1 signatures in the handshake
+
+
+def requested_sigalgs(out):
+    m = re.search(r"^Requested Signature Algorithms: (.*)$", out, re.M)
+    assert m, f"s_client printed no CertificateRequest signature algorithms:\n{out}"
+    return m.group(1).split(":")
+
+
+@pytest.mark.parametrize("flag", ["-tls1_2", "-tls1_3"])
+def test_certificate_request_offers_no_sha1(server, flag):
+    """What beacond lets a client sign its CertificateVerify with."""
+    out, _ = s_client(server, flag)
+    assert "HTTP/1.1 200" in out, out
+    algs = requested_sigalgs(out)
+    assert "ECDSA+SHA256" in algs, algs
+    weak = [a for a in algs if re.search(r"SHA1$|MD5|sha1|md5", a)]
+    assert weak == [], algs
+
+
+def test_sha1_only_client_refused_tls12(server):
+    """A TLS 1.2 client that can only verify SHA-1 signatures finds none it
+    shares with beacond: the handshake fails."""
+    out, _ = s_client(server, "-tls1_2", "-cipher", SECLEVEL0, "-sigalgs", "ECDSA+SHA1:RSA+SHA1")
+    assert alert_received(out) == "handshake failure", out
+    assert "HTTP/1.1" not in out, out
+
+
+@pytest.mark.parametrize("flag,alert,reason", [
+    ("-tls1_2", "bad certificate", "refused: "),
+    ("-tls1_3", "certificate required", "refused: no client certificate"),
+])
+def test_sha1_only_client_signer_gets_no_session(server, flag, alert, reason):
+    """A client that can sign only with SHA-1 has nothing beacond accepts:
+    it sends no certificate (OpenSSL will not sign with an algorithm the
+    CertificateRequest left out) and is refused. A beacond that asked for
+    SHA-1 would get a SHA-1 CertificateVerify here and admit it."""
+    before = len(server.uploads("agent1.example"))
+    out, _ = s_client(server, flag, "-cipher", SECLEVEL0, "-client_sigalgs",
+                      "ECDSA+SHA1:RSA+SHA1", input=put_input(unique_name("sha1")))
+    assert alert_received(out) == alert, out
+    assert "HTTP/1.1" not in out, out
+    assert wait_for_log(server, reason), server.stderr()
+    assert len(server.uploads("agent1.example")) == before
