@@ -1,7 +1,8 @@
 """README's TLS claims, each checked against the real beacond with real
 clients (openssl s_client, curl):
 
-- "no RSA key exchange ... no SHA-1 or MD5 signatures from clients".
+- "no RSA key exchange ... no SHA-1 or MD5 signatures from clients";
+- "identity = ... san-email | san-uri": the first SAN of that type;
 
 Every refusal is asserted by its TLS alert and by the reason beacond logs.
 """
@@ -12,7 +13,7 @@ import time
 
 import pytest
 
-from helpers import s_client, unique_name
+from helpers import curl_upload, s_client, unique_name
 
 SECLEVEL0 = "DEFAULT@SECLEVEL=0"  # lets the local client use what beacond must refuse
 
@@ -187,3 +188,61 @@ def test_sha1_only_client_signer_gets_no_session(server, flag, alert, reason):
     assert "HTTP/1.1" not in out, out
     assert wait_for_log(server, reason), server.stderr()
     assert len(server.uploads("agent1.example")) == before
+
+
+# --------------------------------------------------------------------------
+# identity = san-email | san-uri
+
+
+@pytest.mark.parametrize("identity,san,device", [
+    ("san-email", "email:device-7@example.org,DNS:dns-7.example", "device-7@example.org"),
+    ("san-uri", "DNS:dns-8.example,URI:urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66",
+     "urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66"),
+])
+def test_san_identity_stored(start_server, pki, tmp_path, identity, san, device):
+    ca = (pki / "agents-ca.pem", pki / "agents-ca.key")
+    crt, key = issue(tmp_path, ca, "cn-of-device.example", keyalg=("ec", "-pkeyopt",
+                     "ec_paramgen_curve:P-256"), san=san)
+    srv = start_server({"tls": {"identity": identity}})
+    name = unique_name(identity)
+    code, p = curl_upload(srv, crt, key, f"/ManageSoftRL/Inventories/{name}", b"san\n")
+    assert code == 201, p.stderr.decode()
+    row = srv.find_upload(name, device)
+    assert row["device"] == device
+    assert srv.upload_bytes(row["id"]) == b"san\n"
+    listed = srv.beaconctl("uploads", "list").stdout.decode()
+    assert device in listed and name in listed, listed
+    assert srv.uploads("cn-of-device.example") == []
+
+
+@pytest.mark.parametrize("identity,san", [
+    ("san-email", "DNS:only-dns.example,URI:urn:x:1"),
+    ("san-uri", "email:only-mail@example.org"),
+    ("san-uri", None),
+])
+def test_san_identity_missing_refused(start_server, pki, tmp_path, identity, san):
+    ca = (pki / "agents-ca.pem", pki / "agents-ca.key")
+    crt, key = issue(tmp_path, ca, "cn-of-nosan.example", keyalg=("ec", "-pkeyopt",
+                     "ec_paramgen_curve:P-256"), san=san)
+    srv = start_server({"tls": {"identity": identity}})
+    for flag in ("-tls1_2", "-tls1_3"):
+        out = s_client_with(srv, crt, key, flag, input=put_input(unique_name("nosan")))
+        assert alert_received(out) == "bad certificate", out
+        assert "HTTP/1.1" not in out, out
+    assert wait_for_log(srv, "refused: certificate carries no usable device identity"), \
+        srv.stderr()
+    assert srv.uploads() == []
+
+
+def test_san_uri_with_slash_refused(start_server, pki, tmp_path):
+    """A device identity names files and log lines, so '/' is refused in it:
+    a URI SAN such as spiffe://org/device/7 cannot be an identity (README
+    says so)."""
+    ca = (pki / "agents-ca.pem", pki / "agents-ca.key")
+    crt, key = issue(tmp_path, ca, "cn-of-spiffe.example", keyalg=("ec", "-pkeyopt",
+                     "ec_paramgen_curve:P-256"), san="URI:spiffe://example.org/device/7")
+    srv = start_server({"tls": {"identity": "san-uri"}})
+    out = s_client_with(srv, crt, key, "-tls1_3", input=put_input(unique_name("spiffe")))
+    assert alert_received(out) == "bad certificate", out
+    assert wait_for_log(srv, "refused: certificate carries no usable device identity"), \
+        srv.stderr()
