@@ -3,6 +3,7 @@ clients (openssl s_client, curl):
 
 - "no RSA key exchange ... no SHA-1 or MD5 signatures from clients";
 - "identity = ... san-email | san-uri": the first SAN of that type;
+- "beacond warns when the [advertised CA name] list passes 16 KiB".
 
 Every refusal is asserted by its TLS alert and by the reason beacond logs.
 """
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import curl_upload, s_client, unique_name
+from helpers import ca_names, curl_upload, s_client, unique_name
 
 SECLEVEL0 = "DEFAULT@SECLEVEL=0"  # lets the local client use what beacond must refuse
 
@@ -246,3 +247,78 @@ def test_san_uri_with_slash_refused(start_server, pki, tmp_path):
     assert alert_received(out) == "bad certificate", out
     assert wait_for_log(srv, "refused: certificate carries no usable device identity"), \
         srv.stderr()
+
+
+# --------------------------------------------------------------------------
+# The warning past 16 KiB of advertised CA names
+
+WARNING = "some Windows clients fail above 16 KiB"
+
+
+def many_cas(tmp_path, count):
+    """`count` self-signed CAs with long subjects (about 290 bytes of DER
+    each: wolfSSL cannot encode a name past 330), sharing one key: only
+    their names matter here."""
+    key = tmp_path / "many.key"
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
+    out = tmp_path / "many"
+    out.mkdir()
+    for i in range(count):
+        ous = "".join(f"/OU=organisational unit {j} of a long-named test issuer {i:04d}"
+                      for j in range(4))
+        openssl("req", "-new", "-x509", "-key", key, "-days", "30", "-out", out / f"ca{i:04d}.pem",
+                "-subj", f"/CN=Long Issuer {i:04d}/O=beacond test{ous}",
+                "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    return out
+
+
+def advertised_bytes(srv):
+    m = re.search(r"tls: (\d+) issuer certificates from .*, (\d+) bytes of CA names advertised",
+                  srv.stderr())
+    assert m, srv.stderr()
+    return int(m.group(1)), int(m.group(2))
+
+
+@pytest.fixture(scope="module")
+def big_issuers(tmp_path_factory, pki):
+    d = many_cas(tmp_path_factory.mktemp("cas"), 60)
+    for p in (pki / "issuers").iterdir():
+        (d / p.name).write_bytes(p.read_bytes())
+    return d
+
+
+def test_ca_name_list_over_16k_warns(start_server, big_issuers):
+    srv = start_server({"tls": {"issuers": str(big_issuers)}})
+    n, size = advertised_bytes(srv)
+    assert n == 62 and size > 16 * 1024, (n, size)
+    assert WARNING in srv.stderr(), srv.stderr()
+    # what the warning is for (README): the CertificateRequest no longer
+    # fits one record, and a conforming client gives up
+    for flag in ("-tls1_2", "-tls1_3"):
+        out, _ = s_client(srv, flag)
+        assert "packet length too long" in out and "HTTP/1.1" not in out, out
+
+
+def test_ca_name_subset_does_not_warn(start_server, big_issuers):
+    srv = start_server({"tls": {"issuers": str(big_issuers),
+                                "advertise": "Beacon Demo Agents CA, Long Issuer 0001"}})
+    n, size = advertised_bytes(srv)
+    assert n == 62 and 0 < size < 1024, (n, size)
+    assert WARNING not in srv.stderr(), srv.stderr()
+    out, _ = s_client(srv, "-tls1_3")
+    assert "HTTP/1.1 200" in out, out
+
+
+def test_ca_name_list_under_16k_does_not_warn(start_server, tmp_path, pki):
+    d = many_cas(tmp_path, 48)
+    for p in (pki / "issuers").iterdir():
+        (d / p.name).write_bytes(p.read_bytes())
+    srv = start_server({"tls": {"issuers": str(d)}})
+    n, size = advertised_bytes(srv)
+    assert n == 50 and 14 * 1024 < size <= 16 * 1024, (n, size)
+    assert WARNING not in srv.stderr(), srv.stderr()
+    for flag in ("-tls1_2", "-tls1_3"):
+        out, _ = s_client(srv, flag)
+        assert len(ca_names(out) or []) == 50, out
+        assert "HTTP/1.1 200" in out, out
