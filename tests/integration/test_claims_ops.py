@@ -1,10 +1,15 @@
 """README's operational claims, against the real beacond:
 
 - "Without -c, beacond runs the embedded demo configuration (paths under
-  .demo/ in the current directory)", as scripts/demo.sh uses it.
+  .demo/ in the current directory)", as scripts/demo.sh uses it;
+- "a change to the files (watch = yes, debounced)": beacond reloads once a
+  change has stayed unchanged for one tick of its control thread (about a
+  second; dataplane/main.c control_tick): changes less than a tick apart
+  make one reload.
 """
 
 import fcntl
+import shutil
 import os
 import signal
 import socket
@@ -14,6 +19,7 @@ import time
 import pytest
 
 from helpers import BEACONCTL, BEACOND, DEMO_PKI, REPO
+from trustkit import ctl, upload, wait_until
 
 DEMO_PORT = 8443  # the embedded configuration's listen address is 127.0.0.1:8443
 
@@ -91,3 +97,82 @@ def test_embedded_demo_configuration(tmp_path, demo_port_lock):
             raise
     assert rc == 0, log.read_text(errors="replace")
     assert not os.path.exists(work / "data"), "the demo wrote outside .demo/"
+
+
+# --------------------------------------------------------------------------
+# The watch's debounce
+
+RELOAD_LINE = "watch: trust files changed; reloading"
+
+
+@pytest.fixture
+def watched(start_server, pki, tmp_path):
+    """A beacond with watch = yes over its own copies of the trust files."""
+    issuers = tmp_path / "issuers"
+    issuers.mkdir()
+    for f in (pki / "issuers").iterdir():
+        shutil.copy(f, issuers / f.name)
+    blocklist = tmp_path / "blocklist.txt"
+    blocklist.write_text("# empty\n")
+    srv = start_server({"server": {"watch": "yes"},
+                        "tls": {"issuers": str(issuers), "blocklist": str(blocklist)}})
+    assert wait_until(lambda: srv.control_socket.exists(), 10)
+    return srv, issuers, blocklist
+
+
+def generation(srv):
+    return ctl(srv, {"cmd": "status"})["snapshot_generation"]
+
+
+def replace(path, text):
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def reloads(srv):
+    return srv.stderr().count(RELOAD_LINE)
+
+
+def block_and_wait(srv, blocklist, name):
+    """The sentinel change: one edit that blocks `name`; returns once beacond
+    refuses it (that reload has happened)."""
+    replace(blocklist, f"device:{name}.example\n")
+    assert wait_until(lambda: upload(srv, name)[0] != "response", 20, 0.2), srv.stderr()
+
+
+def test_watch_burst_is_one_reload(watched):
+    srv, issuers, blocklist = watched
+    g0 = generation(srv)
+    assert reloads(srv) == 0
+    # the burst: five versions of the block list and a new file in the
+    # issuers directory, renamed into place in one go (a few ms)
+    for i in range(5):
+        replace(blocklist, f"# version {i}\n")
+    replace(issuers / "notes.txt", "not a certificate\n")
+    assert wait_until(lambda: reloads(srv) >= 1, 20), srv.stderr()
+    assert wait_until(lambda: generation(srv) == g0 + 1, 10), (generation(srv), g0)
+    # a later single change is one more; a second reload from the burst
+    # would have come before it (within a tick of the burst's end)
+    block_and_wait(srv, blocklist, "agent3")
+    assert reloads(srv) == 2, srv.stderr()
+    assert generation(srv) == g0 + 2
+    assert upload(srv, "agent1")[1].status == 201
+
+
+def test_watch_waits_while_a_file_keeps_changing(watched):
+    """A file rewritten every 100 ms for 2.5 s (a slow CRL fetch, an
+    editor) is never reloaded half-done: no reload while it changes (every
+    tick sees a new version), one after it stops."""
+    srv, _, blocklist = watched
+    g0 = generation(srv)
+    end = time.monotonic() + 2.5
+    i = 0
+    while time.monotonic() < end:
+        replace(blocklist, f"# partial write {i}\n")
+        i += 1
+        time.sleep(0.1)
+    during = reloads(srv)
+    block_and_wait(srv, blocklist, "agent2")
+    assert during == 0, f"{during} reloads while the file kept changing:\n{srv.stderr()}"
+    assert reloads(srv) == 1 and generation(srv) == g0 + 1, srv.stderr()
