@@ -3,18 +3,22 @@ clients (openssl s_client, curl):
 
 - "no RSA key exchange ... no SHA-1 or MD5 signatures from clients";
 - "identity = ... san-email | san-uri": the first SAN of that type;
-- "beacond warns when the [advertised CA name] list passes 16 KiB".
+- "beacond warns when the [advertised CA name] list passes 16 KiB";
+- "Ticket keys rotate (ticket_rotate ...; the previous three stay
+  accepted)": a ticket resumes after one rotation and not after four.
 
 Every refusal is asserted by its TLS alert and by the reason beacond logs.
 """
 
 import re
+import ssl
 import subprocess
 import time
 
 import pytest
 
-from helpers import ca_names, curl_upload, s_client, unique_name
+from helpers import ca_names, client_context, curl_upload, s_client, unique_name
+from trustkit import upload
 
 SECLEVEL0 = "DEFAULT@SECLEVEL=0"  # lets the local client use what beacond must refuse
 
@@ -322,3 +326,61 @@ def test_ca_name_list_under_16k_does_not_warn(start_server, tmp_path, pki):
         out, _ = s_client(srv, flag)
         assert len(ca_names(out) or []) == 50, out
         assert "HTTP/1.1 200" in out, out
+
+
+# --------------------------------------------------------------------------
+# Automatic ticket rotation
+
+ROTATED = "tickets rotate: ticket keys: new key made"
+KEYS_KEPT = 4  # the current key and the previous three
+
+
+def rotations(srv):
+    return srv.stderr().count(ROTATED)
+
+
+def wait_rotations(srv, n, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while rotations(srv) < n:
+        assert time.monotonic() < deadline, f"fewer than {n} rotations:\n{srv.stderr()}"
+        time.sleep(0.05)
+
+
+VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def session_at_rotation(srv, ctxs):
+    """A ticket per context and the number of rotations before they were
+    issued (no rotation fell during their handshakes: their key is known)."""
+    for _ in range(20):
+        before = rotations(srv)
+        sessions = {}
+        for v, ctx in ctxs.items():
+            kind, resp, info = upload(srv, ctx=ctx)
+            assert kind == "response" and resp.status == 201, (kind, resp)
+            assert info["session"] is not None and info["session"].has_ticket, v
+            sessions[v] = info["session"]
+        if rotations(srv) == before:
+            return sessions, before
+    raise AssertionError("a rotation fell during every try")
+
+
+def test_ticket_rotation_keeps_three_previous_keys(start_server):
+    srv = start_server({"tls": {"ticket_rotate": "3s"}})
+    ctxs = {v: client_context(srv.pki, "agent1", min_version=t, max_version=t)
+            for v, t in VERSIONS.items()}
+    sessions, r0 = session_at_rotation(srv, ctxs)
+    # one and three rotations later the tickets' key is still kept: resumed
+    for later in (1, KEYS_KEPT - 1):
+        wait_rotations(srv, r0 + later)
+        for v, ctx in ctxs.items():
+            kind, resp, info = upload(srv, ctx=ctx, session=sessions[v])
+            assert kind == "response" and resp.status == 201, (kind, resp)
+            assert info["reused"] is True, f"TLS {v} ticket from {later} rotations ago not resumed"
+        assert rotations(srv) == r0 + later, "a rotation fell during the handshakes: rerun"
+    # four rotations later their key is gone: a full handshake, still admitted
+    wait_rotations(srv, r0 + KEYS_KEPT)
+    for v, ctx in ctxs.items():
+        kind, resp, info = upload(srv, ctx=ctx, session=sessions[v])
+        assert kind == "response" and resp.status == 201, (kind, resp)
+        assert info["reused"] is False, f"TLS {v} ticket from {KEYS_KEPT} rotations ago resumed"
