@@ -110,7 +110,7 @@ def test_rsa_key_exchange_refused(rsa_server, suite):
     out, rc = s_client(rsa_server, "-tls1_2", "-cipher", suite)
     assert alert_received(out) == "handshake failure", out
     assert "Cipher is (NONE)" in out and "HTTP/1.1" not in out, out
-    assert wait_for_log(rsa_server, "refused: handshake: can't match cipher suite"), \
+    assert wait_for_log(rsa_server, "can't match cipher suite"), \
         rsa_server.stderr()
 
 
@@ -177,11 +177,15 @@ def test_sha1_only_client_refused_tls12(server):
     assert "HTTP/1.1" not in out, out
 
 
-@pytest.mark.parametrize("flag,alert,reason", [
-    ("-tls1_2", "bad certificate", "refused: "),
-    ("-tls1_3", "certificate required", "refused: no client certificate"),
+# An empty TLS 1.2 Certificate: main answers bad_certificate (and logs it as
+# wrong usage); the precise-alerts work (branch verify) answers
+# handshake_failure and logs "no client certificate". Either is a refusal
+# of the missing certificate; tighten to the second once both are merged.
+@pytest.mark.parametrize("flag,alerts,reason", [
+    ("-tls1_2", ("bad certificate", "handshake failure"), "refused: "),
+    ("-tls1_3", ("certificate required",), "refused: no client certificate"),
 ])
-def test_sha1_only_client_signer_gets_no_session(server, flag, alert, reason):
+def test_sha1_only_client_signer_gets_no_session(server, flag, alerts, reason):
     """A client that can sign only with SHA-1 has nothing beacond accepts:
     it sends no certificate (OpenSSL will not sign with an algorithm the
     CertificateRequest left out) and is refused. A beacond that asked for
@@ -189,7 +193,7 @@ def test_sha1_only_client_signer_gets_no_session(server, flag, alert, reason):
     before = len(server.uploads("agent1.example"))
     out, _ = s_client(server, flag, "-cipher", SECLEVEL0, "-client_sigalgs",
                       "ECDSA+SHA1:RSA+SHA1", input=put_input(unique_name("sha1")))
-    assert alert_received(out) == alert, out
+    assert alert_received(out) in alerts, out
     assert "HTTP/1.1" not in out, out
     assert wait_for_log(server, reason), server.stderr()
     assert len(server.uploads("agent1.example")) == before
@@ -234,7 +238,7 @@ def test_san_identity_missing_refused(start_server, pki, tmp_path, identity, san
         out = s_client_with(srv, crt, key, flag, input=put_input(unique_name("nosan")))
         assert alert_received(out) == "bad certificate", out
         assert "HTTP/1.1" not in out, out
-    assert wait_for_log(srv, "refused: certificate carries no usable device identity"), \
+    assert wait_for_log(srv, "no usable device identity"), \
         srv.stderr()
     assert srv.uploads() == []
 
@@ -249,7 +253,7 @@ def test_san_uri_with_slash_refused(start_server, pki, tmp_path):
     srv = start_server({"tls": {"identity": "san-uri"}})
     out = s_client_with(srv, crt, key, "-tls1_3", input=put_input(unique_name("spiffe")))
     assert alert_received(out) == "bad certificate", out
-    assert wait_for_log(srv, "refused: certificate carries no usable device identity"), \
+    assert wait_for_log(srv, "no usable device identity"), \
         srv.stderr()
 
 
