@@ -388,3 +388,46 @@ def test_ticket_rotation_keeps_three_previous_keys(start_server):
         kind, resp, info = upload(srv, ctx=ctx, session=sessions[v])
         assert kind == "response" and resp.status == 201, (kind, resp)
         assert info["reused"] is False, f"TLS {v} ticket from {KEYS_KEPT} rotations ago resumed"
+
+
+def long_named_ca(tmp_path):
+    """A CA whose subject is about 400 bytes of DER: past what wolfSSL
+    encodes (WC_ASN_NAME_MAX, 330)."""
+    key, crt = tmp_path / "long-ca.key", tmp_path / "long-ca.pem"
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
+    ous = "".join(f"/OU=organisational unit {j} of the issuer with a very long name" for j in range(6))
+    openssl("req", "-new", "-x509", "-key", key, "-days", "30", "-out", crt,
+            "-subj", f"/CN=Long Named CA/O=beacond test{ous}",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-addext", "subjectKeyIdentifier=hash")
+    return crt, key
+
+
+def test_issuer_name_too_long_to_advertise(start_server, pki, tmp_path):
+    """One issuer whose name wolfSSL cannot encode used to add -1 to the
+    advertised size (the log showed 18446744073709551486 bytes and the 16
+    KiB warning) and went out as garbage in every CertificateRequest, so
+    that no client could connect. Now it is trusted but not named."""
+    ca = long_named_ca(tmp_path)
+    issuers = tmp_path / "issuers"
+    issuers.mkdir()
+    for p in (pki / "issuers").iterdir():
+        (issuers / p.name).write_bytes(p.read_bytes())
+    (issuers / "long-ca.pem").write_bytes(ca[0].read_bytes())
+    srv = start_server({"tls": {"issuers": str(issuers)}})
+    n, size = advertised_bytes(srv)
+    assert n == 3 and size == 120, (n, size)  # the two demo agents CAs' names
+    assert '"Long Named CA": its subject name is too long to advertise' in srv.stderr()
+    assert WARNING not in srv.stderr(), srv.stderr()
+    for flag in ("-tls1_2", "-tls1_3"):
+        out, _ = s_client(srv, flag)
+        assert "HTTP/1.1 200" in out, out
+        assert len(ca_names(out) or []) == 2, out
+    # still trusted: its agents upload
+    crt, key = issue(tmp_path, ca, "long-agent.example", keyalg=("ec", "-pkeyopt",
+                     "ec_paramgen_curve:P-256"))
+    name = unique_name("long")
+    code, p = curl_upload(srv, crt, key, f"/ManageSoftRL/Inventories/{name}", b"long\n")
+    assert code == 201, p.stderr.decode()
+    srv.find_upload(name, "long-agent.example")
