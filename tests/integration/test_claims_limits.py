@@ -43,8 +43,20 @@ def settle(srv, want, timeout=10.0):
         m = metrics(srv)
         if all(m[k] == v for k, v in want.items()):
             return m
-        assert time.monotonic() < deadline, f"counters {m}, expected {want}"
+        assert time.monotonic() < deadline, (f"counters {m}, expected {want}\n"
+                                             f"{srv.stderr()[-3000:]}")
         time.sleep(0.05)
+
+
+def admin_up(srv, timeout=20.0):
+    """The admin HTTP side starts after the TLS listener: wait for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return metrics(srv)
+        except OSError:  # URLError: refused until it listens
+            assert time.monotonic() < deadline, f"no /metrics:\n{srv.stderr()[-3000:]}"
+            time.sleep(0.05)
 
 
 def limited_server(start_server, **limits):
@@ -52,7 +64,7 @@ def limited_server(start_server, **limits):
     srv = start_server({"server": {"workers": "1", "metrics": f"127.0.0.1:{port}"},
                         "limits": {k: str(v) for k, v in limits.items()}})
     srv.metrics_port = port
-    settle(srv, {})  # the admin side answers
+    admin_up(srv)
     return srv
 
 

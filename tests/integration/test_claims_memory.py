@@ -31,7 +31,7 @@ def proc_kib(pid, field):
 
 def asan_build():
     with open(BEACOND, "rb") as f:
-        return b"AddressSanitizer" in f.read()
+        return b"__asan_init" in f.read()
 
 
 def put_streamed(srv, size, name):
