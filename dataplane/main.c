@@ -322,6 +322,9 @@ static void handle_stats(void *arg, struct control_stats *out)
 		out->connections_open += k->connections_open;
 		out->connections_accepted += k->connections_accepted;
 		out->connections_refused += k->connections_refused;
+		out->refused_per_source += k->refused_per_source;
+		out->refused_rate += k->refused_rate;
+		out->refused_handshakes += k->refused_handshakes;
 		for (int r = 0; r < AUTH_RESULT_COUNT; r++)
 			out->handshakes[r] += k->handshakes[r];
 		out->handshakes_tls12 += k->handshakes_tls12;

@@ -271,6 +271,22 @@ static void render_traffic(const struct control_stats *st, struct control_buf *o
 		   "Client connections accepted.", st->connections_accepted);
 	metric_u64(o, "beacond_connections_refused_total", "counter",
 		   "Client connections refused at the connection limit.", st->connections_refused);
+	/* One series per connection limit of [limits], named after its key, so
+	 * an operator finds which limit bit without reading the code. */
+	metric_head(o, "beacond_limit_refusals_total", "counter",
+		    "New connections closed at once by a [limits] connection limit.");
+	const struct {
+		const char *limit;
+		uint64_t n;
+	} limits[] = {
+		{"max_connections", st->connections_refused},
+		{"max_connections_per_source", st->refused_per_source},
+		{"handshake_rate_per_source", st->refused_rate},
+		{"max_handshakes_in_progress", st->refused_handshakes},
+	};
+	for (size_t i = 0; i < sizeof limits / sizeof *limits; i++)
+		control_buf_printf(o, "beacond_limit_refusals_total{limit=\"%s\"} %" PRIu64 "\n",
+				   limits[i].limit, limits[i].n);
 	metric_u64(o, "beacond_requests_total", "counter", "HTTP requests parsed.", st->requests);
 	metric_u64(o, "beacond_uploads_total", "counter", "Uploads received.", st->uploads);
 	metric_u64(o, "beacond_upload_bytes_total", "counter", "Upload body bytes received.",

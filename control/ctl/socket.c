@@ -230,7 +230,8 @@ static cJSON *cmd_stats(const struct control_handlers *h, const cJSON *req)
 		return NULL;
 #define U64(field) add_u64(o, #field, st.field)
 	U64(uptime_s); U64(workers); U64(connections_open); U64(connections_accepted);
-	U64(connections_refused);
+	U64(connections_refused); U64(refused_per_source); U64(refused_rate);
+	U64(refused_handshakes);
 	add_handshakes(o, &st);
 	U64(handshakes_tls12); U64(handshakes_tls13); U64(handshakes_resumed);
 	U64(handshake_failures); U64(requests); U64(uploads); U64(upload_bytes);

@@ -911,12 +911,22 @@ static int add_issuer(struct tls_server *srv, WOLFSSL_X509 *x, const struct conf
 	wolfSSL_X509_NAME_get_text_by_NID(subj, NID_commonName, cn, sizeof cn);
 	if (!advertise_listed(cfg, cn))
 		return 0;
+	/* wolfSSL encodes names of at most WC_ASN_NAME_MAX bytes; a longer one
+	 * would go out as garbage in every CertificateRequest, and clients
+	 * then refuse the whole handshake. Such an issuer is trusted, not named. */
+	int name_len = wolfSSL_i2d_X509_NAME(subj, NULL);
+	if (name_len <= 0) {
+		log_warn("issuers: \"%s\": its subject name is too long to advertise (wolfSSL "
+			 "encodes at most %d bytes); trusted, but left out of the CA names",
+			 cn, WC_ASN_NAME_MAX);
+		return 0;
+	}
 	WOLFSSL_X509_NAME *dup = wolfSSL_X509_NAME_dup(subj);
 	if (!dup || wolfSSL_sk_X509_NAME_push(names, dup) <= 0) {
 		wolfSSL_X509_NAME_free(dup);
 		return -1;
 	}
-	*advertised_bytes += (size_t)wolfSSL_i2d_X509_NAME(subj, NULL) + 2;
+	*advertised_bytes += (size_t)name_len + 2;
 	return 0;
 }
 

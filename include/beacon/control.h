@@ -30,7 +30,10 @@ struct control_stats {
 	unsigned workers;
 	uint64_t connections_open;
 	uint64_t connections_accepted;
-	uint64_t connections_refused;
+	uint64_t connections_refused; /* over max_connections */
+	uint64_t refused_per_source;  /* over max_connections_per_source */
+	uint64_t refused_rate;        /* over handshake_rate_per_source */
+	uint64_t refused_handshakes;  /* over max_handshakes_in_progress */
 	uint64_t handshakes[AUTH_RESULT_COUNT]; /* by auth_result */
 	uint64_t handshakes_tls12;
 	uint64_t handshakes_tls13;

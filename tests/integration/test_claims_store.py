@@ -1,0 +1,95 @@
+"""README's store claims, against the real beacond:
+
+- "507/503 with Retry-After when the disk is full", for an upload that
+  asked for 100-continue. README used to say that the 100 Continue waits for
+  the store too; it does not (the store learns that the disk is full only
+  when it writes), and README now says so: the client gets 100 Continue,
+  sends its body, and gets 507 with Retry-After; nothing is stored.
+
+Needs root for the small tmpfs (as test_disk_full.py); skipped otherwise.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from helpers import ConnectionClosed, build_request, tls_connect, unique_name
+
+TMPFS_SIZE = "8m"
+
+
+def _mount_tmpfs(path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0750",
+                        "tmpfs", str(path)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs on {path}: {p.stdout.decode(errors='replace')}")
+
+
+def _umount(path):
+    p = subprocess.run(["umount", str(path)], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=30)
+    if p.returncode != 0:
+        subprocess.run(["umount", "-l", str(path)], timeout=30)
+        raise AssertionError(f"umount {path}: {p.stdout.decode(errors='replace')}")
+
+
+@pytest.fixture
+def full_disk_server(start_server):
+    srv = start_server(start=False)
+    _mount_tmpfs(srv.data_dir)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        try:
+            srv.stop()
+        finally:
+            _umount(srv.data_dir)
+
+
+def put(srv, data):
+    with tls_connect(srv) as conn:
+        req = build_request("PUT", f"/ManageSoftRL/Inventories/{unique_name('fill')}", (), data)
+        try:
+            conn.send(req)
+        except OSError:
+            pass
+        return conn.read_response(30.0)
+
+
+def fill(srv):
+    """Uploads 256 KiB bodies until the store answers 507 three times in a
+    row; returns the last answer."""
+    streak, resp = 0, None
+    for _ in range(200):
+        resp = put(srv, os.urandom(256 * 1024))
+        assert resp.status in (201, 507), resp
+        streak = streak + 1 if resp.status == 507 else 0
+        if streak == 3:
+            return resp
+    raise AssertionError("an 8 MiB tmpfs never filled up")
+
+
+@pytest.mark.parametrize("size", [300 * 1024, 1024 * 1024])
+def test_expect_continue_on_full_store_gets_507(full_disk_server, size):
+    srv = full_disk_server
+    fill(srv)
+    before = len(srv.uploads())
+    with tls_connect(srv) as conn:
+        conn.send(build_request("PUT", f"/ManageSoftRL/Inventories/{unique_name('expect')}",
+                                [f"Content-Length: {size}", "Expect: 100-continue"], b""))
+        try:
+            first = conn.read_head(15.0)
+            assert first.status == 100, first
+            conn.send(os.urandom(size))
+            resp = conn.read_response(30.0)
+        except (ConnectionClosed, TimeoutError) as e:
+            raise AssertionError(f"no answer to an upload on a full store: {e!r}\n"
+                                 f"{srv.stderr()[-3000:]}") from None
+        assert resp.status == 507, resp
+        assert resp.header("retry-after"), resp
+    assert len(srv.uploads()) == before
