@@ -140,6 +140,32 @@ def test_stale_crl_refused_under_domain_component_issuer(servers, dc_pki, tmp_pa
     assert attempt(srv, tmp_path, dc_pki["good"], v) == "certificate_unknown"
 
 
+@pytest.mark.parametrize("v", list(VERSIONS))
+def test_revoked_under_an_issuer_name_too_long_for_wolfssl(servers, tmp_path_factory, tmp_path,
+                                                          v):
+    """wolfSSL cannot re-encode an issuer name over about 330 bytes; when
+    the lookup hashed its re-encoding, such a name hashed to all zeros,
+    found no CRL, and a revoked certificate got 201 (with advertise =
+    none, which keeps the name out of the CertificateRequest)."""
+    d = tmp_path_factory.mktemp("long-name-pki")
+    ca = make_ca(name((NameOID.COMMON_NAME, "Long Name Issuing CA"),
+                      (NameOID.ORGANIZATIONAL_UNIT_NAME, "u" * 60),
+                      (NameOID.ORGANIZATIONAL_UNIT_NAME, "v" * 60),
+                      (NameOID.ORGANIZATIONAL_UNIT_NAME, "w" * 60),
+                      (NameOID.ORGANIZATIONAL_UNIT_NAME, "x" * 60),
+                      (NameOID.ORGANIZATIONAL_UNIT_NAME, "y" * 60),
+                      (NameOID.ORGANIZATION_NAME, "z" * 60)))
+    assert len(ca.cert.subject.public_bytes()) > 400
+    good = make_cert(cn("long-good.example"), ca)
+    revoked = make_cert(cn("long-revoked.example"), ca)
+    (d / "ca.pem").write_bytes(ca.pem())
+    (d / "crl").mkdir()
+    (d / "crl" / "ca.crl").write_bytes(make_crl(ca, [revoked]))
+    srv = servers({"tls": {"issuers": d / "ca.pem", "crl_dir": d / "crl", "advertise": "none"}})
+    assert attempt(srv, tmp_path, good, v) == "http 201"
+    assert attempt(srv, tmp_path, revoked, v) == "certificate_revoked"
+
+
 # --------------------------------------------------------------------------
 # A revoked intermediate CA
 
