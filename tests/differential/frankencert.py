@@ -493,8 +493,8 @@ def judge(r):
                         f"filed as {s.device!r}, expected {r.case.identity!r}"))
         return out
     if s.outcome == "admitted":
-        out.append((f"admitted, should be refused ({'/'.join(sorted(e.reasons))})",
-                    f"rules {e.rules}"))
+        out.append((f"admitted, should be refused ({'/'.join(sorted(e.reasons))}: "
+                    f"{', '.join(e.rules)})", f"rules {e.rules}"))
         return out
     if s.outcome != "refused":
         out.append((f"no alert ({s.outcome})", s.detail))
