@@ -416,10 +416,10 @@ static void offer(struct offered *o, struct reader *r)
 	uint8_t p = next(r);
 	o->t = NULL;
 	o->age = (uint32_t)next(r) << 24 | (uint32_t)next(r) << 8;
-	const struct ticket *src = o->kind == ID_AGENT2 || o->kind == ID_AGENT2_BAD ||
-					   o->kind == ID_AGENT2_CUT
-				   ? &tickets[1]
-				   : &tickets[0];
+	const struct ticket *src =
+		o->kind == ID_AGENT2 || o->kind == ID_AGENT2_BAD || o->kind == ID_AGENT2_CUT
+			? &tickets[1]
+			: &tickets[0];
 	memcpy(o->bytes, src->bytes, src->len);
 	o->len = src->len;
 	o->binder_len = src->hash_len;
@@ -518,7 +518,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static uint8_t record[PIPE_MAX];
 	static struct offered ids[MAX_IDS];
-	struct reader r = {data, size};
+	struct reader r = { data, size };
 	uint8_t head = next(&r);
 	size_t n = 1 + head % MAX_IDS;
 	int lie = (head & 0x80) ? (int)(head >> 5 & 3) - 2 : 0;
