@@ -69,11 +69,14 @@ def pick(rng, weighted):
     return rng.choices(values, weights=[weighted[v] for v in values])[0]
 
 
-def knob(rng, case, weighted):
+def knob(rng, case, weighted, name):
     """A knob's setting: its first (valid) value, unless the case's
-    mutation rate turns it, then any value by weight. Both draws are always
-    made, so the case stays a function of its seed."""
+    mutation rate turns it, then any value by weight; case.force[name]
+    overrides both. Both draws are always made, so the case stays a
+    function of its seed."""
     turn, value = rng.random(), pick(rng, weighted)
+    if name in case.force:
+        return case.force[name]
     return value if turn < case.rate else next(iter(weighted))
 
 
@@ -91,6 +94,7 @@ class CA:
 class Case:
     number: int
     rate: float = 0.3  # how likely each knob is turned from its valid value
+    force: dict = field(default_factory=dict)  # knob name -> value (tests of the oracle)
     knobs: dict = field(default_factory=dict)
     root: CA = None  # the configured issuer
     cas: list = field(default_factory=list)  # every CA of the case (for the oracle's CRLs)
@@ -231,9 +235,10 @@ def _ca_cert(ca, issuer, sig_alg, *, not_before=NOW - YEAR, not_after=NOW + 5 * 
 
 
 def _root(rng, case, keys):
-    kind = knob(rng, case, {"p256": .5, "p384": .2, "rsa2048": .3})
+    kind = knob(rng, case, {"p256": .5, "p384": .2, "rsa2048": .3}, "root_key")
     _turn(case, "root_key", kind, "p256")
-    enc = knob(rng, case, {"printable": .55, "utf8": .1, "dc": .15, "bmp": .1, "multi": .1})
+    enc = knob(rng, case, {"printable": .55, "utf8": .1, "dc": .15, "bmp": .1, "multi": .1},
+               "root_name")
     _turn(case, "root_name", enc, "printable")
     root = CA("root", ca_name(enc, f"Root {case.number}"), keys.own(kind, rng), serial=_serial(rng))
     _ca_cert(root, root, der.default_sig_alg(root.key))
@@ -243,11 +248,11 @@ def _root(rng, case, keys):
 def _intermediate(rng, case, keys, j, issuer, below):
     """Intermediate number j (1 = next to the root), with at most one
     defect; `below` is how many intermediates it must still certify."""
-    kind = knob(rng, case, KEY_KINDS_CA)
+    kind = knob(rng, case, KEY_KINDS_CA, f"int{j}_key")
     _turn(case, f"int{j}_key", kind, "p256")
     ca = CA(f"int{j}", ca_name("printable", f"Intermediate {j} of {case.number}"),
             keys.own(kind, rng), serial=_serial(rng))
-    defect = knob(rng, case, CA_DEFECTS)
+    defect = knob(rng, case, CA_DEFECTS, f"int{j}")
     if defect == "revoked" and issuer is not case.root:
         defect = "none"
     if defect == "pathlen0" and below == 0:
@@ -275,32 +280,32 @@ def _intermediate(rng, case, keys, j, issuer, below):
 
 
 def _leaf(rng, case, keys, issuer):
-    kind = knob(rng, case, KEY_KINDS_LEAF)
+    kind = knob(rng, case, KEY_KINDS_LEAF, "leaf_key")
     case.leaf_key_kind = _turn(case, "leaf_key", kind, "p256")
     case.leaf_key = keys.get(kind, rng)
-    validity = _turn(case, "leaf_validity", knob(rng, case, LEAF_VALIDITY), "ok")
+    validity = _turn(case, "leaf_validity", knob(rng, case, LEAF_VALIDITY, "leaf_validity"), "ok")
     nb, na = NOW - DAY, NOW + YEAR
     if validity == "expired":
         nb, na = NOW - YEAR, NOW - DAY
     elif validity == "not_yet_valid":
         nb, na = NOW + DAY, NOW + YEAR
     exts = []
-    bc = _turn(case, "leaf_bc", knob(rng, case, LEAF_BC), "absent")
+    bc = _turn(case, "leaf_bc", knob(rng, case, LEAF_BC, "leaf_bc"), "absent")
     if bc != "absent":
         exts.append(der.basic_constraints(bc == "ca_true", critical=True))
-    ku = _turn(case, "leaf_ku", knob(rng, case, LEAF_KU), "ds_critical")
+    ku = _turn(case, "leaf_ku", knob(rng, case, LEAF_KU, "leaf_ku"), "ds_critical")
     if ku != "absent":
         names, crit = KU_NAMES[ku]
         case.leaf_ku = names
         exts.append(der.key_usage(names, crit))
-    eku = _turn(case, "leaf_eku", knob(rng, case, LEAF_EKU), "clientAuth")
+    eku = _turn(case, "leaf_eku", knob(rng, case, LEAF_EKU, "leaf_eku"), "clientAuth")
     if eku != "absent":
         names, crit = EKU_NAMES[eku]
         case.leaf_eku = names
         exts.append(der.ext_key_usage(names, crit))
     exts += [der.subject_key_id(der.key_id(case.leaf_key)),
              der.authority_key_id(der.key_id(issuer.key))]
-    nkind = _turn(case, "leaf_name", knob(rng, case, LEAF_NAMES), "printable")
+    nkind = _turn(case, "leaf_name", knob(rng, case, LEAF_NAMES, "leaf_name"), "printable")
     subject, case.identity = leaf_name(nkind, case.number)
     sig = _sig_alg(rng, case, "leaf_sig", issuer.key)
     serial = _serial(rng)
@@ -311,7 +316,7 @@ def _leaf(rng, case, keys, issuer):
 
 
 def _crl(rng, case, keys, revoked):
-    state = _turn(case, "crl", knob(rng, case, CRL_STATES), "fresh")
+    state = _turn(case, "crl", knob(rng, case, CRL_STATES, "crl"), "fresh")
     case.crl_state = state
     if state == "none":
         return
@@ -330,17 +335,22 @@ def _crl(rng, case, keys, revoked):
                        signing_key=signer)
 
 
-def make_case(seed, number, keys):
+def make_case(seed, number, keys, force=None):
+    """Case `number` of `seed`; `force` ({knob: value}) sets knobs and
+    makes every other knob valid."""
     rng = random.Random(f"{seed}:{number}")
     case = Case(number, rate=rng.choice([0.0, 0.05, 0.1, 0.2, 0.3, 0.5]))
+    if force is not None:
+        case.rate, case.force = 0.0, dict(force)
     case.root = root = _root(rng, case, keys)
     case.cas = [root]
-    depth = _turn(case, "intermediates", knob(rng, case, INTERMEDIATES), 0)
+    depth = _turn(case, "intermediates", knob(rng, case, INTERMEDIATES, "intermediates"), 0)
     revoked = set()
     issuer = root
     chain = []  # (DER, sig alg, key kind) sent after the leaf, nearest the leaf first
     top_issuer = root
-    if depth and rng.random() < case.rate / 2:
+    cross_drawn = rng.random() < case.rate / 2
+    if depth and (cross_drawn or "cross" in case.force):
         # Cross-signed: the first intermediate's own root R2 is not trusted;
         # a cross certificate of R2 by the trusted root may or may not be sent.
         r2 = CA("cross_root", ca_name("printable", f"Cross Root {number}"),
@@ -350,6 +360,7 @@ def make_case(seed, number, keys):
         _ca_cert(cross, root, der.default_sig_alg(root.key))
         case.cas += [r2]
         sent_cross = rng.random() < 0.7
+        sent_cross = case.force.get("cross", "sent" if sent_cross else "missing") == "sent"
         case.knobs["cross"] = "sent" if sent_cross else "missing"
         if sent_cross:
             chain.append((cross.cert, der.default_sig_alg(root.key), "cross"))
@@ -367,7 +378,7 @@ def make_case(seed, number, keys):
     serial, leaf_sig = _leaf(rng, case, keys, issuer)
     if issuer is root:
         case.issued_by_root.append(case.leaf)
-        if rng.random() < case.rate:
+        if rng.random() < case.rate or case.force.get("leaf_revoked"):
             revoked.add(serial)
             case.knobs["leaf_revoked"] = True
     del top_issuer
