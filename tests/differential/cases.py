@@ -152,8 +152,8 @@ def leaf_name(kind, number):
     if kind == "utf8_nonascii":
         dev = f"agent{number}-\u00fc.example"
         return der.name([[(der.CN, der.UTF8, dev)], o]), dev
-    if kind == "bmp":
-        return der.name([[(der.CN, der.BMP, dev)], o]), dev
+    if kind == "bmp":  # beacond takes the CN's bytes as they are: no identity from UCS-2
+        return der.name([[(der.CN, der.BMP, dev)], o]), None
     if kind == "multi_rdn":
         return der.name([[(der.CN, der.PRINTABLE, dev), o[0]]]), dev
     if kind == "dc":

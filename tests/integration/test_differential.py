@@ -23,12 +23,11 @@ and expected to go with issue 12's fixes (or to become rules here):
     clients");
   - refusals whose reason is "other" get bad_certificate, decode_error,
     handshake_failure, or no alert at all in TLS 1.3 (a leaf with
-    keyCertSign but not cA, a name wolfSSL cannot parse);
-  - a multi-valued RDN (CN + O in one RDN): in an issuer's subject the
-    issuer cannot be loaded ("certificate 1 cannot be loaded"); in a
-    leaf's subject the client is refused (decode_error), though openssl
-    accepts both;
-  - a BMPString CN gives no usable identity (refused as "other").
+    keyCertSign but not cA, a multi-valued RDN wolfSSL cannot parse).
+Found and made rules (intended, they refuse): a multi-valued RDN in a
+leaf's or an issuer's subject (single_valued_rdns), a BMPString CN
+(device_identity), keyCertSign on a non-CA leaf
+(leaf_keycertsign_needs_ca).
 """
 
 import os
