@@ -10,12 +10,15 @@ exactly those cases (FRANKENCERT_SEED and FRANKENCERT_CASES set them here):
 
     tests/differential/frankencert.py --seed SEED --cases 300
 
-Differences on main at 5d05e94 (seeds 1 to 3, 1,500 cases), all unintended
-and expected to go with issue 12's fixes (or to become rules here):
-  - revoked leaf admitted when its issuer's name has IA5String DC
-    attributes (revocation hashed the re-encoded name; issue 12 item 2);
+Differences on main at 5d05e94 (seeds 1 to 3 and 20261203: 11,500
+cases), all unintended and expected to go with issue 12's fixes:
+  - revoked leaf admitted when its issuer's name has IA5String DC or
+    BMPString attributes (revocation hashed the re-encoded name; issue 12
+    item 2); the same names bypass crl_stale = refuse;
   - revoked intermediate admitted (no revocation check above depth 0;
     item 4);
+  - crl_stale = refuse does not refuse a chain through an intermediate
+    the stale CRL's issuer signed (only the leaf's issuer is looked up);
   - CN with a NUL, or over 255 bytes, admitted under a truncated identity
     (item 6);
   - a SHA-1-signed intermediate admitted (only the leaf's signature
