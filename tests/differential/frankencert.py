@@ -529,7 +529,7 @@ def alert_for(reason, version):
 
 def run_batch(cases, policy, work, pki, threads, rng, shapes):
     """Runs one beacond over `cases`; returns [Result]."""
-    batch = Path(tempfile.mkdtemp(prefix="batch-", dir=work))
+    batch = Path(tempfile.mkdtemp(prefix="b-", dir=work))
     (batch / "issuers").mkdir()
     (batch / "crls").mkdir()
     shutil.copy(pki / "server-ca.pem", batch / "server-ca.pem")
@@ -555,7 +555,7 @@ def run_batch(cases, policy, work, pki, threads, rng, shapes):
             shutil.copy(r.dir / "root.crl", batch / "crls" / f"root-{r.case.number}.crl")
     live = [r for r in results if r.seen is None]
     if live:
-        srv = Server(batch / "beacond", pki, server_config(batch, policy))
+        srv = Server(batch / "srv", pki, server_config(batch, policy))
         srv.start()
         try:
             versions = {r.case.number: rng.choice(["TLSv1.3", "TLSv1.2"]) for r in live}
@@ -588,7 +588,7 @@ def run(seed, n_cases, *, batch_size=300, threads=8, work=None, log=print):
     """Runs n_cases cases of `seed`; returns [Result]. Batches alternate
     crl_stale = warn and refuse."""
     own = work is None
-    work = Path(work or tempfile.mkdtemp(prefix="frankencert-"))
+    work = Path(work or tempfile.mkdtemp(prefix="fc-"))
     work.mkdir(parents=True, exist_ok=True)
     pki = work / "pki"
     make_server_pki(pki)

@@ -46,8 +46,10 @@ CASES = int(os.environ.get("FRANKENCERT_CASES", "300"))
 SEED = int(os.environ.get("FRANKENCERT_SEED") or random.SystemRandom().randrange(1 << 32))
 
 
-def test_beacond_agrees_with_openssl_and_its_rules(tmp_path):
-    results = frankencert.run(SEED, CASES, batch_size=150, threads=8, work=tmp_path)
+def test_beacond_agrees_with_openssl_and_its_rules():
+    # Its own short temporary directory (a Unix socket path has 107 bytes),
+    # kept when a case differs.
+    results = frankencert.run(SEED, CASES, batch_size=150, threads=8)
     assert len(results) == CASES
     # A run that admits nothing, or refuses nothing, compares nothing.
     to_admit = sum(1 for r in results if r.expect.admitted)
