@@ -348,7 +348,6 @@ def make_case(seed, number, keys, force=None):
     revoked = set()
     issuer = root
     chain = []  # (DER, sig alg, key kind) sent after the leaf, nearest the leaf first
-    top_issuer = root
     cross_drawn = rng.random() < case.rate / 2
     if depth and (cross_drawn or "cross" in case.force):
         # Cross-signed: the first intermediate's own root R2 is not trusted;
@@ -365,7 +364,7 @@ def make_case(seed, number, keys, force=None):
         if sent_cross:
             chain.append((cross.cert, der.default_sig_alg(root.key), "cross"))
             case.issued_by_root.append(cross.cert)
-        issuer = top_issuer = r2
+        issuer = r2
     for j in range(1, depth + 1):
         ca, is_revoked, sig = _intermediate(rng, case, keys, j, issuer, depth - j)
         case.cas.append(ca)
@@ -381,7 +380,6 @@ def make_case(seed, number, keys, force=None):
         if rng.random() < case.rate or case.force.get("leaf_revoked"):
             revoked.add(serial)
             case.knobs["leaf_revoked"] = True
-    del top_issuer
     case.sent = [c for c, _, _ in chain]
     case.sent_sig_algs = [leaf_sig] + [s for _, s, _ in chain]
     case.sent_key_kinds = [case.leaf_key_kind] + [k for _, _, k in chain]

@@ -94,7 +94,7 @@ sys.path.insert(0, str(HERE.parent / "integration"))
 
 import cases as casegen  # noqa: E402
 import der  # noqa: E402
-from helpers import BEACOND, BEACONCTL, Server  # noqa: E402
+from helpers import BEACOND, Server  # noqa: E402
 
 # ---- the tables to update as beacond changes -----------------------------------
 
