@@ -35,9 +35,9 @@ build=build-fuzz
 declare -A corpus=(
   [fuzz_http]=http [fuzz_config]=config [fuzz_control]=control [fuzz_crl]=crl
   [fuzz_crl_resign]=crl_resign [fuzz_spool]=spool [fuzz_blocklist]=blocklist
-  [fuzz_packet]=packet [fuzz_certid]=certid
+  [fuzz_packet]=packet [fuzz_certid]=certid [fuzz_psk]=psk
 )
-targets=${FUZZ_TARGETS:-fuzz_http fuzz_config fuzz_control fuzz_crl fuzz_crl_resign fuzz_spool fuzz_blocklist fuzz_certid fuzz_packet}
+targets=${FUZZ_TARGETS:-fuzz_http fuzz_config fuzz_control fuzz_crl fuzz_crl_resign fuzz_spool fuzz_blocklist fuzz_certid fuzz_packet fuzz_psk}
 
 command -v clang >/dev/null || { echo "fuzz: clang not found (scripts/setup.sh)" >&2; exit 1; }
 if [ ! -f "$build/build.ninja" ]; then

@@ -3,6 +3,95 @@
 # builds wolfSSL from Debian's trixie source package into .deps/ (see README,
 # "Dependencies", for why not bookworm's binary package). Idempotent: a second
 # run installs nothing new and skips the wolfSSL build when it is current.
+#
+# The Debian mirror for trixie's source package is the one this machine's
+# own apt sources use for bookworm (a local mirror or a proxy's URL), found by
+# debian_mirror below; deb.debian.org only when the sources name none.
+
+# debian_mirror SUITE: the URI that the machine's apt sources use for SUITE's
+# main component (deb or deb-src lines; one-line .list files and deb822
+# .sources files, under $APT_ETC, default /etc/apt). Only http(s) URIs
+# count (a cdrom: or file: source would not hold trixie). Prints the first
+# match without a trailing slash; prints nothing and returns 1 when none.
+debian_mirror() {
+  local suite=$1 etc=${APT_ETC:-/etc/apt} f
+  local files=()
+  [ -f "$etc/sources.list" ] && files+=("$etc/sources.list")
+  for f in "$etc"/sources.list.d/*.list "$etc"/sources.list.d/*.sources; do
+    [ -f "$f" ] && files+=("$f")
+  done
+  [ ${#files[@]} -gt 0 ] || return 1
+  local uri
+  uri=$(for f in "${files[@]}"; do
+          case $f in
+            *.sources) awk -v want="$suite" -f <(debian_mirror_deb822_awk) "$f" ;;
+            *) awk -v want="$suite" -f <(debian_mirror_oneline_awk) "$f" ;;
+          esac
+        done | head -n1)
+  [ -n "$uri" ] || return 1
+  echo "${uri%/}"
+}
+
+# One-line format: "deb [opt=val ...] URI SUITE COMPONENT...".
+debian_mirror_oneline_awk() {
+  cat <<'AWK'
+{ sub(/#.*/, "") }
+$1 != "deb" && $1 != "deb-src" { next }
+{
+  i = 2
+  if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+  uri = $i; suite = $(i + 1)
+  if (suite != want || uri !~ /^https?:\/\//) next
+  for (j = i + 2; j <= NF; j++) if ($j == "main") { print uri; exit }
+}
+AWK
+}
+
+# deb822 format: stanzas separated by blank lines, multi-valued fields
+# (URIs, Suites, Components), "Enabled: no" turns a stanza off.
+debian_mirror_deb822_awk() {
+  cat <<'AWK'
+function flush(   n, u, s, c, i, j, k, us, ss, cs, hasmain) {
+  if (types ~ /(^| )deb(-src)?( |$)/ && enabled != "no") {
+    n = split(comps, cs, " "); hasmain = 0
+    for (k = 1; k <= n; k++) if (cs[k] == "main") hasmain = 1
+    split(suites, ss, " "); split(uris, us, " ")
+    for (i = 1; hasmain && (i in ss); i++)
+      if (ss[i] == want)
+        for (j = 1; j in us; j++)
+          if (us[j] ~ /^https?:\/\//) { print us[j]; found = 1; exit }
+  }
+  types = uris = suites = comps = enabled = ""; field = ""
+}
+/^[ \t]*#/ { next }
+/^[ \t]*$/ { flush(); next }
+/^[ \t]/ { # a continuation line of the field above
+  v = $0; sub(/^[ \t]+/, "", v)
+  if (field == "types") types = types " " v
+  else if (field == "uris") uris = uris " " v
+  else if (field == "suites") suites = suites " " v
+  else if (field == "components") comps = comps " " v
+  next
+}
+{
+  k = tolower($0); sub(/:.*/, "", k)
+  v = $0; sub(/^[^:]*:[ \t]*/, "", v); sub(/[ \t]+$/, "", v)
+  field = k
+  if (k == "types") types = v
+  else if (k == "uris") uris = v
+  else if (k == "suites") suites = v
+  else if (k == "components") comps = v
+  else if (k == "enabled") enabled = tolower(v)
+}
+END { if (!found) flush() }
+AWK
+}
+
+# Sourced (tests/integration/test_setup_mirror.py): the functions only.
+if (return 0 2>/dev/null); then
+  return 0
+fi
+
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -60,7 +149,7 @@ PACKAGES=(
   liblmdb-dev lmdb-utils liburing-dev libdpdk-dev dpdk libinih-dev
   libcmocka-dev libcjson-dev python3 python3-pytest curl openssl iproute2
   autoconf automake libtool dpkg-dev clang libclang-rt-14-dev python3-scapy
-  clang-tidy cppcheck libisal-dev patch tcpdump libsystemd-dev python3-cryptography
+  clang-tidy cppcheck libisal-dev patch tcpdump libsystemd-dev python3-cryptography testssl.sh
 )
 
 need_apt=0
@@ -80,18 +169,22 @@ if [ -f "$stamp" ]; then
 fi
 
 # Our own apt state for trixie's source lists: the machine's sources stay as
-# they are.
+# they are, but their mirror is used (a mirror or proxy that serves bookworm
+# serves trixie too).
+mirror=$(debian_mirror bookworm) || mirror=http://deb.debian.org/debian
+security=$(debian_mirror bookworm-security) || security=http://deb.debian.org/debian-security
+echo "setup: Debian mirror $mirror, security $security"
 apt_state="$top/.deps/apt"
 mkdir -p "$apt_state/etc" "$apt_state/lists/partial" "$apt_state/cache/archives/partial"
 cat > "$apt_state/etc/trixie.sources" <<SRC
 Types: deb-src
-URIs: http://deb.debian.org/debian
+URIs: $mirror
 Suites: trixie
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb-src
-URIs: http://deb.debian.org/debian-security
+URIs: $security
 Suites: trixie-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg

@@ -1,0 +1,77 @@
+/* A throwaway PKI for fuzz_psk (made with tests/differential/der.py;
+ * valid 2020 to 2120): the server's certificate and key, the agents' CA,
+ * and two agents. Test keys only. */
+#ifndef FUZZ_PSK_PKI_H
+#define FUZZ_PSK_PKI_H
+
+static const char psk_server_pem[] =
+	"-----BEGIN CERTIFICATE-----\n"
+	"MIIBgDCCASagAwIBAgIBAjAKBggqhkjOPQQDAjAdMRswGQYDVQQDExJmdXp6X3Bz\n"
+	"ayBzZXJ2ZXIgQ0EwIBcNMjAwMTAxMDAwMDAwWhgPMjEyMDAxMDEwMDAwMDBaMBQx\n"
+	"EjAQBgNVBAMTCWxvY2FsaG9zdDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABPpA\n"
+	"QyNnAQg6BoavLnN0Iq2k1LT6bzJf1TFdqVu5YLB4DdlzCCXVPxGpqLEZW9X2u2jU\n"
+	"2YL9/LJagGDm4UtLfCajXjBcMA4GA1UdDwEB/wQEAwIHgDATBgNVHSUEDDAKBggr\n"
+	"BgEFBQcDATAfBgNVHSMEGDAWgBQu77JCy0RmXU1bDPXw9IASGijuBTAUBgNVHREE\n"
+	"DTALgglsb2NhbGhvc3QwCgYIKoZIzj0EAwIDSAAwRQIgBvzHBbBBgyJ+efFKeLBU\n"
+	"8lom3Na+t7W4YR2xvaryBxICIQDGDT4nqLsnFbsftKnhF2ja0DsBPawEJ4HZcyBL\n"
+	"ZHLtxw==\n"
+	"-----END CERTIFICATE-----\n";
+
+static const char psk_server_key[] =
+	"-----BEGIN PRIVATE KEY-----\n"
+	"MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgZkWjBZmjs5ZzQPRG\n"
+	"CJ/vj/mRjmHjtITR2We/Kkmvnb+hRANCAAT6QEMjZwEIOgaGry5zdCKtpNS0+m8y\n"
+	"X9UxXalbuWCweA3Zcwgl1T8RqaixGVvV9rto1NmC/fyyWoBg5uFLS3wm\n"
+	"-----END PRIVATE KEY-----\n";
+
+static const char psk_agents_ca_pem[] =
+	"-----BEGIN CERTIFICATE-----\n"
+	"MIIBbTCCAROgAwIBAgIBATAKBggqhkjOPQQDAjAdMRswGQYDVQQDExJmdXp6X3Bz\n"
+	"ayBhZ2VudHMgQ0EwIBcNMjAwMTAxMDAwMDAwWhgPMjEyMDAxMDEwMDAwMDBaMB0x\n"
+	"GzAZBgNVBAMTEmZ1enpfcHNrIGFnZW50cyBDQTBZMBMGByqGSM49AgEGCCqGSM49\n"
+	"AwEHA0IABEauiwN+9SNPsZojrj7qR61EDkMmXXOHjtz7gjtsEboch6cU7D4zGyi5\n"
+	"jOxuiTx7G38U+hXyMaQ/eq1l2eabqWqjQjBAMA8GA1UdEwEB/wQFMAMBAf8wDgYD\n"
+	"VR0PAQH/BAQDAgEGMB0GA1UdDgQWBBQXLnEtl38OHX5esdd+1YmSceJLHDAKBggq\n"
+	"hkjOPQQDAgNIADBFAiBjyDvflLgH9bpkYdSdYm7bBVcpvl3KCBxO7igyUsJh0wIh\n"
+	"APi2KEO6tStRS5DK+2yko/IfGRJVYyx5Sbzgug93euJh\n"
+	"-----END CERTIFICATE-----\n";
+
+static const char psk_agent1_pem[] =
+	"-----BEGIN CERTIFICATE-----\n"
+	"MIIBcDCCARWgAwIBAgIBAzAKBggqhkjOPQQDAjAdMRswGQYDVQQDExJmdXp6X3Bz\n"
+	"ayBhZ2VudHMgQ0EwIBcNMjAwMTAxMDAwMDAwWhgPMjEyMDAxMDEwMDAwMDBaMBkx\n"
+	"FzAVBgNVBAMTDmFnZW50MS5leGFtcGxlMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcD\n"
+	"QgAEK/iRvSlpeuxxSg6a8R6ogIdEx39Ma/OeJHaJjVq0RYSGPnoF2qj1BK3wAJjh\n"
+	"6sQ2jFjw+BDXcBLCkiCrLBd5XKNIMEYwDgYDVR0PAQH/BAQDAgeAMBMGA1UdJQQM\n"
+	"MAoGCCsGAQUFBwMCMB8GA1UdIwQYMBaAFBcucS2Xfw4dfl6x137ViZJx4kscMAoG\n"
+	"CCqGSM49BAMCA0kAMEYCIQDWFuqWpfxvKc7GPHOXn14Q7yWsIzTPAR1s4xBw2CUa\n"
+	"9gIhANPqEp0yZ2flECrbXa4LbuUbc8TYmZ64oqAO0BErcS1M\n"
+	"-----END CERTIFICATE-----\n";
+
+static const char psk_agent1_key[] =
+	"-----BEGIN PRIVATE KEY-----\n"
+	"MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgsiIkJd92mPLRwaWN\n"
+	"8c+tYtAioPcs6ZwTlpLNgJI9fnOhRANCAAQr+JG9KWl67HFKDprxHqiAh0THf0xr\n"
+	"854kdomNWrRFhIY+egXaqPUErfAAmOHqxDaMWPD4ENdwEsKSIKssF3lc\n"
+	"-----END PRIVATE KEY-----\n";
+
+static const char psk_agent2_pem[] =
+	"-----BEGIN CERTIFICATE-----\n"
+	"MIIBcDCCARWgAwIBAgIBBDAKBggqhkjOPQQDAjAdMRswGQYDVQQDExJmdXp6X3Bz\n"
+	"ayBhZ2VudHMgQ0EwIBcNMjAwMTAxMDAwMDAwWhgPMjEyMDAxMDEwMDAwMDBaMBkx\n"
+	"FzAVBgNVBAMTDmFnZW50Mi5leGFtcGxlMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcD\n"
+	"QgAEm49ZQ5D+t1ALIHFPr/xI6h/f/55kQp/2Z17hHa5gj/f5OsuEGCVMYqQRjUE7\n"
+	"vjUMi99MBaWxZppiYebImPSLWaNIMEYwDgYDVR0PAQH/BAQDAgeAMBMGA1UdJQQM\n"
+	"MAoGCCsGAQUFBwMCMB8GA1UdIwQYMBaAFBcucS2Xfw4dfl6x137ViZJx4kscMAoG\n"
+	"CCqGSM49BAMCA0kAMEYCIQCI+dCUPJG6FVqsb9hZIy/rmh92/b/kS6YFuKMFEimm\n"
+	"RwIhAPs+8sQRrUeuLCiwqYk9nfk6TNSxJenap6rdu8Bju0fr\n"
+	"-----END CERTIFICATE-----\n";
+
+static const char psk_agent2_key[] =
+	"-----BEGIN PRIVATE KEY-----\n"
+	"MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgG/pD+jShT9ufhSDJ\n"
+	"eouMuRme8q8/1JfbEfiSB+emj+GhRANCAASbj1lDkP63UAsgcU+v/EjqH9//nmRC\n"
+	"n/ZnXuEdrmCP9/k6y4QYJUxipBGNQTu+NQyL30wFpbFmmmJh5siY9ItZ\n"
+	"-----END PRIVATE KEY-----\n";
+
+#endif

@@ -1,0 +1,113 @@
+"""Differential certificate testing: 300 frankencert cases (generated client
+chains mixing valid and invalid parts) against beacond and against
+`openssl verify -purpose sslclient -crl_check_all` plus beacond's documented
+rules. The generator, the expected-verdict function and the table of
+alerts are in tests/differential/; the intended differences from openssl
+are listed, each as a named rule, at the top of frankencert.py.
+
+A random seed each run, printed on failure with the command that reruns
+exactly those cases (FRANKENCERT_SEED and FRANKENCERT_CASES set them here):
+
+    tests/differential/frankencert.py --seed SEED --cases 300
+
+Differences on main at 5d05e94 (seeds 1 to 3 and 20261203: 11,500
+cases), all unintended and expected to go with issue 12's fixes:
+  - revoked leaf admitted when its issuer's name has IA5String DC or
+    BMPString attributes (revocation hashed the re-encoded name; issue 12
+    item 2); the same names bypass crl_stale = refuse;
+  - revoked intermediate admitted (no revocation check above depth 0;
+    item 4);
+  - crl_stale = refuse does not refuse a chain through an intermediate
+    the stale CRL's issuer signed (only the leaf's issuer is looked up);
+  - CN with a NUL, or over 255 bytes, admitted under a truncated identity
+    (item 6);
+  - a SHA-1-signed intermediate admitted (only the leaf's signature
+    algorithm is checked; README: "no SHA-1 or MD5 signatures from
+    clients");
+  - refusals whose reason is "other" get bad_certificate, decode_error,
+    handshake_failure, or no alert at all in TLS 1.3 (a leaf with
+    keyCertSign but not cA, a multi-valued RDN wolfSSL cannot parse).
+Found and made rules (intended, they refuse): a multi-valued RDN in a
+leaf's or an issuer's subject (single_valued_rdns), a BMPString CN
+(device_identity), keyCertSign on a non-CA leaf
+(leaf_keycertsign_needs_ca).
+"""
+
+import os
+import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "differential"))
+
+import frankencert  # noqa: E402
+
+CASES = int(os.environ.get("FRANKENCERT_CASES", "300"))
+SEED = int(os.environ.get("FRANKENCERT_SEED") or random.SystemRandom().randrange(1 << 32))
+
+
+def test_beacond_agrees_with_openssl_and_its_rules():
+    # Its own short temporary directory (a Unix socket path has 107 bytes),
+    # kept when a case differs.
+    results = frankencert.run(SEED, CASES, batch_size=150, threads=8)
+    assert len(results) == CASES
+    # A run that admits nothing, or refuses nothing, compares nothing.
+    to_admit = sum(1 for r in results if r.expect.admitted)
+    admitted = sum(1 for r in results if r.seen.outcome == "admitted")
+    assert 0 < to_admit < CASES and admitted > 0, (
+        f"seed {SEED}: {to_admit} cases to admit, {admitted} admitted")
+    lines = frankencert.summarize(results, SEED)
+    assert not lines, (
+        f"seed {SEED}: beacond differs from openssl + its rules; rerun with\n"
+        f"  tests/differential/frankencert.py --seed {SEED} --cases {CASES}\n"
+        + "\n".join(lines))
+
+
+# One knob turned, every other valid: (admitted?, the rules that must
+# decide). The oracle is checked on its own, against openssl, before any
+# beacond is asked.
+ORACLE = [
+    ({}, True, []),
+    ({"crl": "none"}, True, []),
+    ({"root_name": "dc"}, True, []),
+    ({"leaf_validity": "expired"}, False, ["openssl:10@0"]),
+    ({"leaf_validity": "not_yet_valid"}, False, ["openssl:9@0"]),
+    ({"leaf_revoked": True}, False, ["openssl:23@0"]),
+    ({"intermediates": 1, "int1": "revoked"}, False, ["openssl:23@1"]),
+    ({"intermediates": 1, "int1": "ca_false"}, False, []),
+    ({"intermediates": 2, "int1": "pathlen0"}, False, ["openssl:25@2"]),
+    ({"intermediates": 4}, False, ["chain_length"]),
+    ({"intermediates": 1, "cross": "sent"}, True, []),
+    ({"intermediates": 1, "cross": "missing"}, False, ["openssl:20@1"]),
+    ({"leaf_eku": "absent"}, False, ["leaf_needs_client_auth_eku"]),
+    ({"leaf_eku": "serverAuth"}, False, ["openssl:26@0", "leaf_needs_client_auth_eku"]),
+    ({"leaf_eku": "anyExtendedKeyUsage"}, True, ["any_eku_is_client"]),
+    ({"leaf_ku": "absent"}, False, ["leaf_needs_digital_signature"]),
+    ({"leaf_ku": "keyagreement"}, False, ["leaf_needs_digital_signature"]),
+    ({"leaf_name": "nul"}, False, ["device_identity"]),
+    ({"leaf_name": "long"}, False, ["device_identity"]),
+    ({"leaf_name": "two_cn"}, True, []),
+    ({"leaf_key": "ed25519"}, False, ["no_ed25519"]),
+    ({"crl": "stale"}, True, ["crl_stale_warn"]),
+    ({"crl": "future"}, False, ["crl_load_refused"]),
+    ({"crl": "badsig"}, False, ["crl_load_refused"]),
+]
+
+
+def test_expected_verdict_function(tmp_path):
+    keys = frankencert.casegen.KeyPool()
+    wrong = []
+    for i, (force, admit, rules) in enumerate(ORACLE):
+        case = frankencert.casegen.make_case(11, i, keys, force=force)
+        d = tmp_path / str(i)
+        frankencert.write_case_files(case, d)
+        e = frankencert.expected(case, frankencert.openssl_verdict(d), frankencert.Policy())
+        if e.admitted != admit or not set(rules) <= set(e.rules):
+            wrong.append(f"{force}: admitted={e.admitted}, rules {e.rules}; "
+                         f"want admitted={admit}, rules {rules}")
+    assert not wrong, "\n".join(wrong)
+    stale = frankencert.casegen.make_case(11, 99, keys, force={"crl": "stale"})
+    frankencert.write_case_files(stale, tmp_path / "stale")
+    e = frankencert.expected(stale, frankencert.openssl_verdict(tmp_path / "stale"),
+                             frankencert.Policy(crl_stale="refuse"))
+    assert not e.admitted and "crl_stale_refuse" in e.rules, e
