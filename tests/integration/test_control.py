@@ -21,6 +21,7 @@ import time
 
 import pytest
 
+from certkit import alert_name
 from helpers import free_port, s_client
 from trustkit import (assert_admitted, assert_refused, beaconctl_sock,
                       beaconctl_works, cert_fingerprint, corrupt_crl_signature,
@@ -127,8 +128,8 @@ def test_reload_crl_via_beaconctl_revokes(trust, crl_agent2):
     bctl_ok(srv, "reload", "crl")
     assert generation(srv) > g0
     assert ctl(srv, {"cmd": "status"})["revoked_serials"] == 1
-    assert_refused(srv, "agent2")
-    assert_refused(srv, "agent2", max_version=TLS12)
+    assert_refused(srv, "agent2", alert="certificate_revoked")
+    assert_refused(srv, "agent2", alert="certificate_revoked", max_version=TLS12)
     assert_admitted(srv, "agent1")
     assert_admitted(srv, "agent3")
     assert wait_until(lambda: "refused: certificate is revoked" in srv.stderr(), 3), srv.stderr()
@@ -138,7 +139,7 @@ def test_reload_crl_der(trust, pki, tmp_path):
     srv, paths = trust()
     make_crl(pki, paths["crl_dir"] / "agents.crl", revoke=["agent3"], der=True)
     reload(srv, "crl")
-    assert_refused(srv, "agent3")
+    assert_refused(srv, "agent3", alert="certificate_revoked")
     assert_admitted(srv, "agent2")
 
 
@@ -156,8 +157,8 @@ def test_sighup_rereads_tls_section(trust, pki, crl_agent2, tmp_path):
     g0 = generation(srv)
     srv.proc.send_signal(signal.SIGHUP)
     assert wait_until(lambda: generation(srv) > g0, 5), srv.stderr()
-    assert_refused(srv, "agent2")
-    assert_refused(srv, "agent3")
+    assert_refused(srv, "agent2", alert="certificate_revoked")
+    assert_refused(srv, "agent3", alert="access_denied")
     assert_admitted(srv, "agent1")
     s = ctl(srv, {"cmd": "status"})
     assert s["revoked_serials"] == 1 and s["blocked_entries"] >= 1, s
@@ -198,8 +199,8 @@ def test_reload_blocklist_device_and_fingerprint(trust, pki):
     paths["blocklist"].write_text(
         f"device:agent2.example\n# comment\nsha256:{cert_fingerprint(pki / 'agent3.pem')}\n")
     bctl_ok(srv, "reload", "blocklist")
-    assert_refused(srv, "agent2")
-    assert_refused(srv, "agent3")
+    assert_refused(srv, "agent2", alert="access_denied")
+    assert_refused(srv, "agent3", alert="access_denied")
     assert_admitted(srv, "agent1")
     assert wait_until(lambda: "refused:" in srv.stderr(), 3)
 
@@ -230,6 +231,7 @@ def test_revoked_resumption_python(trust, crl_agent2, version):
     kind, detail, info = upload(srv, "agent2", ctx=ctx2, session=sess2)
     assert kind != "response", f"revoked agent2 resumed and got {detail}"
     assert info["reused"] is not True, "revoked agent2's session was resumed"
+    assert alert_name(info["error"]) == "certificate_revoked", detail
     kind, resp, info = upload(srv, "agent1", ctx=ctx1, session=sess1)
     assert kind == "response" and resp.status == 201, resp
     assert info["reused"] is True, "agent1's resumption stopped working after the reload"
@@ -245,7 +247,8 @@ def test_blocked_resumption_python(trust, version):
     kind, detail, info = upload(srv, "agent2", ctx=ctx2, session=sess2)
     assert kind != "response", f"blocked agent2 resumed and got {detail}"
     assert info["reused"] is not True
-    assert_refused(srv, "agent2", max_version=version)
+    assert alert_name(info["error"]) == "access_denied", detail
+    assert_refused(srv, "agent2", alert="access_denied", max_version=version)
     kind, resp, info = upload(srv, "agent1", ctx=ctx1, session=sess1)
     assert kind == "response" and resp.status == 201 and info["reused"] is True
     bctl_ok(srv, "devices", "unblock", "agent2.example")
@@ -320,7 +323,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("breakit", BAD_INPUTS)
 def test_bad_reload_refused_old_trust_stays(trust, crl_agent2, tmp_path, breakit):
     srv, paths = trust(crls=[("agents.crl", crl_agent2)])
-    assert_refused(srv, "agent2")
+    assert_refused(srv, "agent2", alert="certificate_revoked")
     assert_admitted(srv, "agent1")
     g0 = generation(srv)
     what = breakit(paths, tmp_path)
@@ -339,7 +342,7 @@ def test_bad_reload_refused_old_trust_stays(trust, crl_agent2, tmp_path, breakit
     assert generation(srv) == g0
     assert_admitted(srv, "agent1")
     assert_admitted(srv, "agent1", max_version=TLS12)
-    assert_refused(srv, "agent2")
+    assert_refused(srv, "agent2", alert="certificate_revoked")
     assert_admitted(srv, "agent3")
     assert_admitted(srv, "agent-ca2")
     srv.assert_alive()
@@ -422,9 +425,9 @@ def test_refusals_recorded_for_known_devices_only(trust, crl_agent2):
     drop(paths["crl_dir"] / "agents.crl", crl_agent2)
     bctl_ok(srv, "reload", "crl")
     bctl_ok(srv, "devices", "block", "agent3.example")
-    assert_refused(srv, "agent2")
-    assert_refused(srv, "agent3")
-    assert_refused(srv, "untrusted")
+    assert_refused(srv, "agent2", alert="certificate_revoked")
+    assert_refused(srv, "agent3", alert="access_denied")
+    assert_refused(srv, "untrusted", alert="unknown_ca")
     assert_admitted(srv, "agent1")
     assert wait_until(lambda: (device_record(srv, "agent2.example") or {}).get(
         "last_result") == "revoked", 5), device_record(srv, "agent2.example")
@@ -446,7 +449,7 @@ def test_metrics_counts(trust, crl_agent2):
     for i in range(n_ok):
         assert_admitted(srv, "agent1", max_version=TLS12 if i % 2 else None)
     for _ in range(n_revoked):
-        assert_refused(srv, "agent2")
+        assert_refused(srv, "agent2", alert="certificate_revoked")
 
     def sample():
         code, body = http_get(mport, "/metrics")

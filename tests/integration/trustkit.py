@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from certkit import alert_name
 from helpers import (BEACONCTL, REPO, build_request, client_context,
                      tls_connect, unique_name, ConnectionClosed)
 
@@ -142,9 +143,11 @@ def upload(server, name="agent1", *, ctx=None, session=None, body=b"inventory\n"
     if ctx is None:
         ctx = client_context(server.pki, name, max_version=max_version)
     info = {"session": None, "reused": None, "version": None}
+    info["error"] = None
     try:
         conn = tls_connect(server, name, ctx=ctx, session=session, timeout=timeout)
     except (ssl.SSLError, OSError) as e:
+        info["error"] = e
         return "handshake", repr(e), info
     try:
         info["reused"] = conn.tls.session_reused
@@ -154,6 +157,7 @@ def upload(server, name="agent1", *, ctx=None, session=None, body=b"inventory\n"
                                     body=body))
             resp = conn.read_response(timeout)
         except (ssl.SSLError, OSError, ConnectionClosed, TimeoutError) as e:
+            info["error"] = e
             return "no-response", repr(e), info
         info["session"] = conn.tls.session
         return "response", resp, info
@@ -173,10 +177,18 @@ def assert_admitted(server, name="agent1", **kw):
     return r
 
 
-def assert_refused(server, name="agent2", **kw):
+def assert_refused(server, name="agent2", *, alert, **kw):
+    """`name`'s upload is refused in the TLS handshake with exactly `alert`
+    (its RFC 8446 name: 'certificate_revoked'); an HTTP answer, a timeout,
+    a reset or another alert fails. TLS 1.3 clients finish their side of
+    the handshake first, so the alert may arrive on the request."""
     r = upload(server, name, **kw)
-    assert r[0] != "response", (
-        f"{name} should be refused in the TLS handshake, got an HTTP response: {r[1]}")
+    kind, detail, info = r
+    assert kind != "response", (
+        f"{name} should be refused in the TLS handshake, got an HTTP response: {detail}")
+    got = alert_name(info["error"])
+    assert got == alert, (f"{name} should be refused with {alert}, got {kind}: {detail}\n"
+                          f"stderr:\n{server.stderr()[-2000:]}")
     return r
 
 
