@@ -122,7 +122,10 @@ def test_reload_crl_via_beaconctl_revokes(trust, crl_agent2):
     assert_admitted(srv, "agent2")
     g0 = generation(srv)
     drop(paths["crl_dir"] / "agents.crl", crl_agent2)
-    time.sleep(1.5)  # watch = no: nothing may change without a trigger
+    # watch = no: nothing may change without a trigger. An absence has no
+    # event to wait on: this gives a (wrongly running) watch, which looks
+    # once a second, more than one look.
+    time.sleep(2.5)
     assert_admitted(srv, "agent2")
     assert generation(srv) == g0
     bctl_ok(srv, "reload", "crl")
@@ -167,12 +170,13 @@ def test_sighup_rereads_tls_section(trust, pki, crl_agent2, tmp_path):
 def test_watch_crl_drop(trust, crl_agent2):
     srv, paths = trust(server={"watch": "yes"})
     assert_admitted(srv, "agent2")
-    t0 = time.monotonic()
+    g0 = generation(srv)
     drop(paths["crl_dir"] / "agents.crl", crl_agent2)
-    refused = wait_until(lambda: upload(srv, "agent2")[0] != "response", 6, 0.2)
-    took = time.monotonic() - t0
-    assert refused, f"agent2 still admitted 6 s after a CRL was dropped\n{srv.stderr()}"
-    assert took < 3.5, f"watch took {took:.1f} s to apply a dropped CRL"
+    # The watch's own reload, not a timing: a new snapshot appears with
+    # nobody asking for it, and it refuses agent2.
+    assert wait_until(lambda: generation(srv) > g0, 30), \
+        f"no reload after a CRL was dropped\n{srv.stderr()}"
+    assert_refused(srv, "agent2", alert="certificate_revoked")
     assert_admitted(srv, "agent1")
 
 
@@ -180,10 +184,10 @@ def test_watch_blocklist_edit(trust, pki):
     srv, paths = trust(server={"watch": "yes"})
     assert_admitted(srv, "agent3")
     fp = cert_fingerprint(pki / "agent3.pem")
-    t0 = time.monotonic()
+    g0 = generation(srv)
     paths["blocklist"].write_text(f"# compromised\nsha256:{fp}\n")
-    assert wait_until(lambda: upload(srv, "agent3")[0] != "response", 6, 0.2), srv.stderr()
-    assert time.monotonic() - t0 < 3.5
+    assert wait_until(lambda: generation(srv) > g0, 30), srv.stderr()
+    assert_refused(srv, "agent3", alert="access_denied")
     assert_admitted(srv, "agent1")
     paths["blocklist"].write_text("# nothing blocked\n")
     assert wait_until(lambda: status_ok(srv, "agent3"), 6, 0.2), srv.stderr()

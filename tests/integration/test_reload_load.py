@@ -6,12 +6,14 @@ CRLs alternately every 100 ms. Half-way through, a CRL revoking agent2 is
 dropped into crl_dir and a reload is issued; a fifth thread keeps trying
 agent2 (full and resumed handshakes) throughout.
 
-The issue asks for 30 s of reloads; the default here is 10 s so the file
-stays under a minute. Set BEACON_RELOAD_SECONDS=30 for the full run.
+The run is counted, not timed: it ends once 100 reloads were accepted
+(about 10 s unloaded; the issue asks for 30 s: BEACON_RELOADS=300) and the
+agent1 clients made at least 100 attempts, however long a loaded machine
+takes for that. The revocation comes after half the reloads.
 
 Asserted:
 - every reload is accepted (ok:true), and the snapshot generation advanced
-  once per reload;
+  once per reload (no rate is asserted: the run waits for its counts);
 - zero failed handshakes or uploads for agent1: every attempt got 201;
 - resumption keeps working across reloads (most resumption attempts resume);
 - agent2 uploads 201 before the revocation, and every agent2 attempt that
@@ -29,13 +31,16 @@ import threading
 import time
 
 from helpers import BEACOND, client_context
-from trustkit import ctl, drop, make_crl, rss_kib, upload
+from trustkit import ctl, drop, make_crl, rss_kib, upload, wait_until
 
 UNDER_ASAN = BEACOND.exists() and b"__asan_init" in BEACOND.read_bytes()
 
-RELOAD_SECONDS = float(os.environ.get("BEACON_RELOAD_SECONDS", "10"))
-WARMUP_SECONDS = 3.0
-SETTLE_SECONDS = 2.0
+RELOADS = int(os.environ.get("BEACON_RELOADS", "100"))
+WARMUP_RELOADS = 30
+MIN_ATTEMPTS = 100
+# A bound on the test, not on beacond's speed: a run that has not reached
+# its counts by then is hung.
+RUN_LIMIT_S = 900
 RELOAD_INTERVAL = 0.1
 CLIENT_THREADS = 4
 RSS_SLACK_KIB = 20 * 1024
@@ -124,25 +129,49 @@ class Load:
             next_at += RELOAD_INTERVAL
             time.sleep(max(0.0, next_at - time.monotonic()))
 
-    def run(self, seconds, revoke=None):
+    def counts(self):
+        with self.lock:
+            return (self.reloads, self.agent1["attempts"],
+                    [a for a in self.agent2 if self.revoked_at and a[0] > self.revoked_at])
+
+    def wait_for(self, what, pred):
+        assert wait_until(pred, RUN_LIMIT_S, 0.05), (
+            f"load did not reach {what} within {RUN_LIMIT_S} s: {self.counts()[:2]}\n"
+            f"failures {self.failures[:3]} reload errors {self.reload_errors[:3]}")
+
+    def run(self, reloads, revoke=None):
+        """Until `reloads` reloads were accepted and agent1 made
+        MIN_ATTEMPTS attempts; with `revoke`, it runs after half the
+        reloads, and the run goes on until agent2 tried both a full
+        handshake and a resumption after it."""
         threads = [threading.Thread(target=self.client, args=(k,), daemon=True)
                    for k in range(CLIENT_THREADS)]
         threads.append(threading.Thread(target=self.agent2_client, daemon=True))
         threads.append(threading.Thread(target=self.reloader, daemon=True))
         for t in threads:
             t.start()
-        t_end = time.monotonic() + seconds
-        if revoke is not None:
-            time.sleep(seconds / 2)
-            revoke()
-            r = ctl(self.srv, {"cmd": "reload", "what": "crl"})
-            assert r.get("ok") is True, r
-            self.revoked_at = time.monotonic()
-        time.sleep(max(0.0, t_end - time.monotonic()))
-        self.stop.set()
-        for t in threads:
-            t.join(30)
-            assert not t.is_alive(), "a load thread hung"
+        try:
+            if revoke is not None:
+                self.wait_for(f"{reloads // 2} reloads", lambda: self.counts()[0] >= reloads // 2)
+                revoke()
+                r = ctl(self.srv, {"cmd": "reload", "what": "crl"})
+                assert r.get("ok") is True, r
+                self.revoked_at = time.monotonic()
+                self.wait_for("agent2 tries after the revocation",
+                              lambda: {a[3] for a in self.counts()[2]} == {True, False})
+            self.wait_for(f"{reloads} reloads and {MIN_ATTEMPTS} agent1 attempts",
+                          lambda: self.counts()[0] >= reloads
+                          and self.counts()[1] >= MIN_ATTEMPTS)
+        finally:
+            self.stop.set()
+            for t in threads:
+                t.join(30)
+                assert not t.is_alive(), "a load thread hung"
+
+
+def settled(srv):
+    """No connection left open: the load's memory is back with the server."""
+    return wait_until(lambda: ctl(srv, {"cmd": "stats"})["connections_open"] == 0, 60)
 
 
 def test_reload_under_load(start_server, pki, tmp_path):
@@ -159,16 +188,16 @@ def test_reload_under_load(start_server, pki, tmp_path):
     # Warm-up: the same load, so allocator arenas, caches and the store's
     # maps have grown before the baseline is taken.
     warm = Load(srv)
-    warm.run(WARMUP_SECONDS)
+    warm.run(WARMUP_RELOADS)
     assert not warm.failures, warm.failures[:5]
     assert not warm.reload_errors, warm.reload_errors[:5]
-    time.sleep(SETTLE_SECONDS)
+    assert settled(srv)
     base = _rss(pid)
     gen0 = ctl(srv, {"cmd": "status"})["snapshot_generation"]
 
     load = Load(srv)
-    load.run(RELOAD_SECONDS, revoke=lambda: drop(crl_dir / "agents.crl", revoking))
-    time.sleep(SETTLE_SECONDS)
+    load.run(RELOADS, revoke=lambda: drop(crl_dir / "agents.crl", revoking))
+    assert settled(srv)
     after = _rss(pid)
     st = ctl(srv, {"cmd": "status"})
     srv.assert_alive()
@@ -179,7 +208,7 @@ def test_reload_under_load(start_server, pki, tmp_path):
 
     # Reloads: all accepted, each a new snapshot (+1 for the revoking one).
     assert not load.reload_errors, load.reload_errors[:5]
-    assert load.reloads >= RELOAD_SECONDS / RELOAD_INTERVAL * 0.8, summary
+    assert load.reloads >= RELOADS, summary
     assert st["snapshot_generation"] - gen0 == load.reloads + 1, (st, summary)
     assert st["revoked_serials"] == 20001, st
 
@@ -187,7 +216,7 @@ def test_reload_under_load(start_server, pki, tmp_path):
     assert not load.failures, (
         f"{len(load.failures)} agent1 attempts failed during reloads, e.g. "
         f"{load.failures[:5]}\n{summary}\nstderr:\n{srv.stderr()[-3000:]}")
-    assert load.agent1["attempts"] >= 100, summary
+    assert load.agent1["attempts"] >= MIN_ATTEMPTS, summary
     ra = load.agent1["resume_attempts"]
     assert ra > 0 and load.agent1["resumed"] >= 0.9 * ra, (
         f"resumption stopped working across reloads: {summary}")
