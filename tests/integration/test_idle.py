@@ -8,6 +8,7 @@ and a few hundred idle connections must cost the server little memory each."""
 import os
 import ssl
 import subprocess
+import time
 
 import pytest
 
@@ -79,17 +80,43 @@ def test_ticket_from_idle_connection_resumes_identity(server, v):
 def test_key_update_after_idle(server):
     """A TLS 1.3 client that idles, then updates its keys (asking the server
     to update too) before its next request, is answered under the new keys."""
-    get = "GET /ManageSoftDL/policy.xml HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n"
-    last = ("GET /ManageSoftDL/policy.xml HTTP/1.1\\r\\nHost: localhost\\r\\n"
-            "Connection: close\\r\\n\\r\\n")
-    script = f"printf '{get}'; sleep 2; echo K; sleep 1; printf '{last}'; sleep 3"
-    cmd = (f"({script}) | openssl s_client -connect {server.host}:{server.port} "
-           f"-CAfile {server.pki / 'server-ca.pem'} -cert {server.pki / 'agent1.pem'} "
-           f"-key {server.pki / 'agent1.key'} -tls1_3")
-    out = subprocess.run(["bash", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         timeout=30).stdout.decode(errors="replace")
-    assert "KEYUPDATE" in out, out  # the client really sent one
-    assert out.count("HTTP/1.1 200 OK") == 2, out
+    get = b"GET /ManageSoftDL/policy.xml HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    last = (b"GET /ManageSoftDL/policy.xml HTTP/1.1\r\nHost: localhost\r\n"
+            b"Connection: close\r\n\r\n")
+    client = subprocess.Popen(["openssl", "s_client", "-connect", f"{server.host}:{server.port}",
+                               "-CAfile", str(server.pki / "server-ca.pem"),
+                               "-cert", str(server.pki / "agent1.pem"),
+                               "-key", str(server.pki / "agent1.key"), "-tls1_3"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
+    out = b""
+
+    def read_until(marker, times=1):
+        nonlocal out
+        while out.count(marker) < times:
+            line = client.stdout.readline()
+            assert line, f"s_client ended before {marker!r}: {out.decode(errors='replace')}"
+            out += line
+
+    try:
+        client.stdin.write(get)
+        client.stdin.flush()
+        read_until(b"</policy>")  # the first answer, whole
+        time.sleep(2)  # the idle time this test is about, not a wait for an event
+        client.stdin.write(b"K\n")  # s_client: update keys, and ask the server to
+        client.stdin.flush()
+        read_until(b"KEYUPDATE")
+        client.stdin.write(last)
+        client.stdin.flush()
+        # s_client ends at its input's end: the answer first.
+        read_until(b"</policy>", 2)
+        rest, _ = client.communicate(timeout=30)
+        out += rest
+    finally:
+        if client.poll() is None:
+            client.kill()
+    text = out.decode(errors="replace")
+    assert text.count("HTTP/1.1 200 OK") == 2, text
 
 
 def rss_kib(pid):
