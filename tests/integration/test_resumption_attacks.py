@@ -451,6 +451,23 @@ def test_victim_ticket_alone_does_not_resume(server, tickets):
     assert (kind, detail) == ("alert", "illegal_parameter"), (kind, detail)
 
 
+@pytest.mark.parametrize("cut", [1, 64, 200])
+def test_ticket_cut_short_is_refused_before_it_is_read(server, tickets, cut):
+    """A ticket whose own length field claims more bytes than the PSK
+    identity holds (a real ticket, cut short): wolfSSL 5.7.2 let the
+    ticket callback read its MAC past the identity's heap buffer and
+    decrypt in place past it (scripts/wolfssl-patches/ticket-length.patch).
+    The ticket is refused (no PSK: a full handshake would follow) and the
+    server carries on; the sanitizer build catches the overflow itself."""
+    own, _ = tickets
+    short = dict(own, ticket=own["ticket"][:-cut])
+    kind, detail = psk_upload(server, [(short, None)], 0, unique_name("psk-cut-short"))
+    assert (kind, detail) == ("no-psk", None), (kind, detail)
+    server.assert_alive()
+    kind, detail = psk_upload(server, [(own, None)], 0, unique_name("psk-after-cut"))
+    assert kind == "response", (kind, detail)
+
+
 # --------------------------------------------------------------------------
 # Dates: notAfter, max_session_age, ticket_lifetime
 
