@@ -44,11 +44,13 @@ openssl (each is a named rule in the code below):
                                  or keyAgreement only, is a refusal.
     no_weak_signatures           a certificate the client sends signed
                                  with SHA-1 (or MD5) is refused.
-    device_identity              the first subject CN is the device:
-                                 none, a NUL or control byte, a blank,
-                                 '/', '\\', more than 255 bytes, or a
-                                 BMPString (its bytes are taken as they
-                                 are, not decoded) refuse the certificate.
+    device_identity              the subject CN is the device: it must
+                                 be the only CN, and decoded (a
+                                 BMPString's characters) 1 to 255
+                                 printable ASCII characters without
+                                 space, '/' or '\\': none, two, a NUL,
+                                 a control or non-ASCII character or a
+                                 longer value refuse the certificate.
     single_valued_rdns           wolfSSL cannot parse a name with a
                                  multi-valued RDN (CN + O in one RDN): such
                                  a leaf is refused, such an issuer is
@@ -98,21 +100,26 @@ from helpers import BEACOND, Server  # noqa: E402
 
 # ---- the tables to update as beacond changes -----------------------------------
 
-# beacond's refusal reason (auth_result_name) -> the TLS alert it sends.
-# Today's main: wolfSSL's own alert where wolfSSL found the fault
-# (unknown_ca, certificate_expired), bad_certificate where beacond's
-# callback refused. Issue 12 ("Precise TLS alerts are sent") changes
-# revoked to certificate_revoked and wrong_usage to
-# unsupported_certificate: update this table when that lands.
+# beacond's refusal reason (auth_result_name, or "stale" for a revoked
+# refusal whose log says crl_stale = refuse) -> the TLS alert it sends
+# (dataplane/tls/tls.c alert_for; README "Trust at run time"): wolfSSL's
+# own alert where wolfSSL found the fault in the chain, the precise one
+# where beacond's callback refused, bad_certificate where nothing more
+# precise fits (a bad identity, a weak signature, a certificate wolfSSL
+# cannot parse: decode_error is also right for that one).
 ALERT_FOR_REASON = {
     "no_certificate": {"TLSv1.3": "certificate_required", "TLSv1.2": "handshake_failure"},
     "unknown_issuer": "unknown_ca",
     "expired": "certificate_expired",
     "not_yet_valid": "certificate_expired",
-    "revoked": "bad_certificate",
-    "wrong_usage": "bad_certificate",
+    "revoked": "certificate_revoked",
+    "stale": "certificate_unknown",  # not known to be revoked: unknown status
+    "wrong_usage": "unsupported_certificate",
     "other": "bad_certificate",
 }
+# A certificate wolfSSL cannot parse (single_valued_rdns): it refuses it
+# before beacond's callback runs, with decode_error or bad_certificate.
+UNPARSED_ALERTS = {"decode_error", "bad_certificate"}
 
 # openssl verify error -> the beacond reasons it may show up as.
 _ISSUER = {"unknown_issuer"}
@@ -126,7 +133,7 @@ OPENSSL_REASONS = {
     7: _BROKEN_CA,  # certificate signature failure
     9: {"not_yet_valid"},
     10: {"expired"},
-    12: {"revoked"},  # CRL has expired (crl_stale = refuse)
+    12: {"stale"},  # CRL has expired (crl_stale = refuse)
     23: {"revoked"},
     4: _BROKEN_CA,  # unable to decrypt certificate's signature
     6: _BROKEN_CA,  # unable to decode issuer public key
@@ -140,8 +147,18 @@ PURPOSE = 26  # unsupported certificate purpose: wrong_usage at the leaf
 
 MAX_SENT_CERTS = 4  # wolfSSL MAX_CHAIN_DEPTH (scripts/setup.sh)
 
-# "127.0.0.1:PORT: refused: WHY (REASON)" (dataplane/conn.c step_handshake)
-REFUSAL_LOG = re.compile(r"^.*?127\.0\.0\.1:(\d+): refused: (.*) \((\w+)\)\s*$")
+# "127.0.0.1:PORT: refused: WHY (REASON): subject ..." or "...: no client
+# certificate" (dataplane/tls/tls.c, the refusal log)
+REFUSAL_LOG = re.compile(
+    r"^.*?127\.0\.0\.1:(\d+): refused: (.*) \((\w+)\): (?:subject |no client certificate)")
+
+
+def logged_reason(why, reason):
+    """The reason as ALERT_FOR_REASON knows it: a stale CRL under
+    crl_stale = refuse is logged as revoked but alerted as unknown."""
+    if reason == "revoked" and "crl_stale = refuse" in why:
+        return "stale"
+    return reason
 
 
 @dataclass
@@ -266,7 +283,7 @@ def rule_leaf_keycertsign_needs_ca(case, policy):
 
 def rule_crl_stale_refuse(case, policy):
     if policy.crl_stale == "refuse" and case.crl_state == "stale":
-        return "revoked"  # every certificate the root issued is checked against it
+        return "stale"  # every certificate the root issued is checked against it
 
 
 EXTRA_RULES = [rule_leaf_needs_client_auth_eku, rule_leaf_needs_digital_signature,
@@ -516,6 +533,8 @@ def judge(r):
         out.append((f"reason {s.reason}, expected {'/'.join(sorted(e.reasons))}",
                     f"rules {e.rules}"))
     want = {alert_for(x, s.version) for x in ({s.reason} if s.reason else e.reasons)}
+    if "single_valued_rdns" in e.rules:
+        want |= UNPARSED_ALERTS
     if s.alert not in want:
         out.append((f"alert {s.alert}, expected {'/'.join(sorted(want))}",
                     f"reason {s.reason}"))
@@ -572,7 +591,7 @@ def run_batch(cases, policy, work, pki, threads, rng, shapes):
         for line in srv.stderr().splitlines():
             m = REFUSAL_LOG.match(line)
             if m:
-                log[int(m.group(1))] = m.group(3)
+                log[int(m.group(1))] = logged_reason(m.group(2), m.group(3))
         for r in live:
             r.seen.reason = log.get(r.seen.port)
             r.seen.device = devices.get(f"case-{r.case.number}.ndi")
