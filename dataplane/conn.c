@@ -242,6 +242,16 @@ static bool conn_write(struct conn *c, const void *data, size_t len)
 	return true;
 }
 
+/* Headers of every response head, one list. An upload API's answers are
+ * per request and per device: never stored by a cache (no-store), never
+ * sniffed into something a browser would run (nosniff), and only ever over
+ * TLS (HSTS: a browser pointed at this host keeps to https). */
+#define RESPONSE_HEADERS                                                   \
+	"Server: beacond\r\n"                                              \
+	"Strict-Transport-Security: max-age=31536000\r\n"                  \
+	"X-Content-Type-Options: nosniff\r\n"                              \
+	"Cache-Control: no-store\r\n"
+
 /* A complete response with a short text body. `close` ends the connection
  * after it (any request whose body was not read must). */
 static void respond(struct conn *c, int status, const char *extra, const char *body, bool close)
@@ -254,7 +264,7 @@ static void respond(struct conn *c, int status, const char *extra, const char *b
 		blen = (int)sizeof msg - 1;
 	char head[768];
 	int hlen = snprintf(head, sizeof head,
-			    "HTTP/1.1 %d %s\r\nServer: beacond\r\nContent-Type: text/plain\r\n"
+			    "HTTP/1.1 %d %s\r\n" RESPONSE_HEADERS "Content-Type: text/plain\r\n"
 			    "Content-Length: %d\r\n%s%s\r\n",
 			    status, reason, blen, extra ? extra : "",
 			    close ? "Connection: close\r\n" : "");
@@ -538,12 +548,13 @@ static void start_download(struct conn *c, const struct http_request *req,
 		respond(c, 404, NULL, "no such file", false);
 		return;
 	}
-	char head[256];
+	char head[512];
 	int n = snprintf(head, sizeof head,
-			 "HTTP/1.1 200 OK\r\nServer: beacond\r\nContent-Type: application/octet-stream\r\n"
+			 "HTTP/1.1 200 OK\r\n" RESPONSE_HEADERS
+			 "Content-Type: application/octet-stream\r\n"
 			 "Content-Length: %" PRIu64 "\r\n%s\r\n",
 			 (uint64_t)st.st_size, c->keep_alive ? "" : "Connection: close\r\n");
-	if (!conn_write(c, head, (size_t)n)) {
+	if (n < 0 || (size_t)n >= sizeof head || !conn_write(c, head, (size_t)n)) {
 		close(fd);
 		conn_close(c);
 		return;

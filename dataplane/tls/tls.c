@@ -434,8 +434,9 @@ static int check_leaf(struct tls_session *s, WOLFSSL_X509 *x)
 }
 
 /* A CA certificate the client sent (wolfSSL verified it against its own
- * issuer; VERIFY_CB_ALL_CERTS brings it here): revoked by its issuer's
- * CRL, the chain fails, as does one revoked above it. */
+ * issuer; VERIFY_CB_ALL_CERTS brings it here): signed with SHA-1 or MD5,
+ * or revoked by its issuer's CRL, the chain fails, as does one revoked
+ * above it. */
 static int check_chain_ca(struct tls_session *s, WOLFSSL_X509 *x, int depth)
 {
 	int der_len = 0;
@@ -450,6 +451,13 @@ static int check_chain_ca(struct tls_session *s, WOLFSSL_X509 *x, int depth)
 	}
 	char which[64];
 	snprintf(which, sizeof which, "CA certificate at depth %d", depth);
+	if (weak_signature(x)) {
+		/* A client-sent CA's signature is as forgeable as a leaf's. */
+		char why[96];
+		snprintf(why, sizeof why, "%s is signed with SHA-1 or MD5", which);
+		session_refuse(s, AUTH_OTHER, why);
+		return 0;
+	}
 	return ca_admitted(s, names.issuer_sha256, names.serial, names.serial_len, which) &&
 	       configured_cas_admitted(s, names.issuer_sha256, akid,
 				       cert_key_id(&view, true, akid));

@@ -22,9 +22,10 @@ NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 DAY = datetime.timedelta(days=1)
 YEAR = 365 * DAY
 
-# Identity rules of beacond (dataplane/tls/tls.c identity_acceptable and
-# README "Device identity"): the subject CN, printable, no blank, no '/'
-# or '\\', at most IDENTITY_MAX bytes of UTF-8.
+# Identity rules of beacond (dataplane/tls/certid.c cert_common_name and
+# README "Device identity"): the only subject CN, decoded (a BMPString's
+# characters, not its bytes), 1 to IDENTITY_MAX printable ASCII characters
+# without space, '/' or '\\'.
 IDENTITY_MAX = 255
 
 
@@ -150,10 +151,10 @@ def leaf_name(kind, number):
     if kind == "utf8":
         return der.name([[(der.CN, der.UTF8, dev)], o]), dev
     if kind == "utf8_nonascii":
-        dev = f"agent{number}-\u00fc.example"
-        return der.name([[(der.CN, der.UTF8, dev)], o]), dev
-    if kind == "bmp":  # beacond takes the CN's bytes as they are: no identity from UCS-2
-        return der.name([[(der.CN, der.BMP, dev)], o]), None
+        # Valid UTF-8, but not ASCII: refused, never cut or transliterated
+        return der.name([[(der.CN, der.UTF8, f"agent{number}-\u00fc.example")], o]), None
+    if kind == "bmp":  # decoded: the same characters as a PrintableString's
+        return der.name([[(der.CN, der.BMP, dev)], o]), dev
     if kind == "multi_rdn":
         return der.name([[(der.CN, der.PRINTABLE, dev), o[0]]]), dev
     if kind == "dc":
@@ -166,9 +167,9 @@ def leaf_name(kind, number):
         return der.name([[(der.CN, der.UTF8, long_dev)], o]), None
     if kind == "no_cn":
         return der.name([o]), None
-    if kind == "two_cn":  # documented rule: the first CN is the identity
+    if kind == "two_cn":  # documented rule: two CNs are refused, never guessed at
         return der.name([[(der.CN, der.UTF8, dev)], [(der.CN, der.UTF8, f"other{number}.example")],
-                         o]), dev
+                         o]), None
     if kind == "blank":
         return der.name([[(der.CN, der.UTF8, f"agent {number}.example")], o]), None
     if kind == "slash":

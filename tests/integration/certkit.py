@@ -84,12 +84,13 @@ def _key():
 
 def make_cert(subject, issuer=None, *, ca=False, path_len=None, not_before=None,
               not_after=None, eku=(ExtendedKeyUsageOID.CLIENT_AUTH,), digital_signature=True,
-              san=None, serial=None):
+              san=None, serial=None, sig_hash=None):
     """A certificate for `subject` (an x509.Name) signed by `issuer` (a Cert;
     None: self-signed). A CA gets keyCertSign and cRLSign; a leaf gets
     digitalSignature unless told not to (then keyEncipherment), and the
     extended key usages `eku` (None: no extension). `san`: a list of
-    x509.GeneralName."""
+    x509.GeneralName. `sig_hash`: the issuer's signature hash (default
+    SHA-256; hashes.SHA1() for a weak one)."""
     key = _key()
     signer_key = issuer.key if issuer else key
     issuer_name = issuer.cert.subject if issuer else subject
@@ -121,7 +122,7 @@ def make_cert(subject, issuer=None, *, ca=False, path_len=None, not_before=None,
             b = b.add_extension(x509.ExtendedKeyUsage(list(eku)), False)
     if san:
         b = b.add_extension(x509.SubjectAlternativeName(san), False)
-    return Cert(b.sign(signer_key, hashes.SHA256()), key)
+    return Cert(b.sign(signer_key, sig_hash or hashes.SHA256()), key)
 
 
 def make_ca(subject, issuer=None, **kw):
@@ -156,8 +157,12 @@ def alert_name(err):
     return m.group(1).lower() if m else None
 
 
-def client_ctx(cert_path, key_path, server_ca, version=None):
+def client_ctx(cert_path, key_path, server_ca, version=None, weak_chain=False):
+    """`weak_chain`: let the client present a chain signed with SHA-1 (its
+    OpenSSL refuses to load one at the default security level)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if weak_chain:
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     ctx.load_verify_locations(str(server_ca))
     ctx.load_cert_chain(str(cert_path), str(key_path))
     if version is not None:

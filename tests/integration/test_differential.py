@@ -11,26 +11,28 @@ exactly those cases (FRANKENCERT_SEED and FRANKENCERT_CASES set them here):
     tests/differential/frankencert.py --seed SEED --cases 300
 
 Differences on main at 5d05e94 (seeds 1 to 3 and 20261203: 11,500
-cases), all unintended and expected to go with issue 12's fixes:
-  - revoked leaf admitted when its issuer's name has IA5String DC or
-    BMPString attributes (revocation hashed the re-encoded name; issue 12
-    item 2); the same names bypass crl_stale = refuse;
-  - revoked intermediate admitted (no revocation check above depth 0;
-    item 4);
-  - crl_stale = refuse does not refuse a chain through an intermediate
-    the stale CRL's issuer signed (only the leaf's issuer is looked up);
-  - CN with a NUL, or over 255 bytes, admitted under a truncated identity
-    (item 6);
-  - a SHA-1-signed intermediate admitted (only the leaf's signature
-    algorithm is checked; README: "no SHA-1 or MD5 signatures from
-    clients");
-  - refusals whose reason is "other" get bad_certificate, decode_error,
-    handshake_failure, or no alert at all in TLS 1.3 (a leaf with
-    keyCertSign but not cA, a multi-valued RDN wolfSSL cannot parse).
-Found and made rules (intended, they refuse): a multi-valued RDN in a
-leaf's or an issuer's subject (single_valued_rdns), a BMPString CN
-(device_identity), keyCertSign on a non-CA leaf
-(leaf_keycertsign_needs_ca).
+cases), fixed since by issue 12's verification work: revocation under
+IA5String DC / BMPString issuer names, revoked intermediates, crl_stale =
+refuse through an intermediate, NUL and long CNs, SHA-1 intermediates,
+imprecise alerts. The rules followed here are main's documented ones
+(README "Trust at run time", "Device identity"): precise alerts
+(ALERT_FOR_REASON), a BMPString CN decoded, two CNs or a non-ASCII CN
+refused.
+
+Intended differences from openssl: the named rules at the top of
+frankencert.py. Known open defects, not intended (KNOWN_OPEN in
+frankencert.py, matched exactly and counted, not failed): a leaf wolfSSL
+refuses while it decodes it, before beacond's callback (a multi-valued
+RDN; keyCertSign without cA) gets no alert in TLS 1.3, and
+handshake_failure (keyCertSign) in TLS 1.2; fixing it needs a wolfSSL
+patch.
+
+Seed 20261204, 10,000 cases (--batch 500) on the branch diff2: 6,773 to
+admit; 125 cases of the known open defect (43 multi-valued RDN, 82
+keyCertSign without cA); one other difference, a chain openssl cannot
+finish that also has a CA with cA false (beacond names the CA:
+bad_certificate), made the intended rule chain_fault_order; rerun of the
+first 3,500 cases after it: clean.
 """
 
 import os
@@ -57,6 +59,8 @@ def test_beacond_agrees_with_openssl_and_its_rules():
     assert 0 < to_admit < CASES and admitted > 0, (
         f"seed {SEED}: {to_admit} cases to admit, {admitted} admitted")
     lines = frankencert.summarize(results, SEED)
+    for what, n in frankencert.known_open_counts(results).items():
+        print(f"seed {SEED}: known open defect, {n} cases: {what}")
     assert not lines, (
         f"seed {SEED}: beacond differs from openssl + its rules; rerun with\n"
         f"  tests/differential/frankencert.py --seed {SEED} --cases {CASES}\n"
@@ -86,7 +90,9 @@ ORACLE = [
     ({"leaf_ku": "keyagreement"}, False, ["leaf_needs_digital_signature"]),
     ({"leaf_name": "nul"}, False, ["device_identity"]),
     ({"leaf_name": "long"}, False, ["device_identity"]),
-    ({"leaf_name": "two_cn"}, True, []),
+    ({"leaf_name": "two_cn"}, False, ["device_identity"]),
+    ({"leaf_name": "utf8_nonascii"}, False, ["device_identity"]),
+    ({"leaf_name": "bmp"}, True, []),
     ({"leaf_key": "ed25519"}, False, ["no_ed25519"]),
     ({"crl": "stale"}, True, ["crl_stale_warn"]),
     ({"crl": "future"}, False, ["crl_load_refused"]),

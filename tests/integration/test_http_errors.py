@@ -186,3 +186,38 @@ def test_server_fine_after_bad_requests(server):
     resp = raw(server, build_request("PUT", UP + name, body=b"still works"))
     assert resp.status == 201, resp
     assert server.upload_bytes(server.find_upload(name)["id"]) == b"still works"
+
+
+# Every answer carries the same security headers (conn.c RESPONSE_HEADERS):
+# testssl.sh rated their absence MEDIUM (scripts/tls-scan.sh).
+SECURITY_HEADERS = {
+    "strict-transport-security": "max-age=31536000",
+    "x-content-type-options": "nosniff",
+    "cache-control": "no-store",
+}
+
+
+@pytest.mark.parametrize("method,target,body,status", [
+    ("PUT", UP + "headers.ndi", b"with security headers\n", 201),
+    ("GET", "/ManageSoftDL/policy.xml", b"", 200),
+    ("HEAD", "/ManageSoftDL/policy.xml", b"", 200),
+    ("GET", "/ManageSoftDL/no-such-file.xml", b"", 404),
+    ("GET", "/elsewhere", b"", 404),
+    ("DELETE", UP + "x.ndi", b"", 405),
+])
+def test_security_headers_on_every_answer(server, method, target, body, status):
+    if method == "PUT":
+        target = UP + unique_name("headers")
+    resp = request(server, method, target, body=body)
+    assert resp.status == status, resp
+    got = {k: resp.header(k) for k in SECURITY_HEADERS}
+    assert got == SECURITY_HEADERS, resp
+    # Each once: a repeated header is a list a client may read either way.
+    names = [k for k, _ in resp.headers]
+    assert all(names.count(k) == 1 for k in SECURITY_HEADERS), resp
+
+
+def test_security_headers_on_a_malformed_request(server, nothing_stored):
+    resp = raw(server, b"GARBAGE\r\n\r\n")
+    assert resp.status == 400, resp
+    assert {k: resp.header(k) for k in SECURITY_HEADERS} == SECURITY_HEADERS, resp

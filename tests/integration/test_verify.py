@@ -6,6 +6,7 @@ exact TLS alert of the refusal (RFC 8446 6.2) and that nothing was stored.
 - revocation by an issuer whose name wolfSSL re-encodes (IA5String DC
   attributes, as AD CS makes them), and crl_stale = refuse for it;
 - a revoked intermediate CA, sent by the client or configured as an issuer;
+- an intermediate CA sent by the client and signed with SHA-1;
 - chain errors (untrusted issuer, self-signed, expired) with a usage check
   turned off;
 - identities with a NUL, control bytes, over 255 bytes, several CNs or
@@ -21,7 +22,7 @@ import urllib.request
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import certkit
@@ -65,13 +66,13 @@ def agents_ca(pki):
     return Cert(cert, key)
 
 
-def attempt(srv, tmp_path, leaf, version, chain=(), stem="client"):
+def attempt(srv, tmp_path, leaf, version, chain=(), stem="client", weak_chain=False):
     """What the server answered `leaf` (an alert name, or 'http 201'); a
     refusal (anything but an HTTP answer) must have stored nothing."""
     crt, key = leaf.write(tmp_path, stem, chain)
     before = len(srv.uploads())
     got = certkit.refusal_alert(srv, client_ctx(crt, key, srv.pki / "server-ca.pem",
-                                                VERSIONS[version]))
+                                                VERSIONS[version], weak_chain=weak_chain))
     if not got.startswith("http"):
         after = srv.uploads()
         assert len(after) == before, f"refused ({got}) but stored: {after[before:]}"
@@ -195,6 +196,22 @@ def test_intermediate_sent_by_client_revoked(servers, chain_pki, tmp_path, v):
     assert attempt(srv, tmp_path, chain_pki["leaf"], v,
                    chain=[chain_pki["inter"]]) == "certificate_revoked"
     assert "CA certificate at depth 1 is revoked" in srv.stderr()
+
+
+@pytest.mark.parametrize("v", list(VERSIONS))
+def test_intermediate_signed_with_sha1_refused(servers, chain_pki, tmp_path, v):
+    """The root signs the client's intermediate with SHA-1: a forgeable
+    signature, refused at depth 1 as at depth 0 (README: no SHA-1 or MD5
+    signatures from clients). The same chain with SHA-256 is admitted."""
+    d, root = chain_pki["dir"], chain_pki["root"]
+    srv = servers({"tls": {"issuers": d / "root.pem", "crl_dir": d / "revokes-none"}})
+    for sig_hash, want in ((hashes.SHA256(), "http 201"), (hashes.SHA1(), "bad_certificate")):
+        inter = make_ca(name((NameOID.COMMON_NAME, "Verify Test Intermediate CA"),
+                             (NameOID.ORGANIZATION_NAME, "beacond tests")), root, path_len=0,
+                        sig_hash=sig_hash)
+        leaf = make_cert(cn("behind-sha1-intermediate.example"), inter)
+        assert attempt(srv, tmp_path, leaf, v, chain=[inter], weak_chain=True) == want
+    assert "CA certificate at depth 1 is signed with SHA-1 or MD5" in srv.stderr()
 
 
 @pytest.mark.parametrize("v", list(VERSIONS))
