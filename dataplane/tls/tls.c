@@ -712,6 +712,18 @@ static bool identity_still_admitted(struct tls_session *s)
 	       configured_cas_admitted(s, s->issuer_hash, NULL, 0);
 }
 
+/* The session's peer becomes the identity a ticket carries (what the
+ * revocation and block checks read). */
+static void session_take_identity(struct tls_session *s, const struct ticket_identity *id)
+{
+	memset(&s->peer, 0, sizeof s->peer);
+	snprintf(s->peer.device, sizeof s->peer.device, "%s", id->device);
+	memcpy(s->peer.cert_sha256, id->cert_sha256, 32);
+	memcpy(s->issuer_hash, id->issuer_hash, 32);
+	s->serial_len = id->serial_len;
+	memcpy(s->serial, id->serial, id->serial_len);
+}
+
 /* Today's policy on a ticket's identity (identity_still_admitted), on a
  * copy: the session keeps no trace of a ticket it does not resume. */
 static bool ticket_identity_admitted(struct tls_session *s, const struct ticket_identity *id)
@@ -721,12 +733,7 @@ static bool ticket_identity_admitted(struct tls_session *s, const struct ticket_
 	memcpy(issuer_hash, s->issuer_hash, 32);
 	memcpy(serial, s->serial, sizeof serial);
 
-	memset(&s->peer, 0, sizeof s->peer);
-	snprintf(s->peer.device, sizeof s->peer.device, "%s", id->device);
-	memcpy(s->peer.cert_sha256, id->cert_sha256, 32);
-	memcpy(s->issuer_hash, id->issuer_hash, 32);
-	s->serial_len = id->serial_len;
-	memcpy(s->serial, id->serial, id->serial_len);
+	session_take_identity(s, id);
 	bool ok = identity_still_admitted(s);
 	if (!ok)
 		log_debug("tls: ticket of %s not resumed: %s", id->device, s->peer.reason);
@@ -826,12 +833,7 @@ static bool resumed_identity_take(struct tls_session *s)
 		session_refuse(s, AUTH_OTHER, "resumed a ticket that cannot be told apart");
 		return false;
 	}
-	memset(&s->peer, 0, sizeof s->peer);
-	snprintf(s->peer.device, sizeof s->peer.device, "%s", id->device);
-	memcpy(s->peer.cert_sha256, id->cert_sha256, 32);
-	memcpy(s->issuer_hash, id->issuer_hash, 32);
-	s->serial_len = id->serial_len;
-	memcpy(s->serial, id->serial, id->serial_len);
+	session_take_identity(s, id);
 	s->not_after = id->not_after;
 	s->auth_time = id->auth_time;
 	s->peer.result = AUTH_OK;
