@@ -514,47 +514,12 @@ class Result:
     expect: Expectation
     seen: Observation
     problems: list = field(default_factory=list)
-    known_open: str = None  # a KNOWN_OPEN defect this case showed
-
-
-# Open defects, not intended: the alert of a certificate wolfSSL refuses
-# while it decodes it, before beacond's verify callback runs (a multi-valued
-# RDN: ASN_PARSE_E; keyCertSign without cA: KEYUSAGE_E, wolfSSL's
-# DecodeCertInternal under !ALLOW_INVALID_CERTSIGN). TLS 1.2 then gets
-# SendFatalAlertOnly's choice (decode_error, or handshake_failure for
-# KEYUSAGE_E); TLS 1.3 gets no alert at all, the connection just closes.
-# The fix is in wolfSSL (call DoCertFatalAlert on that path, a patch in
-# scripts/wolfssl-patches/ and a rebuild). Matched exactly: the case's
-# knob, its only refusal rule, and the symptom; anything else differs.
-KNOWN_OPEN = {
-    "single_valued_rdns": ({"TLSv1.3": {None}, "TLSv1.2": {"decode_error"}},
-                           "multi-valued RDN leaf: no alert in TLS 1.3"),
-    "leaf_keycertsign_needs_ca": ({"TLSv1.3": {None}, "TLSv1.2": {"handshake_failure"}},
-                                  "keyCertSign leaf without cA: no alert in TLS 1.3, "
-                                  "handshake_failure in TLS 1.2"),
-}
-
-
-def known_open(r):
-    """The KNOWN_OPEN description this case's difference matches, or None."""
-    e, s = r.expect, r.seen
-    if e.admitted or s.outcome not in ("refused", "error"):
-        return None
-    for rule, (symptoms, what) in KNOWN_OPEN.items():
-        if rule in e.rules and s.alert in symptoms.get(s.version, ()) and (
-                s.alert is not None or "closed after b''" in s.detail):
-            return what
-    return None
 
 
 def judge(r):
     """The differences between what was expected and what was seen, each a
     short class name (the key for grouping) and a detail."""
-    out = _judge(r)
-    if out and known_open(r):
-        r.known_open = known_open(r)
-        return []
-    return out
+    return _judge(r)
 
 
 def _judge(r):
@@ -689,10 +654,6 @@ def run(seed, n_cases, *, batch_size=300, threads=8, work=None, log=print):
     return results
 
 
-def known_open_counts(results):
-    return collections.Counter(r.known_open for r in results if r.known_open)
-
-
 def summarize(results, seed):
     """One line per class of difference, with its smallest example case."""
     classes = collections.defaultdict(list)
@@ -740,8 +701,6 @@ def main():
                                     "seen": r.seen.__dict__, "problems": r.problems},
                                    default=str) + "\n")
     lines = summarize(results, seed)
-    for what, n in known_open_counts(results).items():
-        print(f"frankencert: known open defect, {n} cases: {what}")
     adm = sum(1 for r in results if r.expect.admitted)
     print(f"frankencert: seed {seed}: {len(results)} cases ({adm} to admit), "
           f"{sum(1 for r in results if r.problems)} differ in {len(lines)} classes")

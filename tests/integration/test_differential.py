@@ -20,19 +20,16 @@ imprecise alerts. The rules followed here are main's documented ones
 refused.
 
 Intended differences from openssl: the named rules at the top of
-frankencert.py. Known open defects, not intended (KNOWN_OPEN in
-frankencert.py, matched exactly and counted, not failed): a leaf wolfSSL
-refuses while it decodes it, before beacond's callback (a multi-valued
-RDN; keyCertSign without cA) gets no alert in TLS 1.3, and
-handshake_failure (keyCertSign) in TLS 1.2; fixing it needs a wolfSSL
-patch.
+frankencert.py.
 
 Seed 20261204, 10,000 cases (--batch 500) on the branch diff2: 6,773 to
-admit; 125 cases of the known open defect (43 multi-valued RDN, 82
-keyCertSign without cA); one other difference, a chain openssl cannot
-finish that also has a CA with cA false (beacond names the CA:
-bad_certificate), made the intended rule chain_fault_order; rerun of the
-first 3,500 cases after it: clean.
+admit; 125 cases where a leaf wolfSSL refuses while it decodes it, before
+beacond's callback (43 multi-valued RDN, 82 keyCertSign without cA), got no
+alert in TLS 1.3 and decode_error or handshake_failure in TLS 1.2: fixed by
+scripts/wolfssl-patches/cert-message-alert.patch (bad_certificate now); one
+other difference, a chain openssl cannot finish that also has a CA with cA
+false (beacond names the CA: bad_certificate), made the intended rule
+chain_fault_order; rerun of the first 3,500 cases after it: clean.
 """
 
 import os
@@ -59,8 +56,6 @@ def test_beacond_agrees_with_openssl_and_its_rules():
     assert 0 < to_admit < CASES and admitted > 0, (
         f"seed {SEED}: {to_admit} cases to admit, {admitted} admitted")
     lines = frankencert.summarize(results, SEED)
-    for what, n in frankencert.known_open_counts(results).items():
-        print(f"seed {SEED}: known open defect, {n} cases: {what}")
     assert not lines, (
         f"seed {SEED}: beacond differs from openssl + its rules; rerun with\n"
         f"  tests/differential/frankencert.py --seed {SEED} --cases {CASES}\n"
