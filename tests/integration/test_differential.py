@@ -30,6 +30,16 @@ scripts/wolfssl-patches/cert-message-alert.patch (bad_certificate now); one
 other difference, a chain openssl cannot finish that also has a CA with cA
 false (beacond names the CA: bad_certificate), made the intended rule
 chain_fault_order; rerun of the first 3,500 cases after it: clean.
+
+The same seed and 10,000 cases on main after cert-message-alert.patch
+(2026-12-03 23:55 UTC, a CI run beside it): 6,773 to admit, 1 differs.
+Case 1244 (leaf_bc=ca_true, leaf_revoked=True): a revoked leaf that is
+also CA:TRUE, over TLS 1.2, is refused with certificate_revoked as openssl
+says (error 23 at depth 0), but beacond's log files the refusal under
+"other" rather than "revoked" (wolfSSL hands a CA:TRUE certificate to the
+verify callback as a CA of the chain first). Both verdicts refuse and the
+alert is the right one; only the log's reason class is off. Open, not
+intended.
 """
 
 import os
