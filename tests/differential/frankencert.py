@@ -606,13 +606,19 @@ def run_batch(cases, policy, work, pki, threads, rng, shapes):
             devices = {row["name"]: row["device"] for row in srv.uploads()}
         finally:
             srv.stop()
-        log = {}
+        # A refusal's log line names the client's address and port. Over a
+        # batch the kernel may hand one ephemeral port to two cases: such a
+        # port's lines cannot be told apart, and its cases count as not
+        # logged (as the rate limit's left-out lines do).
+        log = collections.defaultdict(list)
         for line in srv.stderr().splitlines():
             m = REFUSAL_LOG.match(line)
             if m:
-                log[int(m.group(1))] = logged_reason(m.group(2), m.group(3))
+                log[int(m.group(1))].append(logged_reason(m.group(2), m.group(3)))
+        ports = collections.Counter(r.seen.port for r in live)
         for r in live:
-            r.seen.reason = log.get(r.seen.port)
+            lines = log.get(r.seen.port, [])
+            r.seen.reason = lines[0] if len(lines) == 1 and ports[r.seen.port] == 1 else None
             r.seen.device = devices.get(f"case-{r.case.number}.ndi")
     for r in results:
         r.problems = judge(r)
