@@ -341,6 +341,27 @@ class Server:
         return []
 
 
+def mount_tmpfs(path, size):
+    """A tmpfs of `size` (mount's syntax: "16m") on `path`, for a small
+    disk; skips the test where it cannot be mounted (not root)."""
+    import pytest
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0750",
+                        "tmpfs", str(path)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs on {path}: {p.stdout.decode(errors='replace')}")
+
+
+def umount(path):
+    p = subprocess.run(["umount", str(path)], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=30)
+    if p.returncode != 0:
+        subprocess.run(["umount", "-l", str(path)], timeout=30)
+        raise AssertionError(f"umount {path}: {p.stdout.decode(errors='replace')}")
+
+
 def sh(*cmd, check=True, timeout=30):
     p = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        timeout=timeout)

@@ -10,37 +10,20 @@ Needs root for the small tmpfs (as test_disk_full.py); skipped otherwise.
 """
 
 import os
-import subprocess
 
 import pytest
 
-from helpers import ConnectionClosed, build_request, tls_connect, unique_name
+from helpers import ConnectionClosed, build_request, mount_tmpfs, tls_connect, umount, unique_name
 
 TMPFS_SIZE = "8m"
 
 
-def _mount_tmpfs(path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0750",
-                        "tmpfs", str(path)],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
-    if p.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs on {path}: {p.stdout.decode(errors='replace')}")
-
-
-def _umount(path):
-    p = subprocess.run(["umount", str(path)], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=30)
-    if p.returncode != 0:
-        subprocess.run(["umount", "-l", str(path)], timeout=30)
-        raise AssertionError(f"umount {path}: {p.stdout.decode(errors='replace')}")
 
 
 @pytest.fixture
 def full_disk_server(start_server):
     srv = start_server(start=False)
-    _mount_tmpfs(srv.data_dir)
+    mount_tmpfs(srv.data_dir, TMPFS_SIZE)
     try:
         srv.start()
         yield srv
@@ -48,7 +31,7 @@ def full_disk_server(start_server):
         try:
             srv.stop()
         finally:
-            _umount(srv.data_dir)
+            umount(srv.data_dir)
 
 
 def put(srv, data):

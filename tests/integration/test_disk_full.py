@@ -13,34 +13,17 @@ import hashlib
 import os
 import random
 import ssl
-import subprocess
 
 import pytest
 
-from helpers import (DOWNLOAD_FILES, ConnectionClosed, build_request, request,
-                     tls_connect)
+from helpers import (DOWNLOAD_FILES, ConnectionClosed, build_request, mount_tmpfs, request,
+                     tls_connect, umount)
 
 TMPFS_SIZE = "16m"
 FILLER_BYTES = 5 * 1024 * 1024
 UPLOAD_BYTES = 1024 * 1024
 
 
-def _mount_tmpfs(path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0750",
-                        "tmpfs", str(path)],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
-    if p.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs on {path}: {p.stdout.decode(errors='replace')}")
-
-
-def _umount(path):
-    p = subprocess.run(["umount", str(path)], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=30)
-    if p.returncode != 0:
-        subprocess.run(["umount", "-l", str(path)], timeout=30)
-        raise AssertionError(f"umount {path}: {p.stdout.decode(errors='replace')}")
 
 
 @pytest.fixture
@@ -48,7 +31,7 @@ def small_disk_server(start_server):
     """A beacond whose data_dir is a 16 MiB tmpfs holding a 5 MiB filler
     file (data_dir/filler.bin) that a test may delete to free space."""
     srv = start_server(start=False)
-    _mount_tmpfs(srv.data_dir)
+    mount_tmpfs(srv.data_dir, TMPFS_SIZE)
     try:
         (srv.data_dir / "filler.bin").write_bytes(os.urandom(FILLER_BYTES))
         srv.start()
@@ -57,7 +40,7 @@ def small_disk_server(start_server):
         try:
             srv.stop()  # before the umount: beacond holds files open there
         finally:
-            _umount(srv.data_dir)
+            umount(srv.data_dir)
 
 
 def upload(srv, name, data, is_chunked=False, timeout=30.0):
