@@ -679,6 +679,22 @@ class HttpConn:
             resp.body, self.buf = self.buf, b""
         return resp
 
+    def quiet_for(self, seconds):
+        """True when the server sends nothing and keeps the connection open
+        for `seconds`: an order check (the test's mark came before the
+        server's answer), used for timers with a one-sided bound. Bytes that
+        arrive are kept for the next read."""
+        deadline = time.monotonic() + seconds
+        before = len(self.buf)
+        try:
+            while self._fill(deadline):
+                pass
+        except TimeoutError:
+            return len(self.buf) == before
+        except (ConnectionResetError, ssl.SSLError, OSError):
+            return False
+        return False
+
     def wait_closed(self, timeout):
         """Reads until the server closes. Returns (closed?, bytes read)."""
         deadline = time.monotonic() + timeout
