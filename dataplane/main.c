@@ -662,7 +662,7 @@ static int run(struct beacond *b, bool check_only)
 int main(int argc, char **argv)
 {
 	static struct beacond b = {.reload_lock = PTHREAD_MUTEX_INITIALIZER};
-	bool check_only = false;
+	bool check_only = false, verbose = false;
 	int opt;
 	while ((opt = getopt(argc, argv, "c:tvh")) != -1) {
 		switch (opt) {
@@ -673,7 +673,7 @@ int main(int argc, char **argv)
 			check_only = true;
 			break;
 		case 'v':
-			log_set_level(LOG_DEBUG);
+			verbose = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -693,6 +693,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "beacond: %s\n", err);
 		return 1;
 	}
+	log_set_format(b.cfg.log_format);
+	log_set_level(verbose ? LOG_DEBUG : b.cfg.log_level);
 	b.cfg.store.require_approval = b.cfg.approval == APPROVAL_REQUIRE;
 	return run(&b, check_only);
 }

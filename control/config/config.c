@@ -162,6 +162,20 @@ static const struct word stale_modes[] = {
 	{NULL, 0},
 };
 
+static const struct word log_formats[] = {
+	{"text", LOG_FORMAT_TEXT},
+	{"json", LOG_FORMAT_JSON},
+	{NULL, 0},
+};
+
+static const struct word log_levels[] = {
+	{"error", LOG_ERR},
+	{"warn", LOG_WARN},
+	{"info", LOG_INFO},
+	{"debug", LOG_DEBUG},
+	{NULL, 0},
+};
+
 static const struct word booleans[] = {
 	{"yes", 1}, {"no", 0}, {"true", 1}, {"false", 0},
 	{"on", 1},  {"off", 0}, {"1", 1},   {"0", 0},
@@ -226,6 +240,9 @@ static const struct key keys[] = {
 	NUM("dpdk", "keepalive_interval", K_MS, dpdk_keepalive_interval_ms, 1, UINT_MAX),
 	NUM("dpdk", "keepalive_probes", K_COUNT, dpdk_keepalive_probes, 1, 100),
 	ENUM("dpdk", "checksum_offload", dpdk_checksum_offload, booleans),
+
+	ENUM("log", "format", log_format, log_formats),
+	ENUM("log", "level", log_level, log_levels),
 
 	NUM("store", "group_max", K_COUNT, store.group_max, 1, 65536),
 	NUM("store", "group_wait", K_US, store.group_wait_us, 0, 1000000),
@@ -309,6 +326,9 @@ void config_defaults(struct config *cfg)
 	cfg->dpdk_keepalive_interval_ms = 15000;
 	cfg->dpdk_keepalive_probes = 4;
 	cfg->dpdk_checksum_offload = true;
+
+	cfg->log_format = LOG_FORMAT_TEXT;
+	cfg->log_level = LOG_INFO;
 
 	/* The same values as store_config_defaults(), set here so that config
 	 * needs only store.h, not the store's code. */
