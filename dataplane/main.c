@@ -56,9 +56,12 @@ struct beacond {
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: beacond [-c beacond.conf] [-t] [-v]\n"
-		   "  -c FILE  configuration (without it: the embedded demo defaults)\n"
-		   "  -t       check the configuration, certificates and store (read-only), then exit\n"
-		   "  -v       log debug lines\n");
+		   "       beacond --help | --version\n"
+		   "  -c FILE    configuration (without it: the embedded demo defaults)\n"
+		   "  -t         check the configuration, certificates and store (read-only), then exit\n"
+		   "  -v         log debug lines\n"
+		   "  -h, --help this text\n"
+		   "  --version  print the version\n");
 }
 
 static unsigned worker_count(const struct config *cfg)
@@ -663,8 +666,13 @@ int main(int argc, char **argv)
 {
 	static struct beacond b = {.reload_lock = PTHREAD_MUTEX_INITIALIZER};
 	bool check_only = false, verbose = false;
+	static const struct option long_options[] = {
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
+	};
 	int opt;
-	while ((opt = getopt(argc, argv, "c:tvh")) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:tvh", long_options, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			b.conf_path = optarg;
@@ -677,6 +685,9 @@ int main(int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout);
+			return 0;
+		case 'V':
+			printf("beacond %s\n", BEACON_VERSION);
 			return 0;
 		default:
 			usage(stderr);
@@ -695,6 +706,8 @@ int main(int argc, char **argv)
 	}
 	log_set_format(b.cfg.log_format);
 	log_set_level(verbose ? LOG_DEBUG : b.cfg.log_level);
+	log_info("beacond %s, %s", BEACON_VERSION,
+		 b.conf_path ? b.conf_path : "no -c: the embedded demo configuration (files under .demo/)");
 	b.cfg.store.require_approval = b.cfg.approval == APPROVAL_REQUIRE;
 	return run(&b, check_only);
 }
