@@ -62,13 +62,13 @@ struct tls_peer;
  */
 enum conn_state {
 	CONN_HANDSHAKE,
-	CONN_IDLE,      /* between requests: no byte of the next head yet */
-	CONN_HEAD,      /* bytes of a request head have arrived */
-	CONN_BODY,      /* streaming a request body to its handler */
+	CONN_IDLE,	/* between requests: no byte of the next head yet */
+	CONN_HEAD,	/* bytes of a request head have arrived */
+	CONN_BODY,	/* streaming a request body to its handler */
 	CONN_BODY_WAIT, /* the handler is full: it wakes us (http1_body_wake) */
-	CONN_COMMIT,    /* body complete; the handler waits for the store */
-	CONN_RESPONSE,  /* the handler sends its response as output drains */
-	CONN_CLOSING,   /* last bytes out, then close */
+	CONN_COMMIT,	/* body complete; the handler waits for the store */
+	CONN_RESPONSE,	/* the handler sends its response as output drains */
+	CONN_CLOSING,	/* last bytes out, then close */
 };
 
 struct conn {
@@ -103,14 +103,14 @@ struct conn {
 	} req;
 
 	/* Flags independent of the state. */
-	bool in_handshake;   /* holds one of the worker's handshake slots */
-	bool flush_queued;   /* on the worker's flush list, holding a depth */
-	bool paused;         /* the transport is paused: TLS holds back */
-	bool advancing;      /* conn_advance is on the stack */
-	bool transport_gone; /* the transport closed: nothing more to send */
-	bool callback_owed;  /* the store owes us a callback: outlive the transport */
+	bool in_handshake;	   /* holds one of the worker's handshake slots */
+	bool flush_queued;	   /* on the worker's flush list, holding a depth */
+	bool paused;		   /* the transport is paused: TLS holds back */
+	bool advancing;		   /* conn_advance is on the stack */
+	bool transport_gone;	   /* the transport closed: nothing more to send */
+	bool callback_owed;	   /* the store owes us a callback: outlive the transport */
 	uint64_t trust_generation; /* of the newest snapshot this peer was checked against */
-	uint8_t source[16]; /* the per-source limits' key */
+	uint8_t source[16];	   /* the per-source limits' key */
 	char peer[64];
 };
 

@@ -45,12 +45,14 @@ static void conn_check(const struct conn *c)
 	assert(c->out || c->out_len == 0);
 	assert(c->stash_off <= c->stash_len && c->stash_len <= c->stash_cap);
 	/* held chunk data points into buf, which must not move under it */
-	assert(!c->h1.held_len ||
-	       (c->buf && c->h1.held >= c->buf && c->h1.held + c->h1.held_len <= c->buf + c->buf_len));
+	assert(!c->h1.held_len || (c->buf && c->h1.held >= c->buf &&
+				   c->h1.held + c->h1.held_len <= c->buf + c->buf_len));
 	assert(!c->in_handshake || c->state == CONN_HANDSHAKE || c->state == CONN_CLOSING);
 	assert(!c->callback_owed || c->state == CONN_COMMIT || c->state == CONN_CLOSING);
-	assert(c->handler || (c->state != CONN_BODY && c->state != CONN_BODY_WAIT &&
-			      c->state != CONN_COMMIT && c->state != CONN_RESPONSE));
+	/* a handler holds the request from its body or response to its end */
+	assert(c->state == CONN_CLOSING ||
+	       !c->handler == (c->state == CONN_HANDSHAKE || c->state == CONN_IDLE ||
+			       c->state == CONN_HEAD));
 	/* paused only while TLS holds back stashed ciphertext */
 	assert(!c->paused || c->transport_gone || c->stash_len > c->stash_off);
 }
@@ -143,7 +145,8 @@ bool conn_write(struct conn *c, const void *data, size_t len)
 		ssize_t n = tls_session_write(c->tls, p, len);
 		if (n <= 0) {
 			log_warn("%s: cannot queue %zu response bytes (%s)", c->peer, len,
-				 n == TLS_WANT_WRITE ? "send buffer full" : tls_session_error(c->tls));
+				 n == TLS_WANT_WRITE ? "send buffer full"
+						     : tls_session_error(c->tls));
 			return false;
 		}
 		p += n;
@@ -405,7 +408,8 @@ static bool step_handshake(struct conn *c)
 	const struct tls_peer *p = tls_session_peer(c->tls);
 	record_device_seen(c, p, rc == TLS_OK);
 	if (rc != TLS_OK) {
-		if (p->result == AUTH_OTHER && !p->device[0] && strncmp(p->reason, "handshake", 9) == 0)
+		if (p->result == AUTH_OTHER && !p->device[0] &&
+		    strncmp(p->reason, "handshake", 9) == 0)
 			counter_add(&c->w->counters.handshake_failures, 1);
 		else
 			count_handshake(c, p);

@@ -29,10 +29,10 @@ static void count_status(struct conn *c, int status)
  * are per request and per device: never stored by a cache (no-store), never
  * sniffed into something a browser would run (nosniff), and only ever over
  * TLS (HSTS: a browser pointed at this host keeps to https). */
-#define RESPONSE_HEADERS                                                   \
-	"Server: beacond\r\n"                                              \
-	"Strict-Transport-Security: max-age=31536000\r\n"                  \
-	"X-Content-Type-Options: nosniff\r\n"                              \
+#define RESPONSE_HEADERS                                                                           \
+	"Server: beacond\r\n"                                                                      \
+	"Strict-Transport-Security: max-age=31536000\r\n"                                          \
+	"X-Content-Type-Options: nosniff\r\n"                                                      \
 	"Cache-Control: no-store\r\n"
 
 bool http1_write_head(struct conn *c, const struct http1_response *r)
@@ -59,11 +59,11 @@ void http1_respond(struct conn *c, int status, const char *extra, const char *bo
 			    body ? ": " : "", body ? body : "");
 	if (blen < 0 || (size_t)blen >= sizeof msg)
 		blen = (int)sizeof msg - 1;
-	struct http1_response r = {.status = status,
-				   .content_type = "text/plain",
-				   .content_length = (uint64_t)blen,
-				   .extra = extra,
-				   .close = close};
+	struct http1_response r = { .status = status,
+				    .content_type = "text/plain",
+				    .content_length = (uint64_t)blen,
+				    .extra = extra,
+				    .close = close };
 	/* A HEAD's answer has the length a GET's would have, and no body: the
 	 * client would read those bytes as the start of the next response. */
 	if (!http1_write_head(c, &r) || (!c->h1.head_only && !conn_write(c, msg, (size_t)blen)))
@@ -135,7 +135,8 @@ static void dispatch(struct conn *c, const struct http_request *req)
 	if (refuse_untrusted_peer(c))
 		return;
 	if (request_has_stray_body(req)) {
-		http1_respond_error(c, 400, "GET and HEAD take no body (Content-Length or chunked)");
+		http1_respond_error(c, 400,
+				    "GET and HEAD take no body (Content-Length or chunked)");
 		return;
 	}
 	struct http_route route;
@@ -147,12 +148,15 @@ static void dispatch(struct conn *c, const struct http_request *req)
 	}
 	c->handler = route.kind == ROUTE_UPLOAD ? &upload_handler : &download_handler;
 	c->handler->head(c, req, &route);
+	/* Answered from the head (or done at once): the handler holds nothing. */
+	if (c->state == CONN_IDLE || c->state == CONN_HEAD)
+		c->handler = NULL;
 }
 
 bool http1_step_head(struct conn *c)
 {
 	const struct config *cfg = c->w->cfg;
-	struct http_limits lim = {.max_target = cfg->max_target, .max_headers = cfg->max_headers};
+	struct http_limits lim = { .max_target = cfg->max_target, .max_headers = cfg->max_headers };
 	for (;;) {
 		if (c->buf && c->buf_len > c->buf_off) {
 			if (c->state == CONN_IDLE)
@@ -162,7 +166,8 @@ bool http1_step_head(struct conn *c)
 			size_t avail = c->buf_len - c->buf_off;
 			if (avail > cfg->max_header_bytes)
 				avail = cfg->max_header_bytes;
-			int rc = http_request_parse((const char *)c->buf + c->buf_off, avail, &lim, &req);
+			int rc = http_request_parse((const char *)c->buf + c->buf_off, avail, &lim,
+						    &req);
 			if (rc < 0) {
 				http1_respond_error(c, -rc, "malformed request");
 				return false;
@@ -188,7 +193,7 @@ bool http1_step_head(struct conn *c)
 void http1_read_body(struct conn *c, const struct http_request *req)
 {
 	if (req->expect_continue) {
-		struct http1_response cont = {.status = 100};
+		struct http1_response cont = { .status = 100 };
 		if (!http1_write_head(c, &cont)) {
 			conn_close(c);
 			return;
@@ -287,9 +292,9 @@ static bool body_feed_chunked(struct conn *c)
 }
 
 /* A Content-Length body with nothing buffered: TLS decrypts straight into
- * the handler's window, one copy fewer than through conn's buffer. Never
- * reads past the body, so a pipelined request stays in TLS. Returns like
- * conn_read. */
+ * the handler's window, one copy fewer than through the connection's
+ * buffer. Never reads past the body, so a pipelined request stays in TLS.
+ * Returns like conn_read. */
 static ssize_t body_read_direct(struct conn *c)
 {
 	struct http1 *h = &c->h1;
@@ -310,7 +315,7 @@ static ssize_t body_read_direct(struct conn *c)
 	h->body_left -= (uint64_t)n;
 	if (h->body_left == 0) {
 		c->handler->body_done(c);
-		return -1; /* the body is done: step_body stops */
+		return -1; /* the body is done: http1_step_body stops */
 	}
 	return n;
 }

@@ -28,7 +28,7 @@ enum http1_framing { HTTP1_LENGTH, HTTP1_CHUNKED };
 /* The request in progress, as framing sees it. */
 struct http1 {
 	bool keep_alive; /* after the version's default and Connection */
-	bool head_only;  /* a HEAD: answers carry no body */
+	bool head_only;	 /* a HEAD: answers carry no body */
 	enum http1_framing framing;
 	uint64_t body_left;  /* HTTP1_LENGTH: bytes still to come */
 	uint64_t body_total; /* body bytes the handler took */
@@ -50,7 +50,7 @@ struct http1_response {
 	const char *content_type;
 	uint64_t content_length;
 	const char *extra; /* more header lines, each ending "\r\n", or NULL */
-	bool close;        /* sends Connection: close */
+	bool close;	   /* sends Connection: close */
 };
 /* Queues the head; false when it could not (the caller closes). Counts
  * 4xx and 5xx answers. */
@@ -58,8 +58,7 @@ bool http1_write_head(struct conn *c, const struct http1_response *r);
 
 /* A complete response with a short text body. `close` ends the connection
  * after it (any request whose body was not read must). */
-void http1_respond(struct conn *c, int status, const char *extra, const char *body,
-		   bool close);
+void http1_respond(struct conn *c, int status, const char *extra, const char *body, bool close);
 /* An error answer, logged, closing the connection; 503 and 507 carry
  * Retry-After. */
 void http1_respond_error(struct conn *c, int status, const char *why);
