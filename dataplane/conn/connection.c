@@ -21,7 +21,12 @@
 
 static void conn_free(struct conn *c);
 
-/* ---- invariants ---- */
+/* ---- invariants ----
+ *
+ * Checked with assert: on in every build the tests run (meson's default
+ * b_ndebug=if-release keeps NDEBUG undefined for the project's default
+ * debugoptimized build, and for the sanitizer build); only a release
+ * build drops them. */
 
 #define BIT(s) (1u << (s))
 static const unsigned conn_moves[] = {
