@@ -37,11 +37,11 @@ static void add_histogram(uint64_t *bucket, uint64_t *sum_us, uint64_t *count,
 /* What adding one worker's row to the totals is, by the row's type. */
 #define ADD_COUNTER(f) out->f += load(&k->f);
 #define ADD_GAUGE(f) out->f += load(&k->f);
-#define ADD_COUNTER_BY_RESULT(f) \
-	for (unsigned r = 0; r < AUTH_RESULT_COUNT; r++) \
+#define ADD_COUNTER_BY_RESULT(f)                                                                   \
+	for (unsigned r = 0; r < AUTH_RESULT_COUNT; r++)                                           \
 		out->f[r] += load(&k->f[r]);
-#define ADD_HISTOGRAM(f) \
-	add_histogram(out->f##_bucket, &out->f##_sum_us, &out->f##_count, k->f##_bucket, \
+#define ADD_HISTOGRAM(f)                                                                           \
+	add_histogram(out->f##_bucket, &out->f##_sum_us, &out->f##_count, k->f##_bucket,           \
 		      &k->f##_sum_us);
 #define ADD_ALSO_COUNTER(f) /* its field is added by its first row */
 

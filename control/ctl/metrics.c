@@ -288,7 +288,7 @@ static void sample_histogram(struct metrics_out *m, const char *name, const char
 #define METRIC_GAUGE(f, name, labels, help) sample(m, name, "gauge", labels, help, st->f);
 #define METRIC_ALSO_COUNTER(f, name, labels, help) METRIC_COUNTER(f, name, labels, help)
 #define METRIC_COUNTER_BY_RESULT(f, name, labels, help) sample_by_result(m, name, help, st->f);
-#define METRIC_HISTOGRAM(f, name, labels, help) \
+#define METRIC_HISTOGRAM(f, name, labels, help)                                                    \
 	sample_histogram(m, name, help, st->f##_bucket, st->f##_sum_us, st->f##_count);
 
 static void render_counters(const struct control_stats *st, struct metrics_out *m)
@@ -328,7 +328,7 @@ static void render_net(const struct control_stats *st, struct control_buf *o)
 void control_metrics_render(const struct control_stats *st, uint64_t now_unix_s,
 			    struct control_buf *out)
 {
-	struct metrics_out m = {.buf = out};
+	struct metrics_out m = { .buf = out };
 	render_counters(st, &m);
 	render_derived(st, now_unix_s, out);
 	render_net(st, out);

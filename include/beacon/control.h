@@ -32,7 +32,7 @@
  * every row of beacon/counters.h (the process's values, then the workers'
  * summed), so what is reported cannot drift from what is counted. */
 struct control_stats {
-#define CONTROL_STATS_MEMBERS(field, type, metric, labels, help) \
+#define CONTROL_STATS_MEMBERS(field, type, metric, labels, help)                                   \
 	COUNTERS_TOTAL_MEMBERS(uint64_t, field, type)
 	COUNTERS_PROCESS(CONTROL_STATS_MEMBERS)
 	COUNTERS_WORKER(CONTROL_STATS_MEMBERS)

@@ -37,7 +37,7 @@ struct worker_net_counters {
 /* What a worker counts: the members of every COUNTERS_WORKER row of
  * beacon/counters.h, summed over workers for stats and metrics. */
 struct worker_counters {
-#define WORKER_COUNTER_MEMBERS(field, type, metric, labels, help) \
+#define WORKER_COUNTER_MEMBERS(field, type, metric, labels, help)                                  \
 	COUNTERS_WORKER_MEMBERS(_Atomic uint64_t, field, type)
 	COUNTERS_WORKER(WORKER_COUNTER_MEMBERS)
 #undef WORKER_COUNTER_MEMBERS

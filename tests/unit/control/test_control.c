@@ -581,15 +581,15 @@ static void test_metrics_every_row(void **state)
 {
 	char *resp = http("GET", "/metrics");
 	char want[512];
-#define CHECK_ROW(field, type, metric, labels, help) \
-	snprintf(want, sizeof want, "\n# HELP %s %s\n# TYPE %s %s\n", metric, help, metric, \
-		 PROM_##type); \
-	if (count_of(resp, want) != 1) \
-		fail_msg("/metrics: %s (%s) lacks its HELP and TYPE, or has them twice", metric, \
-			 #field); \
-	snprintf(want, sizeof want, "\n%s%s%s%s", metric, *labels ? "{" : "", labels, \
-		 *labels ? "} " : ""); \
-	if (!strstr(resp, want)) \
+#define CHECK_ROW(field, type, metric, labels, help)                                               \
+	snprintf(want, sizeof want, "\n# HELP %s %s\n# TYPE %s %s\n", metric, help, metric,        \
+		 PROM_##type);                                                                     \
+	if (count_of(resp, want) != 1)                                                             \
+		fail_msg("/metrics: %s (%s) lacks its HELP and TYPE, or has them twice", metric,   \
+			 #field);                                                                  \
+	snprintf(want, sizeof want, "\n%s%s%s%s", metric, *labels ? "{" : "", labels,              \
+		 *labels ? "} " : "");                                                             \
+	if (!strstr(resp, want))                                                                   \
 		fail_msg("/metrics lacks the series of %s: %s", #field, want + 1);
 	COUNTERS_PROCESS(CHECK_ROW)
 	COUNTERS_WORKER(CHECK_ROW)
@@ -638,30 +638,30 @@ static void test_stats_every_row(void **state)
 	cJSON *r = request("{\"cmd\":\"stats\"}\n");
 	assert_true(reply_ok(r));
 	const cJSON *v;
-#define KEY_COUNTER(f) \
-	v = cJSON_GetObjectItemCaseSensitive(r, #f); \
-	if (!cJSON_IsNumber(v)) \
+#define KEY_COUNTER(f)                                                                             \
+	v = cJSON_GetObjectItemCaseSensitive(r, #f);                                               \
+	if (!cJSON_IsNumber(v))                                                                    \
 		fail_msg("stats lacks %s", #f);
 #define KEY_GAUGE(f) KEY_COUNTER(f)
 #define KEY_ALSO_COUNTER(f) KEY_COUNTER(f)
-#define KEY_COUNTER_BY_RESULT(f) \
-	v = cJSON_GetObjectItemCaseSensitive(r, #f); \
-	if (cJSON_GetArraySize(v) != AUTH_RESULT_COUNT) \
+#define KEY_COUNTER_BY_RESULT(f)                                                                   \
+	v = cJSON_GetObjectItemCaseSensitive(r, #f);                                               \
+	if (cJSON_GetArraySize(v) != AUTH_RESULT_COUNT)                                            \
 		fail_msg("stats lacks %s by result", #f);
-#define KEY_HISTOGRAM(f) \
-	v = cJSON_GetObjectItemCaseSensitive(r, #f "_bucket"); \
-	assert_int_equal(cJSON_GetArraySize(v), COMMIT_LATENCY_BUCKETS); \
-	v = cJSON_GetObjectItemCaseSensitive(r, #f "_le_us"); \
-	assert_int_equal(cJSON_GetArraySize(v), COMMIT_LATENCY_BOUNDS); \
-	KEY_COUNTER(f##_sum_us) \
+#define KEY_HISTOGRAM(f)                                                                           \
+	v = cJSON_GetObjectItemCaseSensitive(r, #f "_bucket");                                     \
+	assert_int_equal(cJSON_GetArraySize(v), COMMIT_LATENCY_BUCKETS);                           \
+	v = cJSON_GetObjectItemCaseSensitive(r, #f "_le_us");                                      \
+	assert_int_equal(cJSON_GetArraySize(v), COMMIT_LATENCY_BOUNDS);                            \
+	KEY_COUNTER(f##_sum_us)                                                                    \
 	KEY_COUNTER(f##_count)
 #define KEY_ROW(field, type, metric, labels, help) KEY_##type(field)
 	COUNTERS_PROCESS(KEY_ROW)
 	COUNTERS_WORKER(KEY_ROW)
 #undef KEY_ROW
 	const cJSON *net = cJSON_GetObjectItemCaseSensitive(r, "net");
-#define KEY_NET(name, help) \
-	if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(net, #name))) \
+#define KEY_NET(name, help)                                                                        \
+	if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(net, #name)))                         \
 		fail_msg("stats lacks net.%s", #name);
 	TRANSPORT_NET_COUNTERS(KEY_NET)
 #undef KEY_NET
