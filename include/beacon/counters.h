@@ -24,8 +24,11 @@
  *
  * COUNTERS_WORKER are counted by each worker on its own thread and summed
  * over workers; COUNTERS_PROCESS are read once per report from the trust
- * snapshot, the store and the clock. The DPDK stack's counters keep their
- * own list, TRANSPORT_NET_COUNTERS in beacon/transport.h.
+ * snapshot, the store and the clock (a new row of it needs its source named
+ * in dataplane/stats.c). The DPDK stack's counters keep their own list,
+ * TRANSPORT_NET_COUNTERS in beacon/transport.h. HISTOGRAM has the
+ * commit-latency bounds below; a second histogram would need its bounds
+ * as a column.
  *
  * A header of macros only: the user includes what the members name
  * (stdint.h, and AUTH_RESULT_COUNT with auth_result from the store's
