@@ -133,7 +133,7 @@ static void test_reply_on_other_queue(void **state)
 
 /* A known neighbour that moved (a standby took its address over) says
  * so with a gratuitous ARP, here on queue 0: worker 1 follows, and what
- * its connections send goes to the new MAC (tcp.c asks arp_lookup). */
+ * its connections send goes to the new MAC (tcp_output.c asks arp_lookup). */
 static void test_moved_neighbour(void **state)
 {
 	(void)state;

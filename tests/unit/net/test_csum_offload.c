@@ -1,5 +1,5 @@
 /*
- * Checksum offloads in the DPDK stack (dpdk.c, stack/ipv4.c, stack/tcp.c):
+ * Checksum offloads in the DPDK stack (dpdk.c, stack/ipv4.c, stack/tcp_*.c):
  * where the port checks IPv4 and TCP checksums on receive, its verdict in
  * the mbuf's ol_flags counts (good, bad; unknown: ours); where it fills
  * them in on send, the frame leaves with the offload flags, the lengths
