@@ -82,6 +82,7 @@
 #ifndef BEACON_TCP_INTERNAL_H
 #define BEACON_TCP_INTERNAL_H
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -206,6 +207,24 @@ struct seg_out {
 	uint8_t optlen; /* a multiple of 4 */
 	uint8_t opt[40];
 };
+
+/* The invariants of a live connection's sequence space and buffers, true
+ * between any two events (asserted in test and sanitizer builds; NDEBUG
+ * in a release build leaves nothing). What we sent and what the peer
+ * acknowledged never cross: SND.UNA <= SND.NXT <= SND.MAX, and nothing is
+ * in flight beyond the send ring and our FIN; what we received never
+ * passes the right edge we advertised. */
+static inline void tcb_check(const struct tcb *c)
+{
+	assert(!c->dead && c->state != TCP_CLOSED);
+	assert(SEQ_LEQ(c->snd_una, c->snd_nxt) && SEQ_LEQ(c->snd_nxt, c->snd_max));
+	assert(c->snd_max - c->snd_una <= c->sb_len + (c->fin_queued ? 1u : 0u));
+	assert(c->sb_len <= SNDBUF && c->stash_len <= RCVBUF && c->nooo <= OOO_MAX);
+	assert(SEQ_LEQ(c->rcv_nxt, c->rcv_adv));
+	assert(c->fin_queued || (c->state != TCP_FIN_WAIT_1 && c->state != TCP_FIN_WAIT_2 &&
+				 c->state != TCP_CLOSING && c->state != TCP_LAST_ACK));
+	(void)c; /* unused under NDEBUG */
+}
 
 /* ---- tcp_input.c ---- */
 /* All the options a SYN may carry (mss, ws, sack, ts). */

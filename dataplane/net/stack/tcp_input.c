@@ -100,6 +100,10 @@ static void deliver(struct tcb *c, const uint8_t *data, uint32_t len)
 
 static void fin_received(struct tcb *c)
 {
+	/* data_input takes data and FIN in these states only; the callbacks
+	 * since can have queued our FIN (FIN_WAIT_1), nothing else. */
+	assert(c->state == TCP_ESTABLISHED || c->state == TCP_FIN_WAIT_1 ||
+	       c->state == TCP_FIN_WAIT_2);
 	c->rcv_nxt++;
 	send_ack(c);
 	switch (c->state) {
@@ -199,6 +203,7 @@ static void ack_rtt(struct tcb *c, uint32_t ack, const struct tcp_opts *o)
 /* ACK processing (RFC 9293 3.10.7.4, fifth check). False: drop the rest. */
 static void ack_new(struct tcb *c, uint32_t ack, const struct tcp_opts *o)
 {
+	assert(SEQ_GT(ack, c->snd_una) && SEQ_LEQ(ack, c->snd_max)); /* ack_input's check */
 	uint32_t acked = ack - c->snd_una;
 	ack_rtt(c, ack, o);
 	c->backoff = 0;
@@ -254,6 +259,7 @@ static void ack_dup(struct tcb *c)
 
 static void fin_acked_transition(struct tcb *c)
 {
+	assert(c->fin_queued); /* nothing else of ours is past the ring */
 	switch (c->state) {
 	case TCP_FIN_WAIT_1:
 		c->state = TCP_FIN_WAIT_2;
@@ -422,6 +428,7 @@ static bool ts_admit(struct tcb *c, const struct rte_tcp_hdr *th, struct tcp_opt
 bool tcb_input(struct tcb *c, struct rte_mbuf *m, const struct rte_tcp_hdr *th, uint8_t *data,
 	       uint32_t len)
 {
+	assert(!c->dead && c->in_table); /* the dead leave the table at once */
 	struct stack *s = c->s;
 	uint8_t fl = th->tcp_flags;
 	uint32_t seq = rte_be_to_cpu_32(th->sent_seq);

@@ -271,6 +271,8 @@ static void sb_fill(struct tcb *c)
 		}
 	}
 	if (c->closing && !c->up_busy && !c->fin_queued) {
+		/* Only these two states have no FIN of ours queued yet. */
+		assert(c->state == TCP_ESTABLISHED || c->state == TCP_CLOSE_WAIT);
 		c->fin_queued = true;
 		if (c->state == TCP_ESTABLISHED)
 			c->state = TCP_FIN_WAIT_1;
@@ -330,6 +332,7 @@ void tcp_output(struct tcb *c)
 	if (!c->rexmt_at && c->sb_len > c->snd_nxt - c->snd_una)
 		rexmt_arm(c);
 	timer_update(c);
+	tcb_check(c);
 }
 
 /* Resends the first unacknowledged segment (fast retransmit, NewReno). */

@@ -68,6 +68,7 @@ static void tw_unlink(struct tcb *c)
 	struct stack *s = c->s;
 	if (c->state != TCP_TIME_WAIT)
 		return;
+	assert(s->ntw > 0);
 	if (c->tw_prev)
 		c->tw_prev->tw_next = c->tw_next;
 	else
@@ -127,6 +128,7 @@ static void tcb_release_buffers(struct tcb *c)
 
 static void tcb_free(struct tcb *c)
 {
+	assert(c->dead && !c->in_table && c->state == TCP_CLOSED && c->s->ntcb > 0);
 	stimer_disarm(&c->timer);
 	tcb_release_buffers(c);
 	c->s->ntcb--;
@@ -181,6 +183,8 @@ void tcb_kill(struct tcb *c, int err, bool rst)
 
 void time_wait_enter(struct tcb *c)
 {
+	/* From FIN_WAIT_2 (their FIN) or CLOSING (our FIN's ACK) only. */
+	assert(c->state == TCP_FIN_WAIT_2 || c->state == TCP_CLOSING);
 	struct stack *s = c->s;
 	notify_closed(c, 0);
 	tcb_release_buffers(c);

@@ -160,6 +160,8 @@ static void tcb_timer_fire(struct stimer *t)
 		rexmt_expired(c);
 	if (!c->dead && c->keep_at && c->keep_at <= now)
 		keepalive_expired(c);
+	if (!c->dead)
+		tcb_check(c);
 	timer_update(c);
 }
 
