@@ -58,7 +58,7 @@ struct rte_mbuf *stack_fixture_segment(struct stack *s, const struct test_seg *g
 {
 	struct rte_mbuf *m = rte_pktmbuf_alloc(s->pool);
 	assert_non_null(m);
-	size_t l4 = sizeof(struct rte_tcp_hdr) + g->optlen;
+	size_t l4 = sizeof(struct rte_tcp_hdr) + g->optlen + g->datalen;
 	size_t len = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + l4;
 	struct rte_ether_hdr *eh = (struct rte_ether_hdr *)rte_pktmbuf_append(m, (uint16_t)len);
 	assert_non_null(eh);
@@ -80,11 +80,13 @@ struct rte_mbuf *stack_fixture_segment(struct stack *s, const struct test_seg *g
 	th->dst_port = rte_cpu_to_be_16(s->listen_port);
 	th->sent_seq = rte_cpu_to_be_32(g->seq);
 	th->recv_ack = rte_cpu_to_be_32(g->ack);
-	th->data_off = (uint8_t)((l4 / 4) << 4);
+	th->data_off = (uint8_t)(((sizeof *th + g->optlen) / 4) << 4);
 	th->tcp_flags = g->flags;
 	th->rx_win = rte_cpu_to_be_16(65535);
 	if (g->optlen)
 		memcpy(th + 1, g->opt, g->optlen);
+	if (g->datalen)
+		memcpy((uint8_t *)(th + 1) + g->optlen, g->data, g->datalen);
 	th->cksum = rte_ipv4_udptcp_cksum(ip, th) ^ g->tcp_spoil;
 	return m;
 }

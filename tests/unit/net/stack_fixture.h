@@ -34,7 +34,7 @@ void stack_fixture_close(unsigned n, struct stack **st);
 
 /* A TCP segment from a peer to the stack's listening port, as the port
  * hands it over: checksums in software (spoiled where asked), no offload
- * flags, window 65535, no payload. */
+ * flags, window 65535. */
 struct test_seg {
 	uint32_t src_ip;      /* network order */
 	uint8_t src_mac_last; /* from 02:00:00:00:00:<src_mac_last> */
@@ -43,6 +43,8 @@ struct test_seg {
 	uint8_t flags;
 	const uint8_t *opt;
 	uint8_t optlen;		      /* a multiple of 4 */
+	const uint8_t *data; /* payload */
+	uint16_t datalen;
 	uint16_t ip_spoil, tcp_spoil; /* XORed into the IPv4 and TCP checksums */
 };
 
