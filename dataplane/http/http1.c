@@ -127,9 +127,8 @@ static bool refuse_untrusted_peer(struct conn *c)
 	return true;
 }
 
-static void dispatch(struct conn *c, const struct http_request *req)
+static void route_request(struct conn *c, const struct http_request *req)
 {
-	counter_add(&c->w->counters.requests, 1);
 	c->h1.keep_alive = req->keep_alive;
 	c->h1.head_only = req->method == HTTP_HEAD;
 	if (refuse_untrusted_peer(c))
@@ -148,8 +147,20 @@ static void dispatch(struct conn *c, const struct http_request *req)
 	}
 	c->handler = route.kind == ROUTE_UPLOAD ? &upload_handler : &download_handler;
 	c->handler->head(c, req, &route);
-	/* Answered from the head (or done at once): the handler holds nothing. */
-	if (c->state == CONN_IDLE || c->state == CONN_HEAD)
+}
+
+static void dispatch(struct conn *c, const struct http_request *req)
+{
+	counter_add(&c->w->counters.requests, 1);
+	route_request(c, req);
+	/* Answered from the head and kept alive (a 404, a 403): the request is
+	 * done, so the connection waits for the next one under idle_timeout,
+	 * or under a fresh header_timeout when it has already begun. Left in
+	 * HEAD, the old head's clock ran on and a quiet keep-alive connection
+	 * got a 408 header_timeout after the answer. */
+	if (c->state == CONN_HEAD)
+		http1_request_done(c);
+	else if (c->state == CONN_IDLE)
 		c->handler = NULL;
 }
 
