@@ -244,6 +244,7 @@ static const struct key keys[] = {
 
 	ENUM("log", "format", log_format, log_formats),
 	ENUM("log", "level", log_level, log_levels),
+	ENUM("log", "access", access_log, booleans),
 
 	NUM("store", "group_max", K_COUNT, store.group_max, 1, 65536),
 	NUM("store", "group_wait", K_US, store.group_wait_us, 0, 1000000),
@@ -404,6 +405,7 @@ void config_defaults(struct config *cfg)
 
 	cfg->log_format = LOG_FORMAT_TEXT;
 	cfg->log_level = LOG_INFO;
+	cfg->access_log = true;
 
 	/* The same values as store_config_defaults(), set here so that config
 	 * needs only store.h, not the store's code. */

@@ -256,6 +256,7 @@ void conn_close(struct conn *c)
 	if (c->state == CONN_CLOSING)
 		return;
 	bool handshake_done = c->state != CONN_HANDSHAKE;
+	http1_access_log(c);
 	handler_drop(c);
 	conn_set_state(c, CONN_CLOSING);
 	timer_arm(&c->w->timers, &c->timer, now_ms(c) + LINGER_MS, linger_expired);

@@ -124,6 +124,7 @@ static void upload_committed(void *arg, int status, uint64_t id)
 		char extra[64], body[64];
 		snprintf(extra, sizeof extra, "Location: /uploads/%" PRIu64 "\r\n", id);
 		snprintf(body, sizeof body, "upload %" PRIu64 ", %" PRIu64 " bytes", id, bytes);
+		c->h1.access.upload_id = id;
 		http1_respond(c, 201, extra, body, false);
 		if (c->state != CONN_CLOSING)
 			http1_request_done(c);

@@ -13,6 +13,7 @@
 #include "beacon/tls.h"
 #include "conn/conn.h"
 #include "http/http1.h"
+#include "timer.h"
 #include "worker-internal.h"
 
 /* ---- responses ---- */
@@ -41,6 +42,10 @@ bool http1_write_head(struct conn *c, const struct http1_response *r)
 	const char *reason = http_reason(r->status);
 	int n;
 	count_status(c, r->status);
+	if (r->status >= 200) {
+		c->h1.access.status = r->status;
+		c->h1.access.out_bytes = c->h1.head_only ? 0 : r->content_length;
+	}
 	if (r->status < 200)
 		n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\n\r\n", r->status, reason);
 	else
@@ -91,8 +96,53 @@ void http1_timed_out(struct conn *c)
 		http1_respond_error(c, 408, "request body stalled");
 }
 
+static const char *method_text(enum http_method m)
+{
+	static const char *const names[] = {"GET", "HEAD", "PUT", "POST", "OTHER"};
+	return m <= HTTP_OTHER ? names[m] : "OTHER";
+}
+
+void http1_access_log(struct conn *c)
+{
+	struct http1_access *a = &c->h1.access;
+	if (!a->open)
+		return;
+	a->open = false;
+	if (!c->w->cfg->access_log)
+		return;
+	char status[8] = "-";
+	if (a->status)
+		snprintf(status, sizeof status, "%d", a->status);
+	const char *device = c->tls ? conn_tls_peer(c)->device : "";
+	log_info("access: %s %s %s %s %s in=%" PRIu64 " out=%" PRIu64 " upload=%" PRIu64
+		 " %" PRIu64 "ms",
+		 c->peer, device[0] ? device : "-", method_text(a->method), a->path, status,
+		 c->h1.body_total, a->out_bytes, a->upload_id, (clock_us() - a->started_us) / 1000);
+}
+
+/* The access record of a request just read: printable bytes of its
+ * target only, so a line cannot be split or forged by the client. */
+static void access_begin(struct conn *c, const struct http_request *req)
+{
+	struct http1_access *a = &c->h1.access;
+	size_t n = req->target.n < sizeof a->path - 1 ? req->target.n : sizeof a->path - 1;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)req->target.p[i];
+		a->path[i] = ch > 0x20 && ch < 0x7f ? (char)ch : '?';
+	}
+	a->path[n] = '\0';
+	a->open = true;
+	a->method = req->method;
+	a->status = 0;
+	a->out_bytes = 0;
+	a->upload_id = 0;
+	a->started_us = clock_us();
+	c->h1.body_total = 0;
+}
+
 void http1_request_done(struct conn *c)
 {
+	http1_access_log(c);
 	c->handler = NULL;
 	bool next_started = c->buf_off < c->buf_len;
 	if (!c->h1.keep_alive) {
@@ -152,6 +202,7 @@ static void route_request(struct conn *c, const struct http_request *req)
 static void dispatch(struct conn *c, const struct http_request *req)
 {
 	counter_add(&c->w->counters.requests, 1);
+	access_begin(c, req);
 	route_request(c, req);
 	/* Answered from the head and kept alive (a 404, a 403): the request is
 	 * done, so the connection waits for the next one under idle_timeout,

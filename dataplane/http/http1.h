@@ -25,6 +25,18 @@ struct conn;
 
 enum http1_framing { HTTP1_LENGTH, HTTP1_CHUNKED };
 
+/* What the access log line of the request in progress says; path is cut
+ * to its first 95 bytes (the bound on per-connection memory). */
+struct http1_access {
+	bool open; /* a request was read and has no line yet */
+	enum http_method method;
+	int status;	   /* the final answer's, 0 until one is written */
+	uint64_t out_bytes;  /* the final answer's body length */
+	uint64_t upload_id;  /* a 201's, else 0 */
+	uint64_t started_us;
+	char path[96];
+};
+
 /* The request in progress, as framing sees it. */
 struct http1 {
 	bool keep_alive; /* after the version's default and Connection */
@@ -35,6 +47,7 @@ struct http1 {
 	struct http_chunked chunk;
 	const uint8_t *held; /* chunk data the handler has not taken yet (in buf) */
 	size_t held_len;
+	struct http1_access access;
 };
 
 /* Steps of the connection's state machine; each returns true when the
@@ -70,5 +83,8 @@ void http1_read_body(struct conn *c, const struct http_request *req);
 void http1_body_wake(struct conn *c);
 /* The request is answered: read the next one, or close. */
 void http1_request_done(struct conn *c);
+/* The access log line of the request in progress, if it has none yet
+ * (the request ended, or its connection is closing). */
+void http1_access_log(struct conn *c);
 
 #endif

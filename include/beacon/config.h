@@ -89,6 +89,7 @@ struct config {
 	/* [log] */
 	enum log_format log_format;
 	enum log_level log_level;
+	bool access_log; /* one line per HTTP request */
 
 	/* [store] */
 	struct store_config store;

@@ -10,7 +10,7 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
-from helpers import BEACOND
+from helpers import BEACOND, build_request, tls_connect, unique_name
 from trustkit import ctl, wait_until
 
 PRIORITY = {"error": 3, "warn": 4, "info": 6, "debug": 7}
@@ -88,3 +88,47 @@ def test_bad_log_keys_refused_with_file_and_line(tmp_path):
     p = subprocess.run([str(BEACOND), "-t", "-c", str(conf)], capture_output=True, text=True)
     assert p.returncode == 1, p
     assert f"{conf}:2: [log] format: 'xml' is not one of text, json" in p.stderr, p.stderr
+
+
+ACCESS = re.compile(r"beacond\[info\]: access: (\S+) (\S+) (\S+) (\S+) (\S+) in=(\d+) out=(\d+) "
+                    r"upload=(\d+) (\d+)ms$")
+
+
+def access_lines(srv):
+    return [m.groups() for m in map(ACCESS.search, lines(srv)) if m]
+
+
+def test_access_log_one_line_per_request(start_server):
+    srv = start_server()
+    name = unique_name("access")
+    body = b"a" * 3000
+    with tls_connect(srv) as c:
+        c.send(build_request("PUT", f"/ManageSoftRL/Inventories/{name}", body=body))
+        created = c.read_response()
+        assert created.status == 201, created
+        c.send(build_request("GET", "/ManageSoftDL/no-such.xml"))
+        missing = c.read_response()
+        assert missing.status == 404
+        c.send(build_request("GET", "/ManageSoftDL/policy.xml"))
+        policy = c.read_response()
+        assert policy.status == 200
+    upload_id = created.header("location").rsplit("/", 1)[1]
+    assert wait_until(lambda: len(access_lines(srv)) >= 3, 10), srv.stderr()
+    got = [g[1:8] for g in access_lines(srv)]
+    assert got == [
+        ("agent1.example", "PUT", f"/ManageSoftRL/Inventories/{name}", "201", "3000",
+         str(len(created.body)), upload_id),
+        ("agent1.example", "GET", "/ManageSoftDL/no-such.xml", "404", "0",
+         str(len(missing.body)), "0"),
+        ("agent1.example", "GET", "/ManageSoftDL/policy.xml", "200", "0",
+         str(len(policy.body)), "0"),
+    ], got
+
+
+def test_access_log_off(start_server):
+    srv = start_server({"log": {"access": "no"}})
+    with tls_connect(srv) as c:
+        c.send(build_request("GET", "/ManageSoftDL/policy.xml"))
+        assert c.read_response().status == 200
+    srv.stop()
+    assert not access_lines(srv), srv.stderr()
