@@ -18,8 +18,59 @@
 
 /* ---- responses ---- */
 
+/* The status's own counter (beacon/counters.h lists the codes beacond
+ * answers with; any other counts as "other"). */
+static _Atomic uint64_t *status_counter(struct worker_counters *k, int status)
+{
+	switch (status) {
+	case 200:
+		return &k->responses_200;
+	case 201:
+		return &k->responses_201;
+	case 206:
+		return &k->responses_206;
+	case 400:
+		return &k->responses_400;
+	case 403:
+		return &k->responses_403;
+	case 404:
+		return &k->responses_404;
+	case 405:
+		return &k->responses_405;
+	case 408:
+		return &k->responses_408;
+	case 411:
+		return &k->responses_411;
+	case 413:
+		return &k->responses_413;
+	case 414:
+		return &k->responses_414;
+	case 417:
+		return &k->responses_417;
+	case 429:
+		return &k->responses_429;
+	case 431:
+		return &k->responses_431;
+	case 500:
+		return &k->responses_500;
+	case 501:
+		return &k->responses_501;
+	case 503:
+		return &k->responses_503;
+	case 505:
+		return &k->responses_505;
+	case 507:
+		return &k->responses_507;
+	default:
+		return &k->responses_other;
+	}
+}
+
 static void count_status(struct conn *c, int status)
 {
+	if (status < 200)
+		return;
+	counter_add(status_counter(&c->w->counters, status), 1);
 	if (status >= 500)
 		counter_add(&c->w->counters.responses_5xx, 1);
 	else if (status >= 400)

@@ -86,6 +86,46 @@
 	  "Error responses by status class.")                                                      \
 	X(responses_5xx, COUNTER, "beacond_responses_total", "class=\"5xx\"",                      \
 	  "Error responses by status class.")                                                      \
+	X(responses_200, COUNTER, "beacond_responses_by_status_total", "code=\"200\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_201, COUNTER, "beacond_responses_by_status_total", "code=\"201\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_206, COUNTER, "beacond_responses_by_status_total", "code=\"206\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_400, COUNTER, "beacond_responses_by_status_total", "code=\"400\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_403, COUNTER, "beacond_responses_by_status_total", "code=\"403\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_404, COUNTER, "beacond_responses_by_status_total", "code=\"404\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_405, COUNTER, "beacond_responses_by_status_total", "code=\"405\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_408, COUNTER, "beacond_responses_by_status_total", "code=\"408\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_411, COUNTER, "beacond_responses_by_status_total", "code=\"411\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_413, COUNTER, "beacond_responses_by_status_total", "code=\"413\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_414, COUNTER, "beacond_responses_by_status_total", "code=\"414\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_417, COUNTER, "beacond_responses_by_status_total", "code=\"417\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_429, COUNTER, "beacond_responses_by_status_total", "code=\"429\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_431, COUNTER, "beacond_responses_by_status_total", "code=\"431\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_500, COUNTER, "beacond_responses_by_status_total", "code=\"500\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_501, COUNTER, "beacond_responses_by_status_total", "code=\"501\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_503, COUNTER, "beacond_responses_by_status_total", "code=\"503\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_505, COUNTER, "beacond_responses_by_status_total", "code=\"505\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_507, COUNTER, "beacond_responses_by_status_total", "code=\"507\"",           \
+	  "Final responses by status code.")                                                        \
+	X(responses_other, COUNTER, "beacond_responses_by_status_total", "code=\"other\"",       \
+	  "Final responses by status code.")                                                        \
 	X(timeouts, COUNTER, "beacond_timeouts_total", "", "Connections closed on a timeout.")     \
 	X(commit_latency, HISTOGRAM, "beacond_store_commit_latency_seconds", "",                   \
 	  "Wait from an upload's end to its durable commit.")

@@ -196,6 +196,8 @@ def test_every_counter_in_metrics_and_stats(start_server, tmp_path):
     assert st["downloads"] == 1, st
     assert st["download_bytes"] == len(DOWNLOAD_FILES["policy.xml"]), st
     assert st["handshakes"]["ok"] == 2 and st["commit_latency_count"] == 1, st
+    assert (st["responses_201"], st["responses_200"]) == (1, 1), st
+    assert samples[("beacond_responses_by_status_total", 'code="201"')] == 1, samples
 
     # Nothing reported from outside the table.
     families = {r["metric"] for r in ROWS}
@@ -207,6 +209,28 @@ def test_every_counter_in_metrics_and_stats(start_server, tmp_path):
 
     check_net(st, samples, helps)
     check_text_stats(srv)
+
+
+def test_responses_counted_by_status(start_server):
+    """507, 503 and 413 look alike as "5xx"/"4xx"; each code has its own
+    series. A 404, a 405 and a 413 on one server, counted exactly."""
+    port = free_port()
+    srv = start_server({"server": {"metrics": f"127.0.0.1:{port}"},
+                        "limits": {"max_body": "1k"}})
+    key = (srv.pki / "agent1.pem", srv.pki / "agent1.key")
+    p = curl(srv, "-o", "/dev/null", "-w", "%{http_code}", srv.url("/ManageSoftDL/none.xml"))
+    assert p.stdout == b"404", p.stderr.decode()
+    p = curl(srv, "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE",
+             srv.url("/ManageSoftDL/policy.xml"))
+    assert p.stdout == b"405", p.stderr.decode()
+    code, p = curl_upload(srv, *key, f"/ManageSoftRL/Inventories/{unique_name('big')}",
+                          b"x" * 4096)
+    assert code == 413, p.stderr.decode()
+    st, (samples, _, _) = settled(srv, port)
+    by_code = {k[1]: v for k, v in samples.items() if k[0] == "beacond_responses_by_status_total"}
+    assert {c: v for c, v in by_code.items() if v} == \
+        {'code="404"': 1, 'code="405"': 1, 'code="413"': 1}, by_code
+    assert st["responses_4xx"] == 3, st
 
 
 def check_net(st, samples, helps):
