@@ -300,6 +300,41 @@ static void render_counters(const struct control_stats *st, struct metrics_out *
 }
 
 /* Figures derived from the table's values at the time of the scrape. */
+/* As Prometheus's client libraries report it: the kernel's start time of
+ * this process (/proc/self/stat field 22, in clock ticks since boot) plus
+ * the boot time, so it is the process's own and not when beacond got to
+ * note it. `fallback` when /proc cannot be read. */
+static double process_start_time(uint64_t fallback)
+{
+	static double cached;
+	if (cached > 0)
+		return cached;
+	char stat[1024];
+	unsigned long long start_ticks = 0, boot = 0;
+	FILE *f = fopen("/proc/self/stat", "r");
+	size_t n = f ? fread(stat, 1, sizeof stat - 1, f) : 0;
+	if (f)
+		fclose(f);
+	stat[n] = '\0';
+	const char *p = strrchr(stat, ')'); /* the command name may hold spaces */
+	for (int field = 2; p && field < 22; field++)
+		p = strchr(p + 1, ' ');
+	if (!p || sscanf(p + 1, "%llu", &start_ticks) != 1)
+		return (double)fallback;
+	f = fopen("/proc/stat", "r");
+	char line[256];
+	while (f && fgets(line, sizeof line, f))
+		if (sscanf(line, "btime %llu", &boot) == 1)
+			break;
+	if (f)
+		fclose(f);
+	long hz = sysconf(_SC_CLK_TCK);
+	if (!boot || hz <= 0)
+		return (double)fallback;
+	cached = (double)boot + (double)start_ticks / (double)hz;
+	return cached;
+}
+
 static void render_derived(const struct control_stats *st, uint64_t now, struct control_buf *o)
 {
 	uint64_t completed = st->handshakes_tls12 + st->handshakes_tls13;
@@ -307,6 +342,13 @@ static void render_derived(const struct control_stats *st, uint64_t now, struct 
 		    "Resumed handshakes over completed handshakes since start.");
 	control_buf_printf(o, "beacond_resumption_ratio %.6f\n",
 			   completed ? (double)st->handshakes_resumed / (double)completed : 0.0);
+	metric_head(o, "beacond_build_info", "gauge",
+		    "Always 1; the labels say which beacond this is.");
+	control_buf_printf(o, "beacond_build_info{version=\"%s\"} 1\n", BEACON_VERSION);
+	metric_head(o, "process_start_time_seconds", "gauge",
+		    "Start time of the process since the Unix epoch, in seconds.");
+	control_buf_printf(o, "process_start_time_seconds %.2f\n",
+			   process_start_time(now > st->uptime_s ? now - st->uptime_s : 0));
 	uint64_t loaded = st->snapshot_loaded_unix_s;
 	metric_u64(o, "beacond_snapshot_age_seconds", "gauge",
 		   "Seconds since the trust snapshot in force was loaded.",

@@ -8,9 +8,12 @@ the two figures /metrics derives at scrape time.
 """
 
 import json
+import os
+import subprocess
+from pathlib import Path
 import re
 
-from helpers import BACKEND, DOWNLOAD_FILES, REPO, curl, curl_upload, free_port, unique_name
+from helpers import BACKEND, BEACOND, DOWNLOAD_FILES, REPO, curl, curl_upload, free_port, unique_name
 from trustkit import beaconctl_sock, http_get, wait_until
 
 COUNTERS_H = REPO / "include" / "beacon" / "counters.h"
@@ -21,7 +24,8 @@ PROM_TYPE = {"COUNTER": "counter", "ALSO_COUNTER": "counter", "GAUGE": "gauge",
 # Values that move with the clock alone: present in both, compared by nothing.
 TICKING = {"uptime_s"}
 # Figures /metrics computes from the table's values when it is scraped.
-DERIVED = {"beacond_resumption_ratio", "beacond_snapshot_age_seconds"}
+DERIVED = {"beacond_resumption_ratio", "beacond_snapshot_age_seconds", "beacond_build_info",
+           "process_start_time_seconds"}
 
 _STR = r'((?:"(?:[^"\\]|\\.)*"\s*)+)'  # a C string literal, maybe split in pieces
 _ROW = re.compile(r'X\(\s*(\w+)\s*,\s*(\w+)\s*,\s*' + _STR + r',\s*' + _STR + r',\s*' + _STR
@@ -209,6 +213,21 @@ def test_every_counter_in_metrics_and_stats(start_server, tmp_path):
 
     check_net(st, samples, helps)
     check_text_stats(srv)
+    check_process(srv, samples)
+
+
+def check_process(srv, samples):
+    """build_info carries the version beacond --version prints; the start
+    time is the kernel's for the process (/proc), as printed (2 decimals)."""
+    version = subprocess.run([str(BEACOND), "--version"], capture_output=True,
+                             text=True).stdout.split()[1]
+    assert samples.get(("beacond_build_info", f'version="{version}"')) == 1, samples
+    ticks = os.sysconf("SC_CLK_TCK")
+    start_ticks = int(Path(f"/proc/{srv.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    boot = next(int(l.split()[1]) for l in open("/proc/stat") if l.startswith("btime"))
+    started = boot + start_ticks / ticks
+    got = samples[("process_start_time_seconds", "")]
+    assert got == round(started, 2), (got, started)
 
 
 def test_responses_counted_by_status(start_server):
