@@ -245,14 +245,10 @@ static const struct key keys[] = {
 	ENUM("log", "format", log_format, log_formats),
 	ENUM("log", "level", log_level, log_levels),
 
-	NUM("store", "group_max", K_COUNT, store.group_max, 1, 65536),
-	NUM("store", "group_wait", K_US, store.group_wait_us, 0, 1000000),
-	NUM("store", "segment_size", K_SIZE, store.segment_bytes, 1 * MiB, UINT64_MAX),
-	NUM("store", "max_open_uploads", K_COUNT, store.max_open_uploads, 1, 65536),
-	NUM("store", "upload_buffer", K_SIZE, store.upload_buffer, 4 * KiB, 1 * GiB),
-	NUM("store", "map_size", K_SIZE, store.map_bytes, 1 * MiB, UINT64_MAX),
-	NUM("store", "retain_age", K_SECONDS, store.retain_seconds, 0, UINT64_MAX),
-	NUM("store", "retain_bytes", K_SIZE, store.retain_bytes, 0, UINT64_MAX),
+	/* [store]: keys, forms and ranges from the store's one table */
+#define STORE_KEY_(type, field, key, form, def, min, max) NUM("store", key, K_##form, store.field, min, max),
+	STORE_OPTIONS(STORE_KEY_)
+#undef STORE_KEY_
 };
 
 #define NKEYS (sizeof keys / sizeof *keys)
@@ -354,6 +350,12 @@ static void set_path(char *dst, const char *src)
 	snprintf(dst, CONFIG_PATH_MAX, "%s", src);
 }
 
+/* Fields that follow from others, set again after every load. */
+static void derive(struct config *cfg)
+{
+	cfg->store.require_approval = cfg->approval == APPROVAL_REQUIRE;
+}
+
 void config_defaults(struct config *cfg)
 {
 	memset(cfg, 0, sizeof *cfg);
@@ -405,22 +407,8 @@ void config_defaults(struct config *cfg)
 	cfg->log_format = LOG_FORMAT_TEXT;
 	cfg->log_level = LOG_INFO;
 
-	/* The same values as store_config_defaults(), set here so that config
-	 * needs only store.h, not the store's code. */
-	cfg->store.group_max = 256;
-	cfg->store.group_wait_us = 1000;
-	cfg->store.segment_bytes = 256 * MiB;
-	cfg->store.max_open_uploads = 256;
-	cfg->store.upload_buffer = 256 * KiB;
-	cfg->store.map_bytes = 16 * GiB;
-	cfg->store.retain_seconds = 0;
-	cfg->store.retain_bytes = 0;
-	config_fixup(cfg);
-}
-
-void config_fixup(struct config *cfg)
-{
-	cfg->store.data_dir = cfg->data_dir;
+	cfg->store = (struct store_options)STORE_OPTIONS_DEFAULT;
+	derive(cfg);
 }
 
 /* ---- reload: which keys apply now, which at the next start ---- */
@@ -947,6 +935,7 @@ static int validate(struct load *ld)
 		unsigned a = line_of(ld, "store", "upload_buffer");
 		unsigned b = line_of(ld, "store", "segment_size");
 		ld->line = a > b ? a : b;
+		/* The store asserts this rule (beacon/store-t.h). */
 		return fail(ld, "[store] upload_buffer (%zu) exceeds segment_size (%llu)",
 			    c->store.upload_buffer, (unsigned long long)c->store.segment_bytes);
 	}
@@ -977,6 +966,7 @@ static int parse_file(struct load *ld, char *err, size_t errlen)
 	}
 	if (!ld->err_line)
 		validate(ld);
+	derive(&ld->cfg);
 	if (ld->err_line) {
 		snprintf(err, errlen, "%s:%u: %s", ld->path, ld->err_line, ld->reason);
 		return -1;
@@ -1002,10 +992,8 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 	config_defaults(&ld->cfg);
 	int rc = parse_file(ld, err, errlen);
 	fclose(ld->f);
-	if (rc == 0) {
+	if (rc == 0)
 		*cfg = ld->cfg;
-		config_fixup(cfg);
-	}
 	free(ld);
 	return rc;
 }

@@ -332,7 +332,7 @@ struct segment *spool_packed_reserve(struct store_worker *w, struct store_upload
 		u->seg_wait_next = seg->waiters;
 		seg->waiters = u;
 	}
-	if (seg->tail >= w->s->cfg.segment_bytes) {
+	if (seg->tail >= w->s->opts.segment_bytes) {
 		/* Full: it takes no new record and the worker lets go of it;
 		 * never the last reference, the upload holds one. */
 		seg->sealed = true;
@@ -375,7 +375,7 @@ void spool_segment_put_back(struct segment *seg, uint64_t tail)
 {
 	seg->owner = NULL;
 	seg->tail = tail;
-	if (seg->fd < 0 || tail >= seg->w->s->cfg.segment_bytes)
+	if (seg->fd < 0 || tail >= seg->w->s->opts.segment_bytes)
 		seg->sealed = true;
 	if (seg->sealed) {
 		spool_segment_unref(seg);

@@ -7,7 +7,7 @@
  *   writer.c   the writer thread: group commit, device records, retention
  *   recover.c  start-up: cut spool garbage, check headers, sweep orphans
  *   reader.c   the read side (store_reader_*)
- *   store.c    store_open/close, worker attach/detach, config, names
+ *   store.c    store_open/close, worker attach/detach, beacond -t's check
  *
  * Ownership, which keeps the data path free of locks: a segment and every
  * upload belong to the worker thread that made them. The writer thread reads
@@ -135,7 +135,7 @@ bool spool_dir_is_open(struct spool_dir *d, uint64_t seq);
 struct writer;
 
 struct store {
-	struct store_config cfg;
+	struct store_options opts; /* asserted at store_open */
 	char data_dir[PATH_MAX]; /* canonical (realpath) */
 	unsigned nworkers;
 	struct spool_dir *dirs;

@@ -1,7 +1,7 @@
 /*
  * upload: one upload's body, streamed from the worker into its segment.
  *
- * The upload's buffer (cfg.upload_buffer) is two halves: one fills while the
+ * The upload's buffer (opts.upload_buffer) is two halves: one fills while the
  * other is written through the worker's ring at its explicit offset, so at
  * most one disk operation per upload is in flight and the record stays in
  * order. The first half starts with a zeroed header. An upload takes no
@@ -49,14 +49,14 @@ static uint8_t *upload_buffer_take(struct store_worker *w)
 {
 	if (w->n_spare)
 		return w->spare_bufs[--w->n_spare];
-	return malloc(w->s->cfg.upload_buffer);
+	return malloc(w->s->opts.upload_buffer);
 }
 
 /* Called after w->streaming counts this upload out. */
 static void upload_buffer_give(struct store_worker *w, uint8_t *buf)
 {
 	if (w->n_spare < UPLOAD_BUFFERS_KEPT &&
-	    w->streaming + w->n_spare < w->s->cfg.max_open_uploads)
+	    w->streaming + w->n_spare < w->s->opts.max_open_uploads)
 		w->spare_bufs[w->n_spare++] = buf;
 	else
 		free(buf);
@@ -431,12 +431,12 @@ int store_upload_begin(struct store_worker *w, const struct upload_meta *meta,
 {
 	if (!w || !meta || !out)
 		return STORE_ERR_INVAL;
-	if (w->streaming >= w->s->cfg.max_open_uploads)
+	if (w->streaming >= w->s->opts.max_open_uploads)
 		return STORE_ERR_BUSY;
 	struct store_upload *u = calloc(1, sizeof *u);
 	if (!u)
 		return STORE_ERR_IO;
-	u->half_size = w->s->cfg.upload_buffer / 2;
+	u->half_size = w->s->opts.upload_buffer / 2;
 	u->buf = upload_buffer_take(w);
 	if (!u->buf) {
 		free(u);

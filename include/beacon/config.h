@@ -5,7 +5,13 @@
  * configuration (127.0.0.1:8443, demo PKI under .demo/pki).
  *
  * Loaded on the main thread at start-up and by the control thread on reload;
- * a loaded config is immutable and may be read from any thread.
+ * a loaded config is immutable and may be read from any thread. It holds
+ * plain values only (no pointer into itself), so a struct copy is complete.
+ *
+ * A part's options come whole from here: [store] is a struct store_options
+ * (beacon/store-t.h), whose table gives the keys, the defaults and the
+ * ranges checked here, each refusal with the file and line; the store
+ * trusts what it is given.
  */
 #ifndef BEACON_CONFIG_H
 #define BEACON_CONFIG_H
@@ -15,7 +21,7 @@
 #include <stdint.h>
 
 #include "beacon/log.h"
-#include "beacon/store.h"
+#include "beacon/store-t.h"
 
 #define CONFIG_PATH_MAX 1024
 
@@ -90,18 +96,14 @@ struct config {
 	enum log_format log_format;
 	enum log_level log_level;
 
-	/* [store] */
-	struct store_config store;
-	/* string storage for store.data_dir lives in data_dir above: after
-	 * copying a struct config, call config_fixup() on the copy */
+	/* [store], and [server] approval as store.require_approval: the
+	 * store's own options (beacon/store-t.h), given to store_open with
+	 * data_dir. Plain values, so a struct copy is a whole config. */
+	struct store_options store;
 };
 
 /* The embedded defaults: a demo server on 127.0.0.1:8443. */
 void config_defaults(struct config *cfg);
-
-/* Points cfg->store.data_dir at cfg->data_dir (needed after a struct copy;
- * config_defaults and config_load do it). */
-void config_fixup(struct config *cfg);
 
 /* Loads `path` over the defaults. Returns 0, or -1 with a message of the
  * form "path:line: reason" in err. Relative paths in the file are taken
