@@ -7,9 +7,9 @@
  *   - on success every string field is terminated, and the store's options
  *     keep the rules store_open asserts (beacon/store-t.h) with
  *     require_approval following [server] approval;
- *   - config_parse_size / config_parse_duration_ms on the input as a string
- *     (up to the first NUL or newline) either fail or give a value that
- *     parses the same way again.
+ *   - config_parse_size / config_parse_duration_ms / config_parse_endpoint
+ *     on the input as a string (up to the first NUL or newline) either fail
+ *     or give a value that parses the same way again.
  */
 #include "fuzz_common.h"
 
@@ -51,6 +51,18 @@ static void check_store(const struct config *c)
 	CHECK(c->store.require_approval == (c->approval == APPROVAL_REQUIRE));
 }
 
+static void fuzz_endpoint(const char *s)
+{
+	struct config_endpoint ep, again;
+	if (config_parse_endpoint(s, &ep) != 0)
+		return;
+	char text[80];
+	snprintf(text, sizeof text, strchr(ep.addr, ':') ? "[%s]:%u" : "%s:%u", ep.addr,
+		 (unsigned)ep.port);
+	CHECK(config_parse_endpoint(text, &again) == 0 && again.port == ep.port &&
+	      again.salen == ep.salen && memcmp(&again.sa, &ep.sa, ep.salen) == 0);
+}
+
 static void fuzz_values(const uint8_t *data, size_t size)
 {
 	char s[64];
@@ -71,6 +83,7 @@ static void fuzz_values(const uint8_t *data, size_t size)
 		snprintf(text, sizeof text, "%ums", ms);
 		CHECK(config_parse_duration_ms(text, &ms2) == 0 && ms2 == ms);
 	}
+	fuzz_endpoint(s);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

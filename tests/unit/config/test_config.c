@@ -1,5 +1,6 @@
 /* Unit tests for config: defaults, a full file, every error kind with its
  * line, size and duration edge cases, path resolution, IPv6 listen. */
+#include <arpa/inet.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -517,6 +518,59 @@ static void test_listen(void **state)
 	}
 }
 
+/* The one ADDR:PORT parser (listen, metrics, the control plane's metrics
+ * listener): its rules, and the socket address it builds. */
+static void test_parse_endpoint(void **state)
+{
+	struct config_endpoint ep;
+	assert_int_equal(config_parse_endpoint("127.0.0.1:9100", &ep), 0);
+	assert_string_equal(ep.addr, "127.0.0.1");
+	assert_int_equal(ep.port, 9100);
+	const struct sockaddr_in *in4 = (const struct sockaddr_in *)&ep.sa;
+	assert_int_equal(in4->sin_family, AF_INET);
+	assert_int_equal(ntohs(in4->sin_port), 9100);
+	assert_int_equal(ntohl(in4->sin_addr.s_addr), 0x7f000001);
+	assert_int_equal(ep.salen, sizeof *in4);
+
+	assert_int_equal(config_parse_endpoint("[2001:db8::17]:65535", &ep), 0);
+	assert_string_equal(ep.addr, "2001:db8::17");
+	assert_int_equal(ep.port, 65535);
+	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ep.sa;
+	assert_int_equal(in6->sin6_family, AF_INET6);
+	assert_int_equal(ntohs(in6->sin6_port), 65535);
+	assert_int_equal(in6->sin6_addr.s6_addr[0], 0x20);
+	assert_int_equal(in6->sin6_addr.s6_addr[15], 0x17);
+	assert_int_equal(ep.salen, sizeof *in6);
+
+	/* Port 0 (the kernel picks) is a port; the config keys refuse it. */
+	assert_int_equal(config_parse_endpoint("[::1]:0", &ep), 0);
+	assert_int_equal(ep.port, 0);
+	assert_int_equal(config_parse_endpoint("0.0.0.0:00080", &ep), 0);
+	assert_int_equal(ep.port, 80);
+
+	const char *bad[] = {
+	    "",		      ":",	       "127.0.0.1",	"127.0.0.1:",	 ":9100",
+	    "127.0.0.1:65536", "127.0.0.1:99999999999999999999", "127.0.0.1:-1",
+	    "127.0.0.1:+80",  "127.0.0.1: 80", "127.0.0.1:80 ", " 127.0.0.1:80",
+	    "127.0.0.1:80x",  "127.0.0.1:0x50", "localhost:9100", "host.example:443",
+	    "1.2.3.256:80",   "1.2.3:80",      "::1:9100",	"[::1]9100",	 "[::1]:",
+	    "[::1]",	      "[]:80",	       "[1.2.3.4]:80",	"[::1]:80:81",	 "[::1]]:80",
+	    "[[::1]:80",      "[fe80::1%lo]:80", "[::1]:80x",	"1.2.3.4:80:81",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+		if (config_parse_endpoint(bad[i], &ep) != -1)
+			fail_msg("'%s' parsed as an ADDR:PORT", bad[i]);
+	/* Longer than any address: refused, never cut short. */
+	char lng[128];
+	memset(lng, '1', sizeof lng);
+	lng[sizeof lng - 4] = ':';
+	lng[sizeof lng - 3] = '8';
+	lng[sizeof lng - 2] = '0';
+	lng[sizeof lng - 1] = '\0';
+	assert_int_equal(config_parse_endpoint(lng, &ep), -1);
+	(void)state;
+}
+
 /* Every field but the paths. */
 static void assert_same_values(const struct config *a, const struct config *b)
 {
@@ -631,6 +685,7 @@ int main(void)
 		cmocka_unit_test(test_relative_paths),
 		cmocka_unit_test(test_relative_to_cwd),
 		cmocka_unit_test(test_listen),
+		cmocka_unit_test(test_parse_endpoint),
 		cmocka_unit_test(test_example_config),
 		cmocka_unit_test(test_reload_split),
 	};
