@@ -16,6 +16,13 @@
  * "writer" below. The one lock a worker takes is spool_dir.lock, and only
  * when it creates or closes a segment file (so that retention never unlinks
  * a file that a worker has open).
+ *
+ * The hand overs are asserted (on in the test and sanitizer builds, which
+ * leave NDEBUG unset): the upload going to the writer (upload_handoff,
+ * writer_on_upload), coming back (writer_answer, upload_on_result), a
+ * failed one answered without it (upload_deliver_error), and a segment's
+ * references (the pool, the packed slot, an owner, commits): its last one
+ * cannot go while the pool or the packed slot still lists it.
  */
 #ifndef BEACON_STORE_INTERNAL_H
 #define BEACON_STORE_INTERNAL_H

@@ -16,6 +16,7 @@
 
 #include "beacon/log.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -55,6 +56,7 @@ static uint8_t *upload_buffer_take(struct store_worker *w)
 /* Called after w->streaming counts this upload out. */
 static void upload_buffer_give(struct store_worker *w, uint8_t *buf)
 {
+	assert(w->n_spare <= UPLOAD_BUFFERS_KEPT);
 	if (w->n_spare < UPLOAD_BUFFERS_KEPT &&
 	    w->streaming + w->n_spare < w->s->opts.max_open_uploads)
 		w->spare_bufs[w->n_spare++] = buf;
@@ -75,6 +77,7 @@ static void upload_release_buffer(struct store_upload *u)
 	uint8_t *buf = u->buf;
 	u->buf = NULL;
 	u->half[0].data = u->half[1].data = NULL;
+	assert(u->w->streaming > 0);
 	u->w->streaming--;
 	upload_buffer_give(u->w, buf);
 }
@@ -99,9 +102,11 @@ static void upload_release_segment(struct store_upload *u)
 	spool_segment_put_back(seg, seg->tail);
 }
 
+/* An aborted upload, once no I/O of its own is in flight. */
 static void upload_destroy(struct store_upload *u)
 {
 	struct store_worker *w = u->w;
+	assert(u->state == UP_ABORTED && !u->io_busy && w->live > 0);
 	upload_release_segment(u);
 	upload_release_buffer(u);
 	w->live--;
@@ -113,6 +118,13 @@ static void upload_on_result(struct ring_op *op, int res, uint32_t flags)
 	struct store_upload *u = container_of(op, struct store_upload, result_op);
 	struct store_worker *w = u->w;
 	int status = u->status;
+	/* Back from the writer (or failed before reaching it): the worker owns
+	 * it again, and nothing of it is in flight or listed as open. */
+	assert(u->state == UP_COMMITTING && !u->io_busy && !u->buf && w->live > 0);
+	assert(!u->prev && !u->next && w->open_uploads != u);
+	/* Only a durable upload comes back without its segment's reference
+	 * given up: a failed one may have let go of it before. */
+	assert(status != 0 || u->seg);
 	if (u->seg) {
 		if (u->seg->sync_failed)
 			spool_segment_seal(u->seg);
@@ -133,6 +145,8 @@ static void upload_on_result(struct ring_op *op, int res, uint32_t flags)
 static void upload_deliver_error(struct store_upload *u)
 {
 	struct store_worker *w = u->w;
+	/* upload_settle let go of its segment and buffer first. */
+	assert(u->state == UP_FINISHING && u->error && !u->io_busy && !u->seg && !u->buf);
 	u->status = u->error;
 	u->state = UP_COMMITTING;
 	u->result_op.complete = upload_on_result;
@@ -330,6 +344,12 @@ static void upload_handoff(struct store_upload *u)
 {
 	struct store_worker *w = u->w;
 	struct segment *seg = u->seg;
+	/* The whole record, header last, is written and nothing else is in
+	 * flight: from here until its answer the writer reads it. */
+	assert(u->state == UP_FINISHING && !u->io_busy && !u->error && u->header_written);
+	assert(u->queued < 0 && u->half[u->filling].fill == 0);
+	assert(seg && seg->state == SEG_READY && seg->w == w && seg->refs > 0);
+	assert(!seg->in_pool); /* owned (streaming) or packed, never pooled */
 	u->body_len = u->stream_len - RECORD_HEADER_BYTES;
 	upload_release_buffer(u);
 	if (!seg->packed) {

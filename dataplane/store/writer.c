@@ -21,6 +21,7 @@
 
 #include "beacon/log.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -99,6 +100,10 @@ void writer_on_upload(struct ring_op *op, int res, uint32_t flags)
 {
 	struct store_upload *u = container_of(op, struct store_upload, commit_op);
 	struct writer *wr = u->w->s->writer;
+	/* Handed over whole (upload_handoff): its record written into a
+	 * segment of its own worker, its buffer given back, no I/O in flight. */
+	assert(u->state == UP_COMMITTING && !u->error && !u->io_busy && !u->buf);
+	assert(u->seg && u->seg->w == u->w && u->stream_len >= RECORD_HEADER_BYTES);
 	u->group_next = NULL;
 	*wr->pending_tail = u;
 	wr->pending_tail = &u->group_next;
@@ -217,6 +222,7 @@ static int writer_submit_sync(struct writer *wr, struct sync_op *so, int fd, uns
  * reach the disk. Every record of it that is not indexed yet fails. */
 static void segment_poison(struct segment *seg, int err)
 {
+	assert(err < 0); /* the store_error its records not yet indexed get */
 	if (atomic_load(&seg->sync_failed))
 		return;
 	seg->sync_error = err;
@@ -456,8 +462,10 @@ static int writer_index_group(struct writer *wr, struct store_upload **group, un
 	}
 }
 
+/* The last the writer touches of u: the answer gives it back to its worker. */
 static void writer_answer(struct writer *wr, struct store_upload *u, int status)
 {
+	assert(u->state == UP_COMMITTING && status <= 0);
 	u->status = status;
 	int rc = ring_msg(&wr->ring, u->w->ring_fd, &u->result_op, status);
 	if (rc < 0)
@@ -523,6 +531,7 @@ static void writer_commit_group(struct writer *wr)
 		if (!wr->pending)
 			wr->pending_tail = &wr->pending;
 	}
+	assert(taken == n);
 	n = taken;
 	wr->n_pending -= n;
 	/* What arrives while this group syncs waits for the next one. */
