@@ -115,7 +115,6 @@ static int reload_config(struct beacond *b, struct config *out, char *restart, s
 			 char *msg, size_t len)
 {
 	*out = b->cfg;
-	config_fixup(out);
 	restart[0] = '\0';
 	if (!b->conf_path)
 		return 0;
@@ -506,7 +505,7 @@ static void stop_workers(struct beacond *b)
 static int check_config(struct beacond *b)
 {
 	char err[512] = "", report[1024];
-	if (store_check(&b->cfg.store, report, sizeof report, err, sizeof err) != 0) {
+	if (store_check(b->cfg.data_dir, report, sizeof report, err, sizeof err) != 0) {
 		log_err("store %s: %s", b->cfg.data_dir, err);
 		return 1;
 	}
@@ -545,7 +544,7 @@ static int run(struct beacond *b, bool check_only)
 	signal(SIGPIPE, SIG_IGN);
 
 	unsigned n = worker_count(cfg);
-	if (store_open(&cfg->store, n, &b->store, err, sizeof err) != 0) {
+	if (store_open(cfg->data_dir, &cfg->store, n, &b->store, err, sizeof err) != 0) {
 		log_err("store %s: %s", cfg->data_dir, err);
 		return 1;
 	}
@@ -663,6 +662,5 @@ int main(int argc, char **argv)
 	log_set_level(verbose ? LOG_DEBUG : b.cfg.log_level);
 	log_info("beacond %s, %s", BEACON_VERSION,
 		 b.conf_path ? b.conf_path : "no -c: the embedded demo configuration (files under .demo/)");
-	b.cfg.store.require_approval = b.cfg.approval == APPROVAL_REQUIRE;
 	return run(&b, check_only);
 }

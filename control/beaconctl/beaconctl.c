@@ -24,6 +24,7 @@
  * Exit codes: 0 ok, 1 not found or failed, 2 usage, 3 cannot connect to
  * beacond.
  */
+#include "beacon/auth.h"
 #include "beacon/store.h"
 
 #include <cjson/cJSON.h>

@@ -246,14 +246,10 @@ static const struct key keys[] = {
 	ENUM("log", "level", log_level, log_levels),
 	ENUM("log", "access", access_log, booleans),
 
-	NUM("store", "group_max", K_COUNT, store.group_max, 1, 65536),
-	NUM("store", "group_wait", K_US, store.group_wait_us, 0, 1000000),
-	NUM("store", "segment_size", K_SIZE, store.segment_bytes, 1 * MiB, UINT64_MAX),
-	NUM("store", "max_open_uploads", K_COUNT, store.max_open_uploads, 1, 65536),
-	NUM("store", "upload_buffer", K_SIZE, store.upload_buffer, 4 * KiB, 1 * GiB),
-	NUM("store", "map_size", K_SIZE, store.map_bytes, 1 * MiB, UINT64_MAX),
-	NUM("store", "retain_age", K_SECONDS, store.retain_seconds, 0, UINT64_MAX),
-	NUM("store", "retain_bytes", K_SIZE, store.retain_bytes, 0, UINT64_MAX),
+	/* [store]: keys, forms and ranges from the store's one table */
+#define STORE_KEY_(type, field, key, form, def, min, max) NUM("store", key, K_##form, store.field, min, max),
+	STORE_OPTIONS(STORE_KEY_)
+#undef STORE_KEY_
 };
 
 #define NKEYS (sizeof keys / sizeof *keys)
@@ -355,6 +351,12 @@ static void set_path(char *dst, const char *src)
 	snprintf(dst, CONFIG_PATH_MAX, "%s", src);
 }
 
+/* Fields that follow from others, set again after every load. */
+static void derive(struct config *cfg)
+{
+	cfg->store.require_approval = cfg->approval == APPROVAL_REQUIRE;
+}
+
 void config_defaults(struct config *cfg)
 {
 	memset(cfg, 0, sizeof *cfg);
@@ -407,22 +409,8 @@ void config_defaults(struct config *cfg)
 	cfg->log_level = LOG_INFO;
 	cfg->access_log = true;
 
-	/* The same values as store_config_defaults(), set here so that config
-	 * needs only store.h, not the store's code. */
-	cfg->store.group_max = 256;
-	cfg->store.group_wait_us = 1000;
-	cfg->store.segment_bytes = 256 * MiB;
-	cfg->store.max_open_uploads = 256;
-	cfg->store.upload_buffer = 256 * KiB;
-	cfg->store.map_bytes = 16 * GiB;
-	cfg->store.retain_seconds = 0;
-	cfg->store.retain_bytes = 0;
-	config_fixup(cfg);
-}
-
-void config_fixup(struct config *cfg)
-{
-	cfg->store.data_dir = cfg->data_dir;
+	cfg->store = (struct store_options)STORE_OPTIONS_DEFAULT;
+	derive(cfg);
 }
 
 /* ---- reload: which keys apply now, which at the next start ---- */
@@ -732,63 +720,75 @@ static int set_path_value(struct load *ld, const struct key *k, const char *valu
 	return 1;
 }
 
-static int parse_port(const char *s, uint16_t *port)
+int config_parse_endpoint(const char *text, struct config_endpoint *out)
 {
-	uint64_t v;
-	const char *end;
-	if (parse_digits(s, &v, &end) < 0 || *end || v < 1 || v > 65535)
-		return -1;
-	*port = (uint16_t)v;
-	return 0;
-}
-
-/* "ADDR:PORT" or "[ADDR6]:PORT" into a numeric address and a port. */
-static int parse_listen(const char *value, char *addr, size_t addrlen, uint16_t *port)
-{
-	char host[64];
-	const char *colon;
+	const char *host = text, *colon;
 	int family = AF_INET;
-	if (value[0] == '[') {
-		const char *close = strchr(value, ']');
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
 		if (!close || close[1] != ':')
 			return -1;
+		host = text + 1;
 		colon = close + 1;
-		value++;
 		family = AF_INET6;
 	} else {
-		colon = strrchr(value, ':');
+		colon = strchr(text, ':'); /* an IPv4 address has none */
 		if (!colon)
 			return -1;
 	}
-	size_t hostlen = (size_t)(colon - value) - (family == AF_INET6);
-	if (hostlen == 0 || hostlen >= sizeof host || hostlen >= addrlen)
+	size_t hostlen = (size_t)(colon - host) - (family == AF_INET6);
+	uint64_t port;
+	const char *end;
+	if (hostlen == 0 || hostlen >= sizeof out->addr || parse_digits(colon + 1, &port, &end) < 0 ||
+	    *end || port > 65535)
 		return -1;
-	memcpy(host, value, hostlen);
-	host[hostlen] = '\0';
-	unsigned char buf[sizeof(struct in6_addr)];
-	if (inet_pton(family, host, buf) != 1 || parse_port(colon + 1, port) < 0)
-		return -1;
-	memcpy(addr, host, hostlen + 1);
-	return 1;
+	memset(out, 0, sizeof *out);
+	memcpy(out->addr, host, hostlen);
+	out->addr[hostlen] = '\0';
+	out->port = (uint16_t)port;
+	struct sockaddr_in *in4 = (struct sockaddr_in *)&out->sa;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&out->sa;
+	if (family == AF_INET && inet_pton(AF_INET, out->addr, &in4->sin_addr) == 1) {
+		in4->sin_family = AF_INET;
+		in4->sin_port = htons(out->port);
+		out->salen = sizeof *in4;
+		return 0;
+	}
+	if (family == AF_INET6 && inet_pton(AF_INET6, out->addr, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons(out->port);
+		out->salen = sizeof *in6;
+		return 0;
+	}
+	return -1;
+}
+
+/* The configuration's ADDR:PORT keys: port 0 (any) is no use to a client. */
+static int parse_key_endpoint(const char *value, struct config_endpoint *ep)
+{
+	return config_parse_endpoint(value, ep) < 0 || ep->port == 0 ? -1 : 0;
 }
 
 static int set_listen(struct load *ld, const struct key *k, const char *value)
 {
 	struct config *c = &ld->cfg;
-	if (parse_listen(value, c->listen_addr, sizeof c->listen_addr, &c->listen_port) < 0)
+	struct config_endpoint ep;
+	_Static_assert(sizeof ep.addr <= sizeof c->listen_addr, "listen_addr holds any address");
+	if (parse_key_endpoint(value, &ep) < 0)
 		return fail(ld,
 			    "[%s] %s: '%s' is not ADDR:PORT (a numeric IPv4 address, or "
 			    "an IPv6 one in brackets as [::1]:8443; port 1 to 65535)",
 			    k->section, k->name, value);
+	memcpy(c->listen_addr, ep.addr, sizeof ep.addr);
+	c->listen_port = ep.port;
 	return 1;
 }
 
 static int set_addr_text(struct load *ld, const struct key *k, const char *value)
 {
-	char addr[64];
-	uint16_t port;
+	struct config_endpoint ep;
 	char *field = (char *)&ld->cfg + k->offset;
-	if (value[0] && parse_listen(value, addr, sizeof addr, &port) < 0)
+	if (value[0] && parse_key_endpoint(value, &ep) < 0)
 		return fail(ld, "[%s] %s: '%s' is not ADDR:PORT (or empty for none)", k->section,
 			    k->name, value);
 	if (strlen(value) >= k->width)
@@ -949,6 +949,7 @@ static int validate(struct load *ld)
 		unsigned a = line_of(ld, "store", "upload_buffer");
 		unsigned b = line_of(ld, "store", "segment_size");
 		ld->line = a > b ? a : b;
+		/* The store asserts this rule (beacon/store-t.h). */
 		return fail(ld, "[store] upload_buffer (%zu) exceeds segment_size (%llu)",
 			    c->store.upload_buffer, (unsigned long long)c->store.segment_bytes);
 	}
@@ -979,6 +980,7 @@ static int parse_file(struct load *ld, char *err, size_t errlen)
 	}
 	if (!ld->err_line)
 		validate(ld);
+	derive(&ld->cfg);
 	if (ld->err_line) {
 		snprintf(err, errlen, "%s:%u: %s", ld->path, ld->err_line, ld->reason);
 		return -1;
@@ -1004,10 +1006,8 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 	config_defaults(&ld->cfg);
 	int rc = parse_file(ld, err, errlen);
 	fclose(ld->f);
-	if (rc == 0) {
+	if (rc == 0)
 		*cfg = ld->cfg;
-		config_fixup(cfg);
-	}
 	free(ld);
 	return rc;
 }

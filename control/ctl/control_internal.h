@@ -7,6 +7,7 @@
 #ifndef BEACON_CONTROL_INTERNAL_H
 #define BEACON_CONTROL_INTERNAL_H
 
+#include "beacon/auth.h"
 #include "beacon/control.h"
 
 #include <stdbool.h>

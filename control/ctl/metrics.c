@@ -5,6 +5,8 @@
  */
 #include "control_internal.h"
 
+#include "beacon/config.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -20,54 +22,22 @@ const uint64_t control_commit_latency_le_us[COMMIT_LATENCY_BOUNDS] = COMMIT_LATE
 
 /* ---- listening ---- */
 
-static int parse_port(const char *s, uint16_t *port)
-{
-	char *end;
-	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
-	if (!*s || *end || errno || v > 65535)
-		return -1;
-	*port = (uint16_t)v;
-	return 0;
-}
-
-/* "127.0.0.1:9100", "[::1]:9100" or "localhost:9100". */
+/* "127.0.0.1:9100" or "[::1]:9100": the configuration's parser, so that
+ * the two agree on every rule. */
 static int parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t *sslen,
 			char *err, size_t errlen)
 {
-	char host[64];
-	const char *colon = strrchr(text, ':');
-	size_t hlen = colon ? (size_t)(colon - text) : 0;
-	uint16_t port;
-	if (!colon || hlen == 0 || hlen >= sizeof host || parse_port(colon + 1, &port)) {
-		snprintf(err, errlen, "metrics listen '%s': expected ADDR:PORT, e.g. 127.0.0.1:9100",
+	struct config_endpoint ep;
+	if (config_parse_endpoint(text, &ep) < 0) {
+		snprintf(err, errlen,
+			 "metrics listen '%s': expected ADDR:PORT (a numeric IPv4 address, or an "
+			 "IPv6 one in brackets), e.g. 127.0.0.1:9100",
 			 text);
 		return -1;
 	}
-	memcpy(host, text, hlen);
-	host[hlen] = '\0';
-	if (!strcmp(host, "localhost"))
-		snprintf(host, sizeof host, "127.0.0.1");
-	memset(ss, 0, sizeof *ss);
-	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-	if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
-		in4->sin_family = AF_INET;
-		in4->sin_port = htons(port);
-		*sslen = sizeof *in4;
-		return 0;
-	}
-	if (hlen > 2 && host[0] == '[' && host[hlen - 1] == ']') {
-		host[hlen - 1] = '\0';
-		if (inet_pton(AF_INET6, host + 1, &in6->sin6_addr) == 1) {
-			in6->sin6_family = AF_INET6;
-			in6->sin6_port = htons(port);
-			*sslen = sizeof *in6;
-			return 0;
-		}
-	}
-	snprintf(err, errlen, "metrics listen '%s': '%s' is not an IP address", text, host);
-	return -1;
+	*ss = ep.sa;
+	*sslen = ep.salen;
+	return 0;
 }
 
 static bool is_loopback(const struct sockaddr_storage *ss)

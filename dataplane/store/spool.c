@@ -24,6 +24,7 @@
 
 #include "beacon/log.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -211,6 +212,9 @@ static void pool_remove(struct segment *seg)
 static void pool_push(struct segment *seg)
 {
 	struct store_worker *w = seg->w;
+	/* Pooled: whole, open, and nobody's: no owner, not the packed one. */
+	assert(!seg->in_pool && !seg->sealed && !seg->owner && !seg->packed);
+	assert(seg->state == SEG_READY && w->packed != seg);
 	seg->pool_prev = NULL;
 	seg->pool_next = w->pool;
 	if (w->pool)
@@ -221,6 +225,7 @@ static void pool_push(struct segment *seg)
 
 static void segment_free(struct segment *seg)
 {
+	assert(!seg->in_pool && seg->w->packed != seg);
 	spool_dir_unregister(seg->w->dir, seg->seq);
 	free(seg);
 }
@@ -292,6 +297,7 @@ struct segment *spool_segment_take(struct store_worker *w, struct store_upload *
 	/* A segment the writer retired after a failed sync takes no record,
 	 * even before an upload's answer has told the worker so. */
 	struct segment *seg = w->pool;
+	assert(!owner->seg); /* one segment per upload */
 	while (seg && atomic_load(&seg->sync_failed)) {
 		struct segment *next = seg->pool_next; /* the head once seg is out */
 		pool_remove(seg);
@@ -302,6 +308,7 @@ struct segment *spool_segment_take(struct store_worker *w, struct store_upload *
 	if (!seg)
 		return segment_create(w, owner, err);
 	/* The pool's reference becomes the owner's. */
+	assert(!seg->sealed && !seg->packed && seg->refs > 0);
 	pool_remove(seg);
 	seg->owner = owner;
 	return seg;
@@ -325,6 +332,9 @@ struct segment *spool_packed_reserve(struct store_worker *w, struct store_upload
 		seg->packed = true;
 		w->packed = seg; /* the create's reference is the worker's */
 	}
+	/* The worker's packed segment takes records until it is sealed, and
+	 * it is let go of (w->packed cleared) when it is. */
+	assert(seg->packed && !seg->sealed && !seg->owner && !seg->in_pool && seg->refs > 0);
 	seg->refs++; /* the upload's, then its commit's */
 	u->record_off = seg->tail;
 	seg->tail += len;
@@ -332,7 +342,7 @@ struct segment *spool_packed_reserve(struct store_worker *w, struct store_upload
 		u->seg_wait_next = seg->waiters;
 		seg->waiters = u;
 	}
-	if (seg->tail >= w->s->cfg.segment_bytes) {
+	if (seg->tail >= w->s->opts.segment_bytes) {
 		/* Full: it takes no new record and the worker lets go of it;
 		 * never the last reference, the upload holds one. */
 		seg->sealed = true;
@@ -373,9 +383,10 @@ void spool_pool_give_back_space(struct store_worker *w)
 
 void spool_segment_put_back(struct segment *seg, uint64_t tail)
 {
+	assert(!seg->packed && !seg->in_pool && seg->refs > 0 && tail >= seg->tail);
 	seg->owner = NULL;
 	seg->tail = tail;
-	if (seg->fd < 0 || tail >= seg->w->s->cfg.segment_bytes)
+	if (seg->fd < 0 || tail >= seg->w->s->opts.segment_bytes)
 		seg->sealed = true;
 	if (seg->sealed) {
 		spool_segment_unref(seg);
@@ -418,8 +429,12 @@ static void segment_on_punched(struct ring_op *op, int res, uint32_t flags)
  * recovery trims it) and close the file. */
 void spool_segment_unref(struct segment *seg)
 {
+	assert(seg->refs > 0);
 	if (--seg->refs > 0)
 		return;
+	/* The pool and the worker's packed slot each hold a reference: the
+	 * last one cannot go while either still lists the segment. */
+	assert(!seg->in_pool && seg->w->packed != seg && !seg->owner && !seg->waiters);
 	if (seg->fd < 0) {
 		segment_free(seg);
 		return;

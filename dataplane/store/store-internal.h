@@ -7,7 +7,7 @@
  *   writer.c   the writer thread: group commit, device records, retention
  *   recover.c  start-up: cut spool garbage, check headers, sweep orphans
  *   reader.c   the read side (store_reader_*)
- *   store.c    store_open/close, worker attach/detach, config, names
+ *   store.c    store_open/close, worker attach/detach, beacond -t's check
  *
  * Ownership, which keeps the data path free of locks: a segment and every
  * upload belong to the worker thread that made them. The writer thread reads
@@ -16,6 +16,13 @@
  * "writer" below. The one lock a worker takes is spool_dir.lock, and only
  * when it creates or closes a segment file (so that retention never unlinks
  * a file that a worker has open).
+ *
+ * The hand overs are asserted (on in the test and sanitizer builds, which
+ * leave NDEBUG unset): the upload going to the writer (upload_handoff,
+ * writer_on_upload), coming back (writer_answer, upload_on_result), a
+ * failed one answered without it (upload_deliver_error), and a segment's
+ * references (the pool, the packed slot, an owner, commits): its last one
+ * cannot go while the pool or the packed slot still lists it.
  */
 #ifndef BEACON_STORE_INTERNAL_H
 #define BEACON_STORE_INTERNAL_H
@@ -135,7 +142,7 @@ bool spool_dir_is_open(struct spool_dir *d, uint64_t seq);
 struct writer;
 
 struct store {
-	struct store_config cfg;
+	struct store_options opts; /* asserted at store_open */
 	char data_dir[PATH_MAX]; /* canonical (realpath) */
 	unsigned nworkers;
 	struct spool_dir *dirs;

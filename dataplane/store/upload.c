@@ -1,7 +1,7 @@
 /*
  * upload: one upload's body, streamed from the worker into its segment.
  *
- * The upload's buffer (cfg.upload_buffer) is two halves: one fills while the
+ * The upload's buffer (opts.upload_buffer) is two halves: one fills while the
  * other is written through the worker's ring at its explicit offset, so at
  * most one disk operation per upload is in flight and the record stays in
  * order. The first half starts with a zeroed header. An upload takes no
@@ -16,6 +16,7 @@
 
 #include "beacon/log.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -49,14 +50,15 @@ static uint8_t *upload_buffer_take(struct store_worker *w)
 {
 	if (w->n_spare)
 		return w->spare_bufs[--w->n_spare];
-	return malloc(w->s->cfg.upload_buffer);
+	return malloc(w->s->opts.upload_buffer);
 }
 
 /* Called after w->streaming counts this upload out. */
 static void upload_buffer_give(struct store_worker *w, uint8_t *buf)
 {
+	assert(w->n_spare <= UPLOAD_BUFFERS_KEPT);
 	if (w->n_spare < UPLOAD_BUFFERS_KEPT &&
-	    w->streaming + w->n_spare < w->s->cfg.max_open_uploads)
+	    w->streaming + w->n_spare < w->s->opts.max_open_uploads)
 		w->spare_bufs[w->n_spare++] = buf;
 	else
 		free(buf);
@@ -75,6 +77,7 @@ static void upload_release_buffer(struct store_upload *u)
 	uint8_t *buf = u->buf;
 	u->buf = NULL;
 	u->half[0].data = u->half[1].data = NULL;
+	assert(u->w->streaming > 0);
 	u->w->streaming--;
 	upload_buffer_give(u->w, buf);
 }
@@ -99,9 +102,11 @@ static void upload_release_segment(struct store_upload *u)
 	spool_segment_put_back(seg, seg->tail);
 }
 
+/* An aborted upload, once no I/O of its own is in flight. */
 static void upload_destroy(struct store_upload *u)
 {
 	struct store_worker *w = u->w;
+	assert(u->state == UP_ABORTED && !u->io_busy && w->live > 0);
 	upload_release_segment(u);
 	upload_release_buffer(u);
 	w->live--;
@@ -113,6 +118,13 @@ static void upload_on_result(struct ring_op *op, int res, uint32_t flags)
 	struct store_upload *u = container_of(op, struct store_upload, result_op);
 	struct store_worker *w = u->w;
 	int status = u->status;
+	/* Back from the writer (or failed before reaching it): the worker owns
+	 * it again, and nothing of it is in flight or listed as open. */
+	assert(u->state == UP_COMMITTING && !u->io_busy && !u->buf && w->live > 0);
+	assert(!u->prev && !u->next && w->open_uploads != u);
+	/* Only a durable upload comes back without its segment's reference
+	 * given up: a failed one may have let go of it before. */
+	assert(status != 0 || u->seg);
 	if (u->seg) {
 		if (u->seg->sync_failed)
 			spool_segment_seal(u->seg);
@@ -133,6 +145,8 @@ static void upload_on_result(struct ring_op *op, int res, uint32_t flags)
 static void upload_deliver_error(struct store_upload *u)
 {
 	struct store_worker *w = u->w;
+	/* upload_settle let go of its segment and buffer first. */
+	assert(u->state == UP_FINISHING && u->error && !u->io_busy && !u->seg && !u->buf);
 	u->status = u->error;
 	u->state = UP_COMMITTING;
 	u->result_op.complete = upload_on_result;
@@ -330,6 +344,12 @@ static void upload_handoff(struct store_upload *u)
 {
 	struct store_worker *w = u->w;
 	struct segment *seg = u->seg;
+	/* The whole record, header last, is written and nothing else is in
+	 * flight: from here until its answer the writer reads it. */
+	assert(u->state == UP_FINISHING && !u->io_busy && !u->error && u->header_written);
+	assert(u->queued < 0 && u->half[u->filling].fill == 0);
+	assert(seg && seg->state == SEG_READY && seg->w == w && seg->refs > 0);
+	assert(!seg->in_pool); /* owned (streaming) or packed, never pooled */
 	u->body_len = u->stream_len - RECORD_HEADER_BYTES;
 	upload_release_buffer(u);
 	if (!seg->packed) {
@@ -431,12 +451,12 @@ int store_upload_begin(struct store_worker *w, const struct upload_meta *meta,
 {
 	if (!w || !meta || !out)
 		return STORE_ERR_INVAL;
-	if (w->streaming >= w->s->cfg.max_open_uploads)
+	if (w->streaming >= w->s->opts.max_open_uploads)
 		return STORE_ERR_BUSY;
 	struct store_upload *u = calloc(1, sizeof *u);
 	if (!u)
 		return STORE_ERR_IO;
-	u->half_size = w->s->cfg.upload_buffer / 2;
+	u->half_size = w->s->opts.upload_buffer / 2;
 	u->buf = upload_buffer_take(w);
 	if (!u->buf) {
 		free(u);

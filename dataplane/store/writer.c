@@ -21,6 +21,7 @@
 
 #include "beacon/log.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -92,13 +93,17 @@ static uint64_t monotonic_us(void)
 static void writer_group_opens(struct writer *wr)
 {
 	if (!wr->group_deadline_us)
-		wr->group_deadline_us = monotonic_us() + wr->s->cfg.group_wait_us;
+		wr->group_deadline_us = monotonic_us() + wr->s->opts.group_wait_us;
 }
 
 void writer_on_upload(struct ring_op *op, int res, uint32_t flags)
 {
 	struct store_upload *u = container_of(op, struct store_upload, commit_op);
 	struct writer *wr = u->w->s->writer;
+	/* Handed over whole (upload_handoff): its record written into a
+	 * segment of its own worker, its buffer given back, no I/O in flight. */
+	assert(u->state == UP_COMMITTING && !u->error && !u->io_busy && !u->buf);
+	assert(u->seg && u->seg->w == u->w && u->stream_len >= RECORD_HEADER_BYTES);
 	u->group_next = NULL;
 	*wr->pending_tail = u;
 	wr->pending_tail = &u->group_next;
@@ -217,6 +222,7 @@ static int writer_submit_sync(struct writer *wr, struct sync_op *so, int fd, uns
  * reach the disk. Every record of it that is not indexed yet fails. */
 static void segment_poison(struct segment *seg, int err)
 {
+	assert(err < 0); /* the store_error its records not yet indexed get */
 	if (atomic_load(&seg->sync_failed))
 		return;
 	seg->sync_error = err;
@@ -363,7 +369,7 @@ static int writer_touch_device(struct store *s, MDB_txn *txn, const char *device
 	if (fresh) {
 		device_record_init(&d, device, at_ms);
 		/* approval = require: a new device waits for an operator. */
-		d.state = s->cfg.require_approval ? DEVICE_UNAPPROVED : DEVICE_APPROVED;
+		d.state = s->opts.require_approval ? DEVICE_UNAPPROVED : DEVICE_APPROVED;
 	} else if (e) {
 		return EIO;
 	}
@@ -456,8 +462,10 @@ static int writer_index_group(struct writer *wr, struct store_upload **group, un
 	}
 }
 
+/* The last the writer touches of u: the answer gives it back to its worker. */
 static void writer_answer(struct writer *wr, struct store_upload *u, int status)
 {
+	assert(u->state == UP_COMMITTING && status <= 0);
 	u->status = status;
 	int rc = ring_msg(&wr->ring, u->w->ring_fd, &u->result_op, status);
 	if (rc < 0)
@@ -500,7 +508,7 @@ static uint64_t writer_index_durable(struct writer *wr, struct store_upload **gr
 static void writer_commit_group(struct writer *wr)
 {
 	struct store *s = wr->s;
-	unsigned n = wr->n_pending < s->cfg.group_max ? wr->n_pending : s->cfg.group_max;
+	unsigned n = wr->n_pending < s->opts.group_max ? wr->n_pending : s->opts.group_max;
 	struct store_upload *stack_group[64];
 	int stack_status[64];
 	/* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers, sizeof one pointer */
@@ -523,6 +531,7 @@ static void writer_commit_group(struct writer *wr)
 		if (!wr->pending)
 			wr->pending_tail = &wr->pending;
 	}
+	assert(taken == n);
 	n = taken;
 	wr->n_pending -= n;
 	/* What arrives while this group syncs waits for the next one. */
@@ -551,7 +560,7 @@ static void writer_commit_group(struct writer *wr)
 		free(status);
 	if (wr->n_pending || wr->events)
 		writer_group_opens(wr);
-	if (bytes && s->cfg.retain_bytes && wr->total_bytes > s->cfg.retain_bytes)
+	if (bytes && s->opts.retain_bytes && wr->total_bytes > s->opts.retain_bytes)
 		writer_retention_pass(s, &wr->total_bytes, false);
 }
 
@@ -577,12 +586,12 @@ static void retention_unlink(struct store *s, const struct emptied *e, size_t n)
 	}
 }
 
-static bool retention_due(const struct store_config *cfg, uint64_t ms, uint64_t now_ms,
+static bool retention_due(const struct store_options *opts, uint64_t ms, uint64_t now_ms,
 			  uint64_t total_bytes)
 {
-	if (cfg->retain_seconds && ms + cfg->retain_seconds * 1000u < now_ms)
+	if (opts->retain_seconds && ms + opts->retain_seconds * 1000u < now_ms)
 		return true;
-	return cfg->retain_bytes && total_bytes > cfg->retain_bytes;
+	return opts->retain_bytes && total_bytes > opts->retain_bytes;
 }
 
 /* Deletes up to RETENTION_TXN_MAX of the oldest uploads that are due, in one
@@ -601,7 +610,7 @@ static int retention_txn(struct store *s, uint64_t *total_bytes, struct emptied 
 	unsigned deleted = 0;
 	MDB_val k, v;
 	while (!rc && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
-		if (k.mv_size != 16 || !retention_due(&s->cfg, be64_get(k.mv_data), now_ms, total))
+		if (k.mv_size != 16 || !retention_due(&s->opts, be64_get(k.mv_data), now_ms, total))
 			break;
 		if (deleted == RETENTION_TXN_MAX) {
 			*more = true;
@@ -644,7 +653,7 @@ static int retention_txn(struct store *s, uint64_t *total_bytes, struct emptied 
 
 int writer_retention_pass(struct store *s, uint64_t *total_bytes, bool sweep)
 {
-	if (s->cfg.retain_seconds || s->cfg.retain_bytes) {
+	if (s->opts.retain_seconds || s->opts.retain_bytes) {
 		bool more = true;
 		while (more) {
 			struct emptied *emptied = NULL;
@@ -692,7 +701,7 @@ static bool writer_group_due(struct writer *wr, uint64_t now_us)
 {
 	if (!wr->n_pending && !wr->events)
 		return false;
-	return wr->n_pending >= wr->s->cfg.group_max || now_us >= wr->group_deadline_us ||
+	return wr->n_pending >= wr->s->opts.group_max || now_us >= wr->group_deadline_us ||
 	       atomic_load(&wr->s->stopping);
 }
 

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "beacon/auth.h"
 #include "beacon/config.h"
 #include "beacon/revocation.h"
 #include "beacon/log.h"

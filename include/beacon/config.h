@@ -5,17 +5,26 @@
  * configuration (127.0.0.1:8443, demo PKI under .demo/pki).
  *
  * Loaded on the main thread at start-up and by the control thread on reload;
- * a loaded config is immutable and may be read from any thread.
+ * a loaded config is immutable and may be read from any thread. It holds
+ * plain values only (no pointer into itself), so a struct copy is complete.
+ *
+ * A part's options come whole from here: [store] is a struct store_options
+ * (beacon/store-t.h), whose table gives the keys, the defaults and the
+ * ranges checked here, each refusal with the file and line; the store
+ * trusts what it is given. config_parse_endpoint is the one "ADDR:PORT"
+ * parser: the control plane's metrics listener uses it too.
  */
 #ifndef BEACON_CONFIG_H
 #define BEACON_CONFIG_H
 
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "beacon/log.h"
-#include "beacon/store.h"
+#include "beacon/store-t.h"
 
 #define CONFIG_PATH_MAX 1024
 
@@ -91,18 +100,14 @@ struct config {
 	enum log_level log_level;
 	bool access_log; /* one line per HTTP request */
 
-	/* [store] */
-	struct store_config store;
-	/* string storage for store.data_dir lives in data_dir above: after
-	 * copying a struct config, call config_fixup() on the copy */
+	/* [store], and [server] approval as store.require_approval: the
+	 * store's own options (beacon/store-t.h), given to store_open with
+	 * data_dir. Plain values, so a struct copy is a whole config. */
+	struct store_options store;
 };
 
 /* The embedded defaults: a demo server on 127.0.0.1:8443. */
 void config_defaults(struct config *cfg);
-
-/* Points cfg->store.data_dir at cfg->data_dir (needed after a struct copy;
- * config_defaults and config_load do it). */
-void config_fixup(struct config *cfg);
 
 /* Loads `path` over the defaults. Returns 0, or -1 with a message of the
  * form "path:line: reason" in err. Relative paths in the file are taken
@@ -133,5 +138,21 @@ unsigned config_restart_keys(const struct config *running, const struct config *
  * UINT64_MAX bytes, past UINT_MAX ms). Return 0 or -1. Exposed for tests. */
 int config_parse_size(const char *s, uint64_t *out);
 int config_parse_duration_ms(const char *s, unsigned *out);
+
+/*
+ * "ADDR:PORT", the one parser of it (the [server] listen and metrics keys,
+ * the control plane's metrics listener): a numeric IPv4 address
+ * ("127.0.0.1:9100") or a numeric IPv6 one in brackets ("[::1]:9100"), a
+ * colon, and a decimal port 0 to 65535 (0: the kernel picks one; the
+ * configuration's keys want 1 to 65535). No host names, blanks, signs or
+ * anything after the port. Returns 0 and fills *out, or -1.
+ */
+struct config_endpoint {
+	char addr[INET6_ADDRSTRLEN]; /* the address as written, without brackets */
+	uint16_t port;
+	struct sockaddr_storage sa; /* the same, ready for bind(2) */
+	socklen_t salen;
+};
+int config_parse_endpoint(const char *text, struct config_endpoint *out);
 
 #endif

@@ -23,8 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "beacon/auth-t.h"
 #include "beacon/counters.h"
-#include "beacon/store.h"
 #include "beacon/tls.h"
 #include "beacon/transport.h"
 

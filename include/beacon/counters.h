@@ -31,7 +31,7 @@
  * as a column.
  *
  * A header of macros only: the user includes what the members name
- * (stdint.h, and AUTH_RESULT_COUNT with auth_result from the store's
+ * (stdint.h, and AUTH_RESULT_COUNT with auth_result from beacon/auth-t.h
  * types).
  */
 #ifndef BEACON_COUNTERS_H

@@ -13,6 +13,12 @@
  * The store_reader_* side opens the index read-only and may run in another
  * process (beaconctl) while the server writes.
  *
+ * Types: the options (struct store_options, with their defaults and limits
+ * in one table) are in beacon/store-t.h, the device states and
+ * authentication results that tls and the control plane share in
+ * beacon/auth-t.h; both are types only, so the headers of other parts
+ * include them and not this one.
+ *
  * Memory: each upload in flight holds at most `upload_buffer` bytes of body
  * (default 256 KiB, two halves: one fills while the other is written), so a
  * worker holds at most max_open_uploads * upload_buffer (64 MiB by default,
@@ -42,26 +48,13 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "beacon/auth-t.h"
+#include "beacon/store-t.h"
+
 struct ring;
 struct store;
 struct store_worker;
 struct store_upload;
-
-struct store_config {
-	const char *data_dir;      /* DATA: DATA/spool/wN/ and DATA/index */
-	unsigned group_max;        /* most uploads in one commit (default 256) */
-	unsigned group_wait_us;    /* longest a commit waits to fill (default 1000) */
-	uint64_t segment_bytes;    /* roll a segment past this size (default 256 MiB) */
-	unsigned max_open_uploads; /* uploads in flight per worker (default 256) */
-	size_t upload_buffer;      /* body bytes buffered per upload (default 256 KiB) */
-	uint64_t map_bytes;        /* LMDB map size (default 16 GiB) */
-	uint64_t retain_seconds;   /* drop uploads older than this; 0 = keep */
-	uint64_t retain_bytes;     /* drop oldest past this many spool bytes; 0 = no cap */
-	bool require_approval;     /* new devices start unapproved (approval = require) */
-};
-
-/* Fills unset (zero) fields of `cfg` with the defaults above. */
-void store_config_defaults(struct store_config *cfg);
 
 enum store_error {
 	STORE_ERR_BUSY = -1,    /* too many uploads in flight: answer 503 */
@@ -77,7 +70,6 @@ enum store_error {
 /* A short English reason for a store_error. */
 const char *store_strerror(int err);
 
-#define STORE_DEVICE_MAX 256
 #define STORE_CATEGORY_MAX 64
 #define STORE_NAME_MAX 256
 
@@ -88,16 +80,19 @@ struct upload_meta {
 	uint8_t cert_sha256[32];           /* fingerprint of the client certificate */
 };
 
-/* Opens (creating if needed) DATA/index and DATA/spool for `nworkers`
- * workers, recovers the spool, and starts the writer thread. On failure
- * returns a negative store_error and writes a reason into err.
+/* Opens (creating if needed) data_dir (DATA below: DATA/spool/wN/ and
+ * DATA/index) for `nworkers` workers, recovers the spool, and starts the
+ * writer thread. On failure returns a negative store_error and writes a
+ * reason into err. The options must keep the rules of STORE_OPTIONS
+ * (beacon/store-t.h): they are asserted, not checked; the configuration
+ * refuses values outside them with the file and line.
  *
  * One process owns a data directory: store_open takes an exclusive flock on
  * DATA/lock (held until store_close) before recovery touches anything, and
  * writes its PID into the file. A second store_open on the same directory
  * fails with STORE_ERR_LOCKED and a reason that names the holder's PID. */
-int store_open(const struct store_config *cfg, unsigned nworkers, struct store **out,
-	       char *err, size_t errlen);
+int store_open(const char *data_dir, const struct store_options *opts, unsigned nworkers,
+	       struct store **out, char *err, size_t errlen);
 void store_close(struct store *s);
 
 /* beacond -t: checks the store read-only and changes nothing on disk (not
@@ -106,8 +101,7 @@ void store_close(struct store *s);
  * how many uploads are indexed, and, when none runs, what recovery WOULD
  * do at the next start. 0, or a negative store_error with a reason in err
  * (an index that cannot be read, a newer schema). */
-int store_check(const struct store_config *cfg, char *report, size_t reportlen, char *err,
-		size_t errlen);
+int store_check(const char *data_dir, char *report, size_t reportlen, char *err, size_t errlen);
 
 /* Called on worker `worker_id`'s thread with that worker's ring, before any
  * upload. The ring must be run by the caller's loop (ring_run_once). */
@@ -148,24 +142,6 @@ void store_upload_finish(struct store_upload *u, store_done_fn done, void *arg);
 /* Drops an upload whose body will not complete (client gone, bad chunk). No
  * callback follows; nothing of it becomes visible. */
 void store_upload_abort(struct store_upload *u);
-
-enum device_state { DEVICE_APPROVED = 0, DEVICE_UNAPPROVED = 1, DEVICE_BLOCKED = 2 };
-
-/* Authentication result of a connection attempt, for the devices database. */
-enum auth_result {
-	AUTH_OK,
-	AUTH_NO_CERT,
-	AUTH_UNKNOWN_ISSUER,
-	AUTH_EXPIRED,
-	AUTH_NOT_YET_VALID,
-	AUTH_REVOKED,
-	AUTH_BLOCKED,
-	AUTH_UNAPPROVED,
-	AUTH_WRONG_USAGE,
-	AUTH_OTHER,
-	AUTH_RESULT_COUNT,
-};
-const char *auth_result_name(enum auth_result r);
 
 /* Records a device's authentication attempt (first/last seen, last result,
  * fingerprint). Fire and forget: batched into the writer's next commit. Safe

@@ -30,7 +30,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "beacon/store.h"
+#include "beacon/auth-t.h"
 
 struct config;
 struct tls_server;

@@ -15,8 +15,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "beacon/auth-t.h"
 #include "beacon/counters.h"
-#include "beacon/store.h"
 #include "beacon/transport.h"
 
 struct config;

@@ -146,7 +146,6 @@ static void server_init(void)
 	cfg.crl_dir[0] = '\0';
 	cfg.blocklist[0] = '\0';
 	cfg.ticket_key_file[0] = '\0';
-	config_fixup(&cfg);
 	char err[512];
 	if (tls_server_new(&cfg, &server, err, sizeof err) != 0) {
 		fprintf(stderr, "fuzz_psk: %s\n", err);

@@ -87,3 +87,19 @@ def test_sigterm_exits_zero(start_server):
     """The factory's teardown also checks this; here it is explicit."""
     srv = start_server()
     srv.stop()
+
+
+def test_store_limit_named_with_file_and_line(start_server):
+    """The store's limits are checked once, by the configuration, with the
+    file and line: an upload_buffer under the store's minimum (8 KiB) fails
+    beacond -t and names the minimum. It used to pass -t (the check allowed
+    4 KiB) and then fail at store_open, with neither file nor line."""
+    srv = start_server({"store": {"upload_buffer": "6k"}}, start=False)
+    line = next(i for i, ln in enumerate(srv.conf.read_text().splitlines(), 1)
+                if ln.startswith("upload_buffer"))
+    p = check(srv.conf)
+    err = p.stderr.decode()
+    assert p.returncode != 0, err
+    assert (f"{srv.conf}:{line}: [store] upload_buffer: '6k' is out of range (8k to 1G)"
+            in err), err
+    assert "configuration OK" not in err, err

@@ -774,6 +774,27 @@ static void test_non_loopback_refused(void **state)
 	assert_non_null(strstr(err, "ADDR:PORT"));
 }
 
+/* The metrics listener parses ADDR:PORT with the configuration's parser
+ * (config_parse_endpoint): what beacond.conf refuses, it refuses too. It
+ * once had its own, which took host names and a signed or blank port. */
+static void test_metrics_addr_is_the_configs(void **state)
+{
+	static const char *const addrs[] = {"localhost:0", "127.0.0.1:+0", "127.0.0.1: 0",
+					    "::1:0"};
+	char path[100];
+	snprintf(path, sizeof path, "%s/addr.sock", tmpdir);
+	for (size_t i = 0; i < sizeof addrs / sizeof *addrs; i++) {
+		struct control *other = NULL;
+		char err[512] = "";
+		int rc = control_start(path, addrs[i], &handlers, &other, err, sizeof err);
+		if (rc == 0)
+			control_stop(other);
+		if (rc != -1 || !strstr(err, "expected ADDR:PORT"))
+			fail_msg("%s: rc %d, '%s'", addrs[i], rc, err);
+		assert_int_equal(access(path, F_OK), -1); /* nothing left behind */
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -801,6 +822,7 @@ int main(void)
 	    cmocka_unit_test(test_http_oversized_head),
 	    cmocka_unit_test(test_ipv6_loopback),
 	    cmocka_unit_test(test_non_loopback_refused),
+	    cmocka_unit_test(test_metrics_addr_is_the_configs),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

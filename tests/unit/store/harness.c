@@ -32,15 +32,12 @@ void tmpdir_remove(const char *dir)
 	nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-struct store *open_store(const char *dir, struct store_config *cfg, unsigned nworkers)
+struct store *open_store(const char *dir, const struct store_options *opts, unsigned nworkers)
 {
-	struct store_config local = {0};
-	if (!cfg)
-		cfg = &local;
-	cfg->data_dir = dir;
+	const struct store_options defaults = STORE_OPTIONS_DEFAULT;
 	struct store *s = NULL;
 	char err[256] = "";
-	int rc = store_open(cfg, nworkers, &s, err, sizeof err);
+	int rc = store_open(dir, opts ? opts : &defaults, nworkers, &s, err, sizeof err);
 	if (rc)
 		fail_msg("store_open(%s): %s: %s", dir, store_strerror(rc), err);
 	return s;

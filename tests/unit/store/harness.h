@@ -6,6 +6,7 @@
 #ifndef STORE_TEST_HARNESS_H
 #define STORE_TEST_HARNESS_H
 
+#include "beacon/auth.h"
 #include "beacon/ring.h"
 #include "beacon/store.h"
 
@@ -22,7 +23,7 @@ struct tw {
 void tmpdir_make(char *dir);
 void tmpdir_remove(const char *dir);
 
-struct store *open_store(const char *dir, struct store_config *cfg, unsigned nworkers);
+struct store *open_store(const char *dir, const struct store_options *opts, unsigned nworkers);
 void tw_attach(struct tw *t, struct store *s, unsigned id);
 void tw_detach(struct tw *t);
 /* Runs the worker's ring until *flag is true (fails the test after 60 s). */

@@ -29,7 +29,7 @@ static int setup(void **state)
 	return 0;
 }
 
-static void start(struct fixture *f, struct store_config *cfg)
+static void start(struct fixture *f, const struct store_options *cfg)
 {
 	f->s = open_store(f->dir, cfg, 1);
 	tw_attach(&f->t, f->s, 0);
@@ -172,7 +172,8 @@ static void test_device_records(void **state)
 static void test_require_approval(void **state)
 {
 	struct fixture *f = *state;
-	struct store_config cfg = {.require_approval = true};
+	struct store_options cfg = STORE_OPTIONS_DEFAULT;
+	cfg.require_approval = true;
 	start(f, &cfg);
 	uint8_t fp[32];
 	memset(fp, 0x33, sizeof fp);
@@ -221,12 +222,16 @@ static void test_listing_since(void **state)
 static void test_retention_by_bytes(void **state)
 {
 	struct fixture *f = *state;
-	/* Small segments: each upload seals its own, so whole files can go. */
-	struct store_config cfg = {.retain_bytes = 250000, .segment_bytes = 65536};
+	/* The smallest segments (1 MiB) and uploads past that size: each
+	 * upload seals its own segment, so whole files can go. The cap keeps
+	 * two uploads. */
+	struct store_options cfg = STORE_OPTIONS_DEFAULT;
+	cfg.segment_bytes = 1u << 20;
+	cfg.retain_bytes = 2750000;
 	start(f, &cfg);
 	uint64_t ids[5];
 	for (int i = 0; i < 5; i++)
-		ids[i] = put(f, "dev-r", 100000);
+		ids[i] = put(f, "dev-r", 1100000);
 	/* A commit past the cap trims oldest-first right after it answers. */
 	for (int i = 0; i < 2000 && count_uploads(f->dir, NULL) != 2; i++)
 		usleep(1000);
@@ -254,7 +259,8 @@ static void test_retention_by_age(void **state)
 	put(f, "dev-old", 5000);
 	stop(f);
 	sleep(2);
-	struct store_config cfg = {.retain_seconds = 1};
+	struct store_options cfg = STORE_OPTIONS_DEFAULT;
+	cfg.retain_seconds = 1;
 	start(f, &cfg); /* the writer's first pass runs at open */
 	assert_int_equal(count_uploads(f->dir, NULL), 0);
 	uint64_t id = put(f, "dev-new", 5000);

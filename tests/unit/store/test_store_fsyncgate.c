@@ -120,7 +120,8 @@ static int setup(void **state)
 	tmpdir_make(f->dir);
 	/* One upload per group: the two uploads below reach the writer in two
 	 * groups, each with its own fdatasync of their shared segment. */
-	struct store_config cfg = {.group_max = 1};
+	struct store_options cfg = STORE_OPTIONS_DEFAULT;
+	cfg.group_max = 1;
 	f->s = open_store(f->dir, &cfg, 1);
 	tw_attach(&f->t, f->s, 0);
 	*state = f;

@@ -21,10 +21,10 @@ static void test_second_open_names_the_holder(void **state)
 	char dir[64];
 	tmpdir_make(dir);
 	struct store *s = open_store(dir, NULL, 1);
-	struct store_config cfg = {.data_dir = dir};
+	const struct store_options opts = STORE_OPTIONS_DEFAULT;
 	struct store *second = NULL;
 	char err[512] = "", want[64];
-	assert_int_equal(store_open(&cfg, 1, &second, err, sizeof err), STORE_ERR_LOCKED);
+	assert_int_equal(store_open(dir, &opts, 1, &second, err, sizeof err), STORE_ERR_LOCKED);
 	assert_null(second);
 	snprintf(want, sizeof want, "in use by pid %ld", (long)getpid());
 	if (!strstr(err, want))
@@ -103,9 +103,8 @@ static void test_check_reports_and_changes_nothing(void **state)
 
 	static struct file_state before[32], after[32];
 	unsigned n = dir_state(dir, before, 32);
-	struct store_config cfg = {.data_dir = dir};
 	char report[1024], err[256];
-	assert_int_equal(store_check(&cfg, report, sizeof report, err, sizeof err), 0);
+	assert_int_equal(store_check(dir, report, sizeof report, err, sizeof err), 0);
 	if (!strstr(report, "1 uploads indexed") ||
 	    !strstr(report, "would cut 100 unindexed bytes from 1 segments and remove 1 segments"))
 		fail_msg("report: %s", report);

@@ -49,7 +49,8 @@ static void test_full_disk(void **state)
 	snprintf(dir, sizeof dir, "%s/data", mnt);
 	snprintf(filler, sizeof filler, "%s/filler", mnt);
 	/* A small map: LMDB's file must fit on the tmpfs too. */
-	struct store_config cfg = {.map_bytes = 64 * MiB};
+	struct store_options cfg = STORE_OPTIONS_DEFAULT;
+	cfg.map_bytes = 64 * MiB;
 	struct store *s = open_store(dir, &cfg, 1);
 	struct tw t;
 	tw_attach(&t, s, 0);

@@ -231,10 +231,10 @@ static void test_newer_schema_refused(void **state)
 	struct fixture *f = *state;
 	close_store(f);
 	set_schema(f->dir, 2);
-	struct store_config cfg = {.data_dir = f->dir};
+	const struct store_options opts = STORE_OPTIONS_DEFAULT;
 	struct store *s = NULL;
 	char err[256] = "";
-	assert_int_equal(store_open(&cfg, 1, &s, err, sizeof err), STORE_ERR_SCHEMA);
+	assert_int_equal(store_open(f->dir, &opts, 1, &s, err, sizeof err), STORE_ERR_SCHEMA);
 	assert_null(s);
 	assert_non_null(strstr(err, "index schema 2 is newer than this beacond (1)"));
 	struct store_reader *r;

@@ -268,7 +268,9 @@ static void test_busy_and_abort(void **state)
 	struct fixture *f = *state;
 	tw_detach(&f->t);
 	store_close(f->s);
-	struct store_config cfg = {.max_open_uploads = 2, .upload_buffer = 8192};
+	struct store_options cfg = STORE_OPTIONS_DEFAULT;
+	cfg.max_open_uploads = 2;
+	cfg.upload_buffer = 8192;
 	f->s = open_store(f->dir, &cfg, 1);
 	tw_attach(&f->t, f->s, 0);
 	struct upload_meta meta = {.device = "dev-x", .name = "n"};
