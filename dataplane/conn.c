@@ -27,7 +27,7 @@
 #include "beacon/log.h"
 #include "beacon/store.h"
 #include "beacon/tls.h"
-#include "beacon/trust.h"
+#include "beacon/snapshot.h"
 #include "worker-internal.h"
 
 #define LINGER_MS 2000

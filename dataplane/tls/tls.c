@@ -3,8 +3,7 @@
  * connection. See include/beacon/tls.h for the model.
  */
 #include "tls-internal.h"
-#include "blocklist.h"
-#include "certid.h"
+#include "beacon/certid.h"
 
 #include <wolfssl/openssl/evp.h>
 #include <wolfssl/openssl/x509.h>
@@ -13,18 +12,14 @@
 #include <wolfssl/error-ssl.h>
 #include <wolfssl/wolfcrypt/sha256.h>
 
-#include <dirent.h>
 #include <pthread.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
-#include "beacon/config.h"
-#include "beacon/revocation.h"
 #include "beacon/log.h"
+#include "beacon/snapshot.h"
 
 /* The verify callback relies on both (scripts/setup.sh says why): without
  * them a usage error could hide a chain error, and a CA the client sends
@@ -33,44 +28,16 @@
 #error "wolfSSL must be built by scripts/setup.sh (IGNORE_KEY_EXTENSIONS, WOLFSSL_VERIFY_CB_ALL_CERTS)"
 #endif
 
-#define MAX_ISSUERS 1024
-#define ADVERTISED_WARN_BYTES (16 * 1024)
 /* Configured CAs walked above a certificate: deeper than any real PKI, and
  * a bound on a loop of cross-certified CAs. */
 #define MAX_CA_WALK 8
 
-/* A configured issuer as the chain above a client's certificate sees it:
- * its own name, and its issuer's name, its serial and key identifiers, so
- * that an intermediate CA configured as an issuer is checked against its
- * issuer's CRL too. Names hashed by revocation_cert_names, as the CRL
- * index hashes them. */
-struct trusted_ca {
-	uint8_t subject_sha256[32];
-	uint8_t issuer_sha256[32];
-	uint8_t serial[32];
-	uint8_t serial_len;
-	uint8_t skid_len, akid_len;
-	uint8_t skid[32], akid[32];
-	bool self_issued; /* a root: nothing above it to ask */
-	char name[64];	  /* for refusal reasons */
-};
-
+/* A trust snapshot (built and checked by the control plane) with the
+ * wolfSSL context over it: what every session of one snapshot shares. */
 struct tls_server {
 	_Atomic unsigned refs;
-	uint64_t generation;
-	time_t loaded;
 	WOLFSSL_CTX *ctx;
-	bool require_eku;
-	bool require_digital_signature;
-	enum identity_source identity;
-	unsigned ticket_lifetime_s;
-	unsigned max_session_age_s;
-	size_t n_issuers;
-	uint8_t issuer_hash[MAX_ISSUERS][32]; /* SHA-256 of each issuer's subject DER */
-	struct revocation_issuer issuer_der[MAX_ISSUERS]; /* owned copies */
-	struct trusted_ca ca[MAX_ISSUERS];
-	struct revocation_index *revocation;
-	struct blocklist blocked;
+	struct trust_snapshot *trust; /* owned: freed with the last reference */
 };
 
 struct tls_session {
@@ -109,25 +76,6 @@ static const char cipher_list[] =
 static const char client_sigalgs[] =
 	"ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512:RSA-PSS+SHA256:RSA-PSS+SHA384:RSA-PSS+SHA512:"
 	"RSA+SHA256:RSA+SHA384:RSA+SHA512";
-
-/* A private key others can read (or anyone but its owner can change) is
- * refused: group read (0640, for a service group) is the most allowed. */
-static bool key_file_exposed(const char *path, char *err, size_t errlen)
-{
-	struct stat st;
-	if (stat(path, &st) != 0) {
-		snprintf(err, errlen, "key %s: %s", path, strerror(errno));
-		return true;
-	}
-	if (st.st_mode & 0037) {
-		snprintf(err, errlen,
-			 "key %s: mode %04o lets other users read or change the private key; "
-			 "chmod 600 (or 640 for a service group)",
-			 path, (unsigned)(st.st_mode & 07777));
-		return true;
-	}
-	return false;
-}
 
 /* ---- I/O callbacks: the session's lent input, and the caller's sender ---- */
 
@@ -205,6 +153,11 @@ static uint8_t alert_for(enum auth_result r)
 	}
 }
 
+static const struct trust_policy *policy(const struct tls_session *s)
+{
+	return trust_snapshot_policy(s->srv->trust);
+}
+
 static void session_refuse(struct tls_session *s, enum auth_result r, const char *why)
 {
 	s->peer.result = r;
@@ -236,7 +189,7 @@ static bool peer_identity(struct tls_session *s, const struct cert_view *v)
 	size_t len = sizeof s->peer.device;
 	enum cert_id r;
 	const char *what;
-	switch (s->srv->identity) {
+	switch (policy(s)->identity) {
 	case IDENTITY_SAN_DNS:
 		r = cert_san(v, CERT_SAN_DNS, out, len);
 		what = "subjectAltName dNSName";
@@ -269,12 +222,12 @@ static bool peer_identity(struct tls_session *s, const struct cert_view *v)
  * date). Used for full handshakes and for every resumption. */
 static bool peer_admitted(struct tls_session *s)
 {
-	const struct tls_server *srv = s->srv;
-	if (blocklist_has(&srv->blocked, s->peer.cert_sha256, s->peer.device)) {
+	const struct trust_snapshot *trust = s->srv->trust;
+	if (trust_snapshot_blocked(trust, s->peer.cert_sha256, s->peer.device)) {
 		session_refuse(s, AUTH_BLOCKED, "certificate or device is blocked");
 		return false;
 	}
-	switch (revocation_lookup(srv->revocation, s->issuer_hash, s->serial, s->serial_len)) {
+	switch (trust_snapshot_revocation(trust, s->issuer_hash, s->serial, s->serial_len)) {
 	case REVOCATION_GOOD:
 		break;
 	case REVOCATION_REVOKED:
@@ -295,7 +248,7 @@ static bool ca_admitted(struct tls_session *s, const uint8_t issuer_sha256[32],
 			const uint8_t *serial, size_t serial_len, const char *which)
 {
 	char why[160];
-	switch (revocation_lookup(s->srv->revocation, issuer_sha256, serial, serial_len)) {
+	switch (trust_snapshot_revocation(s->srv->trust, issuer_sha256, serial, serial_len)) {
 	case REVOCATION_GOOD:
 		return true;
 	case REVOCATION_REVOKED:
@@ -323,11 +276,12 @@ static bool ca_admitted(struct tls_session *s, const uint8_t issuer_sha256[32],
 static bool configured_cas_admitted(struct tls_session *s, const uint8_t issuer[32],
 				    const uint8_t *akid, size_t akid_len)
 {
-	const struct tls_server *srv = s->srv;
+	const struct trust_snapshot *trust = s->srv->trust;
+	size_t n_ca = trust_snapshot_ca_count(trust);
 	for (int level = 0; level < MAX_CA_WALK; level++) {
-		const struct trusted_ca *next = NULL;
-		for (size_t i = 0; i < srv->n_issuers; i++) {
-			const struct trusted_ca *ca = &srv->ca[i];
+		const struct trust_ca *next = NULL;
+		for (size_t i = 0; i < n_ca; i++) {
+			const struct trust_ca *ca = trust_snapshot_ca(trust, i);
 			if (memcmp(ca->subject_sha256, issuer, 32) != 0 || ca->self_issued)
 				continue;
 			if (akid_len && ca->skid_len &&
@@ -370,8 +324,8 @@ static bool weak_signature(WOLFSSL_X509 *x)
  * verdict can stand in for, or hide, a chain error. */
 static bool usage_admitted(struct tls_session *s, WOLFSSL_X509 *x)
 {
-	const struct tls_server *srv = s->srv;
-	if (srv->require_eku) {
+	const struct trust_policy *p = policy(s);
+	if (p->require_eku) {
 		unsigned eku = wolfSSL_X509_get_extended_key_usage(x);
 		if (!(eku & (XKU_SSL_CLIENT | XKU_ANYEKU))) {
 			session_refuse(s, AUTH_WRONG_USAGE,
@@ -379,7 +333,7 @@ static bool usage_admitted(struct tls_session *s, WOLFSSL_X509 *x)
 			return false;
 		}
 	}
-	if (srv->require_digital_signature &&
+	if (p->require_digital_signature &&
 	    !(wolfSSL_X509_get_keyUsage(x) & KEYUSE_DIGITAL_SIG)) {
 		session_refuse(s, AUTH_WRONG_USAGE, "certificate lacks digitalSignature key usage");
 		return false;
@@ -392,9 +346,9 @@ static bool usage_admitted(struct tls_session *s, WOLFSSL_X509 *x)
 static bool leaf_names(struct tls_session *s, const uint8_t *der, size_t der_len,
 		       struct cert_view *view)
 {
-	struct revocation_cert_names names;
+	struct cert_names names;
 	if (wc_Sha256Hash(der, (word32)der_len, s->peer.cert_sha256) != 0 ||
-	    revocation_cert_names(der, der_len, &names) != 0 ||
+	    cert_names(der, der_len, &names) != 0 ||
 	    cert_view_parse(der, der_len, view) != 0) {
 		session_refuse(s, AUTH_OTHER, "certificate does not parse");
 		return false;
@@ -441,10 +395,10 @@ static int check_chain_ca(struct tls_session *s, WOLFSSL_X509 *x, int depth)
 {
 	int der_len = 0;
 	const unsigned char *der = wolfSSL_X509_get_der(x, &der_len);
-	struct revocation_cert_names names;
+	struct cert_names names;
 	struct cert_view view;
 	uint8_t akid[32];
-	if (!der || der_len <= 0 || revocation_cert_names(der, (size_t)der_len, &names) != 0 ||
+	if (!der || der_len <= 0 || cert_names(der, (size_t)der_len, &names) != 0 ||
 	    cert_view_parse(der, (size_t)der_len, &view) != 0) {
 		session_refuse(s, AUTH_OTHER, "a CA certificate of the chain does not parse");
 		return 0;
@@ -700,10 +654,10 @@ size_t tls_ticket_blob_read(const uint8_t *ticket, size_t len, struct ticket_ide
  * checked again. */
 static bool identity_still_admitted(struct tls_session *s)
 {
-	const struct tls_server *srv = s->srv;
+	const struct trust_snapshot *trust = s->srv->trust;
 	bool trusted = false;
-	for (size_t i = 0; i < srv->n_issuers && !trusted; i++)
-		trusted = memcmp(srv->issuer_hash[i], s->issuer_hash, 32) == 0;
+	for (size_t i = 0; i < trust_snapshot_ca_count(trust) && !trusted; i++)
+		trusted = memcmp(trust_snapshot_ca(trust, i)->subject_sha256, s->issuer_hash, 32) == 0;
 	if (!trusted) {
 		session_refuse(s, AUTH_UNKNOWN_ISSUER, "certificate's issuer is no longer trusted");
 		return false;
@@ -747,15 +701,15 @@ static bool ticket_identity_admitted(struct tls_session *s, const struct ticket_
 
 /* The ticket's dates: the certificate's notAfter, max_session_age since
  * the full handshake, ticket_lifetime since the ticket was sealed. */
-static bool ticket_identity_current(const struct tls_server *srv, const struct ticket_identity *id)
+static bool ticket_identity_current(const struct trust_policy *p, const struct ticket_identity *id)
 {
 	int64_t now = (int64_t)time(NULL);
 	const char *why = NULL;
 	if (now >= id->not_after)
 		why = "its certificate is past its notAfter";
-	else if (now - id->auth_time > (int64_t)srv->max_session_age_s)
+	else if (now - id->auth_time > (int64_t)p->max_session_age_s)
 		why = "its session is older than max_session_age";
-	else if (now - id->issued > (int64_t)srv->ticket_lifetime_s)
+	else if (now - id->issued > (int64_t)p->ticket_lifetime_s)
 		why = "it is older than ticket_lifetime";
 	if (why)
 		log_debug("tls: ticket of %s not resumed: %s", id->device, why);
@@ -773,7 +727,7 @@ static bool same_ticket(const struct ticket_identity *a, const struct ticket_ide
 
 bool tls_resumption_offered(struct tls_session *s, const struct ticket_identity *id)
 {
-	if (!ticket_identity_current(s->srv, id) || !ticket_identity_admitted(s, id))
+	if (!ticket_identity_current(policy(s), id) || !ticket_identity_admitted(s, id))
 		return false;
 	for (unsigned i = 0; i < s->n_offered; i++)
 		if (same_ticket(&s->offered[i], id))
@@ -851,223 +805,30 @@ static void offered_tickets_release(struct tls_session *s)
 
 /* ---- server ---- */
 
-/* Whether a trusted issuer with common name `cn` is in the advertised list:
- * whole comma-separated entries, spaces trimmed. */
-static bool advertise_listed(const struct config *cfg, const char *cn)
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static int global_init_rc;
+
+static void tls_global_init(void)
 {
-	if (cfg->advertise == ADVERTISE_ALL)
-		return true;
-	if (cfg->advertise != ADVERTISE_LIST)
-		return false;
-	const char *p = cfg->advertise_list;
-	size_t cl = strlen(cn);
-	while (*p) {
-		while (*p == ' ' || *p == ',')
-			p++;
-		const char *e = strchr(p, ',');
-		size_t l = e ? (size_t)(e - p) : strlen(p);
-		while (l && p[l - 1] == ' ')
-			l--;
-		if (l && l == cl && strncmp(p, cn, l) == 0)
-			return true;
-		p += l;
-	}
-	return false;
+	/* The first key, unless a fleet key file was loaded already. */
+	if (wolfSSL_Init() != WOLFSSL_SUCCESS ||
+	    (tls_tickets_count() == 0 && tls_tickets_rotate() != 0))
+		global_init_rc = -1;
 }
 
-/* The copy's raw names, serial and key ids. 0, or -1 when it does not parse
- * (the issuer file is refused). */
-static int trusted_ca_fill(struct trusted_ca *ca, const uint8_t *der, size_t len)
+static void tls_server_free(struct tls_server *srv)
 {
-	struct revocation_cert_names names;
-	struct cert_view v;
-	if (revocation_cert_names(der, len, &names) != 0 || cert_view_parse(der, len, &v) != 0 ||
-	    names.serial_len > sizeof ca->serial)
-		return -1;
-	memset(ca, 0, sizeof *ca);
-	memcpy(ca->subject_sha256, names.subject_sha256, 32);
-	memcpy(ca->issuer_sha256, names.issuer_sha256, 32);
-	memcpy(ca->serial, names.serial, names.serial_len);
-	ca->serial_len = (uint8_t)names.serial_len;
-	ca->skid_len = (uint8_t)cert_key_id(&v, false, ca->skid);
-	ca->akid_len = (uint8_t)cert_key_id(&v, true, ca->akid);
-	ca->self_issued = memcmp(names.subject_sha256, names.issuer_sha256, 32) == 0;
-	cert_name_text(v.subject, v.subject_len, ca->name, sizeof ca->name);
-	return 0;
+	if (!srv)
+		return;
+	wolfSSL_CTX_free(srv->ctx);
+	trust_snapshot_free(srv->trust);
+	free(srv);
 }
 
-static int add_issuer(struct tls_server *srv, WOLFSSL_X509 *x, const struct config *cfg,
-		      WOLF_STACK_OF(WOLFSSL_X509_NAME) * names, size_t *advertised_bytes)
+/* Protocol versions, ciphers and groups, and the server's own chain and key. */
+static int server_identity(WOLFSSL_CTX *ctx, const struct tls_server_keys *k, char *err,
+			   size_t errlen)
 {
-	int der_len = 0;
-	const unsigned char *der = wolfSSL_X509_get_der(x, &der_len);
-	if (!der || srv->n_issuers >= MAX_ISSUERS ||
-	    wolfSSL_CTX_load_verify_buffer(srv->ctx, der, der_len, WOLFSSL_FILETYPE_ASN1) !=
-		    WOLFSSL_SUCCESS)
-		return -1;
-	uint8_t *copy = malloc((size_t)der_len);
-	if (!copy)
-		return -1;
-	memcpy(copy, der, (size_t)der_len);
-	srv->issuer_der[srv->n_issuers] = (struct revocation_issuer){copy, (size_t)der_len};
-	if (trusted_ca_fill(&srv->ca[srv->n_issuers], copy, (size_t)der_len) != 0) {
-		free(copy);
-		return -1;
-	}
-	memcpy(srv->issuer_hash[srv->n_issuers], srv->ca[srv->n_issuers].subject_sha256, 32);
-	srv->n_issuers++;
-	WOLFSSL_X509_NAME *subj = wolfSSL_X509_get_subject_name(x);
-	char cn[256] = "";
-	wolfSSL_X509_NAME_get_text_by_NID(subj, NID_commonName, cn, sizeof cn);
-	if (!advertise_listed(cfg, cn))
-		return 0;
-	/* wolfSSL encodes names of at most WC_ASN_NAME_MAX bytes; a longer one
-	 * would go out as garbage in every CertificateRequest, and clients
-	 * then refuse the whole handshake. Such an issuer is trusted, not named. */
-	int name_len = wolfSSL_i2d_X509_NAME(subj, NULL);
-	if (name_len <= 0) {
-		log_warn("issuers: \"%s\": its subject name is too long to advertise (wolfSSL "
-			 "encodes at most %d bytes); trusted, but left out of the CA names",
-			 cn, WC_ASN_NAME_MAX);
-		return 0;
-	}
-	WOLFSSL_X509_NAME *dup = wolfSSL_X509_NAME_dup(subj);
-	if (!dup || wolfSSL_sk_X509_NAME_push(names, dup) <= 0) {
-		wolfSSL_X509_NAME_free(dup);
-		return -1;
-	}
-	*advertised_bytes += (size_t)name_len + 2;
-	return 0;
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-	FILE *fp = fopen(path, "rb");
-	if (!fp)
-		return NULL;
-	char *buf = NULL;
-	size_t cap = 0, n = 0, r;
-	do {
-		if (n + 4096 > cap) {
-			char *grown = realloc(buf, cap = cap * 2 + 8192);
-			if (!grown) {
-				free(buf);
-				fclose(fp);
-				errno = ENOMEM;
-				return NULL;
-			}
-			buf = grown;
-		}
-		r = fread(buf + n, 1, cap - n - 1, fp);
-		n += r;
-	} while (r > 0);
-	fclose(fp);
-	buf[n] = '\0';
-	*len = n;
-	return buf;
-}
-
-/* Loads every certificate of a PEM file (a bundle may hold many: wolfSSL's
- * PEM_read_X509 stops after the first). Returns how many, or -1. */
-static int load_issuer_file(struct tls_server *srv, const char *path, const struct config *cfg,
-			    WOLF_STACK_OF(WOLFSSL_X509_NAME) * names, size_t *advertised_bytes,
-			    char *err, size_t errlen)
-{
-	static const char begin[] = "-----BEGIN CERTIFICATE-----";
-	static const char end[] = "-----END CERTIFICATE-----";
-	size_t len;
-	char *pem = read_file(path, &len);
-	if (!pem) {
-		snprintf(err, errlen, "issuers %s: %s", path, strerror(errno));
-		return -1;
-	}
-	int loaded = 0;
-	for (char *p = strstr(pem, begin); p; p = strstr(p, begin)) {
-		char *e = strstr(p, end);
-		if (!e)
-			break;
-		e += sizeof end - 1;
-		WOLFSSL_X509 *x = wolfSSL_X509_load_certificate_buffer(
-			(const unsigned char *)p, (int)(e - p), WOLFSSL_FILETYPE_PEM);
-		if (!x || add_issuer(srv, x, cfg, names, advertised_bytes) != 0) {
-			snprintf(err, errlen, "issuers %s: certificate %d cannot be loaded%s", path,
-				 loaded + 1, srv->n_issuers >= MAX_ISSUERS ? " (too many issuers)" : "");
-			wolfSSL_X509_free(x);
-			free(pem);
-			return -1;
-		}
-		wolfSSL_X509_free(x);
-		loaded++;
-		p = e;
-	}
-	free(pem);
-	return loaded;
-}
-
-static int has_cert_suffix(const char *n)
-{
-	size_t l = strlen(n);
-	return (l > 4 && (strcmp(n + l - 4, ".pem") == 0 || strcmp(n + l - 4, ".crt") == 0));
-}
-
-static int load_issuers(struct tls_server *srv, const struct config *cfg, char *err,
-			size_t errlen)
-{
-	WOLF_STACK_OF(WOLFSSL_X509_NAME) *names = wolfSSL_sk_X509_NAME_new(NULL);
-	if (!names) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
-	size_t adv_bytes = 0;
-	int total = 0;
-	struct stat st;
-	if (stat(cfg->issuers, &st) != 0) {
-		snprintf(err, errlen, "issuers %s: %s", cfg->issuers, strerror(errno));
-		total = -1;
-	} else if (S_ISDIR(st.st_mode)) {
-		struct dirent **ents;
-		int n = scandir(cfg->issuers, &ents, NULL, alphasort);
-		if (n < 0) {
-			snprintf(err, errlen, "issuers %s: %s", cfg->issuers, strerror(errno));
-			total = -1;
-		}
-		for (int i = 0; i < n; i++) {
-			char path[CONFIG_PATH_MAX + 256];
-			if (total >= 0 && has_cert_suffix(ents[i]->d_name)) {
-				snprintf(path, sizeof path, "%s/%s", cfg->issuers, ents[i]->d_name);
-				int k = load_issuer_file(srv, path, cfg, names, &adv_bytes, err, errlen);
-				total = k < 0 ? -1 : total + k;
-			}
-			free(ents[i]);
-		}
-		if (n >= 0)
-			free(ents);
-	} else {
-		total = load_issuer_file(srv, cfg->issuers, cfg, names, &adv_bytes, err, errlen);
-	}
-	if (total == 0)
-		snprintf(err, errlen, "issuers %s: no certificates found", cfg->issuers);
-	if (total <= 0) {
-		wolfSSL_sk_X509_NAME_pop_free(names, NULL);
-		return -1;
-	}
-	if (adv_bytes > ADVERTISED_WARN_BYTES)
-		log_warn("issuers %s: the advertised CA name list is %zu bytes; some Windows "
-			 "clients fail above 16 KiB (set [tls] advertise to a subset)",
-			 cfg->issuers, adv_bytes);
-	if (wolfSSL_sk_X509_NAME_num(names) > 0)
-		wolfSSL_CTX_set_client_CA_list(srv->ctx, names); /* takes ownership */
-	else
-		wolfSSL_sk_X509_NAME_pop_free(names, NULL);
-	log_info("tls: %d issuer certificates from %s, %zu bytes of CA names advertised", total,
-		 cfg->issuers, adv_bytes);
-	return 0;
-}
-
-static int server_configure(struct tls_server *srv, const struct config *cfg, char *err,
-			    size_t errlen)
-{
-	WOLFSSL_CTX *ctx = srv->ctx;
 	int groups[] = {WOLFSSL_ECC_X25519, WOLFSSL_ECC_SECP256R1};
 	if (wolfSSL_CTX_SetMinVersion(ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS ||
 	    wolfSSL_CTX_set_cipher_list(ctx, cipher_list) != WOLFSSL_SUCCESS ||
@@ -1075,30 +836,99 @@ static int server_configure(struct tls_server *srv, const struct config *cfg, ch
 		snprintf(err, errlen, "tls: cannot set protocol versions, ciphers or groups");
 		return -1;
 	}
-	if (wolfSSL_CTX_use_certificate_chain_file(ctx, cfg->cert) != WOLFSSL_SUCCESS) {
-		snprintf(err, errlen, "cert %s: cannot load a PEM certificate chain", cfg->cert);
+	if (wolfSSL_CTX_use_certificate_chain_buffer(ctx, k->cert_pem, (long)k->cert_len) !=
+	    WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "cert %s: cannot load a PEM certificate chain", k->cert_path);
 		return -1;
 	}
-	if (key_file_exposed(cfg->key, err, errlen))
-		return -1;
-	if (wolfSSL_CTX_use_PrivateKey_file(ctx, cfg->key, WOLFSSL_FILETYPE_PEM) !=
-	    WOLFSSL_SUCCESS) {
-		snprintf(err, errlen, "key %s: cannot load a PEM private key", cfg->key);
+	if (wolfSSL_CTX_use_PrivateKey_buffer(ctx, k->key_pem, (long)k->key_len,
+					      WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "key %s: cannot load a PEM private key", k->key_path);
 		return -1;
 	}
 	if (wolfSSL_CTX_check_private_key(ctx) != WOLFSSL_SUCCESS) {
-		snprintf(err, errlen, "key %s: does not match cert %s", cfg->key, cfg->cert);
+		snprintf(err, errlen, "key %s: does not match cert %s", k->key_path, k->cert_path);
 		return -1;
 	}
-	if (load_issuers(srv, cfg, err, errlen) != 0)
+	return 0;
+}
+
+int tls_server_new(const struct tls_server_keys *keys, struct tls_server **out, char *err,
+		   size_t errlen)
+{
+	pthread_once(&global_once, tls_global_init);
+	if (global_init_rc != 0) {
+		snprintf(err, errlen, "tls: wolfSSL initialisation failed");
 		return -1;
-	if (revocation_index_build(cfg->crl_dir[0] ? cfg->crl_dir : NULL, srv->issuer_der,
-				   srv->n_issuers,
-				   cfg->crl_stale == CRL_STALE_MODE_REFUSE ? CRL_STALE_REFUSE
-									   : CRL_STALE_WARN,
-				   &srv->revocation, err, errlen) != 0)
+	}
+	struct tls_server *srv = calloc(1, sizeof *srv);
+	if (!srv) {
+		snprintf(err, errlen, "out of memory");
 		return -1;
-	if (cfg->blocklist[0] && blocklist_load(&srv->blocked, cfg->blocklist, err, errlen) != 0)
+	}
+	srv->refs = 1;
+	srv->ctx = wolfSSL_CTX_new(wolfSSLv23_server_method());
+	if (!srv->ctx) {
+		snprintf(err, errlen, "tls: cannot create a wolfSSL context");
+		free(srv);
+		return -1;
+	}
+	if (server_identity(srv->ctx, keys, err, errlen) != 0) {
+		tls_server_free(srv);
+		return -1;
+	}
+	*out = srv;
+	return 0;
+}
+
+/* An advertised issuer's subject name, onto the CertificateRequest's list. */
+static int ca_name_push(WOLF_STACK_OF(WOLFSSL_X509_NAME) * names, const struct trust_ca *ca)
+{
+	WOLFSSL_X509 *x = wolfSSL_X509_load_certificate_buffer(ca->der, (int)ca->der_len,
+								WOLFSSL_FILETYPE_ASN1);
+	WOLFSSL_X509_NAME *dup = x ? wolfSSL_X509_NAME_dup(wolfSSL_X509_get_subject_name(x)) : NULL;
+	wolfSSL_X509_free(x);
+	if (!dup || wolfSSL_sk_X509_NAME_push(names, dup) <= 0) {
+		wolfSSL_X509_NAME_free(dup);
+		return -1;
+	}
+	return 0;
+}
+
+/* Every configured issuer a chain may end at; the advertised ones named in
+ * the CertificateRequest, in the snapshot's order. */
+static int server_issuers(WOLFSSL_CTX *ctx, const struct trust_snapshot *trust, char *err,
+			  size_t errlen)
+{
+	WOLF_STACK_OF(WOLFSSL_X509_NAME) *names = wolfSSL_sk_X509_NAME_new(NULL);
+	if (!names) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < trust_snapshot_ca_count(trust); i++) {
+		const struct trust_ca *ca = trust_snapshot_ca(trust, i);
+		if (wolfSSL_CTX_load_verify_buffer(ctx, ca->der, (long)ca->der_len,
+						   WOLFSSL_FILETYPE_ASN1) != WOLFSSL_SUCCESS ||
+		    (ca->advertised && ca_name_push(names, ca) != 0)) {
+			snprintf(err, errlen, "issuers: '%s' cannot be loaded into the TLS context",
+				 ca->name);
+			wolfSSL_sk_X509_NAME_pop_free(names, NULL);
+			return -1;
+		}
+	}
+	if (wolfSSL_sk_X509_NAME_num(names) > 0)
+		wolfSSL_CTX_set_client_CA_list(ctx, names); /* takes ownership */
+	else
+		wolfSSL_sk_X509_NAME_pop_free(names, NULL);
+	return 0;
+}
+
+int tls_server_serve(struct tls_server *srv, struct trust_snapshot *trust, char *err,
+		     size_t errlen)
+{
+	WOLFSSL_CTX *ctx = srv->ctx;
+	srv->trust = trust;
+	if (server_issuers(ctx, trust, err, errlen) != 0)
 		return -1;
 	/* What a client may sign its CertificateVerify with: no SHA-1. */
 	if (wolfSSL_CTX_set1_sigalgs_list(ctx, client_sigalgs) != WOLFSSL_SUCCESS) {
@@ -1114,81 +944,19 @@ static int server_configure(struct tls_server *srv, const struct config *cfg, ch
 	wolfSSL_CTX_set_session_cache_mode(ctx, WOLFSSL_SESS_CACHE_OFF);
 	/* The timeout bounds the tickets wolfSSL accepts (its own default is
 	 * 500 s) and sets the lifetime hint sent with each ticket. */
+	unsigned lifetime = trust_snapshot_policy(trust)->ticket_lifetime_s;
 	if (wolfSSL_CTX_set_TicketEncCb(ctx, tls_ticket_cb) != WOLFSSL_SUCCESS ||
-	    wolfSSL_CTX_set_timeout(ctx, cfg->ticket_lifetime_s) != WOLFSSL_SUCCESS ||
-	    wolfSSL_CTX_set_TicketHint(ctx, (int)cfg->ticket_lifetime_s) != WOLFSSL_SUCCESS) {
+	    wolfSSL_CTX_set_timeout(ctx, lifetime) != WOLFSSL_SUCCESS ||
+	    wolfSSL_CTX_set_TicketHint(ctx, (int)lifetime) != WOLFSSL_SUCCESS) {
 		snprintf(err, errlen, "tls: cannot enable session tickets");
 		return -1;
 	}
 	return 0;
 }
 
-static void tls_server_free(struct tls_server *srv);
-
-static pthread_once_t global_once = PTHREAD_ONCE_INIT;
-static int global_init_rc;
-
-static void tls_global_init(void)
+const struct trust_snapshot *tls_server_trust(const struct tls_server *srv)
 {
-	/* The first key, unless a fleet key file was loaded already. */
-	if (wolfSSL_Init() != WOLFSSL_SUCCESS ||
-	    (tls_tickets_count() == 0 && tls_tickets_rotate() != 0))
-		global_init_rc = -1;
-}
-
-int tls_server_new(const struct config *cfg, struct tls_server **out, char *err, size_t errlen)
-{
-	return tls_server_new_blocking(cfg, NULL, 0, out, err, errlen);
-}
-
-int tls_server_new_blocking(const struct config *cfg, const char *const *devices,
-			    size_t n_devices, struct tls_server **out, char *err, size_t errlen)
-{
-	pthread_once(&global_once, tls_global_init);
-	if (global_init_rc != 0) {
-		snprintf(err, errlen, "tls: wolfSSL initialisation failed");
-		return -1;
-	}
-
-	struct tls_server *srv = calloc(1, sizeof *srv);
-	if (!srv) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
-	static _Atomic uint64_t generations;
-	srv->refs = 1;
-	srv->generation = atomic_fetch_add(&generations, 1) + 1;
-	srv->loaded = time(NULL);
-	srv->require_eku = cfg->require_client_auth_eku;
-	srv->require_digital_signature = cfg->require_digital_signature;
-	srv->identity = cfg->identity;
-	srv->ticket_lifetime_s = cfg->ticket_lifetime_s;
-	srv->max_session_age_s = cfg->max_session_age_s;
-	srv->ctx = wolfSSL_CTX_new(wolfSSLv23_server_method());
-	if (!srv->ctx) {
-		snprintf(err, errlen, "tls: cannot create a wolfSSL context");
-		free(srv);
-		return -1;
-	}
-	if (server_configure(srv, cfg, err, errlen) != 0 ||
-	    blocklist_add_devices(&srv->blocked, devices, n_devices, err, errlen) != 0) {
-		tls_server_free(srv);
-		return -1;
-	}
-	*out = srv;
-	return 0;
-}
-
-static void tls_server_free(struct tls_server *srv)
-{
-	if (!srv)
-		return;
-	wolfSSL_CTX_free(srv->ctx);
-	revocation_index_free(srv->revocation);
-	blocklist_free(&srv->blocked);
-	for (size_t i = 0; i < srv->n_issuers; i++)
-		free((void *)srv->issuer_der[i].der);
-	free(srv);
+	return srv->trust;
 }
 
 struct tls_server *tls_server_ref(struct tls_server *srv)
@@ -1201,20 +969,6 @@ void tls_server_unref(struct tls_server *srv)
 {
 	if (srv && atomic_fetch_sub_explicit(&srv->refs, 1, memory_order_acq_rel) == 1)
 		tls_server_free(srv);
-}
-
-void tls_server_info(const struct tls_server *srv, struct tls_server_info *out)
-{
-	struct revocation_stats rs = {0};
-	revocation_index_stats(srv->revocation, &rs);
-	*out = (struct tls_server_info){
-		.generation = srv->generation,
-		.loaded_unix_s = (uint64_t)srv->loaded,
-		.issuers = (unsigned)srv->n_issuers,
-		.revoked_serials = rs.serials,
-		.crls = rs.crls,
-		.blocked_entries = (unsigned)(srv->blocked.n_fingerprints + srv->blocked.n_devices),
-	};
 }
 
 /* ---- session ---- */

@@ -9,7 +9,7 @@
  */
 #include "fuzz_common.h"
 
-#include "../../dataplane/tls/blocklist.h"
+#include "../../control/trust/blocklist.h"
 
 #include <ctype.h>
 #include <string.h>
