@@ -56,8 +56,8 @@ struct tls_server_keys {
  * then tls_server_serve with the snapshot (its issuers for chain building,
  * the advertised CA names, the verify and ticket callbacks). Both: 0, or
  * -1 with a reason naming the file. tls_server_serve takes the snapshot,
- * even when it fails; it is called once per server. Nothing here reads a
- * file. Reference counted: tls_server_new returns one reference; each
+ * even when it fails; it is called once per server. Neither reads a file:
+ * the trust part reads and checks them. Reference counted: tls_server_new returns one reference; each
  * session takes one; the last unref frees the server and its snapshot. */
 int tls_server_new(const struct tls_server_keys *keys, struct tls_server **out, char *err,
 		   size_t errlen);
