@@ -140,7 +140,8 @@ static int load_issuer_file(struct trust_snapshot *t, const char *path, const st
 			(const unsigned char *)p, (int)(e - p), WOLFSSL_FILETYPE_PEM);
 		if (!x || add_issuer(t, x, cfg, advertised_bytes) != 0) {
 			snprintf(err, errlen, "issuers %s: certificate %d cannot be loaded%s", path,
-				 loaded + 1, t->n_ca >= TRUST_MAX_ISSUERS ? " (too many issuers)" : "");
+				 loaded + 1,
+				 t->n_ca >= TRUST_MAX_ISSUERS ? " (too many issuers)" : "");
 			wolfSSL_X509_free(x);
 			free(pem);
 			return -1;

@@ -60,9 +60,9 @@ struct trust_ca {
 	uint8_t serial_len;
 	uint8_t skid_len, akid_len;
 	uint8_t skid[32], akid[32];
-	bool self_issued; /* a root: nothing above it to ask */
-	bool advertised;  /* named in the CertificateRequest's CA list */
-	char name[64];	  /* for refusal reasons */
+	bool self_issued;   /* a root: nothing above it to ask */
+	bool advertised;    /* named in the CertificateRequest's CA list */
+	char name[64];	    /* for refusal reasons */
 	const uint8_t *der; /* the certificate, for the TLS context */
 	size_t der_len;
 };
