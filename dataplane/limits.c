@@ -1,5 +1,8 @@
 #include "limits.h"
 
+#include "beacon/config.h"
+#include "worker-internal.h"
+
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,4 +121,29 @@ void source_release(struct source_table *t, const uint8_t key[16])
 		}
 		i = (i + 1) & (SOURCE_SLOTS - 1);
 	}
+}
+
+bool admit_connection(struct worker *w, const struct sockaddr *peer, uint8_t key[16])
+{
+	if (atomic_load(&w->stopping) || transport_conn_count(w->transport) > w->cfg->max_connections) {
+		counter_add(&w->counters.connections_refused, 1);
+		return false;
+	}
+	if (w->handshakes_active >= w->cfg->max_handshakes_in_progress) {
+		counter_add(&w->counters.refused_handshakes, 1);
+		return false;
+	}
+	source_key(peer, key);
+	switch (source_admit(&w->sources, key, w->timers.now_ms)) {
+	case SOURCE_OK:
+		return true;
+	case SOURCE_TOO_FAST:
+		counter_add(&w->counters.refused_rate, 1);
+		return false;
+	case SOURCE_TOO_MANY:
+	case SOURCE_TABLE_FULL:
+		counter_add(&w->counters.refused_per_source, 1);
+		return false;
+	}
+	return false;
 }

@@ -1,4 +1,7 @@
 /*
+ * Admission control of one worker: whether a new connection is taken at
+ * all (admit_connection), and the per-source limits it applies.
+ *
  * Per-source limits of one worker: open connections and new-connection
  * rate (a token bucket) for each source address. Private to the worker
  * part; one table per worker, no locks. With SO_REUSEPORT the kernel spreads
@@ -48,5 +51,13 @@ enum source_verdict source_admit(struct source_table *t, const uint8_t key[16], 
 /* A connection admitted from `key` closed. (Keys, not pointers: a sweep
  * moves entries.) */
 void source_release(struct source_table *t, const uint8_t key[16]);
+
+struct worker;
+
+/* A new connection from `peer`: false when it is refused (worker stopping,
+ * over max_connections, over max_handshakes_in_progress, or over its
+ * source's limits), each refusal counted in the worker's counters. When
+ * true, the source has counted it: source_release(key) when it closes. */
+bool admit_connection(struct worker *w, const struct sockaddr *peer, uint8_t key[16]);
 
 #endif

@@ -31,6 +31,7 @@
 #include "beacon/transport.h"
 #include "beacon/trust.h"
 #include "beacon/worker.h"
+#include "stats.h"
 
 #define MAX_WORKERS 256
 #define SHUTDOWN_GRACE_MS 10000
@@ -54,9 +55,12 @@ struct beacond {
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: beacond [-c beacond.conf] [-t] [-v]\n"
-		   "  -c FILE  configuration (without it: the embedded demo defaults)\n"
-		   "  -t       check the configuration, certificates and store (read-only), then exit\n"
-		   "  -v       log debug lines\n");
+		   "       beacond --help | --version\n"
+		   "  -c FILE    configuration (without it: the embedded demo defaults)\n"
+		   "  -t         check the configuration, certificates and store (read-only), then exit\n"
+		   "  -v         log debug lines\n"
+		   "  -h, --help this text\n"
+		   "  --version  print the version\n");
 }
 
 static unsigned worker_count(const struct config *cfg)
@@ -128,59 +132,13 @@ static int handle_device_state(void *arg, const char *device, enum device_state 
 static void handle_stats(void *arg, struct control_stats *out)
 {
 	struct beacond *b = arg;
-	memset(out, 0, sizeof *out);
-	out->uptime_s = (uint64_t)(time(NULL) - b->started);
-	out->workers = b->n_workers;
-	for (unsigned i = 0; i < b->n_workers; i++) {
-		const struct worker_counters *k = worker_counters(b->workers[i]);
-		out->connections_open += k->connections_open;
-		out->connections_accepted += k->connections_accepted;
-		out->connections_refused += k->connections_refused;
-		out->refused_per_source += k->refused_per_source;
-		out->refused_rate += k->refused_rate;
-		out->refused_handshakes += k->refused_handshakes;
-		for (int r = 0; r < AUTH_RESULT_COUNT; r++)
-			out->handshakes[r] += k->handshakes[r];
-		out->handshakes_tls12 += k->handshakes_tls12;
-		out->handshakes_tls13 += k->handshakes_tls13;
-		out->handshakes_resumed += k->handshakes_resumed;
-		out->handshake_failures += k->handshake_failures;
-		out->requests += k->requests;
-		out->uploads += k->uploads;
-		out->upload_bytes += k->upload_bytes;
-		out->downloads += k->downloads;
-		out->download_bytes += k->download_bytes;
-		out->responses_4xx += k->responses_4xx;
-		out->responses_5xx += k->responses_5xx;
-		out->timeouts += k->timeouts;
-		/* Prometheus buckets are cumulative: a commit counts in its own
-		 * bucket and every wider one. Both sides use the same bounds. */
-		uint64_t below = 0;
-		for (int j = 0; j < 12; j++) {
-			below += k->commit_latency_bucket[j];
-			out->commit_latency_bucket[j] += below;
-		}
-		out->commit_latency_count += below;
-		out->commit_latency_sum_us += k->commit_latency_sum_us;
-#define SUM_NET(name, help) out->net.name += k->net.name;
-		TRANSPORT_NET_COUNTERS(SUM_NET)
-#undef SUM_NET
-	}
-	out->net_stack = b->cfg.backend == BACKEND_DPDK;
-	pthread_mutex_lock(&b->reload_lock);
-	struct tls_server_info info;
-	trust_current_info(&info);
-	pthread_mutex_unlock(&b->reload_lock);
-	out->snapshot_generation = info.generation;
-	out->snapshot_loaded_unix_s = info.loaded_unix_s;
-	out->issuers = info.issuers;
-	out->revoked_serials = info.revoked_serials;
-	out->blocked_entries = info.blocked_entries;
-	struct store_stats ss;
-	store_stats(b->store, &ss);
-	out->store_commits = ss.commits;
-	out->store_fdatasyncs = ss.fsyncs;
-	out->store_uploads_committed = ss.uploads_committed;
+	const struct stats_sources src = {.workers = b->workers,
+					  .n_workers = b->n_workers,
+					  .started = b->started,
+					  .net_stack = b->cfg.backend == BACKEND_DPDK,
+					  .store = b->store,
+					  .trust_lock = &b->reload_lock};
+	stats_collect(&src, out);
 }
 
 static size_t handle_refusals(void *arg, struct tls_refusal *out, size_t max)
@@ -413,9 +371,14 @@ close_store:
 int main(int argc, char **argv)
 {
 	static struct beacond b = {.reload_lock = PTHREAD_MUTEX_INITIALIZER};
-	bool check_only = false;
+	bool check_only = false, verbose = false;
+	static const struct option long_options[] = {
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
+	};
 	int opt;
-	while ((opt = getopt(argc, argv, "c:tvh")) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:tvh", long_options, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			b.conf_path = optarg;
@@ -424,10 +387,13 @@ int main(int argc, char **argv)
 			check_only = true;
 			break;
 		case 'v':
-			log_set_level(LOG_DEBUG);
+			verbose = true;
 			break;
 		case 'h':
 			usage(stdout);
+			return 0;
+		case 'V':
+			printf("beacond %s\n", BEACON_VERSION);
 			return 0;
 		default:
 			usage(stderr);
@@ -444,6 +410,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "beacond: %s\n", err);
 		return 1;
 	}
+	log_set_format(b.cfg.log_format);
+	log_set_level(verbose ? LOG_DEBUG : b.cfg.log_level);
+	log_info("beacond %s, %s", BEACON_VERSION,
+		 b.conf_path ? b.conf_path : "no -c: the embedded demo configuration (files under .demo/)");
 	b.cfg.store.require_approval = b.cfg.approval == APPROVAL_REQUIRE;
 	/* Ticket keys first: a check validates the key file too, and the first
 	 * snapshot makes a key only when none was loaded. */

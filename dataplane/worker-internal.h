@@ -1,4 +1,5 @@
-/* Private to the worker part: shared by worker.c and conn.c. */
+/* Private to the worker part: shared by worker.c, the connection layer
+ * (conn/), HTTP/1 framing (http/http1.c) and the handlers (handlers/). */
 #ifndef BEACON_WORKER_INTERNAL_H
 #define BEACON_WORKER_INTERNAL_H
 
@@ -66,7 +67,7 @@ struct worker {
  * TLS record's plaintext. */
 size_t conn_in_bytes(const struct config *cfg);
 
-/* The transport's callbacks, implemented by conn.c. */
+/* The transport's callbacks, implemented by conn/connection.c. */
 extern const struct transport_events conn_events;
 
 /* Stops reading new requests on every connection (shutdown): idle ones

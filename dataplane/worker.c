@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "beacon/config.h"
-#include "beacon/control.h"
+#include "beacon/counters.h"
 #include "beacon/log.h"
 #include "beacon/store.h"
 #include "beacon/snapshot.h"
@@ -263,12 +263,12 @@ void worker_free(struct worker *w)
 	free(w);
 }
 
-const uint64_t worker_commit_latency_le_us[11] = COMMIT_LATENCY_BOUNDS_US;
+const uint64_t worker_commit_latency_le_us[COMMIT_LATENCY_BOUNDS] = COMMIT_LATENCY_BOUNDS_US;
 
 void worker_commit_latency(struct worker *w, uint64_t us)
 {
 	unsigned i = 0;
-	while (i < 11 && us > worker_commit_latency_le_us[i])
+	while (i < COMMIT_LATENCY_BOUNDS && us > worker_commit_latency_le_us[i])
 		i++;
 	counter_add(&w->counters.commit_latency_bucket[i], 1);
 	counter_add(&w->counters.commit_latency_sum_us, us);

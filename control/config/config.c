@@ -8,6 +8,7 @@
 #include "beacon/config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -162,6 +163,20 @@ static const struct word stale_modes[] = {
 	{NULL, 0},
 };
 
+static const struct word log_formats[] = {
+	{"text", LOG_FORMAT_TEXT},
+	{"json", LOG_FORMAT_JSON},
+	{NULL, 0},
+};
+
+static const struct word log_levels[] = {
+	{"error", LOG_ERR},
+	{"warn", LOG_WARN},
+	{"info", LOG_INFO},
+	{"debug", LOG_DEBUG},
+	{NULL, 0},
+};
+
 static const struct word booleans[] = {
 	{"yes", 1}, {"no", 0}, {"true", 1}, {"false", 0},
 	{"on", 1},  {"off", 0}, {"1", 1},   {"0", 0},
@@ -227,6 +242,9 @@ static const struct key keys[] = {
 	NUM("dpdk", "keepalive_probes", K_COUNT, dpdk_keepalive_probes, 1, 100),
 	ENUM("dpdk", "checksum_offload", dpdk_checksum_offload, booleans),
 
+	ENUM("log", "format", log_format, log_formats),
+	ENUM("log", "level", log_level, log_levels),
+
 	NUM("store", "group_max", K_COUNT, store.group_max, 1, 65536),
 	NUM("store", "group_wait", K_US, store.group_wait_us, 0, 1000000),
 	NUM("store", "segment_size", K_SIZE, store.segment_bytes, 1 * MiB, UINT64_MAX),
@@ -253,6 +271,80 @@ static bool section_known(const char *section)
 		if (!strcmp(keys[i].section, section))
 			return true;
 	return false;
+}
+
+/* Edit distance of two short names (insertions, deletions, substitutions
+ * and swaps of neighbours, case ignored; "tsl" is one edit from "tls").
+ * Names longer than 63 count as far. */
+static unsigned name_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	if (la > 63 || lb > 63)
+		return UINT_MAX;
+	unsigned d[64][64];
+	for (size_t i = 0; i <= la; i++)
+		d[i][0] = (unsigned)i;
+	for (size_t j = 0; j <= lb; j++)
+		d[0][j] = (unsigned)j;
+	for (size_t i = 1; i <= la; i++) {
+		for (size_t j = 1; j <= lb; j++) {
+			int ca = tolower((unsigned char)a[i - 1]), cb = tolower((unsigned char)b[j - 1]);
+			unsigned best = d[i - 1][j - 1] + (ca != cb);
+			if (d[i - 1][j] + 1 < best)
+				best = d[i - 1][j] + 1;
+			if (d[i][j - 1] + 1 < best)
+				best = d[i][j - 1] + 1;
+			if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) &&
+			    tolower((unsigned char)a[i - 2]) == cb && d[i - 2][j - 2] + 1 < best)
+				best = d[i - 2][j - 2] + 1;
+			d[i][j] = best;
+		}
+	}
+	return d[la][lb];
+}
+
+/* A near miss is at most a third of the name away (two edits for most). */
+static bool near_miss(const char *typed, const char *known)
+{
+	size_t len = strlen(typed);
+	unsigned limit = len < 6 ? 1 : (unsigned)(len / 3);
+	return name_distance(typed, known) <= limit;
+}
+
+/* "did you mean": the nearest key of the section, or NULL when none is a
+ * near miss. */
+static const char *nearest_key(const char *section, const char *name)
+{
+	const char *best = NULL;
+	unsigned best_d = UINT_MAX;
+	for (size_t i = 0; i < NKEYS; i++) {
+		if (strcmp(keys[i].section, section))
+			continue;
+		unsigned d = name_distance(name, keys[i].name);
+		if (d < best_d && near_miss(name, keys[i].name)) {
+			best = keys[i].name;
+			best_d = d;
+		}
+	}
+	return best;
+}
+
+/* The section a key of that exact name lives in, for one put in the wrong
+ * section. */
+static const char *key_section_of(const char *name)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		if (!strcmp(keys[i].name, name))
+			return keys[i].section;
+	return NULL;
+}
+
+static const char *nearest_section(const char *section)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		if (near_miss(section, keys[i].section))
+			return keys[i].section;
+	return NULL;
 }
 
 /* ---- defaults ---- */
@@ -309,6 +401,9 @@ void config_defaults(struct config *cfg)
 	cfg->dpdk_keepalive_interval_ms = 15000;
 	cfg->dpdk_keepalive_probes = 4;
 	cfg->dpdk_checksum_offload = true;
+
+	cfg->log_format = LOG_FORMAT_TEXT;
+	cfg->log_level = LOG_INFO;
 
 	/* The same values as store_config_defaults(), set here so that config
 	 * needs only store.h, not the store's code. */
@@ -811,8 +906,21 @@ static int handle(void *user, const char *section, const char *name, const char 
 	if (!k) {
 		if (!section[0])
 			return fail(ld, "key '%s' outside any [section]", name);
-		if (!section_known(section))
+		if (!section_known(section)) {
+			const char *near = nearest_section(section);
+			if (near)
+				return fail(ld, "unknown section [%s] (did you mean [%s]?)", section,
+					    near);
 			return fail(ld, "unknown section [%s]", section);
+		}
+		const char *near = nearest_key(section, name);
+		if (near)
+			return fail(ld, "[%s] unknown key '%s' (did you mean '%s'?)", section, name,
+				    near);
+		const char *home = key_section_of(name);
+		if (home)
+			return fail(ld, "[%s] unknown key '%s' (it belongs in [%s])", section, name,
+				    home);
 		return fail(ld, "[%s] unknown key '%s'", section, name);
 	}
 	ld->key_line[k - keys] = ld->line;

@@ -16,9 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Commit-latency bucket bounds: 100 us (page cache) to 250 ms (a slow disk
- * under load); the twelfth bucket is +Inf. */
-const uint64_t control_commit_latency_le_us[11] = COMMIT_LATENCY_BOUNDS_US;
+const uint64_t control_commit_latency_le_us[COMMIT_LATENCY_BOUNDS] = COMMIT_LATENCY_BOUNDS_US;
 
 /* ---- listening ---- */
 
@@ -238,101 +236,81 @@ static void metric_u64(struct control_buf *o, const char *name, const char *type
 	control_buf_printf(o, "%s %" PRIu64 "\n", name, v);
 }
 
-static void render_handshakes(const struct control_stats *st, struct control_buf *o)
+/* The samples of one family follow its HELP and TYPE lines, once: rows of
+ * the counter table that share a family are adjacent, so a family starts
+ * where the metric name changes. */
+struct metrics_out {
+	struct control_buf *buf;
+	const char *family;
+};
+
+static void family(struct metrics_out *m, const char *name, const char *type, const char *help)
 {
-	metric_head(o, "beacond_handshakes_total", "counter",
-		    "Client authentication attempts by result.");
+	if (m->family && !strcmp(m->family, name))
+		return;
+	m->family = name;
+	metric_head(m->buf, name, type, help);
+}
+
+static void sample(struct metrics_out *m, const char *name, const char *type, const char *labels,
+		   const char *help, uint64_t v)
+{
+	family(m, name, type, help);
+	control_buf_printf(m->buf, "%s%s%s%s %" PRIu64 "\n", name, *labels ? "{" : "", labels,
+			   *labels ? "}" : "", v);
+}
+
+static void sample_by_result(struct metrics_out *m, const char *name, const char *help,
+			     const uint64_t *v)
+{
+	family(m, name, "counter", help);
 	for (unsigned r = 0; r < AUTH_RESULT_COUNT; r++)
-		control_buf_printf(o, "beacond_handshakes_total{result=\"%s\"} %" PRIu64 "\n",
-				   auth_result_name((enum auth_result)r), st->handshakes[r]);
-	metric_head(o, "beacond_handshakes_by_version_total", "counter",
-		    "Completed TLS handshakes by protocol version.");
-	control_buf_printf(o, "beacond_handshakes_by_version_total{version=\"1.2\"} %" PRIu64 "\n",
-			   st->handshakes_tls12);
-	control_buf_printf(o, "beacond_handshakes_by_version_total{version=\"1.3\"} %" PRIu64 "\n",
-			   st->handshakes_tls13);
-	metric_u64(o, "beacond_handshakes_resumed_total", "counter",
-		   "Handshakes that resumed a session from a ticket.", st->handshakes_resumed);
+		control_buf_printf(m->buf, "%s{result=\"%s\"} %" PRIu64 "\n", name,
+				   auth_result_name((enum auth_result)r), v[r]);
+}
+
+/* The buckets are cumulative already (see beacon/counters.h). */
+static void sample_histogram(struct metrics_out *m, const char *name, const char *help,
+			     const uint64_t *bucket, uint64_t sum_us, uint64_t count)
+{
+	family(m, name, "histogram", help);
+	for (unsigned i = 0; i < COMMIT_LATENCY_BOUNDS; i++)
+		control_buf_printf(m->buf, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name,
+				   (double)control_commit_latency_le_us[i] / 1e6, bucket[i]);
+	control_buf_printf(m->buf, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name,
+			   bucket[COMMIT_LATENCY_BOUNDS]);
+	control_buf_printf(m->buf, "%s_sum %.6f\n", name, (double)sum_us / 1e6);
+	control_buf_printf(m->buf, "%s_count %" PRIu64 "\n", name, count);
+}
+
+/* One family or series per row of the counter table, by its type. */
+#define METRIC_COUNTER(f, name, labels, help) sample(m, name, "counter", labels, help, st->f);
+#define METRIC_GAUGE(f, name, labels, help) sample(m, name, "gauge", labels, help, st->f);
+#define METRIC_ALSO_COUNTER(f, name, labels, help) METRIC_COUNTER(f, name, labels, help)
+#define METRIC_COUNTER_BY_RESULT(f, name, labels, help) sample_by_result(m, name, help, st->f);
+#define METRIC_HISTOGRAM(f, name, labels, help)                                                    \
+	sample_histogram(m, name, help, st->f##_bucket, st->f##_sum_us, st->f##_count);
+
+static void render_counters(const struct control_stats *st, struct metrics_out *m)
+{
+#define METRIC_ROW(field, type, name, labels, help) METRIC_##type(field, name, labels, help)
+	COUNTERS_WORKER(METRIC_ROW)
+	COUNTERS_PROCESS(METRIC_ROW)
+#undef METRIC_ROW
+}
+
+/* Figures derived from the table's values at the time of the scrape. */
+static void render_derived(const struct control_stats *st, uint64_t now, struct control_buf *o)
+{
 	uint64_t completed = st->handshakes_tls12 + st->handshakes_tls13;
 	metric_head(o, "beacond_resumption_ratio", "gauge",
 		    "Resumed handshakes over completed handshakes since start.");
 	control_buf_printf(o, "beacond_resumption_ratio %.6f\n",
 			   completed ? (double)st->handshakes_resumed / (double)completed : 0.0);
-	metric_u64(o, "beacond_handshake_failures_total", "counter",
-		   "Handshakes that failed on a protocol error, before any certificate verdict.",
-		   st->handshake_failures);
-}
-
-static void render_traffic(const struct control_stats *st, struct control_buf *o)
-{
-	metric_u64(o, "beacond_connections_open", "gauge", "Client connections open now.",
-		   st->connections_open);
-	metric_u64(o, "beacond_connections_accepted_total", "counter",
-		   "Client connections accepted.", st->connections_accepted);
-	metric_u64(o, "beacond_connections_refused_total", "counter",
-		   "Client connections refused at the connection limit.", st->connections_refused);
-	/* One series per connection limit of [limits], named after its key, so
-	 * an operator finds which limit bit without reading the code. */
-	metric_head(o, "beacond_limit_refusals_total", "counter",
-		    "New connections closed at once by a [limits] connection limit.");
-	const struct {
-		const char *limit;
-		uint64_t n;
-	} limits[] = {
-		{"max_connections", st->connections_refused},
-		{"max_connections_per_source", st->refused_per_source},
-		{"handshake_rate_per_source", st->refused_rate},
-		{"max_handshakes_in_progress", st->refused_handshakes},
-	};
-	for (size_t i = 0; i < sizeof limits / sizeof *limits; i++)
-		control_buf_printf(o, "beacond_limit_refusals_total{limit=\"%s\"} %" PRIu64 "\n",
-				   limits[i].limit, limits[i].n);
-	metric_u64(o, "beacond_requests_total", "counter", "HTTP requests parsed.", st->requests);
-	metric_u64(o, "beacond_uploads_total", "counter", "Uploads received.", st->uploads);
-	metric_u64(o, "beacond_upload_bytes_total", "counter", "Upload body bytes received.",
-		   st->upload_bytes);
-	metric_u64(o, "beacond_downloads_total", "counter", "Downloads served.", st->downloads);
-	metric_head(o, "beacond_responses_total", "counter", "Error responses by status class.");
-	control_buf_printf(o, "beacond_responses_total{class=\"4xx\"} %" PRIu64 "\n",
-			   st->responses_4xx);
-	control_buf_printf(o, "beacond_responses_total{class=\"5xx\"} %" PRIu64 "\n",
-			   st->responses_5xx);
-	metric_u64(o, "beacond_timeouts_total", "counter", "Connections closed on a timeout.",
-		   st->timeouts);
-}
-
-/* The buckets are cumulative already (see control.h), as Prometheus wants. */
-static void render_store(const struct control_stats *st, struct control_buf *o)
-{
-	const char *name = "beacond_store_commit_latency_seconds";
-	metric_head(o, name, "histogram", "Wait from an upload's end to its durable commit.");
-	for (unsigned i = 0; i < 11; i++)
-		control_buf_printf(o, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name,
-				   (double)control_commit_latency_le_us[i] / 1e6,
-				   st->commit_latency_bucket[i]);
-	control_buf_printf(o, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name,
-			   st->commit_latency_bucket[11]);
-	control_buf_printf(o, "%s_sum %.6f\n", name, (double)st->commit_latency_sum_us / 1e6);
-	control_buf_printf(o, "%s_count %" PRIu64 "\n", name, st->commit_latency_count);
-	metric_u64(o, "beacond_store_fdatasyncs_total", "counter", "fdatasync calls by the store.",
-		   st->store_fdatasyncs);
-	metric_u64(o, "beacond_store_commits_total", "counter", "Index commits by the store.",
-		   st->store_commits);
-}
-
-static void render_trust(const struct control_stats *st, uint64_t now, struct control_buf *o)
-{
-	metric_u64(o, "beacond_snapshot_generation", "gauge",
-		   "Generation of the trust snapshot in force.", st->snapshot_generation);
 	uint64_t loaded = st->snapshot_loaded_unix_s;
 	metric_u64(o, "beacond_snapshot_age_seconds", "gauge",
 		   "Seconds since the trust snapshot in force was loaded.",
 		   loaded && now > loaded ? now - loaded : 0);
-	metric_u64(o, "beacond_revoked_serials", "gauge",
-		   "Revoked serials in the trust snapshot in force.", st->revoked_serials);
-	metric_u64(o, "beacond_issuers", "gauge", "Trusted issuing CAs.", st->issuers);
-	metric_u64(o, "beacond_uptime_seconds", "gauge", "Seconds since beacond started.",
-		   st->uptime_s);
 }
 
 /* The DPDK stack's counters, summed over workers: beacond_net_NAME_total,
@@ -350,9 +328,8 @@ static void render_net(const struct control_stats *st, struct control_buf *o)
 void control_metrics_render(const struct control_stats *st, uint64_t now_unix_s,
 			    struct control_buf *out)
 {
-	render_handshakes(st, out);
-	render_traffic(st, out);
-	render_store(st, out);
-	render_trust(st, now_unix_s, out);
+	struct metrics_out m = { .buf = out };
+	render_counters(st, &m);
+	render_derived(st, now_unix_s, out);
 	render_net(st, out);
 }

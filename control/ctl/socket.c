@@ -213,11 +213,56 @@ static void add_u64_array(cJSON *o, const char *name, const uint64_t *v, size_t 
 	}
 }
 
-static void add_handshakes(cJSON *o, const struct control_stats *st)
+static void add_by_result(cJSON *o, const char *name, const uint64_t *v)
 {
-	cJSON *by = cJSON_AddObjectToObject(o, "handshakes");
+	cJSON *by = cJSON_AddObjectToObject(o, name);
 	for (unsigned r = 0; by && r < AUTH_RESULT_COUNT; r++)
-		add_u64(by, auth_result_name((enum auth_result)r), st->handshakes[r]);
+		add_u64(by, auth_result_name((enum auth_result)r), v[r]);
+}
+
+/* "<f>_bucket" (cumulative), "<f>_le_us" (their bounds), "<f>_sum_us",
+ * "<f>_count". */
+static void add_histogram(cJSON *o, const char *f, const uint64_t *bucket, uint64_t sum_us,
+			  uint64_t count)
+{
+	char name[64];
+	snprintf(name, sizeof name, "%s_bucket", f);
+	add_u64_array(o, name, bucket, COMMIT_LATENCY_BUCKETS);
+	snprintf(name, sizeof name, "%s_le_us", f);
+	add_u64_array(o, name, control_commit_latency_le_us, COMMIT_LATENCY_BOUNDS);
+	snprintf(name, sizeof name, "%s_sum_us", f);
+	add_u64(o, name, sum_us);
+	snprintf(name, sizeof name, "%s_count", f);
+	add_u64(o, name, count);
+}
+
+/* One key per row of the counter table (beacon/counters.h), by its type. */
+#define JSON_COUNTER(f) add_u64(o, #f, st->f);
+#define JSON_GAUGE(f) add_u64(o, #f, st->f);
+#define JSON_COUNTER_BY_RESULT(f) add_by_result(o, #f, st->f);
+#define JSON_HISTOGRAM(f) add_histogram(o, #f, st->f##_bucket, st->f##_sum_us, st->f##_count);
+#define JSON_ALSO_COUNTER(f) /* its key comes from its first row */
+
+static void add_counters(cJSON *o, const struct control_stats *st)
+{
+#define JSON_ROW(field, type, metric, labels, help) JSON_##type(field)
+	COUNTERS_PROCESS(JSON_ROW)
+	COUNTERS_WORKER(JSON_ROW)
+#undef JSON_ROW
+}
+
+/* The DPDK stack's counters (beacon/transport.h) under "net"; none with
+ * the kernel transport, whose TCP counts for itself. */
+static void add_net(cJSON *o, const struct control_stats *st)
+{
+	if (!st->net_stack)
+		return;
+	cJSON *net = cJSON_AddObjectToObject(o, "net");
+	if (!net)
+		return;
+#define JSON_NET(name, help) add_u64(net, #name, st->net.name);
+	TRANSPORT_NET_COUNTERS(JSON_NET)
+#undef JSON_NET
 }
 
 static cJSON *cmd_stats(const struct control_handlers *h, const cJSON *req)
@@ -228,21 +273,8 @@ static cJSON *cmd_stats(const struct control_handlers *h, const cJSON *req)
 	cJSON *o = reply_new(true);
 	if (!o)
 		return NULL;
-#define U64(field) add_u64(o, #field, st.field)
-	U64(uptime_s); U64(workers); U64(connections_open); U64(connections_accepted);
-	U64(connections_refused); U64(refused_per_source); U64(refused_rate);
-	U64(refused_handshakes);
-	add_handshakes(o, &st);
-	U64(handshakes_tls12); U64(handshakes_tls13); U64(handshakes_resumed);
-	U64(handshake_failures); U64(requests); U64(uploads); U64(upload_bytes);
-	U64(downloads); U64(download_bytes); U64(responses_4xx); U64(responses_5xx);
-	U64(timeouts); U64(snapshot_generation); U64(snapshot_loaded_unix_s); U64(issuers);
-	U64(revoked_serials); U64(blocked_entries); U64(store_commits); U64(store_fdatasyncs);
-	U64(store_uploads_committed);
-	add_u64_array(o, "commit_latency_bucket", st.commit_latency_bucket, 12);
-	add_u64_array(o, "commit_latency_le_us", control_commit_latency_le_us, 11);
-	U64(commit_latency_sum_us); U64(commit_latency_count);
-#undef U64
+	add_counters(o, &st);
+	add_net(o, &st);
 	return o;
 }
 

@@ -227,9 +227,9 @@ static void summary(const struct control_stats *st, struct control_buf *o)
 			strftime(loaded, sizeof loaded, "%Y-%m-%d %H:%M:%S UTC", &tm);
 	}
 	control_buf_printf(o,
-			   "<p>up %" PRIu64 " s, %u workers, %" PRIu64 " connections open, "
+			   "<p>up %" PRIu64 " s, %" PRIu64 " workers, %" PRIu64 " connections open, "
 			   "%" PRIu64 " uploads. Trust snapshot generation %" PRIu64
-			   " loaded %s: %u issuers, %" PRIu64 " revoked serials.</p>\n",
+			   " loaded %s: %" PRIu64 " issuers, %" PRIu64 " revoked serials.</p>\n",
 			   st->uptime_s, st->workers, st->connections_open, st->uploads,
 			   st->snapshot_generation, loaded, st->issuers, st->revoked_serials);
 }

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "beacon/log.h"
 #include "beacon/store.h"
 
 #define CONFIG_PATH_MAX 1024
@@ -88,6 +89,10 @@ struct config {
 	/* IPv4 and TCP checksums checked and filled in by the NIC where the
 	 * port offers it; false: always in software. */
 	bool dpdk_checksum_offload;
+
+	/* [log] */
+	enum log_format log_format;
+	enum log_level log_level;
 
 	/* [store] */
 	struct store_config store;

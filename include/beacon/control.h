@@ -9,6 +9,9 @@
  * through the handlers beacond gives it; they are called on the control
  * thread only, one at a time, so they need no locking among themselves.
  *
+ * What both faces report is struct control_stats, whose members and their
+ * names in the JSON and in /metrics come from one table, beacon/counters.h.
+ *
  * Failure: a bad request line gets {"ok":false,"error":"..."}; nothing a
  * client sends can stop the thread. control_stop closes both listeners and
  * joins the thread.
@@ -20,60 +23,29 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "beacon/counters.h"
 #include "beacon/store.h"
 #include "beacon/tls.h"
 #include "beacon/transport.h"
 
-/* A point-in-time copy of everything the server counts. */
+/* A point-in-time copy of everything the server counts: a member for
+ * every row of beacon/counters.h (the process's values, then the workers'
+ * summed), so what is reported cannot drift from what is counted. */
 struct control_stats {
-	uint64_t uptime_s;
-	unsigned workers;
-	uint64_t connections_open;
-	uint64_t connections_accepted;
-	uint64_t connections_refused; /* over max_connections */
-	uint64_t refused_per_source;  /* over max_connections_per_source */
-	uint64_t refused_rate;        /* over handshake_rate_per_source */
-	uint64_t refused_handshakes;  /* over max_handshakes_in_progress */
-	uint64_t handshakes[AUTH_RESULT_COUNT]; /* by auth_result */
-	uint64_t handshakes_tls12;
-	uint64_t handshakes_tls13;
-	uint64_t handshakes_resumed;
-	uint64_t handshake_failures; /* protocol errors, no certificate verdict */
-	uint64_t requests;
-	uint64_t uploads;
-	uint64_t upload_bytes;
-	uint64_t downloads;
-	uint64_t download_bytes;
-	uint64_t responses_4xx;
-	uint64_t responses_5xx;
-	uint64_t timeouts;
-	/* trust snapshot */
-	uint64_t snapshot_generation;
-	uint64_t snapshot_loaded_unix_s;
-	unsigned issuers;
-	uint64_t revoked_serials;
-	unsigned blocked_entries;
-	/* store */
-	uint64_t store_commits;
-	uint64_t store_fdatasyncs;
-	uint64_t store_uploads_committed;
-	/* commit latency histogram: counts of commits whose wait (finish to
-	 * durable) was <= control_commit_latency_le_us[i]: cumulative, as
-	 * Prometheus wants, so the last bucket (+Inf) equals the count. */
-	uint64_t commit_latency_bucket[12];
-	uint64_t commit_latency_sum_us;
-	uint64_t commit_latency_count;
+#define CONTROL_STATS_MEMBERS(field, type, metric, labels, help)                                   \
+	COUNTERS_TOTAL_MEMBERS(uint64_t, field, type)
+	COUNTERS_PROCESS(CONTROL_STATS_MEMBERS)
+	COUNTERS_WORKER(CONTROL_STATS_MEMBERS)
+#undef CONTROL_STATS_MEMBERS
 	/* the DPDK transport's stack, summed over workers; net_stack false
-	 * (kernel transport): none, and /metrics shows none */
+	 * (kernel transport): none, and /metrics and stats show none */
 	bool net_stack;
 	struct transport_net_stats net;
 };
 
-/* Commit-latency bucket bounds in microseconds (the 12th is +Inf). The
- * workers count into buckets with these same bounds (worker.c), so the
- * list is written once, here. */
-#define COMMIT_LATENCY_BOUNDS_US {100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000}
-extern const uint64_t control_commit_latency_le_us[11];
+/* Commit-latency bucket bounds in microseconds, COMMIT_LATENCY_BOUNDS_US
+ * (beacon/counters.h); the last bucket, one more, is +Inf. */
+extern const uint64_t control_commit_latency_le_us[COMMIT_LATENCY_BOUNDS];
 
 struct control_handlers {
 	void *arg;

@@ -21,7 +21,8 @@
  * began with; new connections get the new one; an open connection is
  * checked against the newest before each request (trust_generation,
  * tls_session_recheck). Worker functions from worker `id`'s own thread
- * only; trust_generation from any thread.
+ * only; trust_generation from any thread; trust_current_info (the facts
+ * the stats report) under the publication lock.
  */
 #ifndef BEACON_SNAPSHOT_H
 #define BEACON_SNAPSHOT_H
@@ -89,6 +90,21 @@ bool trust_snapshot_blocked(const struct trust_snapshot *t, const uint8_t cert_s
 /* Frees a snapshot: by the tls_server that holds it, with its last
  * reference. NULL is ignored. */
 void trust_snapshot_free(struct trust_snapshot *t);
+
+/* Facts about a snapshot, for status and metrics. */
+struct tls_server_info {
+	uint64_t generation;
+	uint64_t loaded_unix_s;
+	unsigned issuers;
+	uint64_t revoked_serials;
+	uint64_t crls;
+	unsigned blocked_entries;
+};
+
+/* Facts about the current snapshot, for status and metrics. The caller
+ * holds the lock that serialises publication (trust_options.lock): the
+ * current snapshot is read without a reference. */
+void trust_current_info(struct tls_server_info *out);
 
 /* ---- the workers' side of publication ---- */
 

@@ -18,8 +18,8 @@
  * Threads: trust_reload, trust_tickets_rotate, trust_tick and
  * trust_set_serving may be called from any thread (the control thread, the
  * main thread's clock and signals); they serialise on the lock given at
- * trust_start. trust_publish and trust_current_info from one thread at a
- * time (the reload lock's holder). Every failure leaves the running trust
+ * trust_start. trust_publish from one thread at a time (the reload lock's
+ * holder). Every failure leaves the running trust
  * in force and says why in msg/err.
  */
 #ifndef BEACON_TRUST_H
@@ -35,16 +35,6 @@
 struct config;
 struct store_reader;
 struct tls_server;
-
-/* Facts about a snapshot, for status and metrics. */
-struct tls_server_info {
-	uint64_t generation;
-	uint64_t loaded_unix_s;
-	unsigned issuers;
-	uint64_t revoked_serials;
-	uint64_t crls;
-	unsigned blocked_entries;
-};
 
 /* ---- building ---- */
 
@@ -77,9 +67,6 @@ void trust_shutdown(void);
 /* Makes `next` current (takes its reference); returns once no worker can
  * still pick up the old one. */
 void trust_publish(struct tls_server *next);
-
-/* Facts about the current snapshot. */
-void trust_current_info(struct tls_server_info *out);
 
 /* ---- reloading ---- */
 

@@ -7,6 +7,7 @@
  *
  * The main thread starts and stops workers and reads their counters; the
  * counters are written only by their worker and read with relaxed atomics.
+ * Which counters there are is one table, beacon/counters.h.
  */
 #ifndef BEACON_WORKER_H
 #define BEACON_WORKER_H
@@ -14,6 +15,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "beacon/counters.h"
 #include "beacon/store.h"
 #include "beacon/transport.h"
 
@@ -32,38 +34,19 @@ struct worker_net_counters {
 #undef WORKER_NET_FIELD
 };
 
-/* What a worker counts; summed over workers for stats and metrics. */
+/* What a worker counts: the members of every COUNTERS_WORKER row of
+ * beacon/counters.h, summed over workers for stats and metrics. */
 struct worker_counters {
-	_Atomic uint64_t connections_accepted;
-	_Atomic uint64_t connections_refused; /* over max_connections */
-	_Atomic uint64_t refused_per_source;  /* over max_connections_per_source */
-	_Atomic uint64_t refused_rate;        /* over handshake_rate_per_source */
-	_Atomic uint64_t refused_handshakes;  /* over max_handshakes_in_progress */
-	_Atomic uint64_t handshakes[AUTH_RESULT_COUNT];
-	_Atomic uint64_t handshakes_tls12;
-	_Atomic uint64_t handshakes_tls13;
-	_Atomic uint64_t handshakes_resumed;
-	_Atomic uint64_t handshake_failures; /* protocol failures, no certificate verdict */
-	_Atomic uint64_t requests;
-	_Atomic uint64_t uploads;
-	_Atomic uint64_t upload_bytes;
-	_Atomic uint64_t downloads;
-	_Atomic uint64_t download_bytes;
-	_Atomic uint64_t responses_4xx;
-	_Atomic uint64_t responses_5xx;
-	_Atomic uint64_t timeouts;
-	_Atomic uint64_t connections_open;
-	/* finish-to-durable wait of each upload, one count per bucket (not
-	 * cumulative) by the bounds in worker_commit_latency_le_us; the last
-	 * bucket is +Inf */
-	_Atomic uint64_t commit_latency_bucket[12];
-	_Atomic uint64_t commit_latency_sum_us;
+#define WORKER_COUNTER_MEMBERS(field, type, metric, labels, help)                                  \
+	COUNTERS_WORKER_MEMBERS(_Atomic uint64_t, field, type)
+	COUNTERS_WORKER(WORKER_COUNTER_MEMBERS)
+#undef WORKER_COUNTER_MEMBERS
 	struct worker_net_counters net;
 };
 
-/* Upper bounds of the commit-latency buckets, microseconds: the metrics'
- * COMMIT_LATENCY_BOUNDS_US (beacon/control.h). */
-extern const uint64_t worker_commit_latency_le_us[11];
+/* Upper bounds of the commit-latency buckets, microseconds:
+ * COMMIT_LATENCY_BOUNDS_US (beacon/counters.h). */
+extern const uint64_t worker_commit_latency_le_us[COMMIT_LATENCY_BOUNDS];
 
 /* Starts worker `id` on its own thread (pinned to CPU id modulo the online
  * count). The config and store must outlive the worker; TLS sessions take

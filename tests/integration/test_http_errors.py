@@ -188,7 +188,7 @@ def test_server_fine_after_bad_requests(server):
     assert server.upload_bytes(server.find_upload(name)["id"]) == b"still works"
 
 
-# Every answer carries the same security headers (conn.c RESPONSE_HEADERS):
+# Every answer carries the same security headers (http/http1.c RESPONSE_HEADERS):
 # testssl.sh rated their absence MEDIUM (scripts/tls-scan.sh).
 SECURITY_HEADERS = {
     "strict-transport-security": "max-age=31536000",

@@ -146,6 +146,19 @@ def test_idle_keep_alive_closed(server):
     assert rest == b"" or rest.startswith(b"HTTP/1.1 408"), rest
 
 
+def test_answer_from_head_restarts_the_wait(server):
+    """A keep-alive request answered from its head (a 404) ends that
+    request: the connection then waits under idle_timeout (2 s), not under
+    the old head's header_timeout (1 s), so no 408 comes while it sits
+    quiet, and the next request is served."""
+    with tls_connect(server) as c:
+        c.send(build_request("GET", "/ManageSoftDL/no-such-file.xml"))
+        assert c.read_response().status == 404
+        assert c.quiet_for(1.5), f"answered while idle, before idle_timeout (2 s): {c.buf!r}"
+        c.send(build_request("GET", "/ManageSoftDL/policy.xml"))
+        assert c.read_response().status == 200
+
+
 def test_active_keep_alive_not_closed(server):
     """Requests spaced below idle_timeout keep one connection going, even
     though the connection lives longer than header_timeout."""

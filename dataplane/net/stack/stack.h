@@ -6,6 +6,11 @@
  * and hands each frame to eth_input(); the layers below answer by queueing
  * frames with stack_tx(), which dpdk.c flushes at the end of each poll.
  * Every frame handed to a layer is consumed by it (freed or sent on).
+ *
+ * One file per layer (eth.c, arp.c, ipv4.c, icmp.c; stack.c for frames
+ * out, timers and checksums); TCP in five files by what it does (input,
+ * passive open, output, timers, connection table), which share
+ * tcp-internal.h. This header is what the layers call of one another.
  */
 #ifndef BEACON_STACK_H
 #define BEACON_STACK_H
@@ -146,7 +151,7 @@ void ipv4_header(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip, u
 /* ---- icmp.c ---- */
 void icmp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip);
 
-/* ---- tcp.c ---- */
+/* ---- tcp_*.c (tcp-internal.h: what they share) ---- */
 int tcp_init(struct stack *s, unsigned max_conns);
 void tcp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
 	       const struct rte_ether_addr *src_mac);

@@ -229,8 +229,17 @@ static void test_words(void **state)
 static void test_errors_unknown(void **state)
 {
 	expect_error("; comment\n[server]\nworkers = 2\n\n[tls]\ncert = a.pem\ncerts = b.pem\n", 7,
-		     "[tls] unknown key 'certs'");
-	expect_error("[server]\nworkers = 2\n[tsl]\ncert = x\n", 4, "unknown section [tsl]");
+		     "[tls] unknown key 'certs' (did you mean 'cert'?)");
+	expect_error("[server]\nworkers = 2\n[tsl]\ncert = x\n", 4,
+		     "unknown section [tsl] (did you mean [tls]?)");
+	expect_error("[nonsense]\ncert = x\n", 2, "unknown section [nonsense]");
+	expect_error("[store]\nupload_bufer = 1M\n", 2,
+		     "[store] unknown key 'upload_bufer' (did you mean 'upload_buffer'?)");
+	expect_error("[limits]\nMax_Body = 1M\n", 2,
+		     "[limits] unknown key 'Max_Body' (did you mean 'max_body'?)");
+	expect_error("[server]\ncrl_dir = /crl\n", 2,
+		     "[server] unknown key 'crl_dir' (it belongs in [tls])");
+	expect_error("[tls]\nzzz = 1\n", 2, "[tls] unknown key 'zzz'");
 	expect_error("workers = 2\n", 1, "key 'workers' outside any [section]");
 	expect_error("[server]\nworkers = 2\nthis line has no equals sign\n", 3,
 		     "syntax error: expected [section], key = value, or a comment");

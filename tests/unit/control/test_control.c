@@ -54,7 +54,13 @@ static void fake_stats(void *arg, struct control_stats *out)
 	out->revoked_serials = 1000000;
 	out->store_commits = 40;
 	out->store_fdatasyncs = 80;
-	for (unsigned i = 0; i < 12; i++)
+	out->store_uploads_committed = 39;
+	out->store_uploads_expired = 6;
+	out->crls = 2;
+	out->blocked_entries = 5;
+	out->download_bytes = 9007199254740995ull; /* 2^53 + 3 */
+	out->refused_rate = 8;
+	for (unsigned i = 0; i < COMMIT_LATENCY_BUCKETS; i++)
 		out->commit_latency_bucket[i] = i < 3 ? 10 * i : 30;
 	out->commit_latency_sum_us = 1500000;
 	out->commit_latency_count = 30;
@@ -495,6 +501,14 @@ static void test_metrics(void **state)
 	    "\nbeacond_uploads_total 4321\n",
 	    "\nbeacond_upload_bytes_total 9007199254740993\n",
 	    "\nbeacond_downloads_total 0\n",
+	    "\nbeacond_download_bytes_total 9007199254740995\n",
+	    "\nbeacond_limit_refusals_total{limit=\"handshake_rate_per_source\"} 8\n",
+	    "\nbeacond_workers 4\n",
+	    "\nbeacond_crls 2\n",
+	    "\nbeacond_blocked_entries 5\n",
+	    "\nbeacond_snapshot_loaded_timestamp_seconds 1700000000\n",
+	    "\nbeacond_store_uploads_committed_total 39\n",
+	    "\nbeacond_store_uploads_expired_total 6\n",
 	    "\nbeacond_responses_total{class=\"4xx\"} 3\n",
 	    "\nbeacond_responses_total{class=\"5xx\"} 0\n",
 	    "\nbeacond_timeouts_total 0\n",
@@ -544,6 +558,132 @@ static void test_metrics_kernel_no_net(void **state)
 	assert_non_null(strstr(resp, "\nbeacond_uploads_total 4321\n"));
 	assert_null(strstr(resp, "beacond_net_"));
 	free(resp);
+}
+
+/* The Prometheus type of each row type of beacon/counters.h. */
+#define PROM_COUNTER "counter"
+#define PROM_GAUGE "gauge"
+#define PROM_ALSO_COUNTER "counter"
+#define PROM_COUNTER_BY_RESULT "counter"
+#define PROM_HISTOGRAM "histogram"
+
+static size_t count_of(const char *hay, const char *needle)
+{
+	size_t n = 0;
+	for (const char *p = hay; (p = strstr(p, needle)); p++)
+		n++;
+	return n;
+}
+
+/* Every row of the counter table has its family's HELP and TYPE lines,
+ * once, and its own series. */
+static void test_metrics_every_row(void **state)
+{
+	char *resp = http("GET", "/metrics");
+	char want[512];
+#define CHECK_ROW(field, type, metric, labels, help)                                               \
+	snprintf(want, sizeof want, "\n# HELP %s %s\n# TYPE %s %s\n", metric, help, metric,        \
+		 PROM_##type);                                                                     \
+	if (count_of(resp, want) != 1)                                                             \
+		fail_msg("/metrics: %s (%s) lacks its HELP and TYPE, or has them twice", metric,   \
+			 #field);                                                                  \
+	snprintf(want, sizeof want, "\n%s%s%s%s", metric, *labels ? "{" : "", labels,              \
+		 *labels ? "} " : "");                                                             \
+	if (!strstr(resp, want))                                                                   \
+		fail_msg("/metrics lacks the series of %s: %s", #field, want + 1);
+	COUNTERS_PROCESS(CHECK_ROW)
+	COUNTERS_WORKER(CHECK_ROW)
+#undef CHECK_ROW
+	free(resp);
+}
+
+/* The text format wants a family's samples together, after its TYPE: each
+ * sample's name is its family's, or the family's with a histogram's
+ * suffix. */
+static void test_metrics_families_whole(void **state)
+{
+	char *resp = http("GET", "/metrics");
+	char *body = strstr(resp, "\r\n\r\n");
+	assert_non_null(body);
+	char family[128] = "";
+	unsigned samples = 0;
+	for (char *line = strtok(body + 4, "\n"); line; line = strtok(NULL, "\n")) {
+		if (!strncmp(line, "# HELP ", 7))
+			continue;
+		if (!strncmp(line, "# TYPE ", 7)) {
+			size_t n = strcspn(line + 7, " ");
+			assert_true(n < sizeof family);
+			memcpy(family, line + 7, n);
+			family[n] = '\0';
+			continue;
+		}
+		size_t n = strcspn(line, "{ ");
+		size_t f = strlen(family);
+		bool ours = f && n >= f && !strncmp(line, family, f) &&
+			    (n == f || (!strncmp(line + f, "_bucket", n - f) && n - f == 7) ||
+			     (!strncmp(line + f, "_sum", n - f) && n - f == 4) ||
+			     (!strncmp(line + f, "_count", n - f) && n - f == 6));
+		if (!ours)
+			fail_msg("sample outside its family %s: %s", family, line);
+		samples++;
+	}
+	assert_true(samples > 50);
+	free(resp);
+}
+
+/* Every row's key in `stats`, exact; the stack's counters under "net" with
+ * the DPDK transport, and no "net" without it. */
+static void test_stats_every_row(void **state)
+{
+	cJSON *r = request("{\"cmd\":\"stats\"}\n");
+	assert_true(reply_ok(r));
+	const cJSON *v;
+#define KEY_COUNTER(f)                                                                             \
+	v = cJSON_GetObjectItemCaseSensitive(r, #f);                                               \
+	if (!cJSON_IsNumber(v))                                                                    \
+		fail_msg("stats lacks %s", #f);
+#define KEY_GAUGE(f) KEY_COUNTER(f)
+#define KEY_ALSO_COUNTER(f) KEY_COUNTER(f)
+#define KEY_COUNTER_BY_RESULT(f)                                                                   \
+	v = cJSON_GetObjectItemCaseSensitive(r, #f);                                               \
+	if (cJSON_GetArraySize(v) != AUTH_RESULT_COUNT)                                            \
+		fail_msg("stats lacks %s by result", #f);
+#define KEY_HISTOGRAM(f)                                                                           \
+	v = cJSON_GetObjectItemCaseSensitive(r, #f "_bucket");                                     \
+	assert_int_equal(cJSON_GetArraySize(v), COMMIT_LATENCY_BUCKETS);                           \
+	v = cJSON_GetObjectItemCaseSensitive(r, #f "_le_us");                                      \
+	assert_int_equal(cJSON_GetArraySize(v), COMMIT_LATENCY_BOUNDS);                            \
+	KEY_COUNTER(f##_sum_us)                                                                    \
+	KEY_COUNTER(f##_count)
+#define KEY_ROW(field, type, metric, labels, help) KEY_##type(field)
+	COUNTERS_PROCESS(KEY_ROW)
+	COUNTERS_WORKER(KEY_ROW)
+#undef KEY_ROW
+	const cJSON *net = cJSON_GetObjectItemCaseSensitive(r, "net");
+#define KEY_NET(name, help)                                                                        \
+	if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(net, #name)))                         \
+		fail_msg("stats lacks net.%s", #name);
+	TRANSPORT_NET_COUNTERS(KEY_NET)
+#undef KEY_NET
+	assert_true(reply_num(net, "syn_cookies_sent") == 41);
+	assert_true(reply_num(r, "crls") == 2);
+	assert_true(reply_num(r, "store_uploads_expired") == 6);
+	cJSON_Delete(r);
+
+	int fd = unix_connect(sock_path);
+	char line[16384];
+	send_all(fd, "{\"cmd\":\"stats\"}\n", 16);
+	assert_true(recv_line(fd, line, sizeof line) > 0);
+	close(fd);
+	assert_non_null(strstr(line, "\"download_bytes\":9007199254740995,"));
+	assert_non_null(strstr(line, "\"tx_nombuf\":9007199254740993}"));
+
+	fake_net_stack = false;
+	r = request("{\"cmd\":\"stats\"}\n");
+	fake_net_stack = true;
+	assert_true(reply_ok(r));
+	assert_null(cJSON_GetObjectItemCaseSensitive(r, "net"));
+	cJSON_Delete(r);
 }
 
 static void test_healthz(void **state)
@@ -652,6 +792,9 @@ int main(void)
 	    cmocka_unit_test(test_not_a_socket_refused),
 	    cmocka_unit_test(test_metrics),
 	    cmocka_unit_test(test_metrics_kernel_no_net),
+	    cmocka_unit_test(test_metrics_every_row),
+	    cmocka_unit_test(test_metrics_families_whole),
+	    cmocka_unit_test(test_stats_every_row),
 	    cmocka_unit_test(test_healthz),
 	    cmocka_unit_test(test_status_page),
 	    cmocka_unit_test(test_http_errors),

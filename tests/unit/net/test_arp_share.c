@@ -15,52 +15,26 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
 #include <rte_arp.h>
 #include <rte_mbuf.h>
 
-#include "beacon/config.h"
-#include "beacon/ring.h"
-#include "beacon/transport.h"
+#include "stack_fixture.h"
 
-#include "../../common/null_port.h"
-
-#include "../../../dataplane/net/stack/stack.h"
-
-static struct config cfg;
-static struct ring ring;
 static struct stack *st[2];
 
 static int setup(void **state)
 {
 	(void)state;
-	char err[512];
-	if (null_port_start(&cfg, 2, err, sizeof err) != 0) {
-		fprintf(stderr, "test_arp_share: %s\n", err);
-		return -1;
-	}
-	if (ring_init(&ring, 64) != 0)
-		return -1;
-	for (unsigned w = 0; w < 2; w++) {
-		struct transport *t = NULL;
-		if (transport_dpdk_open(&ring, w, &cfg, &null_port_events, NULL, &t) != 0)
-			return -1;
-		st[w] = (struct stack *)t;
-	}
-	return 0;
+	return stack_fixture_open("test_arp_share", 2, st);
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	for (unsigned w = 0; w < 2; w++)
-		if (st[w])
-			transport_free(&st[w]->base);
-	transport_dpdk_shutdown();
-	ring_exit(&ring);
+	stack_fixture_close(2, st);
 	return 0;
 }
 
@@ -133,7 +107,7 @@ static void test_reply_on_other_queue(void **state)
 
 /* A known neighbour that moved (a standby took its address over) says
  * so with a gratuitous ARP, here on queue 0: worker 1 follows, and what
- * its connections send goes to the new MAC (tcp.c asks arp_lookup). */
+ * its connections send goes to the new MAC (tcp_output.c asks arp_lookup). */
 static void test_moved_neighbour(void **state)
 {
 	(void)state;
@@ -188,10 +162,8 @@ static void test_ring_full(void **state)
 
 int main(void)
 {
-	if (geteuid() != 0) {
-		fprintf(stderr, "test_arp_share: needs root (the DPDK EAL): skipped\n");
+	if (!stack_fixture_root("test_arp_share"))
 		return 77;
-	}
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_two_queues),
 		cmocka_unit_test(test_reply_on_other_queue),

@@ -1,5 +1,5 @@
 /*
- * Checksum offloads in the DPDK stack (dpdk.c, stack/ipv4.c, stack/tcp.c):
+ * Checksum offloads in the DPDK stack (dpdk.c, stack/ipv4.c, stack/tcp_*.c):
  * where the port checks IPv4 and TCP checksums on receive, its verdict in
  * the mbuf's ol_flags counts (good, bad; unknown: ours); where it fills
  * them in on send, the frame leaves with the offload flags, the lengths
@@ -15,9 +15,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -25,46 +23,24 @@
 #include <rte_icmp.h>
 #include <rte_mbuf.h>
 
-#include "beacon/config.h"
-#include "beacon/ring.h"
-#include "beacon/transport.h"
-
-#include "../../common/null_port.h"
-
-#include "../../../dataplane/net/stack/stack.h"
+#include "stack_fixture.h"
 
 #define RX_CSUM (RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_TCP_CKSUM)
 #define TX_CSUM (RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM)
 
-static struct config cfg;
-static struct ring ring;
 static struct stack *s;
 static uint16_t next_sport = 40000;
 
 static int setup(void **state)
 {
 	(void)state;
-	char err[512];
-	if (null_port_start(&cfg, 1, err, sizeof err) != 0) {
-		fprintf(stderr, "test_csum_offload: %s\n", err);
-		return -1;
-	}
-	if (ring_init(&ring, 64) != 0)
-		return -1;
-	struct transport *t = NULL;
-	if (transport_dpdk_open(&ring, 0, &cfg, &null_port_events, NULL, &t) != 0)
-		return -1;
-	s = (struct stack *)t;
-	return 0;
+	return stack_fixture_open("test_csum_offload", 1, &s);
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	if (s)
-		transport_free(&s->base);
-	transport_dpdk_shutdown();
-	ring_exit(&ring);
+	stack_fixture_close(1, &s);
 	return 0;
 }
 
@@ -101,33 +77,13 @@ struct frame {
 
 static struct frame syn_frame(uint16_t ip_spoil, uint16_t tcp_spoil, uint64_t ol_flags)
 {
+	struct test_seg g = {.src_ip = inet_addr("198.18.0.9"), .src_mac_last = 0x09,
+			     .sport = next_sport++, .seq = 1000, .flags = RTE_TCP_SYN_FLAG,
+			     .ip_spoil = ip_spoil, .tcp_spoil = tcp_spoil};
 	struct frame f;
-	f.m = rte_pktmbuf_alloc(s->pool);
-	assert_non_null(f.m);
-	size_t len = sizeof(struct rte_ether_hdr) + sizeof *f.ip + sizeof *f.th;
-	struct rte_ether_hdr *eh = (struct rte_ether_hdr *)rte_pktmbuf_append(f.m, (uint16_t)len);
-	assert_non_null(eh);
-	memset(eh, 0, len);
-	eh->dst_addr = s->mac;
-	struct rte_ether_addr from = {{0x02, 0, 0, 0, 0, 0x09}};
-	eh->src_addr = from;
-	eh->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-	f.ip = (struct rte_ipv4_hdr *)(eh + 1);
-	f.ip->version_ihl = RTE_IPV4_VHL_DEF;
-	f.ip->total_length = rte_cpu_to_be_16((uint16_t)(sizeof *f.ip + sizeof *f.th));
-	f.ip->time_to_live = 64;
-	f.ip->next_proto_id = IPPROTO_TCP;
-	f.ip->src_addr = inet_addr("198.18.0.9");
-	f.ip->dst_addr = s->ip;
-	f.ip->hdr_checksum = rte_ipv4_cksum(f.ip) ^ ip_spoil;
+	f.m = stack_fixture_segment(s, &g);
+	f.ip = rte_pktmbuf_mtod_offset(f.m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
 	f.th = (struct rte_tcp_hdr *)(f.ip + 1);
-	f.th->src_port = rte_cpu_to_be_16(next_sport++);
-	f.th->dst_port = rte_cpu_to_be_16(s->listen_port);
-	f.th->sent_seq = rte_cpu_to_be_32(1000);
-	f.th->data_off = (uint8_t)((sizeof *f.th / 4) << 4);
-	f.th->tcp_flags = RTE_TCP_SYN_FLAG;
-	f.th->rx_win = rte_cpu_to_be_16(65535);
-	f.th->cksum = rte_ipv4_udptcp_cksum(f.ip, f.th) ^ tcp_spoil;
 	f.m->ol_flags = ol_flags;
 	return f;
 }
@@ -273,10 +229,8 @@ static void test_echo_reply(void **state)
 
 int main(void)
 {
-	if (geteuid() != 0) {
-		fprintf(stderr, "test_csum_offload: needs root (the DPDK EAL): skipped\n");
+	if (!stack_fixture_root("test_csum_offload"))
 		return 77;
-	}
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_software, flush),
 		cmocka_unit_test_teardown(test_rx_offload, flush),

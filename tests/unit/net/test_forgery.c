@@ -22,24 +22,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <string.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
-#include <rte_ethdev.h>
 #include <rte_mbuf.h>
 
-#include "beacon/config.h"
-#include "beacon/ring.h"
-#include "beacon/transport.h"
+#include "stack_fixture.h"
 
-#include "../../common/null_port.h"
-
-#include "../../../dataplane/net/stack/stack.h"
-
-static struct config cfg;
-static struct ring ring;
 static struct stack *s;
 
 /* A clock of our own, 100 ms into a cookie period (64 s). */
@@ -49,17 +38,8 @@ static struct stack *s;
 static int setup(void **state)
 {
 	(void)state;
-	char err[512];
-	if (null_port_start(&cfg, 1, err, sizeof err) != 0) {
-		fprintf(stderr, "test_forgery: %s\n", err);
+	if (stack_fixture_open("test_forgery", 1, &s) != 0)
 		return -1;
-	}
-	if (ring_init(&ring, 64) != 0)
-		return -1;
-	struct transport *t = NULL;
-	if (transport_dpdk_open(&ring, 0, &cfg, &null_port_events, NULL, &t) != 0)
-		return -1;
-	s = (struct stack *)t;
 	s->now_ms = T0_MS;
 	return 0;
 }
@@ -67,10 +47,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	if (s)
-		transport_free(&s->base);
-	transport_dpdk_shutdown();
-	ring_exit(&ring);
+	stack_fixture_close(1, &s);
 	return 0;
 }
 
@@ -83,54 +60,6 @@ static int flush(void **state)
 	return 0;
 }
 
-struct seg {
-	uint32_t src_ip; /* network order */
-	uint8_t src_mac_last;
-	uint16_t sport;
-	uint32_t seq, ack;
-	uint8_t flags;
-	const uint8_t *opt;
-	uint8_t optlen; /* a multiple of 4 */
-	uint16_t spoil; /* XORed into the TCP checksum */
-};
-
-/* A TCP segment from src to us, as the port hands it over (checksums in
- * software: no offload flags). */
-static struct rte_mbuf *frame(const struct seg *g)
-{
-	struct rte_mbuf *m = rte_pktmbuf_alloc(s->pool);
-	assert_non_null(m);
-	size_t l4 = sizeof(struct rte_tcp_hdr) + g->optlen;
-	size_t len = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + l4;
-	struct rte_ether_hdr *eh = (struct rte_ether_hdr *)rte_pktmbuf_append(m, (uint16_t)len);
-	assert_non_null(eh);
-	memset(eh, 0, len);
-	eh->dst_addr = s->mac;
-	struct rte_ether_addr from = {{0x02, 0, 0, 0, 0, g->src_mac_last}};
-	eh->src_addr = from;
-	eh->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eh + 1);
-	ip->version_ihl = RTE_IPV4_VHL_DEF;
-	ip->total_length = rte_cpu_to_be_16((uint16_t)(sizeof *ip + l4));
-	ip->time_to_live = 64;
-	ip->next_proto_id = IPPROTO_TCP;
-	ip->src_addr = g->src_ip;
-	ip->dst_addr = s->ip;
-	ip->hdr_checksum = rte_ipv4_cksum(ip);
-	struct rte_tcp_hdr *th = (struct rte_tcp_hdr *)(ip + 1);
-	th->src_port = rte_cpu_to_be_16(g->sport);
-	th->dst_port = rte_cpu_to_be_16(s->listen_port);
-	th->sent_seq = rte_cpu_to_be_32(g->seq);
-	th->recv_ack = rte_cpu_to_be_32(g->ack);
-	th->data_off = (uint8_t)((l4 / 4) << 4);
-	th->tcp_flags = g->flags;
-	th->rx_win = rte_cpu_to_be_16(65535);
-	if (g->optlen)
-		memcpy(th + 1, g->opt, g->optlen);
-	th->cksum = rte_ipv4_udptcp_cksum(ip, th) ^ g->spoil;
-	return m;
-}
-
 /* MSS 1460, SACK-permitted, window scale 7: what a Linux peer offers,
  * less the timestamp. */
 static const uint8_t syn_opts[] = {2, 4, 0x05, 0xb4, 4, 2, 1, 3, 3, 7, 0, 0};
@@ -140,10 +69,10 @@ static const uint32_t PEER_ISN = 0x1234567;
 /* The cookie of a SYN-ACK for a SYN from `ip`:`sport`. */
 static uint32_t cookie_for(uint32_t ip, uint16_t sport)
 {
-	struct seg g = {.src_ip = ip, .src_mac_last = 9, .sport = sport, .seq = PEER_ISN,
-			.flags = RTE_TCP_SYN_FLAG, .opt = syn_opts, .optlen = sizeof syn_opts};
+	struct test_seg g = {.src_ip = ip, .src_mac_last = 9, .sport = sport, .seq = PEER_ISN,
+			     .flags = RTE_TCP_SYN_FLAG, .opt = syn_opts, .optlen = sizeof syn_opts};
 	unsigned before = s->ntx;
-	eth_input(s, frame(&g));
+	eth_input(s, stack_fixture_segment(s, &g));
 	assert_int_equal(s->ntx, before + 1);
 	struct rte_mbuf *sa = s->tx[s->ntx - 1];
 	struct rte_tcp_hdr *th = rte_pktmbuf_mtod_offset(
@@ -160,11 +89,11 @@ static uint32_t cookie_for(uint32_t ip, uint16_t sport)
  * then refuses it), false when it refused the cookie. */
 static bool ack_opens(uint32_t ip, uint16_t sport, uint32_t cookie)
 {
-	struct seg g = {.src_ip = ip, .src_mac_last = 9, .sport = sport, .seq = PEER_ISN + 1,
-			.ack = cookie + 1, .flags = RTE_TCP_ACK_FLAG};
+	struct test_seg g = {.src_ip = ip, .src_mac_last = 9, .sport = sport, .seq = PEER_ISN + 1,
+			     .ack = cookie + 1, .flags = RTE_TCP_ACK_FLAG};
 	uint64_t bad = s->st.syn_cookies_bad;
 	uint64_t opened = s->st.tcp_refused + s->st.tcp_accepted;
-	eth_input(s, frame(&g));
+	eth_input(s, stack_fixture_segment(s, &g));
 	tcp_events(s);
 	bool took = s->st.tcp_refused + s->st.tcp_accepted == opened + 1;
 	/* Each ACK is one or the other, never both or neither. */
@@ -223,25 +152,26 @@ static const struct rte_ether_addr *mac_of(const char *ip)
 static void test_bad_checksum_teaches_arp_nothing(void **state)
 {
 	(void)state;
-	struct seg g = {.src_ip = inet_addr("198.18.0.55"), .src_mac_last = 0x55, .sport = 40003,
-			.seq = PEER_ISN, .flags = RTE_TCP_SYN_FLAG, .spoil = 0x0100};
+	struct test_seg g = {.src_ip = inet_addr("198.18.0.55"), .src_mac_last = 0x55,
+			     .sport = 40003, .seq = PEER_ISN, .flags = RTE_TCP_SYN_FLAG,
+			     .tcp_spoil = 0x0100};
 	uint64_t bad = s->st.tcp_bad_csum;
 	assert_null(mac_of("198.18.0.55"));
-	eth_input(s, frame(&g));
+	eth_input(s, stack_fixture_segment(s, &g));
 	assert_int_equal(s->st.tcp_bad_csum, bad + 1);
 	assert_null(mac_of("198.18.0.55"));
 
 	/* The same segment intact: learned. */
-	g.spoil = 0;
-	eth_input(s, frame(&g));
+	g.tcp_spoil = 0;
+	eth_input(s, stack_fixture_segment(s, &g));
 	const struct rte_ether_addr *mac = mac_of("198.18.0.55");
 	assert_non_null(mac);
 	assert_int_equal(mac->addr_bytes[5], 0x55);
 
 	/* A corrupt frame claiming that address from another MAC: ignored. */
 	g.src_mac_last = 0x66;
-	g.spoil = 0x0001;
-	eth_input(s, frame(&g));
+	g.tcp_spoil = 0x0001;
+	eth_input(s, stack_fixture_segment(s, &g));
 	assert_int_equal(s->st.tcp_bad_csum, bad + 2);
 	mac = mac_of("198.18.0.55");
 	assert_non_null(mac);
@@ -250,10 +180,8 @@ static void test_bad_checksum_teaches_arp_nothing(void **state)
 
 int main(void)
 {
-	if (geteuid() != 0) {
-		fprintf(stderr, "test_forgery: needs root (the DPDK EAL): skipped\n");
+	if (!stack_fixture_root("test_forgery"))
 		return 77;
-	}
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_forged_cookies_refused, flush),
 		cmocka_unit_test_teardown(test_every_cookie_bit_counts, flush),

@@ -1,0 +1,95 @@
+/*
+ * stats: fills struct control_stats from the counter table (beacon/
+ * counters.h): the workers' rows summed over workers, the process's rows
+ * from the trust snapshot, the store and the clock.
+ */
+#include "stats.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+#include "beacon/store.h"
+#include "beacon/tls.h"
+#include "beacon/transport.h"
+#include "beacon/snapshot.h"
+#include "beacon/worker.h"
+
+static uint64_t load(const _Atomic uint64_t *v)
+{
+	return atomic_load_explicit(v, memory_order_relaxed);
+}
+
+/* A worker counts each commit in its own bucket; the totals are cumulative
+ * (a commit counts in its bucket and every wider one), as Prometheus wants,
+ * and the widest (+Inf) is the count. */
+static void add_histogram(uint64_t *bucket, uint64_t *sum_us, uint64_t *count,
+			  const _Atomic uint64_t *w_bucket, const _Atomic uint64_t *w_sum_us)
+{
+	uint64_t below = 0;
+	for (unsigned i = 0; i < COMMIT_LATENCY_BUCKETS; i++) {
+		below += load(&w_bucket[i]);
+		bucket[i] += below;
+	}
+	*count += below;
+	*sum_us += load(w_sum_us);
+}
+
+/* What adding one worker's row to the totals is, by the row's type. */
+#define ADD_COUNTER(f) out->f += load(&k->f);
+#define ADD_GAUGE(f) out->f += load(&k->f);
+#define ADD_COUNTER_BY_RESULT(f)                                                                   \
+	for (unsigned r = 0; r < AUTH_RESULT_COUNT; r++)                                           \
+		out->f[r] += load(&k->f[r]);
+#define ADD_HISTOGRAM(f)                                                                           \
+	add_histogram(out->f##_bucket, &out->f##_sum_us, &out->f##_count, k->f##_bucket,           \
+		      &k->f##_sum_us);
+#define ADD_ALSO_COUNTER(f) /* its field is added by its first row */
+
+static void add_worker(const struct worker_counters *k, struct control_stats *out)
+{
+#define ADD_ROW(field, type, metric, labels, help) ADD_##type(field)
+	COUNTERS_WORKER(ADD_ROW)
+#undef ADD_ROW
+#define ADD_NET(name, help) out->net.name += load(&k->net.name);
+	TRANSPORT_NET_COUNTERS(ADD_NET)
+#undef ADD_NET
+}
+
+static void add_trust(pthread_mutex_t *lock, struct control_stats *out)
+{
+	struct tls_server_info info;
+	pthread_mutex_lock(lock);
+	trust_current_info(&info);
+	pthread_mutex_unlock(lock);
+	out->snapshot_generation = info.generation;
+	out->snapshot_loaded_unix_s = info.loaded_unix_s;
+	out->issuers = info.issuers;
+	out->crls = info.crls;
+	out->revoked_serials = info.revoked_serials;
+	out->blocked_entries = info.blocked_entries;
+}
+
+static void add_store(struct store *store, struct control_stats *out)
+{
+	struct store_stats ss;
+	store_stats(store, &ss);
+	out->store_commits = ss.commits;
+	out->store_fdatasyncs = ss.fsyncs;
+	out->store_uploads_committed = ss.uploads_committed;
+	out->store_uploads_expired = ss.uploads_expired;
+	out->store_recovered_bad_headers = ss.recovered_bad_headers;
+	out->store_recovered_truncated_bytes = ss.recovered_truncated_bytes;
+}
+
+void stats_collect(const struct stats_sources *src, struct control_stats *out)
+{
+	memset(out, 0, sizeof *out);
+	time_t now = time(NULL);
+	out->uptime_s = now > src->started ? (uint64_t)(now - src->started) : 0;
+	out->workers = src->n_workers;
+	for (unsigned i = 0; i < src->n_workers; i++)
+		add_worker(worker_counters(src->workers[i]), out);
+	out->net_stack = src->net_stack;
+	add_trust(src->trust_lock, out);
+	add_store(src->store, out);
+}

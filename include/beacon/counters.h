@@ -1,0 +1,144 @@
+/*
+ * counters: the one table of what beacond counts and reports. Every value
+ * has one row here; the worker's counters (beacon/worker.h), the totals the
+ * control plane reports (struct control_stats, beacon/control.h), the sum
+ * over workers (dataplane/stats.c), `beaconctl --json stats` (control/ctl/
+ * socket.c) and /metrics with its HELP and TYPE lines (control/ctl/
+ * metrics.c) are all generated from it, so a value cannot be counted and
+ * go unreported. tests/integration/test_counters.py reads this file and
+ * checks every row in a running beacond's /metrics and stats.
+ *
+ * Model: X-macro lists, X(field, type, metric, labels, help):
+ *   field   the member in struct worker_counters and struct control_stats,
+ *           and the key in `beaconctl --json stats`
+ *   type    what the value is and so which members it gets (below):
+ *           COUNTER (only grows), GAUGE (goes up and down),
+ *           COUNTER_BY_RESULT (a counter per auth_result, labelled
+ *           result="<auth_result_name>"), HISTOGRAM (the commit-latency
+ *           buckets and sum), or ALSO_COUNTER (the field of an earlier row,
+ *           reported once more in another family; it adds no member)
+ *   metric  the Prometheus family. Rows of one family are adjacent (the
+ *           text format wants a family's samples together) and of one type
+ *   labels  the series' labels inside the braces, "" for none
+ *   help    the family's HELP line, the same on each of its rows
+ *
+ * COUNTERS_WORKER are counted by each worker on its own thread and summed
+ * over workers; COUNTERS_PROCESS are read once per report from the trust
+ * snapshot, the store and the clock (a new row of it needs its source named
+ * in dataplane/stats.c). The DPDK stack's counters keep their own list,
+ * TRANSPORT_NET_COUNTERS in beacon/transport.h. HISTOGRAM has the
+ * commit-latency bounds below; a second histogram would need its bounds
+ * as a column.
+ *
+ * A header of macros only: the user includes what the members name
+ * (stdint.h, and AUTH_RESULT_COUNT with auth_result from the store's
+ * types).
+ */
+#ifndef BEACON_COUNTERS_H
+#define BEACON_COUNTERS_H
+
+/* Commit-latency histogram: the upper bounds of its buckets in
+ * microseconds, 100 us (page cache) to 250 ms (a slow disk under load), and
+ * one more bucket for +Inf. The workers count into buckets by these bounds
+ * and /metrics labels them with the same list. */
+#define COMMIT_LATENCY_BOUNDS_US                                                                   \
+	{                                                                                          \
+		100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000               \
+	}
+#define COMMIT_LATENCY_BOUNDS 11
+#define COMMIT_LATENCY_BUCKETS (COMMIT_LATENCY_BOUNDS + 1)
+
+#define COUNTERS_WORKER(X)                                                                         \
+	X(handshakes, COUNTER_BY_RESULT, "beacond_handshakes_total", "",                           \
+	  "Client authentication attempts by result.")                                             \
+	X(handshakes_tls12, COUNTER, "beacond_handshakes_by_version_total", "version=\"1.2\"",     \
+	  "Completed TLS handshakes by protocol version.")                                         \
+	X(handshakes_tls13, COUNTER, "beacond_handshakes_by_version_total", "version=\"1.3\"",     \
+	  "Completed TLS handshakes by protocol version.")                                         \
+	X(handshakes_resumed, COUNTER, "beacond_handshakes_resumed_total", "",                     \
+	  "Handshakes that resumed a session from a ticket.")                                      \
+	X(handshake_failures, COUNTER, "beacond_handshake_failures_total", "",                     \
+	  "Handshakes that failed on a protocol error, before any certificate verdict.")           \
+	X(connections_open, GAUGE, "beacond_connections_open", "", "Client connections open now.") \
+	X(connections_accepted, COUNTER, "beacond_connections_accepted_total", "",                 \
+	  "Client connections accepted.")                                                          \
+	X(connections_refused, COUNTER, "beacond_connections_refused_total", "",                   \
+	  "Client connections refused at the connection limit.")                                   \
+	X(connections_refused, ALSO_COUNTER, "beacond_limit_refusals_total",                       \
+	  "limit=\"max_connections\"",                                                             \
+	  "New connections closed at once by a [limits] connection limit.")                        \
+	X(refused_per_source, COUNTER, "beacond_limit_refusals_total",                             \
+	  "limit=\"max_connections_per_source\"",                                                  \
+	  "New connections closed at once by a [limits] connection limit.")                        \
+	X(refused_rate, COUNTER, "beacond_limit_refusals_total",                                   \
+	  "limit=\"handshake_rate_per_source\"",                                                   \
+	  "New connections closed at once by a [limits] connection limit.")                        \
+	X(refused_handshakes, COUNTER, "beacond_limit_refusals_total",                             \
+	  "limit=\"max_handshakes_in_progress\"",                                                  \
+	  "New connections closed at once by a [limits] connection limit.")                        \
+	X(requests, COUNTER, "beacond_requests_total", "", "HTTP requests parsed.")                \
+	X(uploads, COUNTER, "beacond_uploads_total", "", "Uploads received.")                      \
+	X(upload_bytes, COUNTER, "beacond_upload_bytes_total", "", "Upload body bytes received.")  \
+	X(downloads, COUNTER, "beacond_downloads_total", "", "Downloads served.")                  \
+	X(download_bytes, COUNTER, "beacond_download_bytes_total", "",                             \
+	  "Download body bytes sent.")                                                             \
+	X(responses_4xx, COUNTER, "beacond_responses_total", "class=\"4xx\"",                      \
+	  "Error responses by status class.")                                                      \
+	X(responses_5xx, COUNTER, "beacond_responses_total", "class=\"5xx\"",                      \
+	  "Error responses by status class.")                                                      \
+	X(timeouts, COUNTER, "beacond_timeouts_total", "", "Connections closed on a timeout.")     \
+	X(commit_latency, HISTOGRAM, "beacond_store_commit_latency_seconds", "",                   \
+	  "Wait from an upload's end to its durable commit.")
+
+#define COUNTERS_PROCESS(X)                                                                        \
+	X(uptime_s, GAUGE, "beacond_uptime_seconds", "", "Seconds since beacond started.")         \
+	X(workers, GAUGE, "beacond_workers", "", "Worker threads serving clients.")                \
+	X(snapshot_generation, GAUGE, "beacond_snapshot_generation", "",                           \
+	  "Generation of the trust snapshot in force.")                                            \
+	X(snapshot_loaded_unix_s, GAUGE, "beacond_snapshot_loaded_timestamp_seconds", "",          \
+	  "Unix time at which the trust snapshot in force was loaded.")                            \
+	X(issuers, GAUGE, "beacond_issuers", "", "Trusted issuing CAs.")                           \
+	X(crls, GAUGE, "beacond_crls", "", "CRLs in the trust snapshot in force.")                 \
+	X(revoked_serials, GAUGE, "beacond_revoked_serials", "",                                   \
+	  "Revoked serials in the trust snapshot in force.")                                       \
+	X(blocked_entries, GAUGE, "beacond_blocked_entries", "",                                   \
+	  "Blocked devices in the trust snapshot in force.")                                       \
+	X(store_commits, COUNTER, "beacond_store_commits_total", "",                               \
+	  "Index commits by the store.")                                                           \
+	X(store_fdatasyncs, COUNTER, "beacond_store_fdatasyncs_total", "",                         \
+	  "fdatasync calls by the store.")                                                         \
+	X(store_uploads_committed, COUNTER, "beacond_store_uploads_committed_total", "",           \
+	  "Uploads the store made durable.")                                                       \
+	X(store_uploads_expired, COUNTER, "beacond_store_uploads_expired_total", "",               \
+	  "Uploads the store removed by retention.")                                               \
+	X(store_recovered_bad_headers, COUNTER, "beacond_store_recovered_bad_headers_total", "",   \
+	  "Indexed spool records whose header did not match, found at start-up.")                  \
+	X(store_recovered_truncated_bytes, COUNTER,                                                \
+	  "beacond_store_recovered_truncated_bytes_total", "",                                     \
+	  "Uncommitted spool bytes cut off at start-up.")
+
+/* The members a row gives a worker's counters (T: _Atomic uint64_t). A
+ * histogram counts each value once, in its own bucket. */
+#define COUNTERS_WORKER_MEMBERS(T, field, type) COUNTERS_WORKER_MEMBERS_##type(T, field)
+#define COUNTERS_WORKER_MEMBERS_COUNTER(T, f) T f;
+#define COUNTERS_WORKER_MEMBERS_GAUGE(T, f) T f;
+#define COUNTERS_WORKER_MEMBERS_COUNTER_BY_RESULT(T, f) T f[AUTH_RESULT_COUNT];
+#define COUNTERS_WORKER_MEMBERS_HISTOGRAM(T, f)                                                    \
+	T f##_bucket[COMMIT_LATENCY_BUCKETS];                                                      \
+	T f##_sum_us;
+#define COUNTERS_WORKER_MEMBERS_ALSO_COUNTER(T, f)
+
+/* The members a row gives the totals (T: uint64_t). A histogram's buckets
+ * are cumulative there, as Prometheus wants (a value counts in its own
+ * bucket and every wider one), and it has a count (the +Inf bucket). */
+#define COUNTERS_TOTAL_MEMBERS(T, field, type) COUNTERS_TOTAL_MEMBERS_##type(T, field)
+#define COUNTERS_TOTAL_MEMBERS_COUNTER(T, f) T f;
+#define COUNTERS_TOTAL_MEMBERS_GAUGE(T, f) T f;
+#define COUNTERS_TOTAL_MEMBERS_COUNTER_BY_RESULT(T, f) T f[AUTH_RESULT_COUNT];
+#define COUNTERS_TOTAL_MEMBERS_HISTOGRAM(T, f)                                                     \
+	T f##_bucket[COMMIT_LATENCY_BUCKETS];                                                      \
+	T f##_sum_us;                                                                              \
+	T f##_count;
+#define COUNTERS_TOTAL_MEMBERS_ALSO_COUNTER(T, f)
+
+#endif
