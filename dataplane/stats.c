@@ -11,7 +11,7 @@
 #include "beacon/store.h"
 #include "beacon/tls.h"
 #include "beacon/transport.h"
-#include "beacon/trust.h"
+#include "beacon/snapshot.h"
 #include "beacon/worker.h"
 
 static uint64_t load(const _Atomic uint64_t *v)

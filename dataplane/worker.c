@@ -15,7 +15,7 @@
 #include "beacon/counters.h"
 #include "beacon/log.h"
 #include "beacon/store.h"
-#include "beacon/trust.h"
+#include "beacon/snapshot.h"
 #include "worker-internal.h"
 
 #define RING_ENTRIES 4096

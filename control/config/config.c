@@ -158,8 +158,8 @@ static const struct word approvals[] = {
 };
 
 static const struct word stale_modes[] = {
-	{"warn", CRL_STALE_MODE_WARN},
-	{"refuse", CRL_STALE_MODE_REFUSE},
+	{"warn", CRL_STALE_WARN},
+	{"refuse", CRL_STALE_REFUSE},
 	{NULL, 0},
 };
 
@@ -378,7 +378,7 @@ void config_defaults(struct config *cfg)
 	cfg->ticket_lifetime_s = 3600;
 	cfg->max_session_age_s = 24 * 3600;
 	cfg->ticket_rotate_s = 12 * 3600;
-	cfg->crl_stale = CRL_STALE_MODE_WARN;
+	cfg->crl_stale = CRL_STALE_WARN;
 	cfg->approval = APPROVAL_AUTO;
 	cfg->watch = true;
 

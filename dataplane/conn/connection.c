@@ -13,7 +13,7 @@
 #include "beacon/log.h"
 #include "beacon/store.h"
 #include "beacon/tls.h"
-#include "beacon/trust.h"
+#include "beacon/snapshot.h"
 #include "conn/conn.h"
 #include "worker-internal.h"
 

@@ -2,7 +2,12 @@
  * certid: identity and key identifiers from a certificate's DER (see
  * certid.h for why not from wolfSSL's decoded copy).
  */
-#include "certid.h"
+#include <wolfssl/options.h>
+#include <wolfssl/wolfcrypt/settings.h>
+#include <wolfssl/wolfcrypt/hash.h>
+
+#include "beacon/certid.h"
+#include "beacon/der.h"
 
 #include <string.h>
 
@@ -25,51 +30,6 @@ enum {
 	TAG_KEY_ID = 0x80, /* [0] primitive: AKID keyIdentifier */
 };
 
-/* A window on DER bytes; reading advances p. */
-struct der {
-	const uint8_t *p;
-	size_t n;
-};
-
-/* One TLV; definite lengths of at most 4 length bytes, as DER requires. */
-static bool der_read(struct der *in, uint8_t *tag, struct der *val)
-{
-	if (in->n < 2 || (in->p[0] & 0x1f) == 0x1f)
-		return false;
-	size_t len = in->p[1], hdr = 2;
-	if (len & 0x80) {
-		size_t k = len & 0x7f;
-		if (k == 0 || k > 4 || in->n < 2 + k)
-			return false;
-		len = 0;
-		for (size_t i = 0; i < k; i++)
-			len = len << 8 | in->p[2 + i];
-		hdr += k;
-	}
-	if (len > in->n - hdr)
-		return false;
-	*tag = in->p[0];
-	*val = (struct der){ in->p + hdr, len };
-	in->p += hdr + len;
-	in->n -= hdr + len;
-	return true;
-}
-
-static bool der_expect(struct der *in, uint8_t want, struct der *val)
-{
-	uint8_t tag;
-	struct der save = *in;
-	if (der_read(in, &tag, val) && tag == want)
-		return true;
-	*in = save;
-	return false;
-}
-
-static bool der_is(struct der v, const uint8_t *bytes, size_t n)
-{
-	return v.n == n && memcmp(v.p, bytes, n) == 0;
-}
-
 /* Certificate ::= SEQUENCE { tbs SEQUENCE { [0] version OPTIONAL, serial,
  * signature, issuer, validity, subject, spki, [1] issuerUID OPTIONAL,
  * [2] subjectUID OPTIONAL, [3] extensions OPTIONAL } ... } */
@@ -77,21 +37,21 @@ int cert_view_parse(const uint8_t *der, size_t len, struct cert_view *out)
 {
 	struct der in = { der, len }, cert, tbs, v, serial, issuer, subject, exts;
 	uint8_t tag;
-	if (!der_expect(&in, TAG_SEQUENCE, &cert) || !der_expect(&cert, TAG_SEQUENCE, &tbs))
+	if (!der_expect(&in, TAG_SEQUENCE, &cert, NULL) || !der_expect(&cert, TAG_SEQUENCE, &tbs, NULL))
 		return -1;
-	der_expect(&tbs, TAG_CTX0, &v);
-	if (!der_expect(&tbs, TAG_INTEGER, &serial) || !der_expect(&tbs, TAG_SEQUENCE, &v) ||
-	    !der_expect(&tbs, TAG_SEQUENCE, &issuer) || !der_expect(&tbs, TAG_SEQUENCE, &v) ||
-	    !der_expect(&tbs, TAG_SEQUENCE, &subject) || !der_expect(&tbs, TAG_SEQUENCE, &v))
+	der_expect(&tbs, TAG_CTX0, &v, NULL);
+	if (!der_expect(&tbs, TAG_INTEGER, &serial, NULL) || !der_expect(&tbs, TAG_SEQUENCE, &v, NULL) ||
+	    !der_expect(&tbs, TAG_SEQUENCE, &issuer, NULL) || !der_expect(&tbs, TAG_SEQUENCE, &v, NULL) ||
+	    !der_expect(&tbs, TAG_SEQUENCE, &subject, NULL) || !der_expect(&tbs, TAG_SEQUENCE, &v, NULL))
 		return -1;
 	*out = (struct cert_view){ serial.p,  serial.n,	 issuer.p, issuer.n,
 				   subject.p, subject.n, NULL,	   0 };
 	while (tbs.n) {
-		if (!der_read(&tbs, &tag, &v))
+		if (!der_read(&tbs, &tag, &v, NULL))
 			return -1;
 		if (tag != TAG_CTX3)
 			continue;
-		if (!der_expect(&v, TAG_SEQUENCE, &exts) || v.n)
+		if (!der_expect(&v, TAG_SEQUENCE, &exts, NULL) || v.n)
 			return -1;
 		out->exts = exts.p;
 		out->exts_len = exts.n;
@@ -100,6 +60,35 @@ int cert_view_parse(const uint8_t *der, size_t len, struct cert_view *out)
 }
 
 /* ---- values ---- */
+
+/* The names are whole TLVs (tag and length included), as a CRL's issuer is
+ * hashed. */
+static bool cert_issuer_serial_subject(struct der cert, struct der *issuer, struct der *serial,
+				       struct der *subject)
+{
+	struct der c, tbs, v;
+	if (!der_expect(&cert, TAG_SEQUENCE, &c, NULL) || !der_expect(&c, TAG_SEQUENCE, &tbs, NULL))
+		return false;
+	if (der_peek(&tbs, TAG_CTX0))
+		der_expect(&tbs, TAG_CTX0, &v, NULL);
+	return der_expect(&tbs, TAG_INTEGER, serial, NULL) &&
+	       der_expect(&tbs, TAG_SEQUENCE, &v, NULL) &&
+	       der_expect(&tbs, TAG_SEQUENCE, &v, issuer) &&
+	       der_expect(&tbs, TAG_SEQUENCE, &v, NULL) &&
+	       der_expect(&tbs, TAG_SEQUENCE, &v, subject);
+}
+
+int cert_names(const uint8_t *der, size_t len, struct cert_names *out)
+{
+	struct der issuer, serial, subject;
+	if (!cert_issuer_serial_subject((struct der){der, len}, &issuer, &serial, &subject) ||
+	    serial.n == 0 || wc_Sha256Hash(issuer.p, (word32)issuer.n, out->issuer_sha256) != 0 ||
+	    wc_Sha256Hash(subject.p, (word32)subject.n, out->subject_sha256) != 0)
+		return -1;
+	out->serial = serial.p;
+	out->serial_len = serial.n;
+	return 0;
+}
 
 static bool identity_char(uint32_t c)
 {
@@ -153,14 +142,14 @@ enum cert_id cert_common_name(const struct cert_view *v, char *out, size_t len)
 	uint8_t tag, found_tag = 0;
 	unsigned count = 0;
 	while (name.n) {
-		if (!der_expect(&name, TAG_SET, &rdn))
+		if (!der_expect(&name, TAG_SET, &rdn, NULL))
 			return CERT_ID_BAD;
 		while (rdn.n) {
-			if (!der_expect(&rdn, TAG_SEQUENCE, &atv) ||
-			    !der_expect(&atv, TAG_OID, &oid) || !der_read(&atv, &tag, &val) ||
+			if (!der_expect(&rdn, TAG_SEQUENCE, &atv, NULL) ||
+			    !der_expect(&atv, TAG_OID, &oid, NULL) || !der_read(&atv, &tag, &val, NULL) ||
 			    atv.n)
 				return CERT_ID_BAD;
-			if (der_is(oid, oid_cn, sizeof oid_cn) && count++ == 0) {
+			if (der_equal(oid, oid_cn, sizeof oid_cn) && count++ == 0) {
 				found = val;
 				found_tag = tag;
 			}
@@ -181,12 +170,12 @@ static enum cert_id each_extension(const struct cert_view *v, const uint8_t *oid
 {
 	struct der exts = { v->exts, v->exts_len }, ext, id, value, flag;
 	while (exts.n) {
-		if (!der_expect(&exts, TAG_SEQUENCE, &ext) || !der_expect(&ext, TAG_OID, &id))
+		if (!der_expect(&exts, TAG_SEQUENCE, &ext, NULL) || !der_expect(&ext, TAG_OID, &id, NULL))
 			return CERT_ID_BAD;
-		der_expect(&ext, TAG_BOOLEAN, &flag);
-		if (!der_expect(&ext, TAG_OCTET_STRING, &value) || ext.n)
+		der_expect(&ext, TAG_BOOLEAN, &flag, NULL);
+		if (!der_expect(&ext, TAG_OCTET_STRING, &value, NULL) || ext.n)
 			return CERT_ID_BAD;
-		if (!der_is(id, oid, oid_len))
+		if (!der_equal(id, oid, oid_len))
 			continue;
 		enum cert_id r = fn(value, arg);
 		if (r != CERT_ID_OK)
@@ -206,10 +195,10 @@ static enum cert_id san_collect(struct der value, void *arg)
 	struct san_search *s = arg;
 	struct der names, name;
 	uint8_t tag;
-	if (!der_expect(&value, TAG_SEQUENCE, &names) || value.n)
+	if (!der_expect(&value, TAG_SEQUENCE, &names, NULL) || value.n)
 		return CERT_ID_BAD;
 	while (names.n) {
-		if (!der_read(&names, &tag, &name))
+		if (!der_read(&names, &tag, &name, NULL))
 			return CERT_ID_BAD;
 		if (tag == s->tag && s->count++ == 0)
 			s->value = name;
@@ -244,9 +233,9 @@ static enum cert_id key_id_take(struct der value, void *arg)
 {
 	struct key_id_search *k = arg;
 	struct der seq, id;
-	bool ok = k->authority ? der_expect(&value, TAG_SEQUENCE, &seq) &&
-					 der_expect(&seq, TAG_KEY_ID, &id)
-			       : der_expect(&value, TAG_OCTET_STRING, &id);
+	bool ok = k->authority ? der_expect(&value, TAG_SEQUENCE, &seq, NULL) &&
+					 der_expect(&seq, TAG_KEY_ID, &id, NULL)
+			       : der_expect(&value, TAG_OCTET_STRING, &id, NULL);
 	if (ok && id.n > 0 && id.n <= 32) {
 		memcpy(k->out, id.p, id.n);
 		k->len = id.n;
@@ -319,7 +308,7 @@ static const char *attribute_label(struct der oid)
 		{ { 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01 }, 9, "emailAddress" },
 	};
 	for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-		if (der_is(oid, known[i].oid, known[i].len))
+		if (der_equal(oid, known[i].oid, known[i].len))
 			return known[i].label;
 	return "OID";
 }
@@ -330,9 +319,9 @@ void cert_name_text(const uint8_t *name_der, size_t name_len, char *out, size_t 
 	struct der name = { name_der, name_len }, rdn, atv, oid, val;
 	uint8_t tag;
 	bool first = true;
-	while (name.n && !t.full && der_expect(&name, TAG_SET, &rdn)) {
-		while (rdn.n && der_expect(&rdn, TAG_SEQUENCE, &atv) &&
-		       der_expect(&atv, TAG_OID, &oid) && der_read(&atv, &tag, &val)) {
+	while (name.n && !t.full && der_expect(&name, TAG_SET, &rdn, NULL)) {
+		while (rdn.n && der_expect(&rdn, TAG_SEQUENCE, &atv, NULL) &&
+		       der_expect(&atv, TAG_OID, &oid, NULL) && der_read(&atv, &tag, &val, NULL)) {
 			const char *label = attribute_label(oid);
 			if (!first)
 				text_put(&t, ", ", 2);

@@ -32,7 +32,11 @@ enum identity_source { IDENTITY_CN, IDENTITY_SAN_DNS, IDENTITY_SAN_EMAIL, IDENTI
 enum advertise_mode { ADVERTISE_ALL, ADVERTISE_NONE, ADVERTISE_LIST };
 enum backend_kind { BACKEND_KERNEL, BACKEND_DPDK };
 enum approval_policy { APPROVAL_AUTO, APPROVAL_REQUIRE };
-enum crl_stale_mode { CRL_STALE_MODE_WARN, CRL_STALE_MODE_REFUSE };
+/* What to do with a CRL whose nextUpdate has passed ([tls] crl_stale). */
+enum crl_stale_policy {
+	CRL_STALE_WARN,   /* log a warning, keep using the CRL */
+	CRL_STALE_REFUSE, /* every lookup for that issuer answers STALE */
+};
 
 struct config {
 	/* [server] */
@@ -60,7 +64,7 @@ struct config {
 	unsigned ticket_lifetime_s;
 	unsigned max_session_age_s; /* a ticket chain resumes this long after its full handshake */
 	char crl_dir[CONFIG_PATH_MAX];   /* "" = no revocation data */
-	enum crl_stale_mode crl_stale;
+	enum crl_stale_policy crl_stale;
 	char blocklist[CONFIG_PATH_MAX]; /* "" = none */
 	char ticket_key_file[CONFIG_PATH_MAX]; /* "" = keys made at start-up */
 	unsigned ticket_rotate_s;        /* 0 = never (a key file's keys) */

@@ -10,6 +10,9 @@
  * caller keeps its old index: never fail open. Once built the index is
  * immutable: any thread may look up concurrently without locks, and it is
  * freed only when no reader holds it (the trust snapshot's RCU decides).
+ * Part of the trust part (control/trust): revocation.c holds the index and
+ * its build, crl.c reads, parses and verifies the CRLs. The data plane asks
+ * the index only through its snapshot (trust_snapshot_revocation).
  *
  * wolfSSL's own CRL store walks a linked list of revoked entries on every
  * check; this index is open addressing, 24 bytes a slot at a load factor of
@@ -23,21 +26,11 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "beacon/snapshot.h" /* enum revocation_status; config.h: enum crl_stale_policy */
+
 /* Serials longer than this (after leading zero bytes) are refused in a CRL:
  * RFC 5280 caps serials at 20 octets. */
 #define REVOCATION_SERIAL_MAX 20
-
-enum revocation_status {
-	REVOCATION_GOOD,    /* not on its issuer's CRL (or the issuer has none) */
-	REVOCATION_REVOKED, /* on its issuer's CRL */
-	REVOCATION_STALE,   /* issuer's CRL past nextUpdate under `refuse` */
-};
-
-/* What to do with a CRL whose nextUpdate has passed. */
-enum crl_stale_policy {
-	CRL_STALE_WARN,   /* log a warning, keep using the CRL */
-	CRL_STALE_REFUSE, /* every lookup for that issuer answers STALE */
-};
 
 /* A trusted CA certificate, DER. Only borrowed during the build. */
 struct revocation_issuer {
@@ -66,25 +59,8 @@ enum revocation_status revocation_lookup(const struct revocation_index *idx,
 					 const uint8_t issuer_name_sha256[32],
 					 const uint8_t *serial, size_t serial_len);
 
-/* A certificate's names and serial exactly as CRLs and this index name
- * them: SHA-256 of the issuer's and the subject's Name DER as they stand in
- * the certificate (never a library's re-encoding of them: wolfSSL turns
- * IA5String and other string types into UTF8String and drops attributes it
- * has no NID for), and the serial's INTEGER content bytes. Every hash of a
- * name that is compared with the index must come from here. */
-struct revocation_cert_names {
-	uint8_t issuer_sha256[32];
-	uint8_t subject_sha256[32];
-	const uint8_t *serial; /* inside the caller's DER */
-	size_t serial_len;
-};
-
-/* 0, or -1 when the DER is not a certificate (the caller refuses it). */
-int revocation_cert_names(const uint8_t *cert_der, size_t cert_len,
-			  struct revocation_cert_names *out);
-
 /* The same for a certificate (DER): takes its issuer name and serial with
- * the exact bytes a CRL names them by. A certificate that does not parse
+ * the exact bytes a CRL names them by (cert_names, beacon/certid.h). A certificate that does not parse
  * answers REVOKED: never fail open. */
 enum revocation_status revocation_lookup_cert(const struct revocation_index *idx,
 					      const uint8_t *cert_der, size_t cert_len);

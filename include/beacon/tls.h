@@ -6,9 +6,10 @@
  * the CA names advertised in the CertificateRequest, session tickets that
  * carry the client's identity so a resumed session can be checked again.
  *
- * A tls_server is built from a config at start-up (and, with the control
- * plane, on reload) and is immutable afterwards; tls_sessions are created
- * and used by one worker thread. Ticket keys are shared by the whole process
+ * A tls_server is built by the trust part (control/trust) at start-up and
+ * on every reload, over a trust snapshot it reads through beacon/snapshot.h
+ * only, and is immutable afterwards; tls_sessions are created and used by
+ * one worker thread. Ticket keys are shared by the whole process
  * and rotate under a lock that only the (rare) key change takes for long.
  *
  * A session keeps the snapshot it began with until it ends (its wolfSSL
@@ -32,34 +33,41 @@
 
 #include "beacon/auth-t.h"
 
-struct config;
+struct trust_snapshot;
 struct tls_server;
 struct tls_session;
 
-/* Builds the server side from cfg: certificate, key, issuers, advertised CA
- * names, policy. On failure returns -1 and a reason naming the file. */
-int tls_server_new(const struct config *cfg, struct tls_server **out, char *err, size_t errlen);
-/* The same, with more device identities to refuse (the store's blocked
- * devices) besides the [tls] blocklist file. */
-int tls_server_new_blocking(const struct config *cfg, const char *const *devices,
-			    size_t n_devices, struct tls_server **out, char *err, size_t errlen);
+/* The server's own certificate chain and key, as PEM bytes the trust part
+ * read (and checked the key file's mode); the paths name them in errors.
+ * Borrowed for the call: wolfSSL keeps its own copies. */
+struct tls_server_keys {
+	const char *cert_path;
+	const uint8_t *cert_pem;
+	size_t cert_len;
+	const char *key_path;
+	const uint8_t *key_pem;
+	size_t key_len;
+};
 
-/* A tls_server is the trust snapshot: certificate and key, issuers and the
- * advertised names, the revocation index (crl_dir), the block list, a
- * generation number. Reference counted: tls_server_new returns one
- * reference; each session takes one; the last unref frees it. */
+/* A tls_server is a trust snapshot (beacon/snapshot.h) with the wolfSSL
+ * context over it. The trust part builds one in two steps, so that errors
+ * come in the order the files are checked: tls_server_new with the
+ * server's keys (protocol settings, the chain, the key, that they match),
+ * then tls_server_serve with the snapshot (its issuers for chain building,
+ * the advertised CA names, the verify and ticket callbacks). Both: 0, or
+ * -1 with a reason naming the file. tls_server_serve takes the snapshot,
+ * even when it fails; it is called once per server. Neither reads a file:
+ * the trust part reads and checks them. Reference counted: tls_server_new returns one reference; each
+ * session takes one; the last unref frees the server and its snapshot. */
+int tls_server_new(const struct tls_server_keys *keys, struct tls_server **out, char *err,
+		   size_t errlen);
+int tls_server_serve(struct tls_server *srv, struct trust_snapshot *trust, char *err,
+		     size_t errlen);
 struct tls_server *tls_server_ref(struct tls_server *srv);
 void tls_server_unref(struct tls_server *srv);
 
-struct tls_server_info {
-	uint64_t generation;
-	uint64_t loaded_unix_s;
-	unsigned issuers;
-	uint64_t revoked_serials;
-	uint64_t crls;
-	unsigned blocked_entries;
-};
-void tls_server_info(const struct tls_server *srv, struct tls_server_info *out);
+/* The snapshot the server serves (read-only). */
+const struct trust_snapshot *tls_server_trust(const struct tls_server *srv);
 
 /* Ticket keys (process-wide, shared by every snapshot). tls_tickets_load
  * reads a fleet key file: one key per line, 96 hex digits (16-byte name,

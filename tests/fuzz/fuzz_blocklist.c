@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for the block list file (dataplane/tls/blocklist.c):
+ * libFuzzer target for the block list file (control/trust/blocklist.c):
  * the input is written to a file and loaded with blocklist_load. Checks:
  *   - an error names the file: "PATH:LINE: reason", and leaves bl empty;
  *   - after a load every entry is found by blocklist_has, and every device
@@ -9,7 +9,7 @@
  */
 #include "fuzz_common.h"
 
-#include "../../dataplane/tls/blocklist.h"
+#include "../../control/trust/blocklist.h"
 
 #include <ctype.h>
 #include <string.h>

@@ -11,7 +11,7 @@
  */
 #include "fuzz_common.h"
 
-#include "../../dataplane/tls/certid.h"
+#include "beacon/certid.h"
 
 #include <string.h>
 

@@ -1,5 +1,5 @@
 /*
- * libFuzzer targets for CRL loading (control/revocation): the input becomes
+ * libFuzzer targets for CRL loading (control/trust/crl.c, revocation.c): the input becomes
  * a file in a CRL directory of its own, built with revocation_index_build
  * against one trusted issuer, the throwaway CA of crl_ca.h.
  *

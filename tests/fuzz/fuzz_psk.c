@@ -37,6 +37,7 @@
 #include "beacon/config.h"
 #include "beacon/log.h"
 #include "beacon/tls.h"
+#include "beacon/trust.h"
 
 #include "psk_pki.h"
 
@@ -147,7 +148,7 @@ static void server_init(void)
 	cfg.blocklist[0] = '\0';
 	cfg.ticket_key_file[0] = '\0';
 	char err[512];
-	if (tls_server_new(&cfg, &server, err, sizeof err) != 0) {
+	if (trust_server_build(&cfg, NULL, &server, err, sizeof err) != 0) {
 		fprintf(stderr, "fuzz_psk: %s\n", err);
 		abort();
 	}

@@ -1,4 +1,5 @@
-/* Private to dataplane/tls: the block list of a trust snapshot. */
+/* Private to control/trust: the block list of a trust snapshot (the data
+ * plane asks it through trust_snapshot_blocked). */
 #ifndef BEACON_BLOCKLIST_H
 #define BEACON_BLOCKLIST_H
 

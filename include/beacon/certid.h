@@ -9,12 +9,13 @@
  * of several CNs without saying there were several. Here every byte of the
  * value is seen and judged.
  *
- * A bounded reader: definite DER lengths only, no allocation, no recursion;
- * anything that does not parse is refused by the caller. Private to
- * dataplane/tls.
+ * A bounded reader (beacon/der.h): definite DER lengths only, no
+ * allocation, no recursion; anything that does not parse is refused by the
+ * caller. Shared by the TLS layer (client certificates) and the trust part
+ * (issuer CAs, the CRL index): both name a certificate the same way.
  */
-#ifndef BEACON_TLS_CERTID_H
-#define BEACON_TLS_CERTID_H
+#ifndef BEACON_CERTID_H
+#define BEACON_CERTID_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -34,6 +35,22 @@ struct cert_view {
 
 /* 0, or -1 when the DER is not a certificate. */
 int cert_view_parse(const uint8_t *der, size_t len, struct cert_view *out);
+
+/* A certificate's names and serial exactly as CRLs and the revocation index
+ * name them: SHA-256 of the issuer's and the subject's Name DER as they
+ * stand in the certificate (never a library's re-encoding of them: wolfSSL
+ * turns IA5String and other string types into UTF8String and drops
+ * attributes it has no NID for), and the serial's INTEGER content bytes.
+ * Every hash of a name that is compared with the index must come from here. */
+struct cert_names {
+	uint8_t issuer_sha256[32];
+	uint8_t subject_sha256[32];
+	const uint8_t *serial; /* inside the caller's DER */
+	size_t serial_len;
+};
+
+/* 0, or -1 when the DER is not a certificate (the caller refuses it). */
+int cert_names(const uint8_t *der, size_t len, struct cert_names *out);
 
 enum cert_id {
 	CERT_ID_OK,

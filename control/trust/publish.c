@@ -1,3 +1,9 @@
+/*
+ * publish: the RCU swap of the current snapshot (the model is in
+ * beacon/snapshot.h): the workers' quiescent points, and the control
+ * thread's publication that waits for them before it drops the old one.
+ */
+#include "beacon/tls.h"
 #include "beacon/trust.h"
 
 #include <stdatomic.h>
@@ -84,5 +90,6 @@ void trust_publish(struct tls_server *next)
 
 void trust_current_info(struct tls_server_info *out)
 {
-	tls_server_info(atomic_load_explicit(&current, memory_order_acquire), out);
+	trust_snapshot_info(tls_server_trust(atomic_load_explicit(&current, memory_order_acquire)),
+			    out);
 }

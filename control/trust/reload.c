@@ -1,0 +1,244 @@
+/*
+ * reload: what makes a new snapshot, and when. The control socket's
+ * `reload` and `tickets rotate`, SIGHUP and the blocking of a device come
+ * in through trust_reload / trust_tickets_rotate; the main thread's clock
+ * calls trust_tick for the file watch and the rotation timer. One reload
+ * at a time (the lock of trust_options), each one either published whole
+ * or refused with the running trust left in force.
+ */
+#include "beacon/config.h"
+#include "beacon/log.h"
+#include "beacon/tls.h"
+#include "beacon/trust.h"
+#include "trust-internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct trust_control {
+	struct trust_options o;
+	/* Between READY=1 and STOPPING=1 (under the lock): only then does a
+	 * reload tell the service manager, which would otherwise hear READY=1
+	 * too early from a reload that came in during start-up. */
+	bool serving;
+	time_t last_rotation;
+	uint64_t watch_signature; /* of the files the running snapshot was built from */
+	uint64_t watch_pending;	  /* a changed signature waiting to hold still */
+};
+
+/* The trust settings as they are on disk now: the config file read again
+ * (its trust keys take effect, see config_take_reloadable). Keys changed
+ * in the file that only a restart applies are named in `restart` ("" when
+ * none): the running values stay, and a reload must not pass for having
+ * applied them. */
+static int reload_config(struct trust_control *tc, struct config *out, char *restart, size_t rlen,
+			 char *msg, size_t len)
+{
+	*out = *tc->o.cfg;
+	restart[0] = '\0';
+	if (!tc->o.conf_path)
+		return 0;
+	struct config fresh;
+	config_defaults(&fresh);
+	if (config_load(tc->o.conf_path, &fresh, msg, len) != 0)
+		return -1;
+	config_take_reloadable(out, &fresh);
+	if (config_restart_keys(tc->o.cfg, &fresh, restart, rlen) > 0)
+		log_warn("reload: %s: changed keys NOT applied until a restart (the running "
+			 "values stay in force): %s",
+			 tc->o.conf_path, restart);
+	return 0;
+}
+
+/* Ticket keys come from ticket_key_file, or live in memory and change only
+ * by rotation (ticket_rotate, `beaconctl tickets rotate`), which keeps the
+ * previous ones. A reload reads the file again; without one it changes
+ * nothing: a new key on every trust reload (SIGHUP, the file watch after a
+ * CRL fetch, `reload all`) would push the keys of live tickets out of the
+ * table, and a fleet's agents to full handshakes. */
+static int reload_tickets(const struct config *cfg, char *msg, size_t len)
+{
+	if (!cfg->ticket_key_file[0]) {
+		snprintf(msg, len,
+			 "ticket keys: %u kept (no ticket_key_file; 'beaconctl tickets rotate' "
+			 "makes a new one)",
+			 tls_tickets_count());
+		return 0;
+	}
+	if (tls_tickets_load(cfg->ticket_key_file, msg, len) != 0)
+		return -1;
+	snprintf(msg, len, "ticket keys: %u loaded from %s", tls_tickets_count(),
+		 cfg->ticket_key_file);
+	return 0;
+}
+
+static int rotate_tickets(char *msg, size_t len)
+{
+	if (tls_tickets_new_key(msg, len) != 0)
+		return -1;
+	snprintf(msg, len, "ticket keys: new key made, %u accepted", tls_tickets_count());
+	return 0;
+}
+
+static int reload_snapshot(struct trust_control *tc, char *msg, size_t len)
+{
+	struct config cfg;
+	char restart[320];
+	if (reload_config(tc, &cfg, restart, sizeof restart, msg, len) != 0)
+		return -1;
+	struct tls_server *next;
+	if (trust_server_build(&cfg, tc->o.reader, &next, msg, len) != 0)
+		return -1;
+	trust_publish(next);
+	struct tls_server_info info;
+	trust_current_info(&info);
+	snprintf(msg, len,
+		 "trust snapshot %llu: %u issuers, %llu revoked serials from %llu CRLs, "
+		 "%u blocked%s%s",
+		 (unsigned long long)info.generation, info.issuers,
+		 (unsigned long long)info.revoked_serials, (unsigned long long)info.crls,
+		 info.blocked_entries, restart[0] ? "; NOT applied, a restart is needed for: " : "",
+		 restart);
+	return 0;
+}
+
+static bool reload_target_known(const char *what)
+{
+	static const char *const targets[] = { "all", "issuers", "crl", "blocklist", "tickets" };
+	for (size_t i = 0; i < sizeof targets / sizeof *targets; i++)
+		if (strcmp(what, targets[i]) == 0)
+			return true;
+	return false;
+}
+
+/* Under the lock. */
+static int reload_locked(struct trust_control *tc, const char *what, char *msg, size_t len)
+{
+	if (strcmp(what, "tickets") == 0)
+		return reload_tickets(tc->o.cfg, msg, len);
+	/* Issuers, CRLs and the block list are one snapshot: rebuilding it
+	 * whole keeps them consistent with each other. */
+	int rc = reload_snapshot(tc, msg, len);
+	if (rc == 0 && strcmp(what, "all") == 0) {
+		char tmsg[256];
+		if (reload_tickets(tc->o.cfg, tmsg, sizeof tmsg) != 0) {
+			snprintf(msg, len, "%s", tmsg);
+			rc = -1;
+		}
+	}
+	return rc;
+}
+
+int trust_reload(struct trust_control *tc, const char *what, char *msg, size_t len)
+{
+	if (!reload_target_known(what)) {
+		snprintf(msg, len, "reload what? all, issuers, crl, blocklist or tickets");
+		return -1;
+	}
+	pthread_mutex_lock(tc->o.lock);
+	/* Inside the lock: each reload's RELOADING=1 is followed by its own
+	 * READY=1, whichever thread asked for it. */
+	if (tc->serving)
+		tc->o.reloading();
+	int rc = reload_locked(tc, what, msg, len);
+	/* A refused reload leaves the old trust serving: ready all the same. */
+	if (tc->serving)
+		tc->o.notify("READY=1");
+	pthread_mutex_unlock(tc->o.lock);
+	if (rc == 0)
+		log_info("reload %s: %s", what, msg);
+	else
+		log_err("reload %s refused, the running trust stays in force: %s", what, msg);
+	return rc;
+}
+
+int trust_tickets_rotate(struct trust_control *tc, char *msg, size_t len)
+{
+	if (tc->o.cfg->ticket_key_file[0]) {
+		snprintf(msg, len,
+			 "keys come from ticket_key_file %s (shared by the fleet): write the new "
+			 "key first in that file, then run 'beaconctl reload tickets'",
+			 tc->o.cfg->ticket_key_file);
+		return -1;
+	}
+	pthread_mutex_lock(tc->o.lock);
+	int rc = rotate_tickets(msg, len);
+	tc->last_rotation = time(NULL);
+	pthread_mutex_unlock(tc->o.lock);
+	if (rc == 0)
+		log_info("tickets rotate: %s", msg);
+	return rc;
+}
+
+/* Reloads when the trust files changed and then stayed the same for a tick
+ * (an editor or a CRL fetch mid-write is not picked up half-done). */
+static void watch_tick(struct trust_control *tc)
+{
+	uint64_t sig = trust_files_signature(tc->o.cfg);
+	if (sig == tc->watch_signature)
+		return;
+	if (tc->watch_pending != sig) {
+		tc->watch_pending = sig;
+		return;
+	}
+	char msg[512];
+	tc->watch_signature = sig;
+	tc->watch_pending = 0;
+	log_info("watch: trust files changed; reloading");
+	trust_reload(tc, "all", msg, sizeof msg);
+}
+
+void trust_tick(struct trust_control *tc)
+{
+	const struct config *cfg = tc->o.cfg;
+	if (cfg->watch)
+		watch_tick(tc);
+	char msg[512];
+	if (!cfg->ticket_key_file[0] && cfg->ticket_rotate_s &&
+	    time(NULL) - tc->last_rotation >= (time_t)cfg->ticket_rotate_s)
+		trust_tickets_rotate(tc, msg, sizeof msg);
+}
+
+void trust_set_serving(struct trust_control *tc, bool serving)
+{
+	pthread_mutex_lock(tc->o.lock);
+	tc->serving = serving;
+	tc->o.notify(serving ? "READY=1" : "STOPPING=1");
+	pthread_mutex_unlock(tc->o.lock);
+}
+
+int trust_start(const struct trust_options *o, unsigned nworkers, struct trust_control **out,
+		char *err, size_t errlen)
+{
+	struct trust_control *tc = calloc(1, sizeof *tc);
+	struct tls_server *first = NULL;
+	if (!tc) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	tc->o = *o;
+	if (trust_server_build(o->cfg, o->reader, &first, err, errlen) != 0)
+		goto fail;
+	if (trust_init(nworkers, first) != 0) {
+		snprintf(err, errlen, "out of memory");
+		tls_server_unref(first);
+		goto fail;
+	}
+	tc->last_rotation = time(NULL);
+	tc->watch_signature = trust_files_signature(o->cfg);
+	*out = tc;
+	return 0;
+fail:
+	free(tc);
+	return -1;
+}
+
+void trust_stop(struct trust_control *tc)
+{
+	if (!tc)
+		return;
+	trust_shutdown();
+	free(tc);
+}
