@@ -7,6 +7,8 @@
  */
 #include "beacon/config.h"
 
+#include "config-internal.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -21,87 +23,6 @@
 
 _Static_assert(sizeof(unsigned) == 4, "numeric fields are stored as 32 or 64 bits");
 
-/* ---- sizes and durations ---- */
-
-/* Parses the leading decimal digits of s; *end points past them. */
-static int parse_digits(const char *s, uint64_t *out, const char **end)
-{
-	uint64_t v = 0;
-	const char *p = s;
-	for (; *p >= '0' && *p <= '9'; p++) {
-		unsigned d = (unsigned)(*p - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return -1;
-		v = v * 10 + d;
-	}
-	if (p == s)
-		return -1;
-	*out = v;
-	*end = p;
-	return 0;
-}
-
-static int mul_checked(uint64_t v, uint64_t mult, uint64_t *out)
-{
-	if (mult && v > UINT64_MAX / mult)
-		return -1;
-	*out = v * mult;
-	return 0;
-}
-
-int config_parse_size(const char *s, uint64_t *out)
-{
-	uint64_t v, mult = 1;
-	const char *p;
-	if (parse_digits(s, &v, &p) < 0)
-		return -1;
-	if (*p) {
-		const char *const units = "kmgt";
-		const char *u = strchr(units, *p | 0x20);
-		if (!u || p[1])
-			return -1;
-		for (const char *q = units; q <= u; q++)
-			mult *= 1024;
-	}
-	return mul_checked(v, mult, out);
-}
-
-struct unit {
-	const char *suffix;
-	uint64_t us;
-};
-
-static const struct unit duration_units[] = {
-	{"us", 1},
-	{"ms", 1000},
-	{"s", 1000000},
-	{"", 1000000}, /* a bare number means seconds */
-	{"m", 60000000},
-	{"h", 3600000000ull},
-	{"d", 86400000000ull},
-};
-
-/* A duration in microseconds; "us" is accepted only when `micro`. */
-static int parse_duration_us(const char *s, bool micro, uint64_t *out)
-{
-	uint64_t v;
-	const char *p;
-	if (parse_digits(s, &v, &p) < 0)
-		return -1;
-	for (size_t i = micro ? 0 : 1; i < sizeof duration_units / sizeof *duration_units; i++)
-		if (!strcmp(p, duration_units[i].suffix))
-			return mul_checked(v, duration_units[i].us, out);
-	return -1;
-}
-
-int config_parse_duration_ms(const char *s, unsigned *out)
-{
-	uint64_t us;
-	if (parse_duration_us(s, false, &us) < 0 || us / 1000 > UINT_MAX)
-		return -1;
-	*out = (unsigned)(us / 1000);
-	return 0;
-}
 
 /* ---- the key table ---- */
 
@@ -270,44 +191,6 @@ static bool section_known(const char *section)
 	return false;
 }
 
-/* Edit distance of two short names (insertions, deletions, substitutions
- * and swaps of neighbours, case ignored; "tsl" is one edit from "tls").
- * Names longer than 63 count as far. */
-static unsigned name_distance(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	if (la > 63 || lb > 63)
-		return UINT_MAX;
-	unsigned d[64][64];
-	for (size_t i = 0; i <= la; i++)
-		d[i][0] = (unsigned)i;
-	for (size_t j = 0; j <= lb; j++)
-		d[0][j] = (unsigned)j;
-	for (size_t i = 1; i <= la; i++) {
-		for (size_t j = 1; j <= lb; j++) {
-			int ca = tolower((unsigned char)a[i - 1]), cb = tolower((unsigned char)b[j - 1]);
-			unsigned best = d[i - 1][j - 1] + (ca != cb);
-			if (d[i - 1][j] + 1 < best)
-				best = d[i - 1][j] + 1;
-			if (d[i][j - 1] + 1 < best)
-				best = d[i][j - 1] + 1;
-			if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) &&
-			    tolower((unsigned char)a[i - 2]) == cb && d[i - 2][j - 2] + 1 < best)
-				best = d[i - 2][j - 2] + 1;
-			d[i][j] = best;
-		}
-	}
-	return d[la][lb];
-}
-
-/* A near miss is at most a third of the name away (two edits for most). */
-static bool near_miss(const char *typed, const char *known)
-{
-	size_t len = strlen(typed);
-	unsigned limit = len < 6 ? 1 : (unsigned)(len / 3);
-	return name_distance(typed, known) <= limit;
-}
-
 /* "did you mean": the nearest key of the section, or NULL when none is a
  * near miss. */
 static const char *nearest_key(const char *section, const char *name)
@@ -317,8 +200,8 @@ static const char *nearest_key(const char *section, const char *name)
 	for (size_t i = 0; i < NKEYS; i++) {
 		if (strcmp(keys[i].section, section))
 			continue;
-		unsigned d = name_distance(name, keys[i].name);
-		if (d < best_d && near_miss(name, keys[i].name)) {
+		unsigned d = config_name_distance(name, keys[i].name);
+		if (d < best_d && config_near_miss(name, keys[i].name)) {
 			best = keys[i].name;
 			best_d = d;
 		}
@@ -339,7 +222,7 @@ static const char *key_section_of(const char *name)
 static const char *nearest_section(const char *section)
 {
 	for (size_t i = 0; i < NKEYS; i++)
-		if (near_miss(section, keys[i].section))
+		if (config_near_miss(section, keys[i].section))
 			return keys[i].section;
 	return NULL;
 }
@@ -654,19 +537,19 @@ static int parse_number(const struct key *k, const char *value, uint64_t *v)
 	case K_SIZE:
 		return config_parse_size(value, v);
 	case K_MS:
-		if (parse_duration_us(value, false, &us) < 0)
+		if (config_parse_duration_us(value, false, &us) < 0)
 			return -1;
 		*v = us / 1000;
 		return 0;
 	case K_US:
-		return parse_duration_us(value, true, v);
+		return config_parse_duration_us(value, true, v);
 	case K_SECONDS:
-		if (parse_duration_us(value, false, &us) < 0 || us % 1000000)
+		if (config_parse_duration_us(value, false, &us) < 0 || us % 1000000)
 			return -1;
 		*v = us / 1000000;
 		return 0;
 	default:
-		return parse_digits(value, v, &end) < 0 || *end ? -1 : 0;
+		return config_parse_digits(value, v, &end) < 0 || *end ? -1 : 0;
 	}
 }
 
@@ -720,48 +603,6 @@ static int set_path_value(struct load *ld, const struct key *k, const char *valu
 	return 1;
 }
 
-int config_parse_endpoint(const char *text, struct config_endpoint *out)
-{
-	const char *host = text, *colon;
-	int family = AF_INET;
-	if (text[0] == '[') {
-		const char *close = strchr(text, ']');
-		if (!close || close[1] != ':')
-			return -1;
-		host = text + 1;
-		colon = close + 1;
-		family = AF_INET6;
-	} else {
-		colon = strchr(text, ':'); /* an IPv4 address has none */
-		if (!colon)
-			return -1;
-	}
-	size_t hostlen = (size_t)(colon - host) - (family == AF_INET6);
-	uint64_t port;
-	const char *end;
-	if (hostlen == 0 || hostlen >= sizeof out->addr || parse_digits(colon + 1, &port, &end) < 0 ||
-	    *end || port > 65535)
-		return -1;
-	memset(out, 0, sizeof *out);
-	memcpy(out->addr, host, hostlen);
-	out->addr[hostlen] = '\0';
-	out->port = (uint16_t)port;
-	struct sockaddr_in *in4 = (struct sockaddr_in *)&out->sa;
-	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&out->sa;
-	if (family == AF_INET && inet_pton(AF_INET, out->addr, &in4->sin_addr) == 1) {
-		in4->sin_family = AF_INET;
-		in4->sin_port = htons(out->port);
-		out->salen = sizeof *in4;
-		return 0;
-	}
-	if (family == AF_INET6 && inet_pton(AF_INET6, out->addr, &in6->sin6_addr) == 1) {
-		in6->sin6_family = AF_INET6;
-		in6->sin6_port = htons(out->port);
-		out->salen = sizeof *in6;
-		return 0;
-	}
-	return -1;
-}
 
 /* The configuration's ADDR:PORT keys: port 0 (any) is no use to a client. */
 static int parse_key_endpoint(const char *value, struct config_endpoint *ep)
@@ -845,7 +686,7 @@ static int set_cidr(struct load *ld, const struct key *k, const char *value)
 	const char *end;
 	struct in_addr a;
 	size_t len = slash ? (size_t)(slash - value) : 0;
-	if (!slash || len == 0 || len >= sizeof host || parse_digits(slash + 1, &prefix, &end) < 0 ||
+	if (!slash || len == 0 || len >= sizeof host || config_parse_digits(slash + 1, &prefix, &end) < 0 ||
 	    *end || prefix < 1 || prefix > 32)
 		goto bad;
 	memcpy(host, value, len);
