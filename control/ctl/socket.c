@@ -183,6 +183,21 @@ static bool stats_get(const struct control_handlers *h, struct control_stats *st
 	return true;
 }
 
+/* What the index holds, beside the counters since start: read from the
+ * store this process has open; left out when it has none (unit tests). */
+static void add_store_totals(cJSON *o)
+{
+	struct store_reader *r;
+	if (store_reader_open_running(&r) != 0)
+		return;
+	uint64_t uploads, bytes;
+	if (store_reader_totals(r, &uploads, &bytes) == 0) {
+		add_u64(o, "store_uploads", uploads);
+		add_u64(o, "store_bytes", bytes);
+	}
+	store_reader_close(r);
+}
+
 static cJSON *cmd_status(const struct control_handlers *h, const cJSON *req)
 {
 	struct control_stats st;
@@ -200,6 +215,7 @@ static cJSON *cmd_status(const struct control_handlers *h, const cJSON *req)
 	add_u64(o, "revoked_serials", st.revoked_serials);
 	add_u64(o, "blocked_entries", st.blocked_entries);
 	add_u64(o, "uploads", st.uploads);
+	add_store_totals(o);
 	return o;
 }
 
@@ -326,8 +342,58 @@ static bool device_name_ok(const char *s)
 	return true;
 }
 
+static const char *device_state_text(enum device_state state)
+{
+	return state == DEVICE_BLOCKED    ? "blocked"
+	       : state == DEVICE_APPROVED ? "approved"
+					  : "unapproved";
+}
+
+/* A device's record before an operator changes it. Only this thread
+ * changes states (handlers run one at a time on it; handshakes and uploads
+ * never touch the state), so nothing changes it between this look and the
+ * write. False when the store is not in this process or cannot be read:
+ * the change then goes ahead unchecked, as it always did. */
+static bool device_before(const char *device, bool *known, struct device_record *d)
+{
+	struct store_reader *r;
+	if (store_reader_open_running(&r) != 0)
+		return false;
+	int e = store_reader_device(r, device, d);
+	store_reader_close(r);
+	*known = e == 0;
+	return e == 0 || e == STORE_ERR_NOTFOUND;
+}
+
+enum device_action { ACT_APPROVE, ACT_BLOCK, ACT_UNBLOCK };
+
+/* The answer when the action would change nothing: NULL when it would. */
+static cJSON *device_unchanged(const char *device, enum device_action act, bool known,
+			       const struct device_record *d)
+{
+	char msg[MSG_MAX];
+	if (act == ACT_UNBLOCK && known && d->state == DEVICE_UNAPPROVED)
+		snprintf(msg, sizeof msg, "not blocked (unapproved: use devices approve)");
+	else if (act == ACT_UNBLOCK && (!known || d->state != DEVICE_BLOCKED))
+		snprintf(msg, sizeof msg, "not blocked");
+	else if (act == ACT_BLOCK && known && d->state == DEVICE_BLOCKED)
+		snprintf(msg, sizeof msg, "already blocked");
+	else if (act == ACT_APPROVE && known && d->state == DEVICE_APPROVED)
+		snprintf(msg, sizeof msg, "already approved");
+	else
+		return NULL;
+	cJSON *o = reply_message(0, msg);
+	if (o) {
+		cJSON_AddStringToObject(o, "device", device);
+		cJSON_AddBoolToObject(o, "changed", false);
+		cJSON_AddStringToObject(o, "state",
+					known ? device_state_text(d->state) : "unknown");
+	}
+	return o;
+}
+
 static cJSON *device_set(const struct control_handlers *h, const cJSON *req,
-			 enum device_state state)
+			 enum device_action act)
 {
 	const cJSON *d = cJSON_GetObjectItemCaseSensitive(req, "device");
 	if (!cJSON_IsString(d) || !device_name_ok(d->valuestring))
@@ -335,30 +401,48 @@ static cJSON *device_set(const struct control_handlers *h, const cJSON *req,
 				   "control characters");
 	if (!h->device_set_state)
 		return reply_error("this server cannot change device states");
+	struct device_record before;
+	bool known = false, checked = device_before(d->valuestring, &known, &before);
+	cJSON *same = checked ? device_unchanged(d->valuestring, act, known, &before) : NULL;
+	if (same)
+		return same;
+	enum device_state state = act == ACT_BLOCK ? DEVICE_BLOCKED : DEVICE_APPROVED;
 	char msg[MSG_MAX] = "";
 	int rc = h->device_set_state(h->arg, d->valuestring, state, msg, sizeof msg);
 	msg[sizeof msg - 1] = '\0';
 	cJSON *o = reply_message(rc, msg);
-	if (o && rc == 0)
-		cJSON_AddStringToObject(o, "device", d->valuestring);
+	if (!o || rc != 0)
+		return o;
+	cJSON_AddStringToObject(o, "device", d->valuestring);
+	cJSON_AddBoolToObject(o, "changed", true);
+	cJSON_AddStringToObject(o, "state", device_state_text(state));
+	/* Nothing with this name has connected: a block planned ahead, or a
+	 * mistyped name that leaves the real device admitted. (Approving ahead
+	 * is routine with approval = require, and a mistyped approval shows:
+	 * the device stays out.) */
+	if (act == ACT_BLOCK && checked && (!known || before.last_seen_unix_ms == 0))
+		cJSON_AddStringToObject(o, "warning",
+					"no device with this name has connected to this beacon: "
+					"the change applies from its first visit (check the name)");
 	return o;
 }
 
 static cJSON *cmd_device_approve(const struct control_handlers *h, const cJSON *req)
 {
-	return device_set(h, req, DEVICE_APPROVED);
+	return device_set(h, req, ACT_APPROVE);
 }
 
 static cJSON *cmd_device_block(const struct control_handlers *h, const cJSON *req)
 {
-	return device_set(h, req, DEVICE_BLOCKED);
+	return device_set(h, req, ACT_BLOCK);
 }
 
 /* Unblocking admits the device again: it was approved before it was blocked,
- * or an operator would not be unblocking it. */
+ * or an operator would not be unblocking it. A device that is not blocked
+ * is left as it is: unblock never approves an unapproved device. */
 static cJSON *cmd_device_unblock(const struct control_handlers *h, const cJSON *req)
 {
-	return device_set(h, req, DEVICE_APPROVED);
+	return device_set(h, req, ACT_UNBLOCK);
 }
 
 static const struct {

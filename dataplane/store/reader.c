@@ -22,6 +22,7 @@ struct store_reader {
 	struct index ix;
 	struct store *shared; /* the in-process store whose env this borrows */
 	char data_dir[PATH_MAX];
+	uint64_t entries_read; /* by store_reader_query, for the tests */
 };
 
 int store_reader_open(const char *data_dir, struct store_reader **out, char *err, size_t errlen)
@@ -50,6 +51,25 @@ int store_reader_open(const char *data_dir, struct store_reader **out, char *err
 			return e;
 		}
 	}
+	*out = r;
+	return 0;
+}
+
+int store_reader_open_running(struct store_reader **out)
+{
+	if (!out)
+		return STORE_ERR_INVAL;
+	struct store *s = store_registry_borrow_sole();
+	if (!s)
+		return STORE_ERR_NOTFOUND;
+	struct store_reader *r = calloc(1, sizeof *r);
+	if (!r) {
+		store_registry_return(s);
+		return STORE_ERR_IO;
+	}
+	r->shared = s;
+	r->ix = s->ix;
+	snprintf(r->data_dir, sizeof r->data_dir, "%s", s->data_dir);
 	*out = r;
 	return 0;
 }
@@ -174,6 +194,194 @@ int store_reader_upload(struct store_reader *r, uint64_t id, struct upload_recor
 	if (e)
 		return e;
 	e = index_get_upload(&r->ix, txn, id, out);
+	reader_txn_end(r, txn);
+	return e;
+}
+
+/* ---- pages: range scans from a cursor ---- */
+
+static int query_step(struct store_reader *r, MDB_cursor *cur, MDB_val *k, MDB_val *v,
+		      MDB_cursor_op op)
+{
+	r->entries_read++;
+	return mdb_cursor_get(cur, k, v, op);
+}
+
+static int query_lookup(struct store_reader *r, MDB_txn *txn, uint64_t id,
+			struct upload_record *rec)
+{
+	r->entries_read++;
+	return index_get_upload(&r->ix, txn, id, rec);
+}
+
+static bool query_match(const struct upload_query *q, const struct upload_record *rec)
+{
+	if (q->since_unix_ms && rec->received_unix_ms < q->since_unix_ms)
+		return false;
+	if (q->until_unix_ms && rec->received_unix_ms > q->until_unix_ms)
+		return false;
+	return !q->category || strcmp(rec->meta.category, q->category) == 0;
+}
+
+/* device NUL id keys, from the first id after the cursor. Device names hold
+ * no NUL, so one device's keys are contiguous. */
+static int query_device(struct store_reader *r, MDB_txn *txn, MDB_cursor *cur,
+			const struct upload_query *q, upload_visit_fn fn, void *arg)
+{
+	if (q->has_after && q->after_id == UINT64_MAX)
+		return 0;
+	size_t n = strnlen(q->device, STORE_DEVICE_MAX - 1);
+	uint8_t kb[STORE_DEVICE_MAX + 9] = {0};
+	memcpy(kb, q->device, n);
+	be64_put(kb + n + 1, q->has_after ? q->after_id + 1 : 0);
+	MDB_val k = {n + 9, kb}, v;
+	int rc = query_step(r, cur, &k, &v, MDB_SET_RANGE);
+	for (; rc == 0; rc = query_step(r, cur, &k, &v, MDB_NEXT)) {
+		if (k.mv_size != n + 9 || memcmp(k.mv_data, kb, n + 1) != 0)
+			break;
+		struct upload_record rec;
+		int e = query_lookup(r, txn, be64_get((uint8_t *)k.mv_data + n + 1), &rec);
+		if (e == STORE_ERR_NOTFOUND)
+			continue;
+		if (e)
+			return e;
+		if (query_match(q, &rec) && fn(&rec, arg))
+			return 0;
+	}
+	return rc == MDB_NOTFOUND ? 0 : index_error(rc);
+}
+
+/* Where a by_time page starts: (ms, id) of the cursor, or since. *skip_id
+ * is the cursor's own entry, which the page leaves out. */
+static int query_time_start(struct store_reader *r, MDB_txn *txn, struct upload_query *q,
+			    uint64_t *from_ms, uint64_t *from_id, bool *skip)
+{
+	*from_ms = q->since_unix_ms;
+	*from_id = 0;
+	*skip = false;
+	if (!q->has_after)
+		return 0;
+	struct upload_record a;
+	int e = query_lookup(r, txn, q->after_id, &a);
+	if (e == STORE_ERR_NOTFOUND) {
+		uint64_t next_id;
+		if ((e = index_get_next_id(&r->ix, txn, &next_id)))
+			return e;
+		if (q->after_id >= next_id)
+			return STORE_ERR_NOTFOUND;
+		q->after_gone = true;
+		return 0;
+	}
+	if (e)
+		return e;
+	if (a.received_unix_ms >= *from_ms) {
+		*from_ms = a.received_unix_ms;
+		*from_id = a.id;
+		*skip = true;
+	}
+	return 0;
+}
+
+static int query_by_time(struct store_reader *r, MDB_txn *txn, MDB_cursor *cur,
+			 struct upload_query *q, upload_visit_fn fn, void *arg)
+{
+	uint64_t from_ms, from_id;
+	bool skip;
+	int e = query_time_start(r, txn, q, &from_ms, &from_id, &skip);
+	if (e)
+		return e;
+	uint8_t kb[16];
+	be64_put(kb, from_ms);
+	be64_put(kb + 8, from_id);
+	MDB_val k = {sizeof kb, kb}, v;
+	int rc = query_step(r, cur, &k, &v, MDB_SET_RANGE);
+	for (; rc == 0; rc = query_step(r, cur, &k, &v, MDB_NEXT)) {
+		if (k.mv_size != 16)
+			continue;
+		uint64_t ms = be64_get(k.mv_data), id = be64_get((uint8_t *)k.mv_data + 8);
+		if (skip && ms == from_ms && id == from_id)
+			continue;
+		if (q->until_unix_ms && ms > q->until_unix_ms)
+			break;
+		struct upload_record rec;
+		e = query_lookup(r, txn, id, &rec);
+		if (e == STORE_ERR_NOTFOUND)
+			continue;
+		if (e)
+			return e;
+		if (query_match(q, &rec) && fn(&rec, arg))
+			return 0;
+	}
+	return rc == MDB_NOTFOUND ? 0 : index_error(rc);
+}
+
+int store_reader_query(struct store_reader *r, struct upload_query *q, upload_visit_fn fn,
+		       void *arg)
+{
+	if (!r || !q || !fn)
+		return STORE_ERR_INVAL;
+	q->after_gone = false;
+	MDB_txn *txn;
+	int e = reader_txn_begin(r, &txn);
+	if (e)
+		return e;
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(txn, q->device ? r->ix.device_uploads : r->ix.by_time, &cur);
+	if (rc) {
+		reader_txn_end(r, txn);
+		return index_error(rc);
+	}
+	if (q->device)
+		e = query_device(r, txn, cur, q, fn, arg);
+	else
+		e = query_by_time(r, txn, cur, q, fn, arg);
+	mdb_cursor_close(cur);
+	reader_txn_end(r, txn);
+	return e;
+}
+
+uint64_t store_reader_entries_read(const struct store_reader *r)
+{
+	return r ? r->entries_read : 0;
+}
+
+static int segments_bytes(MDB_txn *txn, MDB_dbi dbi, uint64_t *bytes)
+{
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(txn, dbi, &cur);
+	if (rc)
+		return index_error(rc);
+	MDB_val k, v;
+	int e = 0;
+	*bytes = 0;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !e;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct segment_row row;
+		if (!(e = segment_row_decode(&v, &row)))
+			*bytes += row.bytes;
+	}
+	mdb_cursor_close(cur);
+	if (!e && rc != MDB_NOTFOUND)
+		e = index_error(rc);
+	return e;
+}
+
+int store_reader_totals(struct store_reader *r, uint64_t *uploads, uint64_t *bytes)
+{
+	if (!r || !uploads || !bytes)
+		return STORE_ERR_INVAL;
+	MDB_txn *txn;
+	int e = reader_txn_begin(r, &txn);
+	if (e)
+		return e;
+	MDB_stat st;
+	int rc = mdb_stat(txn, r->ix.uploads, &st);
+	if (rc)
+		e = index_error(rc);
+	else
+		*uploads = st.ms_entries;
+	if (!e)
+		e = segments_bytes(txn, r->ix.segments, bytes);
 	reader_txn_end(r, txn);
 	return e;
 }

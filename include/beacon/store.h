@@ -211,6 +211,38 @@ typedef int (*upload_visit_fn)(const struct upload_record *rec, void *arg);
 int store_reader_uploads(struct store_reader *r, const char *device, uint64_t since_unix_ms,
 			 upload_visit_fn fn, void *arg);
 int store_reader_upload(struct store_reader *r, uint64_t id, struct upload_record *out);
+
+/* A page of uploads without a full scan, whatever the store's size. Without
+ * a device, uploads come in the order they were stored (received time, then
+ * id): an LMDB range scan of the by_time database from the cursor, which
+ * stops past until_unix_ms. With a device, in id order: a range scan of
+ * that device's entries. after_id is the cursor: the last upload of the
+ * previous page; one lookup places it. An after_id that retention has
+ * removed since (it removes the oldest first) starts at the oldest upload
+ * and sets after_gone; one the store never reached (>= the next id) is
+ * STORE_ERR_NOTFOUND. category filters within the scan. fn returns
+ * non-zero to stop (the page is full). */
+struct upload_query {
+	const char *device;     /* NULL: every device */
+	const char *category;   /* NULL: every category */
+	bool has_after;         /* start after upload after_id */
+	uint64_t after_id;
+	uint64_t since_unix_ms; /* received at or after; 0: no bound */
+	uint64_t until_unix_ms; /* received at or before; 0: no bound */
+	bool after_gone;        /* out: after_id was removed by retention */
+};
+int store_reader_query(struct store_reader *r, struct upload_query *q, upload_visit_fn fn,
+		       void *arg);
+/* Index entries (cursor steps and lookups) this reader has read: how the
+ * tests see that a page is a range scan and not a walk of the store. */
+uint64_t store_reader_entries_read(const struct store_reader *r);
+/* What the index holds: uploads (an O(1) LMDB count) and their body bytes
+ * (summed over the spool segments, not the uploads). */
+int store_reader_totals(struct store_reader *r, uint64_t *uploads, uint64_t *bytes);
+/* A reader on the store this process has open (beacond's control thread
+ * shares its env): STORE_ERR_NOTFOUND when none, or more than one, is
+ * open here. */
+int store_reader_open_running(struct store_reader **out);
 /* Writes the upload's bytes to fd after checking its checksum
  * (STORE_ERR_CORRUPT when it fails: nothing wrong is served silently). */
 int store_reader_copy(struct store_reader *r, uint64_t id, int fd);

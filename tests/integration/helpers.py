@@ -312,7 +312,7 @@ class Server:
 
     def uploads(self, device=None):
         """Every stored upload (of one device), as dicts from --json lines."""
-        args = ["--json", "uploads", "list"]
+        args = ["--json", "uploads", "list", "--limit", "0"]  # every page
         if device is not None:
             args += ["--device", device]
         out = self.beaconctl(*args).stdout.decode()

@@ -122,10 +122,14 @@ static int beaconctl(const char *args)
 static void test_status_for_people(void **state)
 {
 	assert_int_equal(beaconctl("status"), 0);
-	assert_non_null(strstr(out, "uptime:           1d 01h 01m (90061 s)\n"));
-	assert_non_null(strstr(out, "connections:      12 open\n"));
-	assert_non_null(strstr(out, "trust snapshot:   generation 17"));
-	assert_non_null(strstr(out, "revoked serials:  1000000\n"));
+	assert_non_null(strstr(out, "uptime:              1d 01h 01m (90061 s)\n"));
+	assert_non_null(strstr(out, "connections:         12 open\n"));
+	assert_non_null(strstr(out, "trust snapshot:      generation 17"));
+	assert_non_null(strstr(out, "revoked serials:     1000000\n"));
+	/* The workers' count is since start; no store in this process: no
+	 * store line (the integration tests see it from beacond). */
+	assert_non_null(strstr(out, "uploads since start: 4321\n"));
+	assert_null(strstr(out, "store:"));
 	assert_string_equal(err, "");
 }
 
@@ -135,6 +139,9 @@ static void test_status_json(void **state)
 	assert_true(!strncmp(out, "{\"ok\":true,\"uptime_s\":90061,", 28));
 	assert_non_null(strchr(out, '\n'));
 	assert_int_equal(strchr(out, '\n')[1], '\0'); /* one line */
+	/* Global options anywhere on the line. */
+	assert_int_equal(beaconctl("status --json"), 0);
+	assert_true(!strncmp(out, "{\"ok\":true,\"uptime_s\":90061,", 28));
 }
 
 static void test_stats_every_field(void **state)
