@@ -214,6 +214,15 @@ static void upload_print(const struct ctl *ctl, const struct upload_record *r)
 	       cat, name);
 }
 
+/* s has the shape of pattern: 'd' a digit, any other character itself. */
+static bool shaped(const char *s, const char *pattern)
+{
+	for (; *pattern; s++, pattern++)
+		if (*pattern == 'd' ? !(*s >= '0' && *s <= '9') : *s != *pattern)
+			return false;
+	return !*s;
+}
+
 /* A time on the command line: Unix seconds, or UTC YYYY-MM-DD with an
  * optional THH:MM:SS and Z. As an upper bound (end) it covers its whole
  * second, and a date alone its whole day, so --until 2026-01-31 includes
@@ -227,22 +236,14 @@ static bool parse_time(const char *s, bool end, uint64_t *ms)
 		*ms = secs * 1000 + (end ? 999 : 0);
 		return true;
 	}
-	struct tm tm = {0};
-	int n = 0;
-	if (sscanf(s, "%4d-%2d-%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &n) != 3 || n != 10)
+	bool date_only = shaped(s, "dddd-dd-dd");
+	if (!date_only && !shaped(s, "dddd-dd-ddTdd:dd:dd") && !shaped(s, "dddd-dd-ddTdd:dd:ddZ"))
 		return false;
-	const char *rest = s + n;
-	bool date_only = !*rest;
-	if (!date_only) {
-		if (sscanf(rest, "T%2d:%2d:%2d%n", &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 3 ||
-		    n != 9)
-			return false;
-		rest += n;
-		if (*rest == 'Z')
-			rest++;
-		if (*rest)
-			return false;
-	}
+	struct tm tm = {0};
+	if (sscanf(s, "%4d-%2d-%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) != 3 ||
+	    (!date_only &&
+	     sscanf(s + 10, "T%2d:%2d:%2d", &tm.tm_hour, &tm.tm_min, &tm.tm_sec) != 3))
+		return false;
 	struct tm want = tm;
 	tm.tm_year -= 1900;
 	tm.tm_mon -= 1;
@@ -289,20 +290,24 @@ static int upload_option(int c, const char *arg, struct upload_filter *f)
 		return 0;
 	case 'a':
 		f->q.has_after = true;
-		return parse_u64(arg, &f->q.after_id) ? 0
-						       : bad_option("--after", arg, "expected an upload id");
+		if (!parse_u64(arg, &f->q.after_id))
+			return bad_option("--after", arg, "expected an upload id");
+		return 0;
 	case 'n':
 		f->limit_arg = arg;
-		return parse_u64(arg, &f->limit) ? 0
-						 : bad_option("--limit", arg, "expected a count (0: no limit)");
+		if (!parse_u64(arg, &f->limit))
+			return bad_option("--limit", arg, "expected a count (0: no limit)");
+		return 0;
 	case 's':
 		f->since_arg = arg;
-		return parse_time(arg, false, &f->q.since_unix_ms) ? 0
-								     : bad_option("--since", arg, TIME_FORMS);
+		if (!parse_time(arg, false, &f->q.since_unix_ms))
+			return bad_option("--since", arg, TIME_FORMS);
+		return 0;
 	case 'u':
 		f->until_arg = arg;
-		return parse_time(arg, true, &f->q.until_unix_ms) ? 0
-								    : bad_option("--until", arg, TIME_FORMS);
+		if (!parse_time(arg, true, &f->q.until_unix_ms))
+			return bad_option("--until", arg, TIME_FORMS);
+		return 0;
 	default:
 		return EXIT_USAGE;
 	}
@@ -357,7 +362,9 @@ static int page_row(const struct upload_record *r, void *arg)
 static void page_hint(const struct upload_filter *f, const struct page *p)
 {
 	char v[STORE_DEVICE_MAX];
-	fprintf(stderr, "beaconctl: more uploads follow; next page: beaconctl uploads list --after %" PRIu64,
+	fprintf(stderr,
+		"beaconctl: more uploads follow; next page: beaconctl uploads list "
+		"--after %" PRIu64,
 		p->last_id);
 	if (f->limit_arg)
 		fprintf(stderr, " --limit %" PRIu64, f->limit);
@@ -546,6 +553,8 @@ static int follow_poll(struct ctl *ctl, struct upload_query *q, struct follow *f
 	f->first = false;
 	seen_prune(&f->seen, f->newest_ms > FOLLOW_WINDOW_MS ? f->newest_ms - FOLLOW_WINDOW_MS : 0);
 	if (f->shown_any && fflush(stdout) != 0) {
+		if (follow_stop)
+			return 0; /* the interrupt cut a write short */
 		fprintf(stderr, "beaconctl: write output: %s\n", strerror(errno));
 		return EXIT_FAILED;
 	}
@@ -628,8 +637,8 @@ static int cmd_uploads_show(struct ctl *ctl, int argc, char **argv)
 static int copy_failure(uint64_t id, int rc)
 {
 	if (rc == STORE_ERR_CORRUPT)
-		fprintf(stderr, "beaconctl: upload %" PRIu64 " fails its checksum: nothing written\n",
-			id);
+		fprintf(stderr,
+			"beaconctl: upload %" PRIu64 " fails its checksum: nothing written\n", id);
 	else
 		fprintf(stderr, "beaconctl: upload %" PRIu64 ": %s\n", id, store_strerror(rc));
 	return EXIT_NOTFOUND;
@@ -654,22 +663,26 @@ static int get_to_file(struct ctl *ctl, uint64_t id, const char *path)
 	mode_t mask = umask(0);
 	umask(mask);
 	int rc = store_reader_copy(ctl->reader, id, fd);
-	const char *step = "write";
-	if (!rc && (fchmod(fd, 0666 & ~mask) != 0 || fsync(fd) != 0))
-		step = "sync";
-	else if (!rc)
-		step = NULL;
-	if (close(fd) != 0 && !rc && !step)
-		step = "close";
-	if (!rc && !step && rename(tmp, path) != 0)
-		step = "rename";
-	if (!rc && !step)
-		return 0;
+	const char *failed = NULL;
+	if (!rc && fchmod(fd, 0666 & ~mask) != 0)
+		failed = "chmod";
+	else if (!rc && fsync(fd) != 0)
+		failed = "fsync";
 	int saved = errno;
+	if (close(fd) != 0 && !rc && !failed) {
+		failed = "close";
+		saved = errno;
+	}
+	if (!rc && !failed && rename(tmp, path) != 0) {
+		failed = "rename";
+		saved = errno;
+	}
+	if (!rc && !failed)
+		return 0;
 	unlink(tmp);
 	if (rc)
 		return copy_failure(id, rc);
-	fprintf(stderr, "beaconctl: -o %s: %s: %s\n", path, step, strerror(saved));
+	fprintf(stderr, "beaconctl: -o %s: %s: %s\n", path, failed, strerror(saved));
 	return EXIT_FAILED;
 }
 
@@ -1267,8 +1280,9 @@ static const char manual_text[] =
     "    --data-dir DIR   beacond's data directory (store commands)\n"
     "    --socket PATH    beacond's control socket (control commands)\n"
     "    --json           one JSON object per line on standard output\n"
-    "    --debug          on standard error: how many index entries the command\n"
-    "                     read (a page costs its rows, not the store's size)\n"
+    "    --debug          on standard error: how many index entries uploads list\n"
+    "                     or follow read (a page costs its rows, not the store's\n"
+    "                     size)\n"
     "    -h, --help       this text\n"
     "    -V, --version    beaconctl's version (the beacond release it belongs to)\n"
     "\n"
@@ -1389,7 +1403,8 @@ static int open_store(struct ctl *ctl)
 	char err[512];
 	int rc = store_reader_open(ctl->data_dir, &ctl->reader, err, sizeof err);
 	if (rc)
-		fprintf(stderr, "beaconctl: %s (data directory %s; set --data-dir or BEACOND_DATA_DIR)\n",
+		fprintf(stderr,
+			"beaconctl: %s (data directory %s; set --data-dir or BEACOND_DATA_DIR)\n",
 			err, ctl->data_dir);
 	return rc ? EXIT_NOTFOUND : 0;
 }
