@@ -252,6 +252,65 @@ static void test_retention_by_bytes(void **state)
 	assert_int_equal(count_uploads(f->dir, NULL), 2);
 }
 
+static int collect_query(struct store_reader *r, struct upload_query *q, uint64_t *ids)
+{
+	memset(ids, 0, 16 * sizeof *ids);
+	return store_reader_query(r, q, collect_ids, ids);
+}
+
+/* Pages from a cursor: one that retention removed starts at the oldest
+ * upload left (retention goes oldest first) and says so; one the store
+ * never reached is not found; the totals follow retention. */
+static void test_query_cursor_and_totals(void **state)
+{
+	struct fixture *f = *state;
+	struct store_config cfg = {.retain_bytes = 250000, .segment_bytes = 65536};
+	start(f, &cfg);
+	uint64_t id[5];
+	for (int i = 0; i < 5; i++)
+		id[i] = put(f, i == 4 ? "dev-q2" : "dev-q", 100000);
+	for (int i = 0; i < 2000 && count_uploads(f->dir, NULL) != 2; i++)
+		usleep(1000);
+	assert_int_equal(count_uploads(f->dir, NULL), 2);
+	struct store_reader *r;
+	char err[256];
+	assert_int_equal(store_reader_open(f->dir, &r, err, sizeof err), 0);
+	uint64_t ids[16];
+	struct upload_query q = {.has_after = true, .after_id = id[0]};
+	assert_int_equal(collect_query(r, &q, ids), 0);
+	assert_true(q.after_gone);
+	assert_int_equal(ids[0], 2);
+	assert_int_equal(ids[1], id[3]);
+	assert_int_equal(ids[2], id[4]);
+	q = (struct upload_query){.has_after = true, .after_id = id[3]};
+	assert_int_equal(collect_query(r, &q, ids), 0);
+	assert_false(q.after_gone);
+	assert_int_equal(ids[0], 1);
+	assert_int_equal(ids[1], id[4]);
+	q = (struct upload_query){.has_after = true, .after_id = id[4] + 1};
+	assert_int_equal(collect_query(r, &q, ids), STORE_ERR_NOTFOUND);
+	/* By device: a seek into its own entries, the cursor need not exist. */
+	q = (struct upload_query){.device = "dev-q", .has_after = true, .after_id = id[0]};
+	assert_int_equal(collect_query(r, &q, ids), 0);
+	assert_int_equal(ids[0], 1);
+	assert_int_equal(ids[1], id[3]);
+	q = (struct upload_query){.device = "dev-q", .has_after = true, .after_id = UINT64_MAX};
+	assert_int_equal(collect_query(r, &q, ids), 0);
+	assert_int_equal(ids[0], 0);
+	uint64_t uploads = 0, bytes = 0;
+	assert_int_equal(store_reader_totals(r, &uploads, &bytes), 0);
+	assert_int_equal(uploads, 2);
+	assert_int_equal(bytes, 200000);
+	store_reader_close(r);
+	/* The control thread's way in: the one store open in this process. */
+	assert_int_equal(store_reader_open_running(&r), 0);
+	assert_int_equal(store_reader_totals(r, &uploads, &bytes), 0);
+	assert_int_equal(uploads, 2);
+	store_reader_close(r);
+	stop(f);
+	assert_int_equal(store_reader_open_running(&r), STORE_ERR_NOTFOUND);
+}
+
 static void test_retention_by_age(void **state)
 {
 	struct fixture *f = *state;
@@ -278,6 +337,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_require_approval, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_listing_since, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_retention_by_bytes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_query_cursor_and_totals, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_retention_by_age, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
