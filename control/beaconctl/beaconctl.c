@@ -339,6 +339,60 @@ static int upload_options(int argc, char **argv, struct upload_filter *f, bool f
 	return 0;
 }
 
+/* ---- reading in batches ---- */
+
+/* Rows copied out of one read transaction. */
+#define BATCH_ROWS 512
+
+struct batch {
+	struct upload_record *rows;
+	size_t n, cap;
+};
+
+static int batch_row(const struct upload_record *r, void *arg)
+{
+	struct batch *b = arg;
+	b->rows[b->n++] = *r;
+	return b->n == b->cap;
+}
+
+/* Visits the matches of q, at most `want` of them (0: all), a batch per
+ * read transaction: the rows are copied out and the transaction has ended
+ * before fn prints any. A reader that waits on its output (a pager, a full
+ * pipe) must not hold a transaction open: beacond's writer could not reuse
+ * the pages it pins, and the index would grow. The next batch continues
+ * after the last row; should retention remove that row in between, it has
+ * removed every older one too, and the oldest left is the next. */
+static int query_batched(struct store_reader *r, struct upload_query *q, uint64_t want,
+			 upload_visit_fn fn, void *arg)
+{
+	struct batch b = {.rows = malloc(BATCH_ROWS * sizeof *b.rows)};
+	if (!b.rows)
+		return STORE_ERR_IO;
+	struct upload_query next = *q;
+	bool limited = want != 0, stop = false;
+	int rc;
+	for (bool first = true; !stop; first = false) {
+		b.n = 0;
+		b.cap = limited && want < BATCH_ROWS ? (size_t)want : BATCH_ROWS;
+		if ((rc = store_reader_query(r, &next, batch_row, &b)))
+			break;
+		if (first)
+			q->after_gone = next.after_gone;
+		for (size_t i = 0; i < b.n && !stop; i++)
+			stop = fn(&b.rows[i], arg) != 0;
+		if (limited)
+			want -= b.n;
+		stop |= b.n < b.cap || (limited && want == 0);
+		if (b.n) {
+			next.has_after = true;
+			next.after_id = b.rows[b.n - 1].id;
+		}
+	}
+	free(b.rows);
+	return rc;
+}
+
 struct page {
 	const struct ctl *ctl;
 	uint64_t limit, shown, last_id;
@@ -410,7 +464,8 @@ static int cmd_uploads_list(struct ctl *ctl, int argc, char **argv)
 		return rc;
 	upload_print_header(ctl);
 	struct page p = {.ctl = ctl, .limit = f.limit};
-	rc = store_reader_query(ctl->reader, &f.q, page_row, &p);
+	/* One row past the page says whether there is a next one. */
+	rc = query_batched(ctl->reader, &f.q, f.limit ? f.limit + 1 : 0, page_row, &p);
 	if (rc)
 		return after_failure(&f, rc);
 	after_gone_note(&f);
@@ -543,7 +598,7 @@ static int follow_poll(struct ctl *ctl, struct upload_query *q, struct follow *f
 	/* since 0 means no bound, and 1 ms after the epoch is as good. */
 	q->since_unix_ms = f->newest_ms > FOLLOW_WINDOW_MS ? f->newest_ms - FOLLOW_WINDOW_MS : 1;
 	f->shown_any = false;
-	int rc = store_reader_query(ctl->reader, q, follow_row, f);
+	int rc = query_batched(ctl->reader, q, 0, follow_row, f);
 	if (f->oom) {
 		fprintf(stderr, "beaconctl: out of memory\n");
 		return EXIT_FAILED;

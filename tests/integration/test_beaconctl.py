@@ -15,6 +15,8 @@ the real beaconctl:
 - status: the uploads since start beside the store's totals.
 """
 
+import array
+import fcntl
 import json
 import os
 import pty
@@ -23,12 +25,15 @@ import select
 import signal
 import ssl
 import subprocess
+import termios
 import threading
 import time
 from pathlib import Path
 
 from helpers import BEACONCTL, REPO, build_request, tls_connect, unique_name
 from trustkit import ctl, make_crl, upload, wait_until
+
+F_GETPIPE_SZ = 1032  # fcntl.F_GETPIPE_SZ from Python 3.10 on
 
 # Wide enough for a sanitizer build on a busy machine: an upper bound only.
 WAIT = 60
@@ -268,14 +273,61 @@ def test_a_page_is_a_range_scan_not_a_walk(start_server):
     # By device: a seek into device_uploads, no cursor lookup.
     cost_dev, got = entries("--device", "agent1.example", "--after", near_end, "--limit", "5")
     assert cost_dev == 12 and got == sorted(r["id"] for r in everything if r["id"] > near_end)[:5]
-    cost_all, _ = entries("--limit", "0")
+    cost_all, listed = entries("--limit", "0")
     assert cost_all > n
+    assert listed == [r["id"] for r in everything]  # across read batches: no overlap, no gap
 
     # The default page is 100 rows and says how to go on.
     page, err = rows(srv)
     assert [r["id"] for r in page] == [r["id"] for r in everything[:100]]
     assert err == ("beaconctl: more uploads follow; next page: beaconctl uploads list --after "
                    f"{everything[99]['id']}\n")
+
+
+def lmdb_readers(index_dir):
+    """pid -> txnid of the index's reader slots in use (mdb_stat -r)."""
+    # mdb_stat 0.9.24 exits 1 after printing the table: judge by its output.
+    out = subprocess.run(["mdb_stat", "-r", str(index_dir)], stdout=subprocess.PIPE,
+                         timeout=WAIT).stdout.decode()
+    assert out.startswith("Reader Table Status\n"), out
+    readers = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].isdigit():
+            readers[int(parts[0])] = parts[2]
+    return readers
+
+
+def test_a_stalled_reader_holds_no_transaction(start_server):
+    """A listing whose output nobody reads (a pager left open) must not
+    keep an LMDB read transaction: beacond's writer could not reuse the
+    pages it pins and the index would grow. Rows are read in batches and
+    printed after their transaction ended, so while beaconctl waits on a
+    full pipe no reader slot of its own is in a transaction."""
+    srv = start_server()
+    put_many(srv, 1500)
+    proc = subprocess.Popen([str(BEACONCTL), "--json", "--data-dir", str(srv.data_dir),
+                             "uploads", "list", "--limit", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        pipe_size = fcntl.fcntl(proc.stdout.fileno(), F_GETPIPE_SZ)
+        buffered = array.array("i", [0])
+
+        def pipe_full():
+            fcntl.ioctl(proc.stdout.fileno(), termios.FIONREAD, buffered)
+            return buffered[0] >= pipe_size
+
+        assert wait_until(pipe_full, WAIT), f"{buffered[0]} of {pipe_size} bytes"
+        assert proc.poll() is None  # waiting on the pipe, mid-listing
+        readers = lmdb_readers(srv.data_dir / "index")
+        assert readers.get(proc.pid, "-") == "-", f"beaconctl holds read txn {readers}"
+        out, err = proc.communicate(timeout=WAIT)
+        assert proc.returncode == 0, err
+        assert len(out.decode().splitlines()) == 1500
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 # --------------------------------------------------------------------------
