@@ -841,6 +841,42 @@ static int device_print_row(const struct device_record *d, void *arg)
 	return 0;
 }
 
+struct device_batch {
+	struct device_record *rows;
+	size_t n;
+};
+
+static int device_batch_row(const struct device_record *d, void *arg)
+{
+	struct device_batch *b = arg;
+	b->rows[b->n++] = *d;
+	return b->n == BATCH_ROWS;
+}
+
+/* Every device, a batch per read transaction, printed after it ended (as
+ * query_batched, for the same reason). */
+static int devices_batched(struct store_reader *r, device_visit_fn fn, void *arg)
+{
+	struct device_batch b = {.rows = malloc(BATCH_ROWS * sizeof *b.rows)};
+	if (!b.rows)
+		return STORE_ERR_IO;
+	char after[STORE_DEVICE_MAX] = "";
+	int rc;
+	bool stop = false;
+	while (!stop) {
+		b.n = 0;
+		if ((rc = store_reader_devices_after(r, after, device_batch_row, &b)))
+			break;
+		for (size_t i = 0; i < b.n && !stop; i++)
+			stop = fn(&b.rows[i], arg) != 0;
+		stop |= b.n < BATCH_ROWS;
+		if (b.n)
+			snprintf(after, sizeof after, "%s", b.rows[b.n - 1].device);
+	}
+	free(b.rows);
+	return rc;
+}
+
 static bool parse_state(const char *s, enum state_filter *out)
 {
 	static const char *const names[] = {"unapproved", "approved", "blocked", "refused"};
@@ -871,7 +907,7 @@ static int cmd_devices_list(struct ctl *ctl, int argc, char **argv)
 	if (!ctl->json)
 		printf("%-32s %-10s %-15s %-20s %-20s %8s\n", "DEVICE", "STATE", "LAST_RESULT",
 		       "FIRST_SEEN", "LAST_SEEN", "UPLOADS");
-	int rc = store_reader_devices(ctl->reader, device_print_row, &l);
+	int rc = devices_batched(ctl->reader, device_print_row, &l);
 	return rc ? store_failure("list devices", rc) : 0;
 }
 

@@ -511,7 +511,8 @@ int store_reader_copy(struct store_reader *r, uint64_t id, int out_fd)
 
 /* ---- devices ---- */
 
-int store_reader_devices(struct store_reader *r, device_visit_fn fn, void *arg)
+int store_reader_devices_after(struct store_reader *r, const char *after, device_visit_fn fn,
+			       void *arg)
 {
 	if (!r || !fn)
 		return STORE_ERR_INVAL;
@@ -521,10 +522,18 @@ int store_reader_devices(struct store_reader *r, device_visit_fn fn, void *arg)
 		return e;
 	MDB_cursor *cur = NULL;
 	int rc = mdb_cursor_open(txn, r->ix.devices, &cur);
-	MDB_val k, v;
+	MDB_val k = {0, NULL}, v;
 	MDB_cursor_op op = MDB_FIRST;
+	if (after && *after) {
+		k = (MDB_val){strnlen(after, STORE_DEVICE_MAX - 1), (void *)after};
+		op = MDB_SET_RANGE;
+	}
 	while (!rc && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		bool cursor_itself = op == MDB_SET_RANGE && k.mv_size == strlen(after) &&
+				     !memcmp(k.mv_data, after, k.mv_size);
 		op = MDB_NEXT;
+		if (cursor_itself)
+			continue;
 		struct device_record d;
 		if ((e = device_decode(&k, &v, &d)))
 			break;
@@ -537,6 +546,11 @@ int store_reader_devices(struct store_reader *r, device_visit_fn fn, void *arg)
 		mdb_cursor_close(cur);
 	reader_txn_end(r, txn);
 	return e;
+}
+
+int store_reader_devices(struct store_reader *r, device_visit_fn fn, void *arg)
+{
+	return store_reader_devices_after(r, NULL, fn, arg);
 }
 
 int store_reader_device(struct store_reader *r, const char *device, struct device_record *out)

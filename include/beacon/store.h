@@ -249,6 +249,11 @@ int store_reader_copy(struct store_reader *r, uint64_t id, int fd);
 
 typedef int (*device_visit_fn)(const struct device_record *rec, void *arg);
 int store_reader_devices(struct store_reader *r, device_visit_fn fn, void *arg);
+/* The same from the first device whose name sorts after `after` (NULL:
+ * the first), so a caller can read in batches and hold no transaction
+ * while it prints. */
+int store_reader_devices_after(struct store_reader *r, const char *after, device_visit_fn fn,
+			       void *arg);
 int store_reader_device(struct store_reader *r, const char *device, struct device_record *out);
 
 #endif

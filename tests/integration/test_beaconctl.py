@@ -477,6 +477,20 @@ def test_devices_list_by_state(start_server, pki, tmp_path):
                                         "approved, blocked or refused\n")
 
 
+def test_devices_list_reads_in_batches_without_overlap_or_gap(start_server):
+    """600 devices: more than one read batch (512). Every device once, in
+    name order, filtered or not."""
+    srv = start_server({"server": {"watch": "no"}})
+    names = [f"bulk-{i:04d}.example" for i in range(600)]
+    for n in names:
+        assert ctl(srv, {"cmd": "device_block", "device": n})["ok"] is True
+    put(srv)
+    p = ok(srv, "devices", "list", "--json")
+    listed = [json.loads(line)["device"] for line in p.stdout.decode().splitlines()]
+    assert listed == sorted(names + ["agent1.example"])
+    assert list(device_rows(srv, "--state", "blocked")) == names
+
+
 def test_block_unknown_warns_and_repeats_change_nothing(start_server):
     srv = start_server({"server": {"watch": "no"}})
     put(srv)
