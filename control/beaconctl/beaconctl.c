@@ -223,6 +223,14 @@ static bool shaped(const char *s, const char *pattern)
 	return !*s;
 }
 
+static int digits(const char *s, int n)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++)
+		v = v * 10 + (s[i] - '0');
+	return v;
+}
+
 /* A time on the command line: Unix seconds, or UTC YYYY-MM-DD with an
  * optional THH:MM:SS and Z. As an upper bound (end) it covers its whole
  * second, and a date alone its whole day, so --until 2026-01-31 includes
@@ -239,11 +247,14 @@ static bool parse_time(const char *s, bool end, uint64_t *ms)
 	bool date_only = shaped(s, "dddd-dd-dd");
 	if (!date_only && !shaped(s, "dddd-dd-ddTdd:dd:dd") && !shaped(s, "dddd-dd-ddTdd:dd:ddZ"))
 		return false;
-	struct tm tm = {0};
-	if (sscanf(s, "%4d-%2d-%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) != 3 ||
-	    (!date_only &&
-	     sscanf(s + 10, "T%2d:%2d:%2d", &tm.tm_hour, &tm.tm_min, &tm.tm_sec) != 3))
-		return false;
+	/* The shape is checked: every field is all digits. */
+	struct tm tm = {.tm_year = digits(s, 4), .tm_mon = digits(s + 5, 2),
+			.tm_mday = digits(s + 8, 2)};
+	if (!date_only) {
+		tm.tm_hour = digits(s + 11, 2);
+		tm.tm_min = digits(s + 14, 2);
+		tm.tm_sec = digits(s + 17, 2);
+	}
 	struct tm want = tm;
 	tm.tm_year -= 1900;
 	tm.tm_mon -= 1;
@@ -1431,6 +1442,8 @@ static const char *global_value(int argc, char **argv, int *i, const char *name,
 				bool *missing)
 {
 	const char *a = argv[*i];
+	if (!a)
+		return NULL;
 	size_t n = strlen(name);
 	if (!strncmp(a, name, n) && a[n] == '=')
 		return a + n + 1;
