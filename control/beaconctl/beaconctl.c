@@ -68,10 +68,6 @@
  * is still shown (once). */
 #define FOLLOW_WINDOW_MS 2000
 
-#ifndef BEACON_VERSION
-#define BEACON_VERSION "unknown"
-#endif
-
 struct ctl {
 	const char *data_dir;
 	const char *socket_path;
