@@ -127,6 +127,29 @@ static int handle_device_state(void *arg, const char *device, enum device_state 
 	return handle_reload(b, "blocklist", msg, len);
 }
 
+/* For the control socket's status and its answers to a repeated or
+ * unknown-device block: read through the reader beacond keeps open. */
+static int handle_store_totals(void *arg, uint64_t *uploads, uint64_t *bytes)
+{
+	struct beacond *b = arg;
+	return b->reader && store_reader_totals(b->reader, uploads, bytes) == 0 ? 0 : -1;
+}
+
+static int handle_device_lookup(void *arg, const char *device, enum device_state *state,
+				bool *seen)
+{
+	struct beacond *b = arg;
+	struct device_record d;
+	int rc = b->reader ? store_reader_device(b->reader, device, &d) : STORE_ERR_INVAL;
+	if (rc == STORE_ERR_NOTFOUND)
+		return 0;
+	if (rc)
+		return -1;
+	*state = d.state;
+	*seen = d.last_seen_unix_ms != 0;
+	return 1;
+}
+
 /* ---- stats ---- */
 
 static void handle_stats(void *arg, struct control_stats *out)
@@ -338,6 +361,8 @@ static int run(struct beacond *b)
 		.reload = handle_reload,
 		.tickets_rotate = handle_tickets_rotate,
 		.device_set_state = handle_device_state,
+		.store_totals = handle_store_totals,
+		.device_lookup = handle_device_lookup,
 	};
 	if (control_start(cfg->control_socket, cfg->metrics_listen, &handlers, &ctl, err,
 			  sizeof err) != 0) {

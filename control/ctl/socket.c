@@ -183,19 +183,14 @@ static bool stats_get(const struct control_handlers *h, struct control_stats *st
 	return true;
 }
 
-/* What the index holds, beside the counters since start: read from the
- * store this process has open; left out when it has none (unit tests). */
-static void add_store_totals(cJSON *o)
+/* What the index holds, beside the counters since start. */
+static void add_store_totals(const struct control_handlers *h, cJSON *o)
 {
-	struct store_reader *r;
-	if (store_reader_open_running(&r) != 0)
-		return;
 	uint64_t uploads, bytes;
-	if (store_reader_totals(r, &uploads, &bytes) == 0) {
+	if (h->store_totals && h->store_totals(h->arg, &uploads, &bytes) == 0) {
 		add_u64(o, "store_uploads", uploads);
 		add_u64(o, "store_bytes", bytes);
 	}
-	store_reader_close(r);
 }
 
 static cJSON *cmd_status(const struct control_handlers *h, const cJSON *req)
@@ -215,7 +210,7 @@ static cJSON *cmd_status(const struct control_handlers *h, const cJSON *req)
 	add_u64(o, "revoked_serials", st.revoked_serials);
 	add_u64(o, "blocked_entries", st.blocked_entries);
 	add_u64(o, "uploads", st.uploads);
-	add_store_totals(o);
+	add_store_totals(h, o);
 	return o;
 }
 
@@ -349,37 +344,42 @@ static const char *device_state_text(enum device_state state)
 					  : "unapproved";
 }
 
-/* A device's record before an operator changes it. Only this thread
+/* A device's state before an operator changes it. Only this thread
  * changes states (handlers run one at a time on it; handshakes and uploads
  * never touch the state), so nothing changes it between this look and the
- * write. False when the store is not in this process or cannot be read:
- * the change then goes ahead unchecked, as it always did. */
-static bool device_before(const char *device, bool *known, struct device_record *d)
+ * write. False when it cannot tell: the change then goes ahead unchecked. */
+struct device_before {
+	bool known; /* the store has a record */
+	bool seen;  /* the device has ever connected */
+	enum device_state state;
+};
+
+static bool device_before(const struct control_handlers *h, const char *device,
+			  struct device_before *b)
 {
-	struct store_reader *r;
-	if (store_reader_open_running(&r) != 0)
+	*b = (struct device_before){.state = DEVICE_UNAPPROVED};
+	if (!h->device_lookup)
 		return false;
-	int e = store_reader_device(r, device, d);
-	store_reader_close(r);
-	*known = e == 0;
-	return e == 0 || e == STORE_ERR_NOTFOUND;
+	int rc = h->device_lookup(h->arg, device, &b->state, &b->seen);
+	b->known = rc == 1;
+	return rc == 0 || rc == 1;
 }
 
 enum device_action { ACT_APPROVE, ACT_BLOCK, ACT_UNBLOCK };
 
 /* The answer when the action would change nothing: NULL when it would. */
-static cJSON *device_unchanged(const char *device, enum device_action act, bool known,
-			       const struct device_record *d)
+static cJSON *device_unchanged(const char *device, enum device_action act,
+			       const struct device_before *b)
 {
-	char msg[MSG_MAX];
-	if (act == ACT_UNBLOCK && known && d->state == DEVICE_UNAPPROVED)
-		snprintf(msg, sizeof msg, "not blocked (unapproved: use devices approve)");
-	else if (act == ACT_UNBLOCK && (!known || d->state != DEVICE_BLOCKED))
-		snprintf(msg, sizeof msg, "not blocked");
-	else if (act == ACT_BLOCK && known && d->state == DEVICE_BLOCKED)
-		snprintf(msg, sizeof msg, "already blocked");
-	else if (act == ACT_APPROVE && known && d->state == DEVICE_APPROVED)
-		snprintf(msg, sizeof msg, "already approved");
+	const char *msg;
+	if (act == ACT_UNBLOCK && b->known && b->state == DEVICE_UNAPPROVED)
+		msg = "not blocked (unapproved: use devices approve)";
+	else if (act == ACT_UNBLOCK && (!b->known || b->state != DEVICE_BLOCKED))
+		msg = "not blocked";
+	else if (act == ACT_BLOCK && b->known && b->state == DEVICE_BLOCKED)
+		msg = "already blocked";
+	else if (act == ACT_APPROVE && b->known && b->state == DEVICE_APPROVED)
+		msg = "already approved";
 	else
 		return NULL;
 	cJSON *o = reply_message(0, msg);
@@ -387,7 +387,7 @@ static cJSON *device_unchanged(const char *device, enum device_action act, bool 
 		cJSON_AddStringToObject(o, "device", device);
 		cJSON_AddBoolToObject(o, "changed", false);
 		cJSON_AddStringToObject(o, "state",
-					known ? device_state_text(d->state) : "unknown");
+					b->known ? device_state_text(b->state) : "unknown");
 	}
 	return o;
 }
@@ -401,9 +401,9 @@ static cJSON *device_set(const struct control_handlers *h, const cJSON *req,
 				   "control characters");
 	if (!h->device_set_state)
 		return reply_error("this server cannot change device states");
-	struct device_record before;
-	bool known = false, checked = device_before(d->valuestring, &known, &before);
-	cJSON *same = checked ? device_unchanged(d->valuestring, act, known, &before) : NULL;
+	struct device_before before;
+	bool checked = device_before(h, d->valuestring, &before);
+	cJSON *same = checked ? device_unchanged(d->valuestring, act, &before) : NULL;
 	if (same)
 		return same;
 	enum device_state state = act == ACT_BLOCK ? DEVICE_BLOCKED : DEVICE_APPROVED;
@@ -420,7 +420,7 @@ static cJSON *device_set(const struct control_handlers *h, const cJSON *req,
 	 * mistyped name that leaves the real device admitted. (Approving ahead
 	 * is routine with approval = require, and a mistyped approval shows:
 	 * the device stays out.) */
-	if (act == ACT_BLOCK && checked && (!known || before.last_seen_unix_ms == 0))
+	if (act == ACT_BLOCK && checked && !before.seen)
 		cJSON_AddStringToObject(o, "warning",
 					"no device with this name has connected to this beacon: "
 					"the change applies from its first visit (check the name)");

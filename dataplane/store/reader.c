@@ -55,25 +55,6 @@ int store_reader_open(const char *data_dir, struct store_reader **out, char *err
 	return 0;
 }
 
-int store_reader_open_running(struct store_reader **out)
-{
-	if (!out)
-		return STORE_ERR_INVAL;
-	struct store *s = store_registry_borrow_sole();
-	if (!s)
-		return STORE_ERR_NOTFOUND;
-	struct store_reader *r = calloc(1, sizeof *r);
-	if (!r) {
-		store_registry_return(s);
-		return STORE_ERR_IO;
-	}
-	r->shared = s;
-	r->ix = s->ix;
-	snprintf(r->data_dir, sizeof r->data_dir, "%s", s->data_dir);
-	*out = r;
-	return 0;
-}
-
 void store_reader_close(struct store_reader *r)
 {
 	if (!r)

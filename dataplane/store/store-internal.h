@@ -187,8 +187,6 @@ uint64_t store_now_ms(void);
 
 /* In-process registry of open stores, for readers that share the env. */
 struct store *store_registry_borrow(const char *canonical_dir);
-/* The one store open in this process, or NULL when none or several are. */
-struct store *store_registry_borrow_sole(void);
 void store_registry_return(struct store *s);
 
 /* ---- segments and uploads (spool.c, upload.c) ---- */

@@ -98,16 +98,6 @@ struct store *store_registry_borrow(const char *canonical_dir)
 	return s;
 }
 
-struct store *store_registry_borrow_sole(void)
-{
-	pthread_mutex_lock(&registry_lock);
-	struct store *s = registry && !registry->next_open ? registry : NULL;
-	if (s)
-		s->readers++;
-	pthread_mutex_unlock(&registry_lock);
-	return s;
-}
-
 void store_registry_return(struct store *s)
 {
 	pthread_mutex_lock(&registry_lock);

@@ -64,6 +64,14 @@ struct control_handlers {
 	/* The latest refused handshakes, newest first, into out[0..max);
 	 * returns how many. May be NULL (none shown). */
 	size_t (*refusals)(void *arg, struct tls_refusal *out, size_t max);
+	/* What the store holds: uploads in the index and their body bytes.
+	 * 0, or -1 when it cannot tell. May be NULL (status shows none). */
+	int (*store_totals)(void *arg, uint64_t *uploads, uint64_t *bytes);
+	/* A device's record, read before an operator changes its state: 1
+	 * with *state and *seen (it has ever connected), 0 when the store has
+	 * no record, -1 when it cannot tell. May be NULL: changes then go
+	 * ahead unchecked (no "already blocked", no unknown-device warning). */
+	int (*device_lookup)(void *arg, const char *device, enum device_state *state, bool *seen);
 };
 
 struct control;

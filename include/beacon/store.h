@@ -239,10 +239,6 @@ uint64_t store_reader_entries_read(const struct store_reader *r);
 /* What the index holds: uploads (an O(1) LMDB count) and their body bytes
  * (summed over the spool segments, not the uploads). */
 int store_reader_totals(struct store_reader *r, uint64_t *uploads, uint64_t *bytes);
-/* A reader on the store this process has open (beacond's control thread
- * shares its env): STORE_ERR_NOTFOUND when none, or more than one, is
- * open here. */
-int store_reader_open_running(struct store_reader **out);
 /* Writes the upload's bytes to fd after checking its checksum
  * (STORE_ERR_CORRUPT when it fails: nothing wrong is served silently). */
 int store_reader_copy(struct store_reader *r, uint64_t id, int fd);

@@ -20,6 +20,7 @@ static struct control *ctl;
 static char out[65536], err[4096];
 static char last_device[256];
 static enum device_state last_state = DEVICE_UNAPPROVED;
+static int device_calls;
 
 static void fake_stats(void *arg, struct control_stats *st)
 {
@@ -56,8 +57,27 @@ static int fake_device(void *arg, const char *device, enum device_state state, c
 {
 	snprintf(last_device, sizeof last_device, "%s", device);
 	last_state = state;
+	device_calls++;
 	msg[0] = '\0';
 	return 0;
+}
+
+static int fake_totals(void *arg, uint64_t *uploads, uint64_t *bytes)
+{
+	*uploads = 1000000;
+	*bytes = 123456789;
+	return 0;
+}
+
+/* The store knows the last device changed, and has seen it connect unless
+ * its name starts with "ghost". */
+static int fake_lookup(void *arg, const char *device, enum device_state *state, bool *seen)
+{
+	if (strcmp(device, last_device) != 0)
+		return 0;
+	*state = last_state;
+	*seen = strncmp(device, "ghost", 5) != 0;
+	return 1;
 }
 
 static const struct control_handlers handlers = {
@@ -65,6 +85,8 @@ static const struct control_handlers handlers = {
     .reload = fake_reload,
     .tickets_rotate = fake_rotate,
     .device_set_state = fake_device,
+    .store_totals = fake_totals,
+    .device_lookup = fake_lookup,
 };
 
 static int setup(void **state)
@@ -126,10 +148,10 @@ static void test_status_for_people(void **state)
 	assert_non_null(strstr(out, "connections:         12 open\n"));
 	assert_non_null(strstr(out, "trust snapshot:      generation 17"));
 	assert_non_null(strstr(out, "revoked serials:     1000000\n"));
-	/* The workers' count is since start; no store in this process: no
-	 * store line (the integration tests see it from beacond). */
+	/* The workers' count is since start, beside what the store holds. */
 	assert_non_null(strstr(out, "uploads since start: 4321\n"));
-	assert_null(strstr(out, "store:"));
+	assert_non_null(strstr(out, "store:               1000000 uploads, 123456789 bytes "
+				    "(in the index)\n"));
 	assert_string_equal(err, "");
 }
 
@@ -175,6 +197,20 @@ static void test_tickets_and_devices(void **state)
 	assert_string_equal(out, "device agent1.example: blocked\n");
 	assert_string_equal(last_device, "agent1.example");
 	assert_int_equal(last_state, DEVICE_BLOCKED);
+	/* Again: nothing changes, and it says so. */
+	int calls = device_calls;
+	assert_int_equal(beaconctl("devices block agent1.example"), 0);
+	assert_string_equal(out, "device agent1.example: already blocked\n");
+	assert_string_equal(err, "");
+	assert_int_equal(device_calls, calls);
+	assert_int_equal(beaconctl("devices block ghost.example"), 0);
+	assert_string_equal(out, "device ghost.example: blocked\n");
+	assert_string_equal(err, "beaconctl: warning: no device with this name has connected to "
+				 "this beacon: the change applies from its first visit (check the "
+				 "name)\n");
+	assert_int_equal(beaconctl("devices unblock unknown.example"), 0);
+	assert_string_equal(out, "device unknown.example: not blocked\n");
+	assert_string_equal(last_device, "ghost.example");
 	assert_int_equal(beaconctl("devices approve agent2.example"), 0);
 	assert_int_equal(last_state, DEVICE_APPROVED);
 	assert_int_equal(beaconctl("devices unblock"), 2);
