@@ -43,6 +43,7 @@ static void refusal_fill(const struct tls_session *s, const char *source, struct
 	snprintf(r->source, sizeof r->source, "%s", source);
 	r->result = s->peer.result;
 	snprintf(r->reason, sizeof r->reason, "%s", tls_session_error(s));
+	snprintf(r->device, sizeof r->device, "%s", s->peer.device);
 	if (s->refused) {
 		r->has_cert = true;
 		r->cert = *s->refused;
@@ -79,9 +80,11 @@ void tls_session_report_refusal(const struct tls_session *s, const char *source)
 		snprintf(more, sizeof more, " [%llu refusal lines left out before this one]",
 			 (unsigned long long)left_out);
 	if (r.has_cert)
-		log_info("%s: refused: %s (%s): subject \"%s\" issuer \"%s\" serial %s sha256 %s%s",
-			 r.source, r.reason, auth_result_name(r.result), r.cert.subject,
-			 r.cert.issuer, r.cert.serial, r.cert.sha256, more);
+		log_info("%s: refused: %s (%s): device %s subject \"%s\" issuer \"%s\" serial %s "
+			 "sha256 %s notAfter %s%s",
+			 r.source, r.reason, auth_result_name(r.result), r.device[0] ? r.device : "-",
+			 r.cert.subject, r.cert.issuer, r.cert.serial, r.cert.sha256,
+			 r.cert.not_after[0] ? r.cert.not_after : "-", more);
 	else
 		log_info("%s: refused: %s (%s): no client certificate%s", r.source, r.reason,
 			 auth_result_name(r.result), more);

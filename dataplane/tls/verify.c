@@ -354,6 +354,18 @@ static void hex(const uint8_t *p, size_t n, char *out, size_t len)
 	out[2 * i] = '\0';
 }
 
+/* The certificate's notAfter in ISO 8601 UTC, for the refusal line (an
+ * expired certificate says when); "" when it cannot be read. */
+static void not_after_text(const uint8_t *der, int der_len, char *out, size_t len)
+{
+	out[0] = '\0';
+	WOLFSSL_X509 *x = wolfSSL_X509_d2i(NULL, der, der_len);
+	struct tm tm;
+	if (x && wolfSSL_ASN1_TIME_to_tm(wolfSSL_X509_get_notAfter(x), &tm) == WOLFSSL_SUCCESS)
+		strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	wolfSSL_X509_free(x);
+}
+
 /* Whose certificate was refused: the client's own (depth 0), even when a
  * CA above it was the cause. */
 static void describe_refused(struct tls_session *s, const WOLFSSL_X509_STORE_CTX *store)
@@ -385,6 +397,7 @@ static void describe_refused(struct tls_session *s, const WOLFSSL_X509_STORE_CTX
 	hex(serial, serial_len, c->serial, sizeof c->serial);
 	if (wc_Sha256Hash(der, (word32)der_len, sha) == 0)
 		hex(sha, 32, c->sha256, sizeof c->sha256);
+	not_after_text(der, der_len, c->not_after, sizeof c->not_after);
 	s->refused = c;
 }
 

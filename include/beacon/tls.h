@@ -150,6 +150,7 @@ struct tls_cert_summary {
 	char issuer[160];
 	char serial[48]; /* hex, as openssl x509 -serial prints it */
 	char sha256[65]; /* hex fingerprint of the whole DER */
+	char not_after[24]; /* "2027-01-31T12:00:00Z", "" when unreadable */
 };
 
 /* One refused handshake. */
@@ -159,6 +160,7 @@ struct tls_refusal {
 	char source[TLS_REFUSAL_SOURCE_MAX]; /* address:port of the client */
 	enum auth_result result;
 	char reason[128];
+	char device[STORE_DEVICE_MAX]; /* the identity, when it was read before the refusal */
 	bool has_cert; /* false: the client sent none (or none was read) */
 	struct tls_cert_summary cert;
 };

@@ -422,7 +422,8 @@ def test_refusal_named_in_log_and_status(servers, dc_pki, pki, tmp_path):
     fields = ['subject "CN=dc-revoked.example"',
               'issuer "DC=com, DC=example, CN=Example Issuing CA"',
               f"serial {serial_text(revoked)}", f"sha256 {revoked.fingerprint().upper()}",
-              "certificate is revoked (revoked)"]
+              "certificate is revoked (revoked)", "device dc-revoked.example ",
+              "notAfter " + revoked.cert.not_valid_after.strftime("%Y-%m-%dT%H:%M:%SZ")]
     line_re = re.compile(r"\b127\.0\.0\.1:\d+: refused: .*$", re.M)
 
     def refusal_line():
