@@ -7,12 +7,14 @@
 #include "tls-internal.h"
 
 #include <wolfssl/openssl/x509.h>
+#include <wolfssl/openssl/x509v3.h>
 #include <wolfssl/error-ssl.h>
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "beacon/snapshot.h"
 
@@ -71,6 +73,48 @@ static void tls_server_free(struct tls_server *srv)
 }
 
 /* Protocol versions, ciphers and groups, and the server's own chain and key. */
+static int cert_time(const WOLFSSL_ASN1_TIME *t, time_t *out)
+{
+	struct tm tm;
+	if (!t || wolfSSL_ASN1_TIME_to_tm(t, &tm) != WOLFSSL_SUCCESS)
+		return -1;
+	*out = timegm(&tm);
+	return 0;
+}
+
+/* A server certificate agents would refuse is refused here, at start-up,
+ * by -t and by a reload (the running one stays): outside its validity
+ * dates, or with an extended key usage that leaves out serverAuth (none at
+ * all means any use, RFC 5280 4.2.1.12). */
+static int server_cert_usable(WOLFSSL_X509 *x, const char *path, char *err, size_t errlen)
+{
+	time_t not_before, not_after, now = time(NULL);
+	if (!x || cert_time(wolfSSL_X509_get_notBefore(x), &not_before) != 0 ||
+	    cert_time(wolfSSL_X509_get_notAfter(x), &not_after) != 0) {
+		snprintf(err, errlen, "cert %s: cannot read its validity dates", path);
+		return -1;
+	}
+	char when[32];
+	if (now > not_after) {
+		strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&not_after));
+		snprintf(err, errlen, "cert %s: expired on %s", path, when);
+		return -1;
+	}
+	if (now < not_before) {
+		strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&not_before));
+		snprintf(err, errlen, "cert %s: not valid before %s", path, when);
+		return -1;
+	}
+	unsigned eku = wolfSSL_X509_get_extended_key_usage(x);
+	if (eku && !(eku & (XKU_SSL_SERVER | XKU_ANYEKU))) {
+		snprintf(err, errlen,
+			 "cert %s: its extended key usage leaves out serverAuth (agents refuse it)",
+			 path);
+		return -1;
+	}
+	return 0;
+}
+
 static int server_identity(WOLFSSL_CTX *ctx, const struct tls_server_keys *k, char *err,
 			   size_t errlen)
 {
@@ -95,7 +139,12 @@ static int server_identity(WOLFSSL_CTX *ctx, const struct tls_server_keys *k, ch
 		snprintf(err, errlen, "key %s: does not match cert %s", k->key_path, k->cert_path);
 		return -1;
 	}
-	return 0;
+	/* The chain's first certificate is the server's own. */
+	WOLFSSL_X509 *leaf = wolfSSL_X509_load_certificate_buffer(k->cert_pem, (int)k->cert_len,
+								   WOLFSSL_FILETYPE_PEM);
+	int rc = server_cert_usable(leaf, k->cert_path, err, errlen);
+	wolfSSL_X509_free(leaf);
+	return rc;
 }
 
 int tls_server_new(const struct tls_server_keys *keys, struct tls_server **out, char *err,

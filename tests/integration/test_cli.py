@@ -3,8 +3,14 @@ start-up), a usage error for an unknown option, and a start without -c
 that says it runs the embedded demo configuration."""
 import re
 import subprocess
+from datetime import timedelta
+from pathlib import Path
 
-from helpers import BEACOND, REPO
+import pytest
+
+from certkit import NOW, cn, make_cert
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from helpers import BEACOND, REPO, new_server
 
 
 def project_version():
@@ -43,3 +49,44 @@ def test_version_logged_at_start_up(server):
 def test_no_config_says_demo(tmp_path):
     p = run("-t", cwd=tmp_path)
     assert "no -c: the embedded demo configuration (files under .demo/)" in p.stderr, p.stderr
+
+
+# --------------------------------------------------------------------------
+# -t checks the server certificate as agents will (and so do start and reload)
+
+def server_cert_check(tmp_path_factory, pki, cert):
+    srv = new_server(tmp_path_factory.mktemp("beacond"), pki, None, None)
+    crt, key = cert.write(srv.dir, "own-server")
+    srv.conf.write_text(srv.config_text.replace(str(Path(pki) / "server.pem"), str(crt))
+                        .replace(str(Path(pki) / "server.key"), str(key)))
+    return run("-t", "-c", str(srv.conf)), crt
+
+
+def server_cert(**kw):
+    kw.setdefault("eku", (ExtendedKeyUsageOID.SERVER_AUTH,))
+    return make_cert(cn("beacon.example"), **kw)
+
+
+@pytest.mark.parametrize("case,want", [
+    ("expired", "expired on "),
+    ("not-yet", "not valid before "),
+    ("client-only-eku", "its extended key usage leaves out serverAuth"),
+])
+def test_check_refuses_a_server_cert_agents_would(tmp_path_factory, pki, case, want):
+    cert = {
+        "expired": lambda: server_cert(not_before=NOW - timedelta(days=30),
+                                       not_after=NOW - timedelta(days=1)),
+        "not-yet": lambda: server_cert(not_before=NOW + timedelta(days=1),
+                                       not_after=NOW + timedelta(days=30)),
+        "client-only-eku": lambda: server_cert(eku=(ExtendedKeyUsageOID.CLIENT_AUTH,)),
+    }[case]()
+    p, crt = server_cert_check(tmp_path_factory, pki, cert)
+    assert p.returncode == 1, p
+    assert f"cert {crt}: {want}" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("eku", ["serverAuth", "none"])
+def test_check_passes_a_usable_server_cert(tmp_path_factory, pki, eku):
+    cert = server_cert(eku=(ExtendedKeyUsageOID.SERVER_AUTH,) if eku == "serverAuth" else None)
+    p, _ = server_cert_check(tmp_path_factory, pki, cert)
+    assert p.returncode == 0, p.stderr
