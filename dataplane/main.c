@@ -271,6 +271,36 @@ static void stop_workers(struct beacond *b)
 /* beacond -t: the certificates and trust files as a start would load them,
  * and the store read-only. Nothing on disk changes, whether or not a
  * server runs on the same data directory. */
+/* The control socket is made at start-up in a directory that must be
+ * there and writable (systemd's RuntimeDirectory= or tmpfiles makes
+ * /run/beacond); -t says so now rather than the start failing later.
+ * Logs why when not. */
+static int control_socket_dir_usable(const char *socket_path)
+{
+	char dir[CONFIG_PATH_MAX];
+	snprintf(dir, sizeof dir, "%s", socket_path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof dir, ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	struct stat st;
+	const char *why = NULL;
+	if (stat(dir, &st) != 0)
+		why = strerror(errno);
+	else if (!S_ISDIR(st.st_mode))
+		why = "not a directory";
+	else if (access(dir, W_OK | X_OK) != 0)
+		why = strerror(errno);
+	if (why) {
+		log_err("control_socket %s: directory %s: %s", socket_path, dir, why);
+		return -1;
+	}
+	return 0;
+}
+
 static int check_config(struct beacond *b)
 {
 	char err[512] = "", report[1024];
@@ -285,6 +315,8 @@ static int check_config(struct beacond *b)
 		return 1;
 	}
 	tls_server_unref(tls);
+	if (control_socket_dir_usable(b->cfg.control_socket) != 0)
+		return 1;
 	fprintf(stderr, "beacond: configuration OK\n");
 	return 0;
 }

@@ -90,3 +90,17 @@ def test_check_passes_a_usable_server_cert(tmp_path_factory, pki, eku):
     cert = server_cert(eku=(ExtendedKeyUsageOID.SERVER_AUTH,) if eku == "serverAuth" else None)
     p, _ = server_cert_check(tmp_path_factory, pki, cert)
     assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("where,why", [("missing", "No such file or directory"),
+                                       ("file", "not a directory")])
+def test_check_refuses_an_unusable_control_socket_dir(tmp_path_factory, pki, where, why):
+    srv = new_server(tmp_path_factory.mktemp("beacond"), pki, None, None)
+    parent = srv.dir / "run"
+    if where == "file":
+        parent.write_text("a file where the directory should be\n")
+    sock = parent / "control.sock"
+    srv.conf.write_text(srv.config_text.replace(str(srv.control_socket), str(sock)))
+    p = run("-t", "-c", str(srv.conf))
+    assert p.returncode == 1, p
+    assert f"control_socket {sock}: directory {parent}: {why}" in p.stderr, p.stderr
