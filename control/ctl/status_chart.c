@@ -328,6 +328,11 @@ static void last_hour(const struct intervals *iv, uint64_t now, struct control_b
 	value_axis(top, o);
 	time_axis(now, o);
 	result_lines(iv, top, now, o);
+	if (!iv->n)
+		control_buf_printf(o,
+				   "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">no sample "
+				   "yet: one is taken every %u s</text>\n",
+				   PLOT_X + PLOT_W / 2, PLOT_Y + PLOT_H / 2, CONTROL_SAMPLE_INTERVAL_S);
 	control_buf_printf(o, "</svg>\n");
 	legend(o);
 }
