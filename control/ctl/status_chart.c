@@ -17,8 +17,7 @@
 
 /* ---- history ---- */
 
-void control_history_add(struct control_history *h, const struct control_stats *st,
-			 uint64_t unix_s)
+void control_history_add(struct control_history *h, const struct control_stats *st, uint64_t unix_s)
 {
 	struct control_sample *s = &h->samples[h->head];
 	s->unix_s = unix_s;
@@ -43,15 +42,15 @@ static const struct series {
 	const char *color;
 	unsigned results; /* auth_result bits summed into this series */
 } series[] = {
-    {"succeeded", "#2e7d32", BIT(AUTH_OK)},
-    {"no certificate", "#9e9e9e", BIT(AUTH_NO_CERT)},
-    {"unknown issuer", "#6a1b9a", BIT(AUTH_UNKNOWN_ISSUER)},
-    {"expired / not yet valid", "#ef6c00", BIT(AUTH_EXPIRED) | BIT(AUTH_NOT_YET_VALID)},
-    {"revoked", "#c62828", BIT(AUTH_REVOKED)},
-    {"blocked", "#000000", BIT(AUTH_BLOCKED)},
-    {"unapproved", "#f9a825", BIT(AUTH_UNAPPROVED)},
-    {"wrong key usage", "#1565c0", BIT(AUTH_WRONG_USAGE)},
-    {"other", "#795548", BIT(AUTH_OTHER)},
+	{ "succeeded", "#2e7d32", BIT(AUTH_OK) },
+	{ "no certificate", "#9e9e9e", BIT(AUTH_NO_CERT) },
+	{ "unknown issuer", "#6a1b9a", BIT(AUTH_UNKNOWN_ISSUER) },
+	{ "expired / not yet valid", "#ef6c00", BIT(AUTH_EXPIRED) | BIT(AUTH_NOT_YET_VALID) },
+	{ "revoked", "#c62828", BIT(AUTH_REVOKED) },
+	{ "blocked", "#000000", BIT(AUTH_BLOCKED) },
+	{ "unapproved", "#f9a825", BIT(AUTH_UNAPPROVED) },
+	{ "wrong key usage", "#1565c0", BIT(AUTH_WRONG_USAGE) },
+	{ "other", "#795548", BIT(AUTH_OTHER) },
 };
 #define SERIES_COUNT (sizeof series / sizeof *series)
 
@@ -141,7 +140,7 @@ static double log_position(uint64_t v, uint64_t top)
 /* "1", "10", "100", "1k", ... "1M": powers of ten fit under 40 px. */
 static void decade_label(char *buf, size_t len, uint64_t v)
 {
-	static const char *const suffix[] = {"", "k", "M", "G", "T", "P", "E"};
+	static const char *const suffix[] = { "", "k", "M", "G", "T", "P", "E" };
 	unsigned s = 0;
 	while (v >= 1000 && v % 1000 == 0 && s + 1 < sizeof suffix / sizeof *suffix) {
 		v /= 1000;
@@ -176,11 +175,12 @@ static void bars_since_start(const struct control_stats *st, struct control_buf 
 	}
 	uint64_t top = decade_ceiling(max);
 	double h = BARS_ROW * SERIES_COUNT + 8;
-	control_buf_printf(o,
-			   "<svg id=\"auth-bars\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
-			   "height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" "
-			   "aria-label=\"authentication results since start, log scale\">\n",
-			   BARS_W, h, BARS_W, h);
+	control_buf_printf(
+		o,
+		"<svg id=\"auth-bars\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
+		"height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" "
+		"aria-label=\"authentication results since start, log scale\">\n",
+		BARS_W, h, BARS_W, h);
 	for (unsigned k = 0; k < SERIES_COUNT; k++) {
 		uint64_t c = series_sum(&series[k], st->handshakes);
 		double y = 4 + BARS_ROW * k;
@@ -188,14 +188,13 @@ static void bars_since_start(const struct control_stats *st, struct control_buf 
 		double len = c ? fmax(3.0, BARS_LEN * log_position(c, top)) : 0.0;
 		char share[16];
 		status_share(share, sizeof share, c, all);
-		control_buf_printf(o,
-				   "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">%s</text>"
-				   "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.1f\" height=\"%.0f\" "
-				   "fill=\"%s\"/><text x=\"%.1f\" y=\"%.0f\">%" PRIu64
-				   " (%s)</text>\n",
-				   BARS_LABEL_W - 6, y + 15, series[k].label, BARS_LABEL_W, y + 3, len,
-				   BARS_ROW - 6, series[k].color, BARS_LABEL_W + len + 6, y + 15, c,
-				   share);
+		control_buf_printf(
+			o,
+			"<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">%s</text>"
+			"<rect x=\"%.0f\" y=\"%.0f\" width=\"%.1f\" height=\"%.0f\" "
+			"fill=\"%s\"/><text x=\"%.1f\" y=\"%.0f\">%" PRIu64 " (%s)</text>\n",
+			BARS_LABEL_W - 6, y + 15, series[k].label, BARS_LABEL_W, y + 3, len,
+			BARS_ROW - 6, series[k].color, BARS_LABEL_W + len + 6, y + 15, c, share);
 	}
 	control_buf_printf(o, "</svg>\n");
 }
@@ -255,7 +254,7 @@ static void value_axis(uint64_t top, struct control_buf *o)
  * LABEL_GAP_X apart; none so near an edge that it would be cut. */
 static void time_axis(uint64_t now, struct control_buf *o)
 {
-	static const unsigned steps_s[] = {60, 120, 300, 600, 900, 1200, 1800, 3600};
+	static const unsigned steps_s[] = { 60, 120, 300, 600, 900, 1200, 1800, 3600 };
 	double px_per_s = PLOT_W / WINDOW_S;
 	unsigned step = steps_s[sizeof steps_s / sizeof *steps_s - 1];
 	for (size_t i = 0; i < sizeof steps_s / sizeof *steps_s; i++)
@@ -274,11 +273,10 @@ static void time_axis(uint64_t now, struct control_buf *o)
 				   "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" "
 				   "stroke=\"#999\"/><text class=\"xlabel\" x=\"%.1f\" y=\"%.0f\" "
 				   "text-anchor=\"middle\">%s</text>\n",
-				   x, PLOT_Y + PLOT_H, x, PLOT_Y + PLOT_H + 4, x, PLOT_Y + PLOT_H + 16,
-				   label);
+				   x, PLOT_Y + PLOT_H, x, PLOT_Y + PLOT_H + 4, x,
+				   PLOT_Y + PLOT_H + 16, label);
 	}
-	control_buf_printf(o,
-			   "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">UTC</text>\n",
+	control_buf_printf(o, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">UTC</text>\n",
 			   PLOT_X + PLOT_W, CHART_H - 2);
 }
 
@@ -293,8 +291,9 @@ static void result_lines(const struct intervals *iv, uint64_t top, uint64_t now,
 			any = iv->count[i][k] != 0;
 		if (!any)
 			continue;
-		control_buf_printf(o, "<path class=\"series\" fill=\"none\" stroke=\"%s\" "
-				      "stroke-width=\"1.5\" d=\"",
+		control_buf_printf(o,
+				   "<path class=\"series\" fill=\"none\" stroke=\"%s\" "
+				   "stroke-width=\"1.5\" d=\"",
 				   series[k].color);
 		for (unsigned i = 0; i < iv->n; i++) {
 			uint64_t end = iv->end_unix_s[i];
@@ -318,13 +317,14 @@ static void legend(struct control_buf *o)
 static void last_hour(const struct intervals *iv, uint64_t now, struct control_buf *o)
 {
 	uint64_t top = decade_ceiling(iv->max_count);
-	control_buf_printf(o,
-			   "<h3>Per %u s over the last hour (log scale)</h3>\n"
-			   "<svg id=\"auth-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
-			   "height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" "
-			   "aria-label=\"authentication results per %u s interval, log scale\">\n",
-			   CONTROL_SAMPLE_INTERVAL_S, CHART_W, CHART_H, CHART_W, CHART_H,
-			   CONTROL_SAMPLE_INTERVAL_S);
+	control_buf_printf(
+		o,
+		"<h3>Per %u s over the last hour (log scale)</h3>\n"
+		"<svg id=\"auth-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
+		"height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" "
+		"aria-label=\"authentication results per %u s interval, log scale\">\n",
+		CONTROL_SAMPLE_INTERVAL_S, CHART_W, CHART_H, CHART_W, CHART_H,
+		CONTROL_SAMPLE_INTERVAL_S);
 	value_axis(top, o);
 	time_axis(now, o);
 	result_lines(iv, top, now, o);
@@ -332,7 +332,8 @@ static void last_hour(const struct intervals *iv, uint64_t now, struct control_b
 		control_buf_printf(o,
 				   "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">no sample "
 				   "yet: one is taken every %u s</text>\n",
-				   PLOT_X + PLOT_W / 2, PLOT_Y + PLOT_H / 2, CONTROL_SAMPLE_INTERVAL_S);
+				   PLOT_X + PLOT_W / 2, PLOT_Y + PLOT_H / 2,
+				   CONTROL_SAMPLE_INTERVAL_S);
 	control_buf_printf(o, "</svg>\n");
 	legend(o);
 }
@@ -355,8 +356,10 @@ static void totals_table(const struct intervals *iv, const struct control_stats 
 				   series[k].color, series[k].label, total, share,
 				   iv->n ? iv->count[iv->n - 1][k] : 0);
 	}
-	control_buf_printf(o, "<tr><th>all</th><th>%" PRIu64 "</th><th></th><th></th></tr>"
-			      "</table>\n", all);
+	control_buf_printf(o,
+			   "<tr><th>all</th><th>%" PRIu64 "</th><th></th><th></th></tr>"
+			   "</table>\n",
+			   all);
 }
 
 void status_chart_auth_panel(const struct control_history *h, const struct control_stats *st,

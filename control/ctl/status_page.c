@@ -70,12 +70,12 @@ struct stat_row {
 	size_t offset; /* of the uint64_t in struct control_stats */
 };
 #define STAT_ROW(field, type, metric, labels, help) STAT_ROW_##type(field, metric, labels, help)
-#define STAT_ROW_COUNTER(f, m, l, h) {m, l, h, offsetof(struct control_stats, f)},
+#define STAT_ROW_COUNTER(f, m, l, h) { m, l, h, offsetof(struct control_stats, f) },
 #define STAT_ROW_GAUGE(f, m, l, h) STAT_ROW_COUNTER(f, m, l, h)
 #define STAT_ROW_COUNTER_BY_RESULT(f, m, l, h)
 #define STAT_ROW_HISTOGRAM(f, m, l, h)
 #define STAT_ROW_ALSO_COUNTER(f, m, l, h)
-static const struct stat_row stat_rows[] = {COUNTERS_WORKER(STAT_ROW) COUNTERS_PROCESS(STAT_ROW)};
+static const struct stat_row stat_rows[] = { COUNTERS_WORKER(STAT_ROW) COUNTERS_PROCESS(STAT_ROW) };
 #define STAT_ROWS (sizeof stat_rows / sizeof *stat_rows)
 
 static uint64_t stat_value(const struct control_stats *st, const struct stat_row *r)
@@ -99,8 +99,8 @@ static void label_value(char *buf, size_t len, const char *labels)
 
 /* A two-column table of every row of the families in metrics[]: its HELP
  * text (with its label's value where the family has several rows). */
-static void stats_table(const struct control_stats *st, const char *id,
-			const char *const *metrics, size_t n_metrics, struct control_buf *o)
+static void stats_table(const struct control_stats *st, const char *id, const char *const *metrics,
+			size_t n_metrics, struct control_buf *o)
 {
 	control_buf_printf(o, "<table id=\"%s\">\n", id);
 	for (size_t m = 0; m < n_metrics; m++)
@@ -153,15 +153,17 @@ static void refusal_row(const struct tls_refusal *r, struct control_buf *o)
 
 static void refusals_table(const struct tls_refusal *refusals, size_t n, struct control_buf *o)
 {
-	control_buf_printf(o, "<h3>Latest refused handshakes (newest first, the last %u kept)</h3>\n",
+	control_buf_printf(o,
+			   "<h3>Latest refused handshakes (newest first, the last %u kept)</h3>\n",
 			   (unsigned)TLS_REFUSALS_KEPT);
 	if (!n) {
 		control_buf_printf(o, "<p id=\"no-refusals\">none since start</p>\n");
 		return;
 	}
-	control_buf_printf(o, "<table id=\"refusals\"><tr><th>time (UTC)</th><th>source</th>"
-			      "<th>device</th><th>result</th><th>reason</th><th>subject</th>"
-			      "<th>issuer</th><th>serial</th><th>not after</th><th>SHA-256</th></tr>\n");
+	control_buf_printf(
+		o, "<table id=\"refusals\"><tr><th>time (UTC)</th><th>source</th>"
+		   "<th>device</th><th>result</th><th>reason</th><th>subject</th>"
+		   "<th>issuer</th><th>serial</th><th>not after</th><th>SHA-256</th></tr>\n");
 	for (size_t i = 0; i < n; i++)
 		refusal_row(&refusals[i], o);
 	control_buf_printf(o, "</table>\n");
@@ -170,9 +172,10 @@ static void refusals_table(const struct tls_refusal *refusals, size_t n, struct 
 static void failures_panel(const struct control_stats *st, const struct tls_refusal *refusals,
 			   size_t n, struct control_buf *o)
 {
-	static const char *const families[] = {
-	    "beacond_handshake_failures_total", "beacond_limit_refusals_total",
-	    "beacond_connections_refused_total", "beacond_timeouts_total"};
+	static const char *const families[] = { "beacond_handshake_failures_total",
+						"beacond_limit_refusals_total",
+						"beacond_connections_refused_total",
+						"beacond_timeouts_total" };
 	uint64_t refused = 0;
 	for (unsigned r = 0; r < AUTH_RESULT_COUNT; r++)
 		if (r != AUTH_OK)
@@ -190,7 +193,7 @@ static void failures_panel(const struct control_stats *st, const struct tls_refu
 
 static void http_panel(const struct control_stats *st, struct control_buf *o)
 {
-	static const char *const classes[] = {"beacond_responses_total"};
+	static const char *const classes[] = { "beacond_responses_total" };
 	uint64_t all = 0;
 	for (size_t i = 0; i < STAT_ROWS; i++)
 		if (!strcmp(stat_rows[i].metric, "beacond_responses_by_status_total"))
@@ -207,13 +210,13 @@ static void http_panel(const struct control_stats *st, struct control_buf *o)
 		char code[16], share[16];
 		label_value(code, sizeof code, r->labels);
 		status_share(share, sizeof share, v, all);
-		control_buf_printf(o,
-				   "<tr class=\"%s\"><td>%s</td><td>%" PRIu64
-				   "</td><td>%s</td></tr>\n",
-				   code[0] == '4' || code[0] == '5' ? "error" : "ok", code, v, share);
+		control_buf_printf(
+			o, "<tr class=\"%s\"><td>%s</td><td>%" PRIu64 "</td><td>%s</td></tr>\n",
+			code[0] == '4' || code[0] == '5' ? "error" : "ok", code, v, share);
 	}
-	control_buf_printf(o, "<tr><th>all</th><th>%" PRIu64 "</th><th></th></tr></table>\n"
-			      "</section>\n",
+	control_buf_printf(o,
+			   "<tr><th>all</th><th>%" PRIu64 "</th><th></th></tr></table>\n"
+			   "</section>\n",
 			   all);
 }
 
@@ -221,27 +224,27 @@ static void http_panel(const struct control_stats *st, struct control_buf *o)
 
 static void store_panel(const struct control_stats *st, struct control_buf *o)
 {
-	static const char *const families[] = {
-	    "beacond_store_commits_total", "beacond_store_fdatasyncs_total",
-	    "beacond_store_uploads_committed_total", "beacond_store_uploads_expired_total",
-	    "beacond_store_recovered_bad_headers_total",
-	    "beacond_store_recovered_truncated_bytes_total"};
+	static const char *const families[] = { "beacond_store_commits_total",
+						"beacond_store_fdatasyncs_total",
+						"beacond_store_uploads_committed_total",
+						"beacond_store_uploads_expired_total",
+						"beacond_store_recovered_bad_headers_total",
+						"beacond_store_recovered_truncated_bytes_total" };
 	control_buf_printf(o, "<section id=\"store\"><h2>Store</h2>\n");
 	stats_table(st, "store-counts", families, sizeof families / sizeof *families, o);
 	if (st->commit_latency_count)
-		control_buf_printf(o,
-				   "<p>%" PRIu64 " commits waited for, %" PRIu64
-				   " us on average.</p>\n",
-				   st->commit_latency_count,
-				   st->commit_latency_sum_us / st->commit_latency_count);
+		control_buf_printf(
+			o, "<p>%" PRIu64 " commits waited for, %" PRIu64 " us on average.</p>\n",
+			st->commit_latency_count,
+			st->commit_latency_sum_us / st->commit_latency_count);
 	control_buf_printf(o, "</section>\n");
 }
 
 static void trust_panel(const struct control_stats *st, uint64_t now, struct control_buf *o)
 {
-	static const char *const families[] = {"beacond_snapshot_generation", "beacond_issuers",
-					       "beacond_crls", "beacond_revoked_serials",
-					       "beacond_blocked_entries"};
+	static const char *const families[] = { "beacond_snapshot_generation", "beacond_issuers",
+						"beacond_crls", "beacond_revoked_serials",
+						"beacond_blocked_entries" };
 	char loaded[32] = "never";
 	uint64_t age = 0;
 	if (st->snapshot_loaded_unix_s) {
@@ -259,19 +262,19 @@ static void trust_panel(const struct control_stats *st, uint64_t now, struct con
 /* ---- page ---- */
 
 static const char page_head[] =
-    "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-    "<meta http-equiv=\"refresh\" content=\"10\"><title>beacond status</title>\n<style>"
-    "body{font:14px sans-serif;margin:1.5em;color:#222}svg{font:11px sans-serif}"
-    "section{border-top:2px solid #ccc;margin-top:1.5em}"
-    "#failures{border-top-color:#c62828}"
-    "table{border-collapse:collapse}td,th{padding:2px 10px;text-align:right}"
-    "td:first-child,th:first-child{text-align:left}"
-    "#refusals td,#refusals th{text-align:left;max-width:22em;overflow-wrap:anywhere}"
-    "#refusals td:first-child{white-space:nowrap}"
-    "#refusals td.hash{font:11px monospace}tr.error td{color:#c62828}"
-    "i{display:inline-block;width:10px;height:10px;margin-right:5px}"
-    ".legend span{margin-right:12px}</style></head><body>\n"
-    "<h1>beacond</h1>\n";
+	"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+	"<meta http-equiv=\"refresh\" content=\"10\"><title>beacond status</title>\n<style>"
+	"body{font:14px sans-serif;margin:1.5em;color:#222}svg{font:11px sans-serif}"
+	"section{border-top:2px solid #ccc;margin-top:1.5em}"
+	"#failures{border-top-color:#c62828}"
+	"table{border-collapse:collapse}td,th{padding:2px 10px;text-align:right}"
+	"td:first-child,th:first-child{text-align:left}"
+	"#refusals td,#refusals th{text-align:left;max-width:22em;overflow-wrap:anywhere}"
+	"#refusals td:first-child{white-space:nowrap}"
+	"#refusals td.hash{font:11px monospace}tr.error td{color:#c62828}"
+	"i{display:inline-block;width:10px;height:10px;margin-right:5px}"
+	".legend span{margin-right:12px}</style></head><body>\n"
+	"<h1>beacond</h1>\n";
 
 void control_status_page_render(const struct control_history *h, const struct control_stats *st,
 				const struct tls_refusal *refusals, size_t n_refusals,
