@@ -280,8 +280,32 @@ static void time_axis(uint64_t now, struct control_buf *o)
 			   PLOT_X + PLOT_W, CHART_H - 2);
 }
 
-/* A line per result that had any count in the window, through the middle
- * of each interval; a zero lies on the baseline. */
+/* A step line per result that had any count in the window, level across
+ * each interval; a zero lies on the baseline. An interval with a count also
+ * gets a dot: a single busy interval is 2.5 px wide, too narrow to see. */
+static void result_line(const struct intervals *iv, unsigned k, uint64_t top, uint64_t now,
+			struct control_buf *o)
+{
+	double slot = PLOT_W / CONTROL_HISTORY_SAMPLES;
+	control_buf_printf(o,
+			   "<path class=\"series\" fill=\"none\" stroke=\"%s\" "
+			   "stroke-width=\"1.5\" d=\"",
+			   series[k].color);
+	for (unsigned i = 0; i < iv->n; i++) {
+		double x1 = x_of(iv->end_unix_s[i], now);
+		control_buf_printf(o, "%c%.1f %.1fH%.1f", i ? 'L' : 'M', fmax(x1 - slot, PLOT_X),
+				   y_of(iv->count[i][k], top), x1);
+	}
+	control_buf_printf(o, "\"><title>%s</title></path>\n<g fill=\"%s\">", series[k].label,
+			   series[k].color);
+	for (unsigned i = 0; i < iv->n; i++)
+		if (iv->count[i][k])
+			control_buf_printf(o, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\"/>",
+					   x_of(iv->end_unix_s[i], now) - slot / 2,
+					   y_of(iv->count[i][k], top));
+	control_buf_printf(o, "</g>\n");
+}
+
 static void result_lines(const struct intervals *iv, uint64_t top, uint64_t now,
 			 struct control_buf *o)
 {
@@ -289,19 +313,8 @@ static void result_lines(const struct intervals *iv, uint64_t top, uint64_t now,
 		bool any = false;
 		for (unsigned i = 0; i < iv->n && !any; i++)
 			any = iv->count[i][k] != 0;
-		if (!any)
-			continue;
-		control_buf_printf(o,
-				   "<path class=\"series\" fill=\"none\" stroke=\"%s\" "
-				   "stroke-width=\"1.5\" d=\"",
-				   series[k].color);
-		for (unsigned i = 0; i < iv->n; i++) {
-			uint64_t end = iv->end_unix_s[i];
-			double x = x_of(end, now) - PLOT_W / CONTROL_HISTORY_SAMPLES / 2;
-			control_buf_printf(o, "%c%.1f %.1f", i ? 'L' : 'M', fmax(x, PLOT_X),
-					   y_of(iv->count[i][k], top));
-		}
-		control_buf_printf(o, "\"><title>%s</title></path>\n", series[k].label);
+		if (any)
+			result_line(iv, k, top, now, o);
 	}
 }
 

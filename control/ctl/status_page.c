@@ -270,8 +270,8 @@ static const char page_head[] =
 	"table{border-collapse:collapse}td,th{padding:2px 10px;text-align:right}"
 	"td:first-child,th:first-child{text-align:left}"
 	"#refusals td,#refusals th{text-align:left;max-width:22em;overflow-wrap:anywhere}"
-	"#refusals td:first-child{white-space:nowrap}"
-	"#refusals td.hash{font:11px monospace}tr.error td{color:#c62828}"
+	"#refusals th,#refusals td:nth-child(-n+2),#refusals td:nth-child(4){white-space:nowrap}"
+	"#refusals td.hash{font:11px monospace;max-width:16ch}tr.error td{color:#c62828}"
 	"i{display:inline-block;width:10px;height:10px;margin-right:5px}"
 	".legend span{margin-right:12px}</style></head><body>\n"
 	"<h1>beacond</h1>\n";

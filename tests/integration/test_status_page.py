@@ -34,7 +34,7 @@ class Page(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.ids, self.scripts = set(), 0
         self.tables, self.refusals = {}, []
-        self.ylabels, self.xlabels = [], []
+        self.ylabels, self.xlabels, self.lines = [], [], 0
         self._table, self._row, self._cell = None, None, None
         self.feed(html)
         self.close()
@@ -56,6 +56,8 @@ class Page(HTMLParser):
                 self._table.append(self._row)
         elif tag in ("td", "th") and self._row is not None:
             self._cell = []
+        elif tag == "path" and a.get("class") == "series":
+            self.lines += 1
         elif tag == "text" and a.get("class") == "ylabel":
             self.ylabels.append(float(a["y"]))
         elif tag == "text" and a.get("class") == "xlabel":
@@ -136,13 +138,13 @@ def hostile_client(tmp_path, pki):
     return ctx
 
 
-def page_when(mport, pred):
+def page_when(mport, pred, timeout=10):
     def get():
         code, body = http_get(mport, "/status")
         assert code == 200, code
         page = Page(body.decode())
         return (page, body) if pred(page) else None
-    got = wait_until(get, 10)
+    got = wait_until(get, timeout)
     assert got, "the status page never showed the expected state"
     return got
 
@@ -207,19 +209,21 @@ def test_status_page_screenshot(busy_server, tmp_path):
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it)")
     srv, mport = busy_server
-    page_when(mport, lambda p: len(p.refusals) == N_EXPIRED + 2)
+    # Once a history sample is taken (every 10 s) the hour chart has lines:
+    # succeeded, unknown issuer and expired.
+    page_when(mport, lambda p: len(p.refusals) == N_EXPIRED + 2 and p.lines == 3, timeout=30)
     shot = tmp_path / "status.png"
     keep = os.environ.get("STATUS_SCREENSHOT")  # where to keep a copy, to look at
     p = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
          f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-         "--window-size=1200,1600", f"http://127.0.0.1:{mport}/status"],
+         "--window-size=1200,2400", f"http://127.0.0.1:{mport}/status"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
     assert p.returncode == 0 and shot.exists(), p.stdout.decode(errors="replace")[-3000:]
     if keep:
         shutil.copy(shot, keep)
     w, h, rows = png_pixels(shot.read_bytes())
-    assert (w, h) == (1200, 1600), (w, h)
+    assert (w, h) == (1200, 2400), (w, h)
     colours = {c for row in rows for c in row}
     assert len(colours) >= 8, f"{len(colours)} colours: a blank or broken page"
     # The 2 unknown-issuer and 2 expired refusals next to 6 successes are
