@@ -24,7 +24,7 @@ struct health_sources {
 	unsigned n_workers;
 	struct store *store;
 	uint64_t stall_ms; /* [server] health_stall */
-	bool serving;      /* every listener up and not stopping */
+	bool serving;	   /* every listener up and not stopping */
 };
 
 /* 0, or -1 with one line per reason in msg ("worker 1: loop stalled for

@@ -142,7 +142,7 @@ class ThreadStop:
 
 
 def test_stalled_worker_fails_healthz_until_it_turns_again(start_server):
-    srv = with_admin(start_server, {"server": {"workers": "2", "health_stall": "1s"}})
+    srv = with_admin(start_server, {"server": {"workers": "2", "health_stall": "3s"}})
     wait_status(srv, "/healthz", 200)
     tid = thread_by_name(srv.proc.pid, "beacond-w1")
     with ThreadStop(tid):
