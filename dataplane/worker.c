@@ -32,6 +32,17 @@ static void worker_pin(struct worker *w)
 		log_warn("worker %u: cannot pin to CPU %u", w->id, w->id % (unsigned)ncpu);
 }
 
+/* "beacond-wN" in ps, top and /proc/PID/task/TID/comm: an operator (or a
+ * test) can tell which thread a stalled worker is. */
+static void worker_name(struct worker *w)
+{
+	char name[16];
+	snprintf(name, sizeof name, "beacond-w%u", w->id);
+	int rc = pthread_setname_np(pthread_self(), name);
+	if (rc != 0)
+		log_warn("worker %u: cannot name its thread: %s", w->id, strerror(rc));
+}
+
 int buf_pool_init(struct buf_pool *p, size_t size, unsigned max)
 {
 	p->spare = calloc(max, sizeof *p->spare);
@@ -131,6 +142,7 @@ static int worker_turn(struct worker *w)
 	int rc = ring_run_once(&w->ring, spin ? 0 : TIMER_TICK_MS * 1000000ull);
 	conn_flush_queued(w);
 	uint64_t now = clock_ms();
+	atomic_store_explicit(&w->last_turn_ms, now, memory_order_relaxed);
 	transport_poll(w->transport, now);
 	timer_wheel_advance(&w->timers, now);
 	conn_flush_queued(w);
@@ -194,8 +206,10 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	worker_pin(w);
+	worker_name(w);
 	w->start_rc = worker_setup(w);
 	if (w->start_rc == 0) {
+		atomic_store_explicit(&w->last_turn_ms, clock_ms(), memory_order_relaxed);
 		atomic_store(&w->started, 1);
 		worker_loop(w);
 		worker_drain(w);
@@ -272,6 +286,13 @@ void worker_commit_latency(struct worker *w, uint64_t us)
 		i++;
 	counter_add(&w->counters.commit_latency_bucket[i], 1);
 	counter_add(&w->counters.commit_latency_sum_us, us);
+}
+
+uint64_t worker_idle_ms(const struct worker *w)
+{
+	uint64_t last = atomic_load_explicit(&w->last_turn_ms, memory_order_relaxed);
+	uint64_t now = clock_ms();
+	return now > last ? now - last : 0;
 }
 
 const struct worker_counters *worker_counters(const struct worker *w)

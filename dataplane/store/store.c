@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -547,4 +548,24 @@ leave:
 		close(lock_fd);
 	free(s);
 	return e;
+}
+
+int store_health(struct store *s, struct store_health *out)
+{
+	memset(out, 0, sizeof *out);
+	out->last_commit = atomic_load(&s->last_commit_status);
+	uint64_t began_us = atomic_load(&s->commit_began_us);
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	uint64_t now_us = (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+	if (began_us && now_us > began_us)
+		out->committing_ms = (now_us - began_us) / 1000u;
+	out->need_bytes = s->opts.upload_buffer;
+	struct statvfs vfs;
+	if (statvfs(s->data_dir, &vfs) != 0) {
+		log_warn("store %s: statvfs: %s", s->data_dir, strerror(errno));
+		return STORE_ERR_IO;
+	}
+	out->free_bytes = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	return 0;
 }

@@ -1,8 +1,8 @@
 /*
  * control: the control plane's outside faces. A Unix socket (mode 0600, one
  * JSON object per line each way) that beaconctl talks to, and a loopback
- * HTTP listener with /metrics (Prometheus text format), /healthz and a
- * status page with the authentication-result chart.
+ * HTTP listener with /metrics (Prometheus text format), /healthz, /readyz
+ * and a status page with the authentication-result chart.
  *
  * Model: control_start runs one control thread that owns both listeners and
  * never touches the data path. What it reports and what it changes go
@@ -72,6 +72,11 @@ struct control_handlers {
 	 * no record, -1 when it cannot tell. May be NULL: changes then go
 	 * ahead unchecked (no "already blocked", no unknown-device warning). */
 	int (*device_lookup)(void *arg, const char *device, enum device_state *state, bool *seen);
+	/* /healthz (live: the workers' loops turn and the store commits) and
+	 * /readyz (ready: also serving, and room on the disk): 0, or -1 with
+	 * the reasons in msg, one a line. May be NULL: always 200. */
+	int (*live)(void *arg, char *msg, size_t msglen);
+	int (*ready)(void *arg, char *msg, size_t msglen);
 };
 
 struct control;

@@ -63,4 +63,10 @@ void worker_free(struct worker *w);
 
 const struct worker_counters *worker_counters(const struct worker *w);
 
+/* Milliseconds since the worker's loop last turned (its heartbeat). An
+ * idle loop turns at least every timer tick, so more than a few ticks
+ * means the thread is stuck (or stopped: its loop ended on a ring error).
+ * Safe from any thread while the worker exists. */
+uint64_t worker_idle_ms(const struct worker *w);
+
 #endif

@@ -95,11 +95,24 @@ static int fake_device(void *arg, const char *device, enum device_state state, c
 	return 0;
 }
 
+static int fake_live(void *arg, char *msg, size_t len)
+{
+	return 0;
+}
+
+static int fake_ready(void *arg, char *msg, size_t len)
+{
+	snprintf(msg, len, "worker 1: loop stalled for 7 s\nstore: disk full");
+	return -1;
+}
+
 static const struct control_handlers handlers = {
     .stats = fake_stats,
     .reload = fake_reload,
     .tickets_rotate = fake_rotate,
     .device_set_state = fake_device,
+    .live = fake_live,
+    .ready = fake_ready,
 };
 
 static int setup(void **state)
@@ -696,6 +709,34 @@ static void test_healthz(void **state)
 	free(resp);
 }
 
+static void test_readyz_names_the_reasons(void **state)
+{
+	char *resp = http("GET", "/readyz");
+	assert_true(!strncmp(resp, "HTTP/1.0 503 Service Unavailable\r\n", 34));
+	assert_non_null(strstr(resp, "Cache-Control: no-store\r\n"));
+	const char *body = strstr(resp, "\r\n\r\n");
+	assert_non_null(body);
+	assert_string_equal(body + 4, "worker 1: loop stalled for 7 s\nstore: disk full\n");
+	free(resp);
+}
+
+static void test_head_is_the_head_alone(void **state)
+{
+	char *resp = http("HEAD", "/healthz");
+	assert_true(!strncmp(resp, "HTTP/1.0 200 OK\r\n", 17));
+	assert_non_null(strstr(resp, "Content-Length: 3\r\n"));
+	const char *end = strstr(resp, "\r\n\r\n");
+	assert_non_null(end);
+	assert_string_equal(end + 4, "");
+	free(resp);
+	resp = http("HEAD", "/readyz");
+	assert_true(!strncmp(resp, "HTTP/1.0 503 ", 13));
+	end = strstr(resp, "\r\n\r\n");
+	assert_non_null(end);
+	assert_string_equal(end + 4, "");
+	free(resp);
+}
+
 static void test_status_page(void **state)
 {
 	char *resp = http("GET", "/status");
@@ -722,7 +763,7 @@ static void test_http_errors(void **state)
 	free(resp);
 	resp = http("POST", "/metrics");
 	assert_true(!strncmp(resp, "HTTP/1.0 405 ", 13));
-	assert_non_null(strstr(resp, "Allow: GET\r\n"));
+	assert_non_null(strstr(resp, "Allow: GET, HEAD\r\n"));
 	free(resp);
 }
 
@@ -817,6 +858,8 @@ int main(void)
 	    cmocka_unit_test(test_metrics_families_whole),
 	    cmocka_unit_test(test_stats_every_row),
 	    cmocka_unit_test(test_healthz),
+	    cmocka_unit_test(test_readyz_names_the_reasons),
+	    cmocka_unit_test(test_head_is_the_head_alone),
 	    cmocka_unit_test(test_status_page),
 	    cmocka_unit_test(test_http_errors),
 	    cmocka_unit_test(test_http_oversized_head),
