@@ -1,7 +1,7 @@
 /*
  * beaconctl: the command line for a beacon. Two sides: the store's read
  * side (uploads.c, devices.c) and the control side, which talks to a
- * running beacond over its control socket (socket.c). This file holds the
+ * running beacond over its control socket (client.c). This file holds the
  * command table, the usage line and the manual, the global options and main.
  *
  * Global options (--json, --socket, --data-dir, --debug) go anywhere on the

@@ -1,7 +1,7 @@
 /*
  * beaconctl: what its files share. beaconctl.c holds the command table, the
  * usage line and manual, the global options and main; uploads.c and
- * devices.c the store's read side; socket.c the control side (the control
+ * devices.c the store's read side; client.c the control side (the control
  * socket client and the commands that go through it); output.c the printing
  * helpers both sides use.
  *

@@ -6,7 +6,7 @@
  *   beaconctl devices show DEVICE
  *
  * approve, block and unblock go to beacond over the control socket
- * (socket.c).
+ * (client.c).
  */
 #include "beaconctl.h"
 
