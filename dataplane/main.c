@@ -248,8 +248,10 @@ static int wait_for_stop(struct beacond *b, const sigset_t *set)
 	for (;;) {
 		int sig = sigtimedwait(set, NULL, &tick);
 		if (sig < 0) {
-			if (errno == EAGAIN)
+			if (errno == EAGAIN) {
 				trust_tick(b->trust);
+				tls_refusals_log_summary();
+			}
 			continue;
 		}
 		if (sig == SIGHUP) {
