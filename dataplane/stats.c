@@ -12,6 +12,7 @@
 #include "beacon/tls.h"
 #include "beacon/transport.h"
 #include "beacon/snapshot.h"
+#include "beacon/trust.h"
 #include "beacon/worker.h"
 
 static uint64_t load(const _Atomic uint64_t *v)
@@ -67,6 +68,7 @@ static void add_trust(pthread_mutex_t *lock, struct control_stats *out)
 	out->crls = info.crls;
 	out->revoked_serials = info.revoked_serials;
 	out->blocked_entries = info.blocked_entries;
+	trust_reload_counts(&out->reload_successes, &out->reload_failures);
 }
 
 static void add_store(struct store *store, struct control_stats *out)
@@ -79,6 +81,13 @@ static void add_store(struct store *store, struct control_stats *out)
 	out->store_uploads_expired = ss.uploads_expired;
 	out->store_recovered_bad_headers = ss.recovered_bad_headers;
 	out->store_recovered_truncated_bytes = ss.recovered_truncated_bytes;
+	out->store_disk_free_bytes = ss.disk_free_bytes;
+	out->store_disk_size_bytes = ss.disk_size_bytes;
+	out->store_spool_bytes = ss.spool_bytes;
+	out->store_map_used_bytes = ss.map_used_bytes;
+	out->store_map_size_bytes = ss.map_size_bytes;
+	out->store_uploads_open = ss.uploads_open;
+	out->store_uploads_open_max = ss.uploads_open_max;
 }
 
 void stats_collect(const struct stats_sources *src, struct control_stats *out)

@@ -103,6 +103,11 @@ void trust_set_serving(struct trust_control *tc, bool serving);
  * stays). Logged either way. */
 int trust_reload(struct trust_control *tc, const char *what, char *msg, size_t len);
 
+/* Reloads (of a known target) since start that took effect and that were
+ * refused, whatever asked for them (the control socket, SIGHUP, the file
+ * watch). Any thread. */
+void trust_reload_counts(uint64_t *succeeded, uint64_t *failed);
+
 /* A new ticket key (keys made in memory only; refused with a key file). */
 int trust_tickets_rotate(struct trust_control *tc, char *msg, size_t len);
 
