@@ -27,6 +27,9 @@ struct ring_op {
 struct ring {
 	struct io_uring uring;
 	unsigned pending; /* SQEs taken but not yet submitted */
+	/* Nanoseconds spent blocked in the kernel for completions (its
+	 * thread's idle time, for the worker's busy share). */
+	uint64_t waited_ns;
 };
 
 #ifndef container_of

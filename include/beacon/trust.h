@@ -44,6 +44,9 @@ struct tls_server;
 int trust_snapshot_build(const struct config *cfg, const char *const *devices, size_t n_devices,
 			 struct trust_snapshot **out, char *err, size_t errlen);
 void trust_snapshot_info(const struct trust_snapshot *t, struct tls_server_info *out);
+/* Its dates, as trust_current_dates (beacon/snapshot.h) gives them. */
+void trust_snapshot_dates(const struct trust_snapshot *t,
+			  void (*fn)(const struct trust_date *d, void *arg), void *arg);
 
 /* A whole snapshot ready to publish: the server certificate and key, the
  * trust data (with the devices `reader` says are blocked; NULL: none) and
