@@ -121,10 +121,6 @@ static void net_counters_publish(struct worker *w, uint64_t now)
 	w->net_published_ms = now;
 }
 
-/* One turn of the loop: ring completions (transport, spool, store), a
- * polling transport's receive work, timers. Reads as the dataflow: nothing
- * else happens on a worker. A polling transport (DPDK) spins: the ring is
- * then only peeked. Returns 0 or a ring error. */
 static uint64_t clock_ns(void)
 {
 	struct timespec t;
@@ -132,6 +128,10 @@ static uint64_t clock_ns(void)
 	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
 }
 
+/* One turn of the loop: ring completions (transport, spool, store), a
+ * polling transport's receive work, timers. Reads as the dataflow: nothing
+ * else happens on a worker. A polling transport (DPDK) spins: the ring is
+ * then only peeked. Returns 0 or a ring error. */
 static int worker_turn(struct worker *w)
 {
 	uint64_t began_ns = clock_ns(), waited_ns = w->ring.waited_ns;
