@@ -61,9 +61,9 @@ static void add_worker(const struct worker_counters *k, struct control_stats *ou
 static void add_date(const struct trust_date *d, void *arg)
 {
 	struct control_stats *out = arg;
-	enum control_date_kind kind = d->kind == TRUST_DATE_SERVER_CERT ? CONTROL_DATE_SERVER_CERT
+	enum control_date_kind kind = d->kind == TRUST_DATE_SERVER_CERT	  ? CONTROL_DATE_SERVER_CERT
 				      : d->kind == TRUST_DATE_ISSUER_CERT ? CONTROL_DATE_ISSUER_CERT
-									   : CONTROL_DATE_CRL;
+									  : CONTROL_DATE_CRL;
 	/* Two issuers of one name (a CA re-keyed) would be one series twice:
 	 * the sooner date stands for both. */
 	for (unsigned i = 0; i < out->n_dates; i++) {

@@ -351,7 +351,8 @@ static void render_dates(const struct control_stats *st, struct control_buf *o)
 		const struct control_date *d = &st->dates[i];
 		if (d->kind == CONTROL_DATE_CRL)
 			continue;
-		control_buf_printf(o, "beacond_certificate_not_after_seconds{role=\"%s\",subject=\"",
+		control_buf_printf(o,
+				   "beacond_certificate_not_after_seconds{role=\"%s\",subject=\"",
 				   d->kind == CONTROL_DATE_SERVER_CERT ? "server" : "issuer");
 		label_value(o, d->name);
 		control_buf_printf(o, "\"} %" PRId64 "\n", d->unix_s);

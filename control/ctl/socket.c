@@ -282,8 +282,9 @@ static void add_dates(cJSON *o, const struct control_stats *st)
 			add_u64(e, "next_update_unix_s", (uint64_t)d->unix_s);
 			cJSON_AddItemToArray(crls, e);
 		} else {
-			cJSON_AddStringToObject(
-				e, "role", d->kind == CONTROL_DATE_SERVER_CERT ? "server" : "issuer");
+			cJSON_AddStringToObject(e, "role",
+						d->kind == CONTROL_DATE_SERVER_CERT ? "server"
+										    : "issuer");
 			cJSON_AddStringToObject(e, "subject", d->name);
 			add_u64(e, "not_after_unix_s", (uint64_t)d->unix_s);
 			cJSON_AddItemToArray(certs, e);

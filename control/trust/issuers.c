@@ -105,11 +105,9 @@ static int64_t x509_not_after(WOLFSSL_X509 *x)
 	return (int64_t)timegm(&tm);
 }
 
-int cert_pem_dates(const uint8_t *pem, size_t len, char *name, size_t name_len,
-		   int64_t *not_after)
+int cert_pem_dates(const uint8_t *pem, size_t len, char *name, size_t name_len, int64_t *not_after)
 {
-	WOLFSSL_X509 *x = wolfSSL_X509_load_certificate_buffer(pem, (int)len,
-								WOLFSSL_FILETYPE_PEM);
+	WOLFSSL_X509 *x = wolfSSL_X509_load_certificate_buffer(pem, (int)len, WOLFSSL_FILETYPE_PEM);
 	int der_len = 0;
 	const unsigned char *der = x ? wolfSSL_X509_get_der(x, &der_len) : NULL;
 	struct cert_view v;

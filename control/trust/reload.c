@@ -157,8 +157,7 @@ int trust_reload(struct trust_control *tc, const char *what, char *msg, size_t l
 	if (tc->serving)
 		tc->o.notify("READY=1");
 	pthread_mutex_unlock(tc->o.lock);
-	atomic_fetch_add_explicit(rc == 0 ? &reloads_ok : &reloads_failed, 1,
-				  memory_order_relaxed);
+	atomic_fetch_add_explicit(rc == 0 ? &reloads_ok : &reloads_failed, 1, memory_order_relaxed);
 	if (rc == 0)
 		log_info("reload %s: %s", what, msg);
 	else

@@ -121,7 +121,8 @@ void trust_snapshot_dates(const struct trust_snapshot *t,
 					 t->server.not_after },
 		   arg);
 	for (size_t i = 0; i < t->n_ca; i++)
-		fn(&(struct trust_date){ TRUST_DATE_ISSUER_CERT, t->ca[i].name, t->ca[i].not_after },
+		fn(&(struct trust_date){ TRUST_DATE_ISSUER_CERT, t->ca[i].name,
+					 t->ca[i].not_after },
 		   arg);
 	size_t n = t->revocation ? revocation_index_issuer_count(t->revocation) : 0;
 	for (size_t i = 0; i < n; i++) {

@@ -42,8 +42,7 @@ int issuers_load(struct trust_snapshot *t, const struct config *cfg, char *err, 
 
 /* issuers.c: the subject (cert_name_text) and notAfter of the first
  * certificate of a PEM buffer. 0, or -1 when none parses. */
-int cert_pem_dates(const uint8_t *pem, size_t len, char *name, size_t name_len,
-		   int64_t *not_after);
+int cert_pem_dates(const uint8_t *pem, size_t len, char *name, size_t name_len, int64_t *not_after);
 
 /* watch.c: a fingerprint of the trust files as they stand (each path's
  * and, for a directory, each entry's mtime, size and inode): it changes
