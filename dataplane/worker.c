@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "beacon/config.h"
@@ -131,12 +132,20 @@ static void net_counters_publish(struct worker *w, uint64_t now)
 	w->net_published_ms = now;
 }
 
+static uint64_t clock_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
 /* One turn of the loop: ring completions (transport, spool, store), a
  * polling transport's receive work, timers. Reads as the dataflow: nothing
  * else happens on a worker. A polling transport (DPDK) spins: the ring is
  * then only peeked. Returns 0 or a ring error. */
 static int worker_turn(struct worker *w)
 {
+	uint64_t began_ns = clock_ns(), waited_ns = w->ring.waited_ns;
 	trust_quiescent(w->id);
 	bool spin = transport_busy_polls(w->transport);
 	int rc = ring_run_once(&w->ring, spin ? 0 : TIMER_TICK_MS * 1000000ull);
@@ -148,6 +157,9 @@ static int worker_turn(struct worker *w)
 	conn_flush_queued(w);
 	if (now - w->net_published_ms >= WORKER_NET_PUBLISH_MS)
 		net_counters_publish(w, now);
+	/* The turn's time less its wait in the kernel: the worker's work. */
+	uint64_t turn_ns = clock_ns() - began_ns, wait_ns = w->ring.waited_ns - waited_ns;
+	counter_add(&w->counters.busy_ns, turn_ns > wait_ns ? turn_ns - wait_ns : 0);
 	return rc < 0 && rc != -EINTR ? rc : 0;
 }
 

@@ -362,6 +362,59 @@ static void render_derived(const struct control_stats *st, uint64_t now, struct 
 		   loaded && now > loaded ? now - loaded : 0);
 }
 
+/* A label value as the text format wants it: backslash, double quote and
+ * newline escaped (names come from certificates, which may hold any). */
+static void label_value(struct control_buf *o, const char *v)
+{
+	for (; *v; v++) {
+		if (*v == '\\')
+			control_buf_append(o, "\\\\", 2);
+		else if (*v == '"')
+			control_buf_append(o, "\\\"", 2);
+		else if (*v == '\n')
+			control_buf_append(o, "\\n", 2);
+		else
+			control_buf_append(o, v, 1);
+	}
+}
+
+/* The trust snapshot's dates: a family per kind, a series per name. */
+static void render_dates(const struct control_stats *st, struct control_buf *o)
+{
+	metric_head(o, "beacond_certificate_not_after_seconds", "gauge",
+		    "notAfter of the server certificate and of each issuer CA in force, Unix "
+		    "seconds.");
+	for (unsigned i = 0; i < st->n_dates; i++) {
+		const struct control_date *d = &st->dates[i];
+		if (d->kind == CONTROL_DATE_CRL)
+			continue;
+		control_buf_printf(o,
+				   "beacond_certificate_not_after_seconds{role=\"%s\",subject=\"",
+				   d->kind == CONTROL_DATE_SERVER_CERT ? "server" : "issuer");
+		label_value(o, d->name);
+		control_buf_printf(o, "\"} %" PRId64 "\n", d->unix_s);
+	}
+	metric_head(o, "beacond_crl_next_update_seconds", "gauge",
+		    "Latest nextUpdate of each issuer's CRLs in force, Unix seconds.");
+	for (unsigned i = 0; i < st->n_dates; i++) {
+		const struct control_date *d = &st->dates[i];
+		if (d->kind != CONTROL_DATE_CRL)
+			continue;
+		control_buf_printf(o, "beacond_crl_next_update_seconds{issuer=\"");
+		label_value(o, d->name);
+		control_buf_printf(o, "\"} %" PRId64 "\n", d->unix_s);
+	}
+}
+
+static void render_workers(const struct control_stats *st, struct control_buf *o)
+{
+	metric_head(o, "beacond_worker_busy_seconds_total", "counter",
+		    "Time each worker's loop spent working rather than waiting for events.");
+	for (unsigned i = 0; i < st->n_worker_busy; i++)
+		control_buf_printf(o, "beacond_worker_busy_seconds_total{worker=\"%u\"} %.6f\n", i,
+				   (double)st->worker_busy_ns[i] / 1e9);
+}
+
 /* The DPDK stack's counters, summed over workers: beacond_net_NAME_total,
  * from the one list in beacon/transport.h. */
 static void render_net(const struct control_stats *st, struct control_buf *o)
@@ -380,5 +433,7 @@ void control_metrics_render(const struct control_stats *st, uint64_t now_unix_s,
 	struct metrics_out m = { .buf = out };
 	render_counters(st, &m);
 	render_derived(st, now_unix_s, out);
+	render_dates(st, out);
+	render_workers(st, out);
 	render_net(st, out);
 }

@@ -380,6 +380,7 @@ static void handshake_over(struct conn *c)
 	if (c->in_handshake) {
 		c->in_handshake = false;
 		c->w->handshakes_active--;
+		counter_add(&c->w->counters.handshakes_in_progress, (uint64_t)-1);
 	}
 }
 
@@ -616,6 +617,7 @@ static void *conn_accepted(void *ctx, struct transport_conn *tc, const struct so
 	memcpy(c->source, key, sizeof key);
 	c->in_handshake = true;
 	w->handshakes_active++;
+	counter_add(&w->counters.handshakes_in_progress, 1);
 	c->w = w;
 	c->tc = tc;
 	/* Noted before the snapshot is taken: a publish in between costs one
@@ -626,6 +628,7 @@ static void *conn_accepted(void *ctx, struct transport_conn *tc, const struct so
 	tls_server_unref(snapshot); /* the session holds its own reference */
 	if (!c->tls) {
 		w->handshakes_active--;
+		counter_add(&w->counters.handshakes_in_progress, (uint64_t)-1);
 		source_release(&w->sources, key);
 		free(c);
 		return NULL;

@@ -174,6 +174,9 @@ struct store {
 
 	/* counters, for metrics and tests */
 	_Atomic uint64_t n_commits, n_fsyncs, n_committed, n_retained_out;
+	/* uploads streaming now, over every worker: the sum of the workers'
+	 * `streaming`, which the control thread cannot read */
+	_Atomic uint64_t n_streaming;
 	uint64_t recovered_bad_headers;
 	uint64_t recovered_truncated_bytes;
 };

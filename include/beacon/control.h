@@ -31,6 +31,10 @@
 /* A point-in-time copy of everything the server counts: a member for
  * every row of beacon/counters.h (the process's values, then the workers'
  * summed), so what is reported cannot drift from what is counted. */
+#define CONTROL_DATES_MAX 64
+enum control_date_kind { CONTROL_DATE_SERVER_CERT, CONTROL_DATE_ISSUER_CERT, CONTROL_DATE_CRL };
+#define CONTROL_WORKERS_MAX 256
+
 struct control_stats {
 #define CONTROL_STATS_MEMBERS(field, type, metric, labels, help)                                   \
 	COUNTERS_TOTAL_MEMBERS(uint64_t, field, type)
@@ -41,6 +45,18 @@ struct control_stats {
 	 * (kernel transport): none, and /metrics and stats show none */
 	bool net_stack;
 	struct transport_net_stats net;
+	/* Labelled series of variable count (not rows of the table): the
+	 * trust snapshot's dates (beacon/snapshot.h trust_current_dates), the
+	 * soonest CONTROL_DATES_MAX when there are more, and each worker's
+	 * busy time. */
+	struct control_date {
+		enum control_date_kind kind;
+		char name[128];
+		int64_t unix_s;
+	} dates[CONTROL_DATES_MAX];
+	unsigned n_dates;
+	uint64_t worker_busy_ns[CONTROL_WORKERS_MAX];
+	unsigned n_worker_busy;
 };
 
 /* Commit-latency bucket bounds in microseconds, COMMIT_LATENCY_BOUNDS_US

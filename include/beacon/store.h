@@ -165,6 +165,13 @@ struct store_stats {
 	uint64_t uploads_expired;   /* uploads removed by retention */
 	uint64_t recovered_bad_headers;     /* indexed records whose header did not match */
 	uint64_t recovered_truncated_bytes; /* uncommitted spool bytes cut at open */
+	uint64_t disk_free_bytes;  /* of the data directory's filesystem, for unprivileged users */
+	uint64_t disk_size_bytes;  /* of that filesystem */
+	uint64_t spool_bytes;	   /* the segment files under DATA/spool */
+	uint64_t map_used_bytes;   /* LMDB pages in use (last page + 1) × page size */
+	uint64_t map_size_bytes;   /* LMDB map size now: map_size, doubled each time it filled */
+	uint64_t uploads_open;	   /* uploads streaming now, over every worker */
+	uint64_t uploads_open_max; /* max_open_uploads × workers */
 };
 void store_stats(struct store *s, struct store_stats *out);
 

@@ -42,6 +42,11 @@ struct worker_counters {
 	COUNTERS_WORKER(WORKER_COUNTER_MEMBERS)
 #undef WORKER_COUNTER_MEMBERS
 	struct worker_net_counters net;
+	/* Nanoseconds its loop spent working rather than waiting for the
+	 * kernel: one worker's own figure, never summed (/metrics
+	 * beacond_worker_busy_seconds_total{worker="N"}). A polling transport
+	 * (DPDK) never waits, so its workers count busy all the time. */
+	_Atomic uint64_t busy_ns;
 };
 
 /* Upper bounds of the commit-latency buckets, microseconds:

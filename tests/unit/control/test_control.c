@@ -37,6 +37,15 @@ static void fake_stats(void *arg, struct control_stats *out)
 	memset(out, 0, sizeof *out);
 	out->uptime_s = 3600;
 	out->workers = 4;
+	out->dates[0] = (struct control_date){ CONTROL_DATE_SERVER_CERT, "CN=server", 1800000000 };
+	/* A name with each character the text format escapes. */
+	out->dates[1] = (struct control_date){ CONTROL_DATE_ISSUER_CERT, "CN=a\"b\\c\nd",
+					       1900000000 };
+	out->dates[2] = (struct control_date){ CONTROL_DATE_CRL, "Agents \"CA\"", 1700000000 };
+	out->n_dates = 3;
+	out->worker_busy_ns[0] = 1500000000;
+	out->worker_busy_ns[1] = 250000;
+	out->n_worker_busy = 2;
 	out->connections_open = 12;
 	out->connections_accepted = 5000;
 	out->handshakes[AUTH_OK] = 1000;
@@ -613,6 +622,29 @@ static void test_metrics_every_row(void **state)
 /* The text format wants a family's samples together, after its TYPE: each
  * sample's name is its family's, or the family's with a histogram's
  * suffix. */
+/* Certificate and CRL dates and the workers' busy time: one labelled
+ * series each, label values escaped (backslash, quote, newline). */
+static void test_metrics_labelled_series(void **state)
+{
+	char *resp = http("GET", "/metrics");
+	static const char *const lines[] = {
+	    "# TYPE beacond_certificate_not_after_seconds gauge\n",
+	    "\nbeacond_certificate_not_after_seconds{role=\"server\",subject=\"CN=server\"} "
+	    "1800000000\n",
+	    "\nbeacond_certificate_not_after_seconds{role=\"issuer\",subject=\"CN=a\\\"b\\\\c\\nd\"} "
+	    "1900000000\n",
+	    "# TYPE beacond_crl_next_update_seconds gauge\n",
+	    "\nbeacond_crl_next_update_seconds{issuer=\"Agents \\\"CA\\\"\"} 1700000000\n",
+	    "# TYPE beacond_worker_busy_seconds_total counter\n",
+	    "\nbeacond_worker_busy_seconds_total{worker=\"0\"} 1.500000\n",
+	    "\nbeacond_worker_busy_seconds_total{worker=\"1\"} 0.000250\n",
+	};
+	for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
+		if (!strstr(resp, lines[i]))
+			fail_msg("missing %s in:\n%s", lines[i], resp);
+	free(resp);
+}
+
 static void test_metrics_families_whole(void **state)
 {
 	char *resp = http("GET", "/metrics");
@@ -856,6 +888,7 @@ int main(void)
 	    cmocka_unit_test(test_metrics_kernel_no_net),
 	    cmocka_unit_test(test_metrics_every_row),
 	    cmocka_unit_test(test_metrics_families_whole),
+	    cmocka_unit_test(test_metrics_labelled_series),
 	    cmocka_unit_test(test_stats_every_row),
 	    cmocka_unit_test(test_healthz),
 	    cmocka_unit_test(test_readyz_names_the_reasons),
