@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@
 #include "beacon/transport.h"
 #include "beacon/trust.h"
 #include "beacon/worker.h"
+#include "health.h"
 #include "stats.h"
 
 #define MAX_WORKERS 256
@@ -48,6 +50,7 @@ struct beacond {
 	 * one at a time (the trust part takes it); the stats read the current
 	 * snapshot under it too. */
 	pthread_mutex_t reload_lock;
+	atomic_bool serving; /* ready to its end: /readyz */
 	struct store_reader *reader; /* device states, for the snapshot */
 	struct trust_control *trust;
 };
@@ -164,6 +167,27 @@ static void handle_stats(void *arg, struct control_stats *out)
 	stats_collect(&src, out);
 }
 
+static struct health_sources health_sources(struct beacond *b)
+{
+	return (struct health_sources){.workers = b->workers,
+				       .n_workers = b->n_workers,
+				       .store = b->store,
+				       .stall_ms = b->cfg.health_stall_ms,
+				       .serving = atomic_load(&b->serving)};
+}
+
+static int handle_live(void *arg, char *msg, size_t len)
+{
+	struct health_sources src = health_sources(arg);
+	return health_live(&src, msg, len);
+}
+
+static int handle_ready(void *arg, char *msg, size_t len)
+{
+	struct health_sources src = health_sources(arg);
+	return health_ready(&src, msg, len);
+}
+
 static size_t handle_refusals(void *arg, struct tls_refusal *out, size_t max)
 {
 	(void)arg;
@@ -224,8 +248,10 @@ static int wait_for_stop(struct beacond *b, const sigset_t *set)
 	for (;;) {
 		int sig = sigtimedwait(set, NULL, &tick);
 		if (sig < 0) {
-			if (errno == EAGAIN)
+			if (errno == EAGAIN) {
 				trust_tick(b->trust);
+				tls_refusals_log_summary();
+			}
 			continue;
 		}
 		if (sig == SIGHUP) {
@@ -395,6 +421,8 @@ static int run(struct beacond *b)
 		.device_set_state = handle_device_state,
 		.store_totals = handle_store_totals,
 		.device_lookup = handle_device_lookup,
+		.live = handle_live,
+		.ready = handle_ready,
 	};
 	if (control_start(cfg->control_socket, cfg->metrics_listen, &handlers, &ctl, err,
 			  sizeof err) != 0) {
@@ -407,7 +435,9 @@ static int run(struct beacond *b)
 	 * are open and privileges are dropped: ready. */
 	log_ready(cfg, n);
 	trust_set_serving(b->trust, true);
+	atomic_store(&b->serving, true);
 	status = wait_for_stop(b, &set);
+	atomic_store(&b->serving, false);
 	trust_set_serving(b->trust, false);
 
 stop_control:

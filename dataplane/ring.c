@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 int ring_init(struct ring *r, unsigned entries)
 {
@@ -70,7 +71,12 @@ int ring_run_once(struct ring *r, uint64_t timeout_ns)
 		struct __kernel_timespec ts = {.tv_sec = (long long)(timeout_ns / 1000000000ull),
 					       .tv_nsec = (long long)(timeout_ns % 1000000000ull)};
 		struct io_uring_cqe *cqe;
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
 		rc = io_uring_submit_and_wait_timeout(&r->uring, &cqe, 1, &ts, NULL);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		r->waited_ns += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000ll +
+					   (t1.tv_nsec - t0.tv_nsec));
 		if (rc < 0 && rc != -ETIME && rc != -EINTR)
 			return rc;
 	} else {

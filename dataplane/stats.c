@@ -6,12 +6,14 @@
 #include "stats.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "beacon/store.h"
 #include "beacon/tls.h"
 #include "beacon/transport.h"
 #include "beacon/snapshot.h"
+#include "beacon/trust.h"
 #include "beacon/worker.h"
 
 static uint64_t load(const _Atomic uint64_t *v)
@@ -55,11 +57,46 @@ static void add_worker(const struct worker_counters *k, struct control_stats *ou
 #undef ADD_NET
 }
 
+/* Keeps the soonest CONTROL_DATES_MAX: those are the ones to act on. */
+static void add_date(const struct trust_date *d, void *arg)
+{
+	struct control_stats *out = arg;
+	enum control_date_kind kind = d->kind == TRUST_DATE_SERVER_CERT	  ? CONTROL_DATE_SERVER_CERT
+				      : d->kind == TRUST_DATE_ISSUER_CERT ? CONTROL_DATE_ISSUER_CERT
+									  : CONTROL_DATE_CRL;
+	/* Two issuers of one name (a CA re-keyed) would be one series twice:
+	 * the sooner date stands for both. */
+	for (unsigned i = 0; i < out->n_dates; i++) {
+		struct control_date *c = &out->dates[i];
+		if (c->kind == kind && !strncmp(c->name, d->name, sizeof c->name - 1)) {
+			if (d->unix_s < c->unix_s)
+				c->unix_s = d->unix_s;
+			return;
+		}
+	}
+	unsigned slot = out->n_dates;
+	if (slot == CONTROL_DATES_MAX) {
+		slot = 0;
+		for (unsigned i = 1; i < CONTROL_DATES_MAX; i++)
+			if (out->dates[i].unix_s > out->dates[slot].unix_s)
+				slot = i;
+		if (out->dates[slot].unix_s <= d->unix_s)
+			return;
+	} else {
+		out->n_dates++;
+	}
+	struct control_date *c = &out->dates[slot];
+	c->kind = kind;
+	c->unix_s = d->unix_s;
+	snprintf(c->name, sizeof c->name, "%s", d->name);
+}
+
 static void add_trust(pthread_mutex_t *lock, struct control_stats *out)
 {
 	struct tls_server_info info;
 	pthread_mutex_lock(lock);
 	trust_current_info(&info);
+	trust_current_dates(add_date, out);
 	pthread_mutex_unlock(lock);
 	out->snapshot_generation = info.generation;
 	out->snapshot_loaded_unix_s = info.loaded_unix_s;
@@ -67,6 +104,7 @@ static void add_trust(pthread_mutex_t *lock, struct control_stats *out)
 	out->crls = info.crls;
 	out->revoked_serials = info.revoked_serials;
 	out->blocked_entries = info.blocked_entries;
+	trust_reload_counts(&out->reload_successes, &out->reload_failures);
 }
 
 static void add_store(struct store *store, struct control_stats *out)
@@ -79,6 +117,13 @@ static void add_store(struct store *store, struct control_stats *out)
 	out->store_uploads_expired = ss.uploads_expired;
 	out->store_recovered_bad_headers = ss.recovered_bad_headers;
 	out->store_recovered_truncated_bytes = ss.recovered_truncated_bytes;
+	out->store_disk_free_bytes = ss.disk_free_bytes;
+	out->store_disk_size_bytes = ss.disk_size_bytes;
+	out->store_spool_bytes = ss.spool_bytes;
+	out->store_map_used_bytes = ss.map_used_bytes;
+	out->store_map_size_bytes = ss.map_size_bytes;
+	out->store_uploads_open = ss.uploads_open;
+	out->store_uploads_open_max = ss.uploads_open_max;
 }
 
 void stats_collect(const struct stats_sources *src, struct control_stats *out)
@@ -87,8 +132,12 @@ void stats_collect(const struct stats_sources *src, struct control_stats *out)
 	time_t now = time(NULL);
 	out->uptime_s = now > src->started ? (uint64_t)(now - src->started) : 0;
 	out->workers = src->n_workers;
-	for (unsigned i = 0; i < src->n_workers; i++)
+	for (unsigned i = 0; i < src->n_workers; i++) {
 		add_worker(worker_counters(src->workers[i]), out);
+		if (i < CONTROL_WORKERS_MAX)
+			out->worker_busy_ns[out->n_worker_busy++] =
+				load(&worker_counters(src->workers[i])->busy_ns);
+	}
 	out->net_stack = src->net_stack;
 	add_trust(src->trust_lock, out);
 	add_store(src->store, out);

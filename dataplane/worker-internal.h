@@ -49,6 +49,9 @@ struct worker {
 	uint8_t *scratch; /* one record's plaintext, shared by all connections */
 	struct buf_pool out_bufs; /* ciphertext out, OUT_BYTES */
 	struct buf_pool in_bufs;  /* plaintext in, conn_in_bytes() */
+	/* clock_ms() of the loop's latest turn: the heartbeat that /healthz
+	 * reads (worker_idle_ms); one relaxed store per turn */
+	_Atomic uint64_t last_turn_ms;
 	_Atomic int stopping;
 	unsigned grace_ms;
 	pthread_t thread;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "beacon/config.h"
@@ -30,6 +31,17 @@ static void worker_pin(struct worker *w)
 	CPU_SET(w->id % (unsigned)ncpu, &set);
 	if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) != 0)
 		log_warn("worker %u: cannot pin to CPU %u", w->id, w->id % (unsigned)ncpu);
+}
+
+/* "beacond-wN" in ps, top and /proc/PID/task/TID/comm: an operator (or a
+ * test) can tell which thread a stalled worker is. */
+static void worker_name(struct worker *w)
+{
+	char name[16];
+	snprintf(name, sizeof name, "beacond-w%u", w->id);
+	int rc = pthread_setname_np(pthread_self(), name);
+	if (rc != 0)
+		log_warn("worker %u: cannot name its thread: %s", w->id, strerror(rc));
 }
 
 int buf_pool_init(struct buf_pool *p, size_t size, unsigned max)
@@ -120,22 +132,34 @@ static void net_counters_publish(struct worker *w, uint64_t now)
 	w->net_published_ms = now;
 }
 
+static uint64_t clock_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
 /* One turn of the loop: ring completions (transport, spool, store), a
  * polling transport's receive work, timers. Reads as the dataflow: nothing
  * else happens on a worker. A polling transport (DPDK) spins: the ring is
  * then only peeked. Returns 0 or a ring error. */
 static int worker_turn(struct worker *w)
 {
+	uint64_t began_ns = clock_ns(), waited_ns = w->ring.waited_ns;
 	trust_quiescent(w->id);
 	bool spin = transport_busy_polls(w->transport);
 	int rc = ring_run_once(&w->ring, spin ? 0 : TIMER_TICK_MS * 1000000ull);
 	conn_flush_queued(w);
 	uint64_t now = clock_ms();
+	atomic_store_explicit(&w->last_turn_ms, now, memory_order_relaxed);
 	transport_poll(w->transport, now);
 	timer_wheel_advance(&w->timers, now);
 	conn_flush_queued(w);
 	if (now - w->net_published_ms >= WORKER_NET_PUBLISH_MS)
 		net_counters_publish(w, now);
+	/* The turn's time less its wait in the kernel: the worker's work. */
+	uint64_t turn_ns = clock_ns() - began_ns, wait_ns = w->ring.waited_ns - waited_ns;
+	counter_add(&w->counters.busy_ns, turn_ns > wait_ns ? turn_ns - wait_ns : 0);
 	return rc < 0 && rc != -EINTR ? rc : 0;
 }
 
@@ -194,8 +218,10 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	worker_pin(w);
+	worker_name(w);
 	w->start_rc = worker_setup(w);
 	if (w->start_rc == 0) {
+		atomic_store_explicit(&w->last_turn_ms, clock_ms(), memory_order_relaxed);
 		atomic_store(&w->started, 1);
 		worker_loop(w);
 		worker_drain(w);
@@ -272,6 +298,13 @@ void worker_commit_latency(struct worker *w, uint64_t us)
 		i++;
 	counter_add(&w->counters.commit_latency_bucket[i], 1);
 	counter_add(&w->counters.commit_latency_sum_us, us);
+}
+
+uint64_t worker_idle_ms(const struct worker *w)
+{
+	uint64_t last = atomic_load_explicit(&w->last_turn_ms, memory_order_relaxed);
+	uint64_t now = clock_ms();
+	return now > last ? now - last : 0;
 }
 
 const struct worker_counters *worker_counters(const struct worker *w)

@@ -124,6 +124,7 @@ static const struct key keys[] = {
 	STR("server", "user", K_WORD, user),
 	ENUM("server", "approval", approval, approvals),
 	ENUM("server", "watch", watch, booleans),
+	NUM("server", "health_stall", K_MS, health_stall_ms, 1000, 3600000),
 
 	STR("tls", "cert", K_PATH, cert),
 	STR("tls", "key", K_PATH, key),
@@ -264,6 +265,7 @@ void config_defaults(struct config *cfg)
 	cfg->crl_stale = CRL_STALE_WARN;
 	cfg->approval = APPROVAL_AUTO;
 	cfg->watch = true;
+	cfg->health_stall_ms = 5000;
 
 	cfg->max_header_bytes = 16 * KiB;
 	cfg->max_headers = 64;

@@ -1,6 +1,7 @@
 /*
  * The admin HTTP listener: loopback only, one request per connection,
- * GET /metrics (Prometheus text format), /healthz and /status. It reads the
+ * GET or HEAD /metrics (Prometheus text format), /healthz, /readyz and
+ * /status. It reads the
  * request head and nothing more; a request with a body gets 405 anyway.
  */
 #include "control_internal.h"
@@ -94,6 +95,8 @@ static const char *status_text(int status)
 		return "Method Not Allowed";
 	case 431:
 		return "Request Header Fields Too Large";
+	case 503:
+		return "Service Unavailable";
 	default:
 		return "Internal Server Error";
 	}
@@ -106,7 +109,7 @@ static void respond(struct control_buf *out, int status, const char *type, const
 			   "HTTP/1.0 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 			   "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
 			   status, status_text(status), type, len,
-			   status == 405 ? "Allow: GET\r\n" : "");
+			   status == 405 ? "Allow: GET, HEAD\r\n" : "");
 	control_buf_append(out, body, len);
 }
 
@@ -135,13 +138,29 @@ static void stats_now(const struct control_handlers *h, struct control_stats *st
 		h->stats(h->arg, st);
 }
 
+/* /healthz and /readyz: 200 "ok", or 503 with the reasons, one a line. */
+static void respond_probe(struct control_buf *out, int (*probe)(void *, char *, size_t),
+			  void *arg)
+{
+	char body[1024] = "";
+	if (!probe || probe(arg, body, sizeof body - 1) == 0) {
+		respond(out, 200, "text/plain; charset=utf-8", "ok\n", 3);
+		return;
+	}
+	size_t n = strlen(body);
+	body[n++] = '\n';
+	respond(out, 503, "text/plain; charset=utf-8", body, n);
+}
+
 static void route(const struct control_http_view *v, const char *path, struct control_buf *out)
 {
 	struct control_stats st;
 	struct control_buf page = {0};
 	uint64_t now = (uint64_t)time(NULL);
 	if (!strcmp(path, "/healthz")) {
-		respond(out, 200, "text/plain; charset=utf-8", "ok\n", 3);
+		respond_probe(out, v->h->live, v->h->arg);
+	} else if (!strcmp(path, "/readyz")) {
+		respond_probe(out, v->h->ready, v->h->arg);
 	} else if (!strcmp(path, "/metrics")) {
 		stats_now(v->h, &st);
 		control_metrics_render(&st, now, &page);
@@ -160,7 +179,21 @@ static void route(const struct control_http_view *v, const char *path, struct co
 		free(refusals);
 		respond_rendered(out, "text/html; charset=utf-8", &page);
 	} else {
-		control_http_error(out, 404, "try /metrics, /healthz or /status");
+		control_http_error(out, 404, "try /metrics, /healthz, /readyz or /status");
+	}
+}
+
+/* HEAD: the GET response's head alone, Content-Length included (load
+ * balancers probe /healthz with HEAD). */
+static void strip_body(struct control_buf *out, size_t start)
+{
+	if (out->oom || !out->data)
+		return;
+	for (size_t i = start; i + 4 <= out->len; i++) {
+		if (!memcmp(out->data + i, "\r\n\r\n", 4)) {
+			out->len = i + 4;
+			return;
+		}
 	}
 }
 
@@ -182,13 +215,17 @@ void control_http_respond(const struct control_http_view *v, const char *req, si
 		control_http_error(out, 400, "malformed request line");
 		return;
 	}
-	if (strcmp(method, "GET") != 0) {
-		control_http_error(out, 405, "only GET is served here");
+	bool head = !strcmp(method, "HEAD");
+	if (strcmp(method, "GET") != 0 && !head) {
+		control_http_error(out, 405, "only GET and HEAD are served here");
 		return;
 	}
 	/* The query string selects nothing: Prometheus may add one. */
 	target[strcspn(target, "?#")] = '\0';
+	size_t start = out->len;
 	route(v, target, out);
+	if (head)
+		strip_body(out, start);
 }
 
 /* ---- /metrics ---- */
@@ -325,6 +362,59 @@ static void render_derived(const struct control_stats *st, uint64_t now, struct 
 		   loaded && now > loaded ? now - loaded : 0);
 }
 
+/* A label value as the text format wants it: backslash, double quote and
+ * newline escaped (names come from certificates, which may hold any). */
+static void label_value(struct control_buf *o, const char *v)
+{
+	for (; *v; v++) {
+		if (*v == '\\')
+			control_buf_append(o, "\\\\", 2);
+		else if (*v == '"')
+			control_buf_append(o, "\\\"", 2);
+		else if (*v == '\n')
+			control_buf_append(o, "\\n", 2);
+		else
+			control_buf_append(o, v, 1);
+	}
+}
+
+/* The trust snapshot's dates: a family per kind, a series per name. */
+static void render_dates(const struct control_stats *st, struct control_buf *o)
+{
+	metric_head(o, "beacond_certificate_not_after_seconds", "gauge",
+		    "notAfter of the server certificate and of each issuer CA in force, Unix "
+		    "seconds.");
+	for (unsigned i = 0; i < st->n_dates; i++) {
+		const struct control_date *d = &st->dates[i];
+		if (d->kind == CONTROL_DATE_CRL)
+			continue;
+		control_buf_printf(o,
+				   "beacond_certificate_not_after_seconds{role=\"%s\",subject=\"",
+				   d->kind == CONTROL_DATE_SERVER_CERT ? "server" : "issuer");
+		label_value(o, d->name);
+		control_buf_printf(o, "\"} %" PRId64 "\n", d->unix_s);
+	}
+	metric_head(o, "beacond_crl_next_update_seconds", "gauge",
+		    "Latest nextUpdate of each issuer's CRLs in force, Unix seconds.");
+	for (unsigned i = 0; i < st->n_dates; i++) {
+		const struct control_date *d = &st->dates[i];
+		if (d->kind != CONTROL_DATE_CRL)
+			continue;
+		control_buf_printf(o, "beacond_crl_next_update_seconds{issuer=\"");
+		label_value(o, d->name);
+		control_buf_printf(o, "\"} %" PRId64 "\n", d->unix_s);
+	}
+}
+
+static void render_workers(const struct control_stats *st, struct control_buf *o)
+{
+	metric_head(o, "beacond_worker_busy_seconds_total", "counter",
+		    "Time each worker's loop spent working rather than waiting for events.");
+	for (unsigned i = 0; i < st->n_worker_busy; i++)
+		control_buf_printf(o, "beacond_worker_busy_seconds_total{worker=\"%u\"} %.6f\n", i,
+				   (double)st->worker_busy_ns[i] / 1e9);
+}
+
 /* The DPDK stack's counters, summed over workers: beacond_net_NAME_total,
  * from the one list in beacon/transport.h. */
 static void render_net(const struct control_stats *st, struct control_buf *o)
@@ -343,5 +433,7 @@ void control_metrics_render(const struct control_stats *st, uint64_t now_unix_s,
 	struct metrics_out m = { .buf = out };
 	render_counters(st, &m);
 	render_derived(st, now_unix_s, out);
+	render_dates(st, out);
+	render_workers(st, out);
 	render_net(st, out);
 }

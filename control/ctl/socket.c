@@ -276,6 +276,34 @@ static void add_net(cJSON *o, const struct control_stats *st)
 #undef JSON_NET
 }
 
+/* The labelled series of /metrics: "certificate_expiry" [{role, subject,
+ * not_after_unix_s}], "crl_next_update" [{issuer, next_update_unix_s}] and
+ * "worker_busy_ns" [per worker]. */
+static void add_dates(cJSON *o, const struct control_stats *st)
+{
+	cJSON *certs = cJSON_AddArrayToObject(o, "certificate_expiry");
+	cJSON *crls = cJSON_AddArrayToObject(o, "crl_next_update");
+	for (unsigned i = 0; certs && crls && i < st->n_dates; i++) {
+		const struct control_date *d = &st->dates[i];
+		cJSON *e = cJSON_CreateObject();
+		if (!e)
+			return;
+		if (d->kind == CONTROL_DATE_CRL) {
+			cJSON_AddStringToObject(e, "issuer", d->name);
+			add_u64(e, "next_update_unix_s", (uint64_t)d->unix_s);
+			cJSON_AddItemToArray(crls, e);
+		} else {
+			cJSON_AddStringToObject(e, "role",
+						d->kind == CONTROL_DATE_SERVER_CERT ? "server"
+										    : "issuer");
+			cJSON_AddStringToObject(e, "subject", d->name);
+			add_u64(e, "not_after_unix_s", (uint64_t)d->unix_s);
+			cJSON_AddItemToArray(certs, e);
+		}
+	}
+	add_u64_array(o, "worker_busy_ns", st->worker_busy_ns, st->n_worker_busy);
+}
+
 static cJSON *cmd_stats(const struct control_handlers *h, const cJSON *req)
 {
 	struct control_stats st;
@@ -285,6 +313,7 @@ static cJSON *cmd_stats(const struct control_handlers *h, const cJSON *req)
 	if (!o)
 		return NULL;
 	add_counters(o, &st);
+	add_dates(o, &st);
 	add_net(o, &st);
 	return o;
 }

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define ADVERTISED_WARN_BYTES (16 * 1024)
 
@@ -94,6 +95,32 @@ static bool advertise(WOLFSSL_X509 *x, const struct config *cfg, size_t *adverti
 	return true;
 }
 
+/* 0 when wolfSSL cannot read it (no alert can be made of that). */
+static int64_t x509_not_after(WOLFSSL_X509 *x)
+{
+	struct tm tm = { 0 };
+	const WOLFSSL_ASN1_TIME *na = wolfSSL_X509_get_notAfter(x);
+	if (!na || wolfSSL_ASN1_TIME_to_tm(na, &tm) != WOLFSSL_SUCCESS)
+		return 0;
+	return (int64_t)timegm(&tm);
+}
+
+int cert_pem_dates(const uint8_t *pem, size_t len, char *name, size_t name_len, int64_t *not_after)
+{
+	WOLFSSL_X509 *x = wolfSSL_X509_load_certificate_buffer(pem, (int)len, WOLFSSL_FILETYPE_PEM);
+	int der_len = 0;
+	const unsigned char *der = x ? wolfSSL_X509_get_der(x, &der_len) : NULL;
+	struct cert_view v;
+	int rc = -1;
+	if (der && der_len > 0 && cert_view_parse(der, (size_t)der_len, &v) == 0) {
+		cert_name_text(v.subject, v.subject_len, name, name_len);
+		*not_after = x509_not_after(x);
+		rc = 0;
+	}
+	wolfSSL_X509_free(x);
+	return rc;
+}
+
 static int add_issuer(struct trust_snapshot *t, WOLFSSL_X509 *x, const struct config *cfg,
 		      size_t *advertised_bytes)
 {
@@ -111,6 +138,7 @@ static int add_issuer(struct trust_snapshot *t, WOLFSSL_X509 *x, const struct co
 		return -1;
 	}
 	ca->advertised = advertise(x, cfg, advertised_bytes);
+	ca->not_after = x509_not_after(x);
 	t->n_ca++;
 	return 0;
 }

@@ -93,3 +93,9 @@ void trust_current_info(struct tls_server_info *out)
 	trust_snapshot_info(tls_server_trust(atomic_load_explicit(&current, memory_order_acquire)),
 			    out);
 }
+
+void trust_current_dates(void (*fn)(const struct trust_date *d, void *arg), void *arg)
+{
+	trust_snapshot_dates(tls_server_trust(atomic_load_explicit(&current, memory_order_acquire)),
+			     fn, arg);
+}

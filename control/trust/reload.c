@@ -12,6 +12,7 @@
 #include "beacon/trust.h"
 #include "trust-internal.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +132,15 @@ static int reload_locked(struct trust_control *tc, const char *what, char *msg, 
 	return rc;
 }
 
+/* Process-wide, as the snapshot in force is: for metrics. */
+static _Atomic uint64_t reloads_ok, reloads_failed;
+
+void trust_reload_counts(uint64_t *succeeded, uint64_t *failed)
+{
+	*succeeded = atomic_load_explicit(&reloads_ok, memory_order_relaxed);
+	*failed = atomic_load_explicit(&reloads_failed, memory_order_relaxed);
+}
+
 int trust_reload(struct trust_control *tc, const char *what, char *msg, size_t len)
 {
 	if (!reload_target_known(what)) {
@@ -147,6 +157,7 @@ int trust_reload(struct trust_control *tc, const char *what, char *msg, size_t l
 	if (tc->serving)
 		tc->o.notify("READY=1");
 	pthread_mutex_unlock(tc->o.lock);
+	atomic_fetch_add_explicit(rc == 0 ? &reloads_ok : &reloads_failed, 1, memory_order_relaxed);
 	if (rc == 0)
 		log_info("reload %s: %s", what, msg);
 	else

@@ -9,6 +9,7 @@
 #include "beacon/store.h"
 #include "beacon/tls.h"
 #include "beacon/trust.h"
+#include "trust-internal.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -48,8 +49,8 @@ static int read_pem(const char *what, const char *path, uint8_t **buf, size_t *l
 
 /* The TLS context with the server's own chain and key; the key's bytes are
  * wiped as soon as wolfSSL holds its copy. */
-static int server_identity(const struct config *cfg, struct tls_server **out, char *err,
-			   size_t errlen)
+static int server_identity(const struct config *cfg, struct tls_server **out,
+			   struct trust_snapshot_server *dates, char *err, size_t errlen)
 {
 	struct tls_server_keys keys = { .cert_path = cfg->cert, .key_path = cfg->key };
 	uint8_t *cert = NULL, *key = NULL;
@@ -60,6 +61,10 @@ static int server_identity(const struct config *cfg, struct tls_server **out, ch
 		goto leave;
 	keys.cert_pem = cert;
 	keys.key_pem = key;
+	/* For metrics only: tls_server_new judges the certificate itself. */
+	if (cert_pem_dates(cert, keys.cert_len, dates->name, sizeof dates->name,
+			   &dates->not_after) != 0)
+		dates->name[0] = '\0';
 	rc = tls_server_new(&keys, out, err, errlen);
 leave:
 	if (key)
@@ -105,6 +110,7 @@ int trust_server_build(const struct config *cfg, struct store_reader *reader,
 	struct device_list blocked = { 0 };
 	struct tls_server *srv = NULL;
 	struct trust_snapshot *snap = NULL;
+	struct trust_snapshot_server dates = { 0 };
 	int rc = -1;
 	/* beacond -t opens no reader: it changes nothing on disk. */
 	int store_rc = reader ? store_reader_devices(reader, collect_blocked, &blocked) : 0;
@@ -113,10 +119,11 @@ int trust_server_build(const struct config *cfg, struct store_reader *reader,
 			 store_rc ? store_strerror(store_rc) : "out of memory");
 		goto leave;
 	}
-	if (server_identity(cfg, &srv, err, errlen) != 0 ||
+	if (server_identity(cfg, &srv, &dates, err, errlen) != 0 ||
 	    trust_snapshot_build(cfg, (const char *const *)blocked.names, blocked.n, &snap, err,
 				 errlen) != 0)
 		goto leave;
+	snap->server = dates;
 	rc = tls_server_serve(srv, snap, err, errlen); /* takes snap, whatever it answers */
 	snap = NULL;
 	if (rc == 0) {

@@ -112,3 +112,24 @@ bool trust_snapshot_blocked(const struct trust_snapshot *t, const uint8_t cert_s
 {
 	return blocklist_has(&t->blocked, cert_sha256, device);
 }
+
+void trust_snapshot_dates(const struct trust_snapshot *t,
+			  void (*fn)(const struct trust_date *d, void *arg), void *arg)
+{
+	if (t->server.name[0])
+		fn(&(struct trust_date){ TRUST_DATE_SERVER_CERT, t->server.name,
+					 t->server.not_after },
+		   arg);
+	for (size_t i = 0; i < t->n_ca; i++)
+		fn(&(struct trust_date){ TRUST_DATE_ISSUER_CERT, t->ca[i].name,
+					 t->ca[i].not_after },
+		   arg);
+	size_t n = t->revocation ? revocation_index_issuer_count(t->revocation) : 0;
+	for (size_t i = 0; i < n; i++) {
+		struct revocation_issuer_info is;
+		revocation_index_issuer(t->revocation, i, &is);
+		if (is.crls && is.next_update)
+			fn(&(struct trust_date){ TRUST_DATE_CRL, is.name, (int64_t)is.next_update },
+			   arg);
+	}
+}

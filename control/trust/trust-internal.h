@@ -16,6 +16,13 @@
 /* Issuer certificates a snapshot holds at most. */
 #define TRUST_MAX_ISSUERS 1024
 
+/* The server certificate's subject (cert_name_text) and notAfter (Unix
+ * seconds, 0 unreadable), for metrics; name "" when it did not parse. */
+struct trust_snapshot_server {
+	char name[256];
+	int64_t not_after;
+};
+
 struct trust_snapshot {
 	uint64_t generation;
 	time_t loaded;
@@ -24,6 +31,7 @@ struct trust_snapshot {
 	struct trust_ca ca[TRUST_MAX_ISSUERS]; /* each ca[i].der an owned copy */
 	struct revocation_index *revocation;
 	struct blocklist blocked;
+	struct trust_snapshot_server server;
 };
 
 /* issuers.c: every certificate of cfg->issuers (a PEM bundle or a
@@ -31,6 +39,10 @@ struct trust_snapshot {
  * by [tls] advertise. 0, or -1 with a reason naming the file in err (no
  * certificates at all is an error). */
 int issuers_load(struct trust_snapshot *t, const struct config *cfg, char *err, size_t errlen);
+
+/* issuers.c: the subject (cert_name_text) and notAfter of the first
+ * certificate of a PEM buffer. 0, or -1 when none parses. */
+int cert_pem_dates(const uint8_t *pem, size_t len, char *name, size_t name_len, int64_t *not_after);
 
 /* watch.c: a fingerprint of the trust files as they stand (each path's
  * and, for a directory, each entry's mtime, size and inode): it changes

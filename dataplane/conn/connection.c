@@ -380,18 +380,22 @@ static void handshake_over(struct conn *c)
 	if (c->in_handshake) {
 		c->in_handshake = false;
 		c->w->handshakes_active--;
+		counter_add(&c->w->counters.handshakes_in_progress, (uint64_t)-1);
 	}
 }
 
 /* A verdict on a certificate that our issuers signed goes to its device's
- * record (last result, last seen), so an operator sees why a blocked or
- * revoked agent stays out. Other refusals name no device we know: recording
- * them would let anyone grow the index with made-up names. From the
- * worker's own ring: no lock and no system call on the handshake path. */
+ * record (last result, last seen), so an operator sees why a blocked,
+ * revoked or wrong-usage agent stays out: each is judged only on a chain
+ * that verified. Other refusals name no device we know (an expired
+ * certificate's date error comes without a verdict on its signature):
+ * recording them would let anyone grow the index with made-up names. From
+ * the worker's own ring: no lock and no system call on the handshake path. */
 static void record_device_seen(struct conn *c, const struct tls_peer *p, bool completed)
 {
 	bool verdict = completed ? p->result == AUTH_OK
-				 : p->result == AUTH_REVOKED || p->result == AUTH_BLOCKED;
+				 : p->result == AUTH_REVOKED || p->result == AUTH_BLOCKED ||
+					   p->result == AUTH_WRONG_USAGE;
 	if (!p->device[0] || !verdict)
 		return;
 	int rc = store_worker_device_seen(c->w->sw, p->device, p->cert_sha256, p->result);
@@ -616,6 +620,7 @@ static void *conn_accepted(void *ctx, struct transport_conn *tc, const struct so
 	memcpy(c->source, key, sizeof key);
 	c->in_handshake = true;
 	w->handshakes_active++;
+	counter_add(&w->counters.handshakes_in_progress, 1);
 	c->w = w;
 	c->tc = tc;
 	/* Noted before the snapshot is taken: a publish in between costs one
@@ -626,6 +631,7 @@ static void *conn_accepted(void *ctx, struct transport_conn *tc, const struct so
 	tls_server_unref(snapshot); /* the session holds its own reference */
 	if (!c->tls) {
 		w->handshakes_active--;
+		counter_add(&w->counters.handshakes_in_progress, (uint64_t)-1);
 		source_release(&w->sources, key);
 		free(c);
 		return NULL;

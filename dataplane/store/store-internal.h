@@ -166,8 +166,17 @@ struct store {
 	int readers; /* in-process readers sharing ix.env; guarded by the registry lock */
 	struct store *next_open;
 
+	/* The writer's commits, for store_health: the result of its latest
+	 * commit of uploads (0 or a store_error), and when (CLOCK_MONOTONIC
+	 * microseconds) the commit under way began, 0 when none is. */
+	atomic_int last_commit_status;
+	_Atomic uint64_t commit_began_us;
+
 	/* counters, for metrics and tests */
 	_Atomic uint64_t n_commits, n_fsyncs, n_committed, n_retained_out;
+	/* uploads streaming now, over every worker: the sum of the workers'
+	 * `streaming`, which the control thread cannot read */
+	_Atomic uint64_t n_streaming;
 	uint64_t recovered_bad_headers;
 	uint64_t recovered_truncated_bytes;
 };

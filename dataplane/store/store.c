@@ -9,6 +9,7 @@
 #include "beacon/log.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,6 +48,75 @@ const char *store_strerror(int err)
 	}
 }
 
+/* The *.seg files' bytes of one spool directory (an fd it takes). */
+static uint64_t segment_bytes(int dfd)
+{
+	DIR *d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return 0;
+	}
+	uint64_t total = 0;
+	struct dirent *e;
+	struct stat st;
+	while ((e = readdir(d)) != NULL) {
+		size_t l = strlen(e->d_name);
+		if (l > 4 && !strcmp(e->d_name + l - 4, ".seg") &&
+		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(st.st_mode))
+			total += (uint64_t)st.st_size;
+	}
+	closedir(d);
+	return total;
+}
+
+/* Every segment file under DATA/spool/w*: what the disk holds for uploads,
+ * committed or not, a worker's directory from a run with more workers
+ * included. A file gone between readdir and stat (retention) counts
+ * nothing. */
+static uint64_t spool_bytes(const struct store *s)
+{
+	char path[PATH_MAX + 8];
+	snprintf(path, sizeof path, "%s/spool", s->data_dir);
+	DIR *top = opendir(path);
+	if (!top)
+		return 0;
+	uint64_t total = 0;
+	struct dirent *e;
+	while ((e = readdir(top)) != NULL) {
+		if (e->d_name[0] != 'w')
+			continue;
+		int dfd = openat(dirfd(top), e->d_name,
+				 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (dfd >= 0)
+			total += segment_bytes(dfd);
+	}
+	closedir(top);
+	return total;
+}
+
+/* Under map_lock shared: the writer may be growing the map. */
+static void map_use(struct store *s, struct store_stats *out)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	pthread_rwlock_rdlock(&s->map_lock);
+	if (mdb_env_info(s->ix.env, &info) == 0 && mdb_env_stat(s->ix.env, &st) == 0) {
+		out->map_size_bytes = info.me_mapsize;
+		out->map_used_bytes = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+	}
+	pthread_rwlock_unlock(&s->map_lock);
+}
+
+static void disk_space(const struct store *s, struct store_stats *out)
+{
+	struct statvfs vfs;
+	if (statvfs(s->data_dir, &vfs) != 0)
+		return;
+	out->disk_free_bytes = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	out->disk_size_bytes = (uint64_t)vfs.f_blocks * vfs.f_frsize;
+}
+
 void store_stats(struct store *s, struct store_stats *out)
 {
 	memset(out, 0, sizeof *out);
@@ -57,6 +128,11 @@ void store_stats(struct store *s, struct store_stats *out)
 	out->uploads_expired = atomic_load(&s->n_retained_out);
 	out->recovered_bad_headers = s->recovered_bad_headers;
 	out->recovered_truncated_bytes = s->recovered_truncated_bytes;
+	out->uploads_open = atomic_load_explicit(&s->n_streaming, memory_order_relaxed);
+	out->uploads_open_max = (uint64_t)s->opts.max_open_uploads * s->nworkers;
+	disk_space(s, out);
+	out->spool_bytes = spool_bytes(s);
+	map_use(s, out);
 }
 
 /* ---- the in-process registry, so readers can share an open store's env ---- */
@@ -547,4 +623,24 @@ leave:
 		close(lock_fd);
 	free(s);
 	return e;
+}
+
+int store_health(struct store *s, struct store_health *out)
+{
+	memset(out, 0, sizeof *out);
+	out->last_commit = atomic_load(&s->last_commit_status);
+	uint64_t began_us = atomic_load(&s->commit_began_us);
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	uint64_t now_us = (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+	if (began_us && now_us > began_us)
+		out->committing_ms = (now_us - began_us) / 1000u;
+	out->need_bytes = s->opts.upload_buffer;
+	struct statvfs vfs;
+	if (statvfs(s->data_dir, &vfs) != 0) {
+		log_warn("store %s: statvfs: %s", s->data_dir, strerror(errno));
+		return STORE_ERR_IO;
+	}
+	out->free_bytes = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	return 0;
 }

@@ -79,6 +79,7 @@ static void upload_release_buffer(struct store_upload *u)
 	u->half[0].data = u->half[1].data = NULL;
 	assert(u->w->streaming > 0);
 	u->w->streaming--;
+	atomic_fetch_sub_explicit(&u->w->s->n_streaming, 1, memory_order_relaxed);
 	upload_buffer_give(u->w, buf);
 }
 
@@ -475,6 +476,7 @@ int store_upload_begin(struct store_worker *w, const struct upload_meta *meta,
 	u->queued = -1;
 	u->crc = 0;
 	w->streaming++;
+	atomic_fetch_add_explicit(&w->s->n_streaming, 1, memory_order_relaxed);
 	w->live++;
 	u->id = atomic_fetch_add(&w->s->next_id, 1);
 	u->next = w->open_uploads;

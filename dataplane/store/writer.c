@@ -505,6 +505,20 @@ static uint64_t writer_index_durable(struct writer *wr, struct store_upload **gr
 	return bytes;
 }
 
+/* For store_health. Only a group with uploads says whether the spool
+ * commits: device records alone (every handshake adds one) would clear a
+ * failure that the next upload meets again. */
+static void writer_note_commit(struct store *s, const int *status, unsigned n)
+{
+	atomic_store(&s->commit_began_us, 0);
+	if (!n)
+		return;
+	int result = 0;
+	for (unsigned i = 0; i < n && !result; i++)
+		result = status[i];
+	atomic_store(&s->last_commit_status, result);
+}
+
 static void writer_commit_group(struct writer *wr)
 {
 	struct store *s = wr->s;
@@ -540,6 +554,7 @@ static void writer_commit_group(struct writer *wr)
 	wr->events_tail = &wr->events;
 	wr->group_deadline_us = 0;
 
+	atomic_store(&s->commit_began_us, monotonic_us());
 	if (n)
 		writer_sync_segments(wr, group, n, status);
 	/* Device events do not depend on the segments: they are indexed with
@@ -551,6 +566,7 @@ static void writer_commit_group(struct writer *wr)
 	}
 	wr->total_bytes += bytes;
 	atomic_fetch_add(&s->n_commits, 1);
+	writer_note_commit(s, status, n);
 	for (unsigned i = 0; i < n; i++)
 		writer_answer(wr, group[i], status[i]);
 	ring_run_once(&wr->ring, 0); /* submit the answers now */

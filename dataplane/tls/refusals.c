@@ -29,6 +29,15 @@ bool tls_log_budget_take(struct tls_log_budget *b, unsigned per_s, uint64_t now_
 	return true;
 }
 
+uint64_t tls_log_budget_flush(struct tls_log_budget *b, uint64_t now_s)
+{
+	if (!b->left_out || now_s == b->second)
+		return 0;
+	uint64_t n = b->left_out;
+	b->left_out = 0;
+	return n;
+}
+
 /* Process-wide: every worker reports here. A refusal is a whole handshake
  * of work already; one short lock more is noise beside it. */
 static pthread_mutex_t refusals_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -88,6 +97,20 @@ void tls_session_report_refusal(const struct tls_session *s, const char *source)
 	else
 		log_info("%s: refused: %s (%s): no client certificate%s", r.source, r.reason,
 			 auth_result_name(r.result), more);
+}
+
+void tls_refusals_log_summary(void)
+{
+	uint64_t now = (uint64_t)time(NULL);
+	pthread_mutex_lock(&refusals_lock);
+	uint64_t since = refusals_budget.second;
+	uint64_t n = tls_log_budget_flush(&refusals_budget, now);
+	pthread_mutex_unlock(&refusals_lock);
+	if (n)
+		log_warn("%llu more refused handshakes in the second from %llu were not logged one "
+			 "by one (at most %d lines a second; /status lists the latest, "
+			 "beacond_handshakes_total counts them all)",
+			 (unsigned long long)n, (unsigned long long)since, TLS_REFUSAL_LOG_PER_S);
 }
 
 size_t tls_refusals_latest(struct tls_refusal *out, size_t max)

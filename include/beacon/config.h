@@ -51,6 +51,7 @@ struct config {
 	char metrics_listen[80]; /* loopback "ADDR:PORT" for /metrics; "" = off */
 	enum approval_policy approval;
 	bool watch; /* reload when a trust file changes */
+	unsigned health_stall_ms; /* a worker loop or commit stuck longer: /healthz 503 */
 
 	/* [tls] */
 	char cert[CONFIG_PATH_MAX];

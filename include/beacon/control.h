@@ -1,8 +1,8 @@
 /*
  * control: the control plane's outside faces. A Unix socket (mode 0600, one
  * JSON object per line each way) that beaconctl talks to, and a loopback
- * HTTP listener with /metrics (Prometheus text format), /healthz and a
- * status page with the authentication-result chart.
+ * HTTP listener with /metrics (Prometheus text format), /healthz, /readyz
+ * and a status page with the authentication-result chart.
  *
  * Model: control_start runs one control thread that owns both listeners and
  * never touches the data path. What it reports and what it changes go
@@ -31,6 +31,10 @@
 /* A point-in-time copy of everything the server counts: a member for
  * every row of beacon/counters.h (the process's values, then the workers'
  * summed), so what is reported cannot drift from what is counted. */
+#define CONTROL_DATES_MAX 64
+enum control_date_kind { CONTROL_DATE_SERVER_CERT, CONTROL_DATE_ISSUER_CERT, CONTROL_DATE_CRL };
+#define CONTROL_WORKERS_MAX 256
+
 struct control_stats {
 #define CONTROL_STATS_MEMBERS(field, type, metric, labels, help)                                   \
 	COUNTERS_TOTAL_MEMBERS(uint64_t, field, type)
@@ -41,6 +45,18 @@ struct control_stats {
 	 * (kernel transport): none, and /metrics and stats show none */
 	bool net_stack;
 	struct transport_net_stats net;
+	/* Labelled series of variable count (not rows of the table): the
+	 * trust snapshot's dates (beacon/snapshot.h trust_current_dates), the
+	 * soonest CONTROL_DATES_MAX when there are more, and each worker's
+	 * busy time. */
+	struct control_date {
+		enum control_date_kind kind;
+		char name[128];
+		int64_t unix_s;
+	} dates[CONTROL_DATES_MAX];
+	unsigned n_dates;
+	uint64_t worker_busy_ns[CONTROL_WORKERS_MAX];
+	unsigned n_worker_busy;
 };
 
 /* Commit-latency bucket bounds in microseconds, COMMIT_LATENCY_BOUNDS_US
@@ -72,6 +88,11 @@ struct control_handlers {
 	 * no record, -1 when it cannot tell. May be NULL: changes then go
 	 * ahead unchecked (no "already blocked", no unknown-device warning). */
 	int (*device_lookup)(void *arg, const char *device, enum device_state *state, bool *seen);
+	/* /healthz (live: the workers' loops turn and the store commits) and
+	 * /readyz (ready: also serving, and room on the disk): 0, or -1 with
+	 * the reasons in msg, one a line. May be NULL: always 200. */
+	int (*live)(void *arg, char *msg, size_t msglen);
+	int (*ready)(void *arg, char *msg, size_t msglen);
 };
 
 struct control;

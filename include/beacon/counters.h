@@ -127,6 +127,8 @@
 	X(responses_other, COUNTER, "beacond_responses_by_status_total", "code=\"other\"",       \
 	  "Final responses by status code.")                                                        \
 	X(timeouts, COUNTER, "beacond_timeouts_total", "", "Connections closed on a timeout.")     \
+	X(handshakes_in_progress, GAUGE, "beacond_handshakes_in_progress", "",                     \
+	  "TLS handshakes begun and not yet over.")                                                \
 	X(commit_latency, HISTOGRAM, "beacond_store_commit_latency_seconds", "",                   \
 	  "Wait from an upload's end to its durable commit.")
 
@@ -143,6 +145,10 @@
 	  "Revoked serials in the trust snapshot in force.")                                       \
 	X(blocked_entries, GAUGE, "beacond_blocked_entries", "",                                   \
 	  "Blocked devices in the trust snapshot in force.")                                       \
+	X(reload_successes, COUNTER, "beacond_reload_successes_total", "",                         \
+	  "Trust reloads that took effect (control socket, SIGHUP or file watch).")                \
+	X(reload_failures, COUNTER, "beacond_reload_failures_total", "",                           \
+	  "Trust reloads refused, the running trust left in force.")                               \
 	X(store_commits, COUNTER, "beacond_store_commits_total", "",                               \
 	  "Index commits by the store.")                                                           \
 	X(store_fdatasyncs, COUNTER, "beacond_store_fdatasyncs_total", "",                         \
@@ -155,7 +161,21 @@
 	  "Indexed spool records whose header did not match, found at start-up.")                  \
 	X(store_recovered_truncated_bytes, COUNTER,                                                \
 	  "beacond_store_recovered_truncated_bytes_total", "",                                     \
-	  "Uncommitted spool bytes cut off at start-up.")
+	  "Uncommitted spool bytes cut off at start-up.")                                           \
+	X(store_disk_free_bytes, GAUGE, "beacond_store_disk_free_bytes", "",                       \
+	  "Bytes free to beacond on the data directory's filesystem.")                             \
+	X(store_disk_size_bytes, GAUGE, "beacond_store_disk_size_bytes", "",                       \
+	  "Size of the data directory's filesystem in bytes.")                                     \
+	X(store_spool_bytes, GAUGE, "beacond_store_spool_bytes", "",                               \
+	  "Bytes of the spool's segment files.")                                                   \
+	X(store_map_used_bytes, GAUGE, "beacond_store_map_used_bytes", "",                         \
+	  "Bytes of the LMDB index map in use.")                                                   \
+	X(store_map_size_bytes, GAUGE, "beacond_store_map_size_bytes", "",                         \
+	  "Size of the LMDB index map in bytes (it doubles when full).")                           \
+	X(store_uploads_open, GAUGE, "beacond_store_uploads_open", "",                             \
+	  "Uploads streaming into the store now.")                                                 \
+	X(store_uploads_open_max, GAUGE, "beacond_store_uploads_open_max", "",                     \
+	  "Uploads the store takes at once: max_open_uploads per worker times workers.")
 
 /* The members a row gives a worker's counters (T: _Atomic uint64_t). A
  * histogram counts each value once, in its own bucket. */

@@ -27,6 +27,10 @@ struct ring_op {
 struct ring {
 	struct io_uring uring;
 	unsigned pending; /* SQEs taken but not yet submitted */
+	/* Nanoseconds spent in io_uring_enter waiting for completions (its
+	 * thread's idle time, for the worker's busy share; the submission the
+	 * same call makes is counted in it, a few microseconds). */
+	uint64_t waited_ns;
 };
 
 #ifndef container_of

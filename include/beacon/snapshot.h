@@ -64,6 +64,7 @@ struct trust_ca {
 	bool self_issued;   /* a root: nothing above it to ask */
 	bool advertised;    /* named in the CertificateRequest's CA list */
 	char name[64];	    /* for refusal reasons */
+	int64_t not_after;  /* Unix seconds; 0 when unreadable */
 	const uint8_t *der; /* the certificate, for the TLS context */
 	size_t der_len;
 };
@@ -105,6 +106,19 @@ struct tls_server_info {
  * holds the lock that serialises publication (trust_options.lock): the
  * current snapshot is read without a reference. */
 void trust_current_info(struct tls_server_info *out);
+
+/* A date of the snapshot in force that an operator must act before: the
+ * server certificate's and each issuer CA's notAfter, each CRL issuer's
+ * latest nextUpdate (an issuer whose CRLs have none is left out). */
+enum trust_date_kind { TRUST_DATE_SERVER_CERT, TRUST_DATE_ISSUER_CERT, TRUST_DATE_CRL };
+struct trust_date {
+	enum trust_date_kind kind;
+	const char *name; /* subject, or the CRL's issuer; valid during the call */
+	int64_t unix_s;
+};
+
+/* Calls fn for each date; under the same lock as trust_current_info. */
+void trust_current_dates(void (*fn)(const struct trust_date *d, void *arg), void *arg);
 
 /* ---- the workers' side of publication ---- */
 

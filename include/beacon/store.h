@@ -165,6 +165,13 @@ struct store_stats {
 	uint64_t uploads_expired;   /* uploads removed by retention */
 	uint64_t recovered_bad_headers;     /* indexed records whose header did not match */
 	uint64_t recovered_truncated_bytes; /* uncommitted spool bytes cut at open */
+	uint64_t disk_free_bytes;  /* of the data directory's filesystem, for unprivileged users */
+	uint64_t disk_size_bytes;  /* of that filesystem */
+	uint64_t spool_bytes;	   /* the segment files under DATA/spool */
+	uint64_t map_used_bytes;   /* LMDB pages in use (last page + 1) × page size */
+	uint64_t map_size_bytes;   /* LMDB map size now: map_size, doubled each time it filled */
+	uint64_t uploads_open;	   /* uploads streaming now, over every worker */
+	uint64_t uploads_open_max; /* max_open_uploads × workers */
 };
 void store_stats(struct store *s, struct store_stats *out);
 
@@ -174,6 +181,25 @@ void store_stats(struct store *s, struct store_stats *out);
  * changed. */
 int store_device_set_state(struct store *s, const char *device, enum device_state state,
 			   char *msg, size_t msglen);
+
+/* Whether the store takes uploads, for /healthz and /readyz. */
+struct store_health {
+	/* 0, or the store_error of the writer's latest commit of uploads (a
+	 * failed fdatasync or index transaction): nothing commits while it
+	 * lasts; the next good commit clears it */
+	int last_commit;
+	/* how long the commit under way has run (a disk that hangs in
+	 * fdatasync); 0 when none is */
+	uint64_t committing_ms;
+	/* free on the data directory's file system, for the server's user */
+	uint64_t free_bytes;
+	/* less free than this (upload_buffer: what one upload writes at its
+	 * first flush) and uploads get 507 */
+	uint64_t need_bytes;
+};
+/* From any thread while the store is open. 0, or STORE_ERR_IO with the
+ * rest filled in when the free space cannot be read (free_bytes 0). */
+int store_health(struct store *s, struct store_health *out);
 
 /* ---- read side: beaconctl, export, tests ---- */
 

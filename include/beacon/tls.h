@@ -193,5 +193,11 @@ struct tls_log_budget {
 };
 bool tls_log_budget_take(struct tls_log_budget *b, unsigned per_s, uint64_t now_s,
 			 uint64_t *left_out_before);
+/* The count left out in a second that has ended (0 while it lasts, or when
+ * none was), and forgets it: a flood that stops is still summed up. */
+uint64_t tls_log_budget_flush(struct tls_log_budget *b, uint64_t now_s);
+/* Logs the refusal lines a past second left out, if any, as one line.
+ * Called on the control thread's tick. */
+void tls_refusals_log_summary(void);
 
 #endif

@@ -123,6 +123,7 @@ unsigned transport_conn_count(const struct transport *t);
 	X(tcp_bad_csum, "TCP segments dropped: bad checksum.") \
 	X(tcp_no_listener, "TCP segments for a port we do not serve (reset).") \
 	X(tcp_rst_sent, "TCP resets sent.") \
+	X(syn_received, "SYNs received for the service's port.") \
 	X(syn_cookies_sent, "SYN-ACKs sent, each carrying a SYN cookie.") \
 	X(syn_cookies_bad, "Handshake ACKs refused: no valid SYN cookie.") \
 	X(tcp_accepted, "TCP connections handed to the layer above.") \

@@ -44,6 +44,9 @@ struct tls_server;
 int trust_snapshot_build(const struct config *cfg, const char *const *devices, size_t n_devices,
 			 struct trust_snapshot **out, char *err, size_t errlen);
 void trust_snapshot_info(const struct trust_snapshot *t, struct tls_server_info *out);
+/* Its dates, as trust_current_dates (beacon/snapshot.h) gives them. */
+void trust_snapshot_dates(const struct trust_snapshot *t,
+			  void (*fn)(const struct trust_date *d, void *arg), void *arg);
 
 /* A whole snapshot ready to publish: the server certificate and key, the
  * trust data (with the devices `reader` says are blocked; NULL: none) and
@@ -102,6 +105,11 @@ void trust_set_serving(struct trust_control *tc, bool serving);
  * again). 0 with a summary in msg, or -1 with the reason (the running trust
  * stays). Logged either way. */
 int trust_reload(struct trust_control *tc, const char *what, char *msg, size_t len);
+
+/* Reloads (of a known target) since start that took effect and that were
+ * refused, whatever asked for them (the control socket, SIGHUP, the file
+ * watch). Any thread. */
+void trust_reload_counts(uint64_t *succeeded, uint64_t *failed);
 
 /* A new ticket key (keys made in memory only; refused with a key file). */
 int trust_tickets_rotate(struct trust_control *tc, char *msg, size_t len);

@@ -42,6 +42,11 @@ struct worker_counters {
 	COUNTERS_WORKER(WORKER_COUNTER_MEMBERS)
 #undef WORKER_COUNTER_MEMBERS
 	struct worker_net_counters net;
+	/* Nanoseconds its loop spent working rather than waiting for the
+	 * kernel: one worker's own figure, never summed (/metrics
+	 * beacond_worker_busy_seconds_total{worker="N"}). A polling transport
+	 * (DPDK) never waits, so its workers count busy all the time. */
+	_Atomic uint64_t busy_ns;
 };
 
 /* Upper bounds of the commit-latency buckets, microseconds:
@@ -62,5 +67,11 @@ void worker_stop(struct worker *w, unsigned grace_ms);
 void worker_free(struct worker *w);
 
 const struct worker_counters *worker_counters(const struct worker *w);
+
+/* Milliseconds since the worker's loop last turned (its heartbeat). An
+ * idle loop turns at least every timer tick, so more than a few ticks
+ * means the thread is stuck (or stopped: its loop ended on a ring error).
+ * Safe from any thread while the worker exists. */
+uint64_t worker_idle_ms(const struct worker *w);
 
 #endif

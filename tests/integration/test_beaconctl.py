@@ -450,6 +450,8 @@ def test_devices_list_by_state(start_server, pki, tmp_path):
     assert kind != "response"
     kind, _, _ = upload(srv, "agent3")                # revoked
     assert kind != "response"
+    kind, _, _ = upload(srv, "noclientauth")          # no clientAuth EKU: wrong usage
+    assert kind != "response"
     kind, resp, _ = upload(srv, "agent-ca2")          # a new device: unapproved
     assert kind == "response" and resp.status == 403
     ok(srv, "devices", "block", "ghost.example")      # never seen
@@ -458,19 +460,22 @@ def test_devices_list_by_state(start_server, pki, tmp_path):
         d = device_rows(srv)
         return (d.get("agent2.example", {}).get("last_result") == "blocked"
                 and d.get("agent3.example", {}).get("last_result") == "revoked"
+                and d.get("noclientauth.example", {}).get("last_result") == "wrong_usage"
                 and "agent-ca2.example" in d)
 
     assert wait_until(settled, WAIT), device_rows(srv)
     assert set(device_rows(srv, "--state", "approved")) == {"agent1.example"}
     assert set(device_rows(srv, "--state", "blocked")) == {"agent2.example", "ghost.example"}
     assert set(device_rows(srv, "--state", "unapproved")) == {"agent3.example",
-                                                              "agent-ca2.example"}
+                                                              "agent-ca2.example",
+                                                              "noclientauth.example"}
     refused = device_rows(srv, "--state", "refused")
-    assert set(refused) == {"agent2.example", "agent3.example"}
+    assert set(refused) == {"agent2.example", "agent3.example", "noclientauth.example"}
     assert refused["agent3.example"]["last_result"] == "revoked"
+    assert refused["noclientauth.example"]["last_result"] == "wrong_usage"
     p = ok(srv, "devices", "list", "--state", "refused")
     assert [line.split()[0] for line in p.stdout.decode().splitlines()] == [
-        "DEVICE", "agent2.example", "agent3.example"]
+        "DEVICE", "agent2.example", "agent3.example", "noclientauth.example"]
     p = run(srv, "devices", "list", "--state", "expired")
     assert p.returncode == 2
     assert p.stderr.decode().startswith("beaconctl: --state 'expired': expected unapproved, "

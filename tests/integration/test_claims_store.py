@@ -22,7 +22,13 @@ TMPFS_SIZE = "8m"
 
 @pytest.fixture
 def full_disk_server(start_server):
-    srv = start_server(start=False)
+    # One worker: each worker preallocates its own spool segment in 1 MiB
+    # steps and the kernel spreads connections over the workers by a hash
+    # of the client's port (SO_REUSEPORT). With two, three 507s in a row
+    # can all come from the worker that is full while the other still has
+    # room in its preallocation for the next upload, which then gets 201.
+    # With one, a 507 means no room for that body anywhere in the store.
+    srv = start_server({"server": {"workers": "1"}}, start=False)
     mount_tmpfs(srv.data_dir, TMPFS_SIZE)
     try:
         srv.start()
@@ -45,8 +51,9 @@ def put(srv, data):
 
 
 def fill(srv):
-    """Uploads 256 KiB bodies until the store answers 507 three times in a
-    row; returns the last answer."""
+    """Uploads 256 KiB bodies until the store (one worker: see
+    full_disk_server) answers 507 three times in a row; returns the last
+    answer."""
     streak, resp = 0, None
     for _ in range(200):
         resp = put(srv, os.urandom(256 * 1024))
@@ -61,6 +68,8 @@ def fill(srv):
 def test_expect_continue_on_full_store_gets_507(full_disk_server, size):
     srv = full_disk_server
     fill(srv)
+    st = os.statvfs(srv.data_dir)
+    assert st.f_bavail * st.f_frsize < size, "the tmpfs has room for the body after fill()"
     before = len(srv.uploads())
     with tls_connect(srv) as conn:
         conn.send(build_request("PUT", f"/ManageSoftRL/Inventories/{unique_name('expect')}",

@@ -22,10 +22,17 @@ TRANSPORT_H = REPO / "include" / "beacon" / "transport.h"
 PROM_TYPE = {"COUNTER": "counter", "ALSO_COUNTER": "counter", "GAUGE": "gauge",
              "COUNTER_BY_RESULT": "counter", "HISTOGRAM": "histogram"}
 # Values that move with the clock alone: present in both, compared by nothing.
-TICKING = {"uptime_s"}
+TICKING = {"uptime_s", "worker_busy_ns"}
 # Figures /metrics computes from the table's values when it is scraped.
 DERIVED = {"beacond_resumption_ratio", "beacond_snapshot_age_seconds", "beacond_build_info",
            "process_start_time_seconds"}
+# Labelled series of variable count, rendered beside the derived figures
+# and given as arrays in stats; their values are checked in
+# test_metrics_ops.py.
+LABELLED = {"beacond_certificate_not_after_seconds": "certificate_expiry",
+            "beacond_crl_next_update_seconds": "crl_next_update",
+            "beacond_worker_busy_seconds_total": "worker_busy_ns"}
+DERIVED |= set(LABELLED)
 
 _STR = r'((?:"(?:[^"\\]|\\.)*"\s*)+)'  # a C string literal, maybe split in pieces
 _ROW = re.compile(r'X\(\s*(\w+)\s*,\s*(\w+)\s*,\s*' + _STR + r',\s*' + _STR + r',\s*' + _STR
@@ -208,8 +215,10 @@ def test_every_counter_in_metrics_and_stats(start_server, tmp_path):
     net_names = {f"beacond_net_{r['field']}_total" for r in net_table()}
     stray = set(types) - families - DERIVED - net_names
     assert not stray, f"/metrics families not in the counter table: {stray}"
-    keys = {k for r in ROWS for k in json_keys(r)} | {"ok", "net"}
+    keys = {k for r in ROWS for k in json_keys(r)} | {"ok", "net"} | set(LABELLED.values())
     assert not set(st) - keys, f"stats keys not in the counter table: {set(st) - keys}"
+    for fam, key in LABELLED.items():
+        assert fam in types and key in st, f"{fam} / stats {key!r} missing"
 
     check_net(st, samples, helps)
     check_text_stats(srv)

@@ -366,7 +366,12 @@ def test_keepalive_counted_at_stop(ksrv):
 
 def test_syn_flood(dsrv, payloads):
     """Thousands of spoofed SYNs: with SYN cookies they cost no state, and a
-    real client still connects and uploads during the flood."""
+    real client still connects and uploads during the flood.
+
+    What the server saw, not what the sender sent: the sender's 9000 SYNs
+    cross a tap whose queue (and the stack's poll loop) drops frames when
+    the machine is busy, so how many arrive depends on speed. Every SYN
+    that did arrive must get a cookie and none may become a connection."""
     if not _have_scapy():
         pytest.skip("python3-scapy is not installed")
     path = payloads(64 * 1024)
@@ -375,13 +380,13 @@ def test_syn_flood(dsrv, payloads):
     def flood():
         result.update(dsrv.packets("syn_flood", 3000, timeout=120))
 
-    before = net_counters(dsrv)["syn_cookies_sent"]
+    before = net_counters(dsrv)
     t = threading.Thread(target=flood)
     t.start()
     # The flood is under way once the server answers its SYNs (building
     # the packets takes the sender a moment).
-    assert wait_until(lambda: net_counters(dsrv)["syn_cookies_sent"] >= before + 100
-                      or not t.is_alive(), 120)
+    assert wait_until(lambda: net_counters(dsrv)["syn_cookies_sent"]
+                      >= before["syn_cookies_sent"] + 100 or not t.is_alive(), 120)
     assert t.is_alive(), "the flood ended before the server answered 100 of its SYNs"
     codes = []
     try:
@@ -394,12 +399,27 @@ def test_syn_flood(dsrv, payloads):
     finally:
         t.join()
     assert result.get("syns") == 9000, result
-    # What the server saw: a SYN cookie for at least every distinct spoofed
-    # SYN (the sender sent each three times), none of them a connection.
-    after = net_counters(dsrv)
-    assert after["syn_cookies_sent"] - before >= 3000, (before, after["syn_cookies_sent"])
-    assert ctl(dsrv, {"cmd": "stats"})["connections_open"] == 0
     assert codes and all(c == 201 for c in codes), codes
+    # The workers publish their counters every 100 ms: wait until the
+    # snapshot counts the uploads' connections, then compare its deltas.
+    def delta():
+        now = net_counters(dsrv)
+        return {k: now[k] - before[k] for k in now}
+
+    assert wait_until(lambda: delta()["tcp_accepted"] >= len(codes), 20), delta()
+    d = delta()
+    # Each SYN that reached the stack got a SYN-ACK carrying a cookie: the
+    # flood's (more than the 100 waited for) and one per upload (and any
+    # SYN a client retransmitted). One worker counts both in one place, so
+    # any snapshot has them equal.
+    assert d["syn_received"] >= 100 + len(codes), d
+    assert d["syn_cookies_sent"] == d["syn_received"], d
+    # None of the spoofed SYNs took a slot in the connection table: the
+    # only connections accepted are the uploads', none was refused for a
+    # full table, and none is open now.
+    assert d["tcp_accepted"] == len(codes), d
+    assert d["tcp_table_full"] == 0, d
+    assert ctl(dsrv, {"cmd": "stats"})["connections_open"] == 0
     dsrv.assert_alive()
 
 

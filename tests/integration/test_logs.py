@@ -7,9 +7,11 @@ import json
 import re
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
+from certkit import client_ctx, refusal_alert
 from helpers import BEACOND, build_request, tls_connect, unique_name
 from trustkit import ctl, wait_until
 
@@ -132,3 +134,25 @@ def test_access_log_off(start_server):
         assert c.read_response().status == 200
     srv.stop()
     assert not access_lines(srv), srv.stderr()
+
+
+def test_refusal_flood_summed_up_not_lost(start_server):
+    """A flood of refused handshakes is logged at most 10 lines a second;
+    the rest are counted, on the next line or, once the flood stops, in a
+    summary line: every refusal is accounted for exactly once."""
+    srv = start_server()
+    ctx = client_ctx(srv.pki / "untrusted.pem", srv.pki / "untrusted.key", srv.pki / "server-ca.pem")
+    n = 60
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        got = list(pool.map(lambda _: refusal_alert(srv, ctx), range(n)))
+    assert got == ["unknown_ca"] * n, got
+
+    def accounted():
+        text = srv.stderr()
+        lines_ = len(re.findall(r"refused: .*\(unknown_issuer\)", text))
+        before = sum(map(int, re.findall(r"\[(\d+) refusal lines left out before this one\]", text)))
+        summed = sum(map(int, re.findall(r"(\d+) more refused handshakes in the second from \d+ "
+                                         r"were not logged one by one", text)))
+        return lines_ + before + summed
+    assert wait_until(lambda: accounted() >= n, 30), (accounted(), srv.stderr()[-3000:])
+    assert accounted() == n, srv.stderr()[-3000:]

@@ -236,6 +236,7 @@ bool listen_input(struct stack *s, struct rte_mbuf *m, const struct rte_ipv4_hdr
 		return false;
 	}
 	if ((fl & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG)) == RTE_TCP_SYN_FLAG) {
+		s->st.syn_received++;
 		syn_ack_send(s, ip, th, mac);
 		return false;
 	}

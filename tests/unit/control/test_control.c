@@ -37,6 +37,15 @@ static void fake_stats(void *arg, struct control_stats *out)
 	memset(out, 0, sizeof *out);
 	out->uptime_s = 3600;
 	out->workers = 4;
+	out->dates[0] = (struct control_date){ CONTROL_DATE_SERVER_CERT, "CN=server", 1800000000 };
+	/* A name with each character the text format escapes. */
+	out->dates[1] = (struct control_date){ CONTROL_DATE_ISSUER_CERT, "CN=a\"b\\c\nd",
+					       1900000000 };
+	out->dates[2] = (struct control_date){ CONTROL_DATE_CRL, "Agents \"CA\"", 1700000000 };
+	out->n_dates = 3;
+	out->worker_busy_ns[0] = 1500000000;
+	out->worker_busy_ns[1] = 250000;
+	out->n_worker_busy = 2;
 	out->connections_open = 12;
 	out->connections_accepted = 5000;
 	out->handshakes[AUTH_OK] = 1000;
@@ -95,11 +104,24 @@ static int fake_device(void *arg, const char *device, enum device_state state, c
 	return 0;
 }
 
+static int fake_live(void *arg, char *msg, size_t len)
+{
+	return 0;
+}
+
+static int fake_ready(void *arg, char *msg, size_t len)
+{
+	snprintf(msg, len, "worker 1: loop stalled for 7 s\nstore: disk full");
+	return -1;
+}
+
 static const struct control_handlers handlers = {
     .stats = fake_stats,
     .reload = fake_reload,
     .tickets_rotate = fake_rotate,
     .device_set_state = fake_device,
+    .live = fake_live,
+    .ready = fake_ready,
 };
 
 static int setup(void **state)
@@ -600,6 +622,29 @@ static void test_metrics_every_row(void **state)
 /* The text format wants a family's samples together, after its TYPE: each
  * sample's name is its family's, or the family's with a histogram's
  * suffix. */
+/* Certificate and CRL dates and the workers' busy time: one labelled
+ * series each, label values escaped (backslash, quote, newline). */
+static void test_metrics_labelled_series(void **state)
+{
+	char *resp = http("GET", "/metrics");
+	static const char *const lines[] = {
+	    "# TYPE beacond_certificate_not_after_seconds gauge\n",
+	    "\nbeacond_certificate_not_after_seconds{role=\"server\",subject=\"CN=server\"} "
+	    "1800000000\n",
+	    "\nbeacond_certificate_not_after_seconds{role=\"issuer\",subject=\"CN=a\\\"b\\\\c\\nd\"} "
+	    "1900000000\n",
+	    "# TYPE beacond_crl_next_update_seconds gauge\n",
+	    "\nbeacond_crl_next_update_seconds{issuer=\"Agents \\\"CA\\\"\"} 1700000000\n",
+	    "# TYPE beacond_worker_busy_seconds_total counter\n",
+	    "\nbeacond_worker_busy_seconds_total{worker=\"0\"} 1.500000\n",
+	    "\nbeacond_worker_busy_seconds_total{worker=\"1\"} 0.000250\n",
+	};
+	for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
+		if (!strstr(resp, lines[i]))
+			fail_msg("missing %s in:\n%s", lines[i], resp);
+	free(resp);
+}
+
 static void test_metrics_families_whole(void **state)
 {
 	char *resp = http("GET", "/metrics");
@@ -696,6 +741,34 @@ static void test_healthz(void **state)
 	free(resp);
 }
 
+static void test_readyz_names_the_reasons(void **state)
+{
+	char *resp = http("GET", "/readyz");
+	assert_true(!strncmp(resp, "HTTP/1.0 503 Service Unavailable\r\n", 34));
+	assert_non_null(strstr(resp, "Cache-Control: no-store\r\n"));
+	const char *body = strstr(resp, "\r\n\r\n");
+	assert_non_null(body);
+	assert_string_equal(body + 4, "worker 1: loop stalled for 7 s\nstore: disk full\n");
+	free(resp);
+}
+
+static void test_head_is_the_head_alone(void **state)
+{
+	char *resp = http("HEAD", "/healthz");
+	assert_true(!strncmp(resp, "HTTP/1.0 200 OK\r\n", 17));
+	assert_non_null(strstr(resp, "Content-Length: 3\r\n"));
+	const char *end = strstr(resp, "\r\n\r\n");
+	assert_non_null(end);
+	assert_string_equal(end + 4, "");
+	free(resp);
+	resp = http("HEAD", "/readyz");
+	assert_true(!strncmp(resp, "HTTP/1.0 503 ", 13));
+	end = strstr(resp, "\r\n\r\n");
+	assert_non_null(end);
+	assert_string_equal(end + 4, "");
+	free(resp);
+}
+
 static void test_status_page(void **state)
 {
 	char *resp = http("GET", "/status");
@@ -722,7 +795,7 @@ static void test_http_errors(void **state)
 	free(resp);
 	resp = http("POST", "/metrics");
 	assert_true(!strncmp(resp, "HTTP/1.0 405 ", 13));
-	assert_non_null(strstr(resp, "Allow: GET\r\n"));
+	assert_non_null(strstr(resp, "Allow: GET, HEAD\r\n"));
 	free(resp);
 }
 
@@ -815,8 +888,11 @@ int main(void)
 	    cmocka_unit_test(test_metrics_kernel_no_net),
 	    cmocka_unit_test(test_metrics_every_row),
 	    cmocka_unit_test(test_metrics_families_whole),
+	    cmocka_unit_test(test_metrics_labelled_series),
 	    cmocka_unit_test(test_stats_every_row),
 	    cmocka_unit_test(test_healthz),
+	    cmocka_unit_test(test_readyz_names_the_reasons),
+	    cmocka_unit_test(test_head_is_the_head_alone),
 	    cmocka_unit_test(test_status_page),
 	    cmocka_unit_test(test_http_errors),
 	    cmocka_unit_test(test_http_oversized_head),

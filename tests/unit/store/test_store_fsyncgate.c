@@ -179,11 +179,21 @@ static void test_new_uploads_go_to_a_fresh_segment(void **state)
 	uint8_t a[2000], c[7000];
 	fill_random(a, sizeof a, &seed);
 	fill_random(c, sizeof c, &seed);
+	struct store_health h;
+	assert_int_equal(store_health(f->s, &h), 0);
+	assert_int_equal(h.last_commit, 0);
 	faults_arm(1);
 	assert_int_equal(put_upload(&f->t, "dev-fsyncgate", a, sizeof a, 500, &seed, &id),
 			 STORE_ERR_IO);
 	assert_int_equal(faults_injected(), 1);
+	/* /healthz sees the failed commit until one succeeds. */
+	assert_int_equal(store_health(f->s, &h), 0);
+	assert_int_equal(h.last_commit, STORE_ERR_IO);
+	assert_int_equal(h.committing_ms, 0);
 	assert_int_equal(put_upload(&f->t, "dev-fsyncgate", c, sizeof c, 900, &seed, &id), 0);
+	assert_int_equal(store_health(f->s, &h), 0);
+	assert_int_equal(h.last_commit, 0);
+	assert_true(h.free_bytes > 0);
 	assert_upload_equals(f->dir, id, c, sizeof c);
 	char path[512];
 	uint64_t off;

@@ -43,9 +43,28 @@ static void test_budget_clock_jumps(void **state)
 	assert_int_equal(left_out, 1);
 }
 
+/* A flood that stops is summed up once its second has ended, and what the
+ * summary counted is not counted again by the next line. */
+static void test_budget_flush(void **state)
+{
+	(void)state;
+	struct tls_log_budget b = { 0 };
+	uint64_t left_out;
+	assert_true(tls_log_budget_take(&b, 2, 70, &left_out));
+	assert_true(tls_log_budget_take(&b, 2, 70, &left_out));
+	for (int i = 0; i < 5; i++)
+		assert_false(tls_log_budget_take(&b, 2, 70, &left_out));
+	assert_int_equal(tls_log_budget_flush(&b, 70), 0); /* the second still runs */
+	assert_int_equal(tls_log_budget_flush(&b, 71), 5);
+	assert_int_equal(tls_log_budget_flush(&b, 72), 0);
+	assert_true(tls_log_budget_take(&b, 2, 73, &left_out));
+	assert_int_equal(left_out, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_budget_flush),
 		cmocka_unit_test(test_budget_per_second),
 		cmocka_unit_test(test_budget_clock_jumps),
 	};
