@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -220,6 +221,58 @@ static void http_panel(const struct control_stats *st, struct control_buf *o)
 			   all);
 }
 
+/* ---- expiry ---- */
+
+/* Within this many days a date is flagged: what the example alert rules
+ * (config/beacond-alerts.yml) warn at for the server certificate. */
+#define EXPIRY_WARN_DAYS 14
+
+static const char *date_kind(enum control_date_kind k)
+{
+	switch (k) {
+	case CONTROL_DATE_SERVER_CERT:
+		return "server certificate notAfter";
+	case CONTROL_DATE_ISSUER_CERT:
+		return "issuer certificate notAfter";
+	case CONTROL_DATE_CRL:
+		return "CRL nextUpdate";
+	}
+	return "?";
+}
+
+static int date_order(const void *a, const void *b)
+{
+	const struct control_date *x = a, *y = b;
+	return (x->unix_s > y->unix_s) - (x->unix_s < y->unix_s);
+}
+
+/* The trust snapshot's dates, soonest first, with the days left. */
+static void expiry_panel(const struct control_stats *st, uint64_t now, struct control_buf *o)
+{
+	struct control_date dates[CONTROL_DATES_MAX];
+	unsigned n = st->n_dates < CONTROL_DATES_MAX ? st->n_dates : CONTROL_DATES_MAX;
+	memcpy(dates, st->dates, n * sizeof *dates);
+	qsort(dates, n, sizeof *dates, date_order);
+	control_buf_printf(o, "<section id=\"expiry\"><h2>Certificates and CRLs</h2>\n"
+			      "<table id=\"expiry-dates\"><tr><th>what</th><th>name</th>"
+			      "<th>date (UTC)</th><th>days left</th></tr>\n");
+	for (unsigned i = 0; i < n; i++) {
+		char when[32];
+		int64_t left_s = dates[i].unix_s - (int64_t)now;
+		utc_time(when, sizeof when, (uint64_t)(dates[i].unix_s > 0 ? dates[i].unix_s : 0));
+		control_buf_printf(o, "<tr class=\"%s\"><td>%s</td>",
+				   left_s < EXPIRY_WARN_DAYS * 86400 ? "error" : "ok",
+				   date_kind(dates[i].kind));
+		html_cell(o, dates[i].name);
+		/* Whole days, rounded toward the past: "0" is less than a day. */
+		int64_t days = left_s >= 0 ? left_s / 86400 : -((-left_s + 86399) / 86400);
+		control_buf_printf(o, "<td>%s</td><td>%" PRId64 "</td></tr>\n", when, days);
+	}
+	if (!n)
+		control_buf_printf(o, "<tr><td>none</td><td></td><td></td><td></td></tr>\n");
+	control_buf_printf(o, "</table>\n</section>\n");
+}
+
 /* ---- store and trust ---- */
 
 static void store_panel(const struct control_stats *st, struct control_buf *o)
@@ -229,7 +282,14 @@ static void store_panel(const struct control_stats *st, struct control_buf *o)
 						"beacond_store_uploads_committed_total",
 						"beacond_store_uploads_expired_total",
 						"beacond_store_recovered_bad_headers_total",
-						"beacond_store_recovered_truncated_bytes_total" };
+						"beacond_store_recovered_truncated_bytes_total",
+						"beacond_store_uploads_open",
+						"beacond_store_uploads_open_max",
+						"beacond_store_spool_bytes",
+						"beacond_store_disk_free_bytes",
+						"beacond_store_disk_size_bytes",
+						"beacond_store_map_used_bytes",
+						"beacond_store_map_size_bytes" };
 	control_buf_printf(o, "<section id=\"store\"><h2>Store</h2>\n");
 	stats_table(st, "store-counts", families, sizeof families / sizeof *families, o);
 	if (st->commit_latency_count)
@@ -242,9 +302,13 @@ static void store_panel(const struct control_stats *st, struct control_buf *o)
 
 static void trust_panel(const struct control_stats *st, uint64_t now, struct control_buf *o)
 {
-	static const char *const families[] = { "beacond_snapshot_generation", "beacond_issuers",
-						"beacond_crls", "beacond_revoked_serials",
-						"beacond_blocked_entries" };
+	static const char *const families[] = { "beacond_snapshot_generation",
+						"beacond_issuers",
+						"beacond_crls",
+						"beacond_revoked_serials",
+						"beacond_blocked_entries",
+						"beacond_reload_successes_total",
+						"beacond_reload_failures_total" };
 	char loaded[32] = "never";
 	uint64_t age = 0;
 	if (st->snapshot_loaded_unix_s) {
@@ -285,12 +349,9 @@ void control_status_page_render(const struct control_history *h, const struct co
 	status_chart_auth_panel(h, st, now_unix_s, out);
 	failures_panel(st, refusals, n_refusals, out);
 	http_panel(st, out);
+	expiry_panel(st, now_unix_s, out);
 	store_panel(st, out);
 	trust_panel(st, now_unix_s, out);
-	/* Certificate and CRL expiry and disk free belong in a panel of their
-	 * own here once struct control_stats carries them (issue 15, metrics:
-	 * beacond_certificate_not_after_seconds, beacond_crl_next_update_seconds
-	 * and the disk gauges are labelled series, not rows of the table yet). */
 	control_buf_printf(out, "<p>Numbers for scripts: <a href=\"/metrics\">/metrics</a>.</p>"
 				"</body></html>\n");
 }

@@ -15,6 +15,7 @@ import zlib
 from html.parser import HTMLParser
 
 import pytest
+from cryptography import x509
 
 from certkit import cn, make_ca, make_cert
 from helpers import client_context, free_port
@@ -22,7 +23,7 @@ from trustkit import assert_admitted, assert_refused, http_get, parse_metrics, w
 
 HOSTILE_CN = "<script>alert(1)</script>&x"
 PANELS = ("summary", "auth", "auth-bars", "auth-chart", "auth-totals", "failures",
-          "refusals", "http", "http-codes", "store", "trust")
+          "refusals", "http", "http-codes", "expiry", "expiry-dates", "store", "trust")
 
 
 class Page(HTMLParser):
@@ -197,6 +198,15 @@ def test_status_page_panels_and_refusals(busy_server):
         str(int(m[("beacond_store_uploads_committed_total", "")]))
     trust = {r[0]: r[1] for r in page.tables["trust-counts"]}
     assert trust["Trusted issuing CAs."] == str(int(m[("beacond_issuers", "")]))
+    assert int(store["Bytes free to beacond on the data directory's filesystem."]) > 0, store
+    assert "Trust reloads refused, the running trust left in force." in trust, trust
+    # The server certificate's notAfter, as the certificate says.
+    not_after = x509.load_pem_x509_certificate((srv.pki / "server.pem").read_bytes())
+    not_after = not_after.not_valid_after.strftime("%Y-%m-%d %H:%M:%S")
+    dates = [r for r in page.tables["expiry-dates"][1:]]
+    assert ["server certificate notAfter", not_after] == \
+        [r for r in dates if r[0].startswith("server")][0][::2][:2], dates
+    assert any(r[0] == "issuer certificate notAfter" for r in dates), dates
     # Axis labels cannot overlap: 14 px apart upright, 80 px across.
     ys, xs = sorted(page.ylabels), sorted(page.xlabels)
     assert len(ys) >= 2 and len(xs) >= 2, (ys, xs)
