@@ -292,6 +292,14 @@ static void store_panel(const struct control_stats *st, struct control_buf *o)
 						"beacond_store_map_size_bytes" };
 	control_buf_printf(o, "<section id=\"store\"><h2>Store</h2>\n");
 	stats_table(st, "store-counts", families, sizeof families / sizeof *families, o);
+	if (st->store_disk_size_bytes) {
+		char share[16];
+		status_share(share, sizeof share, st->store_disk_free_bytes,
+			     st->store_disk_size_bytes);
+		control_buf_printf(
+			o, "<p id=\"disk-free\">%s of the data directory's disk free.</p>\n",
+			share);
+	}
 	if (st->commit_latency_count)
 		control_buf_printf(
 			o, "<p>%" PRIu64 " commits waited for, %" PRIu64 " us on average.</p>\n",
@@ -335,7 +343,8 @@ static const char page_head[] =
 	"td:first-child,th:first-child{text-align:left}"
 	"#refusals td,#refusals th{text-align:left;max-width:22em;overflow-wrap:anywhere}"
 	"#refusals th,#refusals td:nth-child(-n+2),#refusals td:nth-child(4){white-space:nowrap}"
-	"#refusals td.hash{font:11px monospace;max-width:16ch}tr.error td{color:#c62828}"
+	"#expiry td,#expiry th{text-align:left}#refusals td.hash{font:11px "
+	"monospace;max-width:16ch}tr.error td{color:#c62828}"
 	"i{display:inline-block;width:10px;height:10px;margin-right:5px}"
 	".legend span{margin-right:12px}</style></head><body>\n"
 	"<h1>beacond</h1>\n";

@@ -23,7 +23,7 @@ from trustkit import assert_admitted, assert_refused, http_get, parse_metrics, w
 
 HOSTILE_CN = "<script>alert(1)</script>&x"
 PANELS = ("summary", "auth", "auth-bars", "auth-chart", "auth-totals", "failures",
-          "refusals", "http", "http-codes", "expiry", "expiry-dates", "store", "trust")
+          "refusals", "http", "http-codes", "expiry", "expiry-dates", "store", "disk-free", "trust")
 
 
 class Page(HTMLParser):
