@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import HttpConn, build_request, client_context, free_port, unique_name
+from helpers import BACKEND, HttpConn, build_request, client_context, free_port, unique_name
 from trustkit import ctl, wait_until
 
 UP = "/ManageSoftRL/Inventories/"
@@ -53,7 +53,12 @@ def closed_before_tls(srv, first_bytes):
     closed: b"" when it closed without a byte of TLS."""
     raw = socket.create_connection((srv.host, srv.port), timeout=10)
     with raw:
-        raw.sendall(first_bytes)
+        try:
+            raw.sendall(first_bytes)
+        except ConnectionResetError:
+            # Refused at accept: the DPDK stack resets at once (the
+            # caller's counter and log line say which refusal it was).
+            return b""
         # The ClientHello, from an in-memory TLS client.
         inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
         obj = client_context(srv.pki).wrap_bio(inc, out, server_hostname="localhost")
@@ -101,7 +106,12 @@ def access_line(srv, peer, name):
     return line
 
 
-def proxied_server(start_server, version="v2", source="127.0.0.0/8", limits=None):
+# The clients' own networks: loopback, and the DPDK runs' tap network
+# (over_dpdk.sh), where a client reaches beacond from 198.18.0.0/15.
+CLIENTS = "127.0.0.0/8, 198.18.0.0/15"
+
+
+def proxied_server(start_server, version="v2", source=CLIENTS, limits=None):
     return start_server({"server": {"workers": "1", "proxy_protocol": version,
                                     "proxy_from": source},
                          "limits": dict(limits or {})})
@@ -130,8 +140,8 @@ def test_v2_local_keeps_the_balancers_address(start_server):
     with c:
         c.send(build_request("PUT", UP + name, body=b"health\n"))
         assert c.read_response().status == 201
-        local_port = c.tls.getsockname()[1]
-    access_line(srv, f"127.0.0.1:{local_port}", name)
+        local = c.tls.getsockname()
+    access_line(srv, f"{local[0]}:{local[1]}", name)
 
 
 def test_v1_header_names_the_agent(start_server):
@@ -174,7 +184,10 @@ def test_peer_not_in_proxy_from_is_refused(start_server):
     srv = proxied_server(start_server, "v2", source="10.0.0.0/8, fd00::/8")
     before = proxy_refused(srv)
     assert closed_before_tls(srv, v2_header("198.18.5.5", 40007)) == b""
-    assert proxy_refused(srv) == before + 1
+    # Over DPDK a refusal at accept can be counted twice: the stack's SYN
+    # cookies open a connection on each valid ACK, and the client's data
+    # segment after the reset is one more.
+    assert proxy_refused(srv) - before in ((1,) if BACKEND == "kernel" else (1, 2))
     assert wait_until(lambda: "not in [server] proxy_from" in srv.stderr(), 30)
     assert "198.18.5.5" not in srv.stderr(), "a refused peer's claim reached the log"
 
@@ -221,7 +234,7 @@ frontend fe
     bind 127.0.0.1:{hport}
     default_backend be
 backend be
-    server s1 127.0.0.1:{srv.port} send-proxy-v2
+    server s1 {srv.host}:{srv.port} send-proxy-v2
 """)
     hap = subprocess.Popen(["haproxy", "-f", str(cfg), "-db"], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT)
