@@ -31,7 +31,8 @@ static size_t v2(uint8_t *out, uint8_t ver_cmd, uint8_t fam, const uint8_t *payl
 	out[13] = fam;
 	out[14] = (uint8_t)(n >> 8);
 	out[15] = (uint8_t)n;
-	memcpy(out + 16, payload, n);
+	if (n)
+		memcpy(out + 16, payload, n);
 	return 16 + n;
 }
 
