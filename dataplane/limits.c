@@ -123,7 +123,7 @@ void source_release(struct source_table *t, const uint8_t key[16])
 	}
 }
 
-bool admit_connection(struct worker *w, const struct sockaddr *peer, uint8_t key[16])
+bool admit_worker(struct worker *w)
 {
 	if (atomic_load(&w->stopping) || transport_conn_count(w->transport) > w->cfg->max_connections) {
 		counter_add(&w->counters.connections_refused, 1);
@@ -133,7 +133,11 @@ bool admit_connection(struct worker *w, const struct sockaddr *peer, uint8_t key
 		counter_add(&w->counters.refused_handshakes, 1);
 		return false;
 	}
-	source_key(peer, key);
+	return true;
+}
+
+bool admit_source(struct worker *w, const uint8_t key[16])
+{
 	switch (source_admit(&w->sources, key, w->timers.now_ms)) {
 	case SOURCE_OK:
 		return true;
@@ -144,6 +148,29 @@ bool admit_connection(struct worker *w, const struct sockaddr *peer, uint8_t key
 	case SOURCE_TABLE_FULL:
 		counter_add(&w->counters.refused_per_source, 1);
 		return false;
+	}
+	return false;
+}
+
+bool admit_connection(struct worker *w, const struct sockaddr *peer, uint8_t key[16])
+{
+	source_key(peer, key);
+	return admit_worker(w) && admit_source(w, key);
+}
+
+bool source_in_prefixes(const struct sockaddr *peer, const struct config_prefix *list, unsigned n)
+{
+	uint8_t key[16];
+	source_key(peer, key);
+	if (peer->sa_family != AF_INET && peer->sa_family != AF_INET6)
+		return false;
+	for (unsigned i = 0; i < n; i++) {
+		unsigned bits = list[i].bits, whole = bits / 8, rest = bits % 8;
+		if (memcmp(key, list[i].addr, whole) != 0)
+			continue;
+		if (rest && ((key[whole] ^ list[i].addr[whole]) & (uint8_t)(0xff00 >> rest)))
+			continue;
+		return true;
 	}
 	return false;
 }

@@ -59,5 +59,14 @@ struct worker;
  * source's limits), each refusal counted in the worker's counters. When
  * true, the source has counted it: source_release(key) when it closes. */
 bool admit_connection(struct worker *w, const struct sockaddr *peer, uint8_t key[16]);
+/* admit_connection in its two halves, for a connection whose source is
+ * known only later (a PROXY header names it): the worker's limits at
+ * accept, the source's once the header named it. */
+bool admit_worker(struct worker *w);
+bool admit_source(struct worker *w, const uint8_t key[16]);
+
+struct config_prefix;
+/* True when `peer` (IPv4 or IPv6) lies in one of the `n` prefixes. */
+bool source_in_prefixes(const struct sockaddr *peer, const struct config_prefix *list, unsigned n);
 
 #endif

@@ -36,8 +36,9 @@ declare -A corpus=(
   [fuzz_http]=http [fuzz_config]=config [fuzz_control]=control [fuzz_crl]=crl
   [fuzz_crl_resign]=crl_resign [fuzz_spool]=spool [fuzz_blocklist]=blocklist
   [fuzz_packet]=packet [fuzz_certid]=certid [fuzz_psk]=psk
+  [fuzz_proxy]=proxy
 )
-targets=${FUZZ_TARGETS:-fuzz_http fuzz_config fuzz_control fuzz_crl fuzz_crl_resign fuzz_spool fuzz_blocklist fuzz_certid fuzz_packet fuzz_psk}
+targets=${FUZZ_TARGETS:-fuzz_http fuzz_config fuzz_control fuzz_crl fuzz_crl_resign fuzz_spool fuzz_blocklist fuzz_certid fuzz_packet fuzz_psk fuzz_proxy}
 
 command -v clang >/dev/null || { echo "fuzz: clang not found (scripts/setup.sh)" >&2; exit 1; }
 if [ ! -f "$build/build.ninja" ]; then

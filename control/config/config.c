@@ -41,6 +41,7 @@ enum kind {
 	K_ADVERTISE,
 	K_TEXT,    /* free text, blanks included */
 	K_CIDR,    /* an IPv4 "ADDR/PREFIX" (dpdk_addr and dpdk_prefix) */
+	K_CIDR_LIST, /* "ADDR/PREFIX, ..." of either family (proxy_from and its count) */
 };
 
 struct word {
@@ -98,6 +99,15 @@ static const struct word log_levels[] = {
 	{NULL, 0},
 };
 
+/* [server] proxy_protocol: PROXY_ACCEPT_* bits of beacon/proxy.h. */
+static const struct word proxy_versions[] = {
+	{"no", 0},
+	{"v1", 1},
+	{"v2", 2},
+	{"any", 3},
+	{NULL, 0},
+};
+
 static const struct word booleans[] = {
 	{"yes", 1}, {"no", 0}, {"true", 1}, {"false", 0},
 	{"on", 1},  {"off", 0}, {"1", 1},   {"0", 0},
@@ -125,6 +135,8 @@ static const struct key keys[] = {
 	ENUM("server", "approval", approval, approvals),
 	ENUM("server", "watch", watch, booleans),
 	NUM("server", "health_stall", K_MS, health_stall_ms, 1000, 3600000),
+	ENUM("server", "proxy_protocol", proxy_protocol, proxy_versions),
+	STR("server", "proxy_from", K_CIDR_LIST, proxy_from),
 
 	STR("tls", "cert", K_PATH, cert),
 	STR("tls", "key", K_PATH, key),
@@ -343,6 +355,9 @@ static void key_second_field(const struct key *k, size_t *offset, size_t *width)
 	} else if (k->kind == K_CIDR) {
 		*offset = offsetof(struct config, dpdk_prefix);
 		*width = sizeof(((struct config *)0)->dpdk_prefix);
+	} else if (k->kind == K_CIDR_LIST) {
+		*offset = offsetof(struct config, proxy_from_count);
+		*width = sizeof(((struct config *)0)->proxy_from_count);
 	}
 }
 
@@ -679,29 +694,100 @@ static int set_advertise(struct load *ld, const struct key *k, const char *value
 	return 1;
 }
 
+/* Splits "ADDR/PREFIX" into the address text and the prefix length
+ * (digits only, at most `max`); false when it is not that shape. */
+static bool split_cidr(const char *value, size_t value_len, char *host, size_t host_cap,
+		       uint64_t max, unsigned *prefix)
+{
+	const char *slash = memchr(value, '/', value_len);
+	uint64_t bits = 0;
+	const char *end;
+	char digits[8];
+	size_t len = slash ? (size_t)(slash - value) : 0;
+	size_t dlen = slash ? value_len - len - 1 : 0;
+	if (!slash || len == 0 || len >= host_cap || dlen == 0 || dlen >= sizeof digits)
+		return false;
+	memcpy(digits, slash + 1, dlen);
+	digits[dlen] = '\0';
+	if (config_parse_digits(digits, &bits, &end) < 0 || *end || bits < 1 || bits > max)
+		return false;
+	memcpy(host, value, len);
+	host[len] = '\0';
+	*prefix = (unsigned)bits;
+	return true;
+}
+
 /* "198.18.0.1/15": an IPv4 address and its prefix length (1 to 32). */
 static int set_cidr(struct load *ld, const struct key *k, const char *value)
 {
 	char host[INET_ADDRSTRLEN];
-	const char *slash = strchr(value, '/');
-	uint64_t prefix = 0;
-	const char *end;
+	unsigned prefix;
 	struct in_addr a;
-	size_t len = slash ? (size_t)(slash - value) : 0;
-	if (!slash || len == 0 || len >= sizeof host || config_parse_digits(slash + 1, &prefix, &end) < 0 ||
-	    *end || prefix < 1 || prefix > 32)
-		goto bad;
-	memcpy(host, value, len);
-	host[len] = '\0';
-	if (inet_pton(AF_INET, host, &a) != 1)
+	if (!split_cidr(value, strlen(value), host, sizeof host, 32, &prefix) ||
+	    inet_pton(AF_INET, host, &a) != 1)
 		goto bad;
 	ld->cfg.dpdk_addr = a.s_addr;
-	ld->cfg.dpdk_prefix = (unsigned)prefix;
+	ld->cfg.dpdk_prefix = prefix;
 	return 1;
 bad:
 	return fail(ld, "[%s] %s: '%s' is not ADDR/PREFIX (a numeric IPv4 address and a "
 			"prefix length 1 to 32, as 198.18.0.1/15)",
 		    k->section, k->name, value);
+}
+
+/* One "ADDR/PREFIX" of either family into a prefix of the IPv6 space. */
+static bool parse_prefix(const char *text, size_t len, struct config_prefix *out)
+{
+	char host[INET6_ADDRSTRLEN];
+	unsigned bits;
+	memset(out, 0, sizeof *out);
+	if (split_cidr(text, len, host, sizeof host, 32, &bits) &&
+	    inet_pton(AF_INET, host, out->addr + 12) == 1) {
+		out->addr[10] = out->addr[11] = 0xff;
+		out->bits = 96 + bits;
+	} else if (split_cidr(text, len, host, sizeof host, 128, &bits) &&
+		   inet_pton(AF_INET6, host, out->addr) == 1) {
+		out->bits = bits;
+	} else {
+		return false;
+	}
+	/* Host bits set are a typo more often than not: refuse them. */
+	for (unsigned i = out->bits; i < 128; i++)
+		if (out->addr[i / 8] & (0x80 >> (i % 8)))
+			return false;
+	return true;
+}
+
+/* "10.0.0.0/8, fd00::/8": the peers allowed to send a PROXY header. */
+static int set_cidr_list(struct load *ld, const struct key *k, const char *value)
+{
+	struct config *c = &ld->cfg;
+	c->proxy_from_count = 0;
+	memset(c->proxy_from, 0, sizeof c->proxy_from);
+	const char *p = value;
+	while (*p) {
+		p += strspn(p, " \t");
+		size_t len = strcspn(p, ",");
+		size_t item = len;
+		while (item && (p[item - 1] == ' ' || p[item - 1] == '\t'))
+			item--;
+		if (c->proxy_from_count == CONFIG_PROXY_FROM_MAX)
+			return fail(ld, "[%s] %s: more than %d prefixes", k->section, k->name,
+				    CONFIG_PROXY_FROM_MAX);
+		if (!parse_prefix(p, item, &c->proxy_from[c->proxy_from_count]))
+			return fail(ld, "[%s] %s: '%.*s' is not ADDR/PREFIX (a numeric IPv4 or "
+					"IPv6 network with no host bits set, as 10.0.0.0/8)",
+				    k->section, k->name, (int)item, p);
+		c->proxy_from_count++;
+		p += len;
+		if (*p == ',') {
+			p++;
+			if (!p[strspn(p, " \t")])
+				return fail(ld, "[%s] %s: empty item after ','", k->section,
+					    k->name);
+		}
+	}
+	return 1;
 }
 
 static int set_value(struct load *ld, const struct key *k, const char *value)
@@ -737,6 +823,8 @@ static int set_value(struct load *ld, const struct key *k, const char *value)
 		return 1;
 	case K_CIDR:
 		return set_cidr(ld, k, value);
+	case K_CIDR_LIST:
+		return set_cidr_list(ld, k, value);
 	default:
 		return set_number(ld, k, value);
 	}
@@ -781,6 +869,12 @@ static unsigned line_of(const struct load *ld, const char *section, const char *
 static int validate(struct load *ld)
 {
 	const struct config *c = &ld->cfg;
+	if (c->proxy_protocol && !c->proxy_from_count) {
+		ld->line = line_of(ld, "server", "proxy_protocol");
+		/* Without it anyone could claim any address. */
+		return fail(ld, "[server] proxy_protocol is on but proxy_from names no peer "
+				"allowed to send the header");
+	}
 	if (c->max_target > c->max_header_bytes) {
 		unsigned a = line_of(ld, "limits", "max_target");
 		unsigned b = line_of(ld, "limits", "max_header_bytes");

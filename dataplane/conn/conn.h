@@ -109,9 +109,11 @@ struct conn {
 	bool advancing;		   /* conn_advance is on the stack */
 	bool transport_gone;	   /* the transport closed: nothing more to send */
 	bool callback_owed;	   /* the store owes us a callback: outlive the transport */
+	bool proxy_pending;	   /* in HANDSHAKE, the PROXY header not yet read */
+	bool source_held;	   /* counted by the per-source limits: release at free */
 	uint64_t trust_generation; /* of the newest snapshot this peer was checked against */
 	uint8_t source[16];	   /* the per-source limits' key */
-	char peer[64];
+	char peer[64];		   /* the agent's address (from a PROXY header, if any) */
 };
 
 void conn_enter(struct conn *c);

@@ -11,6 +11,7 @@
 
 #include "beacon/config.h"
 #include "beacon/log.h"
+#include "beacon/proxy.h"
 #include "beacon/store.h"
 #include "beacon/tls.h"
 #include "beacon/snapshot.h"
@@ -169,7 +170,8 @@ static void request_timeout(struct timer *t)
 	counter_add(&c->w->counters.timeouts, 1);
 	switch (c->state) {
 	case CONN_HANDSHAKE:
-		log_info("%s: TLS handshake timed out", c->peer);
+		log_info("%s: %s timed out", c->peer,
+			 c->proxy_pending ? "PROXY header" : "TLS handshake");
 		conn_close(c);
 		break;
 	case CONN_IDLE:
@@ -578,7 +580,7 @@ static void conn_feed(struct conn *c, const uint8_t *data, size_t len)
 
 void conn_run(struct conn *c)
 {
-	if (c->transport_gone || c->state == CONN_CLOSING)
+	if (c->transport_gone || c->state == CONN_CLOSING || c->proxy_pending)
 		return;
 	if (c->stash_len || c->paused)
 		conn_feed(c, NULL, 0);
@@ -604,20 +606,46 @@ static void peer_name(const struct sockaddr *peer, char *out, size_t outlen)
 	snprintf(out, outlen, "%s:%u", host, port);
 }
 
+/* With proxy_protocol on only the balancers in proxy_from may connect: any
+ * other peer could otherwise claim any address, and the per-source limits
+ * and logs would believe it. */
+static bool proxy_peer_allowed(struct worker *w, const struct sockaddr *peer)
+{
+	const struct config *cfg = w->cfg;
+	if (source_in_prefixes(peer, cfg->proxy_from, cfg->proxy_from_count))
+		return true;
+	char name[64];
+	peer_name(peer, name, sizeof name);
+	counter_add(&w->counters.proxy_refused, 1);
+	log_info("%s: refused: not in [server] proxy_from, may not send a PROXY header", name);
+	return false;
+}
+
 static void *conn_accepted(void *ctx, struct transport_conn *tc, const struct sockaddr *peer,
 			   socklen_t peer_len)
 {
 	struct worker *w = ctx;
 	(void)peer_len;
 	uint8_t key[16];
-	if (!admit_connection(w, peer, key))
+	/* Behind a balancer the source is known only from the header: its
+	 * limits wait for it (proxy_apply). */
+	bool proxied = w->cfg->proxy_protocol != 0;
+	if (proxied) {
+		if (!proxy_peer_allowed(w, peer) || !admit_worker(w))
+			return NULL;
+		source_key(peer, key);
+	} else if (!admit_connection(w, peer, key)) {
 		return NULL;
+	}
 	struct conn *c = calloc(1, sizeof *c);
 	if (!c) {
-		source_release(&w->sources, key);
+		if (!proxied)
+			source_release(&w->sources, key);
 		return NULL;
 	}
 	memcpy(c->source, key, sizeof key);
+	c->source_held = !proxied;
+	c->proxy_pending = proxied;
 	c->in_handshake = true;
 	w->handshakes_active++;
 	counter_add(&w->counters.handshakes_in_progress, 1);
@@ -632,7 +660,8 @@ static void *conn_accepted(void *ctx, struct transport_conn *tc, const struct so
 	if (!c->tls) {
 		w->handshakes_active--;
 		counter_add(&w->counters.handshakes_in_progress, (uint64_t)-1);
-		source_release(&w->sources, key);
+		if (!proxied)
+			source_release(&w->sources, key);
 		free(c);
 		return NULL;
 	}
@@ -649,11 +678,78 @@ static void *conn_accepted(void *ctx, struct transport_conn *tc, const struct so
 	return c;
 }
 
+/* ---- the PROXY header ---- */
+
+/* The header named the agent: it becomes the connection's peer, and its
+ * per-source limits apply now. False when they refuse it (counted). */
+static bool proxy_apply(struct conn *c, const struct proxy_header *h)
+{
+	char balancer[sizeof c->peer];
+	memcpy(balancer, c->peer, sizeof balancer);
+	if (!h->local) {
+		peer_name((const struct sockaddr *)&h->source, c->peer, sizeof c->peer);
+		source_key((const struct sockaddr *)&h->source, c->source);
+	}
+	if (!admit_source(c->w, c->source)) {
+		log_info("%s: refused by the per-source limits (PROXY v%u from %s)", c->peer,
+			 h->version, balancer);
+		return false;
+	}
+	c->source_held = true;
+	log_debug("%s: PROXY v%u header from %s%s", c->peer, h->version, balancer,
+		  h->local ? " (LOCAL: the balancer's own)" : "");
+	return true;
+}
+
+/* The first bytes of a proxied connection: the header, then TLS. Bytes
+ * are gathered in the stash until the header is whole (it is bounded:
+ * PROXY_HEADER_MAX); no byte reaches TLS before it is. */
+static void proxy_received(struct conn *c, const uint8_t *data, size_t len)
+{
+	const uint8_t *in = data;
+	size_t in_len = len;
+	if (c->stash_len) {
+		if (!stash_append(c, data, len)) {
+			conn_close(c);
+			return;
+		}
+		in = c->stash + c->stash_off;
+		in_len = c->stash_len - c->stash_off;
+	}
+	struct proxy_header h;
+	switch (proxy_parse(in, in_len, c->w->cfg->proxy_protocol, &h)) {
+	case PROXY_INCOMPLETE:
+		if (!c->stash_len && !stash_append(c, data, len))
+			conn_close(c);
+		return;
+	case PROXY_MALFORMED:
+		counter_add(&c->w->counters.proxy_refused, 1);
+		log_info("%s: refused: bad PROXY header: %s", c->peer, h.reason);
+		conn_close(c);
+		return;
+	case PROXY_DONE:
+		break;
+	}
+	c->proxy_pending = false;
+	if (!proxy_apply(c, &h)) {
+		conn_close(c);
+		return;
+	}
+	if (c->stash_len) {
+		c->stash_off += h.len;
+		conn_feed(c, NULL, 0);
+	} else if (len > h.len) {
+		conn_feed(c, data + h.len, len - h.len);
+	}
+}
+
 static void conn_received(void *upper, const uint8_t *data, size_t len)
 {
 	struct conn *c = upper;
 	conn_enter(c);
-	if (c->state != CONN_CLOSING)
+	if (c->state != CONN_CLOSING && c->proxy_pending)
+		proxy_received(c, data, len);
+	else if (c->state != CONN_CLOSING)
 		conn_feed(c, data, len);
 	conn_leave(c);
 }
@@ -692,7 +788,8 @@ static void conn_free(struct conn *c)
 {
 	assert(c->depth == 0 && c->transport_gone && !c->callback_owed && !c->flush_queued);
 	handshake_over(c);
-	source_release(&c->w->sources, c->source);
+	if (c->source_held)
+		source_release(&c->w->sources, c->source);
 	handler_drop(c);
 	timer_disarm(&c->timer);
 	*c->pprev = c->next;

@@ -38,6 +38,14 @@ enum crl_stale_policy {
 	CRL_STALE_REFUSE, /* every lookup for that issuer answers STALE */
 };
 
+/* An address prefix: IPv6, or IPv4 mapped (::ffff:a.b.c.d), with its
+ * length counted in those 128 bits (an IPv4 /8 is 104). */
+struct config_prefix {
+	uint8_t addr[16];
+	unsigned bits;
+};
+#define CONFIG_PROXY_FROM_MAX 16
+
 struct config {
 	/* [server] */
 	char listen_addr[64]; /* numeric IPv4 or IPv6 */
@@ -52,6 +60,9 @@ struct config {
 	enum approval_policy approval;
 	bool watch; /* reload when a trust file changes */
 	unsigned health_stall_ms; /* a worker loop or commit stuck longer: /healthz 503 */
+	unsigned proxy_protocol;  /* PROXY_ACCEPT_* bits (beacon/proxy.h); 0: no header */
+	struct config_prefix proxy_from[CONFIG_PROXY_FROM_MAX]; /* who may send it */
+	unsigned proxy_from_count;
 
 	/* [tls] */
 	char cert[CONFIG_PATH_MAX];

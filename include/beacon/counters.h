@@ -76,6 +76,9 @@
 	X(refused_handshakes, COUNTER, "beacond_limit_refusals_total",                             \
 	  "limit=\"max_handshakes_in_progress\"",                                                  \
 	  "New connections closed at once by a [limits] connection limit.")                        \
+	X(proxy_refused, COUNTER, "beacond_proxy_refusals_total", "",                             \
+	  "Connections closed for their PROXY header: missing, malformed, or from a peer "        \
+	  "not in proxy_from.")                                                                    \
 	X(requests, COUNTER, "beacond_requests_total", "", "HTTP requests parsed.")                \
 	X(uploads, COUNTER, "beacond_uploads_total", "", "Uploads received.")                      \
 	X(upload_bytes, COUNTER, "beacond_upload_bytes_total", "", "Upload body bytes received.")  \

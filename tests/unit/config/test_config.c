@@ -354,6 +354,55 @@ static void test_errors_cross(void **state)
 		     "[store] upload_buffer (2097152) exceeds segment_size (1048576)");
 }
 
+/* [server] proxy_protocol and proxy_from: the list's forms and errors. */
+static void test_proxy_keys(void **state)
+{
+	struct config cfg;
+	config_defaults(&cfg);
+	assert_int_equal(cfg.proxy_protocol, 0);
+	assert_int_equal(cfg.proxy_from_count, 0);
+	assert_int_equal(load("[server]\nproxy_protocol = any\n"
+			      "proxy_from = 10.0.0.0/8 , 192.168.1.128/25,fd00::/8\n",
+			      &cfg),
+			 0);
+	assert_int_equal(cfg.proxy_protocol, 3);
+	assert_int_equal(cfg.proxy_from_count, 3);
+	assert_int_equal(cfg.proxy_from[0].bits, 96 + 8);
+	assert_int_equal(cfg.proxy_from[0].addr[10], 0xff);
+	assert_int_equal(cfg.proxy_from[0].addr[12], 10);
+	assert_int_equal(cfg.proxy_from[1].bits, 96 + 25);
+	assert_int_equal(cfg.proxy_from[1].addr[15], 128);
+	assert_int_equal(cfg.proxy_from[2].bits, 8);
+	assert_int_equal(cfg.proxy_from[2].addr[0], 0xfd);
+
+	expect_error("[server]\nproxy_protocol = v3\n", 2,
+		     "[server] proxy_protocol: 'v3' is not one of no, v1, v2, any");
+	expect_error("[server]\n\nproxy_protocol = v2\n", 3,
+		     "[server] proxy_protocol is on but proxy_from names no peer allowed "
+		     "to send the header");
+	const char *why = "is not ADDR/PREFIX (a numeric IPv4 or IPv6 network with no host "
+			  "bits set, as 10.0.0.0/8)";
+	char want[256];
+	static const char *bad[] = {"10.0.0.1/8", "10.0.0.0", "10.0.0.0/33", "10.0.0.0/0",
+				    "fd00::1/8",  "fd00::/129", "host/8",	 "10.0.0.0/8x"};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		char text[128];
+		snprintf(text, sizeof text, "[server]\nproxy_from = 127.0.0.0/8, %s\n", bad[i]);
+		snprintf(want, sizeof want, "[server] proxy_from: '%s' %s", bad[i], why);
+		expect_error(text, 2, want);
+	}
+	expect_error("[server]\nproxy_from = 10.0.0.0/8,\n", 2,
+		     "[server] proxy_from: empty item after ','");
+	char many[512] = "[server]\nproxy_from = ";
+	for (int i = 0; i < CONFIG_PROXY_FROM_MAX + 1; i++)
+		snprintf(many + strlen(many), sizeof many - strlen(many), "%s%d.0.0.0/8",
+			 i ? "," : "", i + 1);
+	strcat(many, "\n");
+	snprintf(want, sizeof want, "[server] proxy_from: more than %d prefixes",
+		 CONFIG_PROXY_FROM_MAX);
+	expect_error(many, 2, want);
+}
+
 static void test_error_long_line(void **state)
 {
 	char text[600];
@@ -677,6 +726,7 @@ int main(void)
 		cmocka_unit_test(test_store_limits),
 		cmocka_unit_test(test_approval_reaches_store),
 		cmocka_unit_test(test_errors_cross),
+		cmocka_unit_test(test_proxy_keys),
 		cmocka_unit_test(test_error_long_line),
 		cmocka_unit_test(test_error_not_found),
 		cmocka_unit_test(test_failure_keeps_config),
