@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "beacon/ring.h"
+#include "beacon/tls.h"
 #include "beacon/transport.h"
 #include "beacon/worker.h"
 #include "limits.h"
@@ -43,6 +44,10 @@ struct worker {
 	struct timer_wheel timers;
 	struct source_table sources;
 	unsigned handshakes_active;
+	/* Refusal lines a peer can cause with each connection (PROXY header
+	 * refusals): at most TLS_REFUSAL_LOG_PER_S a second per worker, the
+	 * rest counted on the next line; every one is in the counters. */
+	struct tls_log_budget conn_log_budget;
 	struct worker_counters counters;
 	uint64_t net_published_ms; /* when counters.net was last copied */
 	int download_dirfd;

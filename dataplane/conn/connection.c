@@ -5,6 +5,8 @@
  */
 #include <arpa/inet.h>
 #include <assert.h>
+#include <stdarg.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -606,6 +608,29 @@ static void peer_name(const struct sockaddr *peer, char *out, size_t outlen)
 	snprintf(out, outlen, "%s:%u", host, port);
 }
 
+/* A refusal line a peer causes by connecting, within the worker's budget:
+ * a flood of bad connections cannot flood the log (the counters have them
+ * all). Writes the line (with the count left out before it) or nothing. */
+static void log_conn_refusal(struct worker *w, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void log_conn_refusal(struct worker *w, const char *fmt, ...)
+{
+	uint64_t left_out = 0;
+	if (!tls_log_budget_take(&w->conn_log_budget, TLS_REFUSAL_LOG_PER_S,
+				 (uint64_t)time(NULL), &left_out))
+		return;
+	char line[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (left_out)
+		log_info("%s [%llu such lines left out before this one]", line,
+			 (unsigned long long)left_out);
+	else
+		log_info("%s", line);
+}
+
 /* With proxy_protocol on only the balancers in proxy_from may connect: any
  * other peer could otherwise claim any address, and the per-source limits
  * and logs would believe it. */
@@ -617,7 +642,8 @@ static bool proxy_peer_allowed(struct worker *w, const struct sockaddr *peer)
 	char name[64];
 	peer_name(peer, name, sizeof name);
 	counter_add(&w->counters.proxy_refused, 1);
-	log_info("%s: refused: not in [server] proxy_from, may not send a PROXY header", name);
+	log_conn_refusal(w, "%s: refused: not in [server] proxy_from, may not send a PROXY header",
+			 name);
 	return false;
 }
 
@@ -691,8 +717,8 @@ static bool proxy_apply(struct conn *c, const struct proxy_header *h)
 		source_key((const struct sockaddr *)&h->source, c->source);
 	}
 	if (!admit_source(c->w, c->source)) {
-		log_info("%s: refused by the per-source limits (PROXY v%u from %s)", c->peer,
-			 h->version, balancer);
+		log_conn_refusal(c->w, "%s: refused by the per-source limits (PROXY v%u from %s)",
+				 c->peer, h->version, balancer);
 		return false;
 	}
 	c->source_held = true;
@@ -724,7 +750,7 @@ static void proxy_received(struct conn *c, const uint8_t *data, size_t len)
 		return;
 	case PROXY_MALFORMED:
 		counter_add(&c->w->counters.proxy_refused, 1);
-		log_info("%s: refused: bad PROXY header: %s", c->peer, h.reason);
+		log_conn_refusal(c->w, "%s: refused: bad PROXY header: %s", c->peer, h.reason);
 		conn_close(c);
 		return;
 	case PROXY_DONE:

@@ -5,6 +5,7 @@ proxy_from, a malformed one or none at all is refused before TLS (no byte
 of a ServerHello), counted and logged. And a real HAProxy in front with
 send-proxy-v2."""
 
+import re
 import shutil
 import socket
 import ssl
@@ -262,3 +263,29 @@ backend be
     finally:
         hap.terminate()
         hap.wait(timeout=10)
+
+
+def test_refusal_flood_does_not_flood_the_log(start_server):
+    """Every connection from a peer outside proxy_from is a refusal anyone
+    can cause: they are all counted, but the log takes at most 10 lines a
+    second per worker, the rest summed up on the next line."""
+    srv = proxied_server(start_server, "v2", source="10.0.0.0/8")
+    before = proxy_refused(srv)
+    n = 300
+
+    def knock(_):
+        try:
+            with socket.create_connection((srv.host, srv.port), timeout=10) as s:
+                s.recv(1)
+        except OSError:
+            pass
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        list(pool.map(knock, range(n)))
+    assert wait_until(lambda: proxy_refused(srv) - before >= n, 30), proxy_refused(srv)
+    text = srv.stderr()
+    lines = text.count("not in [server] proxy_from")
+    left_out = sum(int(m) for m in re.findall(r"\[(\d+) such lines left out before this one\]",
+                                               text))
+    assert lines + left_out <= n, (lines, left_out)
+    assert lines < n, f"{lines} log lines for {n} refused connections: no budget"
