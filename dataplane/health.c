@@ -64,7 +64,7 @@ static int verdict(struct reasons *r)
 
 int health_live(const struct health_sources *src, char *msg, size_t msglen)
 {
-	struct reasons r = { .msg = msg, .len = msglen };
+	struct reasons r = {.msg = msg, .len = msglen};
 	if (msglen)
 		msg[0] = '\0';
 	check_workers(src, &r);
@@ -76,7 +76,7 @@ int health_live(const struct health_sources *src, char *msg, size_t msglen)
 
 int health_ready(const struct health_sources *src, char *msg, size_t msglen)
 {
-	struct reasons r = { .msg = msg, .len = msglen };
+	struct reasons r = {.msg = msg, .len = msglen};
 	if (msglen)
 		msg[0] = '\0';
 	if (!src->serving)

@@ -125,7 +125,8 @@ void source_release(struct source_table *t, const uint8_t key[16])
 
 bool admit_worker(struct worker *w)
 {
-	if (atomic_load(&w->stopping) || transport_conn_count(w->transport) > w->cfg->max_connections) {
+	if (atomic_load(&w->stopping) ||
+	    transport_conn_count(w->transport) > w->cfg->max_connections) {
 		counter_add(&w->counters.connections_refused, 1);
 		return false;
 	}

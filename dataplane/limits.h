@@ -33,8 +33,8 @@ struct source {
 struct source_table {
 	struct source *slots;
 	unsigned used;
-	unsigned max_conns;     /* per source; 0: no limit */
-	float rate_per_ms;      /* new connections per ms; 0: no limit */
+	unsigned max_conns; /* per source; 0: no limit */
+	float rate_per_ms;  /* new connections per ms; 0: no limit */
 	float burst;
 };
 

@@ -62,8 +62,9 @@ static size_t format_line(char *line, enum log_level level, const char *msg)
 	size_t cap = LOG_LINE_MAX - 2;
 	int n;
 	if (line_format == LOG_FORMAT_JSON) {
-		n = snprintf(line, cap, "{\"time\":\"%s\",\"priority\":%d,\"level\":\"%s\",\"msg\":\"",
-			     ts, level_priority[level], level_tag[level]);
+		n = snprintf(line, cap,
+			     "{\"time\":\"%s\",\"priority\":%d,\"level\":\"%s\",\"msg\":\"", ts,
+			     level_priority[level], level_tag[level]);
 		size_t len = (size_t)n + json_escape(line + n, cap - (size_t)n - 2, msg);
 		line[len++] = '"';
 		line[len++] = '}';

@@ -50,7 +50,7 @@ struct beacond {
 	 * one at a time (the trust part takes it); the stats read the current
 	 * snapshot under it too. */
 	pthread_mutex_t reload_lock;
-	atomic_bool serving; /* ready to its end: /readyz */
+	atomic_bool serving;	     /* ready to its end: /readyz */
 	struct store_reader *reader; /* device states, for the snapshot */
 	struct trust_control *trust;
 };
@@ -60,7 +60,8 @@ static void usage(FILE *f)
 	fprintf(f, "usage: beacond [-c beacond.conf] [-t] [-v]\n"
 		   "       beacond --help | --version\n"
 		   "  -c FILE    configuration (without it: the embedded demo defaults)\n"
-		   "  -t         check the configuration, certificates and store (read-only), then exit\n"
+		   "  -t         check the configuration, certificates and store (read-only), then "
+		   "exit\n"
 		   "  -v         log debug lines\n"
 		   "  -h, --help this text\n"
 		   "  --version  print the version\n");
@@ -138,8 +139,7 @@ static int handle_store_totals(void *arg, uint64_t *uploads, uint64_t *bytes)
 	return b->reader && store_reader_totals(b->reader, uploads, bytes) == 0 ? 0 : -1;
 }
 
-static int handle_device_lookup(void *arg, const char *device, enum device_state *state,
-				bool *seen)
+static int handle_device_lookup(void *arg, const char *device, enum device_state *state, bool *seen)
 {
 	struct beacond *b = arg;
 	struct device_record d;
@@ -460,9 +460,9 @@ int main(int argc, char **argv)
 	static struct beacond b = {.reload_lock = PTHREAD_MUTEX_INITIALIZER};
 	bool check_only = false, verbose = false;
 	static const struct option long_options[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},
-	    {NULL, 0, NULL, 0},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
 	};
 	int opt;
 	while ((opt = getopt_long(argc, argv, "c:tvh", long_options, NULL)) != -1) {
@@ -500,7 +500,8 @@ int main(int argc, char **argv)
 	log_set_format(b.cfg.log_format);
 	log_set_level(verbose ? LOG_DEBUG : b.cfg.log_level);
 	log_info("beacond %s, %s", BEACON_VERSION,
-		 b.conf_path ? b.conf_path : "no -c: the embedded demo configuration (files under .demo/)");
+		 b.conf_path ? b.conf_path
+			     : "no -c: the embedded demo configuration (files under .demo/)");
 	/* Ticket keys first: a check validates the key file too, and the first
 	 * snapshot makes a key only when none was loaded. */
 	if (trust_tickets_init(&b.cfg, err, sizeof err) != 0) {

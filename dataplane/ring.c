@@ -10,8 +10,7 @@ int ring_init(struct ring *r, unsigned entries)
 	struct io_uring_params p = {0};
 	/* One thread owns the ring: the kernel may skip cross-thread wakeups.
 	 * CQ twice the SQ: completions of multishot ops outnumber submissions. */
-	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN |
-		  IORING_SETUP_CQSIZE;
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE;
 	p.cq_entries = entries * 4;
 	int rc = io_uring_queue_init_params(entries, &r->uring, &p);
 	if (rc == -EINVAL) {

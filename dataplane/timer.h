@@ -23,7 +23,7 @@ struct timer {
 };
 
 struct timer_wheel {
-	uint64_t now_ms;    /* the last tick processed */
+	uint64_t now_ms; /* the last tick processed */
 	struct timer *slot[TIMER_SLOTS];
 };
 

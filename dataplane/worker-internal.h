@@ -51,7 +51,7 @@ struct worker {
 	struct worker_counters counters;
 	uint64_t net_published_ms; /* when counters.net was last copied */
 	int download_dirfd;
-	uint8_t *scratch; /* one record's plaintext, shared by all connections */
+	uint8_t *scratch;	  /* one record's plaintext, shared by all connections */
 	struct buf_pool out_bufs; /* ciphertext out, OUT_BYTES */
 	struct buf_pool in_bufs;  /* plaintext in, conn_in_bytes() */
 	/* clock_ms() of the loop's latest turn: the heartbeat that /healthz
@@ -63,7 +63,7 @@ struct worker {
 	char err[256];
 	int start_rc;
 	_Atomic int started;
-	struct conn *conn_head; /* every open connection, for shutdown */
+	struct conn *conn_head;	 /* every open connection, for shutdown */
 	struct conn *flush_head; /* connections with output queued this turn */
 };
 

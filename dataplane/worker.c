@@ -126,7 +126,8 @@ static void net_counters_publish(struct worker *w, uint64_t now)
 {
 	struct transport_net_stats s;
 	transport_net_stats(w->transport, &s);
-#define PUBLISH(name, help) atomic_store_explicit(&w->counters.net.name, s.name, memory_order_relaxed);
+#define PUBLISH(name, help)                                                                        \
+	atomic_store_explicit(&w->counters.net.name, s.name, memory_order_relaxed);
 	TRANSPORT_NET_COUNTERS(PUBLISH)
 #undef PUBLISH
 	w->net_published_ms = now;

@@ -31,35 +31,36 @@ atomic_bool sim_stop;
 _Atomic uint64_t sim_started;
 _Atomic uint64_t sim_idle_ready;
 
-static const char *const mode_names[] = { "full", "resume", "keepalive", "idle" };
+static const char *const mode_names[] = {"full", "resume", "keepalive", "idle"};
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: agentsim [options] https://HOST:PORT\n"
-"  --mode full|resume|keepalive|idle   connection per upload with a full or a\n"
-"                          resumed handshake, uploads on one connection, or\n"
-"                          hold handshaken connections (default full)\n"
-"  --tls 1.3|1.2           protocol version (default 1.3)\n"
-"  --ciphers LIST          wolfSSL cipher list (default AES128-GCM)\n"
-"  --certs N               agents, each with its own certificate (default 1000)\n"
-"  --ca-cert F --ca-key F  the agents' CA, signs the agent certificates\n"
-"  --cache DIR             where agent certificates are kept (default perf/out/agents)\n"
-"  --server-ca F           verify the server against this CA (default: no check)\n"
-"  --sni NAME              send this server name\n"
-"  --concurrency C         connections at once (default 32)\n"
-"  --threads T             event-loop threads (default 1)\n"
-"  --duration S            seconds to run; idle: seconds to hold (default 10)\n"
-"  --requests R            stop after R uploads instead\n"
-"  --rate R                open loop: Poisson arrivals, R per second\n"
-"  --body-size SIZE        body size, e.g. 1k, 16k, 1M (default 1k)\n"
-"  --body-min SIZE --body-max SIZE   log-uniform sizes in this range\n"
-"  --expect LIST           accepted HTTP statuses (default 201)\n"
-"  --timeout S             per phase: connect+handshake, request (default 10)\n"
-"  --ready-file F          idle: create F once every connection is up\n"
-"  --source ADDR           connect from this IPv4 address (several agentsims on\n"
-"                          different ones get past one address's ~64k ports)\n"
-"  --quiet                 no progress lines\n");
+		"usage: agentsim [options] https://HOST:PORT\n"
+		"  --mode full|resume|keepalive|idle   connection per upload with a full or a\n"
+		"                          resumed handshake, uploads on one connection, or\n"
+		"                          hold handshaken connections (default full)\n"
+		"  --tls 1.3|1.2           protocol version (default 1.3)\n"
+		"  --ciphers LIST          wolfSSL cipher list (default AES128-GCM)\n"
+		"  --certs N               agents, each with its own certificate (default 1000)\n"
+		"  --ca-cert F --ca-key F  the agents' CA, signs the agent certificates\n"
+		"  --cache DIR             where agent certificates are kept (default "
+		"perf/out/agents)\n"
+		"  --server-ca F           verify the server against this CA (default: no check)\n"
+		"  --sni NAME              send this server name\n"
+		"  --concurrency C         connections at once (default 32)\n"
+		"  --threads T             event-loop threads (default 1)\n"
+		"  --duration S            seconds to run; idle: seconds to hold (default 10)\n"
+		"  --requests R            stop after R uploads instead\n"
+		"  --rate R                open loop: Poisson arrivals, R per second\n"
+		"  --body-size SIZE        body size, e.g. 1k, 16k, 1M (default 1k)\n"
+		"  --body-min SIZE --body-max SIZE   log-uniform sizes in this range\n"
+		"  --expect LIST           accepted HTTP statuses (default 201)\n"
+		"  --timeout S             per phase: connect+handshake, request (default 10)\n"
+		"  --ready-file F          idle: create F once every connection is up\n"
+		"  --source ADDR           connect from this IPv4 address (several agentsims on\n"
+		"                          different ones get past one address's ~64k ports)\n"
+		"  --quiet                 no progress lines\n");
 }
 
 static int parse_size(const char *s, size_t *out)
@@ -67,9 +68,21 @@ static int parse_size(const char *s, size_t *out)
 	char *end;
 	double v = strtod(s, &end);
 	switch (*end) {
-	case 'k': case 'K': v *= 1024; end++; break;
-	case 'm': case 'M': v *= 1024 * 1024; end++; break;
-	case 'g': case 'G': v *= 1024.0 * 1024 * 1024; end++; break;
+	case 'k':
+	case 'K':
+		v *= 1024;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		v *= 1024 * 1024;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		v *= 1024.0 * 1024 * 1024;
+		end++;
+		break;
 	}
 	if (*end || v < 0)
 		return -1;
@@ -90,7 +103,7 @@ static int parse_mode(const char *s, enum sim_mode *m)
 static int parse_expect(const char *s, struct sim_options *o)
 {
 	o->n_expect = 0;
-	for (const char *p = s; *p && o->n_expect < SIM_MAX_EXPECT; ) {
+	for (const char *p = s; *p && o->n_expect < SIM_MAX_EXPECT;) {
 		char *end;
 		long v = strtol(p, &end, 10);
 		if (end == p || v < 100 || v > 599)
@@ -122,7 +135,7 @@ static int parse_url(const char *url, struct sim_options *o)
 	unsigned long port = strtoul(digits, &end, 10);
 	if (end == digits || errno || port > 65535)
 		return -1;
-	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM };
+	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM};
 	struct addrinfo *ai;
 	if (getaddrinfo(host, NULL, &hints, &ai) != 0)
 		return -1;
@@ -134,84 +147,148 @@ static int parse_url(const char *url, struct sim_options *o)
 }
 
 enum {
-	OPT_MODE = 256, OPT_TLS, OPT_CIPHERS, OPT_CERTS, OPT_CA_CERT, OPT_CA_KEY,
-	OPT_CACHE, OPT_SERVER_CA, OPT_SNI, OPT_CONC, OPT_THREADS, OPT_DURATION,
-	OPT_REQUESTS, OPT_RATE, OPT_BODY, OPT_BODY_MIN, OPT_BODY_MAX, OPT_EXPECT,
-	OPT_TIMEOUT, OPT_READY, OPT_SOURCE, OPT_QUIET, OPT_HELP,
+	OPT_MODE = 256,
+	OPT_TLS,
+	OPT_CIPHERS,
+	OPT_CERTS,
+	OPT_CA_CERT,
+	OPT_CA_KEY,
+	OPT_CACHE,
+	OPT_SERVER_CA,
+	OPT_SNI,
+	OPT_CONC,
+	OPT_THREADS,
+	OPT_DURATION,
+	OPT_REQUESTS,
+	OPT_RATE,
+	OPT_BODY,
+	OPT_BODY_MIN,
+	OPT_BODY_MAX,
+	OPT_EXPECT,
+	OPT_TIMEOUT,
+	OPT_READY,
+	OPT_SOURCE,
+	OPT_QUIET,
+	OPT_HELP,
 };
 
 static const struct option long_opts[] = {
-	{ "mode", required_argument, NULL, OPT_MODE },
-	{ "tls", required_argument, NULL, OPT_TLS },
-	{ "ciphers", required_argument, NULL, OPT_CIPHERS },
-	{ "certs", required_argument, NULL, OPT_CERTS },
-	{ "ca-cert", required_argument, NULL, OPT_CA_CERT },
-	{ "ca-key", required_argument, NULL, OPT_CA_KEY },
-	{ "cache", required_argument, NULL, OPT_CACHE },
-	{ "server-ca", required_argument, NULL, OPT_SERVER_CA },
-	{ "sni", required_argument, NULL, OPT_SNI },
-	{ "concurrency", required_argument, NULL, OPT_CONC },
-	{ "threads", required_argument, NULL, OPT_THREADS },
-	{ "duration", required_argument, NULL, OPT_DURATION },
-	{ "requests", required_argument, NULL, OPT_REQUESTS },
-	{ "rate", required_argument, NULL, OPT_RATE },
-	{ "body-size", required_argument, NULL, OPT_BODY },
-	{ "body-min", required_argument, NULL, OPT_BODY_MIN },
-	{ "body-max", required_argument, NULL, OPT_BODY_MAX },
-	{ "expect", required_argument, NULL, OPT_EXPECT },
-	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
-	{ "ready-file", required_argument, NULL, OPT_READY },
-	{ "source", required_argument, NULL, OPT_SOURCE },
-	{ "quiet", no_argument, NULL, OPT_QUIET },
-	{ "help", no_argument, NULL, OPT_HELP },
-	{ 0 },
+	{"mode", required_argument, NULL, OPT_MODE},
+	{"tls", required_argument, NULL, OPT_TLS},
+	{"ciphers", required_argument, NULL, OPT_CIPHERS},
+	{"certs", required_argument, NULL, OPT_CERTS},
+	{"ca-cert", required_argument, NULL, OPT_CA_CERT},
+	{"ca-key", required_argument, NULL, OPT_CA_KEY},
+	{"cache", required_argument, NULL, OPT_CACHE},
+	{"server-ca", required_argument, NULL, OPT_SERVER_CA},
+	{"sni", required_argument, NULL, OPT_SNI},
+	{"concurrency", required_argument, NULL, OPT_CONC},
+	{"threads", required_argument, NULL, OPT_THREADS},
+	{"duration", required_argument, NULL, OPT_DURATION},
+	{"requests", required_argument, NULL, OPT_REQUESTS},
+	{"rate", required_argument, NULL, OPT_RATE},
+	{"body-size", required_argument, NULL, OPT_BODY},
+	{"body-min", required_argument, NULL, OPT_BODY_MIN},
+	{"body-max", required_argument, NULL, OPT_BODY_MAX},
+	{"expect", required_argument, NULL, OPT_EXPECT},
+	{"timeout", required_argument, NULL, OPT_TIMEOUT},
+	{"ready-file", required_argument, NULL, OPT_READY},
+	{"source", required_argument, NULL, OPT_SOURCE},
+	{"quiet", no_argument, NULL, OPT_QUIET},
+	{"help", no_argument, NULL, OPT_HELP},
+	{0},
 };
 
 static int apply_option(struct sim_options *o, int opt, const char *arg)
 {
 	switch (opt) {
-	case OPT_MODE: return parse_mode(arg, &o->mode);
+	case OPT_MODE:
+		return parse_mode(arg, &o->mode);
 	case OPT_TLS:
 		o->tls = strcmp(arg, "1.3") == 0 ? 13 : strcmp(arg, "1.2") == 0 ? 12 : 0;
 		return o->tls ? 0 : -1;
-	case OPT_CIPHERS: o->ciphers = arg; return 0;
-	case OPT_CERTS: o->certs = (unsigned)strtoul(arg, NULL, 10); return o->certs ? 0 : -1;
-	case OPT_CA_CERT: o->ca_cert = arg; return 0;
-	case OPT_CA_KEY: o->ca_key = arg; return 0;
-	case OPT_CACHE: o->cache_dir = arg; return 0;
-	case OPT_SERVER_CA: o->server_ca = arg; return 0;
-	case OPT_SNI: o->sni = arg; return 0;
-	case OPT_CONC: o->concurrency = (unsigned)strtoul(arg, NULL, 10); return o->concurrency ? 0 : -1;
-	case OPT_THREADS: o->threads = (unsigned)strtoul(arg, NULL, 10); return o->threads ? 0 : -1;
-	case OPT_DURATION: o->duration_s = strtod(arg, NULL); return o->duration_s > 0 ? 0 : -1;
-	case OPT_REQUESTS: o->requests = strtoull(arg, NULL, 10); return 0;
-	case OPT_RATE: o->rate = strtod(arg, NULL); return o->rate >= 0 ? 0 : -1;
+	case OPT_CIPHERS:
+		o->ciphers = arg;
+		return 0;
+	case OPT_CERTS:
+		o->certs = (unsigned)strtoul(arg, NULL, 10);
+		return o->certs ? 0 : -1;
+	case OPT_CA_CERT:
+		o->ca_cert = arg;
+		return 0;
+	case OPT_CA_KEY:
+		o->ca_key = arg;
+		return 0;
+	case OPT_CACHE:
+		o->cache_dir = arg;
+		return 0;
+	case OPT_SERVER_CA:
+		o->server_ca = arg;
+		return 0;
+	case OPT_SNI:
+		o->sni = arg;
+		return 0;
+	case OPT_CONC:
+		o->concurrency = (unsigned)strtoul(arg, NULL, 10);
+		return o->concurrency ? 0 : -1;
+	case OPT_THREADS:
+		o->threads = (unsigned)strtoul(arg, NULL, 10);
+		return o->threads ? 0 : -1;
+	case OPT_DURATION:
+		o->duration_s = strtod(arg, NULL);
+		return o->duration_s > 0 ? 0 : -1;
+	case OPT_REQUESTS:
+		o->requests = strtoull(arg, NULL, 10);
+		return 0;
+	case OPT_RATE:
+		o->rate = strtod(arg, NULL);
+		return o->rate >= 0 ? 0 : -1;
 	case OPT_BODY:
 		if (parse_size(arg, &o->body_max) < 0)
 			return -1;
 		o->body_min = o->body_max;
 		return 0;
-	case OPT_BODY_MIN: return parse_size(arg, &o->body_min);
-	case OPT_BODY_MAX: return parse_size(arg, &o->body_max);
-	case OPT_EXPECT: return parse_expect(arg, o);
-	case OPT_TIMEOUT: o->timeout_s = strtod(arg, NULL); return o->timeout_s > 0 ? 0 : -1;
-	case OPT_READY: o->ready_file = arg; return 0;
+	case OPT_BODY_MIN:
+		return parse_size(arg, &o->body_min);
+	case OPT_BODY_MAX:
+		return parse_size(arg, &o->body_max);
+	case OPT_EXPECT:
+		return parse_expect(arg, o);
+	case OPT_TIMEOUT:
+		o->timeout_s = strtod(arg, NULL);
+		return o->timeout_s > 0 ? 0 : -1;
+	case OPT_READY:
+		o->ready_file = arg;
+		return 0;
 	case OPT_SOURCE:
 		o->source.sin_family = AF_INET;
 		return inet_pton(AF_INET, arg, &o->source.sin_addr) == 1 ? 0 : -1;
-	case OPT_QUIET: o->quiet = true; return 0;
-	case OPT_HELP: usage(stdout); exit(0);
-	default: return -1;
+	case OPT_QUIET:
+		o->quiet = true;
+		return 0;
+	case OPT_HELP:
+		usage(stdout);
+		exit(0);
+	default:
+		return -1;
 	}
 }
 
 static int parse_args(int argc, char **argv, struct sim_options *o)
 {
 	*o = (struct sim_options){
-		.mode = MODE_FULL, .tls = 13, .certs = 1000,
-		.cache_dir = "perf/out/agents", .concurrency = 32, .threads = 1,
-		.duration_s = 10, .body_min = 1024, .body_max = 1024,
-		.expect = { 201 }, .n_expect = 1, .timeout_s = 10,
+		.mode = MODE_FULL,
+		.tls = 13,
+		.certs = 1000,
+		.cache_dir = "perf/out/agents",
+		.concurrency = 32,
+		.threads = 1,
+		.duration_s = 10,
+		.body_min = 1024,
+		.body_max = 1024,
+		.expect = {201},
+		.n_expect = 1,
+		.timeout_s = 10,
 	};
 	int opt;
 	while ((opt = getopt_long(argc, argv, "", long_opts, NULL)) != -1)
@@ -233,8 +310,8 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
 		return -1;
 	}
 	if (!o->ciphers)
-		o->ciphers = o->tls == 13 ? "TLS13-AES128-GCM-SHA256" :
-			"ECDHE-ECDSA-AES128-GCM-SHA256";
+		o->ciphers =
+			o->tls == 13 ? "TLS13-AES128-GCM-SHA256" : "ECDHE-ECDSA-AES128-GCM-SHA256";
 	return 0;
 }
 
@@ -243,9 +320,9 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
  * context between threads once it is set up. */
 static WOLFSSL_CTX *make_ctx(const struct sim_options *o)
 {
-	WOLFSSL_CTX *ctx = wolfSSL_CTX_new(o->tls == 13 ?
-		wolfTLSv1_3_client_method() : wolfTLSv1_2_client_method());
-	int groups[] = { WOLFSSL_ECC_SECP256R1 };
+	WOLFSSL_CTX *ctx = wolfSSL_CTX_new(o->tls == 13 ? wolfTLSv1_3_client_method()
+							: wolfTLSv1_2_client_method());
+	int groups[] = {WOLFSSL_ECC_SECP256R1};
 	if (!ctx)
 		return NULL;
 	if (wolfSSL_CTX_set_cipher_list(ctx, o->ciphers) != WOLFSSL_SUCCESS ||
@@ -255,8 +332,7 @@ static WOLFSSL_CTX *make_ctx(const struct sim_options *o)
 		return NULL;
 	}
 	if (o->server_ca) {
-		if (wolfSSL_CTX_load_verify_locations(ctx, o->server_ca, NULL) !=
-		    WOLFSSL_SUCCESS) {
+		if (wolfSSL_CTX_load_verify_locations(ctx, o->server_ca, NULL) != WOLFSSL_SUCCESS) {
 			fprintf(stderr, "agentsim: cannot load %s\n", o->server_ca);
 			wolfSSL_CTX_free(ctx);
 			return NULL;
@@ -304,23 +380,23 @@ static uint64_t error_total(const struct totals *s)
 	return n;
 }
 
-static void progress_line(const struct totals *now, const struct totals *prev,
-			  double t)
+static void progress_line(const struct totals *now, const struct totals *prev, double t)
 {
-	fprintf(stderr, "agentsim: %5.0fs handshakes %llu (+%llu) uploads %llu (+%llu) "
-		"open %llu errors %llu\n", t,
-		(unsigned long long)now->handshakes,
+	fprintf(stderr,
+		"agentsim: %5.0fs handshakes %llu (+%llu) uploads %llu (+%llu) "
+		"open %llu errors %llu\n",
+		t, (unsigned long long)now->handshakes,
 		(unsigned long long)(now->handshakes - prev->handshakes),
 		(unsigned long long)now->uploads,
 		(unsigned long long)(now->uploads - prev->uploads),
-		(unsigned long long)now->open_conns,
-		(unsigned long long)error_total(now));
+		(unsigned long long)now->open_conns, (unsigned long long)error_total(now));
 }
 
 static bool idle_all_up(const struct sim_options *o, const struct totals *s)
 {
-	return atomic_load(&sim_idle_ready) + s->errors[ERR_CONNECT] +
-		s->errors[ERR_HANDSHAKE] + s->errors[ERR_TIMEOUT] >= o->concurrency;
+	return atomic_load(&sim_idle_ready) + s->errors[ERR_CONNECT] + s->errors[ERR_HANDSHAKE] +
+		       s->errors[ERR_TIMEOUT] >=
+	       o->concurrency;
 }
 
 /* SIGTERM or SIGINT ends the run early, results still printed: a script
@@ -348,7 +424,7 @@ static double supervise(const struct sim_options *o, struct sim_thread *t)
 	struct totals cur, prev = {0};
 
 	for (;;) {
-		struct timespec ts = { 0, 20000000 };
+		struct timespec ts = {0, 20000000};
 		nanosleep(&ts, NULL);
 		uint64_t now = now_ns();
 		sum_stats(t, o->threads, &cur);
@@ -398,9 +474,8 @@ static void print_result(const struct sim_options *o, const struct totals *s,
 	       "\"mb_per_s\":%.2f,\"body_bytes\":%llu,"
 	       "\"latency_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"p999\":%.3f},"
 	       "\"connections_open\":%llu,\"errors\":{",
-	       mode_names[o->mode], o->tls == 13 ? "1.3" : "1.2", o->concurrency,
-	       o->threads, secs, (unsigned long long)s->handshakes,
-	       (double)s->handshakes / secs,
+	       mode_names[o->mode], o->tls == 13 ? "1.3" : "1.2", o->concurrency, o->threads, secs,
+	       (unsigned long long)s->handshakes, (double)s->handshakes / secs,
 	       s->handshakes ? (double)s->resumed / (double)s->handshakes : 0.0,
 	       (unsigned long long)s->uploads, (double)s->uploads / secs,
 	       (double)s->body_bytes / secs / 1e6, (unsigned long long)s->body_bytes,
@@ -427,12 +502,11 @@ int main(int argc, char **argv)
 	if (parse_args(argc, argv, &o) < 0)
 		return 2;
 	signal(SIGPIPE, SIG_IGN);
-	struct sigaction sa = { .sa_handler = on_stop_signal };
+	struct sigaction sa = {.sa_handler = on_stop_signal};
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	wolfSSL_Init();
-	if (agents_load_or_make(&agents, &o) < 0 ||
-	    body_pool_make(&bodies, o.body_max) < 0)
+	if (agents_load_or_make(&agents, &o) < 0 || body_pool_make(&bodies, o.body_max) < 0)
 		goto out;
 	ctx = make_ctx(&o);
 	t = calloc(o.threads, sizeof *t);
@@ -446,8 +520,11 @@ int main(int argc, char **argv)
 	/* snapshots of the stats close at the stop: the stopped threads
 	 * tear their connections down, which must not show as "open 0" */
 	for (unsigned i = 0; i < o.threads; i++) {
-		t[i] = (struct sim_thread){ .index = i, .opt = &o, .agents = &agents,
-					    .bodies = &bodies, .wolf_ctx = ctx };
+		t[i] = (struct sim_thread){.index = i,
+					   .opt = &o,
+					   .agents = &agents,
+					   .bodies = &bodies,
+					   .wolf_ctx = ctx};
 		pthread_create(&tids[i], NULL, sim_thread_run, &t[i]);
 	}
 	double secs = supervise(&o, t);

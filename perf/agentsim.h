@@ -15,13 +15,13 @@ enum sim_mode { MODE_FULL, MODE_RESUME, MODE_KEEPALIVE, MODE_IDLE };
 /* Why an upload or connection failed; each kind is counted apart so a
  * result shows whether the server refused, broke or was merely slow. */
 enum err_kind {
-	ERR_CONNECT,	/* TCP connect refused or failed */
-	ERR_HANDSHAKE,	/* TLS handshake failed */
-	ERR_STATUS,	/* HTTP status not the expected one */
-	ERR_TIMEOUT,	/* a phase took longer than --timeout */
-	ERR_CLOSED,	/* the server closed or reset mid-request */
-	ERR_PROTOCOL,	/* a response we could not parse */
-	ERR_OVERLOAD,	/* open loop: arrivals dropped, queue full */
+	ERR_CONNECT,   /* TCP connect refused or failed */
+	ERR_HANDSHAKE, /* TLS handshake failed */
+	ERR_STATUS,    /* HTTP status not the expected one */
+	ERR_TIMEOUT,   /* a phase took longer than --timeout */
+	ERR_CLOSED,    /* the server closed or reset mid-request */
+	ERR_PROTOCOL,  /* a response we could not parse */
+	ERR_OVERLOAD,  /* open loop: arrivals dropped, queue full */
 	ERR_KINDS
 };
 
@@ -31,24 +31,24 @@ extern const char *const err_kind_names[ERR_KINDS];
 
 struct sim_options {
 	struct sockaddr_in addr;
-	struct sockaddr_in source;	/* sin_family 0: the kernel's choice */
-	char host[256 + 8];	/* Host header (and SNI when --sni) */
+	struct sockaddr_in source; /* sin_family 0: the kernel's choice */
+	char host[256 + 8];	   /* Host header (and SNI when --sni) */
 	const char *sni;
 	enum sim_mode mode;
-	int tls;		/* 13 or 12 */
+	int tls; /* 13 or 12 */
 	const char *ciphers;
 	unsigned certs;
 	const char *ca_cert, *ca_key, *cache_dir;
 	const char *server_ca;
 	unsigned concurrency, threads;
 	double duration_s;
-	uint64_t requests;	/* 0: until --duration */
-	double rate;		/* > 0: open loop, arrivals per second */
+	uint64_t requests; /* 0: until --duration */
+	double rate;	   /* > 0: open loop, arrivals per second */
 	size_t body_min, body_max;
 	int expect[SIM_MAX_EXPECT];
 	int n_expect;
 	double timeout_s;
-	const char *ready_file;	/* idle: created once all are connected */
+	const char *ready_file; /* idle: created once all are connected */
 	bool quiet;
 };
 
@@ -100,7 +100,7 @@ struct sim_thread {
 	const struct body_pool *bodies;
 	struct sim_stats stats;
 	struct hist latency;
-	void *wolf_ctx;		/* WOLFSSL_CTX *, shared read-only */
+	void *wolf_ctx; /* WOLFSSL_CTX *, shared read-only */
 	int failed;
 };
 

@@ -13,22 +13,23 @@
 static size_t inventory_text(char *buf, size_t len, uint64_t *seed)
 {
 	static const char *const vendors[] = {
-		"Microsoft", "Adobe", "Oracle", "Mozilla", "Google", "VMware",
-		"Citrix", "Cisco", "IBM", "SAP",
+		"Microsoft", "Adobe",  "Oracle", "Mozilla", "Google",
+		"VMware",    "Citrix", "Cisco",	 "IBM",	    "SAP",
 	};
-	size_t n = (size_t)snprintf(buf, len, "<?xml version=\"1.0\"?>\n"
+	size_t n = (size_t)snprintf(buf, len,
+				    "<?xml version=\"1.0\"?>\n"
 				    "<Inventory><Hardware/>\n");
 	while (n + 256 < len) {
 		*seed = *seed * 6364136223846793005ULL + 1442695040888963407ULL;
 		uint64_t r = *seed >> 16;
-		n += (size_t)snprintf(buf + n, len - n,
+		n += (size_t)snprintf(
+			buf + n, len - n,
 			"<Package Vendor=\"%s\" Name=\"pkg-%05u\" "
 			"Version=\"%u.%u.%u\" Size=\"%u\" Installed=\"20%02u-%02u-%02u\"/>\n",
-			vendors[r % 10], (unsigned)(r >> 8) % 50000,
-			(unsigned)(r >> 20) % 20, (unsigned)(r >> 28) % 100,
-			(unsigned)(r >> 36) % 10000, (unsigned)(r >> 12) % 100000000,
-			(unsigned)(r >> 40) % 25, 1 + (unsigned)(r >> 44) % 12,
-			1 + (unsigned)(r >> 48) % 28);
+			vendors[r % 10], (unsigned)(r >> 8) % 50000, (unsigned)(r >> 20) % 20,
+			(unsigned)(r >> 28) % 100, (unsigned)(r >> 36) % 10000,
+			(unsigned)(r >> 12) % 100000000, (unsigned)(r >> 40) % 25,
+			1 + (unsigned)(r >> 44) % 12, 1 + (unsigned)(r >> 48) % 28);
 	}
 	n += (size_t)snprintf(buf + n, len - n, "</Inventory>\n");
 	return n;
@@ -40,7 +41,7 @@ int body_pool_make(struct body_pool *pool, size_t want)
 	char *text = malloc(TEXT);
 	uint64_t seed = 0x5eed;
 
-	want += 64 * 1024;	/* room for random offsets into the pool */
+	want += 64 * 1024; /* room for random offsets into the pool */
 	pool->bytes = malloc(want + compressBound(TEXT));
 	pool->len = 0;
 	if (!text || !pool->bytes)
@@ -48,8 +49,7 @@ int body_pool_make(struct body_pool *pool, size_t want)
 	while (pool->len < want) {
 		size_t tlen = inventory_text(text, TEXT, &seed);
 		uLongf out = compressBound(TEXT);
-		if (compress2(pool->bytes + pool->len, &out,
-			      (const Bytef *)text, tlen, 6) != Z_OK)
+		if (compress2(pool->bytes + pool->len, &out, (const Bytef *)text, tlen, 6) != Z_OK)
 			goto fail;
 		pool->len += out;
 	}

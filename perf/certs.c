@@ -44,7 +44,7 @@ struct ca_material {
 struct gen_job {
 	const struct ca_material *ca;
 	unsigned first, count;
-	unsigned char *out;	/* records, back to back */
+	unsigned char *out; /* records, back to back */
 	size_t out_len;
 	int failed;
 };
@@ -70,24 +70,20 @@ static int read_file(const char *path, unsigned char **buf, size_t *len)
 	return *buf ? 0 : -1;
 }
 
-static int load_ca(struct ca_material *ca, const char *cert_path,
-		   const char *key_path)
+static int load_ca(struct ca_material *ca, const char *cert_path, const char *key_path)
 {
 	unsigned char *pem;
 	size_t len;
 	if (read_file(cert_path, &pem, &len) < 0)
 		return -1;
-	ca->cert_len = wc_CertPemToDer(pem, (int)len, ca->cert,
-				       sizeof ca->cert, CERT_TYPE);
+	ca->cert_len = wc_CertPemToDer(pem, (int)len, ca->cert, sizeof ca->cert, CERT_TYPE);
 	free(pem);
 	if (read_file(key_path, &pem, &len) < 0)
 		return -1;
-	ca->key_len = wc_KeyPemToDer(pem, (int)len, ca->key, sizeof ca->key,
-				     NULL);
+	ca->key_len = wc_KeyPemToDer(pem, (int)len, ca->key, sizeof ca->key, NULL);
 	free(pem);
 	if (ca->cert_len <= 0 || ca->key_len <= 0) {
-		fprintf(stderr, "agentsim: cannot read CA %s / %s as PEM\n",
-			cert_path, key_path);
+		fprintf(stderr, "agentsim: cannot read CA %s / %s as PEM\n", cert_path, key_path);
 		return -1;
 	}
 	return 0;
@@ -117,8 +113,8 @@ static void fill_subject(Cert *cert, unsigned index)
 
 /* One agent: a fresh key and a certificate for it. Writes the record
  * (lengths, cert, key) at out; returns its size or -1. */
-static long make_agent(const struct ca_material *ca, ecc_key *ca_key,
-		       WC_RNG *rng, unsigned index, unsigned char *out)
+static long make_agent(const struct ca_material *ca, ecc_key *ca_key, WC_RNG *rng, unsigned index,
+		       unsigned char *out)
 {
 	ecc_key key;
 	Cert cert;
@@ -136,8 +132,8 @@ static long make_agent(const struct ca_material *ca, ecc_key *ca_key,
 	cert.serialSz = 16;
 	if (wc_RNG_GenerateBlock(rng, cert.serial, 16) != 0)
 		goto out;
-	cert.serial[0] &= 0x7f;	/* a positive INTEGER */
-	cert.serial[0] |= 0x01;	/* with no leading zero byte */
+	cert.serial[0] &= 0x7f; /* a positive INTEGER */
+	cert.serial[0] |= 0x01; /* with no leading zero byte */
 	if (wc_SetIssuerRaw(&cert, ca->cert, ca->cert_len) != 0 ||
 	    wc_SetAuthKeyIdFromCert(&cert, ca->cert, ca->cert_len) != 0 ||
 	    wc_SetSubjectKeyIdFromPublicKey_ex(&cert, ECC_TYPE, &key) != 0 ||
@@ -146,8 +142,8 @@ static long make_agent(const struct ca_material *ca, ecc_key *ca_key,
 		goto out;
 	if (wc_MakeCert_ex(&cert, cert_der, CERT_MAX, ECC_TYPE, &key, rng) < 0)
 		goto out;
-	int cert_len = wc_SignCert_ex(cert.bodySz, cert.sigType, cert_der,
-				      CERT_MAX, ECC_TYPE, ca_key, rng);
+	int cert_len = wc_SignCert_ex(cert.bodySz, cert.sigType, cert_der, CERT_MAX, ECC_TYPE,
+				      ca_key, rng);
 	if (cert_len <= 0)
 		goto out;
 	int key_len = wc_EccKeyToDer(&key, cert_der + cert_len, KEY_MAX);
@@ -178,11 +174,10 @@ static void *gen_thread(void *arg)
 		goto out;
 	}
 	for (unsigned i = 0; i < job->count; i++) {
-		long n = make_agent(job->ca, &ca_key, &rng, job->first + i,
-				    job->out + job->out_len);
+		long n =
+			make_agent(job->ca, &ca_key, &rng, job->first + i, job->out + job->out_len);
 		if (n < 0) {
-			fprintf(stderr, "agentsim: making agent %u failed\n",
-				job->first + i);
+			fprintf(stderr, "agentsim: making agent %u failed\n", job->first + i);
 			goto out_key;
 		}
 		job->out_len += (size_t)n;
@@ -226,8 +221,10 @@ static int generate_cache(const char *path, const struct ca_material *ca,
 	for (unsigned t = 0; t < nthreads; t++) {
 		jobs[t].ca = ca;
 		jobs[t].first = t * per;
-		jobs[t].count = jobs[t].first >= count ? 0 :
-			(count - jobs[t].first < per ? count - jobs[t].first : per);
+		jobs[t].count =
+			jobs[t].first >= count
+				? 0
+				: (count - jobs[t].first < per ? count - jobs[t].first : per);
 		pthread_create(&tids[t], NULL, gen_thread, &jobs[t]);
 	}
 	for (unsigned t = 0; t < nthreads; t++)
@@ -242,8 +239,7 @@ static int generate_cache(const char *path, const struct ca_material *ca,
 	}
 	bool ok = write_all(fd, hdr, sizeof *hdr) == 0;
 	for (unsigned t = 0; t < nthreads && ok; t++)
-		ok = !jobs[t].failed &&
-		     write_all(fd, jobs[t].out, jobs[t].out_len) == 0;
+		ok = !jobs[t].failed && write_all(fd, jobs[t].out, jobs[t].out_len) == 0;
 	if (close(fd) != 0 || !ok || rename(tmp, path) != 0) {
 		fprintf(stderr, "agentsim: writing %s failed\n", path);
 		unlink(tmp);
@@ -258,8 +254,8 @@ out:
 
 /* Map the cache and index the first want records. Returns 1 when the cache
  * is absent, stale or too small, 0 on success. */
-static int map_cache(struct agent_set *set, const char *path,
-		     const struct cache_header *want_hdr, unsigned want)
+static int map_cache(struct agent_set *set, const char *path, const struct cache_header *want_hdr,
+		     unsigned want)
 {
 	int fd = open(path, O_RDONLY);
 	struct stat st;
@@ -329,8 +325,8 @@ int agents_load_or_make(struct agent_set *set, const struct sim_options *o)
 	if (generate_cache(path, &ca, &hdr, cores > 0 ? (unsigned)cores : 1) < 0)
 		return -1;
 	if (!o->quiet)
-		fprintf(stderr, "agentsim: made %u agent certificates in %.2f s (%s)\n",
-			o->certs, (double)(now_ns() - t0) / 1e9, path);
+		fprintf(stderr, "agentsim: made %u agent certificates in %.2f s (%s)\n", o->certs,
+			(double)(now_ns() - t0) / 1e9, path);
 	return map_cache(set, path, &hdr, o->certs) == 0 ? 0 : -1;
 }
 

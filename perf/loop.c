@@ -21,11 +21,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RECORD 16384		/* bytes per wolfSSL_write: one TLS record */
-#define IDLE_PENDING 64		/* idle mode: handshakes in flight at once */
-#define RETRY_NS 10000000ULL	/* after an error, wait 10 ms before the next */
-#define SCAN_NS 20000000ULL	/* how often deadlines are checked */
-#define QUEUE_CAP (1u << 20)	/* open loop: arrivals waiting for a slot */
+#define RECORD 16384	     /* bytes per wolfSSL_write: one TLS record */
+#define IDLE_PENDING 64	     /* idle mode: handshakes in flight at once */
+#define RETRY_NS 10000000ULL /* after an error, wait 10 ms before the next */
+#define SCAN_NS 20000000ULL  /* how often deadlines are checked */
+#define QUEUE_CAP (1u << 20) /* open loop: arrivals waiting for a slot */
 
 enum conn_state { ST_FREE, ST_CONNECTING, ST_HANDSHAKE, ST_SEND, ST_RECV, ST_IDLE };
 
@@ -36,14 +36,14 @@ struct conn {
 	enum conn_state state;
 	int fd;
 	WOLFSSL *ssl;
-	unsigned agent;		/* index into the thread's agents */
-	uint64_t start_ns;	/* latency clock: arrival or start of work */
-	uint64_t deadline_ns;	/* 0: none */
-	uint64_t retry_ns;	/* ST_FREE after an error: restart then */
+	unsigned agent;	      /* index into the thread's agents */
+	uint64_t start_ns;    /* latency clock: arrival or start of work */
+	uint64_t deadline_ns; /* 0: none */
+	uint64_t retry_ns;    /* ST_FREE after an error: restart then */
 	bool open_counted;
-	unsigned uploads_done;	/* on this connection: for error reports */
+	unsigned uploads_done; /* on this connection: for error reports */
 	/* request: the record being written must be retried unchanged */
-	unsigned char *stage;	/* head + first body bytes, one record */
+	unsigned char *stage; /* head + first body bytes, one record */
 	const unsigned char *wptr;
 	size_t wlen;
 	const unsigned char *body;
@@ -64,15 +64,15 @@ struct worker {
 	int ep;
 	struct conn *conns;
 	unsigned nconns;
-	unsigned *free_slots, nfree;	/* open loop: slots with no connection */
-	unsigned *idle_slots, nidle;	/* open loop: keep-alive conns waiting */
+	unsigned *free_slots, nfree; /* open loop: slots with no connection */
+	unsigned *idle_slots, nidle; /* open loop: keep-alive conns waiting */
 	unsigned nagents, next_agent;
-	WOLFSSL_SESSION **sessions;	/* resume mode, per agent */
-	uint64_t seq;			/* uploads named by this thread */
-	uint64_t name_base;		/* unique per run: names never repeat */
+	WOLFSSL_SESSION **sessions; /* resume mode, per agent */
+	uint64_t seq;		    /* uploads named by this thread */
+	uint64_t name_base;	    /* unique per run: names never repeat */
 	uint64_t rng;
 	bool open_loop;
-	uint64_t *queue;		/* open loop: arrival times */
+	uint64_t *queue; /* open loop: arrival times */
 	unsigned qhead, qlen;
 	uint64_t next_arrival;
 	double mean_gap_ns;
@@ -154,7 +154,7 @@ static void conn_close(struct worker *w, struct conn *c, bool keep_session)
 			}
 		}
 		if (wolfSSL_is_init_finished(c->ssl))
-			wolfSSL_shutdown(c->ssl);	/* close_notify, no wait */
+			wolfSSL_shutdown(c->ssl); /* close_notify, no wait */
 		wolfSSL_free(c->ssl);
 		c->ssl = NULL;
 	}
@@ -181,8 +181,7 @@ static void idle_slot_remove(struct worker *w, const struct conn *c)
 		}
 }
 
-static void conn_fail(struct worker *w, struct conn *c, enum err_kind kind,
-		      const char *why)
+static void conn_fail(struct worker *w, struct conn *c, enum err_kind kind, const char *why)
 {
 	/* a wrong status comes over a sound TLS session: keep it to resume */
 	bool keep = kind == ERR_STATUS && w->o->mode == MODE_RESUME;
@@ -198,8 +197,7 @@ static void conn_fail(struct worker *w, struct conn *c, enum err_kind kind,
 	slot_released(w, c);
 }
 
-static void conn_fail_ssl(struct worker *w, struct conn *c, enum err_kind kind,
-			  int err)
+static void conn_fail_ssl(struct worker *w, struct conn *c, enum err_kind kind, int err)
 {
 	char buf[WOLFSSL_MAX_ERROR_SZ];
 	wolfSSL_ERR_error_string_n((unsigned long)err, buf, sizeof buf);
@@ -241,8 +239,8 @@ static WOLFSSL *new_ssl(struct worker *w, struct conn *c)
 		return NULL;
 	if (wolfSSL_use_certificate_buffer(ssl, cred->cert, cred->cert_len,
 					   WOLFSSL_FILETYPE_ASN1) != WOLFSSL_SUCCESS ||
-	    wolfSSL_use_PrivateKey_buffer(ssl, cred->key, cred->key_len,
-					  WOLFSSL_FILETYPE_ASN1) != WOLFSSL_SUCCESS ||
+	    wolfSSL_use_PrivateKey_buffer(ssl, cred->key, cred->key_len, WOLFSSL_FILETYPE_ASN1) !=
+		    WOLFSSL_SUCCESS ||
 	    wolfSSL_set_fd(ssl, c->fd) != WOLFSSL_SUCCESS) {
 		wolfSSL_free(ssl);
 		return NULL;
@@ -261,7 +259,7 @@ static void conn_drive(struct worker *w, struct conn *c);
  * (the arrival time in open loop). */
 static void conn_start(struct worker *w, struct conn *c, uint64_t start_ns)
 {
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET };
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET};
 
 	c->agent = w->next_agent++ % w->nagents;
 	c->start_ns = start_ns;
@@ -300,14 +298,14 @@ static void begin_request(struct worker *w, struct conn *c, uint64_t start_ns)
 	c->body_off = 0;
 	uint64_t n = w->name_base + w->seq++ * o->threads + w->t->index;
 	int head = snprintf((char *)c->stage, RECORD,
-		"PUT /ManageSoftRL/Inventories/%s-%llu.ndi HTTP/1.1\r\n"
-		"Host: %s\r\n"
-		"User-Agent: agentsim\r\n"
-		"Content-Type: application/octet-stream\r\n"
-		"Content-Length: %zu\r\n"
-		"%s\r\n",
-		name, (unsigned long long)n, o->host, c->body_len,
-		o->mode == MODE_KEEPALIVE ? "" : "Connection: close\r\n");
+			    "PUT /ManageSoftRL/Inventories/%s-%llu.ndi HTTP/1.1\r\n"
+			    "Host: %s\r\n"
+			    "User-Agent: agentsim\r\n"
+			    "Content-Type: application/octet-stream\r\n"
+			    "Content-Length: %zu\r\n"
+			    "%s\r\n",
+			    name, (unsigned long long)n, o->host, c->body_len,
+			    o->mode == MODE_KEEPALIVE ? "" : "Connection: close\r\n");
 	size_t first = RECORD - (size_t)head;
 	if (first > c->body_len)
 		first = c->body_len;
@@ -421,8 +419,7 @@ static int parse_head(struct conn *c)
 		c->framing = BODY_LENGTH;
 		c->body_left = strtoll(cl, NULL, 10) - (long long)rest;
 	} else {
-		c->framing = c->status == 204 || c->status == 304 ?
-			BODY_LENGTH : BODY_UNTIL_CLOSE;
+		c->framing = c->status == 204 || c->status == 304 ? BODY_LENGTH : BODY_UNTIL_CLOSE;
 		c->body_left = 0;
 	}
 	memmove(c->resp, end + 4, rest);
@@ -441,7 +438,7 @@ static bool response_complete(struct conn *c)
 		c->resp[c->resp_len] = '\0';
 		if (strstr(c->resp, "0\r\n\r\n"))
 			return true;
-		if (c->resp_len > 16) {	/* keep a tail to match across reads */
+		if (c->resp_len > 16) { /* keep a tail to match across reads */
 			memmove(c->resp, c->resp + c->resp_len - 16, 16);
 			c->resp_len = 16;
 		}
@@ -467,8 +464,10 @@ static bool step_recv(struct worker *w, struct conn *c)
 			return c->state == ST_SEND;
 		}
 		char why[96];
-		snprintf(why, sizeof why, "server closed before the response to "
-			 "upload %u on the connection ended", c->uploads_done + 1);
+		snprintf(why, sizeof why,
+			 "server closed before the response to "
+			 "upload %u on the connection ended",
+			 c->uploads_done + 1);
 		conn_fail(w, c, ERR_CLOSED, why);
 		return false;
 	}
@@ -499,9 +498,10 @@ static void send_failed(struct worker *w, struct conn *c, int err)
 {
 	char why[WOLFSSL_MAX_ERROR_SZ + 128], ssl_err[WOLFSSL_MAX_ERROR_SZ];
 	wolfSSL_ERR_error_string_n((unsigned long)err, ssl_err, sizeof ssl_err);
-	snprintf(why, sizeof why, "%s while sending upload %u on the connection "
-		 "(%zu of %zu body bytes handed to TLS)", ssl_err,
-		 c->uploads_done + 1, c->body_off - c->wlen, c->body_len);
+	snprintf(why, sizeof why,
+		 "%s while sending upload %u on the connection "
+		 "(%zu of %zu body bytes handed to TLS)",
+		 ssl_err, c->uploads_done + 1, c->body_off - c->wlen, c->body_len);
 	conn_fail(w, c, ERR_CLOSED, why);
 }
 
@@ -570,11 +570,21 @@ static void conn_drive(struct worker *w, struct conn *c)
 	bool more = true;
 	while (more) {
 		switch (c->state) {
-		case ST_HANDSHAKE: more = step_handshake(w, c); break;
-		case ST_SEND: more = step_send(w, c); break;
-		case ST_RECV: more = step_recv(w, c); break;
-		case ST_IDLE: more = step_idle(w, c); break;
-		default: more = false; break;
+		case ST_HANDSHAKE:
+			more = step_handshake(w, c);
+			break;
+		case ST_SEND:
+			more = step_send(w, c);
+			break;
+		case ST_RECV:
+			more = step_recv(w, c);
+			break;
+		case ST_IDLE:
+			more = step_idle(w, c);
+			break;
+		default:
+			more = false;
+			break;
 		}
 	}
 }
@@ -660,8 +670,8 @@ static void open_loop_tick(struct worker *w, uint64_t now)
 static int worker_init(struct worker *w, struct sim_thread *t)
 {
 	const struct sim_options *o = t->opt;
-	unsigned share = o->concurrency / o->threads +
-		(t->index < o->concurrency % o->threads ? 1 : 0);
+	unsigned share =
+		o->concurrency / o->threads + (t->index < o->concurrency % o->threads ? 1 : 0);
 
 	w->t = t;
 	w->o = o;

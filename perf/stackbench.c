@@ -69,7 +69,7 @@
 #define DELACK_CONNS 512  /* delayed ACKs in one poll: fewer than the port's ring holds */
 #define TURN_CLEAN_US 100 /* a turn takes about 10 us; longer, the thread was descheduled */
 
-static const uint8_t syn_opts[12] = { 2, 4, 1460 >> 8, 1460 & 0xff, 1, 3, 3, PEER_WS, 1, 1, 4, 2 };
+static const uint8_t syn_opts[12] = {2, 4, 1460 >> 8, 1460 & 0xff, 1, 3, 3, PEER_WS, 1, 1, 4, 2};
 
 /* ---- the layer above: counts ---- */
 
@@ -136,7 +136,7 @@ struct gen {
 	unsigned npeers, next_peer;
 	uint64_t clock_base_ms, skipped_ms; /* stack_clock_ms */
 	uint64_t polls;
-	uint64_t clean_max;		       /* TURN_CLEAN_US in TSC cycles */
+	uint64_t clean_max;			/* TURN_CLEAN_US in TSC cycles */
 	uint64_t clean_stack, clean_all, dirty; /* cycles of clean turns; turns not clean */
 	uint64_t sent, synacks, acks, topped_up;
 	uint64_t errors; /* anything the stack should not have done, or we failed at */
@@ -399,11 +399,11 @@ static void gen_turn(struct gen *g, struct transport *t, on_seg_fn *on_seg,
 
 static void syn_queue(struct gen *g, unsigned i)
 {
-	struct seg sg = { .seq = i * 2654435761u, /* any ISN */
-			  .flags = RTE_TCP_SYN_FLAG,
-			  .win = PEER_WIN,
-			  .opt = syn_opts,
-			  .optlen = sizeof syn_opts };
+	struct seg sg = {.seq = i * 2654435761u, /* any ISN */
+			 .flags = RTE_TCP_SYN_FLAG,
+			 .win = PEER_WIN,
+			 .opt = syn_opts,
+			 .optlen = sizeof syn_opts};
 	peer_tuple(i, &sg.pip, &sg.pport);
 	seg_queue(g, &sg);
 }
@@ -416,12 +416,12 @@ static void synack_then_rst(struct gen *g, const struct rx_seg *rs)
 		return;
 	}
 	g->synacks++;
-	struct seg sg = { .pip = rs->pip,
-			  .pport = rs->pport,
-			  .seq = rs->ack,
-			  .ack = rs->seq + 1,
-			  .flags = RTE_TCP_ACK_FLAG,
-			  .win = PEER_WIN };
+	struct seg sg = {.pip = rs->pip,
+			 .pport = rs->pport,
+			 .seq = rs->ack,
+			 .ack = rs->seq + 1,
+			 .flags = RTE_TCP_ACK_FLAG,
+			 .win = PEER_WIN};
 	seg_queue(g, &sg);
 	sg.flags = RTE_TCP_RST_FLAG;
 	sg.ack = 0;
@@ -464,12 +464,12 @@ static void synack_then_ack(struct gen *g, const struct rx_seg *rs)
 	p->rcv_nxt = rs->seq + 1;
 	p->ws = rs->ws >= 0 ? (uint8_t)rs->ws : 0;
 	window_update(p, rs);
-	struct seg sg = { .pip = rs->pip,
-			  .pport = rs->pport,
-			  .seq = p->snd_nxt,
-			  .ack = p->rcv_nxt,
-			  .flags = RTE_TCP_ACK_FLAG,
-			  .win = PEER_WIN };
+	struct seg sg = {.pip = rs->pip,
+			 .pport = rs->pport,
+			 .seq = p->snd_nxt,
+			 .ack = p->rcv_nxt,
+			 .flags = RTE_TCP_ACK_FLAG,
+			 .win = PEER_WIN};
 	seg_queue(g, &sg);
 }
 
@@ -494,11 +494,11 @@ static void data_ack(struct gen *g, const struct rx_seg *rs)
 static void peer_send_data(struct gen *g, unsigned i)
 {
 	struct peer *p = &g->peers[i];
-	struct seg sg = { .seq = p->snd_nxt,
-			  .ack = p->rcv_nxt,
-			  .flags = RTE_TCP_ACK_FLAG,
-			  .win = PEER_WIN,
-			  .paylen = g->paylen };
+	struct seg sg = {.seq = p->snd_nxt,
+			 .ack = p->rcv_nxt,
+			 .flags = RTE_TCP_ACK_FLAG,
+			 .win = PEER_WIN,
+			 .paylen = g->paylen};
 	peer_tuple(i, &sg.pip, &sg.pport);
 	seg_queue(g, &sg);
 	p->snd_nxt += g->paylen;
@@ -526,7 +526,7 @@ static void fill_rsts(struct gen *g)
 {
 	while (g->next_peer < g->npeers && g->nout < BURST) {
 		unsigned i = g->next_peer++;
-		struct seg sg = { .seq = g->peers[i].snd_nxt, .flags = RTE_TCP_RST_FLAG };
+		struct seg sg = {.seq = g->peers[i].snd_nxt, .flags = RTE_TCP_RST_FLAG};
 		peer_tuple(i, &sg.pip, &sg.pport);
 		seg_queue(g, &sg);
 	}
@@ -546,7 +546,7 @@ struct result {
 	unsigned conns;
 	double wall_s, cpu_s, stack_share;
 	uint64_t turns, dirty_turns; /* dirty: not counted in stack_share */
-	uint64_t count; /* handshakes, or data segments */
+	uint64_t count;		     /* handshakes, or data segments */
 	uint64_t frames_in, frames_out;
 	uint64_t bad; /* the stack's counters of things that must not happen here */
 	const char *bad_name;
@@ -602,7 +602,8 @@ static void timed_stop(const struct timed *tm, const struct gen *g, uint64_t cou
 
 /* Counters that must stay still: the peer sends nothing bad, loses
  * nothing and never overruns a window. */
-static void bad_counters(const struct transport_net_stats *a, const struct transport_net_stats *b, struct result *r)
+static void bad_counters(const struct transport_net_stats *a, const struct transport_net_stats *b,
+			 struct result *r)
 {
 #define BAD(f)                                                                                     \
 	do {                                                                                       \
@@ -769,8 +770,8 @@ static void result_json(const struct result *r)
 	       r->name, r->paylen, r->conns, r->wall_s, r->cpu_s, r->stack_share, r->count,
 	       per_s(r->count, r->cpu_s), per_s(r->count, stack_s),
 	       per_s(r->count * r->paylen * 8, stack_s) / 1e9, r->frames_in, r->frames_out,
-	       r->turns, r->dirty_turns, r->bad,
-	       r->bad_name ? r->bad_name : "", r->errors, r->first_error ? r->first_error : "");
+	       r->turns, r->dirty_turns, r->bad, r->bad_name ? r->bad_name : "", r->errors,
+	       r->first_error ? r->first_error : "");
 }
 
 static void results_table(const struct result *rs, unsigned n)
@@ -814,13 +815,13 @@ static void usage(FILE *f)
 
 static int opts_parse(int argc, char **argv, struct opts *o)
 {
-	static const struct option longopts[] = { { "seconds", required_argument, NULL, 's' },
-						  { "cpu", required_argument, NULL, 'c' },
-						  { "conns", required_argument, NULL, 'n' },
-						  { "scenarios", required_argument, NULL, 'S' },
-						  { "help", no_argument, NULL, 'h' },
-						  { NULL, 0, NULL, 0 } };
-	*o = (struct opts){ .seconds = 5, .cpu = 0, .conns = 64 };
+	static const struct option longopts[] = {{"seconds", required_argument, NULL, 's'},
+						 {"cpu", required_argument, NULL, 'c'},
+						 {"conns", required_argument, NULL, 'n'},
+						 {"scenarios", required_argument, NULL, 'S'},
+						 {"help", no_argument, NULL, 'h'},
+						 {NULL, 0, NULL, 0}};
+	*o = (struct opts){.seconds = 5, .cpu = 0, .conns = 64};
 	snprintf(o->scenarios, sizeof o->scenarios, "handshake,data-1460,data-64");
 	int ch;
 	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -928,7 +929,7 @@ int main(int argc, char **argv)
 	g.s = (struct stack *)t;
 	g.clean_max = rte_get_tsc_hz() / 1000000 * TURN_CLEAN_US;
 	g.clock_base_ms = ms_of(CLOCK_MONOTONIC) - ms_of(CLOCK_THREAD_CPUTIME_ID);
-	g.mac = (struct rte_ether_addr){ { 0x02, 0, 0, 0, 0, 0x02 } };
+	g.mac = (struct rte_ether_addr){{0x02, 0, 0, 0, 0, 0x02}};
 	for (size_t i = 0; i < sizeof g.payload; i++)
 		g.payload[i] = (uint8_t)('a' + i % 26);
 	g.npeers = o.conns;
@@ -941,16 +942,16 @@ int main(int argc, char **argv)
 	struct result rs[3];
 	unsigned n = 0;
 	if (listed(o.scenarios, "handshake")) {
-		rs[n] = (struct result){ .name = "handshake" };
+		rs[n] = (struct result){.name = "handshake"};
 		run_handshakes(&g, t, o.seconds, &rs[n]);
 		result_finish(&rs[n++], &g);
 	}
-	static const uint32_t sizes[2] = { 1460, 64 };
-	static const char *const names[2] = { "data-1460", "data-64" };
+	static const uint32_t sizes[2] = {1460, 64};
+	static const char *const names[2] = {"data-1460", "data-64"};
 	for (int k = 0; k < 2; k++) {
 		if (!listed(o.scenarios, names[k]))
 			continue;
-		rs[n] = (struct result){ .name = names[k], .paylen = sizes[k], .conns = o.conns };
+		rs[n] = (struct result){.name = names[k], .paylen = sizes[k], .conns = o.conns};
 		run_data(&g, t, o.seconds, sizes[k], &rs[n]);
 		result_finish(&rs[n++], &g);
 	}

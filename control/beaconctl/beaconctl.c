@@ -32,24 +32,24 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"uploads", "list",
-     "[--limit N] [--after ID] [--since T] [--until T] [--category C] [--device D]",
-     cmd_uploads_list, SIDE_STORE},
-    {"uploads", "follow", "[--after ID] [--category C] [--device D]", cmd_uploads_follow,
-     SIDE_STORE},
-    {"uploads", "show", "ID", cmd_uploads_show, SIDE_STORE},
-    {"uploads", "get", "ID [-o FILE]", cmd_uploads_get, SIDE_STORE},
-    {"devices", "list", "[--state unapproved|approved|blocked|refused]", cmd_devices_list,
-     SIDE_STORE},
-    {"devices", "show", "DEVICE", cmd_devices_show, SIDE_STORE},
-    {"status", NULL, "", cmd_status, SIDE_SOCKET},
-    {"stats", NULL, "", cmd_stats, SIDE_SOCKET},
-    {"reload", NULL, "[all|issuers|crl|tickets|blocklist]", cmd_reload, SIDE_SOCKET},
-    {"tickets", "rotate", "", cmd_tickets_rotate, SIDE_SOCKET},
-    {"devices", "approve", "DEVICE", cmd_devices_approve, SIDE_SOCKET},
-    {"devices", "block", "DEVICE", cmd_devices_block, SIDE_SOCKET},
-    {"devices", "unblock", "DEVICE", cmd_devices_unblock, SIDE_SOCKET},
-    {NULL, NULL, NULL, NULL, SIDE_STORE},
+	{"uploads", "list",
+	 "[--limit N] [--after ID] [--since T] [--until T] [--category C] [--device D]",
+	 cmd_uploads_list, SIDE_STORE},
+	{"uploads", "follow", "[--after ID] [--category C] [--device D]", cmd_uploads_follow,
+	 SIDE_STORE},
+	{"uploads", "show", "ID", cmd_uploads_show, SIDE_STORE},
+	{"uploads", "get", "ID [-o FILE]", cmd_uploads_get, SIDE_STORE},
+	{"devices", "list", "[--state unapproved|approved|blocked|refused]", cmd_devices_list,
+	 SIDE_STORE},
+	{"devices", "show", "DEVICE", cmd_devices_show, SIDE_STORE},
+	{"status", NULL, "", cmd_status, SIDE_SOCKET},
+	{"stats", NULL, "", cmd_stats, SIDE_SOCKET},
+	{"reload", NULL, "[all|issuers|crl|tickets|blocklist]", cmd_reload, SIDE_SOCKET},
+	{"tickets", "rotate", "", cmd_tickets_rotate, SIDE_SOCKET},
+	{"devices", "approve", "DEVICE", cmd_devices_approve, SIDE_SOCKET},
+	{"devices", "block", "DEVICE", cmd_devices_block, SIDE_SOCKET},
+	{"devices", "unblock", "DEVICE", cmd_devices_unblock, SIDE_SOCKET},
+	{NULL, NULL, NULL, NULL, SIDE_STORE},
 };
 
 static void command_usage(FILE *out, const char *prefix, const struct command *c)
@@ -71,83 +71,83 @@ static int usage(FILE *out)
 
 /* The manual: beaconctl --help. */
 static const char manual_text[] =
-    "NAME\n"
-    "    beaconctl - operate a running beacond and read its store\n"
-    "\n"
-    "SYNOPSIS\n"
-    "    beaconctl [OPTIONS] COMMAND [ARGUMENTS]\n"
-    "    beaconctl --help | --version\n"
-    "\n"
-    "STORE COMMANDS (read DIR/index directly: LMDB read transactions, safe\n"
-    "beside a running beacond, and they work while it is stopped)\n"
-    "    uploads list [--limit N] [--after ID] [--since T] [--until T]\n"
-    "                 [--category C] [--device D]\n"
-    "        One page of uploads, in the order they were stored (with --device,\n"
-    "        in id order). N defaults to 100; 0 lists every match. When more\n"
-    "        remain, standard error gives the command for the next page: the same\n"
-    "        filters and --after the last id shown. A page is a range scan from\n"
-    "        that cursor, as fast at a million uploads as at ten. T is Unix\n"
-    "        seconds or YYYY-MM-DD[THH:MM:SS[Z]], in UTC; both bounds are\n"
-    "        included, and a date alone covers its whole day.\n"
-    "    uploads follow [--after ID] [--category C] [--device D]\n"
-    "        Prints each upload once as it is stored, until interrupted (SIGINT\n"
-    "        or SIGTERM: exit 0). Starts after the uploads already stored, or\n"
-    "        after upload ID. Polls the index twice a second.\n"
-    "    uploads show ID\n"
-    "        One upload's record: device, category, name, size, time, checksum.\n"
-    "    uploads get ID [-o FILE]\n"
-    "        The upload's bytes, checksum verified before the first byte is\n"
-    "        written. -o FILE writes a temporary file beside FILE and renames it:\n"
-    "        FILE appears whole or not at all. Without -o (or with -o -) the\n"
-    "        bytes go to standard output, never to a terminal.\n"
-    "    devices list [--state unapproved|approved|blocked|refused]\n"
-    "        Devices with first/last seen, state, last result and upload count.\n"
-    "        refused: the last attempt recorded for the device was refused (see\n"
-    "        README: beacond records revoked and blocked certificates).\n"
-    "    devices show DEVICE\n"
-    "        One device, with its most recent certificate fingerprints.\n"
-    "\n"
-    "CONTROL COMMANDS (a running beacond, over its control socket)\n"
-    "    status\n"
-    "        Uptime, connections, the trust snapshot, the uploads since start\n"
-    "        and the store's totals (uploads and bytes in the index).\n"
-    "    stats\n"
-    "        Every counter, one per line.\n"
-    "    reload [all|issuers|crl|tickets|blocklist]\n"
-    "        Builds a new trust snapshot; a refused reload keeps the old one and\n"
-    "        exits 1 with the reason.\n"
-    "    tickets rotate\n"
-    "        A new session-ticket key; the previous one is still accepted.\n"
-    "    devices approve|block|unblock DEVICE\n"
-    "        Changes a device's state. A repeated command changes nothing and says\n"
-    "        so (\"already blocked\"). Blocking a name that never connected is\n"
-    "        recorded, with a warning on standard error (a block planned ahead,\n"
-    "        or a mistyped name). unblock leaves an unapproved device unapproved.\n"
-    "\n"
-    "OPTIONS (anywhere on the line)\n"
-    "    --data-dir DIR   beacond's data directory (store commands)\n"
-    "    --socket PATH    beacond's control socket (control commands)\n"
-    "    --json           one JSON object per line on standard output\n"
-    "    --debug          on standard error: how many index entries uploads list\n"
-    "                     or follow read (a page costs its rows, not the store's\n"
-    "                     size)\n"
-    "    -h, --help       this text\n"
-    "    -V, --version    beaconctl's version (the beacond release it belongs to)\n"
-    "\n"
-    "ENVIRONMENT\n"
-    "    BEACOND_DATA_DIR  DIR when --data-dir is not given (else " DEFAULT_DATA_DIR ")\n"
-    "    BEACOND_SOCKET    PATH when --socket is not given (else " DEFAULT_SOCKET ")\n"
-    "\n"
-    "EXIT STATUS\n"
-    "    0 ok; 1 not found or failed (a refused reload, a damaged upload); 2 usage,\n"
-    "    or an upload refused to a terminal; 3 cannot connect to beacond.\n"
-    "\n"
-    "EXAMPLES\n"
-    "    beaconctl uploads list --since 2026-01-31 --category Inventories --limit 20\n"
-    "    beaconctl uploads list --json --after 1234 --limit 1000\n"
-    "    beaconctl uploads get 1234 -o inventory.ndi\n"
-    "    beaconctl devices list --state refused\n"
-    "    beaconctl --socket /run/beacond/control.sock devices block laptop-42\n";
+	"NAME\n"
+	"    beaconctl - operate a running beacond and read its store\n"
+	"\n"
+	"SYNOPSIS\n"
+	"    beaconctl [OPTIONS] COMMAND [ARGUMENTS]\n"
+	"    beaconctl --help | --version\n"
+	"\n"
+	"STORE COMMANDS (read DIR/index directly: LMDB read transactions, safe\n"
+	"beside a running beacond, and they work while it is stopped)\n"
+	"    uploads list [--limit N] [--after ID] [--since T] [--until T]\n"
+	"                 [--category C] [--device D]\n"
+	"        One page of uploads, in the order they were stored (with --device,\n"
+	"        in id order). N defaults to 100; 0 lists every match. When more\n"
+	"        remain, standard error gives the command for the next page: the same\n"
+	"        filters and --after the last id shown. A page is a range scan from\n"
+	"        that cursor, as fast at a million uploads as at ten. T is Unix\n"
+	"        seconds or YYYY-MM-DD[THH:MM:SS[Z]], in UTC; both bounds are\n"
+	"        included, and a date alone covers its whole day.\n"
+	"    uploads follow [--after ID] [--category C] [--device D]\n"
+	"        Prints each upload once as it is stored, until interrupted (SIGINT\n"
+	"        or SIGTERM: exit 0). Starts after the uploads already stored, or\n"
+	"        after upload ID. Polls the index twice a second.\n"
+	"    uploads show ID\n"
+	"        One upload's record: device, category, name, size, time, checksum.\n"
+	"    uploads get ID [-o FILE]\n"
+	"        The upload's bytes, checksum verified before the first byte is\n"
+	"        written. -o FILE writes a temporary file beside FILE and renames it:\n"
+	"        FILE appears whole or not at all. Without -o (or with -o -) the\n"
+	"        bytes go to standard output, never to a terminal.\n"
+	"    devices list [--state unapproved|approved|blocked|refused]\n"
+	"        Devices with first/last seen, state, last result and upload count.\n"
+	"        refused: the last attempt recorded for the device was refused (see\n"
+	"        README: beacond records revoked and blocked certificates).\n"
+	"    devices show DEVICE\n"
+	"        One device, with its most recent certificate fingerprints.\n"
+	"\n"
+	"CONTROL COMMANDS (a running beacond, over its control socket)\n"
+	"    status\n"
+	"        Uptime, connections, the trust snapshot, the uploads since start\n"
+	"        and the store's totals (uploads and bytes in the index).\n"
+	"    stats\n"
+	"        Every counter, one per line.\n"
+	"    reload [all|issuers|crl|tickets|blocklist]\n"
+	"        Builds a new trust snapshot; a refused reload keeps the old one and\n"
+	"        exits 1 with the reason.\n"
+	"    tickets rotate\n"
+	"        A new session-ticket key; the previous one is still accepted.\n"
+	"    devices approve|block|unblock DEVICE\n"
+	"        Changes a device's state. A repeated command changes nothing and says\n"
+	"        so (\"already blocked\"). Blocking a name that never connected is\n"
+	"        recorded, with a warning on standard error (a block planned ahead,\n"
+	"        or a mistyped name). unblock leaves an unapproved device unapproved.\n"
+	"\n"
+	"OPTIONS (anywhere on the line)\n"
+	"    --data-dir DIR   beacond's data directory (store commands)\n"
+	"    --socket PATH    beacond's control socket (control commands)\n"
+	"    --json           one JSON object per line on standard output\n"
+	"    --debug          on standard error: how many index entries uploads list\n"
+	"                     or follow read (a page costs its rows, not the store's\n"
+	"                     size)\n"
+	"    -h, --help       this text\n"
+	"    -V, --version    beaconctl's version (the beacond release it belongs to)\n"
+	"\n"
+	"ENVIRONMENT\n"
+	"    BEACOND_DATA_DIR  DIR when --data-dir is not given (else " DEFAULT_DATA_DIR ")\n"
+	"    BEACOND_SOCKET    PATH when --socket is not given (else " DEFAULT_SOCKET ")\n"
+	"\n"
+	"EXIT STATUS\n"
+	"    0 ok; 1 not found or failed (a refused reload, a damaged upload); 2 usage,\n"
+	"    or an upload refused to a terminal; 3 cannot connect to beacond.\n"
+	"\n"
+	"EXAMPLES\n"
+	"    beaconctl uploads list --since 2026-01-31 --category Inventories --limit 20\n"
+	"    beaconctl uploads list --json --after 1234 --limit 1000\n"
+	"    beaconctl uploads get 1234 -o inventory.ndi\n"
+	"    beaconctl devices list --state refused\n"
+	"    beaconctl --socket /run/beacond/control.sock devices block laptop-42\n";
 
 static int manual(void)
 {
@@ -173,9 +173,9 @@ enum globals_result { GLOBALS_OK, GLOBALS_HELP, GLOBALS_VERSION, GLOBALS_BAD };
  * option (a device may be called "--json"). */
 static bool takes_value(const char *a)
 {
-	static const char *const with_value[] = {"--device", "--category", "--after", "--limit",
-						 "--since",  "--until",    "--state", "-o",
-						 "--output"};
+	static const char *const with_value[] = {"--device", "--category", "--after",
+						 "--limit",  "--since",	   "--until",
+						 "--state",  "-o",	   "--output"};
 	for (size_t i = 0; i < sizeof with_value / sizeof *with_value; i++)
 		if (!strcmp(a, with_value[i]))
 			return true;

@@ -316,7 +316,7 @@ static void device_state_print(const cJSON *r, const cJSON *req)
 		return;
 	}
 	printf("device %s: %s%s%s\n", dev,
-	       !strcmp(cmd, "device_approve")  ? "approved"
+	       !strcmp(cmd, "device_approve") ? "approved"
 	       : !strcmp(cmd, "device_block") ? "blocked"
 					      : "unblocked",
 	       *msg ? "; " : "", msg);

@@ -41,8 +41,8 @@ static void device_print_json(const struct device_record *d)
 	printf(",\"state\":\"%s\",\"last_result\":\"%s\",\"first_seen_unix_ms\":%" PRIu64
 	       ",\"first_seen\":\"%s\",\"last_seen_unix_ms\":%" PRIu64
 	       ",\"last_seen\":\"%s\",\"uploads\":%" PRIu64 ",\"cert_sha256\":[",
-	       device_state_name(d->state), auth_result_name(d->last_result),
-	       d->first_seen_unix_ms, first, d->last_seen_unix_ms, last, d->uploads);
+	       device_state_name(d->state), auth_result_name(d->last_result), d->first_seen_unix_ms,
+	       first, d->last_seen_unix_ms, last, d->uploads);
 	for (unsigned i = 0; i < d->n_fingerprints && i < 4; i++) {
 		char sha[65];
 		hex_text(sha, d->fingerprints[i], 32);

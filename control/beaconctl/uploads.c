@@ -123,8 +123,8 @@ static bool parse_time(const char *s, bool end, uint64_t *ms)
 	if (!date_only && !shaped(s, "dddd-dd-ddTdd:dd:dd") && !shaped(s, "dddd-dd-ddTdd:dd:ddZ"))
 		return false;
 	/* The shape is checked: every field is all digits. */
-	struct tm tm = {.tm_year = digits(s, 4), .tm_mon = digits(s + 5, 2),
-			.tm_mday = digits(s + 8, 2)};
+	struct tm tm = {
+		.tm_year = digits(s, 4), .tm_mon = digits(s + 5, 2), .tm_mday = digits(s + 8, 2)};
 	if (!date_only) {
 		tm.tm_hour = digits(s + 11, 2);
 		tm.tm_min = digits(s + 14, 2);
@@ -191,11 +191,13 @@ static int upload_option(int c, const char *arg, struct upload_filter *f)
 	}
 }
 
-static const struct option upload_opts[] = {
-    {"device", required_argument, NULL, 'd'}, {"category", required_argument, NULL, 'c'},
-    {"after", required_argument, NULL, 'a'},  {"limit", required_argument, NULL, 'n'},
-    {"since", required_argument, NULL, 's'},  {"until", required_argument, NULL, 'u'},
-    {NULL, 0, NULL, 0}};
+static const struct option upload_opts[] = {{"device", required_argument, NULL, 'd'},
+					    {"category", required_argument, NULL, 'c'},
+					    {"after", required_argument, NULL, 'a'},
+					    {"limit", required_argument, NULL, 'n'},
+					    {"since", required_argument, NULL, 's'},
+					    {"until", required_argument, NULL, 'u'},
+					    {NULL, 0, NULL, 0}};
 
 static int upload_options(int argc, char **argv, struct upload_filter *f, bool follow)
 {
@@ -315,8 +317,9 @@ static void page_hint(const struct upload_filter *f, const struct page *p)
 static int after_failure(const struct upload_filter *f, int rc)
 {
 	if (rc == STORE_ERR_NOTFOUND && f->q.has_after) {
-		fprintf(stderr, "beaconctl: --after %" PRIu64 ": no such upload in the store yet "
-				"(--after takes the id of the last upload of a page)\n",
+		fprintf(stderr,
+			"beaconctl: --after %" PRIu64 ": no such upload in the store yet "
+			"(--after takes the id of the last upload of a page)\n",
 			f->q.after_id);
 		return EXIT_NOTFOUND;
 	}
@@ -326,8 +329,9 @@ static int after_failure(const struct upload_filter *f, int rc)
 static void after_gone_note(const struct upload_filter *f)
 {
 	if (f->q.after_gone)
-		fprintf(stderr, "beaconctl: upload %" PRIu64 " has been removed by retention: "
-				"listing from the oldest upload\n",
+		fprintf(stderr,
+			"beaconctl: upload %" PRIu64 " has been removed by retention: "
+			"listing from the oldest upload\n",
 			f->q.after_id);
 }
 
@@ -356,7 +360,7 @@ int cmd_uploads_list(struct ctl *ctl, int argc, char **argv)
 struct seen {
 	struct seen_id {
 		uint64_t id, ms;
-	} *v;
+	} * v;
 	size_t n, cap;
 };
 
@@ -542,7 +546,8 @@ int cmd_uploads_show(struct ctl *ctl, int argc, char **argv)
 		upload_print_json(&r);
 		return 0;
 	}
-	char when[32], sha[65], dev[STORE_DEVICE_MAX], cat[STORE_CATEGORY_MAX], name[STORE_NAME_MAX];
+	char when[32], sha[65], dev[STORE_DEVICE_MAX], cat[STORE_CATEGORY_MAX],
+		name[STORE_NAME_MAX];
 	time_text(when, sizeof when, r.received_unix_ms);
 	hex_text(sha, r.meta.cert_sha256, 32);
 	text_safe(dev, sizeof dev, r.meta.device);
@@ -635,8 +640,9 @@ int cmd_uploads_get(struct ctl *ctl, int argc, char **argv)
 	/* An upload is binary: on a terminal it is noise at best, escape
 	 * sequences that drive the terminal at worst. */
 	if (isatty(STDOUT_FILENO)) {
-		fprintf(stderr, "beaconctl: not writing upload %" PRIu64 " to a terminal: use -o "
-				"FILE, or redirect standard output\n",
+		fprintf(stderr,
+			"beaconctl: not writing upload %" PRIu64 " to a terminal: use -o "
+			"FILE, or redirect standard output\n",
 			id);
 		return EXIT_REFUSED;
 	}

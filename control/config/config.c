@@ -23,24 +23,23 @@
 
 _Static_assert(sizeof(unsigned) == 4, "numeric fields are stored as 32 or 64 bits");
 
-
 /* ---- the key table ---- */
 
 enum kind {
 	K_COUNT,   /* a plain integer */
-	K_SIZE,    /* bytes, with k/M/G/T */
-	K_MS,      /* a duration stored in milliseconds */
-	K_US,      /* a duration stored in microseconds */
+	K_SIZE,	   /* bytes, with k/M/G/T */
+	K_MS,	   /* a duration stored in milliseconds */
+	K_US,	   /* a duration stored in microseconds */
 	K_SECONDS, /* a duration stored in whole seconds */
-	K_ENUM,    /* a word from a table (booleans too) */
+	K_ENUM,	   /* a word from a table (booleans too) */
 	K_PATH,
 	K_OPTPATH, /* a path, or "" for none */
-	K_ADDR,    /* "ADDR:PORT" kept as text, or "" for none */
-	K_WORD,    /* a plain word kept as text, or "" for none */
+	K_ADDR,	   /* "ADDR:PORT" kept as text, or "" for none */
+	K_WORD,	   /* a plain word kept as text, or "" for none */
 	K_LISTEN,
 	K_ADVERTISE,
-	K_TEXT,    /* free text, blanks included */
-	K_CIDR,    /* an IPv4 "ADDR/PREFIX" (dpdk_addr and dpdk_prefix) */
+	K_TEXT,	     /* free text, blanks included */
+	K_CIDR,	     /* an IPv4 "ADDR/PREFIX" (dpdk_addr and dpdk_prefix) */
 	K_CIDR_LIST, /* "ADDR/PREFIX, ..." of either family (proxy_from and its count) */
 };
 
@@ -92,32 +91,32 @@ static const struct word log_formats[] = {
 };
 
 static const struct word log_levels[] = {
-	{"error", LOG_ERR},
-	{"warn", LOG_WARN},
-	{"info", LOG_INFO},
-	{"debug", LOG_DEBUG},
-	{NULL, 0},
+	{"error", LOG_ERR}, {"warn", LOG_WARN}, {"info", LOG_INFO}, {"debug", LOG_DEBUG}, {NULL, 0},
 };
 
 /* [server] proxy_protocol: PROXY_ACCEPT_* bits of beacon/proxy.h. */
 static const struct word proxy_versions[] = {
-	{"no", 0},
-	{"v1", 1},
-	{"v2", 2},
-	{"any", 3},
-	{NULL, 0},
+	{"no", 0}, {"v1", 1}, {"v2", 2}, {"any", 3}, {NULL, 0},
 };
 
 static const struct word booleans[] = {
-	{"yes", 1}, {"no", 0}, {"true", 1}, {"false", 0},
-	{"on", 1},  {"off", 0}, {"1", 1},   {"0", 0},
-	{NULL, 0},
+	{"yes", 1}, {"no", 0}, {"true", 1}, {"false", 0}, {"on", 1},
+	{"off", 0}, {"1", 1},  {"0", 0},    {NULL, 0},
 };
 
 #define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
-#define NUM(sec, name, kind, f, min, max) {sec, name, kind, FIELD(f), min, max, NULL}
-#define STR(sec, name, kind, f) {sec, name, kind, FIELD(f), 0, 0, NULL}
-#define ENUM(sec, name, f, words) {sec, name, K_ENUM, FIELD(f), 0, 0, words}
+#define NUM(sec, name, kind, f, min, max)                                                          \
+	{                                                                                          \
+		sec, name, kind, FIELD(f), min, max, NULL                                          \
+	}
+#define STR(sec, name, kind, f)                                                                    \
+	{                                                                                          \
+		sec, name, kind, FIELD(f), 0, 0, NULL                                              \
+	}
+#define ENUM(sec, name, f, words)                                                                  \
+	{                                                                                          \
+		sec, name, K_ENUM, FIELD(f), 0, 0, words                                           \
+	}
 
 #define KiB 1024ull
 #define MiB (1024 * KiB)
@@ -126,20 +125,16 @@ static const struct word booleans[] = {
 static const struct key keys[] = {
 	STR("server", "listen", K_LISTEN, listen_addr),
 	NUM("server", "workers", K_COUNT, workers, 0, 256),
-	ENUM("server", "backend", backend, backends),
-	STR("server", "data_dir", K_PATH, data_dir),
+	ENUM("server", "backend", backend, backends), STR("server", "data_dir", K_PATH, data_dir),
 	STR("server", "download_dir", K_PATH, download_dir),
 	STR("server", "control_socket", K_PATH, control_socket),
-	STR("server", "metrics", K_ADDR, metrics_listen),
-	STR("server", "user", K_WORD, user),
-	ENUM("server", "approval", approval, approvals),
-	ENUM("server", "watch", watch, booleans),
+	STR("server", "metrics", K_ADDR, metrics_listen), STR("server", "user", K_WORD, user),
+	ENUM("server", "approval", approval, approvals), ENUM("server", "watch", watch, booleans),
 	NUM("server", "health_stall", K_MS, health_stall_ms, 1000, 3600000),
 	ENUM("server", "proxy_protocol", proxy_protocol, proxy_versions),
 	STR("server", "proxy_from", K_CIDR_LIST, proxy_from),
 
-	STR("tls", "cert", K_PATH, cert),
-	STR("tls", "key", K_PATH, key),
+	STR("tls", "cert", K_PATH, cert), STR("tls", "key", K_PATH, key),
 	STR("tls", "issuers", K_PATH, issuers),
 	STR("tls", "advertise", K_ADVERTISE, advertise_list),
 	ENUM("tls", "require_client_auth_eku", require_client_auth_eku, booleans),
@@ -148,8 +143,7 @@ static const struct key keys[] = {
 	/* TLS 1.3 caps a ticket's lifetime at 7 days (RFC 8446 4.6.1). */
 	NUM("tls", "ticket_lifetime", K_SECONDS, ticket_lifetime_s, 1, 7 * 86400),
 	NUM("tls", "max_session_age", K_SECONDS, max_session_age_s, 1, 365 * 86400),
-	STR("tls", "crl_dir", K_OPTPATH, crl_dir),
-	ENUM("tls", "crl_stale", crl_stale, stale_modes),
+	STR("tls", "crl_dir", K_OPTPATH, crl_dir), ENUM("tls", "crl_stale", crl_stale, stale_modes),
 	STR("tls", "blocklist", K_OPTPATH, blocklist),
 	STR("tls", "ticket_key_file", K_OPTPATH, ticket_key_file),
 	NUM("tls", "ticket_rotate", K_SECONDS, ticket_rotate_s, 0, 30 * 86400),
@@ -163,25 +157,26 @@ static const struct key keys[] = {
 	NUM("limits", "idle_timeout", K_MS, idle_timeout_ms, 1, UINT_MAX),
 	NUM("limits", "handshake_timeout", K_MS, handshake_timeout_ms, 1, UINT_MAX),
 	NUM("limits", "max_connections", K_COUNT, max_connections, 1, 1000000),
-	NUM("limits", "max_connections_per_source", K_COUNT, max_connections_per_source, 0, 1000000),
+	NUM("limits", "max_connections_per_source", K_COUNT, max_connections_per_source, 0,
+	    1000000),
 	NUM("limits", "handshake_rate_per_source", K_COUNT, handshake_rate_per_source, 0, 1000000),
-	NUM("limits", "max_handshakes_in_progress", K_COUNT, max_handshakes_in_progress, 1, 1000000),
+	NUM("limits", "max_handshakes_in_progress", K_COUNT, max_handshakes_in_progress, 1,
+	    1000000),
 
 	STR("dpdk", "eal_args", K_TEXT, dpdk_eal_args),
-	NUM("dpdk", "port", K_COUNT, dpdk_port, 0, 1023),
-	STR("dpdk", "address", K_CIDR, dpdk_addr),
+	NUM("dpdk", "port", K_COUNT, dpdk_port, 0, 1023), STR("dpdk", "address", K_CIDR, dpdk_addr),
 	NUM("dpdk", "mbufs", K_COUNT, dpdk_mbufs, 4095, 1048575),
 	NUM("dpdk", "keepalive_idle", K_MS, dpdk_keepalive_idle_ms, 0, UINT_MAX),
 	NUM("dpdk", "keepalive_interval", K_MS, dpdk_keepalive_interval_ms, 1, UINT_MAX),
 	NUM("dpdk", "keepalive_probes", K_COUNT, dpdk_keepalive_probes, 1, 100),
 	ENUM("dpdk", "checksum_offload", dpdk_checksum_offload, booleans),
 
-	ENUM("log", "format", log_format, log_formats),
-	ENUM("log", "level", log_level, log_levels),
+	ENUM("log", "format", log_format, log_formats), ENUM("log", "level", log_level, log_levels),
 	ENUM("log", "access", access_log, booleans),
 
-	/* [store]: keys, forms and ranges from the store's one table */
-#define STORE_KEY_(type, field, key, form, def, min, max) NUM("store", key, K_##form, store.field, min, max),
+/* [store]: keys, forms and ranges from the store's one table */
+#define STORE_KEY_(type, field, key, form, def, min, max)                                          \
+	NUM("store", key, K_##form, store.field, min, max),
 	STORE_OPTIONS(STORE_KEY_)
 #undef STORE_KEY_
 };
@@ -440,10 +435,10 @@ struct load {
 	const char *path;
 	char dir[CONFIG_PATH_MAX]; /* the file's directory with a '/', or "" */
 	FILE *f;
-	unsigned line;             /* line number of the text last read */
-	unsigned err_line;         /* 0: no error yet */
+	unsigned line;	   /* line number of the text last read */
+	unsigned err_line; /* 0: no error yet */
 	char reason[512];
-	unsigned key_line[NKEYS];  /* where each key was last set */
+	unsigned key_line[NKEYS]; /* where each key was last set */
 };
 
 static int fail(struct load *ld, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -573,7 +568,8 @@ static int parse_number(const struct key *k, const char *value, uint64_t *v)
 static int set_number(struct load *ld, const struct key *k, const char *value)
 {
 	uint64_t v;
-	uint64_t max = k->width == sizeof(uint64_t) ? k->max : (k->max < UINT32_MAX ? k->max : UINT32_MAX);
+	uint64_t max =
+		k->width == sizeof(uint64_t) ? k->max : (k->max < UINT32_MAX ? k->max : UINT32_MAX);
 	if (parse_number(k, value, &v) < 0)
 		return fail(ld, "[%s] %s: '%s' is not %s", k->section, k->name, value,
 			    number_form(k->kind));
@@ -619,7 +615,6 @@ static int set_path_value(struct load *ld, const struct key *k, const char *valu
 			    CONFIG_PATH_MAX - 1);
 	return 1;
 }
-
 
 /* The configuration's ADDR:PORT keys: port 0 (any) is no use to a client. */
 static int parse_key_endpoint(const char *value, struct config_endpoint *ep)
@@ -674,13 +669,14 @@ static int set_advertise(struct load *ld, const struct key *k, const char *value
 		while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
 			end--;
 		if (end == p)
-			return fail(ld, "[%s] %s: empty name in '%s' (all, none, or a "
-					"comma-separated list of issuer CNs)",
+			return fail(ld,
+				    "[%s] %s: empty name in '%s' (all, none, or a "
+				    "comma-separated list of issuer CNs)",
 				    k->section, k->name, value);
 		size_t len = (size_t)(end - p);
 		if (n + len + 2 > sizeof c->advertise_list)
-			return fail(ld, "[%s] %s: list longer than %zu bytes", k->section,
-				    k->name, sizeof c->advertise_list - 1);
+			return fail(ld, "[%s] %s: list longer than %zu bytes", k->section, k->name,
+				    sizeof c->advertise_list - 1);
 		if (n)
 			c->advertise_list[n++] = ',';
 		memcpy(c->advertise_list + n, p, len);
@@ -730,8 +726,9 @@ static int set_cidr(struct load *ld, const struct key *k, const char *value)
 	ld->cfg.dpdk_prefix = prefix;
 	return 1;
 bad:
-	return fail(ld, "[%s] %s: '%s' is not ADDR/PREFIX (a numeric IPv4 address and a "
-			"prefix length 1 to 32, as 198.18.0.1/15)",
+	return fail(ld,
+		    "[%s] %s: '%s' is not ADDR/PREFIX (a numeric IPv4 address and a "
+		    "prefix length 1 to 32, as 198.18.0.1/15)",
 		    k->section, k->name, value);
 }
 
@@ -775,8 +772,9 @@ static int set_cidr_list(struct load *ld, const struct key *k, const char *value
 			return fail(ld, "[%s] %s: more than %d prefixes", k->section, k->name,
 				    CONFIG_PROXY_FROM_MAX);
 		if (!parse_prefix(p, item, &c->proxy_from[c->proxy_from_count]))
-			return fail(ld, "[%s] %s: '%.*s' is not ADDR/PREFIX (a numeric IPv4 or "
-					"IPv6 network with no host bits set, as 10.0.0.0/8)",
+			return fail(ld,
+				    "[%s] %s: '%.*s' is not ADDR/PREFIX (a numeric IPv4 or "
+				    "IPv6 network with no host bits set, as 10.0.0.0/8)",
 				    k->section, k->name, (int)item, p);
 		c->proxy_from_count++;
 		p += len;
@@ -842,8 +840,8 @@ static int handle(void *user, const char *section, const char *name, const char 
 		if (!section_known(section)) {
 			const char *near = nearest_section(section);
 			if (near)
-				return fail(ld, "unknown section [%s] (did you mean [%s]?)", section,
-					    near);
+				return fail(ld, "unknown section [%s] (did you mean [%s]?)",
+					    section, near);
 			return fail(ld, "unknown section [%s]", section);
 		}
 		const char *near = nearest_key(section, name);

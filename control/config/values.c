@@ -66,13 +66,9 @@ struct unit {
 };
 
 static const struct unit duration_units[] = {
-	{"us", 1},
-	{"ms", 1000},
-	{"s", 1000000},
+	{"us", 1},	 {"ms", 1000},	       {"s", 1000000},
 	{"", 1000000}, /* a bare number means seconds */
-	{"m", 60000000},
-	{"h", 3600000000ull},
-	{"d", 86400000000ull},
+	{"m", 60000000}, {"h", 3600000000ull}, {"d", 86400000000ull},
 };
 
 /* A duration in microseconds; "us" is accepted only when `micro`. */
@@ -116,8 +112,8 @@ int config_parse_endpoint(const char *text, struct config_endpoint *out)
 	size_t hostlen = (size_t)(colon - host) - (family == AF_INET6);
 	uint64_t port;
 	const char *end;
-	if (hostlen == 0 || hostlen >= sizeof out->addr || config_parse_digits(colon + 1, &port, &end) < 0 ||
-	    *end || port > 65535)
+	if (hostlen == 0 || hostlen >= sizeof out->addr ||
+	    config_parse_digits(colon + 1, &port, &end) < 0 || *end || port > 65535)
 		return -1;
 	memset(out, 0, sizeof *out);
 	memcpy(out->addr, host, hostlen);
@@ -157,7 +153,8 @@ unsigned config_name_distance(const char *a, const char *b)
 		d[0][j] = (unsigned)j;
 	for (size_t i = 1; i <= la; i++) {
 		for (size_t j = 1; j <= lb; j++) {
-			int ca = tolower((unsigned char)a[i - 1]), cb = tolower((unsigned char)b[j - 1]);
+			int ca = tolower((unsigned char)a[i - 1]),
+			    cb = tolower((unsigned char)b[j - 1]);
 			unsigned best = d[i - 1][j - 1] + (ca != cb);
 			if (d[i - 1][j] + 1 < best)
 				best = d[i - 1][j] + 1;
@@ -179,4 +176,3 @@ bool config_near_miss(const char *typed, const char *known)
 	unsigned limit = len < 6 ? 1 : (unsigned)(len / 3);
 	return config_name_distance(typed, known) <= limit;
 }
-

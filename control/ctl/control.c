@@ -284,8 +284,10 @@ static void accept_all(struct control *c, int lfd, bool http)
 			refuse(fd, http);
 			continue;
 		}
-		c->clients[c->n_clients++] = (struct client){
-		    .fd = fd, .http = http, .deadline_ms = http ? now_ms() + HTTP_DEADLINE_MS : 0};
+		c->clients[c->n_clients++] =
+			(struct client){.fd = fd,
+					.http = http,
+					.deadline_ms = http ? now_ms() + HTTP_DEADLINE_MS : 0};
 	}
 }
 
@@ -313,8 +315,8 @@ static unsigned poll_fill(struct control *c, struct pollfd *p, uint64_t now)
 	p[POLL_UNIX] = (struct pollfd){.fd = accepting ? c->unix_fd : -1, .events = POLLIN};
 	p[POLL_HTTP] = (struct pollfd){.fd = accepting ? c->http_fd : -1, .events = POLLIN};
 	for (unsigned i = 0; i < c->n_clients; i++)
-		p[POLL_FIXED + i] =
-		    (struct pollfd){.fd = c->clients[i].fd, .events = client_events(&c->clients[i])};
+		p[POLL_FIXED + i] = (struct pollfd){.fd = c->clients[i].fd,
+						    .events = client_events(&c->clients[i])};
 	return POLL_FIXED + c->n_clients;
 }
 
@@ -397,8 +399,8 @@ static void control_free(struct control *c)
 	free(c);
 }
 
-static int listeners_open(struct control *c, const char *socket_path,
-			  const char *metrics_listen, char *err, size_t errlen)
+static int listeners_open(struct control *c, const char *socket_path, const char *metrics_listen,
+			  char *err, size_t errlen)
 {
 	if (strlen(socket_path) >= sizeof c->socket_path) {
 		snprintf(err, errlen, "control socket path too long: %s", socket_path);
@@ -436,8 +438,7 @@ static int thread_start(struct control *c, char *err, size_t errlen)
 }
 
 int control_start(const char *socket_path, const char *metrics_listen,
-		  const struct control_handlers *h, struct control **out, char *err,
-		  size_t errlen)
+		  const struct control_handlers *h, struct control **out, char *err, size_t errlen)
 {
 	struct control *c = calloc(1, sizeof *c);
 	if (!c) {
@@ -480,8 +481,7 @@ void control_stop(struct control *c)
 	uint64_t one = 1;
 	if (write(c->stop_fd, &one, sizeof one) != sizeof one) {
 		/* Freeing what a running thread uses would be worse than a leak. */
-		log_err("control: cannot signal the control thread to stop: %s",
-			strerror(errno));
+		log_err("control: cannot signal the control thread to stop: %s", strerror(errno));
 		return;
 	}
 	pthread_join(c->thread, NULL);

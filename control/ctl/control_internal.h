@@ -33,7 +33,7 @@ struct control_buf {
 
 void control_buf_append(struct control_buf *b, const char *s, size_t n);
 void control_buf_printf(struct control_buf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+	__attribute__((format(printf, 2, 3)));
 void control_buf_reset(struct control_buf *b);
 void control_buf_free(struct control_buf *b);
 

@@ -25,8 +25,8 @@ const uint64_t control_commit_latency_le_us[COMMIT_LATENCY_BOUNDS] = COMMIT_LATE
 
 /* "127.0.0.1:9100" or "[::1]:9100": the configuration's parser, so that
  * the two agree on every rule. */
-static int parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t *sslen,
-			char *err, size_t errlen)
+static int parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t *sslen, char *err,
+			size_t errlen)
 {
 	struct config_endpoint ep;
 	if (config_parse_endpoint(text, &ep) < 0) {
@@ -60,8 +60,9 @@ int control_metrics_listen(const char *addr_port, char *err, size_t errlen)
 	/* The admin side has no authentication: anyone who reaches it may read
 	 * the fleet's numbers, so it stays on this host. */
 	if (!is_loopback(&ss)) {
-		snprintf(err, errlen, "metrics listen '%s' is not a loopback address: the admin "
-				      "HTTP side is loopback only (use 127.0.0.1 or [::1])",
+		snprintf(err, errlen,
+			 "metrics listen '%s' is not a loopback address: the admin "
+			 "HTTP side is loopback only (use 127.0.0.1 or [::1])",
 			 addr_port);
 		return -1;
 	}
@@ -118,7 +119,9 @@ void control_http_error(struct control_buf *out, int status, const char *reason)
 	char body[256];
 	int n = snprintf(body, sizeof body, "%d %s: %s\n", status, status_text(status), reason);
 	respond(out, status, "text/plain; charset=utf-8", body,
-		n < 0 ? 0 : (size_t)n < sizeof body ? (size_t)n : sizeof body - 1);
+		n < 0			  ? 0
+		: (size_t)n < sizeof body ? (size_t)n
+					  : sizeof body - 1);
 }
 
 /* Renders a page into a scratch buffer, then frames it. */
@@ -139,8 +142,7 @@ static void stats_now(const struct control_handlers *h, struct control_stats *st
 }
 
 /* /healthz and /readyz: 200 "ok", or 503 with the reasons, one a line. */
-static void respond_probe(struct control_buf *out, int (*probe)(void *, char *, size_t),
-			  void *arg)
+static void respond_probe(struct control_buf *out, int (*probe)(void *, char *, size_t), void *arg)
 {
 	char body[1024] = "";
 	if (!probe || probe(arg, body, sizeof body - 1) == 0) {
@@ -230,14 +232,13 @@ void control_http_respond(const struct control_http_view *v, const char *req, si
 
 /* ---- /metrics ---- */
 
-static void metric_head(struct control_buf *o, const char *name, const char *type,
-			const char *help)
+static void metric_head(struct control_buf *o, const char *name, const char *type, const char *help)
 {
 	control_buf_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void metric_u64(struct control_buf *o, const char *name, const char *type,
-		       const char *help, uint64_t v)
+static void metric_u64(struct control_buf *o, const char *name, const char *type, const char *help,
+		       uint64_t v)
 {
 	metric_head(o, name, type, help);
 	control_buf_printf(o, "%s %" PRIu64 "\n", name, v);
@@ -421,7 +422,7 @@ static void render_net(const struct control_stats *st, struct control_buf *o)
 {
 	if (!st->net_stack)
 		return;
-#define NET_METRIC(name, help) \
+#define NET_METRIC(name, help)                                                                     \
 	metric_u64(o, "beacond_net_" #name "_total", "counter", "DPDK stack: " help, st->net.name);
 	TRANSPORT_NET_COUNTERS(NET_METRIC)
 #undef NET_METRIC
@@ -430,7 +431,7 @@ static void render_net(const struct control_stats *st, struct control_buf *o)
 void control_metrics_render(const struct control_stats *st, uint64_t now_unix_s,
 			    struct control_buf *out)
 {
-	struct metrics_out m = { .buf = out };
+	struct metrics_out m = {.buf = out};
 	render_counters(st, &m);
 	render_derived(st, now_unix_s, out);
 	render_dates(st, out);

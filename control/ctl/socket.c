@@ -45,8 +45,10 @@ static int check_existing(const char *path, char *err, size_t errlen)
 		return -1;
 	}
 	if (!S_ISSOCK(st.st_mode)) {
-		snprintf(err, errlen, "control socket %s exists and is not a socket; remove it or "
-				      "choose another path", path);
+		snprintf(err, errlen,
+			 "control socket %s exists and is not a socket; remove it or "
+			 "choose another path",
+			 path);
 		return -1;
 	}
 	struct sockaddr_un sa;
@@ -76,7 +78,7 @@ static int check_existing(const char *path, char *err, size_t errlen)
  * changes under the other threads. The rename also replaces a stale file. */
 static int bind_private(int fd, const char *path, char *err, size_t errlen)
 {
-	char tmp[sizeof ((struct sockaddr_un *)0)->sun_path + 32];
+	char tmp[sizeof((struct sockaddr_un *)0)->sun_path + 32];
 	snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
 	struct sockaddr_un sa;
 	if (unix_address(tmp, &sa, err, errlen))
@@ -86,8 +88,10 @@ static int bind_private(int fd, const char *path, char *err, size_t errlen)
 		return -1;
 	}
 	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-		snprintf(err, errlen, "bind control socket %s: %s (does its directory exist and "
-				      "belong to beacond?)", tmp, strerror(errno));
+		snprintf(err, errlen,
+			 "bind control socket %s: %s (does its directory exist and "
+			 "belong to beacond?)",
+			 tmp, strerror(errno));
 		return -1;
 	}
 	if (chmod(tmp, 0600) != 0 || listen(fd, 16) != 0 || rename(tmp, path) != 0) {
@@ -325,14 +329,16 @@ static cJSON *cmd_reload(const struct control_handlers *h, const cJSON *req)
 	const cJSON *w = cJSON_GetObjectItemCaseSensitive(req, "what");
 	const char *what = "all";
 	if (w && !cJSON_IsString(w))
-		return reply_error("\"what\" must be a string: all, issuers, crl, tickets or blocklist");
+		return reply_error(
+			"\"what\" must be a string: all, issuers, crl, tickets or blocklist");
 	if (w)
 		what = w->valuestring;
 	bool known = false;
 	for (size_t i = 0; i < sizeof reload_targets / sizeof *reload_targets; i++)
 		known |= !strcmp(what, reload_targets[i]);
 	if (!known)
-		return reply_error("unknown reload target: use all, issuers, crl, tickets or blocklist");
+		return reply_error(
+			"unknown reload target: use all, issuers, crl, tickets or blocklist");
 	if (!h->reload)
 		return reply_error("this server cannot reload");
 	char msg[MSG_MAX] = "";
@@ -368,7 +374,7 @@ static bool device_name_ok(const char *s)
 
 static const char *device_state_text(enum device_state state)
 {
-	return state == DEVICE_BLOCKED    ? "blocked"
+	return state == DEVICE_BLOCKED	  ? "blocked"
 	       : state == DEVICE_APPROVED ? "approved"
 					  : "unapproved";
 }
@@ -421,8 +427,7 @@ static cJSON *device_unchanged(const char *device, enum device_action act,
 	return o;
 }
 
-static cJSON *device_set(const struct control_handlers *h, const cJSON *req,
-			 enum device_action act)
+static cJSON *device_set(const struct control_handlers *h, const cJSON *req, enum device_action act)
 {
 	const cJSON *d = cJSON_GetObjectItemCaseSensitive(req, "device");
 	if (!cJSON_IsString(d) || !device_name_ok(d->valuestring))
@@ -478,13 +483,13 @@ static const struct {
 	const char *name;
 	command_fn run;
 } commands[] = {
-    {"status", cmd_status},
-    {"stats", cmd_stats},
-    {"reload", cmd_reload},
-    {"tickets_rotate", cmd_tickets_rotate},
-    {"device_approve", cmd_device_approve},
-    {"device_block", cmd_device_block},
-    {"device_unblock", cmd_device_unblock},
+	{"status", cmd_status},
+	{"stats", cmd_stats},
+	{"reload", cmd_reload},
+	{"tickets_rotate", cmd_tickets_rotate},
+	{"device_approve", cmd_device_approve},
+	{"device_block", cmd_device_block},
+	{"device_unblock", cmd_device_unblock},
 };
 
 static cJSON *dispatch(const struct control_handlers *h, const cJSON *req)

@@ -42,15 +42,15 @@ static const struct series {
 	const char *color;
 	unsigned results; /* auth_result bits summed into this series */
 } series[] = {
-	{ "succeeded", "#2e7d32", BIT(AUTH_OK) },
-	{ "no certificate", "#9e9e9e", BIT(AUTH_NO_CERT) },
-	{ "unknown issuer", "#6a1b9a", BIT(AUTH_UNKNOWN_ISSUER) },
-	{ "expired / not yet valid", "#ef6c00", BIT(AUTH_EXPIRED) | BIT(AUTH_NOT_YET_VALID) },
-	{ "revoked", "#c62828", BIT(AUTH_REVOKED) },
-	{ "blocked", "#000000", BIT(AUTH_BLOCKED) },
-	{ "unapproved", "#f9a825", BIT(AUTH_UNAPPROVED) },
-	{ "wrong key usage", "#1565c0", BIT(AUTH_WRONG_USAGE) },
-	{ "other", "#795548", BIT(AUTH_OTHER) },
+	{"succeeded", "#2e7d32", BIT(AUTH_OK)},
+	{"no certificate", "#9e9e9e", BIT(AUTH_NO_CERT)},
+	{"unknown issuer", "#6a1b9a", BIT(AUTH_UNKNOWN_ISSUER)},
+	{"expired / not yet valid", "#ef6c00", BIT(AUTH_EXPIRED) | BIT(AUTH_NOT_YET_VALID)},
+	{"revoked", "#c62828", BIT(AUTH_REVOKED)},
+	{"blocked", "#000000", BIT(AUTH_BLOCKED)},
+	{"unapproved", "#f9a825", BIT(AUTH_UNAPPROVED)},
+	{"wrong key usage", "#1565c0", BIT(AUTH_WRONG_USAGE)},
+	{"other", "#795548", BIT(AUTH_OTHER)},
 };
 #define SERIES_COUNT (sizeof series / sizeof *series)
 
@@ -140,7 +140,7 @@ static double log_position(uint64_t v, uint64_t top)
 /* "1", "10", "100", "1k", ... "1M": powers of ten fit under 40 px. */
 static void decade_label(char *buf, size_t len, uint64_t v)
 {
-	static const char *const suffix[] = { "", "k", "M", "G", "T", "P", "E" };
+	static const char *const suffix[] = {"", "k", "M", "G", "T", "P", "E"};
 	unsigned s = 0;
 	while (v >= 1000 && v % 1000 == 0 && s + 1 < sizeof suffix / sizeof *suffix) {
 		v /= 1000;
@@ -254,7 +254,7 @@ static void value_axis(uint64_t top, struct control_buf *o)
  * LABEL_GAP_X apart; none so near an edge that it would be cut. */
 static void time_axis(uint64_t now, struct control_buf *o)
 {
-	static const unsigned steps_s[] = { 60, 120, 300, 600, 900, 1200, 1800, 3600 };
+	static const unsigned steps_s[] = {60, 120, 300, 600, 900, 1200, 1800, 3600};
 	double px_per_s = PLOT_W / WINDOW_S;
 	unsigned step = steps_s[sizeof steps_s / sizeof *steps_s - 1];
 	for (size_t i = 0; i < sizeof steps_s / sizeof *steps_s; i++)

@@ -71,12 +71,12 @@ struct stat_row {
 	size_t offset; /* of the uint64_t in struct control_stats */
 };
 #define STAT_ROW(field, type, metric, labels, help) STAT_ROW_##type(field, metric, labels, help)
-#define STAT_ROW_COUNTER(f, m, l, h) { m, l, h, offsetof(struct control_stats, f) },
+#define STAT_ROW_COUNTER(f, m, l, h) {m, l, h, offsetof(struct control_stats, f)},
 #define STAT_ROW_GAUGE(f, m, l, h) STAT_ROW_COUNTER(f, m, l, h)
 #define STAT_ROW_COUNTER_BY_RESULT(f, m, l, h)
 #define STAT_ROW_HISTOGRAM(f, m, l, h)
 #define STAT_ROW_ALSO_COUNTER(f, m, l, h)
-static const struct stat_row stat_rows[] = { COUNTERS_WORKER(STAT_ROW) COUNTERS_PROCESS(STAT_ROW) };
+static const struct stat_row stat_rows[] = {COUNTERS_WORKER(STAT_ROW) COUNTERS_PROCESS(STAT_ROW)};
 #define STAT_ROWS (sizeof stat_rows / sizeof *stat_rows)
 
 static uint64_t stat_value(const struct control_stats *st, const struct stat_row *r)
@@ -173,10 +173,9 @@ static void refusals_table(const struct tls_refusal *refusals, size_t n, struct 
 static void failures_panel(const struct control_stats *st, const struct tls_refusal *refusals,
 			   size_t n, struct control_buf *o)
 {
-	static const char *const families[] = { "beacond_handshake_failures_total",
-						"beacond_limit_refusals_total",
-						"beacond_connections_refused_total",
-						"beacond_timeouts_total" };
+	static const char *const families[] = {
+		"beacond_handshake_failures_total", "beacond_limit_refusals_total",
+		"beacond_connections_refused_total", "beacond_timeouts_total"};
 	uint64_t refused = 0;
 	for (unsigned r = 0; r < AUTH_RESULT_COUNT; r++)
 		if (r != AUTH_OK)
@@ -194,7 +193,7 @@ static void failures_panel(const struct control_stats *st, const struct tls_refu
 
 static void http_panel(const struct control_stats *st, struct control_buf *o)
 {
-	static const char *const classes[] = { "beacond_responses_total" };
+	static const char *const classes[] = {"beacond_responses_total"};
 	uint64_t all = 0;
 	for (size_t i = 0; i < STAT_ROWS; i++)
 		if (!strcmp(stat_rows[i].metric, "beacond_responses_by_status_total"))
@@ -277,19 +276,19 @@ static void expiry_panel(const struct control_stats *st, uint64_t now, struct co
 
 static void store_panel(const struct control_stats *st, struct control_buf *o)
 {
-	static const char *const families[] = { "beacond_store_commits_total",
-						"beacond_store_fdatasyncs_total",
-						"beacond_store_uploads_committed_total",
-						"beacond_store_uploads_expired_total",
-						"beacond_store_recovered_bad_headers_total",
-						"beacond_store_recovered_truncated_bytes_total",
-						"beacond_store_uploads_open",
-						"beacond_store_uploads_open_max",
-						"beacond_store_spool_bytes",
-						"beacond_store_disk_free_bytes",
-						"beacond_store_disk_size_bytes",
-						"beacond_store_map_used_bytes",
-						"beacond_store_map_size_bytes" };
+	static const char *const families[] = {"beacond_store_commits_total",
+					       "beacond_store_fdatasyncs_total",
+					       "beacond_store_uploads_committed_total",
+					       "beacond_store_uploads_expired_total",
+					       "beacond_store_recovered_bad_headers_total",
+					       "beacond_store_recovered_truncated_bytes_total",
+					       "beacond_store_uploads_open",
+					       "beacond_store_uploads_open_max",
+					       "beacond_store_spool_bytes",
+					       "beacond_store_disk_free_bytes",
+					       "beacond_store_disk_size_bytes",
+					       "beacond_store_map_used_bytes",
+					       "beacond_store_map_size_bytes"};
 	control_buf_printf(o, "<section id=\"store\"><h2>Store</h2>\n");
 	stats_table(st, "store-counts", families, sizeof families / sizeof *families, o);
 	if (st->store_disk_size_bytes) {
@@ -310,13 +309,13 @@ static void store_panel(const struct control_stats *st, struct control_buf *o)
 
 static void trust_panel(const struct control_stats *st, uint64_t now, struct control_buf *o)
 {
-	static const char *const families[] = { "beacond_snapshot_generation",
-						"beacond_issuers",
-						"beacond_crls",
-						"beacond_revoked_serials",
-						"beacond_blocked_entries",
-						"beacond_reload_successes_total",
-						"beacond_reload_failures_total" };
+	static const char *const families[] = {"beacond_snapshot_generation",
+					       "beacond_issuers",
+					       "beacond_crls",
+					       "beacond_revoked_serials",
+					       "beacond_blocked_entries",
+					       "beacond_reload_successes_total",
+					       "beacond_reload_failures_total"};
 	char loaded[32] = "never";
 	uint64_t age = 0;
 	if (st->snapshot_loaded_unix_s) {

@@ -262,16 +262,16 @@ int main(int argc, char **argv)
 	       (max_rss_kib() - rss0) / 1024);
 
 	size_t wrong = 0, rounds = 20 * 1000 * 1000;
-	double hit = time_lookups(idx, info.name_sha256, serials, n, rounds, REVOCATION_REVOKED,
-				  &wrong);
+	double hit =
+		time_lookups(idx, info.name_sha256, serials, n, rounds, REVOCATION_REVOKED, &wrong);
 	uint64_t x = 88172645463325252ull;
 	for (size_t i = 0; i < n; i++)
 		for (int k = 0; k < 16; k += 8) {
 			uint64_t r = xorshift(&x);
 			memcpy(&serials[i][k], &r, 8);
 		}
-	double miss = time_lookups(idx, info.name_sha256, serials, n, rounds, REVOCATION_GOOD,
-				   &wrong);
+	double miss =
+		time_lookups(idx, info.name_sha256, serials, n, rounds, REVOCATION_GOOD, &wrong);
 	printf("lookups, one thread: %.1f M/s revoked (hit), %.1f M/s random (miss); "
 	       "%.0f / %.0f ns each; wrong answers: %zu\n",
 	       hit / 1e6, miss / 1e6, 1e9 / hit, 1e9 / miss, wrong);

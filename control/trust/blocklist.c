@@ -117,8 +117,8 @@ int blocklist_load(struct blocklist *bl, const char *path, char *err, size_t err
 		if (!strchr(buf, '\n') && !feof(f)) {
 			/* Never parse the tail of a long line as an entry of
 			 * its own (a long comment could hide "device:x"). */
-			snprintf(err, errlen, "%s:%u: line longer than %zu characters", path, lineno,
-				 sizeof buf - 2);
+			snprintf(err, errlen, "%s:%u: line longer than %zu characters", path,
+				 lineno, sizeof buf - 2);
 			fclose(f);
 			blocklist_free(bl);
 			return -1;

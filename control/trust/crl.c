@@ -76,7 +76,6 @@ static bool der_read_time(struct der *in, time_t *out)
 
 /* ---- building: one CRL ---------------------------------------------- */
 
-
 static const uint8_t oid_delta_crl[] = {0x55, 0x1d, 0x1b};
 static const uint8_t oid_certificate_issuer[] = {0x55, 0x1d, 0x1d};
 
@@ -88,7 +87,8 @@ static bool extensions_lack(struct der exts, const uint8_t *oid, size_t oid_len,
 	if (!der_expect(&exts, TAG_SEQUENCE, &list, NULL) || exts.n)
 		return false;
 	while (list.n) {
-		if (!der_expect(&list, TAG_SEQUENCE, &ext, NULL) || !der_expect(&ext, TAG_OID, &id, NULL))
+		if (!der_expect(&list, TAG_SEQUENCE, &ext, NULL) ||
+		    !der_expect(&ext, TAG_OID, &id, NULL))
 			return false;
 		if (der_equal(id, oid, oid_len))
 			*found = true;
@@ -156,13 +156,13 @@ const char *crl_next_entry(struct der *it, const uint8_t **serial, size_t *len)
 	struct der entry, s;
 	time_t when;
 	bool indirect;
-	if (!der_expect(it, TAG_SEQUENCE, &entry, NULL) || !der_expect(&entry, TAG_INTEGER, &s, NULL) ||
-	    s.n == 0 || !der_read_time(&entry, &when))
+	if (!der_expect(it, TAG_SEQUENCE, &entry, NULL) ||
+	    !der_expect(&entry, TAG_INTEGER, &s, NULL) || s.n == 0 || !der_read_time(&entry, &when))
 		return "malformed revoked entry";
 	/* An entry naming another issuer (indirect CRL) would be filed under
 	 * the wrong issuer here: refuse rather than miss a revocation. */
-	if (entry.n && !extensions_lack(entry, oid_certificate_issuer, sizeof oid_certificate_issuer,
-					&indirect))
+	if (entry.n && !extensions_lack(entry, oid_certificate_issuer,
+					sizeof oid_certificate_issuer, &indirect))
 		return indirect ? "indirect CRL entries (certificateIssuer) are not supported"
 				: "malformed revoked entry extensions";
 	*serial = s.p;
@@ -199,14 +199,29 @@ struct sig_alg {
 };
 
 static const struct sig_alg sig_algs[] = {
-	{{0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02}, 8, WC_HASH_TYPE_SHA256, WC_SIGNATURE_TYPE_ECC},
-	{{0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03}, 8, WC_HASH_TYPE_SHA384, WC_SIGNATURE_TYPE_ECC},
-	{{0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04}, 8, WC_HASH_TYPE_SHA512, WC_SIGNATURE_TYPE_ECC},
-	{{0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b}, 9, WC_HASH_TYPE_SHA256,
+	{{0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02},
+	 8,
+	 WC_HASH_TYPE_SHA256,
+	 WC_SIGNATURE_TYPE_ECC},
+	{{0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03},
+	 8,
+	 WC_HASH_TYPE_SHA384,
+	 WC_SIGNATURE_TYPE_ECC},
+	{{0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04},
+	 8,
+	 WC_HASH_TYPE_SHA512,
+	 WC_SIGNATURE_TYPE_ECC},
+	{{0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b},
+	 9,
+	 WC_HASH_TYPE_SHA256,
 	 WC_SIGNATURE_TYPE_RSA_W_ENC},
-	{{0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c}, 9, WC_HASH_TYPE_SHA384,
+	{{0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c},
+	 9,
+	 WC_HASH_TYPE_SHA384,
 	 WC_SIGNATURE_TYPE_RSA_W_ENC},
-	{{0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d}, 9, WC_HASH_TYPE_SHA512,
+	{{0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d},
+	 9,
+	 WC_HASH_TYPE_SHA512,
 	 WC_SIGNATURE_TYPE_RSA_W_ENC},
 };
 
@@ -273,7 +288,7 @@ static int crl_verify(struct build *b, struct crl *c)
 	}
 	if (number >= 0)
 		return build_fail(b, "%s: signature does not verify against '%s'", c->label,
-			    b->idx->issuers[number].name);
+				  b->idx->issuers[number].name);
 	struct der s = c->issuer, inner;
 	der_expect(&s, TAG_SEQUENCE, &inner, NULL);
 	name_common_name(inner, name, sizeof name);
@@ -287,11 +302,11 @@ static int crl_check_dates(struct build *b, const struct crl *c)
 	char t1[40], t2[40];
 	if (c->this_update > b->now + CLOCK_SKEW_S)
 		return build_fail(b, "%s: lastUpdate %s is in the future", c->label,
-			    format_time(c->this_update, t1, sizeof t1));
+				  format_time(c->this_update, t1, sizeof t1));
 	if (c->next_update && c->next_update < c->this_update)
 		return build_fail(b, "%s: nextUpdate %s is before lastUpdate %s", c->label,
-			    format_time(c->next_update, t1, sizeof t1),
-			    format_time(c->this_update, t2, sizeof t2));
+				  format_time(c->next_update, t1, sizeof t1),
+				  format_time(c->this_update, t2, sizeof t2));
 	if (c->next_update && c->next_update <= b->now)
 		log_warn("%s: CRL nextUpdate %s has passed", c->label,
 			 format_time(c->next_update, t1, sizeof t1));
@@ -308,7 +323,6 @@ static void issuer_account_crl(struct issuer_entry *is, const struct crl *c)
 	else if (c->next_update > is->next_update)
 		is->next_update = c->next_update;
 }
-
 
 int crl_check(struct build *b, struct crl *c)
 {
@@ -370,7 +384,8 @@ static int pem_split(struct build *b, const char *path, const uint8_t *text, siz
 			body++;
 		word32 out_len = (word32)((stop - body) / 4 * 3 + 4);
 		uint8_t *der = malloc(out_len);
-		if (!der || Base64_Decode((const byte *)body, (word32)(stop - body), der, &out_len) != 0) {
+		if (!der ||
+		    Base64_Decode((const byte *)body, (word32)(stop - body), der, &out_len) != 0) {
 			free(der);
 			return build_fail(b, "%s: bad base64 in PEM block %u", path, block + 1);
 		}

@@ -98,7 +98,7 @@ static bool advertise(WOLFSSL_X509 *x, const struct config *cfg, size_t *adverti
 /* 0 when wolfSSL cannot read it (no alert can be made of that). */
 static int64_t x509_not_after(WOLFSSL_X509 *x)
 {
-	struct tm tm = { 0 };
+	struct tm tm = {0};
 	const WOLFSSL_ASN1_TIME *na = wolfSSL_X509_get_notAfter(x);
 	if (!na || wolfSSL_ASN1_TIME_to_tm(na, &tm) != WOLFSSL_SUCCESS)
 		return 0;

@@ -58,7 +58,8 @@ uint64_t trust_generation(void)
 
 void trust_quiescent(unsigned worker)
 {
-	atomic_store_explicit(&slots[worker].seen, atomic_load_explicit(&epoch, memory_order_acquire),
+	atomic_store_explicit(&slots[worker].seen,
+			      atomic_load_explicit(&epoch, memory_order_acquire),
 			      memory_order_release);
 }
 

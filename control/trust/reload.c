@@ -107,7 +107,7 @@ static int reload_snapshot(struct trust_control *tc, char *msg, size_t len)
 
 static bool reload_target_known(const char *what)
 {
-	static const char *const targets[] = { "all", "issuers", "crl", "blocklist", "tickets" };
+	static const char *const targets[] = {"all", "issuers", "crl", "blocklist", "tickets"};
 	for (size_t i = 0; i < sizeof targets / sizeof *targets; i++)
 		if (strcmp(what, targets[i]) == 0)
 			return true;

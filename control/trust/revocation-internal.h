@@ -84,11 +84,11 @@ struct crl {
 	char label[512]; /* file name, with the block number for multi-CRL PEM */
 	uint8_t *der;	 /* owned */
 	size_t der_len;
-	struct der tbs;	    /* whole TBSCertList: what the signature covers */
-	struct der sig_alg; /* AlgorithmIdentifier content */
-	struct der sig;	    /* signature bits */
-	struct der issuer;  /* whole Name */
-	struct der revoked; /* content of revokedCertificates (may be empty) */
+	struct der tbs;			 /* whole TBSCertList: what the signature covers */
+	struct der sig_alg;		 /* AlgorithmIdentifier content */
+	struct der sig;			 /* signature bits */
+	struct der issuer;		 /* whole Name */
+	struct der revoked;		 /* content of revokedCertificates (may be empty) */
 	time_t this_update, next_update; /* next_update 0: absent */
 	size_t n_revoked;
 	uint16_t number; /* issuer number */
@@ -104,8 +104,7 @@ int name_sha256(struct der name, uint8_t out[32]);
 void strip_leading_zeros(const uint8_t **s, size_t *len);
 
 /* Returns true when the (issuer, serial) pair was new. */
-bool table_insert(struct revocation_index *idx, uint16_t issuer, const uint8_t *serial,
-		  size_t len);
+bool table_insert(struct revocation_index *idx, uint16_t issuer, const uint8_t *serial, size_t len);
 
 /* crl.c: every non-hidden regular file of `dir`, sorted by name, becomes
  * one CRL (or several: a PEM file may hold many) in b->crls. 0 or -1. */

@@ -36,13 +36,15 @@ void name_common_name(struct der name, char *buf, size_t len)
 	snprintf(buf, len, "(no CN)");
 	while (der_expect(&name, TAG_SET, &rdn, NULL)) {
 		while (der_expect(&rdn, TAG_SEQUENCE, &atv, NULL)) {
-			if (!der_expect(&atv, TAG_OID, &oid, NULL) || !der_read(&atv, &tag, &val, NULL))
+			if (!der_expect(&atv, TAG_OID, &oid, NULL) ||
+			    !der_read(&atv, &tag, &val, NULL))
 				return;
 			if (!der_equal(oid, oid_cn, sizeof oid_cn))
 				continue;
 			size_t n = val.n < len - 1 ? val.n : len - 1;
 			for (size_t i = 0; i < n; i++)
-				buf[i] = (char)(val.p[i] >= 0x20 && val.p[i] < 0x7f ? val.p[i] : '?');
+				buf[i] = (char)(val.p[i] >= 0x20 && val.p[i] < 0x7f ? val.p[i]
+										    : '?');
 			buf[n] = '\0';
 			return;
 		}
@@ -69,7 +71,8 @@ static uint64_t serial_hash(uint64_t seed, uint16_t issuer, const uint8_t *s, si
 	memcpy(w, s, len);
 	/* w[2] uses its low 32 bits at most: issuer and len go above them. */
 	uint64_t h = mum(w[0] ^ seed ^ 0xa0761d6478bd642full, w[1] ^ 0xe7037ed1a0b428dbull);
-	h = mum(h ^ w[2] ^ (uint64_t)issuer << 32 ^ (uint64_t)len << 48, seed ^ 0x8ebc6af09c88c6e3ull);
+	h = mum(h ^ w[2] ^ (uint64_t)issuer << 32 ^ (uint64_t)len << 48,
+		seed ^ 0x8ebc6af09c88c6e3ull);
 	return mum(h, 0x589965cc75374cc3ull);
 }
 
@@ -99,8 +102,7 @@ static const struct rev_slot *table_find(const struct revocation_index *idx, uin
 }
 
 /* Returns true when the pair was new. */
-bool table_insert(struct revocation_index *idx, uint16_t issuer, const uint8_t *serial,
-			 size_t len)
+bool table_insert(struct revocation_index *idx, uint16_t issuer, const uint8_t *serial, size_t len)
 {
 	uint64_t h = serial_hash(idx->seed, issuer, serial, len);
 	struct rev_slot *s = (struct rev_slot *)table_find(idx, issuer, serial, len, h);
@@ -225,7 +227,6 @@ void revocation_index_free(struct revocation_index *idx)
 
 /* ---- building: errors ----------------------------------------------- */
 
-
 int build_fail(struct build *b, const char *fmt, ...)
 {
 	va_list ap;
@@ -247,9 +248,12 @@ static bool cert_subject_and_key(struct der cert, struct der *subject, struct de
 		return false;
 	if (der_peek(&tbs, TAG_CTX0))
 		der_expect(&tbs, TAG_CTX0, &v, NULL);
-	return der_expect(&tbs, TAG_INTEGER, &v, NULL) && der_expect(&tbs, TAG_SEQUENCE, &v, NULL) &&
-	       der_expect(&tbs, TAG_SEQUENCE, &v, NULL) && der_expect(&tbs, TAG_SEQUENCE, &v, NULL) &&
-	       der_expect(&tbs, TAG_SEQUENCE, &v, subject) && der_expect(&tbs, TAG_SEQUENCE, &v, spki);
+	return der_expect(&tbs, TAG_INTEGER, &v, NULL) &&
+	       der_expect(&tbs, TAG_SEQUENCE, &v, NULL) &&
+	       der_expect(&tbs, TAG_SEQUENCE, &v, NULL) &&
+	       der_expect(&tbs, TAG_SEQUENCE, &v, NULL) &&
+	       der_expect(&tbs, TAG_SEQUENCE, &v, subject) &&
+	       der_expect(&tbs, TAG_SEQUENCE, &v, spki);
 }
 
 /* Issuer number for a subject name hash, adding the issuer if it is new:
@@ -282,9 +286,10 @@ static int trusted_load(struct build *b, const struct revocation_issuer *issuers
 	for (size_t i = 0; i < n; i++) {
 		struct der subject, spki;
 		uint8_t hash[32];
-		if (!cert_subject_and_key((struct der){issuers[i].der, issuers[i].der_len}, &subject,
-					  &spki))
-			return build_fail(b, "trusted issuer certificate %zu does not parse", i + 1);
+		if (!cert_subject_and_key((struct der){issuers[i].der, issuers[i].der_len},
+					  &subject, &spki))
+			return build_fail(b, "trusted issuer certificate %zu does not parse",
+					  i + 1);
 		if (name_sha256(subject, hash) < 0)
 			return build_fail(b, "SHA-256 failed");
 		int number = issuer_number(b, hash, subject);
@@ -383,4 +388,3 @@ int revocation_index_build(const char *crl_dir, const struct revocation_issuer *
 	*out = b.idx;
 	return 0;
 }
-

@@ -52,7 +52,7 @@ static int read_pem(const char *what, const char *path, uint8_t **buf, size_t *l
 static int server_identity(const struct config *cfg, struct tls_server **out,
 			   struct trust_snapshot_server *dates, char *err, size_t errlen)
 {
-	struct tls_server_keys keys = { .cert_path = cfg->cert, .key_path = cfg->key };
+	struct tls_server_keys keys = {.cert_path = cfg->cert, .key_path = cfg->key};
 	uint8_t *cert = NULL, *key = NULL;
 	int rc = -1;
 	if (read_pem("cert", cfg->cert, &cert, &keys.cert_len, err, errlen) != 0 ||
@@ -107,10 +107,10 @@ static void device_list_free(struct device_list *l)
 int trust_server_build(const struct config *cfg, struct store_reader *reader,
 		       struct tls_server **out, char *err, size_t errlen)
 {
-	struct device_list blocked = { 0 };
+	struct device_list blocked = {0};
 	struct tls_server *srv = NULL;
 	struct trust_snapshot *snap = NULL;
-	struct trust_snapshot_server dates = { 0 };
+	struct trust_snapshot_server dates = {0};
 	int rc = -1;
 	/* beacond -t opens no reader: it changes nothing on disk. */
 	int store_rc = reader ? store_reader_devices(reader, collect_blocked, &blocked) : 0;

@@ -22,7 +22,7 @@ static int revocation_build(struct trust_snapshot *t, const struct config *cfg, 
 		return -1;
 	}
 	for (size_t i = 0; i < t->n_ca; i++)
-		issuers[i] = (struct revocation_issuer){ t->ca[i].der, t->ca[i].der_len };
+		issuers[i] = (struct revocation_issuer){t->ca[i].der, t->ca[i].der_len};
 	int rc = revocation_index_build(cfg->crl_dir[0] ? cfg->crl_dir : NULL, issuers, t->n_ca,
 					cfg->crl_stale, &t->revocation, err, errlen);
 	free(issuers);
@@ -70,7 +70,7 @@ void trust_snapshot_free(struct trust_snapshot *t)
 
 void trust_snapshot_info(const struct trust_snapshot *t, struct tls_server_info *out)
 {
-	struct revocation_stats rs = { 0 };
+	struct revocation_stats rs = {0};
 	if (t->revocation)
 		revocation_index_stats(t->revocation, &rs);
 	*out = (struct tls_server_info){
@@ -117,19 +117,18 @@ void trust_snapshot_dates(const struct trust_snapshot *t,
 			  void (*fn)(const struct trust_date *d, void *arg), void *arg)
 {
 	if (t->server.name[0])
-		fn(&(struct trust_date){ TRUST_DATE_SERVER_CERT, t->server.name,
-					 t->server.not_after },
+		fn(&(struct trust_date){TRUST_DATE_SERVER_CERT, t->server.name,
+					t->server.not_after},
 		   arg);
 	for (size_t i = 0; i < t->n_ca; i++)
-		fn(&(struct trust_date){ TRUST_DATE_ISSUER_CERT, t->ca[i].name,
-					 t->ca[i].not_after },
+		fn(&(struct trust_date){TRUST_DATE_ISSUER_CERT, t->ca[i].name, t->ca[i].not_after},
 		   arg);
 	size_t n = t->revocation ? revocation_index_issuer_count(t->revocation) : 0;
 	for (size_t i = 0; i < n; i++) {
 		struct revocation_issuer_info is;
 		revocation_index_issuer(t->revocation, i, &is);
 		if (is.crls && is.next_update)
-			fn(&(struct trust_date){ TRUST_DATE_CRL, is.name, (int64_t)is.next_update },
+			fn(&(struct trust_date){TRUST_DATE_CRL, is.name, (int64_t)is.next_update},
 			   arg);
 	}
 }

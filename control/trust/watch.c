@@ -46,8 +46,8 @@ static uint64_t path_signature(uint64_t h, const char *path)
 uint64_t trust_files_signature(const struct config *cfg)
 {
 	uint64_t h = 0xcbf29ce484222325ull;
-	const char *paths[] = { cfg->cert,    cfg->key,	      cfg->issuers,
-				cfg->crl_dir, cfg->blocklist, cfg->ticket_key_file };
+	const char *paths[] = {cfg->cert,    cfg->key,	     cfg->issuers,
+			       cfg->crl_dir, cfg->blocklist, cfg->ticket_key_file};
 	for (size_t i = 0; i < sizeof paths / sizeof *paths; i++)
 		h = path_signature(h, paths[i]);
 	return h;

@@ -616,8 +616,8 @@ static void log_conn_refusal(struct worker *w, const char *fmt, ...)
 static void log_conn_refusal(struct worker *w, const char *fmt, ...)
 {
 	uint64_t left_out = 0;
-	if (!tls_log_budget_take(&w->conn_log_budget, TLS_REFUSAL_LOG_PER_S,
-				 (uint64_t)time(NULL), &left_out))
+	if (!tls_log_budget_take(&w->conn_log_budget, TLS_REFUSAL_LOG_PER_S, (uint64_t)time(NULL),
+				 &left_out))
 		return;
 	char line[512];
 	va_list ap;

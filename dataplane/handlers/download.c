@@ -24,8 +24,8 @@ static int open_download(struct conn *c, const char *path, struct stat *st)
 	 * and the whole worker with it; this way the open returns at once and
 	 * fstat refuses anything but a regular file before a byte is read.
 	 * On a regular file O_NONBLOCK changes nothing. */
-	struct open_how how = { .flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY,
-				.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+	struct open_how how = {.flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY,
+			       .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
 	int fd = (int)syscall(SYS_openat2, c->w->download_dirfd, path, &how, sizeof how);
 	if (fd < 0)
 		return -errno;
@@ -39,7 +39,7 @@ static int open_download(struct conn *c, const char *path, struct stat *st)
 static void download_head(struct conn *c, const struct http_request *req,
 			  const struct http_route *route)
 {
-	c->req.download = (struct download_state){ .fd = -1 };
+	c->req.download = (struct download_state){.fd = -1};
 	if (req->method != HTTP_GET && req->method != HTTP_HEAD) {
 		http1_respond(c, 405, "Allow: GET, HEAD\r\n", "downloads take GET or HEAD", true);
 		return;
@@ -48,16 +48,16 @@ static void download_head(struct conn *c, const struct http_request *req,
 		http1_respond(c, 404, NULL, "no download directory configured", false);
 		return;
 	}
-	struct stat st = { 0 };
+	struct stat st = {0};
 	int fd = open_download(c, route->path, &st);
 	if (fd < 0) {
 		http1_respond(c, 404, NULL, "no such file", false);
 		return;
 	}
-	struct http1_response r = { .status = 200,
-				    .content_type = "application/octet-stream",
-				    .content_length = (uint64_t)st.st_size,
-				    .close = !c->h1.keep_alive };
+	struct http1_response r = {.status = 200,
+				   .content_type = "application/octet-stream",
+				   .content_length = (uint64_t)st.st_size,
+				   .close = !c->h1.keep_alive};
 	if (!http1_write_head(c, &r)) {
 		close(fd);
 		conn_close(c);

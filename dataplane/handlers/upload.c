@@ -44,7 +44,7 @@ static void upload_head(struct conn *c, const struct http_request *req,
 			const struct http_route *route)
 {
 	const struct config *cfg = c->w->cfg;
-	c->req.upload = (struct upload_state){ 0 };
+	c->req.upload = (struct upload_state){0};
 	if (req->method != HTTP_PUT && req->method != HTTP_POST) {
 		http1_respond(c, 405, "Allow: PUT, POST\r\n", "uploads take PUT or POST",
 			      req->content_length > 0 || req->chunked);
@@ -63,7 +63,7 @@ static void upload_head(struct conn *c, const struct http_request *req,
 	const struct tls_peer *p = conn_tls_peer(c);
 	if (!device_approved(c, p->device))
 		return;
-	struct upload_meta meta = { 0 };
+	struct upload_meta meta = {0};
 	snprintf(meta.device, sizeof meta.device, "%s", p->device);
 	snprintf(meta.category, sizeof meta.category, "%s", route->category);
 	snprintf(meta.name, sizeof meta.name, "%s", route->name);

@@ -14,19 +14,19 @@
 #include <string.h>
 
 enum chunk_state {
-	CH_SIZE,          /* hex digits of the chunk size */
-	CH_SIZE_WS,       /* BWS between the size and a ';' */
-	CH_EXT,           /* chunk extension: read and ignored up to CR */
-	CH_SIZE_LF,       /* LF ending the size line */
-	CH_DATA,          /* `remaining` data bytes */
-	CH_DATA_CR,       /* CRLF after the data */
+	CH_SIZE,    /* hex digits of the chunk size */
+	CH_SIZE_WS, /* BWS between the size and a ';' */
+	CH_EXT,	    /* chunk extension: read and ignored up to CR */
+	CH_SIZE_LF, /* LF ending the size line */
+	CH_DATA,    /* `remaining` data bytes */
+	CH_DATA_CR, /* CRLF after the data */
 	CH_DATA_LF,
 	CH_TRAILER_START, /* start of a trailer line or of the final CRLF */
-	CH_TRAILER,       /* inside a trailer line, ignored */
+	CH_TRAILER,	  /* inside a trailer line, ignored */
 	CH_TRAILER_LF,
-	CH_END_LF,        /* LF of the final empty line */
+	CH_END_LF, /* LF of the final empty line */
 	CH_DONE,
-	CH_ERROR,         /* sticky: framing is lost for good */
+	CH_ERROR, /* sticky: framing is lost for good */
 };
 
 /* 15 hex digits keep a size below 2^60: no overflow in any sum. */
@@ -187,8 +187,8 @@ static size_t take_data(struct http_chunked *c, size_t avail)
 	return run;
 }
 
-long http_chunked_decode(struct http_chunked *c, const char *in, size_t len,
-			 const char **data, size_t *data_len, bool *done)
+long http_chunked_decode(struct http_chunked *c, const char *in, size_t len, const char **data,
+			 size_t *data_len, bool *done)
 {
 	size_t i = 0;
 	*data = NULL;

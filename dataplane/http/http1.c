@@ -115,11 +115,11 @@ void http1_respond(struct conn *c, int status, const char *extra, const char *bo
 			    body ? ": " : "", body ? body : "");
 	if (blen < 0 || (size_t)blen >= sizeof msg)
 		blen = (int)sizeof msg - 1;
-	struct http1_response r = { .status = status,
-				    .content_type = "text/plain",
-				    .content_length = (uint64_t)blen,
-				    .extra = extra,
-				    .close = close };
+	struct http1_response r = {.status = status,
+				   .content_type = "text/plain",
+				   .content_length = (uint64_t)blen,
+				   .extra = extra,
+				   .close = close};
 	/* A HEAD's answer has the length a GET's would have, and no body: the
 	 * client would read those bytes as the start of the next response. */
 	if (!http1_write_head(c, &r) || (!c->h1.head_only && !conn_write(c, msg, (size_t)blen)))
@@ -165,8 +165,8 @@ void http1_access_log(struct conn *c)
 	if (a->status)
 		snprintf(status, sizeof status, "%d", a->status);
 	const char *device = c->tls ? conn_tls_peer(c)->device : "";
-	log_info("access: %s %s %s %s %s in=%" PRIu64 " out=%" PRIu64 " upload=%" PRIu64
-		 " %" PRIu64 "ms",
+	log_info("access: %s %s %s %s %s in=%" PRIu64 " out=%" PRIu64 " upload=%" PRIu64 " %" PRIu64
+		 "ms",
 		 c->peer, device[0] ? device : "-", method_text(a->method), a->path, status,
 		 c->h1.body_total, a->out_bytes, a->upload_id, (clock_us() - a->started_us) / 1000);
 }
@@ -269,7 +269,7 @@ static void dispatch(struct conn *c, const struct http_request *req)
 bool http1_step_head(struct conn *c)
 {
 	const struct config *cfg = c->w->cfg;
-	struct http_limits lim = { .max_target = cfg->max_target, .max_headers = cfg->max_headers };
+	struct http_limits lim = {.max_target = cfg->max_target, .max_headers = cfg->max_headers};
 	for (;;) {
 		if (c->buf && c->buf_len > c->buf_off) {
 			if (c->state == CONN_IDLE)
@@ -306,7 +306,7 @@ bool http1_step_head(struct conn *c)
 void http1_read_body(struct conn *c, const struct http_request *req)
 {
 	if (req->expect_continue) {
-		struct http1_response cont = { .status = 100 };
+		struct http1_response cont = {.status = 100};
 		if (!http1_write_head(c, &cont)) {
 			conn_close(c);
 			return;

@@ -30,9 +30,9 @@ enum http1_framing { HTTP1_LENGTH, HTTP1_CHUNKED };
 struct http1_access {
 	bool open; /* a request was read and has no line yet */
 	enum http_method method;
-	int status;	   /* the final answer's, 0 until one is written */
-	uint64_t out_bytes;  /* the final answer's body length */
-	uint64_t upload_id;  /* a 201's, else 0 */
+	int status;	    /* the final answer's, 0 until one is written */
+	uint64_t out_bytes; /* the final answer's body length */
+	uint64_t upload_id; /* a 201's, else 0 */
 	uint64_t started_us;
 	char path[96];
 };

@@ -84,7 +84,10 @@ static enum http_method method_from_name(struct http_slice m)
 		const char *name;
 		enum http_method method;
 	} known[] = {
-		{"GET", HTTP_GET}, {"HEAD", HTTP_HEAD}, {"PUT", HTTP_PUT}, {"POST", HTTP_POST},
+		{"GET", HTTP_GET},
+		{"HEAD", HTTP_HEAD},
+		{"PUT", HTTP_PUT},
+		{"POST", HTTP_POST},
 	};
 	for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
 		if (m.n == strlen(known[i].name) && memcmp(m.p, known[i].name, m.n) == 0)
@@ -297,8 +300,7 @@ static bool host_value_valid(struct http_slice v)
 	return true;
 }
 
-static int apply_field(const struct field *f, struct http_request *req,
-		       struct head_seen *seen)
+static int apply_field(const struct field *f, struct http_request *req, struct head_seen *seen)
 {
 	if (HTTP_SLICE_IEQ(f->name, "content-length"))
 		return apply_content_length(f->value, req, seen);
@@ -338,8 +340,8 @@ static int finish_head(struct http_request *req, const struct head_seen *seen)
 	return 0;
 }
 
-static int parse_fields(struct cursor *c, const struct http_limits *lim,
-			struct http_request *req, struct head_seen *seen)
+static int parse_fields(struct cursor *c, const struct http_limits *lim, struct http_request *req,
+			struct head_seen *seen)
 {
 	for (;;) {
 		if (at_end(c))

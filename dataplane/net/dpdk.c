@@ -103,7 +103,7 @@ static unsigned queue_plan(const struct rte_eth_dev_info *info, unsigned nworker
 	if (info->driver_name && !strcmp(info->driver_name, "net_tap"))
 		hf = 0;
 	unsigned maxq = info->max_rx_queues < info->max_tx_queues ? info->max_rx_queues
-								   : info->max_tx_queues;
+								  : info->max_tx_queues;
 	if (nworkers > 1 && hf && maxq >= nworkers && nworkers <= MAX_QUEUES) {
 		conf->rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
 		conf->rx_adv_conf.rss_conf.rss_hf = hf;
@@ -162,9 +162,11 @@ static int queues_setup(const struct config *cfg, uint16_t nrx, uint16_t ntx, ch
 		int rc = rte_eth_rx_queue_setup(dp.port, (uint16_t)q, nrx, (unsigned)socket, NULL,
 						dp.pools[q]);
 		if (rc == 0)
-			rc = rte_eth_tx_queue_setup(dp.port, (uint16_t)q, ntx, (unsigned)socket, NULL);
+			rc = rte_eth_tx_queue_setup(dp.port, (uint16_t)q, ntx, (unsigned)socket,
+						    NULL);
 		if (rc < 0) {
-			snprintf(err, errlen, "dpdk port %u queue %u: %s", dp.port, q, rte_strerror(-rc));
+			snprintf(err, errlen, "dpdk port %u queue %u: %s", dp.port, q,
+				 rte_strerror(-rc));
 			return -1;
 		}
 	}
@@ -197,8 +199,9 @@ static int port_setup(const struct config *cfg, unsigned nworkers, char *err, si
 	memset(&conf, 0, sizeof conf);
 	dp.port = (uint16_t)cfg->dpdk_port;
 	if (cfg->dpdk_port >= RTE_MAX_ETHPORTS || !rte_eth_dev_is_valid_port(dp.port)) {
-		snprintf(err, errlen, "[dpdk] port %u: no such DPDK port (%u available; check "
-				      "eal_args: -a PCI or --vdev)",
+		snprintf(err, errlen,
+			 "[dpdk] port %u: no such DPDK port (%u available; check "
+			 "eal_args: -a PCI or --vdev)",
 			 cfg->dpdk_port, rte_eth_dev_count_avail());
 		return -1;
 	}
@@ -261,8 +264,8 @@ int transport_dpdk_init(const struct config *cfg, unsigned nworkers, char *err, 
 	char mac[RTE_ETHER_ADDR_FMT_SIZE], csum[80];
 	rte_ether_format_addr(mac, sizeof mac, &dp.mac);
 	offload_describe(csum, sizeof csum);
-	log_info("dpdk port %u (%s): MAC %s, MTU %u, %u queue%s; checksums: %s", dp.port,
-		 dp.name, mac, dp.mtu, dp.nqueues, dp.nqueues == 1 ? "" : "s (RSS)", csum);
+	log_info("dpdk port %u (%s): MAC %s, MTU %u, %u queue%s; checksums: %s", dp.port, dp.name,
+		 mac, dp.mtu, dp.nqueues, dp.nqueues == 1 ? "" : "s (RSS)", csum);
 	return 0;
 }
 
@@ -312,7 +315,8 @@ static void stats_log(const struct stack *s)
 	const struct transport_net_stats *st = &s->st;
 	log_info("dpdk queue %u: rx %llu frames (not for us %llu, bad eth %llu, other %llu); "
 		 "arp %llu (bad %llu, replies %llu); ip %llu (bad %llu, bad checksum %llu, "
-		 "fragments %llu, not ours %llu); icmp %llu (echo replies %llu); tcp %llu (bad %llu, "
+		 "fragments %llu, not ours %llu); icmp %llu (echo replies %llu); tcp %llu (bad "
+		 "%llu, "
 		 "bad checksum %llu, cookies %llu, bad cookies %llu, accepted %llu, unacceptable "
 		 "%llu, challenge ACKs %llu, RST in %llu, RST out %llu, out of order %llu/dropped "
 		 "%llu, retransmits %llu, fast %llu, RTO %llu, timeouts %llu, probes %llu, "
@@ -328,18 +332,19 @@ static void stats_log(const struct stack *s)
 		 (unsigned long long)st->tcp_in, (unsigned long long)st->tcp_bad,
 		 (unsigned long long)st->tcp_bad_csum, (unsigned long long)st->syn_cookies_sent,
 		 (unsigned long long)st->syn_cookies_bad, (unsigned long long)st->tcp_accepted,
-		 (unsigned long long)st->tcp_unacceptable, (unsigned long long)st->tcp_challenge_acks,
-		 (unsigned long long)st->tcp_rst_in, (unsigned long long)st->tcp_rst_sent,
-		 (unsigned long long)st->tcp_ooo_queued, (unsigned long long)st->tcp_ooo_dropped,
-		 (unsigned long long)st->tcp_retransmits, (unsigned long long)st->tcp_fast_retransmits,
+		 (unsigned long long)st->tcp_unacceptable,
+		 (unsigned long long)st->tcp_challenge_acks, (unsigned long long)st->tcp_rst_in,
+		 (unsigned long long)st->tcp_rst_sent, (unsigned long long)st->tcp_ooo_queued,
+		 (unsigned long long)st->tcp_ooo_dropped, (unsigned long long)st->tcp_retransmits,
+		 (unsigned long long)st->tcp_fast_retransmits,
 		 (unsigned long long)st->tcp_rto_expiries, (unsigned long long)st->tcp_timeouts,
 		 (unsigned long long)st->tcp_window_probes,
-		 (unsigned long long)st->tcp_time_wait_reused, (unsigned long long)st->tcp_table_full,
-		 (unsigned long long)st->tcp_paws_rejected, (unsigned long long)st->tcp_ts_missing,
+		 (unsigned long long)st->tcp_time_wait_reused,
+		 (unsigned long long)st->tcp_table_full, (unsigned long long)st->tcp_paws_rejected,
+		 (unsigned long long)st->tcp_ts_missing,
 		 (unsigned long long)st->tcp_keepalive_probes,
-		 (unsigned long long)st->tcp_keepalive_drops,
-		 (unsigned long long)st->tx_frames, (unsigned long long)st->tx_dropped,
-		 (unsigned long long)st->tx_nombuf);
+		 (unsigned long long)st->tcp_keepalive_drops, (unsigned long long)st->tx_frames,
+		 (unsigned long long)st->tx_dropped, (unsigned long long)st->tx_nombuf);
 }
 
 static void dpdk_net_stats(const struct transport *t, struct transport_net_stats *out)
@@ -459,8 +464,9 @@ int transport_dpdk_init(const struct config *cfg, unsigned nworkers, char *err, 
 {
 	(void)cfg;
 	(void)nworkers;
-	snprintf(err, errlen, "[server] backend = dpdk: this build has no DPDK "
-			      "(meson setup -Ddpdk=enabled); set backend = kernel");
+	snprintf(err, errlen,
+		 "[server] backend = dpdk: this build has no DPDK "
+		 "(meson setup -Ddpdk=enabled); set backend = kernel");
 	return -1;
 }
 

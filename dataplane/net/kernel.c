@@ -43,7 +43,7 @@ struct kconn {
 	const uint8_t *send_buf;
 	size_t send_len, send_done;
 	unsigned inflight; /* our SQEs not yet completed for good */
-	unsigned busy;     /* our completion handlers on the stack */
+	unsigned busy;	   /* our completion handlers on the stack */
 	bool recv_armed, sending, paused, closing, draining, dead;
 	int close_err;
 	uint8_t *stash; /* bytes that arrived while paused */
@@ -111,8 +111,9 @@ static int recv_buffers_setup(struct kernel_transport *kt)
 	kt->bufs = malloc((size_t)RECV_BUF_COUNT * RECV_BUF_SIZE);
 	if (!kt->bufs)
 		return -ENOMEM;
-	struct io_uring_buf_reg reg = {
-		.ring_addr = (unsigned long)mem, .ring_entries = RECV_BUF_COUNT, .bgid = RECV_GROUP};
+	struct io_uring_buf_reg reg = {.ring_addr = (unsigned long)mem,
+				       .ring_entries = RECV_BUF_COUNT,
+				       .bgid = RECV_GROUP};
 	int rc = io_uring_register_buf_ring(&kt->ring->uring, &reg, 0);
 	if (rc != 0)
 		return rc;
@@ -153,7 +154,8 @@ static void conn_start(struct kernel_transport *kt, int fd)
 	c->recv_op.complete = recv_complete;
 	c->send_op.complete = send_complete;
 	kt->base.conns++;
-	c->base.upper = kt->base.ev->accepted(kt->base.ctx, &c->base, (struct sockaddr *)&peer, plen);
+	c->base.upper =
+		kt->base.ev->accepted(kt->base.ctx, &c->base, (struct sockaddr *)&peer, plen);
 	if (!c->base.upper) {
 		kt->base.conns--;
 		close(fd);

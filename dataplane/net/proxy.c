@@ -100,7 +100,8 @@ static enum proxy_status v1_parse(const uint8_t *data, size_t len, struct proxy_
 	memset(&out->source, 0, sizeof out->source);
 	if (family == AF_INET) {
 		struct sockaddr_in *a = (struct sockaddr_in *)&out->source;
-		if (inet_pton(AF_INET, src, &a->sin_addr) != 1 || inet_pton(AF_INET, dst, dst_addr) != 1)
+		if (inet_pton(AF_INET, src, &a->sin_addr) != 1 ||
+		    inet_pton(AF_INET, dst, dst_addr) != 1)
 			return malformed(out, "v1 TCP4 address not IPv4");
 		a->sin_family = AF_INET;
 		a->sin_port = htons(sp);

@@ -133,7 +133,8 @@ static void dec_str(struct dec *d, char *out, size_t max)
 
 /* ---- uploads ---- */
 
-#define UPLOAD_VALUE_MAX (1 + 4 + 8 * 5 + 4 + 32 + 6 + STORE_DEVICE_MAX + STORE_CATEGORY_MAX + STORE_NAME_MAX)
+#define UPLOAD_VALUE_MAX                                                                           \
+	(1 + 4 + 8 * 5 + 4 + 32 + 6 + STORE_DEVICE_MAX + STORE_CATEGORY_MAX + STORE_NAME_MAX)
 
 static size_t upload_encode(const struct upload_record *r, uint8_t *buf, size_t cap)
 {

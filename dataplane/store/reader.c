@@ -96,7 +96,8 @@ static void reader_txn_end(struct store_reader *r, MDB_txn *txn)
 /* ---- uploads ---- */
 
 static int visit_device_uploads(struct store_reader *r, MDB_txn *txn, MDB_cursor *cur,
-				const char *device, uint64_t since_ms, upload_visit_fn fn, void *arg)
+				const char *device, uint64_t since_ms, upload_visit_fn fn,
+				void *arg)
 {
 	size_t n = strnlen(device, STORE_DEVICE_MAX - 1);
 	uint8_t kb[STORE_DEVICE_MAX + 9] = {0};
@@ -425,10 +426,12 @@ static int record_pass(int fd, const struct upload_record *rec, const char *path
 {
 	*crc = 0;
 	for (uint64_t done = 0; done < rec->length;) {
-		size_t n = rec->length - done < COPY_CHUNK ? (size_t)(rec->length - done) : COPY_CHUNK;
+		size_t n =
+			rec->length - done < COPY_CHUNK ? (size_t)(rec->length - done) : COPY_CHUNK;
 		int rc = read_exact(fd, buf, n, rec->offset + done);
 		if (rc == -ENODATA) {
-			log_err("store: upload %" PRIu64 ": %s ends inside its body", rec->id, path);
+			log_err("store: upload %" PRIu64 ": %s ends inside its body", rec->id,
+				path);
 			return STORE_ERR_CORRUPT;
 		}
 		if (rc) {

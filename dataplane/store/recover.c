@@ -128,7 +128,8 @@ struct open_segment {
 	int fd;
 };
 
-static int header_check_fd(struct store *s, struct open_segment *cache, const struct upload_record *rec)
+static int header_check_fd(struct store *s, struct open_segment *cache,
+			   const struct upload_record *rec)
 {
 	if (cache->fd >= 0 && cache->worker == rec->worker && cache->seq == rec->segment)
 		return cache->fd;
@@ -178,7 +179,8 @@ static int recover_check_headers(struct store *s, MDB_txn *txn)
 		int fd = header_check_fd(s, &cache, &rec);
 		if (fd < 0 || !header_matches(fd, &rec)) {
 			log_err("store: upload %" PRIu64 ": record header in w%u/%016" PRIx64
-				".seg at %" PRIu64 " does not match the index; it will not be served",
+				".seg at %" PRIu64
+				" does not match the index; it will not be served",
 				rec.id, rec.worker, rec.segment, rec.offset - RECORD_HEADER_BYTES);
 			s->recovered_bad_headers++;
 		}
@@ -228,7 +230,8 @@ int recover_spool(struct store *s, char *err, size_t errlen)
 		e = recover_next_id(s, txn);
 	mdb_txn_abort(txn);
 	if (e) {
-		snprintf(err, errlen, "%s/spool: recovery failed: %s", s->data_dir, store_strerror(e));
+		snprintf(err, errlen, "%s/spool: recovery failed: %s", s->data_dir,
+			 store_strerror(e));
 		return e;
 	}
 	if (s->recovered_bad_headers)

@@ -314,8 +314,8 @@ struct segment *spool_segment_take(struct store_worker *w, struct store_upload *
 	return seg;
 }
 
-struct segment *spool_packed_reserve(struct store_worker *w, struct store_upload *u,
-				     uint64_t len, int *err)
+struct segment *spool_packed_reserve(struct store_worker *w, struct store_upload *u, uint64_t len,
+				     int *err)
 {
 	struct segment *seg = w->packed;
 	if (seg && atomic_load(&seg->sync_failed)) {

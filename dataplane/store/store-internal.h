@@ -50,7 +50,7 @@
 struct record_header {
 	uint64_t id;
 	uint64_t length; /* body bytes */
-	uint32_t crc;    /* zlib crc32 of the body */
+	uint32_t crc;	 /* zlib crc32 of the body */
 	uint16_t flags;
 };
 
@@ -60,8 +60,7 @@ void record_header_encode(uint8_t out[RECORD_HEADER_BYTES], const struct record_
 int record_header_decode(const uint8_t in[RECORD_HEADER_BYTES], struct record_header *h);
 
 /* DATA/spool/wN/SEQ.seg, SEQ 16 hex digits. -ENAMETOOLONG if it does not fit. */
-int spool_segment_path(char *buf, size_t len, const char *data_dir, unsigned worker,
-		       uint64_t seq);
+int spool_segment_path(char *buf, size_t len, const char *data_dir, unsigned worker, uint64_t seq);
 /* Parses "SEQ.seg"; false for any other name. */
 bool spool_segment_name_parse(const char *name, uint64_t *seq);
 /* Parses "wN"; false for any other name. */
@@ -82,12 +81,12 @@ struct index {
 struct segment_row {
 	uint64_t records;
 	uint64_t bytes; /* body bytes of those records */
-	uint64_t end;   /* end of the furthest record ever indexed in it */
+	uint64_t end;	/* end of the furthest record ever indexed in it */
 };
 
 enum index_mode {
-	INDEX_WRITE,       /* creates what is missing, refuses a newer schema */
-	INDEX_READ,        /* an existing index, beside a live writer (beaconctl) */
+	INDEX_WRITE,	   /* creates what is missing, refuses a newer schema */
+	INDEX_READ,	   /* an existing index, beside a live writer (beaconctl) */
 	INDEX_READ_NOLOCK, /* an existing index nobody writes: touches no file at all */
 };
 /* Opens DATA/index. */
@@ -129,7 +128,7 @@ void device_record_add_fingerprint(struct device_record *d, const uint8_t sha[32
  * and that the writer may look at. */
 struct spool_dir {
 	char path[PATH_MAX];
-	int fd;            /* O_DIRECTORY, for fsync after a segment is created */
+	int fd;		   /* O_DIRECTORY, for fsync after a segment is created */
 	uint64_t next_seq; /* only the attached worker (or recovery) touches it */
 	bool attached;
 	pthread_mutex_t lock; /* guards open_seqs */
@@ -143,7 +142,7 @@ struct writer;
 
 struct store {
 	struct store_options opts; /* asserted at store_open */
-	char data_dir[PATH_MAX]; /* canonical (realpath) */
+	char data_dir[PATH_MAX];   /* canonical (realpath) */
 	unsigned nworkers;
 	struct spool_dir *dirs;
 	struct index ix;
@@ -217,14 +216,14 @@ struct segment {
 	uint64_t seq;
 	int fd;
 	enum segment_state state;
-	uint64_t tail;      /* where the next record starts */
+	uint64_t tail;	    /* where the next record starts */
 	uint64_t allocated; /* bytes preallocated with fallocate */
-	bool no_falloc;     /* the file system cannot preallocate */
-	bool sealed;        /* takes no new record */
-	unsigned refs;      /* pool or worker (packed) + owner + uploads in flight */
+	bool no_falloc;	    /* the file system cannot preallocate */
+	bool sealed;	    /* takes no new record */
+	unsigned refs;	    /* pool or worker (packed) + owner + uploads in flight */
 	struct store_upload *owner;
-	bool packed;                   /* the worker's packed segment: no owner */
-	struct store_upload *waiters;  /* packed uploads waiting for the open */
+	bool packed;		      /* the worker's packed segment: no owner */
+	struct store_upload *waiters; /* packed uploads waiting for the open */
 	struct segment *pool_prev, *pool_next;
 	bool in_pool;
 	/* writer-only fields */
@@ -247,7 +246,7 @@ struct store_worker {
 	struct ring *ring;
 	int ring_fd;
 	struct spool_dir *dir;
-	struct segment *pool; /* free segments, most recently used first */
+	struct segment *pool;	/* free segments, most recently used first */
 	struct segment *packed; /* where finished small uploads reserve their record */
 	struct store_upload *open_uploads;
 	unsigned streaming; /* uploads that hold a buffer and a segment */
@@ -255,16 +254,16 @@ struct store_worker {
 	 * an mmap, page faults and an munmap per upload. */
 	uint8_t *spare_bufs[UPLOAD_BUFFERS_KEPT];
 	unsigned n_spare;
-	unsigned live;      /* upload structs not yet freed */
-	unsigned closing;   /* segments being closed */
+	unsigned live;	  /* upload structs not yet freed */
+	unsigned closing; /* segments being closed */
 };
 
 /* Reserves `len` bytes at the tail of the worker's packed segment for u's
  * whole record (u->record_off), taking a reference for u. When the
  * segment's file is still being created, u waits and upload_segment_ready
  * follows. NULL with *err set when no segment can be had. */
-struct segment *spool_packed_reserve(struct store_worker *w, struct store_upload *u,
-				     uint64_t len, int *err);
+struct segment *spool_packed_reserve(struct store_worker *w, struct store_upload *u, uint64_t len,
+				     int *err);
 /* Takes a segment for a streaming upload (from the pool or new). NULL with
  * *err set when none can be had. */
 struct segment *spool_segment_take(struct store_worker *w, struct store_upload *owner, int *err);
@@ -289,15 +288,15 @@ enum upload_state { UP_OPEN, UP_FINISHING, UP_COMMITTING, UP_ABORTED };
 
 struct upload_half {
 	uint8_t *data;
-	size_t fill;         /* bytes in it */
-	size_t written;      /* bytes of it already on disk */
+	size_t fill;	     /* bytes in it */
+	size_t written;	     /* bytes of it already on disk */
 	uint64_t stream_off; /* offset of data[0] within the record */
 };
 
 struct store_upload {
 	struct store_worker *w;
 	struct segment *seg;
-	struct store_upload *prev, *next; /* worker's open_uploads */
+	struct store_upload *prev, *next;   /* worker's open_uploads */
 	struct store_upload *seg_wait_next; /* waiting for a packed segment's open */
 	uint64_t id;
 	struct upload_meta meta;
@@ -307,7 +306,7 @@ struct store_upload {
 	enum upload_state state;
 	int error;
 	bool io_busy;
-	bool flushed_any;    /* a half went to disk: the header needs a rewrite */
+	bool flushed_any; /* a half went to disk: the header needs a rewrite */
 	bool header_written;
 	struct upload_half half[2];
 	int filling; /* half being filled */

@@ -30,7 +30,7 @@
 
 enum store_sync_what {
 	STORE_SYNC_SEGMENT, /* fdatasync of a spool segment */
-	STORE_SYNC_DIR,     /* fsync of a directory: a new entry in it becomes durable */
+	STORE_SYNC_DIR,	    /* fsync of a directory: a new entry in it becomes durable */
 };
 
 enum store_probe_phase { STORE_PROBE_BEFORE, STORE_PROBE_DONE };
@@ -41,9 +41,9 @@ struct store_sync_event {
 	int fd;
 	const char *path;
 	unsigned worker; /* segments and spool/wN directories; UINT32_MAX otherwise */
-	uint64_t seq;    /* segments */
-	int res;         /* DONE: what the sync returned (0 or -errno) */
-	void *cookie;    /* the probe's own, from BEFORE to DONE of one sync */
+	uint64_t seq;	 /* segments */
+	int res;	 /* DONE: what the sync returned (0 or -errno) */
+	void *cookie;	 /* the probe's own, from BEFORE to DONE of one sync */
 };
 
 /* Returns, at DONE, the result the store acts on (ev->res unless it

@@ -206,7 +206,8 @@ static int dir_sync(const char *path, unsigned worker, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return store_error_from_errno(errno);
 	}
-	struct store_sync_event ev = {.what = STORE_SYNC_DIR, .fd = fd, .path = path, .worker = worker};
+	struct store_sync_event ev = {
+		.what = STORE_SYNC_DIR, .fd = fd, .path = path, .worker = worker};
 	if (store_io_probe) {
 		ev.phase = STORE_PROBE_BEFORE;
 		store_io_probe(&ev);
@@ -258,7 +259,7 @@ static bool in_range(uint64_t v, uint64_t min, uint64_t max)
  * line (beacon/store-t.h); here they are the caller's promise. */
 static void store_options_assert(const struct store_options *opts)
 {
-#define STORE_OPTION_ASSERT_(type, field, key, form, def, min, max) \
+#define STORE_OPTION_ASSERT_(type, field, key, form, def, min, max)                                \
 	assert(in_range(opts->field, min, max));
 	STORE_OPTIONS(STORE_OPTION_ASSERT_)
 #undef STORE_OPTION_ASSERT_
@@ -586,8 +587,8 @@ int store_check(const char *data_dir, char *report, size_t reportlen, char *err,
 	char path[PATH_MAX];
 	if (!realpath(data_dir, s->data_dir)) {
 		if (errno == ENOENT)
-			snprintf(report, reportlen, "store %s: does not exist yet; beacond will create it",
-				 data_dir);
+			snprintf(report, reportlen,
+				 "store %s: does not exist yet; beacond will create it", data_dir);
 		else
 			snprintf(err, errlen, "%s: %s", data_dir, strerror(errno));
 		e = errno == ENOENT ? 0 : store_error_from_errno(errno);

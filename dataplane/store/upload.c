@@ -236,8 +236,8 @@ static void upload_on_fallocated(struct ring_op *op, int res, uint32_t flags)
 			upload_submit_fallocate(u, exact);
 			return;
 		}
-		log_err("store: preallocate %s to %" PRIu64 " bytes: %s", seg->path, u->falloc_target,
-			strerror(-res));
+		log_err("store: preallocate %s to %" PRIu64 " bytes: %s", seg->path,
+			u->falloc_target, strerror(-res));
 		upload_fail(u, store_error_from_errno(res));
 		return;
 	}
@@ -362,7 +362,8 @@ static void upload_handoff(struct store_upload *u)
 	u->result_op.complete = upload_on_result;
 	int rc = ring_msg(w->ring, w->s->writer_ring_fd, &u->commit_op, 0);
 	if (rc < 0) {
-		log_err("store: upload %" PRIu64 ": cannot reach the writer: %s", u->id, strerror(-rc));
+		log_err("store: upload %" PRIu64 ": cannot reach the writer: %s", u->id,
+			strerror(-rc));
 		u->status = STORE_ERR_IO;
 		upload_on_result(&u->result_op, u->status, 0);
 	}
@@ -531,8 +532,8 @@ int store_upload_wrote(struct store_upload *u, size_t n)
 	return u->error;
 }
 
-ssize_t store_upload_write(struct store_upload *u, const void *data, size_t len,
-			   store_wake_fn wake, void *arg)
+ssize_t store_upload_write(struct store_upload *u, const void *data, size_t len, store_wake_fn wake,
+			   void *arg)
 {
 	if (!u || (!data && len))
 		return STORE_ERR_INVAL;

@@ -55,7 +55,7 @@ struct writer {
 
 	unsigned syncs_outstanding;
 	struct sync_batch *stranded; /* ops of a broken ring, freed after ring_exit */
-	uint64_t total_bytes; /* body bytes indexed */
+	uint64_t total_bytes;	     /* body bytes indexed */
 	uint64_t next_retention_ms;
 };
 
@@ -360,8 +360,8 @@ static void upload_record_from(struct upload_record *rec, const struct store_upl
 
 /* Applies a device's upload or authentication to its record. */
 static int writer_touch_device(struct store *s, MDB_txn *txn, const char *device,
-			       const uint8_t sha[32], uint64_t at_ms, const enum auth_result *result,
-			       bool upload)
+			       const uint8_t sha[32], uint64_t at_ms,
+			       const enum auth_result *result, bool upload)
 {
 	struct device_record d;
 	int e = index_get_device(&s->ix, txn, device, &d);
@@ -399,8 +399,8 @@ static int writer_fill_txn(struct writer *wr, MDB_txn *txn, struct store_upload 
 		upload_record_from(&rec, group[i], now_ms);
 		int rc = index_put_upload(&s->ix, txn, &rec);
 		if (!rc)
-			rc = writer_touch_device(s, txn, rec.meta.device, rec.meta.cert_sha256, now_ms,
-						 NULL, true);
+			rc = writer_touch_device(s, txn, rec.meta.device, rec.meta.cert_sha256,
+						 now_ms, NULL, true);
 		if (rc)
 			return rc;
 		*bytes += rec.length;
@@ -408,7 +408,8 @@ static int writer_fill_txn(struct writer *wr, MDB_txn *txn, struct store_upload 
 			max_id = rec.id;
 	}
 	for (struct device_event *ev = events; ev; ev = ev->next) {
-		int rc = writer_touch_device(s, txn, ev->device, ev->sha, ev->at_ms, &ev->result, false);
+		int rc = writer_touch_device(s, txn, ev->device, ev->sha, ev->at_ms, &ev->result,
+					     false);
 		if (rc)
 			return rc;
 	}
@@ -919,8 +920,8 @@ int store_worker_device_seen(struct store_worker *w, const char *device,
 /* Operator changes are rare and must be durable before beaconctl hears
  * "ok": one short write transaction of their own. LMDB serialises it with
  * the writer's group commits, which it may delay by one commit. */
-int store_device_set_state(struct store *s, const char *device, enum device_state state,
-			   char *msg, size_t msglen)
+int store_device_set_state(struct store *s, const char *device, enum device_state state, char *msg,
+			   size_t msglen)
 {
 	if (!device || !device[0] || strlen(device) >= STORE_DEVICE_MAX) {
 		snprintf(msg, msglen, "bad device name");
@@ -955,6 +956,8 @@ int store_device_set_state(struct store *s, const char *device, enum device_stat
 		return index_error(rc);
 	}
 	snprintf(msg, msglen, "%s is now %s", device,
-		 state == DEVICE_BLOCKED ? "blocked" : state == DEVICE_APPROVED ? "approved" : "unapproved");
+		 state == DEVICE_BLOCKED    ? "blocked"
+		 : state == DEVICE_APPROVED ? "approved"
+					    : "unapproved");
 	return 0;
 }

@@ -35,17 +35,21 @@ enum {
  * [2] subjectUID OPTIONAL, [3] extensions OPTIONAL } ... } */
 int cert_view_parse(const uint8_t *der, size_t len, struct cert_view *out)
 {
-	struct der in = { der, len }, cert, tbs, v, serial, issuer, subject, exts;
+	struct der in = {der, len}, cert, tbs, v, serial, issuer, subject, exts;
 	uint8_t tag;
-	if (!der_expect(&in, TAG_SEQUENCE, &cert, NULL) || !der_expect(&cert, TAG_SEQUENCE, &tbs, NULL))
+	if (!der_expect(&in, TAG_SEQUENCE, &cert, NULL) ||
+	    !der_expect(&cert, TAG_SEQUENCE, &tbs, NULL))
 		return -1;
 	der_expect(&tbs, TAG_CTX0, &v, NULL);
-	if (!der_expect(&tbs, TAG_INTEGER, &serial, NULL) || !der_expect(&tbs, TAG_SEQUENCE, &v, NULL) ||
-	    !der_expect(&tbs, TAG_SEQUENCE, &issuer, NULL) || !der_expect(&tbs, TAG_SEQUENCE, &v, NULL) ||
-	    !der_expect(&tbs, TAG_SEQUENCE, &subject, NULL) || !der_expect(&tbs, TAG_SEQUENCE, &v, NULL))
+	if (!der_expect(&tbs, TAG_INTEGER, &serial, NULL) ||
+	    !der_expect(&tbs, TAG_SEQUENCE, &v, NULL) ||
+	    !der_expect(&tbs, TAG_SEQUENCE, &issuer, NULL) ||
+	    !der_expect(&tbs, TAG_SEQUENCE, &v, NULL) ||
+	    !der_expect(&tbs, TAG_SEQUENCE, &subject, NULL) ||
+	    !der_expect(&tbs, TAG_SEQUENCE, &v, NULL))
 		return -1;
-	*out = (struct cert_view){ serial.p,  serial.n,	 issuer.p, issuer.n,
-				   subject.p, subject.n, NULL,	   0 };
+	*out = (struct cert_view){serial.p,  serial.n,	issuer.p, issuer.n,
+				  subject.p, subject.n, NULL,	  0};
 	while (tbs.n) {
 		if (!der_read(&tbs, &tag, &v, NULL))
 			return -1;
@@ -137,8 +141,8 @@ static enum cert_id string_value(uint8_t tag, struct der v, char *out, size_t le
 
 enum cert_id cert_common_name(const struct cert_view *v, char *out, size_t len)
 {
-	static const uint8_t oid_cn[] = { 0x55, 0x04, 0x03 };
-	struct der name = { v->subject, v->subject_len }, rdn, atv, oid, val, found = { NULL, 0 };
+	static const uint8_t oid_cn[] = {0x55, 0x04, 0x03};
+	struct der name = {v->subject, v->subject_len}, rdn, atv, oid, val, found = {NULL, 0};
 	uint8_t tag, found_tag = 0;
 	unsigned count = 0;
 	while (name.n) {
@@ -146,8 +150,8 @@ enum cert_id cert_common_name(const struct cert_view *v, char *out, size_t len)
 			return CERT_ID_BAD;
 		while (rdn.n) {
 			if (!der_expect(&rdn, TAG_SEQUENCE, &atv, NULL) ||
-			    !der_expect(&atv, TAG_OID, &oid, NULL) || !der_read(&atv, &tag, &val, NULL) ||
-			    atv.n)
+			    !der_expect(&atv, TAG_OID, &oid, NULL) ||
+			    !der_read(&atv, &tag, &val, NULL) || atv.n)
 				return CERT_ID_BAD;
 			if (der_equal(oid, oid_cn, sizeof oid_cn) && count++ == 0) {
 				found = val;
@@ -168,9 +172,10 @@ enum cert_id cert_common_name(const struct cert_view *v, char *out, size_t len)
 static enum cert_id each_extension(const struct cert_view *v, const uint8_t *oid, size_t oid_len,
 				   enum cert_id (*fn)(struct der value, void *arg), void *arg)
 {
-	struct der exts = { v->exts, v->exts_len }, ext, id, value, flag;
+	struct der exts = {v->exts, v->exts_len}, ext, id, value, flag;
 	while (exts.n) {
-		if (!der_expect(&exts, TAG_SEQUENCE, &ext, NULL) || !der_expect(&ext, TAG_OID, &id, NULL))
+		if (!der_expect(&exts, TAG_SEQUENCE, &ext, NULL) ||
+		    !der_expect(&ext, TAG_OID, &id, NULL))
 			return CERT_ID_BAD;
 		der_expect(&ext, TAG_BOOLEAN, &flag, NULL);
 		if (!der_expect(&ext, TAG_OCTET_STRING, &value, NULL) || ext.n)
@@ -208,8 +213,8 @@ static enum cert_id san_collect(struct der value, void *arg)
 
 enum cert_id cert_san(const struct cert_view *v, uint8_t san_tag, char *out, size_t len)
 {
-	static const uint8_t oid_san[] = { 0x55, 0x1d, 0x11 };
-	struct san_search s = { .tag = san_tag };
+	static const uint8_t oid_san[] = {0x55, 0x1d, 0x11};
+	struct san_search s = {.tag = san_tag};
 	enum cert_id r = each_extension(v, oid_san, sizeof oid_san, san_collect, &s);
 	if (r != CERT_ID_OK)
 		return r;
@@ -245,9 +250,9 @@ static enum cert_id key_id_take(struct der value, void *arg)
 
 size_t cert_key_id(const struct cert_view *v, bool authority, uint8_t out[32])
 {
-	static const uint8_t oid_skid[] = { 0x55, 0x1d, 0x0e };
-	static const uint8_t oid_akid[] = { 0x55, 0x1d, 0x23 };
-	struct key_id_search k = { authority, out, 0 };
+	static const uint8_t oid_skid[] = {0x55, 0x1d, 0x0e};
+	static const uint8_t oid_akid[] = {0x55, 0x1d, 0x23};
+	struct key_id_search k = {authority, out, 0};
 	if (each_extension(v, authority ? oid_akid : oid_skid, 3, key_id_take, &k) != CERT_ID_OK)
 		return 0;
 	return k.len;
@@ -283,7 +288,7 @@ static void text_value(struct text *t, struct der v)
 		if (c >= 0x20 && c < 0x7f && c != ',' && c != '\\' && c != '"') {
 			text_put(t, (const char *)&c, 1);
 		} else {
-			char esc[4] = { '\\', 'x', hex[c >> 4], hex[c & 15] };
+			char esc[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
 			text_put(t, esc, 4);
 		}
 	}
@@ -296,16 +301,16 @@ static const char *attribute_label(struct der oid)
 		size_t len;
 		const char *label;
 	} known[] = {
-		{ { 0x55, 0x04, 0x03 }, 3, "CN" },
-		{ { 0x55, 0x04, 0x05 }, 3, "serialNumber" },
-		{ { 0x55, 0x04, 0x06 }, 3, "C" },
-		{ { 0x55, 0x04, 0x07 }, 3, "L" },
-		{ { 0x55, 0x04, 0x08 }, 3, "ST" },
-		{ { 0x55, 0x04, 0x0a }, 3, "O" },
-		{ { 0x55, 0x04, 0x0b }, 3, "OU" },
-		{ { 0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19 }, 10, "DC" },
-		{ { 0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01 }, 10, "UID" },
-		{ { 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01 }, 9, "emailAddress" },
+		{{0x55, 0x04, 0x03}, 3, "CN"},
+		{{0x55, 0x04, 0x05}, 3, "serialNumber"},
+		{{0x55, 0x04, 0x06}, 3, "C"},
+		{{0x55, 0x04, 0x07}, 3, "L"},
+		{{0x55, 0x04, 0x08}, 3, "ST"},
+		{{0x55, 0x04, 0x0a}, 3, "O"},
+		{{0x55, 0x04, 0x0b}, 3, "OU"},
+		{{0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19}, 10, "DC"},
+		{{0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01}, 10, "UID"},
+		{{0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01}, 9, "emailAddress"},
 	};
 	for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
 		if (der_equal(oid, known[i].oid, known[i].len))
@@ -315,8 +320,8 @@ static const char *attribute_label(struct der oid)
 
 void cert_name_text(const uint8_t *name_der, size_t name_len, char *out, size_t len)
 {
-	struct text t = { out, len, 0, len < 8 };
-	struct der name = { name_der, name_len }, rdn, atv, oid, val;
+	struct text t = {out, len, 0, len < 8};
+	struct der name = {name_der, name_len}, rdn, atv, oid, val;
 	uint8_t tag;
 	bool first = true;
 	while (name.n && !t.full && der_expect(&name, TAG_SET, &rdn, NULL)) {

@@ -91,9 +91,9 @@ void tls_session_report_refusal(const struct tls_session *s, const char *source)
 	if (r.has_cert)
 		log_info("%s: refused: %s (%s): device %s subject \"%s\" issuer \"%s\" serial %s "
 			 "sha256 %s notAfter %s%s",
-			 r.source, r.reason, auth_result_name(r.result), r.device[0] ? r.device : "-",
-			 r.cert.subject, r.cert.issuer, r.cert.serial, r.cert.sha256,
-			 r.cert.not_after[0] ? r.cert.not_after : "-", more);
+			 r.source, r.reason, auth_result_name(r.result),
+			 r.device[0] ? r.device : "-", r.cert.subject, r.cert.issuer, r.cert.serial,
+			 r.cert.sha256, r.cert.not_after[0] ? r.cert.not_after : "-", more);
 	else
 		log_info("%s: refused: %s (%s): no client certificate%s", r.source, r.reason,
 			 auth_result_name(r.result), more);

@@ -168,7 +168,8 @@ bool tls_identity_still_admitted(struct tls_session *s)
 	const struct trust_snapshot *trust = s->srv->trust;
 	bool trusted = false;
 	for (size_t i = 0; i < trust_snapshot_ca_count(trust) && !trusted; i++)
-		trusted = memcmp(trust_snapshot_ca(trust, i)->subject_sha256, s->issuer_hash, 32) == 0;
+		trusted = memcmp(trust_snapshot_ca(trust, i)->subject_sha256, s->issuer_hash, 32) ==
+			  0;
 	if (!trusted) {
 		tls_refuse(s, AUTH_UNKNOWN_ISSUER, "certificate's issuer is no longer trusted");
 		return false;

@@ -142,11 +142,13 @@ int tls_tickets_load(const char *path, char *err, size_t errlen)
 		if (line[0] == '#' || line[0] == '\n')
 			continue;
 		if (n == TICKET_KEYS) {
-			snprintf(err, errlen, "%s:%u: more than %d keys", path, lineno, TICKET_KEYS);
+			snprintf(err, errlen, "%s:%u: more than %d keys", path, lineno,
+				 TICKET_KEYS);
 			rc = -1;
 		} else if (parse_key_line(line, &loaded[n]) != 0) {
-			snprintf(err, errlen, "%s:%u: a key is 96 hex digits (16-byte name, 32-byte key)",
-				 path, lineno);
+			snprintf(err, errlen,
+				 "%s:%u: a key is 96 hex digits (16-byte name, 32-byte key)", path,
+				 lineno);
 			rc = -1;
 		} else {
 			n++;

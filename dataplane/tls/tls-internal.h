@@ -45,7 +45,7 @@ struct ticket_identity {
 	uint8_t serial[32];
 	int64_t not_after; /* the certificate's notAfter */
 	int64_t auth_time; /* when a full handshake verified the certificate */
-	int64_t issued;    /* when this ticket was sealed */
+	int64_t issued;	   /* when this ticket was sealed */
 	/* The first half of the SHA-256 of the resumption secret sealed in the
 	 * same ticket (TLS 1.3; zero in TLS 1.2): tells which of several
 	 * offered tickets wolfSSL resumed. */

@@ -141,7 +141,7 @@ static int server_identity(WOLFSSL_CTX *ctx, const struct tls_server_keys *k, ch
 	}
 	/* The chain's first certificate is the server's own. */
 	WOLFSSL_X509 *leaf = wolfSSL_X509_load_certificate_buffer(k->cert_pem, (int)k->cert_len,
-								   WOLFSSL_FILETYPE_PEM);
+								  WOLFSSL_FILETYPE_PEM);
 	int rc = server_cert_usable(leaf, k->cert_path, err, errlen);
 	wolfSSL_X509_free(leaf);
 	return rc;
@@ -179,7 +179,7 @@ int tls_server_new(const struct tls_server_keys *keys, struct tls_server **out, 
 static int ca_name_push(WOLF_STACK_OF(WOLFSSL_X509_NAME) * names, const struct trust_ca *ca)
 {
 	WOLFSSL_X509 *x = wolfSSL_X509_load_certificate_buffer(ca->der, (int)ca->der_len,
-								WOLFSSL_FILETYPE_ASN1);
+							       WOLFSSL_FILETYPE_ASN1);
 	WOLFSSL_X509_NAME *dup = x ? wolfSSL_X509_NAME_dup(wolfSSL_X509_get_subject_name(x)) : NULL;
 	wolfSSL_X509_free(x);
 	if (!dup || wolfSSL_sk_X509_NAME_push(names, dup) <= 0) {
@@ -217,8 +217,7 @@ static int server_issuers(WOLFSSL_CTX *ctx, const struct trust_snapshot *trust, 
 	return 0;
 }
 
-int tls_server_serve(struct tls_server *srv, struct trust_snapshot *trust, char *err,
-		     size_t errlen)
+int tls_server_serve(struct tls_server *srv, struct trust_snapshot *trust, char *err, size_t errlen)
 {
 	WOLFSSL_CTX *ctx = srv->ctx;
 	srv->trust = trust;

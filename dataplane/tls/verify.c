@@ -160,7 +160,8 @@ bool tls_peer_admitted(struct tls_session *s)
 		tls_refuse(s, AUTH_REVOKED, "certificate is revoked");
 		return false;
 	case REVOCATION_STALE:
-		tls_refuse(s, AUTH_REVOKED, "issuer's CRL is past its nextUpdate (crl_stale = refuse)");
+		tls_refuse(s, AUTH_REVOKED,
+			   "issuer's CRL is past its nextUpdate (crl_stale = refuse)");
 		/* Not known to be revoked: its status is unknown. */
 		s->alert = certificate_unknown;
 		return false;
@@ -199,8 +200,8 @@ static bool ca_admitted(struct tls_session *s, const uint8_t issuer_sha256[32],
  * issuers' CRLs, up to a self-issued root: an intermediate CA configured as
  * an issuer and revoked by its root is no longer trusted. Where two
  * configured CAs could have signed, each is checked: fail closed. */
-bool tls_cas_admitted(struct tls_session *s, const uint8_t issuer[32],
-				    const uint8_t *akid, size_t akid_len)
+bool tls_cas_admitted(struct tls_session *s, const uint8_t issuer[32], const uint8_t *akid,
+		      size_t akid_len)
 {
 	const struct trust_snapshot *trust = s->srv->trust;
 	size_t n_ca = trust_snapshot_ca_count(trust);
@@ -255,12 +256,11 @@ static bool usage_admitted(struct tls_session *s, WOLFSSL_X509 *x)
 		unsigned eku = wolfSSL_X509_get_extended_key_usage(x);
 		if (!(eku & (XKU_SSL_CLIENT | XKU_ANYEKU))) {
 			tls_refuse(s, AUTH_WRONG_USAGE,
-				       "certificate lacks clientAuth extended key usage");
+				   "certificate lacks clientAuth extended key usage");
 			return false;
 		}
 	}
-	if (p->require_digital_signature &&
-	    !(wolfSSL_X509_get_keyUsage(x) & KEYUSE_DIGITAL_SIG)) {
+	if (p->require_digital_signature && !(wolfSSL_X509_get_keyUsage(x) & KEYUSE_DIGITAL_SIG)) {
 		tls_refuse(s, AUTH_WRONG_USAGE, "certificate lacks digitalSignature key usage");
 		return false;
 	}
@@ -274,8 +274,7 @@ static bool leaf_names(struct tls_session *s, const uint8_t *der, size_t der_len
 {
 	struct cert_names names;
 	if (wc_Sha256Hash(der, (word32)der_len, s->peer.cert_sha256) != 0 ||
-	    cert_names(der, der_len, &names) != 0 ||
-	    cert_view_parse(der, der_len, view) != 0) {
+	    cert_names(der, der_len, &names) != 0 || cert_view_parse(der, der_len, view) != 0) {
 		tls_refuse(s, AUTH_OTHER, "certificate does not parse");
 		return false;
 	}
@@ -339,8 +338,7 @@ static int check_chain_ca(struct tls_session *s, WOLFSSL_X509 *x, int depth)
 		return 0;
 	}
 	return ca_admitted(s, names.issuer_sha256, names.serial, names.serial_len, which) &&
-	       tls_cas_admitted(s, names.issuer_sha256, akid,
-				       cert_key_id(&view, true, akid));
+	       tls_cas_admitted(s, names.issuer_sha256, akid, cert_key_id(&view, true, akid));
 }
 
 static void hex(const uint8_t *p, size_t n, char *out, size_t len)

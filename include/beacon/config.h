@@ -34,7 +34,7 @@ enum backend_kind { BACKEND_KERNEL, BACKEND_DPDK };
 enum approval_policy { APPROVAL_AUTO, APPROVAL_REQUIRE };
 /* What to do with a CRL whose nextUpdate has passed ([tls] crl_stale). */
 enum crl_stale_policy {
-	CRL_STALE_WARN,   /* log a warning, keep using the CRL */
+	CRL_STALE_WARN,	  /* log a warning, keep using the CRL */
 	CRL_STALE_REFUSE, /* every lookup for that issuer answers STALE */
 };
 
@@ -55,10 +55,10 @@ struct config {
 	char data_dir[CONFIG_PATH_MAX];
 	char download_dir[CONFIG_PATH_MAX];
 	char control_socket[CONFIG_PATH_MAX];
-	char user[64];           /* drop to this user after binding; "" = stay */
+	char user[64];		 /* drop to this user after binding; "" = stay */
 	char metrics_listen[80]; /* loopback "ADDR:PORT" for /metrics; "" = off */
 	enum approval_policy approval;
-	bool watch; /* reload when a trust file changes */
+	bool watch;		  /* reload when a trust file changes */
 	unsigned health_stall_ms; /* a worker loop or commit stuck longer: /healthz 503 */
 	unsigned proxy_protocol;  /* PROXY_ACCEPT_* bits (beacon/proxy.h); 0: no header */
 	struct config_prefix proxy_from[CONFIG_PROXY_FROM_MAX]; /* who may send it */
@@ -75,11 +75,11 @@ struct config {
 	enum identity_source identity;
 	unsigned ticket_lifetime_s;
 	unsigned max_session_age_s; /* a ticket chain resumes this long after its full handshake */
-	char crl_dir[CONFIG_PATH_MAX];   /* "" = no revocation data */
+	char crl_dir[CONFIG_PATH_MAX]; /* "" = no revocation data */
 	enum crl_stale_policy crl_stale;
-	char blocklist[CONFIG_PATH_MAX]; /* "" = none */
+	char blocklist[CONFIG_PATH_MAX];       /* "" = none */
 	char ticket_key_file[CONFIG_PATH_MAX]; /* "" = keys made at start-up */
-	unsigned ticket_rotate_s;        /* 0 = never (a key file's keys) */
+	unsigned ticket_rotate_s;	       /* 0 = never (a key file's keys) */
 
 	/* [limits] */
 	size_t max_header_bytes;
@@ -90,17 +90,17 @@ struct config {
 	unsigned body_timeout_ms; /* longest gap between body bytes */
 	unsigned idle_timeout_ms; /* keep-alive between requests */
 	unsigned handshake_timeout_ms;
-	unsigned max_connections; /* per worker */
+	unsigned max_connections;	     /* per worker */
 	unsigned max_connections_per_source; /* 0: no limit */
 	unsigned handshake_rate_per_source;  /* new connections a second; 0: no limit */
 	unsigned max_handshakes_in_progress; /* per worker */
 
 	/* [dpdk]: only read with backend = dpdk */
 	char dpdk_eal_args[200]; /* EAL command line, split on blanks */
-	unsigned dpdk_port;      /* DPDK port index */
-	uint32_t dpdk_addr;      /* our IPv4 address, network byte order */
-	unsigned dpdk_prefix;    /* its prefix length: the on-link subnet */
-	unsigned dpdk_mbufs;     /* mbufs in each queue's mempool */
+	unsigned dpdk_port;	 /* DPDK port index */
+	uint32_t dpdk_addr;	 /* our IPv4 address, network byte order */
+	unsigned dpdk_prefix;	 /* its prefix length: the on-link subnet */
+	unsigned dpdk_mbufs;	 /* mbufs in each queue's mempool */
 	/* TCP keepalive: an established connection silent this long gets a
 	 * probe every interval; after `probes` unanswered ones it is reset
 	 * and the layer above hears it closed. idle 0: no keepalive. */

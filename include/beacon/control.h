@@ -75,8 +75,8 @@ struct control_handlers {
 	int (*tickets_rotate)(void *arg, char *msg, size_t msglen);
 	/* approve / block / unblock a device (state DEVICE_APPROVED,
 	 * DEVICE_BLOCKED; unblock = DEVICE_APPROVED). 0 or -1 + msg. */
-	int (*device_set_state)(void *arg, const char *device, enum device_state state,
-				char *msg, size_t msglen);
+	int (*device_set_state)(void *arg, const char *device, enum device_state state, char *msg,
+				size_t msglen);
 	/* The latest refused handshakes, newest first, into out[0..max);
 	 * returns how many. May be NULL (none shown). */
 	size_t (*refusals)(void *arg, struct tls_refusal *out, size_t max);
@@ -101,8 +101,7 @@ struct control;
  * when metrics_listen is not empty, on that loopback "ADDR:PORT" for HTTP.
  * The handlers must stay valid until control_stop. */
 int control_start(const char *socket_path, const char *metrics_listen,
-		  const struct control_handlers *h, struct control **out, char *err,
-		  size_t errlen);
+		  const struct control_handlers *h, struct control **out, char *err, size_t errlen);
 /* The metrics listener's port (the one the kernel chose for ":0"), or -1
  * when there is none. */
 int control_metrics_port(const struct control *c);

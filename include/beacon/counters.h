@@ -76,8 +76,8 @@
 	X(refused_handshakes, COUNTER, "beacond_limit_refusals_total",                             \
 	  "limit=\"max_handshakes_in_progress\"",                                                  \
 	  "New connections closed at once by a [limits] connection limit.")                        \
-	X(proxy_refused, COUNTER, "beacond_proxy_refusals_total", "",                             \
-	  "Connections closed for their PROXY header: missing, malformed, or from a peer "        \
+	X(proxy_refused, COUNTER, "beacond_proxy_refusals_total", "",                              \
+	  "Connections closed for their PROXY header: missing, malformed, or from a peer "         \
 	  "not in proxy_from.")                                                                    \
 	X(requests, COUNTER, "beacond_requests_total", "", "HTTP requests parsed.")                \
 	X(uploads, COUNTER, "beacond_uploads_total", "", "Uploads received.")                      \
@@ -89,46 +89,46 @@
 	  "Error responses by status class.")                                                      \
 	X(responses_5xx, COUNTER, "beacond_responses_total", "class=\"5xx\"",                      \
 	  "Error responses by status class.")                                                      \
-	X(responses_200, COUNTER, "beacond_responses_by_status_total", "code=\"200\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_201, COUNTER, "beacond_responses_by_status_total", "code=\"201\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_206, COUNTER, "beacond_responses_by_status_total", "code=\"206\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_400, COUNTER, "beacond_responses_by_status_total", "code=\"400\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_403, COUNTER, "beacond_responses_by_status_total", "code=\"403\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_404, COUNTER, "beacond_responses_by_status_total", "code=\"404\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_405, COUNTER, "beacond_responses_by_status_total", "code=\"405\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_408, COUNTER, "beacond_responses_by_status_total", "code=\"408\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_411, COUNTER, "beacond_responses_by_status_total", "code=\"411\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_413, COUNTER, "beacond_responses_by_status_total", "code=\"413\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_414, COUNTER, "beacond_responses_by_status_total", "code=\"414\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_417, COUNTER, "beacond_responses_by_status_total", "code=\"417\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_429, COUNTER, "beacond_responses_by_status_total", "code=\"429\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_431, COUNTER, "beacond_responses_by_status_total", "code=\"431\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_500, COUNTER, "beacond_responses_by_status_total", "code=\"500\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_501, COUNTER, "beacond_responses_by_status_total", "code=\"501\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_503, COUNTER, "beacond_responses_by_status_total", "code=\"503\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_505, COUNTER, "beacond_responses_by_status_total", "code=\"505\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_507, COUNTER, "beacond_responses_by_status_total", "code=\"507\"",           \
-	  "Final responses by status code.")                                                        \
-	X(responses_other, COUNTER, "beacond_responses_by_status_total", "code=\"other\"",       \
-	  "Final responses by status code.")                                                        \
+	X(responses_200, COUNTER, "beacond_responses_by_status_total", "code=\"200\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_201, COUNTER, "beacond_responses_by_status_total", "code=\"201\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_206, COUNTER, "beacond_responses_by_status_total", "code=\"206\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_400, COUNTER, "beacond_responses_by_status_total", "code=\"400\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_403, COUNTER, "beacond_responses_by_status_total", "code=\"403\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_404, COUNTER, "beacond_responses_by_status_total", "code=\"404\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_405, COUNTER, "beacond_responses_by_status_total", "code=\"405\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_408, COUNTER, "beacond_responses_by_status_total", "code=\"408\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_411, COUNTER, "beacond_responses_by_status_total", "code=\"411\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_413, COUNTER, "beacond_responses_by_status_total", "code=\"413\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_414, COUNTER, "beacond_responses_by_status_total", "code=\"414\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_417, COUNTER, "beacond_responses_by_status_total", "code=\"417\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_429, COUNTER, "beacond_responses_by_status_total", "code=\"429\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_431, COUNTER, "beacond_responses_by_status_total", "code=\"431\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_500, COUNTER, "beacond_responses_by_status_total", "code=\"500\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_501, COUNTER, "beacond_responses_by_status_total", "code=\"501\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_503, COUNTER, "beacond_responses_by_status_total", "code=\"503\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_505, COUNTER, "beacond_responses_by_status_total", "code=\"505\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_507, COUNTER, "beacond_responses_by_status_total", "code=\"507\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_other, COUNTER, "beacond_responses_by_status_total", "code=\"other\"",         \
+	  "Final responses by status code.")                                                       \
 	X(timeouts, COUNTER, "beacond_timeouts_total", "", "Connections closed on a timeout.")     \
 	X(handshakes_in_progress, GAUGE, "beacond_handshakes_in_progress", "",                     \
 	  "TLS handshakes begun and not yet over.")                                                \
@@ -164,7 +164,7 @@
 	  "Indexed spool records whose header did not match, found at start-up.")                  \
 	X(store_recovered_truncated_bytes, COUNTER,                                                \
 	  "beacond_store_recovered_truncated_bytes_total", "",                                     \
-	  "Uncommitted spool bytes cut off at start-up.")                                           \
+	  "Uncommitted spool bytes cut off at start-up.")                                          \
 	X(store_disk_free_bytes, GAUGE, "beacond_store_disk_free_bytes", "",                       \
 	  "Bytes free to beacond on the data directory's filesystem.")                             \
 	X(store_disk_size_bytes, GAUGE, "beacond_store_disk_size_bytes", "",                       \

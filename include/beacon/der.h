@@ -40,9 +40,9 @@ static inline bool der_read(struct der *in, uint8_t *tag, struct der *val, struc
 	if (len > in->n - hdr)
 		return false;
 	*tag = in->p[0];
-	*val = (struct der){ in->p + hdr, len };
+	*val = (struct der){in->p + hdr, len};
 	if (whole)
-		*whole = (struct der){ in->p, hdr + len };
+		*whole = (struct der){in->p, hdr + len};
 	in->p += hdr + len;
 	in->n -= hdr + len;
 	return true;

@@ -26,16 +26,16 @@ struct http_request {
 	enum http_method method;
 	struct http_slice method_name;
 	struct http_slice target; /* as sent, e.g. "/ManageSoftRL/Inventories/a.ndi" */
-	int version_minor;        /* HTTP/1.0 = 0, HTTP/1.1 = 1 */
-	int64_t content_length;   /* -1 when absent */
-	bool chunked;             /* Transfer-Encoding: chunked */
-	bool expect_continue;     /* Expect: 100-continue */
-	bool keep_alive;          /* after the version's default and Connection */
+	int version_minor;	  /* HTTP/1.0 = 0, HTTP/1.1 = 1 */
+	int64_t content_length;	  /* -1 when absent */
+	bool chunked;		  /* Transfer-Encoding: chunked */
+	bool expect_continue;	  /* Expect: 100-continue */
+	bool keep_alive;	  /* after the version's default and Connection */
 	unsigned header_count;
 };
 
 struct http_limits {
-	size_t max_target;   /* longest request-target; longer: 414 */
+	size_t max_target;    /* longest request-target; longer: 414 */
 	unsigned max_headers; /* most header fields; more: 431 */
 };
 
@@ -59,7 +59,7 @@ int http_request_parse(const char *buf, size_t len, const struct http_limits *li
 struct http_chunked {
 	int state;
 	uint64_t remaining; /* data bytes left in the current chunk */
-	uint64_t total;     /* data bytes decoded so far */
+	uint64_t total;	    /* data bytes decoded so far */
 	unsigned line_len;  /* bytes of the current size/trailer line */
 };
 
@@ -73,17 +73,17 @@ void http_chunked_init(struct http_chunked *c);
  * *done becomes true once the last chunk and trailers are consumed; bytes
  * after that belong to the next request.
  */
-long http_chunked_decode(struct http_chunked *c, const char *in, size_t len,
-			 const char **data, size_t *data_len, bool *done);
+long http_chunked_decode(struct http_chunked *c, const char *in, size_t len, const char **data,
+			 size_t *data_len, bool *done);
 
 /* Where a request goes, after checking its target. */
 enum http_route_kind { ROUTE_UPLOAD, ROUTE_DOWNLOAD };
 
 struct http_route {
 	enum http_route_kind kind;
-	char category[64];  /* ROUTE_UPLOAD: percent-decoded, [A-Za-z0-9._-]+ */
-	char name[256];     /* ROUTE_UPLOAD: percent-decoded file name */
-	char path[1024];    /* ROUTE_DOWNLOAD: decoded path below /ManageSoftDL/ */
+	char category[64]; /* ROUTE_UPLOAD: percent-decoded, [A-Za-z0-9._-]+ */
+	char name[256];	   /* ROUTE_UPLOAD: percent-decoded file name */
+	char path[1024];   /* ROUTE_DOWNLOAD: decoded path below /ManageSoftDL/ */
 };
 
 /*

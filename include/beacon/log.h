@@ -22,8 +22,7 @@ void log_set_level(enum log_level level);
 /* Text (the default) or JSON lines; set once at start-up, before workers. */
 void log_set_format(enum log_format format);
 
-void log_msg(enum log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_err(...) log_msg(LOG_ERR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)

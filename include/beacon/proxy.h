@@ -34,9 +34,9 @@ struct proxy_header {
 	/* true for v2 LOCAL, v1 UNKNOWN and v2 AF_UNSPEC: the balancer speaks
 	 * for itself (a health check), the connection keeps its own address */
 	bool local;
-	unsigned version; /* 1 or 2 */
+	unsigned version;		/* 1 or 2 */
 	struct sockaddr_storage source; /* AF_INET or AF_INET6, when !local */
-	const char *reason; /* PROXY_MALFORMED: why, a static string */
+	const char *reason;		/* PROXY_MALFORMED: why, a static string */
 };
 
 /* Parses the header at the start of `data` (`len` bytes so far), taking the

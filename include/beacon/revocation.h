@@ -71,24 +71,24 @@ void revocation_index_free(struct revocation_index *idx);
 size_t revocation_index_count(const struct revocation_index *idx);
 
 struct revocation_stats {
-	size_t crls;	 /* CRLs loaded */
-	size_t serials;	 /* distinct revoked (issuer, serial) pairs */
-	size_t issuers;	 /* trusted issuers (distinct subject names) */
-	size_t slots;	 /* hash table slots */
-	size_t bytes;	 /* memory held by the index */
+	size_t crls;	/* CRLs loaded */
+	size_t serials; /* distinct revoked (issuer, serial) pairs */
+	size_t issuers; /* trusted issuers (distinct subject names) */
+	size_t slots;	/* hash table slots */
+	size_t bytes;	/* memory held by the index */
 };
 
 void revocation_index_stats(const struct revocation_index *idx, struct revocation_stats *out);
 
 /* One trusted issuer, for metrics. Strings live as long as the index. */
 struct revocation_issuer_info {
-	const char *name;	/* subject CN, or the whole name when no CN */
+	const char *name; /* subject CN, or the whole name when no CN */
 	uint8_t name_sha256[32];
-	size_t crls;		/* CRLs loaded for it; 0: no revocation data */
-	size_t serials;		/* revoked serials listed (duplicates counted once) */
-	time_t this_update;	/* newest lastUpdate of its CRLs, 0 if none */
-	time_t next_update;	/* latest nextUpdate of its CRLs, 0 if none or absent */
-	bool stale;		/* nextUpdate has passed (refused under `refuse`) */
+	size_t crls;	    /* CRLs loaded for it; 0: no revocation data */
+	size_t serials;	    /* revoked serials listed (duplicates counted once) */
+	time_t this_update; /* newest lastUpdate of its CRLs, 0 if none */
+	time_t next_update; /* latest nextUpdate of its CRLs, 0 if none or absent */
+	bool stale;	    /* nextUpdate has passed (refused under `refuse`) */
 };
 
 size_t revocation_index_issuer_count(const struct revocation_index *idx);

@@ -21,24 +21,23 @@
 #include <stdint.h>
 
 /* X(type, field, key, form, default, min, max) */
-#define STORE_OPTIONS(X)                                                                    \
-	/* most uploads in one commit (one fdatasync round, one LMDB txn) */                 \
-	X(unsigned, group_max, "group_max", COUNT, 256, 1, 65536)                           \
-	/* longest a commit waits to fill */                                                \
-	X(unsigned, group_wait_us, "group_wait", US, 1000, 0, 1000000)                      \
-	/* roll a segment past this size: 256 MiB, at least 1 MiB */                        \
-	X(uint64_t, segment_bytes, "segment_size", SIZE, 256ull << 20, 1ull << 20,          \
-	  UINT64_MAX)                                                                       \
-	/* uploads in flight per worker; past it store_upload_begin says BUSY */           \
-	X(unsigned, max_open_uploads, "max_open_uploads", COUNT, 256, 1, 65536)             \
+#define STORE_OPTIONS(X)                                                                           \
+	/* most uploads in one commit (one fdatasync round, one LMDB txn) */                       \
+	X(unsigned, group_max, "group_max", COUNT, 256, 1, 65536)                                  \
+	/* longest a commit waits to fill */                                                       \
+	X(unsigned, group_wait_us, "group_wait", US, 1000, 0, 1000000)                             \
+	/* roll a segment past this size: 256 MiB, at least 1 MiB */                               \
+	X(uint64_t, segment_bytes, "segment_size", SIZE, 256ull << 20, 1ull << 20, UINT64_MAX)     \
+	/* uploads in flight per worker; past it store_upload_begin says BUSY */                   \
+	X(unsigned, max_open_uploads, "max_open_uploads", COUNT, 256, 1, 65536)                    \
 	/* body bytes buffered per upload: 256 KiB, 8 KiB to 1 GiB (each half holds the     \
-	 * 48-byte record header and some body) */                                          \
-	X(size_t, upload_buffer, "upload_buffer", SIZE, 256ull << 10, 8ull << 10, 1ull << 30) \
-	/* LMDB map size: 16 GiB, at least 1 MiB (it grows when full) */                    \
-	X(uint64_t, map_bytes, "map_size", SIZE, 16ull << 30, 1ull << 20, UINT64_MAX)       \
-	/* drop uploads older than this; 0 = keep */                                        \
-	X(uint64_t, retain_seconds, "retain_age", SECONDS, 0, 0, UINT64_MAX)                \
-	/* drop the oldest past this many spool bytes; 0 = no cap */                        \
+	 * 48-byte record header and some body) */      \
+	X(size_t, upload_buffer, "upload_buffer", SIZE, 256ull << 10, 8ull << 10, 1ull << 30)      \
+	/* LMDB map size: 16 GiB, at least 1 MiB (it grows when full) */                           \
+	X(uint64_t, map_bytes, "map_size", SIZE, 16ull << 30, 1ull << 20, UINT64_MAX)              \
+	/* drop uploads older than this; 0 = keep */                                               \
+	X(uint64_t, retain_seconds, "retain_age", SECONDS, 0, 0, UINT64_MAX)                       \
+	/* drop the oldest past this many spool bytes; 0 = no cap */                               \
 	X(uint64_t, retain_bytes, "retain_bytes", SIZE, 0, 0, UINT64_MAX)
 
 struct store_options {
@@ -52,6 +51,9 @@ struct store_options {
 /* An initializer with every default:
  *     struct store_options o = STORE_OPTIONS_DEFAULT; */
 #define STORE_OPTION_DEFAULT_(type, field, key, form, def, min, max) .field = (def),
-#define STORE_OPTIONS_DEFAULT {STORE_OPTIONS(STORE_OPTION_DEFAULT_) .require_approval = false}
+#define STORE_OPTIONS_DEFAULT                                                                      \
+	{                                                                                          \
+		STORE_OPTIONS(STORE_OPTION_DEFAULT_).require_approval = false                      \
+	}
 
 #endif

@@ -57,14 +57,14 @@ struct store_worker;
 struct store_upload;
 
 enum store_error {
-	STORE_ERR_BUSY = -1,    /* too many uploads in flight: answer 503 */
+	STORE_ERR_BUSY = -1,	/* too many uploads in flight: answer 503 */
 	STORE_ERR_NOSPACE = -2, /* ENOSPC/EDQUOT: answer 507, retry later */
-	STORE_ERR_IO = -3,      /* EIO or another I/O fault: answer 503 */
-	STORE_ERR_INVAL = -4,   /* bad argument (programming error) */
-	STORE_ERR_SCHEMA = -5,  /* index written by a newer beacond */
+	STORE_ERR_IO = -3,	/* EIO or another I/O fault: answer 503 */
+	STORE_ERR_INVAL = -4,	/* bad argument (programming error) */
+	STORE_ERR_SCHEMA = -5,	/* index written by a newer beacond */
 	STORE_ERR_NOTFOUND = -6,
 	STORE_ERR_CORRUPT = -7, /* spool record fails its checksum */
-	STORE_ERR_LOCKED = -8,  /* the data directory is in use by another beacond */
+	STORE_ERR_LOCKED = -8,	/* the data directory is in use by another beacond */
 };
 
 /* A short English reason for a store_error. */
@@ -74,10 +74,10 @@ const char *store_strerror(int err);
 #define STORE_NAME_MAX 256
 
 struct upload_meta {
-	char device[STORE_DEVICE_MAX];     /* device identity from the certificate */
+	char device[STORE_DEVICE_MAX];	   /* device identity from the certificate */
 	char category[STORE_CATEGORY_MAX]; /* first path segment after /ManageSoftRL/ */
-	char name[STORE_NAME_MAX];         /* file name, already validated */
-	uint8_t cert_sha256[32];           /* fingerprint of the client certificate */
+	char name[STORE_NAME_MAX];	   /* file name, already validated */
+	uint8_t cert_sha256[32];	   /* fingerprint of the client certificate */
 };
 
 /* Opens (creating if needed) data_dir (DATA below: DATA/spool/wN/ and
@@ -120,8 +120,8 @@ int store_upload_begin(struct store_worker *w, const struct upload_meta *meta,
  * buffer is full: `wake(arg)` is called on the worker thread once it can take
  * more) or a negative store_error once the upload has failed. */
 typedef void (*store_wake_fn)(void *arg);
-ssize_t store_upload_write(struct store_upload *u, const void *data, size_t len,
-			   store_wake_fn wake, void *arg);
+ssize_t store_upload_write(struct store_upload *u, const void *data, size_t len, store_wake_fn wake,
+			   void *arg);
 
 /* The same without the copy: *at gets where the next body bytes go (TLS
  * decrypts straight into the upload's buffer), and the return value how
@@ -159,11 +159,11 @@ int store_worker_device_seen(struct store_worker *w, const char *device,
 /* Counters since store_open, for metrics and the benchmark (fdatasyncs per
  * second, mean group size = uploads_committed / commits). */
 struct store_stats {
-	uint64_t commits;           /* group commits (LMDB write txns of the writer) */
-	uint64_t fsyncs;            /* fdatasyncs of segments and spool directories */
-	uint64_t uploads_committed; /* uploads made durable */
-	uint64_t uploads_expired;   /* uploads removed by retention */
-	uint64_t recovered_bad_headers;     /* indexed records whose header did not match */
+	uint64_t commits;		    /* group commits (LMDB write txns of the writer) */
+	uint64_t fsyncs;		    /* fdatasyncs of segments and spool directories */
+	uint64_t uploads_committed;	    /* uploads made durable */
+	uint64_t uploads_expired;	    /* uploads removed by retention */
+	uint64_t recovered_bad_headers;	    /* indexed records whose header did not match */
 	uint64_t recovered_truncated_bytes; /* uncommitted spool bytes cut at open */
 	uint64_t disk_free_bytes;  /* of the data directory's filesystem, for unprivileged users */
 	uint64_t disk_size_bytes;  /* of that filesystem */
@@ -179,8 +179,8 @@ void store_stats(struct store *s, struct store_stats *out);
  * seen), durably, before returning. From the control thread. 0, or a
  * negative store_error with a reason in msg; on success msg says what
  * changed. */
-int store_device_set_state(struct store *s, const char *device, enum device_state state,
-			   char *msg, size_t msglen);
+int store_device_set_state(struct store *s, const char *device, enum device_state state, char *msg,
+			   size_t msglen);
 
 /* Whether the store takes uploads, for /healthz and /readyz. */
 struct store_health {
@@ -216,7 +216,6 @@ struct upload_record {
 	uint64_t received_unix_ms;
 };
 
-
 struct device_record {
 	char device[STORE_DEVICE_MAX];
 	uint64_t first_seen_unix_ms;
@@ -249,13 +248,13 @@ int store_reader_upload(struct store_reader *r, uint64_t id, struct upload_recor
  * STORE_ERR_NOTFOUND. category filters within the scan. fn returns
  * non-zero to stop (the page is full). */
 struct upload_query {
-	const char *device;     /* NULL: every device */
-	const char *category;   /* NULL: every category */
-	bool has_after;         /* start after upload after_id */
+	const char *device;   /* NULL: every device */
+	const char *category; /* NULL: every category */
+	bool has_after;	      /* start after upload after_id */
 	uint64_t after_id;
 	uint64_t since_unix_ms; /* received at or after; 0: no bound */
 	uint64_t until_unix_ms; /* received at or before; 0: no bound */
-	bool after_gone;        /* out: after_id was removed by retention */
+	bool after_gone;	/* out: after_id was removed by retention */
 };
 int store_reader_query(struct store_reader *r, struct upload_query *q, upload_visit_fn fn,
 		       void *arg);

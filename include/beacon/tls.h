@@ -97,7 +97,7 @@ struct tls_peer {
 	char device[STORE_DEVICE_MAX];
 	uint8_t cert_sha256[32];
 	bool resumed;
-	int version; /* 0x0303 TLS 1.2, 0x0304 TLS 1.3 */
+	int version;	  /* 0x0303 TLS 1.2, 0x0304 TLS 1.3 */
 	char reason[128]; /* for the log when result != AUTH_OK */
 };
 
@@ -148,8 +148,8 @@ const char *tls_session_error(const struct tls_session *s);
 struct tls_cert_summary {
 	char subject[160];
 	char issuer[160];
-	char serial[48]; /* hex, as openssl x509 -serial prints it */
-	char sha256[65]; /* hex fingerprint of the whole DER */
+	char serial[48];    /* hex, as openssl x509 -serial prints it */
+	char sha256[65];    /* hex fingerprint of the whole DER */
 	char not_after[24]; /* "2027-01-31T12:00:00Z", "" when unreadable */
 };
 
@@ -161,7 +161,7 @@ struct tls_refusal {
 	enum auth_result result;
 	char reason[128];
 	char device[STORE_DEVICE_MAX]; /* the identity, when it was read before the refusal */
-	bool has_cert; /* false: the client sent none (or none was read) */
+	bool has_cert;		       /* false: the client sent none (or none was read) */
 	struct tls_cert_summary cert;
 };
 

@@ -97,56 +97,56 @@ unsigned transport_conn_count(const struct transport *t);
  * input is counted and dropped, never fatal). One list, X(name, help), so
  * that the struct, the sum over workers and /metrics cannot drift apart;
  * the kernel's TCP counts for itself, so the kernel transport gives zeros. */
-#define TRANSPORT_NET_COUNTERS(X) \
-	X(rx_frames, "Ethernet frames received.") \
-	X(rx_bad_eth, "Frames dropped: runt or chained.") \
-	X(rx_not_for_us, "Frames dropped: for another MAC address.") \
-	X(rx_other_proto, "Frames dropped: neither IPv4 nor ARP.") \
-	X(arp_in, "ARP frames received.") \
-	X(arp_bad, "ARP frames dropped as malformed.") \
-	X(arp_replies_sent, "ARP replies sent.") \
-	X(arp_requests_sent, "ARP requests sent (gratuitous ARP included).") \
-	X(arp_shared, "ARP news passed to the other workers.") \
-	X(arp_share_dropped, "ARP news dropped: a worker's ring was full.") \
-	X(arp_from_peers, "ARP news learned from the other workers.") \
-	X(ip_in, "IPv4 datagrams received.") \
-	X(ip_bad, "IPv4 datagrams dropped: malformed header or length.") \
-	X(ip_bad_csum, "IPv4 datagrams dropped: bad header checksum.") \
-	X(ip_fragments, "IPv4 fragments dropped.") \
-	X(ip_not_ours, "IPv4 datagrams dropped: for another address.") \
-	X(ip_other_proto, "IPv4 datagrams dropped: neither TCP nor ICMP.") \
-	X(icmp_in, "ICMP messages received.") \
-	X(icmp_bad, "ICMP messages dropped: short or bad checksum.") \
-	X(icmp_echo_replies, "ICMP echo replies sent.") \
-	X(tcp_in, "TCP segments received.") \
-	X(tcp_bad, "TCP segments dropped: malformed header.") \
-	X(tcp_bad_csum, "TCP segments dropped: bad checksum.") \
-	X(tcp_no_listener, "TCP segments for a port we do not serve (reset).") \
-	X(tcp_rst_sent, "TCP resets sent.") \
-	X(syn_received, "SYNs received for the service's port.") \
-	X(syn_cookies_sent, "SYN-ACKs sent, each carrying a SYN cookie.") \
-	X(syn_cookies_bad, "Handshake ACKs refused: no valid SYN cookie.") \
-	X(tcp_accepted, "TCP connections handed to the layer above.") \
-	X(tcp_refused, "TCP connections the layer above refused.") \
-	X(tcp_unacceptable, "TCP segments outside the receive window.") \
-	X(tcp_challenge_acks, "Challenge ACKs sent (RFC 5961).") \
-	X(tcp_rst_in, "TCP resets received in the window.") \
-	X(tcp_ooo_queued, "TCP segments held out of order.") \
-	X(tcp_ooo_dropped, "TCP segments dropped: out-of-order queue full.") \
-	X(tcp_dup_data, "TCP segments that brought only bytes already received.") \
-	X(tcp_retransmits, "TCP segments retransmitted.") \
-	X(tcp_fast_retransmits, "TCP fast retransmits (three duplicate ACKs).") \
-	X(tcp_rto_expiries, "TCP retransmission timeouts.") \
-	X(tcp_timeouts, "TCP connections given up on: no word while retransmitting.") \
-	X(tcp_window_probes, "TCP zero-window probes sent.") \
-	X(tcp_time_wait_reused, "TIME_WAIT connections ended early to make room.") \
-	X(tcp_table_full, "TCP handshakes refused: connection table full.") \
-	X(tcp_paws_rejected, "TCP segments dropped by PAWS (an old timestamp).") \
-	X(tcp_ts_missing, "TCP segments dropped: no timestamp where agreed.") \
-	X(tcp_keepalive_probes, "TCP keepalive probes sent.") \
-	X(tcp_keepalive_drops, "TCP connections reset after unanswered keepalives.") \
-	X(tx_frames, "Frames sent.") \
-	X(tx_dropped, "Frames dropped: transmit ring full.") \
+#define TRANSPORT_NET_COUNTERS(X)                                                                  \
+	X(rx_frames, "Ethernet frames received.")                                                  \
+	X(rx_bad_eth, "Frames dropped: runt or chained.")                                          \
+	X(rx_not_for_us, "Frames dropped: for another MAC address.")                               \
+	X(rx_other_proto, "Frames dropped: neither IPv4 nor ARP.")                                 \
+	X(arp_in, "ARP frames received.")                                                          \
+	X(arp_bad, "ARP frames dropped as malformed.")                                             \
+	X(arp_replies_sent, "ARP replies sent.")                                                   \
+	X(arp_requests_sent, "ARP requests sent (gratuitous ARP included).")                       \
+	X(arp_shared, "ARP news passed to the other workers.")                                     \
+	X(arp_share_dropped, "ARP news dropped: a worker's ring was full.")                        \
+	X(arp_from_peers, "ARP news learned from the other workers.")                              \
+	X(ip_in, "IPv4 datagrams received.")                                                       \
+	X(ip_bad, "IPv4 datagrams dropped: malformed header or length.")                           \
+	X(ip_bad_csum, "IPv4 datagrams dropped: bad header checksum.")                             \
+	X(ip_fragments, "IPv4 fragments dropped.")                                                 \
+	X(ip_not_ours, "IPv4 datagrams dropped: for another address.")                             \
+	X(ip_other_proto, "IPv4 datagrams dropped: neither TCP nor ICMP.")                         \
+	X(icmp_in, "ICMP messages received.")                                                      \
+	X(icmp_bad, "ICMP messages dropped: short or bad checksum.")                               \
+	X(icmp_echo_replies, "ICMP echo replies sent.")                                            \
+	X(tcp_in, "TCP segments received.")                                                        \
+	X(tcp_bad, "TCP segments dropped: malformed header.")                                      \
+	X(tcp_bad_csum, "TCP segments dropped: bad checksum.")                                     \
+	X(tcp_no_listener, "TCP segments for a port we do not serve (reset).")                     \
+	X(tcp_rst_sent, "TCP resets sent.")                                                        \
+	X(syn_received, "SYNs received for the service's port.")                                   \
+	X(syn_cookies_sent, "SYN-ACKs sent, each carrying a SYN cookie.")                          \
+	X(syn_cookies_bad, "Handshake ACKs refused: no valid SYN cookie.")                         \
+	X(tcp_accepted, "TCP connections handed to the layer above.")                              \
+	X(tcp_refused, "TCP connections the layer above refused.")                                 \
+	X(tcp_unacceptable, "TCP segments outside the receive window.")                            \
+	X(tcp_challenge_acks, "Challenge ACKs sent (RFC 5961).")                                   \
+	X(tcp_rst_in, "TCP resets received in the window.")                                        \
+	X(tcp_ooo_queued, "TCP segments held out of order.")                                       \
+	X(tcp_ooo_dropped, "TCP segments dropped: out-of-order queue full.")                       \
+	X(tcp_dup_data, "TCP segments that brought only bytes already received.")                  \
+	X(tcp_retransmits, "TCP segments retransmitted.")                                          \
+	X(tcp_fast_retransmits, "TCP fast retransmits (three duplicate ACKs).")                    \
+	X(tcp_rto_expiries, "TCP retransmission timeouts.")                                        \
+	X(tcp_timeouts, "TCP connections given up on: no word while retransmitting.")              \
+	X(tcp_window_probes, "TCP zero-window probes sent.")                                       \
+	X(tcp_time_wait_reused, "TIME_WAIT connections ended early to make room.")                 \
+	X(tcp_table_full, "TCP handshakes refused: connection table full.")                        \
+	X(tcp_paws_rejected, "TCP segments dropped by PAWS (an old timestamp).")                   \
+	X(tcp_ts_missing, "TCP segments dropped: no timestamp where agreed.")                      \
+	X(tcp_keepalive_probes, "TCP keepalive probes sent.")                                      \
+	X(tcp_keepalive_drops, "TCP connections reset after unanswered keepalives.")               \
+	X(tx_frames, "Frames sent.")                                                               \
+	X(tx_dropped, "Frames dropped: transmit ring full.")                                       \
 	X(tx_nombuf, "Frames not built: no mbuf left.")
 
 struct transport_net_stats {

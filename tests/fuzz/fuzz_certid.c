@@ -41,7 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (cert_view_parse(data, size, &v) != 0)
 		return 0;
 	check_identity(cert_common_name(&v, out, sizeof out), out, sizeof out);
-	static const uint8_t tags[] = { CERT_SAN_DNS, CERT_SAN_EMAIL, CERT_SAN_URI };
+	static const uint8_t tags[] = {CERT_SAN_DNS, CERT_SAN_EMAIL, CERT_SAN_URI};
 	for (size_t i = 0; i < sizeof tags; i++)
 		check_identity(cert_san(&v, tags[i], out, sizeof out), out, sizeof out);
 	CHECK(cert_key_id(&v, true, kid) <= 32);

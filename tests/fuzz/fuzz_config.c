@@ -30,9 +30,19 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 static void check_strings(const struct config *c)
 {
 #define TERM(field) CHECK(fuzz_terminated(c->field, sizeof c->field))
-	TERM(listen_addr); TERM(data_dir); TERM(download_dir); TERM(control_socket);
-	TERM(user); TERM(metrics_listen); TERM(cert); TERM(key); TERM(issuers);
-	TERM(advertise_list); TERM(crl_dir); TERM(blocklist); TERM(ticket_key_file);
+	TERM(listen_addr);
+	TERM(data_dir);
+	TERM(download_dir);
+	TERM(control_socket);
+	TERM(user);
+	TERM(metrics_listen);
+	TERM(cert);
+	TERM(key);
+	TERM(issuers);
+	TERM(advertise_list);
+	TERM(crl_dir);
+	TERM(blocklist);
+	TERM(ticket_key_file);
 #undef TERM
 }
 

@@ -69,10 +69,10 @@ static int fake_device(void *arg, const char *device, enum device_state state, c
 }
 
 static const struct control_handlers full = {
-    .stats = fake_stats,
-    .reload = fake_reload,
-    .tickets_rotate = fake_rotate,
-    .device_set_state = fake_device,
+	.stats = fake_stats,
+	.reload = fake_reload,
+	.tickets_rotate = fake_rotate,
+	.device_set_state = fake_device,
 };
 static const struct control_handlers none; /* a server that offers nothing */
 

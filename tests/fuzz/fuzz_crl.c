@@ -78,9 +78,8 @@ static uint8_t *resign(const uint8_t *tbs, size_t tbs_len, size_t *out_len)
 	word32 sig_len = sizeof sig;
 	if (!signer_ready)
 		signer_init();
-	CHECK(wc_SignatureGenerate(WC_HASH_TYPE_SHA256, WC_SIGNATURE_TYPE_ECC, tbs,
-				   (word32)tbs_len, sig, &sig_len, &ca_key, sizeof ca_key,
-				   &rng) == 0);
+	CHECK(wc_SignatureGenerate(WC_HASH_TYPE_SHA256, WC_SIGNATURE_TYPE_ECC, tbs, (word32)tbs_len,
+				   sig, &sig_len, &ca_key, sizeof ca_key, &rng) == 0);
 	uint8_t bits_hdr[8];
 	bits_hdr[0] = 0x03;
 	size_t bh = 1 + der_len_put(bits_hdr + 1, sig_len + 1);
@@ -122,7 +121,7 @@ static void check_index(const struct revocation_index *idx, const uint8_t *data,
 		if (off + 1 + n > size)
 			n = size - off - 1;
 		enum revocation_status s =
-		    revocation_lookup(idx, info.name_sha256, data + off + 1, n);
+			revocation_lookup(idx, info.name_sha256, data + off + 1, n);
 		CHECK(s == REVOCATION_GOOD || s == REVOCATION_REVOKED || s == REVOCATION_STALE);
 	}
 	(void)revocation_lookup_cert(idx, fuzz_ca_der, sizeof fuzz_ca_der);

@@ -15,10 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(cond)                                                                     \
-	do {                                                                            \
-		if (!(cond))                                                            \
-			abort();                                                        \
+#define CHECK(cond)                                                                                \
+	do {                                                                                       \
+		if (!(cond))                                                                       \
+			abort();                                                                   \
 	} while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -57,8 +57,8 @@ static void check_route(const struct http_slice *target)
 /* Fewer bytes never change a verdict already reached: a prefix that is
  * refused is refused the same way in full, and a prefix of a good head is
  * only "read more". Three prefixes per input keep this cheap. */
-static void check_prefixes(const char *buf, size_t len, const struct http_limits *lim,
-			   int full, unsigned knobs)
+static void check_prefixes(const char *buf, size_t len, const struct http_limits *lim, int full,
+			   unsigned knobs)
 {
 	size_t cuts[3] = {len / 2, len ? len - 1 : 0, len ? (knobs * 7u) % len : 0};
 	for (int i = 0; i < 3; i++) {
@@ -76,8 +76,8 @@ static void fuzz_head(const char *buf, size_t len, unsigned knobs)
 	struct http_limits lim = {.max_target = 16 + knobs % 200, .max_headers = knobs % 20};
 	struct http_request req;
 	int rc = http_request_parse(buf, len, &lim, &req);
-	CHECK(rc >= 0 || rc == -400 || rc == -414 || rc == -417 || rc == -431 ||
-	      rc == -501 || rc == -505);
+	CHECK(rc >= 0 || rc == -400 || rc == -414 || rc == -417 || rc == -431 || rc == -501 ||
+	      rc == -505);
 	CHECK(rc <= 0 || (size_t)rc <= len);
 	check_prefixes(buf, len, &lim, rc, knobs);
 	if (rc <= 0)

@@ -518,7 +518,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static uint8_t record[PIPE_MAX];
 	static struct offered ids[MAX_IDS];
-	struct reader r = { data, size };
+	struct reader r = {data, size};
 	uint8_t head = next(&r);
 	size_t n = 1 + head % MAX_IDS;
 	int lie = (head & 0x80) ? (int)(head >> 5 & 3) - 2 : 0;

@@ -82,8 +82,8 @@ static struct rte_mbuf *arp_frame(struct stack *s, uint16_t op, const struct rte
 		return NULL;
 	}
 	eth_header(s, m, dst, RTE_ETHER_TYPE_ARP);
-	struct rte_arp_hdr *a = rte_pktmbuf_mtod_offset(m, struct rte_arp_hdr *,
-							 sizeof(struct rte_ether_hdr));
+	struct rte_arp_hdr *a =
+		rte_pktmbuf_mtod_offset(m, struct rte_arp_hdr *, sizeof(struct rte_ether_hdr));
 	a->arp_hardware = rte_cpu_to_be_16(RTE_ARP_HRD_ETHER);
 	a->arp_protocol = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
 	a->arp_hlen = RTE_ETHER_ADDR_LEN;

@@ -24,7 +24,8 @@ void eth_input(struct stack *s, struct rte_mbuf *m)
 	s->st.rx_frames++;
 	/* Multi-segment frames never come from our queue setup (no scatter,
 	 * MTU below the mbuf size); refuse them rather than walk chains. */
-	if (!rte_pktmbuf_is_contiguous(m) || rte_pktmbuf_data_len(m) < sizeof(struct rte_ether_hdr)) {
+	if (!rte_pktmbuf_is_contiguous(m) ||
+	    rte_pktmbuf_data_len(m) < sizeof(struct rte_ether_hdr)) {
 		s->st.rx_bad_eth++;
 		rte_pktmbuf_free(m);
 		return;

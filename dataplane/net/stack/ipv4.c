@@ -65,7 +65,8 @@ static bool header_ok(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *
 		s->st.ip_bad_csum++;
 		return false;
 	}
-	if (rte_be_to_cpu_16(ip->fragment_offset) & (RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) {
+	if (rte_be_to_cpu_16(ip->fragment_offset) &
+	    (RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) {
 		s->st.ip_fragments++;
 		return false;
 	}

@@ -18,7 +18,8 @@ void stack_tx_flush(struct stack *s)
 	/* A full TX ring empties in microseconds; a few tries, then drop:
 	 * TCP retransmits what is lost here. */
 	for (int tries = 0; done < s->ntx && tries < 4; tries++)
-		done += rte_eth_tx_burst(s->port, s->queue, s->tx + done, (uint16_t)(s->ntx - done));
+		done += rte_eth_tx_burst(s->port, s->queue, s->tx + done,
+					 (uint16_t)(s->ntx - done));
 	s->st.tx_frames += done;
 	if (done < s->ntx) {
 		s->st.tx_dropped += s->ntx - done;

@@ -55,7 +55,7 @@ struct stack {
 	struct rte_mempool *pool;
 	uint16_t port, queue;
 	struct rte_ether_addr mac;
-	uint32_t ip;      /* network order */
+	uint32_t ip;	  /* network order */
 	uint32_t netmask; /* network order */
 	uint16_t mtu;
 	/* Checksums the port checks on receive (RTE_ETH_RX_OFFLOAD_IPV4_CKSUM,
@@ -80,7 +80,7 @@ struct stack {
 	unsigned ntcb, max_tcb;
 	struct tcb *tw_head, *tw_tail; /* TIME_WAIT, oldest first */
 	unsigned ntw, max_tw;
-	unsigned ooo_mbufs, max_ooo_mbufs; /* held out of order, whole stack */
+	unsigned ooo_mbufs, max_ooo_mbufs;    /* held out of order, whole stack */
 	uint32_t keep_idle_ms, keep_intvl_ms; /* keepalive; idle 0: off */
 	unsigned keep_probes;
 	struct tcb *events; /* connections with a callback to deliver */

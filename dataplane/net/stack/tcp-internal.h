@@ -89,20 +89,20 @@
 #include "stack.h"
 
 #define RCVBUF (256u * 1024)
-#define RCV_WS 3 /* RCVBUF >> RCV_WS fits the 16-bit window */
+#define RCV_WS 3	     /* RCVBUF >> RCV_WS fits the 16-bit window */
 #define SNDBUF (256u * 1024) /* power of two: a ring */
-#define OOO_MAX 256          /* segments held out of order per connection */
+#define OOO_MAX 256	     /* segments held out of order per connection */
 #define INIT_CWND_SEGS 10
 #define RTO_INIT_MS 1000
 #define RTO_MIN_MS 200
 #define RTO_MAX_MS 60000
 #define DELACK_MS 40
-#define CLOSING_MAX_MS 60000  /* FIN_WAIT_1/2, CLOSING, LAST_ACK */
+#define CLOSING_MAX_MS 60000 /* FIN_WAIT_1/2, CLOSING, LAST_ACK */
 #define TIME_WAIT_MS 60000
 #define MAX_TIME_WAIT 4096
-#define DEAD_PEER_MS 120000   /* retransmitting this long without a word: give up */
+#define DEAD_PEER_MS 120000 /* retransmitting this long without a word: give up */
 #define MAX_BACKOFF 10
-#define RTT_SHIFT 10 /* fraction bits of srtt_q and rttvar_q */
+#define RTT_SHIFT 10  /* fraction bits of srtt_q and rttvar_q */
 #define TS_OPT_LEN 12 /* NOP, NOP, kind 8, length 10, TSval, TSecr */
 /* RFC 7323 5.5: a TS.Recent this old may have wrapped: it no longer
  * rejects anything (the clock ticks once a millisecond). */
@@ -137,11 +137,11 @@ struct ooo_seg {
 struct tcb {
 	struct transport_conn base;
 	struct stack *s;
-	struct tcb *hnext;            /* hash chain */
+	struct tcb *hnext;	       /* hash chain */
 	struct tcb *tw_prev, *tw_next; /* TIME_WAIT list */
-	struct tcb *ev_next;           /* stack->events */
+	struct tcb *ev_next;	       /* stack->events */
 	struct stimer timer;
-	uint32_t pip;          /* peer address, network order */
+	uint32_t pip;	       /* peer address, network order */
 	uint16_t pport, lport; /* network order */
 	struct rte_ether_addr pmac;
 	enum tcp_state state;
@@ -165,9 +165,9 @@ struct tcb {
 	uint32_t srtt_q, rttvar_q, rto; /* srtt, rttvar: ms << RTT_SHIFT; rto: ms */
 
 	/* timestamps (RFC 7323), when ts_ok */
-	uint32_t ts_off;        /* our clock's offset on this connection */
-	uint32_t ts_recent;     /* TS.Recent: the TSval we echo */
-	uint64_t ts_recent_ms;  /* when it was last updated (its 24-day validity) */
+	uint32_t ts_off;	/* our clock's offset on this connection */
+	uint32_t ts_recent;	/* TS.Recent: the TSval we echo */
+	uint64_t ts_recent_ms;	/* when it was last updated (its 24-day validity) */
 	uint32_t last_ack_sent; /* Last.ACK.sent: the ACK field we last sent */
 
 	/* receive side */

@@ -127,8 +127,8 @@ static void fin_received(struct tcb *c)
 	}
 }
 
-static bool ooo_insert(struct tcb *c, struct rte_mbuf *m, uint8_t *data, uint32_t seq,
-		       uint32_t len, bool fin)
+static bool ooo_insert(struct tcb *c, struct rte_mbuf *m, uint8_t *data, uint32_t seq, uint32_t len,
+		       bool fin)
 {
 	struct stack *s = c->s;
 	if (c->nooo == OOO_MAX || s->ooo_mbufs >= s->max_ooo_mbufs) {
@@ -337,8 +337,8 @@ static void ack_policy(struct tcb *c, bool now, bool push)
 }
 
 /* Data and FIN (sixth to eighth checks). True when the mbuf was kept. */
-static bool data_input(struct tcb *c, struct rte_mbuf *m, uint8_t *data, uint32_t seq,
-		       uint32_t len, bool fin, bool push)
+static bool data_input(struct tcb *c, struct rte_mbuf *m, uint8_t *data, uint32_t seq, uint32_t len,
+		       bool fin, bool push)
 {
 	if (c->state != TCP_ESTABLISHED && c->state != TCP_FIN_WAIT_1 &&
 	    c->state != TCP_FIN_WAIT_2) {
@@ -535,8 +535,8 @@ void tcp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
 		tcb_kill(c, 0, false);
 		c = NULL;
 	}
-	bool kept = c ? tcb_input(c, m, th, data, len)
-		      : listen_input(s, m, ip, th, data, len, &mac);
+	bool kept =
+		c ? tcb_input(c, m, th, data, len) : listen_input(s, m, ip, th, data, len, &mac);
 	if (!kept)
 		rte_pktmbuf_free(m);
 }

@@ -97,11 +97,15 @@ static void syn_ack_send(struct stack *s, const struct rte_ipv4_hdr *ip,
 {
 	struct tcp_opts so;
 	syn_options(th, &so);
-	struct cookie_in in = {ip->src_addr, th->src_port, th->dst_port,
-			       rte_be_to_cpu_32(th->sent_seq), (uint32_t)(s->now_ms >> 16),
+	struct cookie_in in = {ip->src_addr,
+			       th->src_port,
+			       th->dst_port,
+			       rte_be_to_cpu_32(th->sent_seq),
+			       (uint32_t)(s->now_ms >> 16),
 			       cookie_meta(&so)};
 	uint32_t isn = cookie_make(s, &in);
-	uint32_t tsval = (uint32_t)s->now_ms + ts_offset(s, ip->src_addr, th->src_port, th->dst_port);
+	uint32_t tsval =
+		(uint32_t)s->now_ms + ts_offset(s, ip->src_addr, th->src_port, th->dst_port);
 	struct seg_out o = {.pip = ip->src_addr,
 			    .pport = th->src_port,
 			    .lport = th->dst_port,
@@ -133,8 +137,11 @@ static bool cookie_check(struct stack *s, const struct rte_ipv4_hdr *ip,
 	uint32_t cookie = rte_be_to_cpu_32(th->recv_ack) - 1;
 	uint32_t now_t = (uint32_t)(s->now_ms >> 16);
 	uint32_t t = (cookie >> 31) == (now_t & 1) ? now_t : now_t - 1;
-	struct cookie_in in = {ip->src_addr, th->src_port, th->dst_port,
-			       rte_be_to_cpu_32(th->sent_seq) - 1, t,
+	struct cookie_in in = {ip->src_addr,
+			       th->src_port,
+			       th->dst_port,
+			       rte_be_to_cpu_32(th->sent_seq) - 1,
+			       t,
 			       (cookie >> COOKIE_MAC_BITS) & COOKIE_META_MASK};
 	if (cookie_make(s, &in) != cookie)
 		return false;
@@ -206,8 +213,8 @@ static bool tcb_accept(struct stack *s, struct tcb *c)
 	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = c->pport};
 	peer.sin_addr.s_addr = c->pip;
 	s->base.conns++;
-	c->base.upper = s->base.ev->accepted(s->base.ctx, &c->base, (struct sockaddr *)&peer,
-					     sizeof peer);
+	c->base.upper =
+		s->base.ev->accepted(s->base.ctx, &c->base, (struct sockaddr *)&peer, sizeof peer);
 	if (!c->base.upper) {
 		s->base.conns--;
 		s->st.tcp_refused++;

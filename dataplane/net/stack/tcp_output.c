@@ -221,10 +221,8 @@ void challenge_ack(struct tcb *c)
 void send_rst_for(struct stack *s, const struct rte_ipv4_hdr *ip, const struct rte_tcp_hdr *th,
 		  uint32_t seglen, const struct rte_ether_addr *mac)
 {
-	struct seg_out o = {.pip = ip->src_addr,
-			    .pport = th->src_port,
-			    .lport = th->dst_port,
-			    .mac = mac};
+	struct seg_out o = {
+		.pip = ip->src_addr, .pport = th->src_port, .lport = th->dst_port, .mac = mac};
 	if (th->tcp_flags & RTE_TCP_ACK_FLAG) {
 		o.seq = rte_be_to_cpu_32(th->recv_ack);
 		o.flags = RTE_TCP_RST_FLAG;

@@ -49,11 +49,13 @@ void rtt_sample(struct tcb *c, uint32_t r, uint32_t samples)
 	} else {
 		int64_t err = rq - c->srtt_q;
 		int64_t abs_err = err < 0 ? -err : err;
-		c->rttvar_q = (uint32_t)(c->rttvar_q + (abs_err - c->rttvar_q) / (4 * (int64_t)samples));
+		c->rttvar_q =
+			(uint32_t)(c->rttvar_q + (abs_err - c->rttvar_q) / (4 * (int64_t)samples));
 		c->srtt_q = (uint32_t)(c->srtt_q + err / (8 * (int64_t)samples));
 	}
 	uint64_t var4 = (uint64_t)c->rttvar_q * 4;
-	uint64_t rto = (c->srtt_q + (var4 > (1u << RTT_SHIFT) ? var4 : (1u << RTT_SHIFT))) >> RTT_SHIFT;
+	uint64_t rto =
+		(c->srtt_q + (var4 > (1u << RTT_SHIFT) ? var4 : (1u << RTT_SHIFT))) >> RTT_SHIFT;
 	c->rto = rto < RTO_MIN_MS ? RTO_MIN_MS : rto > RTO_MAX_MS ? RTO_MAX_MS : (uint32_t)rto;
 }
 

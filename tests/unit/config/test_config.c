@@ -322,7 +322,7 @@ static void test_store_limits(void **state)
 	assert_int_equal(c.store.map_bytes, 1u << 20);
 	const struct store_options defaults = STORE_OPTIONS_DEFAULT;
 	config_defaults(&c);
-#define SAME_AS_DEFAULT_(type, field, key, form, def, min, max) \
+#define SAME_AS_DEFAULT_(type, field, key, form, def, min, max)                                    \
 	assert_int_equal(c.store.field, defaults.field);
 	STORE_OPTIONS(SAME_AS_DEFAULT_)
 #undef SAME_AS_DEFAULT_
@@ -383,8 +383,8 @@ static void test_proxy_keys(void **state)
 	const char *why = "is not ADDR/PREFIX (a numeric IPv4 or IPv6 network with no host "
 			  "bits set, as 10.0.0.0/8)";
 	char want[256];
-	static const char *bad[] = {"10.0.0.1/8", "10.0.0.0", "10.0.0.0/33", "10.0.0.0/0",
-				    "fd00::1/8",  "fd00::/129", "host/8",	 "10.0.0.0/8x"};
+	static const char *bad[] = {"10.0.0.1/8", "10.0.0.0",	"10.0.0.0/33", "10.0.0.0/0",
+				    "fd00::1/8",  "fd00::/129", "host/8",      "10.0.0.0/8x"};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		char text[128];
 		snprintf(text, sizeof text, "[server]\nproxy_from = 127.0.0.0/8, %s\n", bad[i]);
@@ -470,8 +470,19 @@ static void test_parse_size(void **state)
 	assert_int_equal(config_parse_size("16777215T", &v), 0);
 	assert_int_equal(v, 16777215ull << 40);
 
-	const char *bad[] = {"",   "-1", "+1",   " 1",       "1 ",   "k",   "1kb", "1KiB",
-			     "1x", "1.5k", "0x10", "16777216T", "18446744073709551616",
+	const char *bad[] = {"",
+			     "-1",
+			     "+1",
+			     " 1",
+			     "1 ",
+			     "k",
+			     "1kb",
+			     "1KiB",
+			     "1x",
+			     "1.5k",
+			     "0x10",
+			     "16777216T",
+			     "18446744073709551616",
 			     "99999999999999999999999"};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
 		assert_int_equal(config_parse_size(bad[i], &v), -1);
@@ -497,9 +508,9 @@ static void test_parse_duration(void **state)
 	assert_int_equal(config_parse_duration_ms("4294967295ms", &v), 0);
 	assert_int_equal(v, UINT_MAX);
 
-	const char *bad[] = {"",     "ms",   "-1s", "+1s",  "1 s",          "1.5s",
-			     "10x",  "1S",   "1us", "50d",  "4294967296ms", "4294968s",
-			     "1sec", "99999999999999999999d"};
+	const char *bad[] = {
+		"",   "ms",  "-1s", "+1s",	    "1 s",	"1.5s", "10x",
+		"1S", "1us", "50d", "4294967296ms", "4294968s", "1sec", "99999999999999999999d"};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
 		assert_int_equal(config_parse_duration_ms(bad[i], &v), -1);
 }
@@ -555,9 +566,9 @@ static void test_listen(void **state)
 	assert_string_equal(c.listen_addr, "10.1.2.3");
 	assert_int_equal(c.listen_port, 80);
 
-	const char *bad[] = {"::1:8443",     "[::1]8443",   "[::1]:",      "[::1]",
+	const char *bad[] = {"::1:8443",     "[::1]8443",   "[::1]:",	     "[::1]",
 			     "127.0.0.1",    "127.0.0.1:0", "1.2.3.4:65536", "1.2.3.4:-1",
-			     "1.2.3.256:80", ":8443",       "[]:8443",     "[1.2.3.4]:80",
+			     "1.2.3.256:80", ":8443",	    "[]:8443",	     "[1.2.3.4]:80",
 			     "1.2.3.4:80x",  "[::1]:8443x"};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		char text[128];
@@ -598,13 +609,36 @@ static void test_parse_endpoint(void **state)
 	assert_int_equal(ep.port, 80);
 
 	const char *bad[] = {
-	    "",		      ":",	       "127.0.0.1",	"127.0.0.1:",	 ":9100",
-	    "127.0.0.1:65536", "127.0.0.1:99999999999999999999", "127.0.0.1:-1",
-	    "127.0.0.1:+80",  "127.0.0.1: 80", "127.0.0.1:80 ", " 127.0.0.1:80",
-	    "127.0.0.1:80x",  "127.0.0.1:0x50", "localhost:9100", "host.example:443",
-	    "1.2.3.256:80",   "1.2.3:80",      "::1:9100",	"[::1]9100",	 "[::1]:",
-	    "[::1]",	      "[]:80",	       "[1.2.3.4]:80",	"[::1]:80:81",	 "[::1]]:80",
-	    "[[::1]:80",      "[fe80::1%lo]:80", "[::1]:80x",	"1.2.3.4:80:81",
+		"",
+		":",
+		"127.0.0.1",
+		"127.0.0.1:",
+		":9100",
+		"127.0.0.1:65536",
+		"127.0.0.1:99999999999999999999",
+		"127.0.0.1:-1",
+		"127.0.0.1:+80",
+		"127.0.0.1: 80",
+		"127.0.0.1:80 ",
+		" 127.0.0.1:80",
+		"127.0.0.1:80x",
+		"127.0.0.1:0x50",
+		"localhost:9100",
+		"host.example:443",
+		"1.2.3.256:80",
+		"1.2.3:80",
+		"::1:9100",
+		"[::1]9100",
+		"[::1]:",
+		"[::1]",
+		"[]:80",
+		"[1.2.3.4]:80",
+		"[::1]:80:81",
+		"[::1]]:80",
+		"[[::1]:80",
+		"[fe80::1%lo]:80",
+		"[::1]:80x",
+		"1.2.3.4:80:81",
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
 		if (config_parse_endpoint(bad[i], &ep) != -1)

@@ -81,12 +81,12 @@ static int fake_lookup(void *arg, const char *device, enum device_state *state, 
 }
 
 static const struct control_handlers handlers = {
-    .stats = fake_stats,
-    .reload = fake_reload,
-    .tickets_rotate = fake_rotate,
-    .device_set_state = fake_device,
-    .store_totals = fake_totals,
-    .device_lookup = fake_lookup,
+	.stats = fake_stats,
+	.reload = fake_reload,
+	.tickets_rotate = fake_rotate,
+	.device_set_state = fake_device,
+	.store_totals = fake_totals,
+	.device_lookup = fake_lookup,
 };
 
 static int setup(void **state)
@@ -230,9 +230,9 @@ static void test_cannot_connect(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_status_for_people), cmocka_unit_test(test_status_json),
-	    cmocka_unit_test(test_stats_every_field), cmocka_unit_test(test_reload),
-	    cmocka_unit_test(test_tickets_and_devices), cmocka_unit_test(test_cannot_connect),
+		cmocka_unit_test(test_status_for_people),   cmocka_unit_test(test_status_json),
+		cmocka_unit_test(test_stats_every_field),   cmocka_unit_test(test_reload),
+		cmocka_unit_test(test_tickets_and_devices), cmocka_unit_test(test_cannot_connect),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

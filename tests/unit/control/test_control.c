@@ -37,11 +37,11 @@ static void fake_stats(void *arg, struct control_stats *out)
 	memset(out, 0, sizeof *out);
 	out->uptime_s = 3600;
 	out->workers = 4;
-	out->dates[0] = (struct control_date){ CONTROL_DATE_SERVER_CERT, "CN=server", 1800000000 };
+	out->dates[0] = (struct control_date){CONTROL_DATE_SERVER_CERT, "CN=server", 1800000000};
 	/* A name with each character the text format escapes. */
-	out->dates[1] = (struct control_date){ CONTROL_DATE_ISSUER_CERT, "CN=a\"b\\c\nd",
-					       1900000000 };
-	out->dates[2] = (struct control_date){ CONTROL_DATE_CRL, "Agents \"CA\"", 1700000000 };
+	out->dates[1] =
+		(struct control_date){CONTROL_DATE_ISSUER_CERT, "CN=a\"b\\c\nd", 1900000000};
+	out->dates[2] = (struct control_date){CONTROL_DATE_CRL, "Agents \"CA\"", 1700000000};
 	out->n_dates = 3;
 	out->worker_busy_ns[0] = 1500000000;
 	out->worker_busy_ns[1] = 250000;
@@ -116,12 +116,12 @@ static int fake_ready(void *arg, char *msg, size_t len)
 }
 
 static const struct control_handlers handlers = {
-    .stats = fake_stats,
-    .reload = fake_reload,
-    .tickets_rotate = fake_rotate,
-    .device_set_state = fake_device,
-    .live = fake_live,
-    .ready = fake_ready,
+	.stats = fake_stats,
+	.reload = fake_reload,
+	.tickets_rotate = fake_rotate,
+	.device_set_state = fake_device,
+	.live = fake_live,
+	.ready = fake_ready,
 };
 
 static int setup(void **state)
@@ -232,7 +232,8 @@ static char *http(const char *method, const char *path)
 	assert_true(fd >= 0);
 	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
 	char req[10000];
-	int n = snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: localhost\r\n\r\n", method, path);
+	int n = snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: localhost\r\n\r\n", method,
+			 path);
 	send_all(fd, req, (size_t)n);
 	size_t cap = 1 << 20, len = 0;
 	char *buf = malloc(cap);
@@ -289,14 +290,33 @@ static void test_stats_every_field(void **state)
 	cJSON *r = cJSON_Parse(line);
 	assert_non_null(r);
 	assert_true(reply_ok(r));
-	static const char *const fields[] = {
-	    "uptime_s", "workers", "connections_open", "connections_accepted",
-	    "connections_refused", "handshakes_tls12", "handshakes_tls13", "handshakes_resumed",
-	    "handshake_failures", "requests", "uploads", "upload_bytes", "downloads",
-	    "download_bytes", "responses_4xx", "responses_5xx", "timeouts", "snapshot_generation",
-	    "snapshot_loaded_unix_s", "issuers", "revoked_serials", "blocked_entries",
-	    "store_commits", "store_fdatasyncs", "store_uploads_committed",
-	    "commit_latency_sum_us", "commit_latency_count"};
+	static const char *const fields[] = {"uptime_s",
+					     "workers",
+					     "connections_open",
+					     "connections_accepted",
+					     "connections_refused",
+					     "handshakes_tls12",
+					     "handshakes_tls13",
+					     "handshakes_resumed",
+					     "handshake_failures",
+					     "requests",
+					     "uploads",
+					     "upload_bytes",
+					     "downloads",
+					     "download_bytes",
+					     "responses_4xx",
+					     "responses_5xx",
+					     "timeouts",
+					     "snapshot_generation",
+					     "snapshot_loaded_unix_s",
+					     "issuers",
+					     "revoked_serials",
+					     "blocked_entries",
+					     "store_commits",
+					     "store_fdatasyncs",
+					     "store_uploads_committed",
+					     "commit_latency_sum_us",
+					     "commit_latency_count"};
 	for (size_t i = 0; i < sizeof fields / sizeof *fields; i++)
 		assert_true(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(r, fields[i])));
 	const cJSON *hs = cJSON_GetObjectItemCaseSensitive(r, "handshakes");
@@ -502,67 +522,68 @@ static void test_metrics(void **state)
 	assert_true(!strncmp(resp, "HTTP/1.0 200 OK\r\n", 17));
 	assert_non_null(strstr(resp, "Content-Type: text/plain; version=0.0.4"));
 	static const char *const lines[] = {
-	    "# HELP beacond_handshakes_total ",
-	    "# TYPE beacond_handshakes_total counter\n",
-	    "\nbeacond_handshakes_total{result=\"ok\"} 1000\n",
-	    "\nbeacond_handshakes_total{result=\"no_certificate\"} 0\n",
-	    "\nbeacond_handshakes_total{result=\"revoked\"} 7\n",
-	    "\nbeacond_handshakes_total{result=\"wrong_usage\"} 2\n",
-	    "\nbeacond_handshakes_total{result=\"other\"} 0\n",
-	    "\nbeacond_handshakes_by_version_total{version=\"1.2\"} 100\n",
-	    "\nbeacond_handshakes_by_version_total{version=\"1.3\"} 900\n",
-	    "\nbeacond_handshakes_resumed_total 250\n",
-	    "# TYPE beacond_resumption_ratio gauge\n",
-	    "\nbeacond_resumption_ratio 0.250000\n",
-	    "\nbeacond_handshake_failures_total 0\n",
-	    "# TYPE beacond_connections_open gauge\n",
-	    "\nbeacond_connections_open 12\n",
-	    "\nbeacond_connections_accepted_total 5000\n",
-	    "\nbeacond_connections_refused_total 0\n",
-	    "\nbeacond_requests_total 0\n",
-	    "\nbeacond_uploads_total 4321\n",
-	    "\nbeacond_upload_bytes_total 9007199254740993\n",
-	    "\nbeacond_downloads_total 0\n",
-	    "\nbeacond_download_bytes_total 9007199254740995\n",
-	    "\nbeacond_limit_refusals_total{limit=\"handshake_rate_per_source\"} 8\n",
-	    "\nbeacond_workers 4\n",
-	    "\nbeacond_crls 2\n",
-	    "\nbeacond_blocked_entries 5\n",
-	    "\nbeacond_snapshot_loaded_timestamp_seconds 1700000000\n",
-	    "\nbeacond_store_uploads_committed_total 39\n",
-	    "\nbeacond_store_uploads_expired_total 6\n",
-	    "\nbeacond_responses_total{class=\"4xx\"} 3\n",
-	    "\nbeacond_responses_total{class=\"5xx\"} 0\n",
-	    "\nbeacond_timeouts_total 0\n",
-	    "# TYPE beacond_store_commit_latency_seconds histogram\n",
-	    "\nbeacond_store_commit_latency_seconds_bucket{le=\"0.0001\"} 0\n",
-	    "\nbeacond_store_commit_latency_seconds_bucket{le=\"0.00025\"} 10\n",
-	    "\nbeacond_store_commit_latency_seconds_bucket{le=\"0.25\"} 30\n",
-	    "\nbeacond_store_commit_latency_seconds_bucket{le=\"+Inf\"} 30\n",
-	    "\nbeacond_store_commit_latency_seconds_sum 1.500000\n",
-	    "\nbeacond_store_commit_latency_seconds_count 30\n",
-	    "\nbeacond_store_fdatasyncs_total 80\n",
-	    "\nbeacond_store_commits_total 40\n",
-	    "\nbeacond_snapshot_generation 17\n",
-	    "\nbeacond_snapshot_age_seconds ",
-	    "\nbeacond_revoked_serials 1000000\n",
-	    "\nbeacond_issuers 3\n",
-	    "\nbeacond_uptime_seconds 3600\n",
-	    ("# HELP beacond_net_syn_cookies_sent_total DPDK stack: SYN-ACKs sent, each carrying a "
-	     "SYN cookie.\n"),
-	    "# TYPE beacond_net_syn_cookies_sent_total counter\n",
-	    "\nbeacond_net_syn_cookies_sent_total 41\n",
-	    "\nbeacond_net_tcp_accepted_total 40\n",
-	    "\nbeacond_net_tx_nombuf_total 9007199254740993\n",
+		"# HELP beacond_handshakes_total ",
+		"# TYPE beacond_handshakes_total counter\n",
+		"\nbeacond_handshakes_total{result=\"ok\"} 1000\n",
+		"\nbeacond_handshakes_total{result=\"no_certificate\"} 0\n",
+		"\nbeacond_handshakes_total{result=\"revoked\"} 7\n",
+		"\nbeacond_handshakes_total{result=\"wrong_usage\"} 2\n",
+		"\nbeacond_handshakes_total{result=\"other\"} 0\n",
+		"\nbeacond_handshakes_by_version_total{version=\"1.2\"} 100\n",
+		"\nbeacond_handshakes_by_version_total{version=\"1.3\"} 900\n",
+		"\nbeacond_handshakes_resumed_total 250\n",
+		"# TYPE beacond_resumption_ratio gauge\n",
+		"\nbeacond_resumption_ratio 0.250000\n",
+		"\nbeacond_handshake_failures_total 0\n",
+		"# TYPE beacond_connections_open gauge\n",
+		"\nbeacond_connections_open 12\n",
+		"\nbeacond_connections_accepted_total 5000\n",
+		"\nbeacond_connections_refused_total 0\n",
+		"\nbeacond_requests_total 0\n",
+		"\nbeacond_uploads_total 4321\n",
+		"\nbeacond_upload_bytes_total 9007199254740993\n",
+		"\nbeacond_downloads_total 0\n",
+		"\nbeacond_download_bytes_total 9007199254740995\n",
+		"\nbeacond_limit_refusals_total{limit=\"handshake_rate_per_source\"} 8\n",
+		"\nbeacond_workers 4\n",
+		"\nbeacond_crls 2\n",
+		"\nbeacond_blocked_entries 5\n",
+		"\nbeacond_snapshot_loaded_timestamp_seconds 1700000000\n",
+		"\nbeacond_store_uploads_committed_total 39\n",
+		"\nbeacond_store_uploads_expired_total 6\n",
+		"\nbeacond_responses_total{class=\"4xx\"} 3\n",
+		"\nbeacond_responses_total{class=\"5xx\"} 0\n",
+		"\nbeacond_timeouts_total 0\n",
+		"# TYPE beacond_store_commit_latency_seconds histogram\n",
+		"\nbeacond_store_commit_latency_seconds_bucket{le=\"0.0001\"} 0\n",
+		"\nbeacond_store_commit_latency_seconds_bucket{le=\"0.00025\"} 10\n",
+		"\nbeacond_store_commit_latency_seconds_bucket{le=\"0.25\"} 30\n",
+		"\nbeacond_store_commit_latency_seconds_bucket{le=\"+Inf\"} 30\n",
+		"\nbeacond_store_commit_latency_seconds_sum 1.500000\n",
+		"\nbeacond_store_commit_latency_seconds_count 30\n",
+		"\nbeacond_store_fdatasyncs_total 80\n",
+		"\nbeacond_store_commits_total 40\n",
+		"\nbeacond_snapshot_generation 17\n",
+		"\nbeacond_snapshot_age_seconds ",
+		"\nbeacond_revoked_serials 1000000\n",
+		"\nbeacond_issuers 3\n",
+		"\nbeacond_uptime_seconds 3600\n",
+		("# HELP beacond_net_syn_cookies_sent_total DPDK stack: SYN-ACKs sent, each "
+		 "carrying a "
+		 "SYN cookie.\n"),
+		"# TYPE beacond_net_syn_cookies_sent_total counter\n",
+		"\nbeacond_net_syn_cookies_sent_total 41\n",
+		"\nbeacond_net_tcp_accepted_total 40\n",
+		"\nbeacond_net_tx_nombuf_total 9007199254740993\n",
 	};
 	for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
 		if (!strstr(resp, lines[i]))
 			fail_msg("/metrics lacks: %s", lines[i]);
 	}
 	/* Every stack counter, each with its HELP. */
-#define NET_LINES(name, help) \
-	if (!strstr(resp, "# HELP beacond_net_" #name "_total DPDK stack: " help "\n") || \
-	    !strstr(resp, "\nbeacond_net_" #name "_total ")) \
+#define NET_LINES(name, help)                                                                      \
+	if (!strstr(resp, "# HELP beacond_net_" #name "_total DPDK stack: " help "\n") ||          \
+	    !strstr(resp, "\nbeacond_net_" #name "_total "))                                       \
 		fail_msg("/metrics lacks beacond_net_%s_total", #name);
 	TRANSPORT_NET_COUNTERS(NET_LINES)
 #undef NET_LINES
@@ -628,16 +649,17 @@ static void test_metrics_labelled_series(void **state)
 {
 	char *resp = http("GET", "/metrics");
 	static const char *const lines[] = {
-	    "# TYPE beacond_certificate_not_after_seconds gauge\n",
-	    "\nbeacond_certificate_not_after_seconds{role=\"server\",subject=\"CN=server\"} "
-	    "1800000000\n",
-	    "\nbeacond_certificate_not_after_seconds{role=\"issuer\",subject=\"CN=a\\\"b\\\\c\\nd\"} "
-	    "1900000000\n",
-	    "# TYPE beacond_crl_next_update_seconds gauge\n",
-	    "\nbeacond_crl_next_update_seconds{issuer=\"Agents \\\"CA\\\"\"} 1700000000\n",
-	    "# TYPE beacond_worker_busy_seconds_total counter\n",
-	    "\nbeacond_worker_busy_seconds_total{worker=\"0\"} 1.500000\n",
-	    "\nbeacond_worker_busy_seconds_total{worker=\"1\"} 0.000250\n",
+		"# TYPE beacond_certificate_not_after_seconds gauge\n",
+		"\nbeacond_certificate_not_after_seconds{role=\"server\",subject=\"CN=server\"} "
+		"1800000000\n",
+		"\nbeacond_certificate_not_after_seconds{role=\"issuer\",subject=\"CN="
+		"a\\\"b\\\\c\\nd\"} "
+		"1900000000\n",
+		"# TYPE beacond_crl_next_update_seconds gauge\n",
+		"\nbeacond_crl_next_update_seconds{issuer=\"Agents \\\"CA\\\"\"} 1700000000\n",
+		"# TYPE beacond_worker_busy_seconds_total counter\n",
+		"\nbeacond_worker_busy_seconds_total{worker=\"0\"} 1.500000\n",
+		"\nbeacond_worker_busy_seconds_total{worker=\"1\"} 0.000250\n",
 	};
 	for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
 		if (!strstr(resp, lines[i]))
@@ -776,9 +798,9 @@ static void test_status_page(void **state)
 	assert_non_null(strstr(resp, "Content-Type: text/html"));
 	assert_non_null(strstr(resp, "<svg"));
 	assert_non_null(strstr(resp, "</svg>"));
-	static const char *const labels[] = {"succeeded", "no certificate", "unknown issuer",
-					     "expired / not yet valid", "revoked", "blocked",
-					     "unapproved", "wrong key usage"};
+	static const char *const labels[] = {
+		"succeeded", "no certificate", "unknown issuer", "expired / not yet valid",
+		"revoked",   "blocked",	       "unapproved",	 "wrong key usage"};
 	for (size_t i = 0; i < sizeof labels / sizeof *labels; i++)
 		assert_non_null(strstr(resp, labels[i]));
 	/* No external resources: the admin host may be air-gapped. */
@@ -852,8 +874,7 @@ static void test_non_loopback_refused(void **state)
  * once had its own, which took host names and a signed or blank port. */
 static void test_metrics_addr_is_the_configs(void **state)
 {
-	static const char *const addrs[] = {"localhost:0", "127.0.0.1:+0", "127.0.0.1: 0",
-					    "::1:0"};
+	static const char *const addrs[] = {"localhost:0", "127.0.0.1:+0", "127.0.0.1: 0", "::1:0"};
 	char path[100];
 	snprintf(path, sizeof path, "%s/addr.sock", tmpdir);
 	for (size_t i = 0; i < sizeof addrs / sizeof *addrs; i++) {
@@ -871,34 +892,34 @@ static void test_metrics_addr_is_the_configs(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_socket_mode_0600),
-	    cmocka_unit_test(test_status),
-	    cmocka_unit_test(test_stats_every_field),
-	    cmocka_unit_test(test_reload_ok_and_failure),
-	    cmocka_unit_test(test_tickets_and_devices),
-	    cmocka_unit_test(test_bad_requests_keep_connection),
-	    cmocka_unit_test(test_pipelined_requests),
-	    cmocka_unit_test(test_oversized_line_closes),
-	    cmocka_unit_test(test_several_clients),
-	    cmocka_unit_test(test_line_at_eof),
-	    cmocka_unit_test(test_live_socket_refused),
-	    cmocka_unit_test(test_stale_socket_replaced),
-	    cmocka_unit_test(test_not_a_socket_refused),
-	    cmocka_unit_test(test_metrics),
-	    cmocka_unit_test(test_metrics_kernel_no_net),
-	    cmocka_unit_test(test_metrics_every_row),
-	    cmocka_unit_test(test_metrics_families_whole),
-	    cmocka_unit_test(test_metrics_labelled_series),
-	    cmocka_unit_test(test_stats_every_row),
-	    cmocka_unit_test(test_healthz),
-	    cmocka_unit_test(test_readyz_names_the_reasons),
-	    cmocka_unit_test(test_head_is_the_head_alone),
-	    cmocka_unit_test(test_status_page),
-	    cmocka_unit_test(test_http_errors),
-	    cmocka_unit_test(test_http_oversized_head),
-	    cmocka_unit_test(test_ipv6_loopback),
-	    cmocka_unit_test(test_non_loopback_refused),
-	    cmocka_unit_test(test_metrics_addr_is_the_configs),
+		cmocka_unit_test(test_socket_mode_0600),
+		cmocka_unit_test(test_status),
+		cmocka_unit_test(test_stats_every_field),
+		cmocka_unit_test(test_reload_ok_and_failure),
+		cmocka_unit_test(test_tickets_and_devices),
+		cmocka_unit_test(test_bad_requests_keep_connection),
+		cmocka_unit_test(test_pipelined_requests),
+		cmocka_unit_test(test_oversized_line_closes),
+		cmocka_unit_test(test_several_clients),
+		cmocka_unit_test(test_line_at_eof),
+		cmocka_unit_test(test_live_socket_refused),
+		cmocka_unit_test(test_stale_socket_replaced),
+		cmocka_unit_test(test_not_a_socket_refused),
+		cmocka_unit_test(test_metrics),
+		cmocka_unit_test(test_metrics_kernel_no_net),
+		cmocka_unit_test(test_metrics_every_row),
+		cmocka_unit_test(test_metrics_families_whole),
+		cmocka_unit_test(test_metrics_labelled_series),
+		cmocka_unit_test(test_stats_every_row),
+		cmocka_unit_test(test_healthz),
+		cmocka_unit_test(test_readyz_names_the_reasons),
+		cmocka_unit_test(test_head_is_the_head_alone),
+		cmocka_unit_test(test_status_page),
+		cmocka_unit_test(test_http_errors),
+		cmocka_unit_test(test_http_oversized_head),
+		cmocka_unit_test(test_ipv6_loopback),
+		cmocka_unit_test(test_non_loopback_refused),
+		cmocka_unit_test(test_metrics_addr_is_the_configs),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

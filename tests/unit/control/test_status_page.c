@@ -20,7 +20,7 @@ static struct control_stats stats;
 
 static char *render(const struct tls_refusal *refusals, size_t n)
 {
-	struct control_buf out = { 0 };
+	struct control_buf out = {0};
 	control_status_page_render(&history, &stats, refusals, n, NOW, &out);
 	assert_false(out.oom);
 	control_buf_append(&out, "", 1);
@@ -47,15 +47,15 @@ static void test_shares(void **state)
 		uint64_t part, all;
 		const char *want;
 	} cases[] = {
-		{ 0, 0, "0%" },
-		{ 0, 50000, "0%" },
-		{ 5, 50000, "0.01%" },
-		{ 5, 50005, "<0.01%" },
-		{ 1, 3, "33.3%" },
-		{ 1, 12, "8.33%" },
-		{ 49999, 50000, ">99.99%" },
-		{ 9, 10, "90.0%" },
-		{ 50000, 50000, "100%" },
+		{0, 0, "0%"},
+		{0, 50000, "0%"},
+		{5, 50000, "0.01%"},
+		{5, 50005, "<0.01%"},
+		{1, 3, "33.3%"},
+		{1, 12, "8.33%"},
+		{49999, 50000, ">99.99%"},
+		{9, 10, "90.0%"},
+		{50000, 50000, "100%"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		char buf[16];
@@ -92,7 +92,7 @@ static void test_refusal_names_escaped(void **state)
 	(void)state;
 	memset(&history, 0, sizeof history);
 	memset(&stats, 0, sizeof stats);
-	struct tls_refusal r = { .unix_s = NOW - 5, .result = AUTH_BLOCKED, .has_cert = true };
+	struct tls_refusal r = {.unix_s = NOW - 5, .result = AUTH_BLOCKED, .has_cert = true};
 	snprintf(r.source, sizeof r.source, "192.0.2.7:4242");
 	snprintf(r.reason, sizeof r.reason, "device is blocked");
 	snprintf(r.device, sizeof r.device, "<img onerror=x>");

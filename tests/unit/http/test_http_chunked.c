@@ -24,8 +24,7 @@ struct decoded {
 
 /* Feeds in[0..len) as pieces of the sizes next_piece() picks, calling the
  * decoder until each piece is used up, done or refused. */
-static void feed(const char *in, size_t len, size_t (*next_piece)(size_t left),
-		 struct decoded *d)
+static void feed(const char *in, size_t len, size_t (*next_piece)(size_t left), struct decoded *d)
 {
 	struct http_chunked c;
 	http_chunked_init(&c);
@@ -114,8 +113,8 @@ static void test_simple(void **state)
 	assert_decodes("5\r\nhello\r\n0\r\n\r\n", "hello", whole);
 	assert_decodes("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", "hello world", whole);
 	assert_decodes("0\r\n\r\n", "", whole);
-	assert_decodes("A\r\n0123456789\r\na\r\nabcdefghij\r\n0\r\n\r\n",
-		       "0123456789abcdefghij", whole);
+	assert_decodes("A\r\n0123456789\r\na\r\nabcdefghij\r\n0\r\n\r\n", "0123456789abcdefghij",
+		       whole);
 	assert_decodes("000000000000003\r\nabc\r\n0\r\n\r\n", "abc", whole); /* 15 digits */
 }
 
@@ -151,12 +150,11 @@ static void test_stops_at_end(void **state)
 	assert_true(done);
 }
 
-static const char complex_body[] =
-	"1\r\na\r\n"
-	"1F;ext=\"quoted value\"\r\n0123456789abcdefghijklmnopqrstu\r\n"
-	"2 ; x\r\n\r\n\r\n" /* data that looks like framing */
-	"10\r\n0\r\n\r\n0\r\n\r\n0\r\n\r\n0\r\n"
-	"0\r\nTrailer-A: x\r\nB: y\r\n\r\n";
+static const char complex_body[] = "1\r\na\r\n"
+				   "1F;ext=\"quoted value\"\r\n0123456789abcdefghijklmnopqrstu\r\n"
+				   "2 ; x\r\n\r\n\r\n" /* data that looks like framing */
+				   "10\r\n0\r\n\r\n0\r\n\r\n0\r\n\r\n0\r\n"
+				   "0\r\nTrailer-A: x\r\nB: y\r\n\r\n";
 static const char complex_data[] =
 	"a0123456789abcdefghijklmnopqrstu\r\n0\r\n\r\n0\r\n\r\n0\r\n\r\n0";
 
@@ -206,22 +204,22 @@ static void test_random_splits(void **state)
 
 static void test_framing_errors(void **state)
 {
-	assert_refused("\r\n");                         /* no size */
+	assert_refused("\r\n"); /* no size */
 	assert_refused(";ext\r\n");
 	assert_refused("g\r\n");
 	assert_refused("-1\r\n");
 	assert_refused(" 5\r\nhello\r\n");
-	assert_refused("5\nhello\r\n0\r\n\r\n");        /* bare LF */
-	assert_refused("5\rhello");                     /* bare CR */
-	assert_refused("5\r\nhelloX\r\n");              /* no CRLF after data */
+	assert_refused("5\nhello\r\n0\r\n\r\n"); /* bare LF */
+	assert_refused("5\rhello");		 /* bare CR */
+	assert_refused("5\r\nhelloX\r\n");	 /* no CRLF after data */
 	assert_refused("5\r\nhelloX\n0\r\n\r\n");
 	assert_refused("5\r\nhello\n0\r\n\r\n");
 	assert_refused("5\r\nhello\rX");
-	assert_refused("5 \r\nhello\r\n");              /* BWS without extension */
+	assert_refused("5 \r\nhello\r\n"); /* BWS without extension */
 	assert_refused("5 x\r\n");
-	assert_refused("5;a\x01\r\n");                  /* control byte in extension */
+	assert_refused("5;a\x01\r\n"); /* control byte in extension */
 	assert_refused("5;a\n");
-	assert_refused("0\r\n X: folded\r\n\r\n");      /* obs-fold in trailers */
+	assert_refused("0\r\n X: folded\r\n\r\n"); /* obs-fold in trailers */
 	assert_refused("0\r\nX: a\x7f\r\n\r\n");
 	assert_refused("0\r\nX: a\n\r\n");
 	assert_refused("0\r\n\r\r");

@@ -39,8 +39,8 @@ static void check_cases(const struct case_ *cases, size_t n)
 		struct http_request req;
 		int rc = parse(cases[i].req, &req);
 		if (rc != cases[i].want) {
-			print_error("case %zu: got %d, want %d for \"%s\"\n", i, rc,
-				    cases[i].want, cases[i].req);
+			print_error("case %zu: got %d, want %d for \"%s\"\n", i, rc, cases[i].want,
+				    cases[i].req);
 			failed++;
 		}
 	}
@@ -119,22 +119,22 @@ static void test_other_methods(void **state)
 static void test_request_line_errors(void **state)
 {
 	static const struct case_ cases[] = {
-		{"GET  /x HTTP/1.1\r\nHost: b\r\n\r\n", -400},       /* two spaces */
+		{"GET  /x HTTP/1.1\r\nHost: b\r\n\r\n", -400}, /* two spaces */
 		{"GET /x  HTTP/1.1\r\nHost: b\r\n\r\n", -400},
-		{" GET /x HTTP/1.1\r\nHost: b\r\n\r\n", -400},       /* no method */
-		{"G(T /x HTTP/1.1\r\nHost: b\r\n\r\n", -400},        /* not a token */
-		{"GET /x\r\nHost: b\r\n\r\n", -400},                 /* HTTP/0.9 */
+		{" GET /x HTTP/1.1\r\nHost: b\r\n\r\n", -400}, /* no method */
+		{"G(T /x HTTP/1.1\r\nHost: b\r\n\r\n", -400},  /* not a token */
+		{"GET /x\r\nHost: b\r\n\r\n", -400},	       /* HTTP/0.9 */
 		{"GET /x HTTP/1.1 \r\nHost: b\r\n\r\n", -400},
 		{"GET /x http/1.1\r\nHost: b\r\n\r\n", -400},
 		{"GET /x HTTP/1.10\r\nHost: b\r\n\r\n", -400},
 		{"GET /x HTTP/11\r\nHost: b\r\n\r\n", -400},
-		{"GET /\x80 HTTP/1.1\r\nHost: b\r\n\r\n", -400},     /* non-ASCII target */
+		{"GET /\x80 HTTP/1.1\r\nHost: b\r\n\r\n", -400}, /* non-ASCII target */
 		{"GET /\x01 HTTP/1.1\r\nHost: b\r\n\r\n", -400},
 		{"GET /x HTTP/2.0\r\nHost: b\r\n\r\n", -505},
 		{"GET /x HTTP/1.2\r\nHost: b\r\n\r\n", -505},
 		{"GET /x HTTP/0.9\r\nHost: b\r\n\r\n", -505},
-		{"GET /x HTTP/1.1\nHost: b\r\n\r\n", -400},          /* bare LF */
-		{"GET /x HTTP/1.1\rHost: b\r\n\r\n", -400},          /* bare CR */
+		{"GET /x HTTP/1.1\nHost: b\r\n\r\n", -400}, /* bare LF */
+		{"GET /x HTTP/1.1\rHost: b\r\n\r\n", -400}, /* bare CR */
 		{"\n\nGET /x HTTP/1.1\r\nHost: b\r\n\r\n", -400},
 		{"\r\n\r\nGET /x HTTP/1.1\r\nHost: b\r\n\r\n", -400}, /* one CRLF only */
 		{"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA /x HTTP/1.1\r\n\r\n", -400},
@@ -145,17 +145,17 @@ static void test_request_line_errors(void **state)
 static void test_field_errors(void **state)
 {
 	static const struct case_ cases[] = {
-		{"GET /x HTTP/1.1\r\nHost : b\r\n\r\n", -400},         /* space before colon */
+		{"GET /x HTTP/1.1\r\nHost : b\r\n\r\n", -400},		    /* space before colon */
 		{"GET /x HTTP/1.1\r\nHost: b\r\n X: folded\r\n\r\n", -400}, /* obs-fold */
 		{"GET /x HTTP/1.1\r\n\tHost: b\r\n\r\n", -400},
-		{"GET /x HTTP/1.1\r\n: b\r\nHost: b\r\n\r\n", -400},   /* empty name */
-		{"GET /x HTTP/1.1\r\nHost b\r\n\r\n", -400},           /* no colon */
-		{"GET /x HTTP/1.1\r\nHost: b\nX: y\r\n\r\n", -400},   /* bare LF */
-		{"GET /x HTTP/1.1\r\nHost: b\rX: y\r\n\r\n", -400},   /* bare CR */
+		{"GET /x HTTP/1.1\r\n: b\r\nHost: b\r\n\r\n", -400}, /* empty name */
+		{"GET /x HTTP/1.1\r\nHost b\r\n\r\n", -400},	     /* no colon */
+		{"GET /x HTTP/1.1\r\nHost: b\nX: y\r\n\r\n", -400},  /* bare LF */
+		{"GET /x HTTP/1.1\r\nHost: b\rX: y\r\n\r\n", -400},  /* bare CR */
 		{"GET /x HTTP/1.1\r\nHost: b\r\nX: a\x01z\r\n\r\n", -400},
 		{"GET /x HTTP/1.1\r\nHost: b\r\nX: a\x7fz\r\n\r\n", -400},
 		{"GET /x HTTP/1.1\r\nHost: b\r\n\r\r\n", -400},
-		{"GET /x HTTP/1.1\r\n\r\n", -400},                     /* 1.1 needs Host */
+		{"GET /x HTTP/1.1\r\n\r\n", -400}, /* 1.1 needs Host */
 		{"GET /x HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", -400},
 		{"GET /x HTTP/1.1\r\nHost: a b\r\n\r\n", -400},
 		{"GET /x HTTP/1.1\r\nHost: a/b\r\n\r\n", -400},
@@ -168,11 +168,11 @@ static void test_field_errors(void **state)
 static void test_field_values_accepted(void **state)
 {
 	static const char *const heads[] = {
-		"GET /x HTTP/1.0\r\n\r\n",                        /* 1.0: Host optional */
-		"GET /x HTTP/1.1\r\nHost:\r\n\r\n",               /* empty authority */
+		"GET /x HTTP/1.0\r\n\r\n",	    /* 1.0: Host optional */
+		"GET /x HTTP/1.1\r\nHost:\r\n\r\n", /* empty authority */
 		"GET /x HTTP/1.1\r\nHost: [::1]:8443\r\n\r\n",
 		"GET /x HTTP/1.1\r\nHOST: b\r\nX-A: a\tb \xc3\xa9\r\n\r\n", /* HTAB, obs-text */
-		"\r\nGET /x HTTP/1.0\r\n\r\n",                    /* one stray CRLF */
+		"\r\nGET /x HTTP/1.0\r\n\r\n",				    /* one stray CRLF */
 		"GET http://b/x?q=1#f HTTP/1.1\r\nHost: b\r\n\r\n", /* the router judges it */
 	};
 	for (size_t i = 0; i < sizeof heads / sizeof heads[0]; i++) {
@@ -193,18 +193,22 @@ static void test_content_length(void **state)
 		{"PUT /x HTTP/1.1\r\nHost: b\r\nContent-Length: 5,5\r\n\r\n", -400},
 		{"PUT /x HTTP/1.1\r\nHost: b\r\nContent-Length: 0x5\r\n\r\n", -400},
 		{"PUT /x HTTP/1.1\r\nHost: b\r\nContent-Length:\r\n\r\n", -400},
-		{"PUT /x HTTP/1.1\r\nHost: b\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", -400},
+		{"PUT /x HTTP/1.1\r\nHost: b\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+		 -400},
 		{"PUT /x HTTP/1.1\r\nHost: b\r\nContent-Length: 9223372036854775808\r\n\r\n", -400},
-		{"PUT /x HTTP/1.1\r\nHost: b\r\nContent-Length: 99999999999999999999999\r\n\r\n", -400},
+		{"PUT /x HTTP/1.1\r\nHost: b\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+		 -400},
 	};
 	CHECK_CASES(cases);
 
 	struct http_request req;
-	assert_true(parse("PUT /x HTTP/1.1\r\nHost: b\r\nContent-Length: 9223372036854775807\r\n\r\n",
-			  &req) > 0);
+	assert_true(
+		parse("PUT /x HTTP/1.1\r\nHost: b\r\nContent-Length: 9223372036854775807\r\n\r\n",
+		      &req) > 0);
 	assert_int_equal(req.content_length, INT64_MAX);
 	/* Repeats that agree are one length. */
-	assert_true(parse("PUT /x HTTP/1.1\r\nHost: b\r\ncontent-length: 7\r\nContent-Length: 007\r\n\r\n",
+	assert_true(parse("PUT /x HTTP/1.1\r\nHost: b\r\ncontent-length: 7\r\nContent-Length: "
+			  "007\r\n\r\n",
 			  &req) > 0);
 	assert_int_equal(req.content_length, 7);
 	assert_true(parse("PUT /x HTTP/1.1\r\nHost: b\r\nContent-Length: 0\r\n\r\n", &req) > 0);
@@ -219,25 +223,29 @@ static void test_transfer_encoding(void **state)
 		{"PUT /x HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked;q=1\r\n\r\n", -501},
 		{"PUT /x HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", -400},
 		{"PUT /x HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n"
-		 "Transfer-Encoding: chunked\r\n\r\n", -400},
+		 "Transfer-Encoding: chunked\r\n\r\n",
+		 -400},
 		{"PUT /x HTTP/1.1\r\nHost: b\r\nTransfer-Encoding:\r\n\r\n", -400},
 		{"PUT /x HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n"
-		 "Content-Length: 5\r\n\r\n", -400},
+		 "Content-Length: 5\r\n\r\n",
+		 -400},
 		{"PUT /x HTTP/1.1\r\nHost: b\r\nContent-Length: 5\r\n"
-		 "Transfer-Encoding: chunked\r\n\r\n", -400},
+		 "Transfer-Encoding: chunked\r\n\r\n",
+		 -400},
 		{"PUT /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", -400},
 	};
 	CHECK_CASES(cases);
 	struct http_request req;
-	assert_true(parse("PUT /x HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: CHUNKED\r\n\r\n", &req) > 0);
+	assert_true(parse("PUT /x HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: CHUNKED\r\n\r\n",
+			  &req) > 0);
 	assert_true(req.chunked);
 }
 
 static void test_expect(void **state)
 {
 	struct http_request req;
-	assert_int_equal(parse("PUT /x HTTP/1.1\r\nHost: b\r\nExpect: 100-continue-x\r\n\r\n", &req),
-			 -417);
+	assert_int_equal(
+		parse("PUT /x HTTP/1.1\r\nHost: b\r\nExpect: 100-continue-x\r\n\r\n", &req), -417);
 	assert_int_equal(parse("PUT /x HTTP/1.1\r\nHost: b\r\nExpect: 200-ok\r\n\r\n", &req), -417);
 	assert_true(parse("PUT /x HTTP/1.1\r\nHost: b\r\nExpect:  100-Continue\r\n\r\n", &req) > 0);
 	assert_true(req.expect_continue);
@@ -257,7 +265,8 @@ static void test_keep_alive(void **state)
 {
 	assert_true(keep_alive_of("GET /x HTTP/1.1\r\nHost: b\r\n\r\n"));
 	assert_false(keep_alive_of("GET /x HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"));
-	assert_false(keep_alive_of("GET /x HTTP/1.1\r\nHost: b\r\nConnection: Upgrade, CLOSE\r\n\r\n"));
+	assert_false(
+		keep_alive_of("GET /x HTTP/1.1\r\nHost: b\r\nConnection: Upgrade, CLOSE\r\n\r\n"));
 	assert_false(keep_alive_of("GET /x HTTP/1.0\r\n\r\n"));
 	assert_true(keep_alive_of("GET /x HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
 	assert_true(keep_alive_of("GET /x HTTP/1.0\r\nConnection: te,keep-alive\r\n\r\n"));

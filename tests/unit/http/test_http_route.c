@@ -134,19 +134,19 @@ static void test_refused_upload_names(void **state)
 		{"/ManageSoftRL/Inv/a\\b", -400},
 		{"/ManageSoftRL/Inv/a%5Cb", -400},
 		{"/ManageSoftRL/Inv/..%5C..%5Cwin.ini", -400},
-		{"/ManageSoftRL/Inv/x.ndi.", -400},         /* Windows alias of x.ndi */
+		{"/ManageSoftRL/Inv/x.ndi.", -400}, /* Windows alias of x.ndi */
 		{"/ManageSoftRL/Inv/x.ndi%20", -400},
 		{"/ManageSoftRL/Inv/%", -400},
 		{"/ManageSoftRL/Inv/a%4", -400},
 		{"/ManageSoftRL/Inv/a%zz", -400},
 		{"/ManageSoftRL/Inv/a%4g", -400},
 		{"/ManageSoftRL/Inv/a%%41", -400},
-		{"/ManageSoftRL/In%20v/x", -400},          /* category charset */
+		{"/ManageSoftRL/In%20v/x", -400}, /* category charset */
 		{"/ManageSoftRL/In+v/x", -400},
 		{"/ManageSoftRL/In%C3%A9/x", -400},
 		{"/ManageSoftRL/../x", -400},
 		{"/ManageSoftRL/Inv./x", -400},
-		{"/ManageSoftRL/Inv/x#frag", -400},        /* a fragment is never sent */
+		{"/ManageSoftRL/Inv/x#frag", -400}, /* a fragment is never sent */
 		{"/ManageSoftRL/Inv/x?q#frag", -400},
 	};
 	CHECK_CASES(cases);
@@ -160,7 +160,7 @@ static void test_refused_download_paths(void **state)
 		{"/ManageSoftDL/a/%2e%2e/b", -400},
 		{"/ManageSoftDL/%2E%2E%2Fetc", -400},
 		{"/ManageSoftDL/a%2Fb", -400},
-		{"/ManageSoftDL/a//b", -400},              /* empty component */
+		{"/ManageSoftDL/a//b", -400}, /* empty component */
 		{"/ManageSoftDL//a", -400},
 		{"/ManageSoftDL/a/", -400},
 		{"/ManageSoftDL/a/./b", -400},
@@ -259,16 +259,32 @@ static void test_reasons(void **state)
 		int status;
 		const char *reason;
 	} cases[] = {
-		{100, "Continue"}, {101, "Switching Protocols"}, {200, "OK"},
-		{201, "Created"}, {204, "No Content"}, {206, "Partial Content"},
-		{400, "Bad Request"}, {403, "Forbidden"}, {404, "Not Found"},
-		{405, "Method Not Allowed"}, {408, "Request Timeout"},
-		{411, "Length Required"}, {413, "Content Too Large"}, {414, "URI Too Long"},
-		{417, "Expectation Failed"}, {429, "Too Many Requests"},
-		{431, "Request Header Fields Too Large"}, {500, "Internal Server Error"},
-		{501, "Not Implemented"}, {503, "Service Unavailable"},
-		{505, "HTTP Version Not Supported"}, {507, "Insufficient Storage"},
-		{0, "Unknown"}, {-400, "Unknown"}, {299, "Unknown"}, {999, "Unknown"},
+		{100, "Continue"},
+		{101, "Switching Protocols"},
+		{200, "OK"},
+		{201, "Created"},
+		{204, "No Content"},
+		{206, "Partial Content"},
+		{400, "Bad Request"},
+		{403, "Forbidden"},
+		{404, "Not Found"},
+		{405, "Method Not Allowed"},
+		{408, "Request Timeout"},
+		{411, "Length Required"},
+		{413, "Content Too Large"},
+		{414, "URI Too Long"},
+		{417, "Expectation Failed"},
+		{429, "Too Many Requests"},
+		{431, "Request Header Fields Too Large"},
+		{500, "Internal Server Error"},
+		{501, "Not Implemented"},
+		{503, "Service Unavailable"},
+		{505, "HTTP Version Not Supported"},
+		{507, "Insufficient Storage"},
+		{0, "Unknown"},
+		{-400, "Unknown"},
+		{299, "Unknown"},
+		{999, "Unknown"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
 		assert_string_equal(http_reason(cases[i].status), cases[i].reason);

@@ -38,11 +38,11 @@ void stack_fixture_close(unsigned n, struct stack **st);
 struct test_seg {
 	uint32_t src_ip;      /* network order */
 	uint8_t src_mac_last; /* from 02:00:00:00:00:<src_mac_last> */
-	uint16_t sport;       /* host order */
+	uint16_t sport;	      /* host order */
 	uint32_t seq, ack;
 	uint8_t flags;
 	const uint8_t *opt;
-	uint8_t optlen;		      /* a multiple of 4 */
+	uint8_t optlen;	     /* a multiple of 4 */
 	const uint8_t *data; /* payload */
 	uint16_t datalen;
 	uint16_t ip_spoil, tcp_spoil; /* XORed into the IPv4 and TCP checksums */

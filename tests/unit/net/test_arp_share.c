@@ -40,8 +40,7 @@ static int teardown(void **state)
 
 /* An ARP frame from `sip` at MAC 02:00:00:00:00:<mac_last> to `tip`, as
  * it would arrive on stack s's queue. */
-static void arp_in(struct stack *s, uint16_t op, const char *sip, uint8_t mac_last,
-		   const char *tip)
+static void arp_in(struct stack *s, uint16_t op, const char *sip, uint8_t mac_last, const char *tip)
 {
 	struct rte_mbuf *m = rte_pktmbuf_alloc(s->pool);
 	assert_non_null(m);
@@ -165,10 +164,8 @@ int main(void)
 	if (!stack_fixture_root("test_arp_share"))
 		return 77;
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_two_queues),
-		cmocka_unit_test(test_reply_on_other_queue),
-		cmocka_unit_test(test_moved_neighbour),
-		cmocka_unit_test(test_not_shared),
+		cmocka_unit_test(test_two_queues),	cmocka_unit_test(test_reply_on_other_queue),
+		cmocka_unit_test(test_moved_neighbour), cmocka_unit_test(test_not_shared),
 		cmocka_unit_test(test_ring_full),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

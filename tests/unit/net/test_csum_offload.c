@@ -77,9 +77,13 @@ struct frame {
 
 static struct frame syn_frame(uint16_t ip_spoil, uint16_t tcp_spoil, uint64_t ol_flags)
 {
-	struct test_seg g = {.src_ip = inet_addr("198.18.0.9"), .src_mac_last = 0x09,
-			     .sport = next_sport++, .seq = 1000, .flags = RTE_TCP_SYN_FLAG,
-			     .ip_spoil = ip_spoil, .tcp_spoil = tcp_spoil};
+	struct test_seg g = {.src_ip = inet_addr("198.18.0.9"),
+			     .src_mac_last = 0x09,
+			     .sport = next_sport++,
+			     .seq = 1000,
+			     .flags = RTE_TCP_SYN_FLAG,
+			     .ip_spoil = ip_spoil,
+			     .tcp_spoil = tcp_spoil};
 	struct frame f;
 	f.m = stack_fixture_segment(s, &g);
 	f.ip = rte_pktmbuf_mtod_offset(f.m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
@@ -134,15 +138,15 @@ static void test_rx_offload(void **state)
 	/* The port said good: a spoiled field is not ours to judge again. */
 	assert_non_null(answer_to(syn_frame(0x0101, 0x1234, GOOD)));
 	/* The port said bad: dropped and counted, intact bytes or not. */
-	assert_null(answer_to(syn_frame(0, 0, RTE_MBUF_F_RX_IP_CKSUM_GOOD |
-						   RTE_MBUF_F_RX_L4_CKSUM_BAD)));
+	assert_null(answer_to(
+		syn_frame(0, 0, RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_BAD)));
 	assert_int_equal(s->st.tcp_bad_csum, bad_tcp + 1);
-	assert_null(answer_to(syn_frame(0, 0, RTE_MBUF_F_RX_IP_CKSUM_BAD |
-						   RTE_MBUF_F_RX_L4_CKSUM_GOOD)));
+	assert_null(answer_to(
+		syn_frame(0, 0, RTE_MBUF_F_RX_IP_CKSUM_BAD | RTE_MBUF_F_RX_L4_CKSUM_GOOD)));
 	assert_int_equal(s->st.ip_bad_csum, bad_ip + 1);
 	/* NONE: integrity verified, the field left unfilled. */
-	assert_non_null(answer_to(syn_frame(0x0101, 0x1234, RTE_MBUF_F_RX_IP_CKSUM_NONE |
-								 RTE_MBUF_F_RX_L4_CKSUM_NONE)));
+	assert_non_null(answer_to(syn_frame(
+		0x0101, 0x1234, RTE_MBUF_F_RX_IP_CKSUM_NONE | RTE_MBUF_F_RX_L4_CKSUM_NONE)));
 	/* UNKNOWN: ours. */
 	assert_null(answer_to(syn_frame(0, 0x1234, 0)));
 	assert_int_equal(s->st.tcp_bad_csum, bad_tcp + 2);

@@ -69,14 +69,20 @@ static const uint32_t PEER_ISN = 0x1234567;
 /* The cookie of a SYN-ACK for a SYN from `ip`:`sport`. */
 static uint32_t cookie_for(uint32_t ip, uint16_t sport)
 {
-	struct test_seg g = {.src_ip = ip, .src_mac_last = 9, .sport = sport, .seq = PEER_ISN,
-			     .flags = RTE_TCP_SYN_FLAG, .opt = syn_opts, .optlen = sizeof syn_opts};
+	struct test_seg g = {.src_ip = ip,
+			     .src_mac_last = 9,
+			     .sport = sport,
+			     .seq = PEER_ISN,
+			     .flags = RTE_TCP_SYN_FLAG,
+			     .opt = syn_opts,
+			     .optlen = sizeof syn_opts};
 	unsigned before = s->ntx;
 	eth_input(s, stack_fixture_segment(s, &g));
 	assert_int_equal(s->ntx, before + 1);
 	struct rte_mbuf *sa = s->tx[s->ntx - 1];
-	struct rte_tcp_hdr *th = rte_pktmbuf_mtod_offset(
-		sa, struct rte_tcp_hdr *, sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr));
+	struct rte_tcp_hdr *th =
+		rte_pktmbuf_mtod_offset(sa, struct rte_tcp_hdr *,
+					sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr));
 	assert_int_equal(th->tcp_flags, RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG);
 	assert_int_equal(rte_be_to_cpu_32(th->recv_ack), PEER_ISN + 1);
 	uint32_t cookie = rte_be_to_cpu_32(th->sent_seq);
@@ -89,8 +95,12 @@ static uint32_t cookie_for(uint32_t ip, uint16_t sport)
  * then refuses it), false when it refused the cookie. */
 static bool ack_opens(uint32_t ip, uint16_t sport, uint32_t cookie)
 {
-	struct test_seg g = {.src_ip = ip, .src_mac_last = 9, .sport = sport, .seq = PEER_ISN + 1,
-			     .ack = cookie + 1, .flags = RTE_TCP_ACK_FLAG};
+	struct test_seg g = {.src_ip = ip,
+			     .src_mac_last = 9,
+			     .sport = sport,
+			     .seq = PEER_ISN + 1,
+			     .ack = cookie + 1,
+			     .flags = RTE_TCP_ACK_FLAG};
 	uint64_t bad = s->st.syn_cookies_bad;
 	uint64_t opened = s->st.tcp_refused + s->st.tcp_accepted;
 	eth_input(s, stack_fixture_segment(s, &g));
@@ -152,8 +162,11 @@ static const struct rte_ether_addr *mac_of(const char *ip)
 static void test_bad_checksum_teaches_arp_nothing(void **state)
 {
 	(void)state;
-	struct test_seg g = {.src_ip = inet_addr("198.18.0.55"), .src_mac_last = 0x55,
-			     .sport = 40003, .seq = PEER_ISN, .flags = RTE_TCP_SYN_FLAG,
+	struct test_seg g = {.src_ip = inet_addr("198.18.0.55"),
+			     .src_mac_last = 0x55,
+			     .sport = 40003,
+			     .seq = PEER_ISN,
+			     .flags = RTE_TCP_SYN_FLAG,
 			     .tcp_spoil = 0x0100};
 	uint64_t bad = s->st.tcp_bad_csum;
 	assert_null(mac_of("198.18.0.55"));

@@ -139,9 +139,13 @@ static struct answer answered(unsigned before)
 static struct answer from_peer(const struct peer *p, uint8_t flags, uint32_t rseq, uint32_t rack,
 			       const char *data)
 {
-	struct test_seg g = {.src_ip = inet_addr(PEER_IP), .src_mac_last = 0x20,
-			     .sport = p->sport, .seq = ISN + rseq, .ack = p->cookie + rack,
-			     .flags = flags, .data = (const uint8_t *)data,
+	struct test_seg g = {.src_ip = inet_addr(PEER_IP),
+			     .src_mac_last = 0x20,
+			     .sport = p->sport,
+			     .seq = ISN + rseq,
+			     .ack = p->cookie + rack,
+			     .flags = flags,
+			     .data = (const uint8_t *)data,
 			     .datalen = data ? (uint16_t)strlen(data) : 0};
 	unsigned before = s->ntx;
 	eth_input(s, stack_fixture_segment(s, &g));
@@ -168,8 +172,11 @@ static struct peer handshake(void)
 {
 	struct peer p = {.sport = next_sport++};
 	memset(&app, 0, sizeof app);
-	struct test_seg syn = {.src_ip = inet_addr(PEER_IP), .src_mac_last = 0x20,
-			       .sport = p.sport, .seq = ISN, .flags = RTE_TCP_SYN_FLAG};
+	struct test_seg syn = {.src_ip = inet_addr(PEER_IP),
+			       .src_mac_last = 0x20,
+			       .sport = p.sport,
+			       .seq = ISN,
+			       .flags = RTE_TCP_SYN_FLAG};
 	unsigned before = s->ntx;
 	eth_input(s, stack_fixture_segment(s, &syn));
 	struct answer a = answered(before);

@@ -175,7 +175,8 @@ static void v1_valid(void **state)
 	assert_int_equal(((struct sockaddr_in6 *)&out.source)->sin6_family, AF_INET6);
 	assert_int_equal(v1("PROXY UNKNOWN\r\n", PROXY_ACCEPT_V1, &out), PROXY_DONE);
 	assert_true(out.local);
-	assert_int_equal(v1("PROXY UNKNOWN ffff::1 ::1 1 2\r\n", PROXY_ACCEPT_V1, &out), PROXY_DONE);
+	assert_int_equal(v1("PROXY UNKNOWN ffff::1 ::1 1 2\r\n", PROXY_ACCEPT_V1, &out),
+			 PROXY_DONE);
 	assert_true(out.local);
 	/* The longest line the spec allows: 107 bytes */
 	const char *longest = "PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff "
@@ -214,8 +215,7 @@ static void v1_hostile(void **state)
 	memcpy(line, "PROXY TCP4 ", 11);
 	assert_int_equal(proxy_parse((uint8_t *)line, 106, PROXY_ACCEPT_V1, &out),
 			 PROXY_INCOMPLETE);
-	assert_int_equal(proxy_parse((uint8_t *)line, 107, PROXY_ACCEPT_V1, &out),
-			 PROXY_MALFORMED);
+	assert_int_equal(proxy_parse((uint8_t *)line, 107, PROXY_ACCEPT_V1, &out), PROXY_MALFORMED);
 	assert_int_equal(proxy_parse((uint8_t *)line, sizeof line, PROXY_ACCEPT_V1, &out),
 			 PROXY_MALFORMED);
 	/* v1 where only v2 is taken */

@@ -35,8 +35,8 @@ uint64_t rnd(uint64_t *seed);
 /* Streams data in random chunk sizes (1 .. max_chunk), waiting on the wake
  * callback when the store takes fewer bytes. Returns the done status and
  * sets *id. */
-int put_upload(struct tw *t, const char *device, const void *data, size_t len,
-	       size_t max_chunk, uint64_t *seed, uint64_t *id);
+int put_upload(struct tw *t, const char *device, const void *data, size_t len, size_t max_chunk,
+	       uint64_t *seed, uint64_t *id);
 
 /* Reads an upload's bytes back through store_reader_copy; returns its
  * result, and on success the bytes (malloc'd) and their length. */

@@ -65,9 +65,9 @@ static void test_beaconctl(void **state)
 	const char *devs[3] = {"dev-a", "dev-a", "dev-b"};
 	for (int i = 0; i < 3; i++) {
 		fill_random(data[i], sizeof data[i], &seed);
-		assert_int_equal(put_upload(&f.t, devs[i], data[i], sizeof data[i], 40000, &seed,
-					    &ids[i]),
-				 0);
+		assert_int_equal(
+			put_upload(&f.t, devs[i], data[i], sizeof data[i], 40000, &seed, &ids[i]),
+			0);
 	}
 	char *out, args[128];
 	size_t len;
@@ -132,7 +132,7 @@ static void test_beaconctl(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_beaconctl),
+		cmocka_unit_test(test_beaconctl),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

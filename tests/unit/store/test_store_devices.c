@@ -126,11 +126,13 @@ static void test_device_records(void **state)
 	store_device_seen(f->s, "dev-d", fp2, AUTH_OTHER);
 	wait_device(f->dir, "dev-d", AUTH_OTHER, &d);
 	assert_int_equal(d.state, DEVICE_BLOCKED);
-	assert_int_equal(store_device_set_state(f->s, "dev-d", DEVICE_APPROVED, msg, sizeof msg), 0);
+	assert_int_equal(store_device_set_state(f->s, "dev-d", DEVICE_APPROVED, msg, sizeof msg),
+			 0);
 	assert_int_equal(get_device(f->dir, "dev-d", &d), 0);
 	assert_int_equal(d.state, DEVICE_APPROVED);
 	/* Blocking a device never seen creates its record. */
-	assert_int_equal(store_device_set_state(f->s, "dev-new", DEVICE_BLOCKED, msg, sizeof msg), 0);
+	assert_int_equal(store_device_set_state(f->s, "dev-new", DEVICE_BLOCKED, msg, sizeof msg),
+			 0);
 	assert_int_equal(get_device(f->dir, "dev-new", &d), 0);
 	assert_int_equal(d.state, DEVICE_BLOCKED);
 	assert_int_equal(get_device(f->dir, "dev-d", &d), 0);
@@ -330,12 +332,12 @@ static void test_retention_by_age(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_device_records, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_require_approval, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_listing_since, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_retention_by_bytes, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_query_cursor_and_totals, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_retention_by_age, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_device_records, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_require_approval, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_listing_since, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_retention_by_bytes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_query_cursor_and_totals, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_retention_by_age, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

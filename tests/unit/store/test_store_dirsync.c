@@ -214,12 +214,12 @@ static void test_failed_directory_sync_fails_the_upload(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_open_makes_new_directories_durable, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_new_segment_name_durable_before_ack, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_failed_directory_sync_fails_the_upload, setup,
-					    teardown),
+		cmocka_unit_test_setup_teardown(test_open_makes_new_directories_durable, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_new_segment_name_durable_before_ack, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_failed_directory_sync_fails_the_upload, setup,
+						teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

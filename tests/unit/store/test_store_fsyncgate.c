@@ -231,11 +231,11 @@ static void test_pooled_segment_is_retired(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_second_record_of_failed_segment_fails, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_new_uploads_go_to_a_fresh_segment, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_pooled_segment_is_retired, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_second_record_of_failed_segment_fails, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_new_uploads_go_to_a_fresh_segment, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_pooled_segment_is_retired, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -111,7 +111,8 @@ static void test_check_reports_and_changes_nothing(void **state)
 	assert_int_equal(dir_state(dir, after, 32), n);
 	for (unsigned i = 0; i < n; i++) {
 		assert_string_equal(before[i].path, after[i].path);
-		if (before[i].len != after[i].len || memcmp(before[i].data, after[i].data, before[i].len))
+		if (before[i].len != after[i].len ||
+		    memcmp(before[i].data, after[i].data, before[i].len))
 			fail_msg("store_check changed %s", before[i].path);
 		free(before[i].data);
 		free(after[i].data);
@@ -130,8 +131,8 @@ static void test_check_reports_and_changes_nothing(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_second_open_names_the_holder),
-	    cmocka_unit_test(test_check_reports_and_changes_nothing),
+		cmocka_unit_test(test_second_open_names_the_holder),
+		cmocka_unit_test(test_check_reports_and_changes_nothing),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -63,7 +63,8 @@ static void test_full_disk(void **state)
 	size_t big_len = 6 * MiB;
 	uint8_t *big = malloc(big_len);
 	fill_random(big, big_len, &seed);
-	assert_int_equal(put_upload(&t, "dev-f", big, big_len, 300000, &seed, &id), STORE_ERR_NOSPACE);
+	assert_int_equal(put_upload(&t, "dev-f", big, big_len, 300000, &seed, &id),
+			 STORE_ERR_NOSPACE);
 	assert_int_equal(count_uploads(dir, NULL), 1);
 	assert_upload_equals(dir, id_small, small, sizeof small);
 
@@ -88,7 +89,7 @@ static void test_full_disk(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_full_disk),
+		cmocka_unit_test(test_full_disk),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -255,12 +255,13 @@ static void test_reader_without_index(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_reopen_keeps_everything, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_garbage_past_last_record_is_cut, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_unindexed_segment_removed, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_flipped_byte_is_corrupt, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
-	    cmocka_unit_test(test_reader_without_index),
+		cmocka_unit_test_setup_teardown(test_reopen_keeps_everything, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_garbage_past_last_record_is_cut, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_unindexed_segment_removed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_flipped_byte_is_corrupt, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+		cmocka_unit_test(test_reader_without_index),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

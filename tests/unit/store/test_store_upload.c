@@ -288,7 +288,8 @@ static void test_busy_and_abort(void **state)
 	/* An aborted upload counts until its segment open or write has landed:
 	 * the buffer is still the kernel's until then. */
 	int rc;
-	for (int i = 0; (rc = store_upload_begin(f->t.w, &meta, &c)) == STORE_ERR_BUSY && i < 1000; i++)
+	for (int i = 0; (rc = store_upload_begin(f->t.w, &meta, &c)) == STORE_ERR_BUSY && i < 1000;
+	     i++)
 		ring_run_once(&f->t.ring, 1000000ull);
 	assert_int_equal(rc, 0);
 	store_upload_abort(c);
@@ -310,20 +311,22 @@ static void test_bad_arguments(void **state)
 	struct store_worker *w2;
 	assert_int_equal(store_worker_attach(f->s, 0, &f->t.ring, &w2), STORE_ERR_INVAL);
 	assert_int_equal(store_worker_attach(f->s, 9, &f->t.ring, &w2), STORE_ERR_INVAL);
-	assert_string_equal(store_strerror(STORE_ERR_NOSPACE), "no space left for the spool or index");
+	assert_string_equal(store_strerror(STORE_ERR_NOSPACE),
+			    "no space left for the spool or index");
 	assert_string_equal(auth_result_name(AUTH_REVOKED), "revoked");
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_sizes, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_metadata, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_concurrent_one_worker, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_small_uploads_share_a_segment, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_two_worker_threads, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_busy_and_abort, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sizes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_metadata, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent_one_worker, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_small_uploads_share_a_segment, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_two_worker_threads, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_busy_and_abort, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,7 +16,7 @@
 static void test_budget_per_second(void **state)
 {
 	(void)state;
-	struct tls_log_budget b = { 0 };
+	struct tls_log_budget b = {0};
 	uint64_t left_out = 99;
 	for (unsigned i = 0; i < 10; i++) {
 		assert_true(tls_log_budget_take(&b, 10, 1000, &left_out));
@@ -34,7 +34,7 @@ static void test_budget_per_second(void **state)
 static void test_budget_clock_jumps(void **state)
 {
 	(void)state;
-	struct tls_log_budget b = { 0 };
+	struct tls_log_budget b = {0};
 	uint64_t left_out;
 	assert_true(tls_log_budget_take(&b, 1, 50, &left_out));
 	assert_false(tls_log_budget_take(&b, 1, 50, &left_out));
@@ -48,7 +48,7 @@ static void test_budget_clock_jumps(void **state)
 static void test_budget_flush(void **state)
 {
 	(void)state;
-	struct tls_log_budget b = { 0 };
+	struct tls_log_budget b = {0};
 	uint64_t left_out;
 	assert_true(tls_log_budget_take(&b, 2, 70, &left_out));
 	assert_true(tls_log_budget_take(&b, 2, 70, &left_out));

@@ -154,9 +154,8 @@ static struct revocation_index *build_ok(const char *dir, enum crl_stale_policy 
 static void build_fails(const char *dir, const char *want)
 {
 	struct revocation_index *idx = (struct revocation_index *)(uintptr_t)1;
-	assert_int_equal(revocation_index_build(dir, issuers, 2, CRL_STALE_WARN, &idx, err,
-						sizeof err),
-			 -1);
+	assert_int_equal(
+		revocation_index_build(dir, issuers, 2, CRL_STALE_WARN, &idx, err, sizeof err), -1);
 	assert_ptr_equal(idx, (struct revocation_index *)(uintptr_t)1); /* untouched */
 	if (!strstr(err, want))
 		fail_msg("error '%s' lacks '%s'", err, want);
@@ -187,7 +186,8 @@ static void check_agent2_revoked(struct revocation_index *idx)
 {
 	assert_int_equal(revocation_lookup_cert(idx, agent2.der, agent2.len), REVOCATION_REVOKED);
 	assert_int_equal(revocation_lookup_cert(idx, agent1.der, agent1.len), REVOCATION_GOOD);
-	assert_int_equal(revocation_lookup_cert(idx, agent_ca2.der, agent_ca2.len), REVOCATION_GOOD);
+	assert_int_equal(revocation_lookup_cert(idx, agent_ca2.der, agent_ca2.len),
+			 REVOCATION_GOOD);
 
 	/* By issuer hash and serial bytes, with and without a leading zero. */
 	uint8_t hash[32], serial[40] = {0};
@@ -294,8 +294,10 @@ static void test_wrong_signer(void **state)
 	const char *dir = crl_dir("impostor");
 	make_crl(dir, "agents.crl", "impostor", 3, agent2_serial_opt());
 	char want[1024];
-	snprintf(want, sizeof want, "%s/agents.crl: signature does not verify against "
-				    "'Beacon Demo Agents CA'", dir);
+	snprintf(want, sizeof want,
+		 "%s/agents.crl: signature does not verify against "
+		 "'Beacon Demo Agents CA'",
+		 dir);
 	build_fails(dir, want);
 }
 
@@ -340,9 +342,9 @@ static void test_corrupted(void **state)
 	assert_int_equal(wolfSSL_X509_get_serial_number(x, serial, &slen), WOLFSSL_SUCCESS);
 	wolfSSL_X509_free(x);
 	make_crl(dir, "flip.der", "agents-ca", 50, agent2_serial_opt());
-	assert_int_equal(sh("cd %s && openssl crl -in flip.der -outform DER -out f && mv f flip.der",
-			    dir),
-			 0);
+	assert_int_equal(
+		sh("cd %s && openssl crl -in flip.der -outform DER -out f && mv f flip.der", dir),
+		0);
 	size_t len;
 	uint8_t *der = read_all(path, &len);
 	uint8_t *at = memmem(der, len, serial, (size_t)slen);
@@ -369,7 +371,8 @@ static void test_expired_warn(void **state)
 {
 	char opts[512];
 	const char *dir = crl_dir("expired-warn");
-	snprintf(opts, sizeof opts, "-l 20200101000000Z -n 20200201000000Z %s", agent2_serial_opt());
+	snprintf(opts, sizeof opts, "-l 20200101000000Z -n 20200201000000Z %s",
+		 agent2_serial_opt());
 	make_crl(dir, "old.crl", "agents-ca", 3, opts);
 	struct revocation_index *idx = build_ok(dir, CRL_STALE_WARN);
 	check_agent2_revoked(idx);
@@ -384,7 +387,8 @@ static void test_expired_refuse(void **state)
 {
 	char opts[512];
 	const char *dir = crl_dir("expired-refuse");
-	snprintf(opts, sizeof opts, "-l 20200101000000Z -n 20200201000000Z %s", agent2_serial_opt());
+	snprintf(opts, sizeof opts, "-l 20200101000000Z -n 20200201000000Z %s",
+		 agent2_serial_opt());
 	make_crl(dir, "old.crl", "agents-ca", 3, opts);
 	make_crl(dir, "ca2.crl", "agents-ca2", 3, "");
 	struct revocation_index *idx = build_ok(dir, CRL_STALE_REFUSE);
@@ -434,7 +438,8 @@ static void test_100k(void **state)
 	uint8_t serial[17] = {0};
 	while (fgets(line, sizeof line, f)) {
 		for (int i = 0; i < 16; i++)
-			serial[1 + i] = (uint8_t)(hex_nibble(line[2 * i]) << 4 | hex_nibble(line[2 * i + 1]));
+			serial[1 + i] = (uint8_t)(hex_nibble(line[2 * i]) << 4 |
+						  hex_nibble(line[2 * i + 1]));
 		/* As a certificate would carry it: a 00 before a high bit. */
 		bool pad = serial[1] & 0x80;
 		assert_int_equal(revocation_lookup(idx, info.name_sha256, serial + !pad, 16 + pad),
