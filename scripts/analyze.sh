@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Static analysis of the project's own C (dataplane/, control/, perf/*.c):
-# clang-tidy with the checks of .clang-tidy, then cppcheck. Uses
+# clang-tidy with the checks of .clang-tidy, then cppcheck, then
+# clang-format over every tracked .c and .h (the whole tree). Uses
 # build/compile_commands.json (made by `meson setup build`; run
 # scripts/setup.sh first). Exits non-zero on any finding of either tool.
 #
@@ -14,7 +15,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 build=${BUILD:-build}
 db="$build/compile_commands.json"
-for tool in clang-tidy cppcheck; do
+for tool in clang-tidy cppcheck clang-format; do
   command -v "$tool" >/dev/null || { echo "analyze: $tool is not installed (scripts/setup.sh)" >&2; exit 2; }
 done
 [ -f "$db" ] || { echo "analyze: no $db (meson setup $build)" >&2; exit 2; }
@@ -80,6 +81,18 @@ fi
 if [ -s "$out/cppcheck" ]; then
   cat "$out/cppcheck"
   echo "analyze: cppcheck: $(grep -c ': \(error\|warning\|performance\|portability\|style\):' "$out/cppcheck") findings"
+  status=1
+fi
+# Formatting: the whole tree follows .clang-format (applied in one commit,
+# listed in .git-blame-ignore-revs). A file that differs is a finding.
+echo "analyze: clang-format"
+mapfile -t fmt_files < <(git -C "$top" ls-files '*.c' '*.h' | grep -v '^tests/fuzz/corpus/')
+unformatted=()
+for f in "${fmt_files[@]}"; do
+  clang-format --dry-run --Werror "$f" >/dev/null 2>&1 || unformatted+=("$f")
+done
+if [ ${#unformatted[@]} -gt 0 ]; then
+  printf 'analyze: not formatted (clang-format -i FILE): %s\n' "${unformatted[@]}"
   status=1
 fi
 [ $status -eq 0 ] && echo "analyze: clean"

@@ -149,7 +149,7 @@ PACKAGES=(
   liblmdb-dev lmdb-utils liburing-dev libdpdk-dev dpdk libinih-dev
   libcmocka-dev libcjson-dev python3 python3-pytest curl openssl iproute2
   autoconf automake libtool dpkg-dev clang libclang-rt-14-dev python3-scapy
-  clang-tidy cppcheck libisal-dev patch tcpdump libsystemd-dev python3-cryptography testssl.sh
+  clang-tidy clang-format cppcheck libisal-dev patch tcpdump libsystemd-dev python3-cryptography testssl.sh
   scdoc man-db systemd prometheus chromium
 )
 
