@@ -314,12 +314,10 @@ static int control_socket_dir_usable(const char *socket_path)
 		*slash = '\0';
 	struct stat st;
 	const char *why = NULL;
-	if (stat(dir, &st) != 0)
+	if (stat(dir, &st) != 0 || (S_ISDIR(st.st_mode) && access(dir, W_OK | X_OK) != 0))
 		why = strerror(errno);
 	else if (!S_ISDIR(st.st_mode))
 		why = "not a directory";
-	else if (access(dir, W_OK | X_OK) != 0)
-		why = strerror(errno);
 	if (why) {
 		log_err("control_socket %s: directory %s: %s", socket_path, dir, why);
 		return -1;

@@ -74,7 +74,7 @@ int ring_run_once(struct ring *r, uint64_t timeout_ns)
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		rc = io_uring_submit_and_wait_timeout(&r->uring, &cqe, 1, &ts, NULL);
 		clock_gettime(CLOCK_MONOTONIC, &t1);
-		r->waited_ns += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000ll +
+		r->waited_ns += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL +
 					   (t1.tv_nsec - t0.tv_nsec));
 		if (rc < 0 && rc != -ETIME && rc != -EINTR)
 			return rc;

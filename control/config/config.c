@@ -206,7 +206,7 @@ static const char *nearest_key(const char *section, const char *name)
 	const char *best = NULL;
 	unsigned best_d = UINT_MAX;
 	for (size_t i = 0; i < NKEYS; i++) {
-		if (strcmp(keys[i].section, section))
+		if (strcmp(keys[i].section, section) != 0)
 			continue;
 		unsigned d = config_name_distance(name, keys[i].name);
 		if (d < best_d && config_near_miss(name, keys[i].name)) {

@@ -327,13 +327,20 @@ static double process_start_time(uint64_t fallback)
 	const char *p = strrchr(stat, ')'); /* the command name may hold spaces */
 	for (int field = 2; p && field < 22; field++)
 		p = strchr(p + 1, ' ');
-	if (!p || sscanf(p + 1, "%llu", &start_ticks) != 1)
+	char *end = NULL;
+	if (p) {
+		errno = 0;
+		start_ticks = strtoull(p + 1, &end, 10);
+	}
+	if (!p || end == p + 1 || errno)
 		return (double)fallback;
 	f = fopen("/proc/stat", "r");
 	char line[256];
 	while (f && fgets(line, sizeof line, f))
-		if (sscanf(line, "btime %llu", &boot) == 1)
+		if (!strncmp(line, "btime ", 6)) {
+			boot = strtoull(line + 6, NULL, 10);
 			break;
+		}
 	if (f)
 		fclose(f);
 	long hz = sysconf(_SC_CLK_TCK);

@@ -107,7 +107,7 @@ static void stats_table(const struct control_stats *st, const char *id, const ch
 	for (size_t m = 0; m < n_metrics; m++)
 		for (size_t i = 0; i < STAT_ROWS; i++) {
 			const struct stat_row *r = &stat_rows[i];
-			if (strcmp(r->metric, metrics[m]))
+			if (strcmp(r->metric, metrics[m]) != 0)
 				continue;
 			char label[64] = "";
 			if (r->labels[0]) {
@@ -205,7 +205,7 @@ static void http_panel(const struct control_stats *st, struct control_buf *o)
 	for (size_t i = 0; i < STAT_ROWS; i++) {
 		const struct stat_row *r = &stat_rows[i];
 		uint64_t v = stat_value(st, r);
-		if (strcmp(r->metric, "beacond_responses_by_status_total") || !v)
+		if (strcmp(r->metric, "beacond_responses_by_status_total") != 0 || !v)
 			continue;
 		char code[16], share[16];
 		label_value(code, sizeof code, r->labels);

@@ -178,8 +178,10 @@ static void access_begin(struct conn *c, const struct http_request *req)
 	struct http1_access *a = &c->h1.access;
 	size_t n = req->target.n < sizeof a->path - 1 ? req->target.n : sizeof a->path - 1;
 	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)req->target.p[i];
-		a->path[i] = ch > 0x20 && ch < 0x7f ? (char)ch : '?';
+		char ch = req->target.p[i];
+		if (ch <= 0x20 || ch >= 0x7f)
+			ch = '?';
+		a->path[i] = ch;
 	}
 	a->path[n] = '\0';
 	a->open = true;
