@@ -171,6 +171,10 @@ write_beacond_conf() { # PORT
 	[limits]
 	# the idle scenario holds up to 15,000; the default cap is exactly that
 	max_connections = 19000
+
+	[log]
+	# as the peers: nginx runs with access_log off, HAProxy logs nothing
+	access = no
 	EOF
 }
 
