@@ -528,6 +528,11 @@ def test_block_unknown_warns_and_repeats_change_nothing(start_server):
     # A device that has connected: no warning.
     p = ok(srv, "devices", "block", "agent1.example")
     assert p.stdout.decode().startswith("device agent1.example: blocked") and p.stderr == b""
+
+    # Each change, and only a change, leaves an audit line naming it.
+    audit = re.findall(r"audit: control socket: (\S+) is now (\w+)", srv.stderr())
+    assert audit == [("ghost.example", "blocked"), ("ghost.example", "approved"),
+                     ("agent1.example", "blocked")], audit
     assert upload(srv, "agent1")[0] != "response"
     p = ok(srv, "devices", "block", "agent1.example")
     assert p.stdout.decode() == "device agent1.example: already blocked\n"
