@@ -205,6 +205,21 @@ static bool query_match(const struct upload_query *q, const struct upload_record
 	return !q->category || strcmp(rec->meta.category, q->category) == 0;
 }
 
+/* One index entry's upload offered to the visitor: 0 to go on (also when
+ * retention removed it since the entry was read), 1 when the visitor has
+ * enough, or a negative store_error. */
+static int query_offer(struct store_reader *r, MDB_txn *txn, const struct upload_query *q,
+		       uint64_t id, upload_visit_fn fn, void *arg)
+{
+	struct upload_record rec;
+	int e = query_lookup(r, txn, id, &rec);
+	if (e == STORE_ERR_NOTFOUND)
+		return 0;
+	if (e)
+		return e;
+	return query_match(q, &rec) && fn(&rec, arg) ? 1 : 0;
+}
+
 /* device NUL id keys, from the first id after the cursor. Device names hold
  * no NUL, so one device's keys are contiguous. */
 static int query_device(struct store_reader *r, MDB_txn *txn, MDB_cursor *cur,
@@ -221,14 +236,9 @@ static int query_device(struct store_reader *r, MDB_txn *txn, MDB_cursor *cur,
 	for (; rc == 0; rc = query_step(r, cur, &k, &v, MDB_NEXT)) {
 		if (k.mv_size != n + 9 || memcmp(k.mv_data, kb, n + 1) != 0)
 			break;
-		struct upload_record rec;
-		int e = query_lookup(r, txn, be64_get((uint8_t *)k.mv_data + n + 1), &rec);
-		if (e == STORE_ERR_NOTFOUND)
-			continue;
+		int e = query_offer(r, txn, q, be64_get((uint8_t *)k.mv_data + n + 1), fn, arg);
 		if (e)
-			return e;
-		if (query_match(q, &rec) && fn(&rec, arg))
-			return 0;
+			return e < 0 ? e : 0;
 	}
 	return rc == MDB_NOTFOUND ? 0 : index_error(rc);
 }
@@ -285,14 +295,9 @@ static int query_by_time(struct store_reader *r, MDB_txn *txn, MDB_cursor *cur,
 			continue;
 		if (q->until_unix_ms && ms > q->until_unix_ms)
 			break;
-		struct upload_record rec;
-		e = query_lookup(r, txn, id, &rec);
-		if (e == STORE_ERR_NOTFOUND)
-			continue;
+		e = query_offer(r, txn, q, id, fn, arg);
 		if (e)
-			return e;
-		if (query_match(q, &rec) && fn(&rec, arg))
-			return 0;
+			return e < 0 ? e : 0;
 	}
 	return rc == MDB_NOTFOUND ? 0 : index_error(rc);
 }
