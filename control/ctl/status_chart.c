@@ -174,7 +174,8 @@ static void bars_since_start(const struct control_stats *st, struct control_buf 
 			max = c;
 	}
 	uint64_t top = decade_ceiling(max);
-	double h = BARS_ROW * (double)SERIES_COUNT + 8;
+	const unsigned rows = SERIES_COUNT;
+	double h = BARS_ROW * rows + 8;
 	control_buf_printf(
 		o,
 		"<svg id=\"auth-bars\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
