@@ -42,10 +42,36 @@ def unique_name(prefix="test", ext="ndi"):
     return f"{prefix}-{uuid.uuid4().hex[:12]}.{ext}"
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# A port the kernel handed out with bind(0) comes from the ephemeral range, so
+# between the test closing it and beacond binding it, any client connect() in
+# the suite may take it as its source port ("Address already in use" in a CI
+# run). Ports are drawn below that range instead, walking from a per-process
+# start so one run never hands out a port twice (no TIME_WAIT reuse either).
+_PORT_LOW = 12000
+_PORT_HIGH = max(_PORT_LOW + 1000, _ephemeral_low() - 1)
+_port_next = _PORT_LOW + (os.getpid() * 7919) % (_PORT_HIGH - _PORT_LOW)
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    global _port_next
+    for _ in range(_PORT_HIGH - _PORT_LOW):
+        port = _port_next
+        _port_next = _PORT_LOW + (_port_next + 1 - _PORT_LOW) % (_PORT_HIGH - _PORT_LOW)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORT_LOW}-{_PORT_HIGH}")
 
 
 # --------------------------------------------------------------------------
