@@ -411,6 +411,8 @@ static int run(struct beacond *b)
 	b->started = time(NULL);
 	if (start_workers(b, n) != 0)
 		goto stop_workers;
+	char history_path[sizeof cfg->data_dir + 32];
+	snprintf(history_path, sizeof history_path, "%s/status-history", cfg->data_dir);
 	const struct control_handlers handlers = {
 		.arg = b,
 		.stats = handle_stats,
@@ -422,6 +424,7 @@ static int run(struct beacond *b)
 		.device_lookup = handle_device_lookup,
 		.live = handle_live,
 		.ready = handle_ready,
+		.history_path = history_path,
 	};
 	if (control_start(cfg->control_socket, cfg->metrics_listen, &handlers, &ctl, err,
 			  sizeof err) != 0) {

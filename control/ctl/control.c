@@ -61,6 +61,8 @@ struct control {
 	uint64_t accept_paused_until_ms;
 	uint64_t next_sample_ms;
 	struct control_history history;
+	char history_path[4096];
+	bool history_failing; /* the last save failed, and said so */
 };
 
 static uint64_t now_ms(void)
@@ -293,6 +295,23 @@ static void accept_all(struct control *c, int lfd, bool http)
 
 /* ---- the loop ---- */
 
+/* Rewrites the history file; says once when that starts failing and once
+ * when it works again, not every 10 s. */
+static void history_keep(struct control *c)
+{
+	if (!c->history_path[0])
+		return;
+	char err[512];
+	if (control_history_save(&c->history, c->history_path, err, sizeof err) != 0) {
+		if (!c->history_failing)
+			log_warn("status page: cannot keep the history: %s", err);
+		c->history_failing = true;
+	} else if (c->history_failing) {
+		log_info("status page: history kept in %s again", c->history_path);
+		c->history_failing = false;
+	}
+}
+
 static void sample(struct control *c)
 {
 	struct control_stats st;
@@ -301,6 +320,7 @@ static void sample(struct control *c)
 		c->h.stats(c->h.arg, &st);
 	control_history_add(&c->history, &st, (uint64_t)time(NULL));
 	c->next_sample_ms += CONTROL_SAMPLE_INTERVAL_S * 1000u;
+	history_keep(c);
 }
 
 static short client_events(const struct client *cl)
@@ -375,6 +395,7 @@ static void *control_thread(void *arg)
 			break;
 		dispatch(c, p, n);
 	}
+	sample(c); /* what came since the last sample, for the next start */
 	while (c->n_clients)
 		client_close(c, c->n_clients - 1);
 	return NULL;
@@ -447,6 +468,16 @@ int control_start(const char *socket_path, const char *metrics_listen,
 	}
 	c->h = *h;
 	c->unix_fd = c->http_fd = -1;
+	if (h->history_path && h->history_path[0]) {
+		if (strlen(h->history_path) >= sizeof c->history_path) {
+			snprintf(err, errlen, "control: history path too long: %s",
+				 h->history_path);
+			free(c);
+			return -1;
+		}
+		strcpy(c->history_path, h->history_path);
+		control_history_load(&c->history, c->history_path, (uint64_t)time(NULL));
+	}
 	c->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (c->stop_fd < 0) {
 		snprintf(err, errlen, "control: eventfd: %s", strerror(errno));

@@ -93,6 +93,9 @@ struct control_handlers {
 	 * the reasons in msg, one a line. May be NULL: always 200. */
 	int (*live)(void *arg, char *msg, size_t msglen);
 	int (*ready)(void *arg, char *msg, size_t msglen);
+	/* Not a handler: the file the status page's history is kept in across
+	 * restarts (rewritten every sample). NULL or "": memory only. */
+	const char *history_path;
 };
 
 struct control;
