@@ -390,16 +390,17 @@ static void handshake_over(struct conn *c)
 
 /* A verdict on a certificate that our issuers signed goes to its device's
  * record (last result, last seen), so an operator sees why a blocked,
- * revoked or wrong-usage agent stays out: each is judged only on a chain
- * that verified. Other refusals name no device we know (an expired
- * certificate's date error comes without a verdict on its signature):
+ * revoked, wrong-usage, expired or not-yet-valid agent stays out: each is
+ * judged on a certificate whose signature verified (verify.c names the
+ * device of a dated one only then). Other refusals name no device we know:
  * recording them would let anyone grow the index with made-up names. From
  * the worker's own ring: no lock and no system call on the handshake path. */
 static void record_device_seen(struct conn *c, const struct tls_peer *p, bool completed)
 {
 	bool verdict = completed ? p->result == AUTH_OK
 				 : p->result == AUTH_REVOKED || p->result == AUTH_BLOCKED ||
-					   p->result == AUTH_WRONG_USAGE;
+					   p->result == AUTH_WRONG_USAGE || p->result == AUTH_EXPIRED ||
+					   p->result == AUTH_NOT_YET_VALID;
 	if (!p->device[0] || !verdict)
 		return;
 	int rc = store_worker_device_seen(c->w->sw, p->device, p->cert_sha256, p->result);

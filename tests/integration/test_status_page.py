@@ -182,8 +182,10 @@ def test_status_page_panels_and_refusals(busy_server):
     results = [r[col["result"]] for r in page.refusals]
     assert results == ["unknown_issuer", "unknown_issuer", "expired", "expired"], results
     assert all(r[col["source"]].startswith("127.0.0.1:") for r in page.refusals)
-    # No identity is read from a certificate refused before it (expired).
-    assert page.refusals[2][col["device"]] == "-", page.refusals[2]
+    # An expired certificate our CA signed names its device; an untrusted
+    # one names none.
+    assert page.refusals[2][col["device"]] == "expired.example", page.refusals[2]
+    assert page.refusals[1][col["device"]] == "-", page.refusals[1]
     assert "expired.example" in page.refusals[2][header.index("subject")]
     # Counts and shares as printed.
     totals = {r[0]: r[1:] for r in page.tables["auth-totals"][1:]}
