@@ -399,7 +399,8 @@ static void record_device_seen(struct conn *c, const struct tls_peer *p, bool co
 {
 	bool verdict = completed ? p->result == AUTH_OK
 				 : p->result == AUTH_REVOKED || p->result == AUTH_BLOCKED ||
-					   p->result == AUTH_WRONG_USAGE || p->result == AUTH_EXPIRED ||
+					   p->result == AUTH_WRONG_USAGE ||
+					   p->result == AUTH_EXPIRED ||
 					   p->result == AUTH_NOT_YET_VALID;
 	if (!p->device[0] || !verdict)
 		return;
