@@ -126,7 +126,6 @@ static int handle_device_state(void *arg, const char *device, enum device_state 
 	struct beacond *b = arg;
 	if (store_device_set_state(b->store, device, state, msg, len) != 0)
 		return -1;
-	log_info("audit: control socket: %s", msg); /* what changed, in the store's words */
 	/* Blocked devices are refused in the handshake: the snapshot must
 	 * know them before the next connection. */
 	return handle_reload(b, "blocklist", msg, len);

@@ -39,8 +39,9 @@ enum { POLL_STOP, POLL_UNIX, POLL_HTTP, POLL_FIXED };
 struct client {
 	int fd;
 	bool http;
-	bool closing;  /* close once out is sent */
-	bool draining; /* out sent, our side shut down, discarding input */
+	struct control_peer who; /* control socket clients */
+	bool closing;		 /* close once out is sent */
+	bool draining;		 /* out sent, our side shut down, discarding input */
 	size_t drained;
 	uint64_t deadline_ms; /* 0: none */
 	struct control_buf in;
@@ -115,7 +116,7 @@ static bool control_client_answer(struct control *c, struct client *cl)
 	*nl = '\0';
 	if (len && cl->in.data[len - 1] == '\r')
 		cl->in.data[--len] = '\0';
-	control_request(&c->h, cl->in.data, len, &cl->out);
+	control_request(&c->h, &cl->who, cl->in.data, len, &cl->out);
 	size_t used = (size_t)(nl - cl->in.data) + 1;
 	memmove(cl->in.data, nl + 1, cl->in.len - used);
 	cl->in.len -= used;
@@ -269,6 +270,15 @@ static void refuse(int fd, bool http)
 	close(fd);
 }
 
+static struct control_peer peer_of(int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof cred;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof cred)
+		return (struct control_peer){.known = false};
+	return (struct control_peer){.known = true, .uid = (unsigned)cred.uid, .pid = cred.pid};
+}
+
 static void accept_all(struct control *c, int lfd, bool http)
 {
 	for (;;) {
@@ -289,6 +299,7 @@ static void accept_all(struct control *c, int lfd, bool http)
 		c->clients[c->n_clients++] =
 			(struct client){.fd = fd,
 					.http = http,
+					.who = http ? (struct control_peer){0} : peer_of(fd),
 					.deadline_ms = http ? now_ms() + HTTP_DEADLINE_MS : 0};
 	}
 }

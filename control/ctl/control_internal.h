@@ -75,10 +75,21 @@ int control_history_save(const struct control_history *h, const char *path, char
 /* socket.c: the Unix socket. Binds path with mode 0600; returns the
  * listening fd or -1 with err. */
 int control_socket_listen(const char *path, char *err, size_t errlen);
+/* Who sent a request: the peer's credentials as the kernel gave them
+ * (SO_PEERCRED), for the audit line of a command that changes something.
+ * known = false when the kernel could not tell. */
+struct control_peer {
+	bool known;
+	unsigned uid;
+	int pid;
+};
+
 /* Answers one request line (NUL-terminated, without its newline) with one
- * reply line, newline included, appended to reply. */
-void control_request(const struct control_handlers *h, const char *line, size_t len,
-		     struct control_buf *reply);
+ * reply line, newline included, appended to reply. A command that changes
+ * something (reload, tickets_rotate, device_*) logs an audit line: who,
+ * the command and its argument, and what came of it. */
+void control_request(const struct control_handlers *h, const struct control_peer *who,
+		     const char *line, size_t len, struct control_buf *reply);
 /* The reply for a line over CONTROL_LINE_MAX. */
 void control_reply_error(struct control_buf *reply, const char *error);
 

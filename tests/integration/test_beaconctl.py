@@ -535,10 +535,17 @@ def test_block_unknown_warns_and_repeats_change_nothing(start_server):
     p = ok(srv, "devices", "block", "agent1.example")
     assert p.stdout.decode().startswith("device agent1.example: blocked") and p.stderr == b""
 
-    # Each change, and only a change, leaves an audit line naming it.
-    audit = re.findall(r"audit: control socket: (\S+) is now (\w+)", srv.stderr())
-    assert audit == [("ghost.example", "blocked"), ("ghost.example", "approved"),
-                     ("agent1.example", "blocked")], audit
+    # Each change, and only a change, leaves an audit line naming it and
+    # who asked (the control socket's peer, as the kernel tells it).
+    audit = re.findall(r"audit: device_(\w+) (\S+) by uid (\d+) \(pid (\d+)\): ok: (\w+); trust snapshot",
+                       srv.stderr())
+    uid = str(os.getuid())
+    assert [(a[0], a[1], a[2], a[4]) for a in audit] == [
+        ("block", "ghost.example", uid, "blocked"), ("unblock", "ghost.example", uid, "approved"),
+        ("block", "agent1.example", uid, "blocked")], audit
+    assert all(int(a[3]) > 1 for a in audit), audit
+    ok(srv, "reload", "crl")
+    assert re.search(rf"audit: reload crl by uid {uid} \(pid \d+\): ok: ", srv.stderr())
     assert upload(srv, "agent1")[0] != "response"
     p = ok(srv, "devices", "block", "agent1.example")
     assert p.stdout.decode() == "device agent1.example: already blocked\n"
