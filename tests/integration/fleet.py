@@ -10,6 +10,9 @@ example cannot drift from what the tests run.
   every beacon UP after a passed health check (L4OK).
 - A beacon can be killed with SIGKILL and started again on its data dir and
   port; its stderr (the access log) from before the kill is kept.
+- Fleet(overrides=...) adds keys to every beacon's configuration (a
+  [drain] section, say); test_fleet.ACKNOWLEDGED_CHECKS lists what must
+  hold for the uploads agents saw acknowledged.
 
 Standard library only.
 """
@@ -158,6 +161,7 @@ class Fleet:
     def __init__(self, workdir, pki, n=3, overrides=None):
         self.dir = Path(workdir)
         self.pki = Path(pki)
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.ticket_keys = self.dir / "fleet-tickets.keys"
         self.ticket_keys.write_text(new_ticket_key_line() + "\n")
         os.chmod(self.ticket_keys, 0o600)
