@@ -360,5 +360,11 @@ def test_kill9_amid_uploads_loses_nothing_acknowledged(fleet, pki):
     for b in fleet.beacons:
         assert not [r for r in b.uploads("agent3.example") if r["name"] == held_name], \
             f"{b.dir.name} stored the upload cut off by the kill"
+    # The killed beacon had acknowledged uploads of its own before the kill:
+    # the checks below read them from its store after the restart.
+    acked = {(a.device, n) for a in agents for n in a.acked}
+    kept = [r for device in {a.device for a in agents}
+            for r in fleet.beacons[victim].uploads(device) if (device, r["name"]) in acked]
+    assert kept, f"beacon{victim + 1} stored none of the acknowledged uploads before its kill"
     for check in ACKNOWLEDGED_CHECKS:
         check(fleet, agents)
