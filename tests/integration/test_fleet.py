@@ -20,6 +20,7 @@ of the control socket.
 import os
 import random
 import shutil
+import socket
 import ssl
 import threading
 
@@ -29,7 +30,8 @@ from certkit import alert_name
 from fleet import Fleet, wait_for
 from helpers import (BACKEND, ConnectionClosed, Server, build_request, client_context,
                      tls_connect, unique_name)
-from trustkit import drop, make_crl, new_ticket_key_line, reload, upload
+from test_proxy_protocol import v1_header, v2_header
+from trustkit import drop, make_crl, new_ticket_key_line, reload, upload, wait_until
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("haproxy") is None and not os.path.exists("/usr/sbin/haproxy"),
@@ -154,6 +156,48 @@ def test_beacons_see_the_agents_address(fleet, pki):
         if len(seen) == len(fleet.beacons):
             break
     assert seen == set(range(len(fleet.beacons))), seen
+    assert [s["proxy_refused"] for s in fleet.stats()] == [0] * len(fleet.beacons)
+
+
+def client_hello(pki):
+    """The bytes of a real TLS ClientHello (Python's ssl, in memory)."""
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_context(pki, "agent1").wrap_bio(inc, out, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return out.read()
+
+
+@pytest.mark.parametrize("header", [v2_header("198.18.7.7", 4444),
+                                    v1_header("198.18.7.7", 4444)], ids=["v2", "v1"])
+def test_agents_own_proxy_header_is_not_an_address(fleet, pki, header):
+    """An agent that sends a PROXY header of its own through the balancer,
+    to pass for another address: HAProxy's header came first, so the
+    agent's is the start of its TLS stream, refused as such without a
+    byte of TLS, logged under the agent's real address; the claimed one
+    appears nowhere."""
+    before = [s["handshake_failures"] for s in fleet.stats()]
+    with socket.create_connection((fleet.balancer.host, fleet.balancer.port), timeout=10) as raw:
+        client = "%s:%d" % raw.getsockname()[:2]
+        raw.sendall(header + client_hello(pki))
+        got = b""
+        while True:
+            data = raw.recv(65536)
+            if not data:
+                break
+            got += data
+    assert got == b"", f"beacond answered a stream that began with a PROXY header: {got[:64]!r}"
+
+    def refused():
+        d = [s["handshake_failures"] - b for s, b in zip(fleet.stats(), before)]
+        return d if sum(d) else None
+    delta = wait_for(refused, 30, "a beacon to count the refused handshake")
+    assert sorted(delta) == [0] * (len(delta) - 1) + [1], delta
+    i = delta.index(1)
+    assert wait_until(lambda: f"{client}: refused: handshake:" in fleet.logs(i), 30), \
+        fleet.logs(i)[-2000:]
+    for j in range(len(fleet.beacons)):
+        assert "198.18.7.7" not in fleet.logs(j), f"beacon{j + 1} took the agent's claim"
     assert [s["proxy_refused"] for s in fleet.stats()] == [0] * len(fleet.beacons)
 
 
