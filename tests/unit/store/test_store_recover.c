@@ -230,16 +230,16 @@ static void test_newer_schema_refused(void **state)
 {
 	struct fixture *f = *state;
 	close_store(f);
-	set_schema(f->dir, 2);
+	set_schema(f->dir, 3);
 	const struct store_options opts = STORE_OPTIONS_DEFAULT;
 	struct store *s = NULL;
 	char err[256] = "";
 	assert_int_equal(store_open(f->dir, &opts, 1, &s, err, sizeof err), STORE_ERR_SCHEMA);
 	assert_null(s);
-	assert_non_null(strstr(err, "index schema 2 is newer than this beacond (1)"));
+	assert_non_null(strstr(err, "index schema 3 is newer than this beacond (2)"));
 	struct store_reader *r;
 	assert_int_equal(store_reader_open(f->dir, &r, err, sizeof err), STORE_ERR_SCHEMA);
-	set_schema(f->dir, 1);
+	set_schema(f->dir, 2);
 	f->s = open_store(f->dir, NULL, 1);
 	tw_attach(&f->t, f->s, 0);
 }
