@@ -16,7 +16,7 @@ import time
 from helpers import build_request, tls_connect, unique_name
 from trustkit import beaconctl_sock
 
-SERVER_CONFIG = {"store": {"dedupe_window": "1h"}}
+# The module's server runs with the default window (24h).
 
 
 def put(server, name, data, *, agent="agent1", category="Inventories"):
@@ -171,8 +171,7 @@ def test_parallel_identical_uploads_one_record(start_server):
     record, and every answer carries its id. A long group wait puts uploads
     sent together into one group commit, so the match inside one LMDB
     transaction is checked too."""
-    srv = start_server({"server": {"workers": "2"},
-                        "store": {"dedupe_window": "1h", "group_wait": "300ms"}})
+    srv = start_server({"server": {"workers": "2"}, "store": {"group_wait": "300ms"}})
     for round_ in range(3):
         name = unique_name(f"parallel{round_}")
         data = os.urandom(4000 + round_ * 100000)
@@ -214,7 +213,7 @@ def test_after_the_window_a_new_record(start_server):
 def test_retry_after_kill9(start_server):
     """kill -9 between the first commit and the retry: the retry after the
     restart still gets the first id."""
-    srv = start_server({"store": {"dedupe_window": "1h"}})
+    srv = start_server()
     name = unique_name("crash")
     data = os.urandom(70000)
     first = put_ok(srv, name, data)
