@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import threading
 import time
 
@@ -196,18 +197,34 @@ def test_window_zero_stores_every_upload(start_server):
     assert row["sha256"] is None
 
 
+def dedupe_entries(srv):
+    """Entries of the index's `dedupe` database (two per upload remembered)."""
+    p = subprocess.run(["mdb_stat", "-s", "dedupe", str(srv.data_dir / "index")],
+                       capture_output=True, text=True, timeout=30)
+    m = re.search(r"Entries: (\d+)", p.stdout)
+    assert m, (p.returncode, p.stdout, p.stderr)
+    return int(m.group(1))
+
+
 def test_after_the_window_a_new_record(start_server):
+    """Past the window the same upload is new, and what the window has
+    left behind is forgotten by the next commit (the database does not
+    grow with every upload ever made)."""
     srv = start_server({"store": {"dedupe_window": "2s"}})
     name = unique_name("window")
     data = os.urandom(2000)
     sent = time.monotonic()
     first = put_ok(srv, name, data)
+    others = [put_ok(srv, unique_name("window-other"), os.urandom(100)) for _ in range(5)]
     # The window counts from the first upload's commit, before its 201:
     # well past 2 s after the request began, it is over.
     time.sleep(max(0.0, sent + 3.5 - time.monotonic()))
     again = put_ok(srv, name, data)
-    assert again != first
+    assert again != first and again not in others
     assert sorted(r["id"] for r in records(srv, name)) == sorted([first, again])
+    # The commit of `again` forgot the six expired uploads; at most its
+    # own entries are left.
+    assert dedupe_entries(srv) <= 2
 
 
 def test_retry_after_kill9(start_server):
