@@ -239,15 +239,14 @@ static int forget_entry(struct store *s, MDB_txn *txn, const MDB_val *tk, const 
 	return mdb_del(txn, s->dedupe_dbi, &k, NULL);
 }
 
-int dedupe_prune(struct store *s, MDB_txn *txn, uint64_t now_ms, unsigned max, bool *more)
+int dedupe_prune(struct store *s, MDB_txn *txn, uint64_t now_ms, unsigned max, unsigned *forgotten)
 {
 	MDB_cursor *cur;
-	if (more)
-		*more = false;
+	*forgotten = 0;
 	int rc = mdb_cursor_open(txn, s->dedupe_dbi, &cur);
 	if (rc)
 		return rc;
-	for (unsigned done = 0; !rc; done++) {
+	while (!rc && *forgotten < max) {
 		/* From the oldest 't' entry each time: forget_entry changes the
 		 * database under the cursor. */
 		uint8_t first = 't';
@@ -258,17 +257,13 @@ int dedupe_prune(struct store *s, MDB_txn *txn, uint64_t now_ms, unsigned max, b
 		const uint8_t *kp = k.mv_data;
 		if (k.mv_size != 17 || kp[0] != 't' || be64_get(kp + 1) + window_ms(s) >= now_ms)
 			break;
-		if (done == max) {
-			if (more)
-				*more = true;
-			break;
-		}
 		uint8_t tk[17];
 		memcpy(tk, kp, sizeof tk);
 		MDB_val tkv = {sizeof tk, tk};
 		rc = forget_entry(s, txn, &tkv, &v);
 		if (!rc)
 			rc = mdb_del(txn, s->dedupe_dbi, &tkv, NULL);
+		(*forgotten)++;
 	}
 	mdb_cursor_close(cur);
 	return rc == MDB_NOTFOUND ? 0 : rc;
@@ -276,13 +271,13 @@ int dedupe_prune(struct store *s, MDB_txn *txn, uint64_t now_ms, unsigned max, b
 
 int dedupe_prune_all(struct store *s)
 {
-	bool more = true;
-	while (more) {
+	unsigned forgotten = PRUNE_TXN_MAX;
+	while (forgotten == PRUNE_TXN_MAX) {
 		MDB_txn *txn = NULL;
 		int rc = mdb_txn_begin(s->ix.env, NULL, 0, &txn);
 		if (!rc) {
-			rc = dedupe_prune(s, txn, store_now_ms(), PRUNE_TXN_MAX, &more);
-			if (rc)
+			rc = dedupe_prune(s, txn, store_now_ms(), PRUNE_TXN_MAX, &forgotten);
+			if (rc || !forgotten)
 				mdb_txn_abort(txn);
 			else
 				rc = mdb_txn_commit(txn);

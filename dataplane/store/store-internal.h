@@ -375,9 +375,9 @@ int dedupe_find(struct store *s, MDB_txn *txn, const struct store_upload *u, uin
 		uint64_t *original);
 /* Remembers a newly indexed upload (no-op without its SHA-256). */
 int dedupe_remember(struct store *s, MDB_txn *txn, const struct upload_record *rec);
-/* Forgets up to `max` entries older than the window, oldest first; *more
- * (may be NULL) tells whether it stopped at that bound. */
-int dedupe_prune(struct store *s, MDB_txn *txn, uint64_t now_ms, unsigned max, bool *more);
+/* Forgets up to `max` uploads older than the window, oldest first, and
+ * says how many (max: there may be more). */
+int dedupe_prune(struct store *s, MDB_txn *txn, uint64_t now_ms, unsigned max, unsigned *forgotten);
 /* How many a commit of `uploads` uploads forgets at most: more than it
  * adds, so a steady load cannot grow the database past the window. */
 unsigned dedupe_prune_budget(unsigned uploads);

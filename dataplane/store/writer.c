@@ -417,7 +417,8 @@ static int writer_fill_txn(struct writer *wr, MDB_txn *txn, struct store_upload 
 			return rc;
 		*bytes += rec.length;
 	}
-	int prune_rc = dedupe_prune(s, txn, now_ms, dedupe_prune_budget(n), NULL);
+	unsigned forgotten;
+	int prune_rc = dedupe_prune(s, txn, now_ms, dedupe_prune_budget(n), &forgotten);
 	if (prune_rc)
 		return prune_rc;
 	for (struct device_event *ev = events; ev; ev = ev->next) {
