@@ -250,3 +250,18 @@ def test_retry_after_kill9(start_server):
     # New uploads after the restart take new ids, past the retry's.
     other = put_ok(srv, unique_name("crash-next"), data)
     assert other > first
+
+
+def test_retry_of_an_upload_retention_removed(start_server):
+    """A retry whose first upload retention has removed is stored again:
+    it is never answered with an id that no longer names anything."""
+    srv = start_server({"store": {"retain_bytes": "1M"}})
+    name = unique_name("retained")
+    data = os.urandom(600 * 1024)
+    first = put_ok(srv, name, data)
+    put_ok(srv, unique_name("pushes-out"), os.urandom(600 * 1024))
+    wait_for("retention to remove the first upload", lambda: not records(srv, name))
+    again = put_ok(srv, name, data)
+    assert again != first
+    assert [r["id"] for r in records(srv, name)] == [again]
+    assert srv.upload_bytes(again) == data
