@@ -1,0 +1,99 @@
+"""A burst of connections past max_handshakes_in_progress: the ones past
+the cap wait in the kernel's listen queue and are served as handshake slots
+free up, instead of being accepted and closed unanswered (an agent fleet
+reconnecting after an outage). The per-source limit still refuses, at
+accept, so that one source cannot take every slot."""
+
+import concurrent.futures
+import hashlib
+import os
+import socket
+import ssl
+
+from helpers import (HttpConn, build_request, client_context, listen_queue, tls_connect,
+                     unique_name)
+from trustkit import ctl, wait_until
+
+UP = "/ManageSoftRL/Inventories/"
+CLIENTS = 200
+CAP = 4
+
+
+def upload_on(server, ctx, raw):
+    """Mutual-TLS handshake on an already connected socket, then one PUT;
+    returns (name, sha256 of the body, response)."""
+    data = os.urandom(1024)
+    name = unique_name("burst")
+    tls = ctx.wrap_socket(raw, server_hostname="localhost")
+    with HttpConn(tls) as c:
+        c.send(build_request("PUT", UP + name, body=data))
+        resp = c.read_response(timeout=120)
+    return name, hashlib.sha256(data).hexdigest(), resp
+
+
+def test_burst_past_the_handshake_cap_waits_and_is_served(start_server):
+    srv = start_server({"server": {"workers": "1"},
+                        "limits": {"max_handshakes_in_progress": str(CAP),
+                                   "handshake_timeout": "60s"}})
+    ctx = client_context(srv.pki, "agent1")
+    # Every client connects before any of them starts its handshake: the
+    # first CAP take the slots, the rest must wait behind them.
+    raws = [socket.create_connection((srv.host, srv.port), timeout=120)
+            for _ in range(CLIENTS)]
+    try:
+        held = wait_until(lambda: listen_queue(srv.port) == CLIENTS - CAP, 30)
+        stats = ctl(srv, {"cmd": "stats"})
+        assert held, (f"the listen queue holds {listen_queue(srv.port)}, not "
+                      f"{CLIENTS - CAP}; accepted {stats['connections_accepted']}, "
+                      f"refused at the cap {stats['refused_handshakes']}")
+        assert stats["connections_accepted"] == CAP, stats
+        assert stats["refused_handshakes"] == 0, stats
+        with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
+            results = list(pool.map(lambda r: upload_on(srv, ctx, r), raws))
+    finally:
+        for r in raws:
+            r.close()
+    statuses = [resp.status for _, _, resp in results]
+    assert statuses == [201] * CLIENTS, statuses
+    stats = ctl(srv, {"cmd": "stats"})
+    assert stats["refused_handshakes"] == 0, stats
+    assert stats["connections_accepted"] == CLIENTS, stats
+    stored = {r["name"]: r for r in srv.uploads("agent1.example")}
+    for name, digest, _ in results:
+        assert name in stored, f"{name} was acknowledged but is not stored"
+        assert hashlib.sha256(srv.upload_bytes(stored[name]["id"])).hexdigest() == digest, name
+
+
+def test_per_source_cap_still_refuses_at_accept(start_server):
+    """One source holding its share of connections gets the next closed at
+    accept (no ServerHello, counted as a per-source refusal) while another
+    source still finds a handshake slot."""
+    srv = start_server({"server": {"workers": "1"},
+                        "limits": {"max_handshakes_in_progress": str(CAP),
+                                   "max_connections_per_source": "2",
+                                   "handshake_timeout": "60s"}})
+    silent = [socket.create_connection((srv.host, srv.port)) for _ in range(2)]
+    try:
+        assert wait_until(lambda: ctl(srv, {"cmd": "stats"})["connections_open"] == 2, 30)
+        before = ctl(srv, {"cmd": "stats"})["refused_per_source"]
+        try:
+            tls_connect(srv, timeout=30).close()
+            refused = None
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError) as e:
+            refused = e
+        assert refused is not None, "a third connection from one source was admitted"
+        assert ctl(srv, {"cmd": "stats"})["refused_per_source"] == before + 1
+        # Another address of this machine is another source: a slot is left.
+        other = ctx_upload_from(srv, "127.0.0.2")
+        assert other.status == 201, other
+    finally:
+        for s in silent:
+            s.close()
+    assert ctl(srv, {"cmd": "stats"})["refused_handshakes"] == 0
+
+
+def ctx_upload_from(server, source):
+    ctx = client_context(server.pki, "agent1")
+    raw = socket.create_connection((server.host, server.port), timeout=30,
+                                   source_address=(source, 0))
+    return upload_on(server, ctx, raw)[2]
