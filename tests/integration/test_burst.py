@@ -6,9 +6,14 @@ accept, so that one source cannot take every slot."""
 
 import concurrent.futures
 import hashlib
+import json
 import os
 import socket
 import ssl
+import subprocess
+import sys
+
+import pytest
 
 from helpers import (HttpConn, build_request, client_context, listen_queue, tls_connect,
                      unique_name)
@@ -97,3 +102,92 @@ def ctx_upload_from(server, source):
     raw = socket.create_connection((server.host, server.port), timeout=30,
                                    source_address=(source, 0))
     return upload_on(server, ctx, raw)[2]
+
+
+# The DPDK transport: the client runs in beacond's namespace (test_dpdk's
+# set-up) and is driven over its stdin and stdout, one line a step.
+DPDK_CLIENT = r'''
+import hashlib, json, os, socket, ssl, sys, threading
+host, port, pki, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations(pki + "/server-ca.pem")
+ctx.load_cert_chain(pki + "/agent1.pem", pki + "/agent1.key")
+silent = [socket.create_connection((host, port), timeout=120) for _ in range(2)]
+print("silent", flush=True)
+sys.stdin.readline()
+results = [None] * n
+def upload(i):
+    data = os.urandom(1024)
+    name = "dpdk-burst-%d-%s.ndi" % (i, os.urandom(4).hex())
+    try:
+        with ctx.wrap_socket(socket.create_connection((host, port), timeout=120),
+                             server_hostname="localhost") as s:
+            s.sendall(b"PUT /ManageSoftRL/Inventories/%s HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                      % (name.encode(), len(data), data))
+            head = b""
+            while b"\r\n" not in head:
+                more = s.recv(4096)
+                if not more:
+                    break
+                head += more
+        results[i] = [name, hashlib.sha256(data).hexdigest(), head.split(b"\r\n")[0].decode()]
+    except Exception as e:
+        results[i] = [name, "", repr(e)]
+threads = [threading.Thread(target=upload, args=(i,)) for i in range(n)]
+for t in threads:
+    t.start()
+print("started", flush=True)
+sys.stdin.readline()
+for s in silent:
+    s.close()
+for t in threads:
+    t.join()
+print(json.dumps(results), flush=True)
+'''
+
+
+def test_dpdk_burst_past_the_handshake_cap_waits_and_is_served(tmp_path_factory, pki):
+    """Over DPDK, a client past the cap gets no answer to its handshake's
+    last ACK (counted in tcp_accept_held) rather than a connection that is
+    closed at once; it resends, and is served when a slot frees."""
+    import test_dpdk
+    if os.geteuid() != 0 or not test_dpdk._ip_netns_works():
+        pytest.skip("needs root and `ip netns` (a DPDK tap in a namespace)")
+    n = 20
+    conf = {"server": {"workers": "1"},
+            "limits": {"max_handshakes_in_progress": "2", "handshake_timeout": "60s"}}
+    with test_dpdk.dpdk_server(tmp_path_factory, pki, "b", conf) as srv:
+        before = test_dpdk.net_counters(srv)
+        client = subprocess.Popen(
+            srv.in_ns(sys.executable, "-c", DPDK_CLIENT, test_dpdk.SERVER_IP, srv.port,
+                      srv.pki, n),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert client.stdout.readline().strip() == b"silent", client.stderr.read()
+            # The two silent connections hold both handshake slots.
+            assert wait_until(lambda: ctl(srv, {"cmd": "stats"})["connections_open"] == 2, 30)
+            client.stdin.write(b"go\n")
+            client.stdin.flush()
+            assert client.stdout.readline().strip() == b"started", client.stderr.read()
+            # (.get: a binary without the counter fails here, not on a KeyError)
+            held = wait_until(lambda: test_dpdk.net_counters(srv).get("tcp_accept_held", 0)
+                              >= before.get("tcp_accept_held", 0) + n, 60)
+            now = test_dpdk.net_counters(srv)
+            assert held, f"not every client's ACK was held: {before} -> {now}"
+            assert now["tcp_accepted"] == before["tcp_accepted"] + 2, now
+            client.stdin.write(b"release\n")
+            client.stdin.flush()
+            out, err = client.communicate(timeout=300)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        results = json.loads(out.decode().strip().splitlines()[-1])
+        assert [r[2] for r in results] == ["HTTP/1.1 201 Created"] * n, (results, err)
+        after = test_dpdk.net_counters(srv)
+        assert after["tcp_refused"] == before["tcp_refused"], after
+        assert ctl(srv, {"cmd": "stats"})["refused_handshakes"] == 0
+        stored = {r["name"]: r for r in srv.uploads("agent1.example")}
+        for name, digest, _ in results:
+            assert hashlib.sha256(srv.upload_bytes(stored[name]["id"])).hexdigest() == digest
