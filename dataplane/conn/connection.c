@@ -383,8 +383,7 @@ static void handshake_over(struct conn *c)
 {
 	if (c->in_handshake) {
 		c->in_handshake = false;
-		c->w->handshakes_active--;
-		counter_add(&c->w->counters.handshakes_in_progress, (uint64_t)-1);
+		handshake_slot_give(c->w);
 	}
 }
 
@@ -675,8 +674,7 @@ static void *conn_accepted(void *ctx, struct transport_conn *tc, const struct so
 	c->source_held = !proxied;
 	c->proxy_pending = proxied;
 	c->in_handshake = true;
-	w->handshakes_active++;
-	counter_add(&w->counters.handshakes_in_progress, 1);
+	handshake_slot_take(w);
 	c->w = w;
 	c->tc = tc;
 	/* Noted before the snapshot is taken: a publish in between costs one
@@ -686,8 +684,7 @@ static void *conn_accepted(void *ctx, struct transport_conn *tc, const struct so
 	c->tls = tls_session_new(snapshot, tls_out, c);
 	tls_server_unref(snapshot); /* the session holds its own reference */
 	if (!c->tls) {
-		w->handshakes_active--;
-		counter_add(&w->counters.handshakes_in_progress, (uint64_t)-1);
+		handshake_slot_give(w);
 		if (!proxied)
 			source_release(&w->sources, key);
 		free(c);
@@ -852,6 +849,7 @@ const struct transport_events conn_events = {
 	.received = conn_received,
 	.sent = conn_sent,
 	.closed = conn_closed,
+	.accept_room = admit_room,
 };
 
 void conn_abort_all(struct worker *w)

@@ -208,6 +208,8 @@ static bool upload_io_done(struct store_upload *u)
 static struct io_uring_sqe *upload_sqe(struct store_upload *u, ring_complete_fn fn)
 {
 	u->io_op.complete = fn;
+	/* Its completion gives back the upload's slot (max_open_uploads). */
+	u->io_op.urgent = true;
 	struct io_uring_sqe *sqe = ring_sqe(u->w->ring, &u->io_op);
 	if (!sqe) {
 		log_err("store: upload %" PRIu64 ": worker ring refused a submission", u->id);
