@@ -22,10 +22,17 @@
  *   tlsceiling --server-cert F --server-key F --ca F --client-cert F
  *              --client-key F [--seconds S] [--handshakes N]
  *              [--kinds "full13 resume13 full12"] [--json]
+ *   tlsceiling --ops [--json]
+ *
+ * --ops times the P-256 operations of a full handshake alone (key
+ * generation, shared secret, signature, verification), so that
+ * perf/phases.sh can share out the samples its unwinder cannot trace
+ * through wolfSSL's assembly.
  */
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 #include <wolfssl/wolfcrypt/aes.h>
+#include <wolfssl/wolfcrypt/ecc.h>
 #include <wolfssl/wolfcrypt/random.h>
 
 #include <getopt.h>
@@ -71,7 +78,7 @@ struct options {
 	double seconds;
 	unsigned long max_handshakes;
 	bool kinds[KINDS];
-	bool json;
+	bool json, ops;
 };
 
 struct result {
@@ -389,11 +396,73 @@ static void print_result(const struct options *o, enum kind k, const struct resu
 	fflush(stdout);
 }
 
+/* ---- --ops: the P-256 operations alone ---- */
+
+#define OP_ROUNDS 200
+
+enum op { OP_KEYGEN, OP_ECDH, OP_SIGN, OP_VERIFY, OPS };
+static const char *const op_names[OPS] = {"keygen", "ecdh", "sign", "verify"};
+
+struct p256 {
+	ecc_key mine, peer;
+	uint8_t hash[32], sig[80], secret[32];
+	word32 sig_len;
+};
+
+static int op_once(struct p256 *p, enum op op)
+{
+	word32 len = sizeof p->secret;
+	int verified = 0, rc;
+	switch (op) {
+	case OP_KEYGEN:
+		wc_ecc_free(&p->mine);
+		rc = wc_ecc_init(&p->mine);
+		if (rc == 0)
+			rc = wc_ecc_make_key_ex(&rng, 32, &p->mine, ECC_SECP256R1);
+		return rc == 0 ? wc_ecc_set_rng(&p->mine, &rng) : rc;
+	case OP_ECDH:
+		return wc_ecc_shared_secret(&p->mine, &p->peer, p->secret, &len);
+	case OP_SIGN:
+		p->sig_len = sizeof p->sig;
+		return wc_ecc_sign_hash(p->hash, sizeof p->hash, p->sig, &p->sig_len, &rng,
+					&p->mine);
+	default:
+		rc = wc_ecc_verify_hash(p->sig, p->sig_len, p->hash, sizeof p->hash, &verified,
+					&p->mine);
+		return rc == 0 && verified == 1 ? 0 : -1;
+	}
+}
+
+static int run_ops(const struct options *o)
+{
+	static struct p256 p;
+	int rc = wc_ecc_init(&p.mine) || wc_ecc_init(&p.peer) ||
+		 wc_ecc_make_key_ex(&rng, 32, &p.peer, ECC_SECP256R1) || op_once(&p, OP_KEYGEN) ||
+		 op_once(&p, OP_SIGN);
+	for (int op = 0; op < OPS && rc == 0; op++) {
+		uint64_t t0 = thread_cpu_ns();
+		for (int i = 0; i < OP_ROUNDS && rc == 0; i++)
+			rc = op_once(&p, (enum op)op);
+		double us = (double)(thread_cpu_ns() - t0) / 1e3 / OP_ROUNDS;
+		if (rc == 0 && o->json)
+			printf("{\"op\":\"%s\",\"curve\":\"P-256\",\"us\":%.2f}\n", op_names[op],
+			       us);
+		else if (rc == 0)
+			printf("%-7s P-256 %8.1f us\n", op_names[op], us);
+	}
+	wc_ecc_free(&p.mine);
+	wc_ecc_free(&p.peer);
+	if (rc != 0)
+		fprintf(stderr, "tlsceiling: a P-256 operation failed (%d)\n", rc);
+	return rc == 0 ? 0 : -1;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: tlsceiling --server-cert F --server-key F --ca F --client-cert F\n"
 		   "                  --client-key F [--seconds S] [--handshakes N]\n"
 		   "                  [--kinds \"full13 resume13 full12\"] [--json]\n"
+		   "       tlsceiling --ops [--json]\n"
 		   "Handshakes per second of server CPU, wolfSSL server and client in memory.\n"
 		   "--seconds: server CPU time per kind (default 2); --handshakes: at most N.\n");
 }
@@ -425,6 +494,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{"handshakes", required_argument, NULL, 'n'},
 		{"kinds", required_argument, NULL, 'm'},
 		{"json", no_argument, NULL, 'j'},
+		{"ops", no_argument, NULL, 'o'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -462,6 +532,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case 'j':
 			o->json = true;
 			break;
+		case 'o':
+			o->ops = true;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -470,6 +543,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 			return -1;
 		}
 	}
+	if (o->ops)
+		return 0;
 	if (!o->server_cert || !o->server_key || !o->ca || !o->client_cert || !o->client_key ||
 	    o->seconds <= 0 || o->max_handshakes == 0) {
 		usage(stderr);
@@ -488,6 +563,11 @@ int main(int argc, char **argv)
 	    wc_RNG_GenerateBlock(&rng, ticket_name, sizeof ticket_name) != 0) {
 		fail("wolfSSL initialisation failed", NULL);
 		return 1;
+	}
+	if (o.ops) {
+		int rc = run_ops(&o);
+		wc_FreeRng(&rng);
+		return rc == 0 ? 0 : 1;
 	}
 	WOLFSSL_CTX *sctx = server_ctx(&o);
 	if (!sctx)
