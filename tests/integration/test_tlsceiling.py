@@ -55,3 +55,14 @@ def test_client_from_another_ca_is_refused(pki):
     assert p.stdout == ""
     # ASN_NO_SIGNER_E: the server found no signer for the client's chain
     assert "server handshake: certificate verify failed (-188)" in p.stderr
+
+
+def test_p256_operations_alone():
+    if not TLSCEILING.exists():
+        pytest.skip(f"{TLSCEILING} is not built")
+    p = subprocess.run([str(TLSCEILING), "--ops", "--json"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    assert [r["op"] for r in rows] == ["keygen", "ecdh", "sign", "verify"]
+    assert all(r["curve"] == "P-256" and r["us"] > 0 for r in rows), rows
