@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
 	--requests) requests=$2; shift ;;
 	--frequency) frequency=$2; shift ;;
 	--out) result=$2; shift ;;
-	-h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,20p' "$0"; exit 0 ;;
 	*) echo "phases.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
