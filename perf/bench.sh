@@ -59,7 +59,7 @@ while [ $# -gt 0 ]; do
 	--burst) burst=$2; shift ;;
 	--out) results=$2; shift ;;
 	--repeat) repeat=$2; shift ;;
-	-h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,34p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
