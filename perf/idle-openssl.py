@@ -28,6 +28,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import selectors
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -202,6 +203,40 @@ def upload(tls, size):
         raise RuntimeError(f"upload answered {head[:40]!r}")
 
 
+def handshake_at_once(args, version):
+    """Every connection's ClientHello sent before any handshake ends, as a
+    fleet reconnecting at once: beacond holds up to max_handshakes_in_progress
+    handshakes at the same time."""
+    pending = {}
+    for cert, key in agent_files(args.conns):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(str(OUT / "pki" / "server-ca.pem"))
+        ctx.load_cert_chain(str(cert), str(key))
+        ctx.minimum_version = ctx.maximum_version = version
+        raw = socket.create_connection(("127.0.0.1", PORT), timeout=120)
+        raw.setblocking(False)
+        tls = ctx.wrap_socket(raw, server_hostname="localhost",
+                              do_handshake_on_connect=False)
+        pending[tls.fileno()] = tls
+    done = []
+    sel = selectors.DefaultSelector()
+    for tls in pending.values():
+        sel.register(tls, selectors.EVENT_READ)
+    end = time.monotonic() + 600
+    while pending:
+        for fd, tls in list(pending.items()):
+            try:
+                tls.do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                continue
+            sel.unregister(tls)
+            done.append(pending.pop(fd))
+        if time.monotonic() > end:
+            raise RuntimeError(f"{len(pending)} handshakes did not end")
+        sel.select(1.0)
+    return done
+
+
 def hold_openssl(args, srv, run):
     """Opens the connections with --in-flight handshakes at once (threads:
     Python's ssl releases the GIL inside OpenSSL's handshake)."""
@@ -223,8 +258,11 @@ def hold_openssl(args, srv, run):
             raw.close()
             raise
 
-    with ThreadPoolExecutor(args.in_flight) as pool:
-        conns = list(pool.map(connect, agent_files(args.conns)))
+    if args.at_once:
+        conns = handshake_at_once(args, version)
+    else:
+        with ThreadPoolExecutor(args.in_flight) as pool:
+            conns = list(pool.map(connect, agent_files(args.conns)))
 
     def close():
         for c in conns:
@@ -249,6 +287,8 @@ def measure(args, client):
                                        f"{args.conns} expected")
                 after = rss_kib(srv.pid)
                 anon1 = rss_kib(srv.pid, "RssAnon")
+                if args.inspect:
+                    subprocess.run(args.inspect.replace("PID", str(srv.pid)), shell=True)
             finally:
                 release()
         finally:
@@ -268,6 +308,10 @@ def main():
                    help="openssl: handshakes at once (agentsim's idle mode: 64)")
     p.add_argument("--put", type=int, metavar="BYTES",
                    help="openssl: one PUT of BYTES on each connection before it idles")
+    p.add_argument("--at-once", action="store_true",
+                   help="openssl: send every ClientHello before finishing any handshake")
+    p.add_argument("--inspect", metavar="CMD",
+                   help="shell command run while the connections are held (PID: beacond's)")
     p.add_argument("--tls", default="1.3", choices=["1.2", "1.3"])
     p.add_argument("--beacond", default=str(ROOT / "build" / "beacond"))
     p.add_argument("--beaconctl", default=str(ROOT / "build" / "beaconctl"))
