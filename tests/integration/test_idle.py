@@ -12,6 +12,10 @@ import time
 
 import pytest
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from certkit import Cert, cn, make_cert
 from helpers import BEACOND, build_request, client_context, tls_connect, unique_name
 from trustkit import ctl, wait_until
 
@@ -167,6 +171,63 @@ def test_idle_connection_memory(start_server, v):
         for c in conns:
             c.close()
     print(f"TLS {v}: {per_conn:.1f} KiB of server RSS per idle connection")
+    assert per_conn < MAX_KIB_PER_IDLE_CONN, (
+        f"{per_conn:.1f} KiB of server RSS per idle mutual-TLS connection "
+        f"(bound {MAX_KIB_PER_IDLE_CONN} KiB)")
+
+
+def agents_ca(pki):
+    return Cert(x509.load_pem_x509_certificate((pki / "agents-ca.pem").read_bytes()),
+                serialization.load_pem_private_key((pki / "agents-ca.key").read_bytes(), None))
+
+
+# Issue 18 item 6 measured the OpenSSL client with one certificate per
+# agent. A server that kept anything per client certificate (a decoded
+# copy, a cache entry that grows with the fleet) would show it here and not
+# in the test above, whose 320 connections share one certificate. This test
+# measured 9.1 KiB per connection at its 300 connections (the heap's first
+# growth counts for more at 300: perf/idle-openssl.py measures 6.3 to 7.0
+# with 2,000 and 8,000); the bound is the one above, far below the 66 KiB
+# of a server that kept each client's certificate.
+@pytest.mark.skipif(BEACOND.exists() and b"__asan_init" in BEACOND.read_bytes(),
+                    reason="AddressSanitizer's redzones and quarantine are not beacond's memory")
+def test_idle_memory_one_certificate_per_agent(start_server, tmp_path):
+    """RSS growth per idle TLS 1.3 connection from OpenSSL clients, each
+    with its own certificate (the warm-up as above)."""
+    srv = start_server({"server": {"workers": "1"}})
+    assert wait_until(srv.control_socket.exists, 10), "no control socket"
+    ca = agents_ca(srv.pki)
+    ctxs = []
+    for i in range(20 + IDLE_CONNS):
+        crt, key = make_cert(cn(f"idle-agent-{i}.example"), ca).write(tmp_path, f"a{i}")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(str(srv.pki / "server-ca.pem"))
+        ctx.load_cert_chain(str(crt), str(key))
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+        ctxs.append(ctx)
+
+    def established(n):
+        return wait_until(lambda: ctl(srv, {"cmd": "stats"})["handshakes_tls13"] >= n, 30)
+
+    conns = []
+    try:
+        for ctx in ctxs[:20]:
+            conns.append(tls_connect(srv, ctx=ctx))
+        assert established(len(conns)), "warm-up handshakes did not complete"
+        before = rss_kib(srv.proc.pid)
+        for ctx in ctxs[20:]:
+            conns.append(tls_connect(srv, ctx=ctx))
+        assert established(len(conns)), "handshakes did not complete"
+        assert ctl(srv, {"cmd": "stats"})["connections_open"] == len(conns)
+        per_conn = (rss_kib(srv.proc.pid) - before) / IDLE_CONNS
+        # the last one is still admitted as its own agent
+        name = unique_name("idle-agent")
+        assert put(conns[-1], name, b"x").status == 201
+        stored_under(srv, name, f"idle-agent-{len(ctxs) - 1}.example")
+    finally:
+        for c in conns:
+            c.close()
+    print(f"one certificate per agent: {per_conn:.1f} KiB of server RSS per idle connection")
     assert per_conn < MAX_KIB_PER_IDLE_CONN, (
         f"{per_conn:.1f} KiB of server RSS per idle mutual-TLS connection "
         f"(bound {MAX_KIB_PER_IDLE_CONN} KiB)")
