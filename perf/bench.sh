@@ -266,17 +266,7 @@ start_server() { # SERVER [VARIANT]
 	log "$1${server_variant:+ ($server_variant)} listening on 127.0.0.1:$port (pid $server_pid) after ${server_start_s} s"
 }
 
-stop_server() {
-	[ -n "$server_pid" ] || return 0
-	kill "$server_pid" 2>/dev/null || true
-	for _ in $(seq 50); do
-		kill -0 "$server_pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -9 "$server_pid" 2>/dev/null || true
-	wait "$server_pid" 2>/dev/null || true
-	server_pid=
-}
+. "$root/perf/lib.sh" # stop_server
 
 cpu_ticks() { # PID: utime + stime of every thread, in clock ticks
 	sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'

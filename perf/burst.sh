@@ -155,17 +155,7 @@ start_server() {
 	exit 1
 }
 
-stop_server() {
-	[ -n "$server_pid" ] || return 0
-	kill "$server_pid" 2>/dev/null || true
-	for _ in $(seq 100); do
-		kill -0 "$server_pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -9 "$server_pid" 2>/dev/null || true
-	wait "$server_pid" 2>/dev/null || true
-	server_pid=
-}
+. "$root/perf/lib.sh" # stop_server
 
 stats() { "$beaconctl" --socket "$run/beacond.sock" --json stats; }
 

@@ -1,0 +1,16 @@
+# Sourced by the perf/ scripts: what every one of them does to the server
+# it started. Callers keep the server's pid in $server_pid.
+
+# SIGTERM, then SIGKILL after 10 s: a benchmark's server that does not stop
+# must not linger into the next run's figures.
+stop_server() {
+	[ -n "$server_pid" ] || return 0
+	kill "$server_pid" 2>/dev/null || true
+	for _ in $(seq 100); do
+		kill -0 "$server_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -9 "$server_pid" 2>/dev/null || true
+	wait "$server_pid" 2>/dev/null || true
+	server_pid=
+}
