@@ -27,6 +27,7 @@
 #include "beacon/config.h"
 #include "beacon/control.h"
 #include "beacon/log.h"
+#include "beacon/drain.h"
 #include "beacon/store.h"
 #include "beacon/tls.h"
 #include "beacon/transport.h"
@@ -53,6 +54,7 @@ struct beacond {
 	atomic_bool serving;	     /* ready to its end: /readyz */
 	struct store_reader *reader; /* device states, for the snapshot */
 	struct trust_control *trust;
+	struct drain *drain; /* NULL: [drain] is off */
 };
 
 static void usage(FILE *f)
@@ -164,6 +166,7 @@ static void handle_stats(void *arg, struct control_stats *out)
 					  .started = b->started,
 					  .net_stack = b->cfg.backend == BACKEND_DPDK,
 					  .store = b->store,
+					  .drain = b->drain,
 					  .trust_lock = &b->reload_lock};
 	stats_collect(&src, out);
 }
@@ -193,6 +196,23 @@ static size_t handle_refusals(void *arg, struct tls_refusal *out, size_t max)
 {
 	(void)arg;
 	return tls_refusals_latest(out, max);
+}
+
+/* ---- drain ---- */
+
+static void handle_drain_status(void *arg, struct drain_status *out)
+{
+	struct beacond *b = arg;
+	drain_status(b->drain, out);
+}
+
+static int handle_drain_control(void *arg, const char *action, uint64_t from_id, char *msg,
+				size_t len)
+{
+	struct beacond *b = arg;
+	if (!strcmp(action, "replay"))
+		return drain_replay(b->drain, from_id, msg, len);
+	return drain_pause(b->drain, !strcmp(action, "pause"), msg, len);
 }
 
 /* ---- life ---- */
@@ -422,6 +442,8 @@ static int run(struct beacond *b)
 		.device_lookup = handle_device_lookup,
 		.live = handle_live,
 		.ready = handle_ready,
+		.drain_status = handle_drain_status,
+		.drain_control = handle_drain_control,
 	};
 	if (control_start(cfg->control_socket, cfg->metrics_listen, &handlers, &ctl, err,
 			  sizeof err) != 0) {
@@ -430,6 +452,12 @@ static int run(struct beacond *b)
 	}
 	if (drop_privileges(cfg->user, cfg->data_dir) != 0)
 		goto stop_control;
+	/* After the drop: the drain reads its credentials as the server's
+	 * user. A sink that is down is retried, not fatal. */
+	if (drain_start(cfg, b->store, &b->drain, err, sizeof err) != 0) {
+		log_err("%s", err);
+		goto stop_control;
+	}
 	/* Every worker's listener, the control socket and the admin listener
 	 * are open and privileges are dropped: ready. */
 	log_ready(cfg, n);
@@ -441,6 +469,8 @@ static int run(struct beacond *b)
 
 stop_control:
 	control_stop(ctl);
+	drain_stop(b->drain); /* after the control thread: it reads the drain */
+	b->drain = NULL;
 stop_workers:
 	stop_workers(b);
 	if (cfg->backend == BACKEND_DPDK)

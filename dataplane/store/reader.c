@@ -426,8 +426,8 @@ int record_check_header(int fd, const struct upload_record *rec, const char *pat
 }
 
 /* Reads the body through, or writes it to out_fd when out_fd >= 0. */
-int record_pass(int fd, const struct upload_record *rec, const char *path, uint8_t *buf,
-		int out_fd, uint32_t *crc)
+int record_pass(int fd, const struct upload_record *rec, const char *path, uint8_t *buf, int out_fd,
+		uint32_t *crc)
 {
 	*crc = 0;
 	for (uint64_t done = 0; done < rec->length;) {

@@ -359,8 +359,8 @@ bool drain_sets_hold(struct store *s, MDB_txn *txn, uint64_t id);
 
 /* reader.c's checks of a spool record, shared with watermark.c. */
 int record_check_header(int fd, const struct upload_record *rec, const char *path);
-int record_pass(int fd, const struct upload_record *rec, const char *path, uint8_t *buf,
-		int out_fd, uint32_t *crc);
+int record_pass(int fd, const struct upload_record *rec, const char *path, uint8_t *buf, int out_fd,
+		uint32_t *crc);
 
 /* ---- recovery (recover.c) ---- */
 
