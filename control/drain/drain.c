@@ -320,8 +320,8 @@ static void *drain_main(void *arg)
 			backoff = backoff * 2 < BACKOFF_MAX_MS ? backoff * 2 : BACKOFF_MAX_MS;
 			continue;
 		}
-		if (d->state == DRAIN_PAUSED)
-			d->state = DRAIN_CONNECTED;
+		if (d->state != DRAIN_CONNECTED)
+			set_state(d, DRAIN_CONNECTED, NULL);
 		ready = true;
 		if (drain_round(d, &cursor)) {
 			backoff = BACKOFF_MIN_MS;
@@ -430,8 +430,6 @@ int drain_pause(struct drain *d, bool pause, char *msg, size_t msglen)
 	pthread_mutex_lock(&d->lock);
 	bool was = d->paused;
 	d->paused = pause;
-	if (!pause && d->state == DRAIN_PAUSED)
-		d->state = DRAIN_CONNECTING;
 	d->kick = true;
 	pthread_cond_broadcast(&d->cond);
 	pthread_mutex_unlock(&d->lock);
