@@ -11,6 +11,7 @@ drain's state and lag) and its counters, never with a fixed sleep.
 """
 
 import json
+import subprocess
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ import zlib
 
 import pytest
 
-from helpers import HOST, free_port, mount_tmpfs, request, umount, unique_name
+from helpers import BEACOND, HOST, free_port, mount_tmpfs, request, umount, unique_name
 from natsfix import NatsServer, read_stream, stream_info, uploads_in
 
 STREAM = "BEACON_UPLOADS"
@@ -341,3 +342,26 @@ def test_retention_keeps_undrained_and_507_stops_once_drained(start_server, nats
             srv.stop()
         finally:
             umount(srv.data_dir)
+
+
+@pytest.mark.parametrize("key,value,reason", [
+    ("nats", "http://127.0.0.1:4222", "is not a comma-separated list of nats:// or tls:// URLs"),
+    ("stream", "BEACON.UPLOADS", "[drain] stream: 'BEACON.UPLOADS' is not a stream name"),
+    ("subject", "beacon.*", "[drain] subject: 'beacon.*' is not a subject prefix"),
+    ("beacon_id", "edge.1", "[drain] beacon_id: 'edge.1' is not one subject token"),
+    ("window", "0", "[drain] window: '0' is out of range (1 to 65536)"),
+    ("replicas", "9", "[drain] replicas: '9' is out of range (1 to 5)"),
+    ("max_chunk", "100", "[drain] max_chunk: at least 1k"),
+    ("create_stream", "maybe", "[drain] create_stream: 'maybe' is not one of"),
+    ("tls_cert", "/etc/cert.pem", "[drain] tls_cert and tls_key go together"),
+])
+def test_bad_drain_value_names_file_and_line(start_server, key, value, reason):
+    srv = start_server(start=False)
+    lines = srv.conf.read_text().splitlines() + ["[drain]", "nats = nats://127.0.0.1:4222",
+                                                 f"{key} = {value}"]
+    srv.conf.write_text("\n".join(lines) + "\n")
+    p = subprocess.run([str(BEACOND), "-t", "-c", str(srv.conf)], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=30)
+    err = p.stderr.decode()
+    assert p.returncode != 0
+    assert f"{srv.conf}:{len(lines)}: " in err and reason in err, err
