@@ -54,7 +54,9 @@ struct beacond {
 	atomic_bool serving;	     /* ready to its end: /readyz */
 	struct store_reader *reader; /* device states, for the snapshot */
 	struct trust_control *trust;
-	struct drain *drain; /* NULL: [drain] is off */
+	/* NULL: [drain] is off (or not started yet: the control thread
+	 * may already read it) */
+	struct drain *_Atomic drain;
 };
 
 static void usage(FILE *f)
@@ -166,7 +168,7 @@ static void handle_stats(void *arg, struct control_stats *out)
 					  .started = b->started,
 					  .net_stack = b->cfg.backend == BACKEND_DPDK,
 					  .store = b->store,
-					  .drain = b->drain,
+					  .drain = atomic_load(&b->drain),
 					  .trust_lock = &b->reload_lock};
 	stats_collect(&src, out);
 }
@@ -203,16 +205,17 @@ static size_t handle_refusals(void *arg, struct tls_refusal *out, size_t max)
 static void handle_drain_status(void *arg, struct drain_status *out)
 {
 	struct beacond *b = arg;
-	drain_status(b->drain, out);
+	drain_status(atomic_load(&b->drain), out);
 }
 
 static int handle_drain_control(void *arg, const char *action, uint64_t from_id, char *msg,
 				size_t len)
 {
 	struct beacond *b = arg;
+	struct drain *d = atomic_load(&b->drain);
 	if (!strcmp(action, "replay"))
-		return drain_replay(b->drain, from_id, msg, len);
-	return drain_pause(b->drain, !strcmp(action, "pause"), msg, len);
+		return drain_replay(d, from_id, msg, len);
+	return drain_pause(d, !strcmp(action, "pause"), msg, len);
 }
 
 /* ---- life ---- */
@@ -454,10 +457,12 @@ static int run(struct beacond *b)
 		goto stop_control;
 	/* After the drop: the drain reads its credentials as the server's
 	 * user. A sink that is down is retried, not fatal. */
-	if (drain_start(cfg, b->store, &b->drain, err, sizeof err) != 0) {
+	struct drain *drain = NULL;
+	if (drain_start(cfg, b->store, &drain, err, sizeof err) != 0) {
 		log_err("%s", err);
 		goto stop_control;
 	}
+	atomic_store(&b->drain, drain);
 	/* Every worker's listener, the control socket and the admin listener
 	 * are open and privileges are dropped: ready. */
 	log_ready(cfg, n);
@@ -469,8 +474,7 @@ static int run(struct beacond *b)
 
 stop_control:
 	control_stop(ctl);
-	drain_stop(b->drain); /* after the control thread: it reads the drain */
-	b->drain = NULL;
+	drain_stop(atomic_exchange(&b->drain, NULL)); /* after the control thread: it reads it */
 stop_workers:
 	stop_workers(b);
 	if (cfg->backend == BACKEND_DPDK)

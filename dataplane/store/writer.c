@@ -751,8 +751,12 @@ static void writer_loop(struct writer *wr)
 				break;
 			continue;
 		}
-		if (now_us / 1000u >= wr->next_retention_ms ||
-		    atomic_exchange(&s->retention_wanted, false)) {
+		if (atomic_exchange(&s->retention_wanted, false)) {
+			/* A drain took uploads: what only it kept may go. */
+			writer_retention_pass(s, &wr->total_bytes, false);
+			continue;
+		}
+		if (now_us / 1000u >= wr->next_retention_ms) {
 			writer_retention_pass(s, &wr->total_bytes, true);
 			wr->next_retention_ms = monotonic_us() / 1000u + RETENTION_PERIOD_MS;
 			continue;
