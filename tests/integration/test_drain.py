@@ -365,3 +365,35 @@ def test_bad_drain_value_names_file_and_line(start_server, key, value, reason):
     err = p.stderr.decode()
     assert p.returncode != 0
     assert f"{srv.conf}:{len(lines)}: " in err and reason in err, err
+
+
+def test_upload_that_began_first_and_committed_last_is_drained(start_server, nats):
+    """Ids are taken when an upload begins; commits come in the order
+    uploads end. An upload still streaming while later ids are drained must
+    not be passed over (a plain "drained up to id N" mark would lose it)."""
+    from helpers import build_request, tls_connect
+    nats.start()
+    srv = start_server(drain_config(nats.url))
+    slow_body = os.urandom(200_000)
+    head = build_request("PUT", "/ManageSoftRL/Inventories/slow.bin", (), slow_body)
+    head_len = len(head) - len(slow_body)
+    conn = tls_connect(srv, timeout=60)
+    try:
+        conn.send(head[:head_len] + slow_body[:1000])
+
+        def stats():
+            out = srv.beaconctl("--socket", srv.control_socket, "--json", "stats").stdout
+            return json.loads(out)
+        wait_for(lambda: stats()["store_uploads_open"] == 1, 30, "the slow upload to begin")
+        sent = upload_many(srv, 4)
+        wait_drained(srv)
+        assert status(srv)["uploads_acked"] == 4
+        conn.send(slow_body[1000:])
+        assert conn.read_response(30).status == 201
+    finally:
+        conn.close()
+    sent["slow.bin"] = slow_body
+    wait_drained(srv)
+    got = assert_exactly_once(srv, nats, sent)
+    slow = [uid for uid, (h, _) in got.items() if h["Name"] == "slow.bin"]
+    assert slow and slow[0] < max(got), f"the slow upload's id {slow} was not the lowest"
