@@ -33,7 +33,7 @@ NATS_SERVER = os.environ.get(
 
 
 class NatsServer:
-    def __init__(self, workdir, max_payload=None, port=None):
+    def __init__(self, workdir, max_payload=None, port=None, extra=()):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -44,6 +44,7 @@ class NatsServer:
                  f'jetstream {{ store_dir: "{self.dir / "js"}" }}']
         if max_payload:
             lines.append(f"max_payload: {max_payload}")
+        lines += list(extra)  # e.g. a tls { } or authorization { } block
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc = None
 
@@ -91,12 +92,15 @@ class NatsServer:
 class NatsClient:
     """Just enough of the NATS client protocol for request/reply."""
 
-    def __init__(self, port, timeout=10.0):
+    def __init__(self, port, timeout=10.0, auth=None):
         self.sock = socket.create_connection((HOST, port), timeout=timeout)
         self.buf = b""
         self._line()  # INFO
-        self.sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true,'
-                          b'"no_responders":true,"protocol":1}\r\nPING\r\n')
+        opts = {"verbose": False, "pedantic": False, "headers": True, "no_responders": True,
+                "protocol": 1}
+        if auth:
+            opts["user"], opts["pass"] = auth
+        self.sock.sendall(b"CONNECT " + json.dumps(opts).encode() + b"\r\nPING\r\n")
         while self._line() != b"PONG":
             pass
         self.sock.sendall(b"SUB _INBOX.test.* 1\r\n")
@@ -171,8 +175,8 @@ def stream_info(port, stream):
         c.close()
 
 
-def read_stream(port, stream):
-    c = NatsClient(port)
+def read_stream(port, stream, auth=None):
+    c = NatsClient(port, auth=auth)
     try:
         info = c.request(f"$JS.API.STREAM.INFO.{stream}", {})
         assert "error" not in info, info

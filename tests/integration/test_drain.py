@@ -17,6 +17,7 @@ import signal
 import socket
 import threading
 import time
+import urllib.request
 import zlib
 
 import pytest
@@ -72,7 +73,7 @@ def wait_drained(srv, timeout=90):
 def assert_exactly_once(srv, nats, sent):
     """The stream holds every stored upload once, bodies intact."""
     stored = {r["id"]: r for r in srv.uploads()}
-    in_stream = uploads_in(read_stream(nats.port, STREAM))
+    in_stream = uploads_in(read_stream(nats.port, STREAM, auth=getattr(nats, "auth", None)))
     assert sorted(in_stream) == sorted(stored), (
         f"store has {len(stored)} uploads, stream {len(in_stream)}: "
         f"missing {sorted(set(stored) - set(in_stream))[:10]}, "
@@ -397,3 +398,48 @@ def test_upload_that_began_first_and_committed_last_is_drained(start_server, nat
     got = assert_exactly_once(srv, nats, sent)
     slow = [uid for uid, (h, _) in got.items() if h["Name"] == "slow.bin"]
     assert slow and slow[0] < max(got), f"the slow upload's id {slow} was not the lowest"
+
+
+def test_user_and_password(start_server, tmp_path):
+    auth = ['authorization { user: beacon, password: "s3cret" }']
+    ns = NatsServer(tmp_path / "nats-auth", extra=auth).start()
+    ns.auth = ("beacon", "s3cret")  # for the test's own reader
+    try:
+        wrong = start_server(drain_config(ns.url, user="beacon", password="wrong"))
+        st = wait_for(lambda: (s := status(wrong))["state"] == "disconnected" and s, 30,
+                      "the refused login")
+        assert "authorization violation" in st["last_error"].lower(), st
+        srv = start_server(drain_config(ns.url, user="beacon", password="s3cret"))
+        sent = upload_many(srv, 3)
+        wait_drained(srv)
+        assert_exactly_once(srv, ns, sent)
+    finally:
+        ns.stop()
+
+
+def test_tls_to_nats_with_a_client_certificate(start_server, tmp_path, pki):
+    tls = [f'tls {{ cert_file: "{pki}/server.pem", key_file: "{pki}/server.key", '
+           f'ca_file: "{pki}/agents-ca.pem", verify: true }}']
+    ns = NatsServer(tmp_path / "nats-tls", extra=tls).start()
+    url = f"tls://{HOST}:{ns.port}"
+    try:
+        # A CA that did not sign the server's certificate: refused.
+        wrong = start_server(drain_config(url, tls_ca=f"{pki}/agents-ca.pem",
+                                          tls_cert=f"{pki}/agent1.pem",
+                                          tls_key=f"{pki}/agent1.key"))
+        st = wait_for(lambda: (s := status(wrong))["state"] == "disconnected" and s, 30,
+                      "the refused server certificate")
+        assert "ssl" in st["last_error"].lower() or "certificate" in st["last_error"].lower(), st
+        srv = start_server(drain_config(url, tls_ca=f"{pki}/server-ca.pem",
+                                        tls_cert=f"{pki}/agent1.pem",
+                                        tls_key=f"{pki}/agent1.key"))
+        sent = upload_many(srv, 3)
+        wait_drained(srv)
+        # The test's reader speaks plain NATS only: the stream's size comes
+        # from the monitor port instead.
+        with urllib.request.urlopen(
+                f"http://{HOST}:{ns.monitor}/jsz?streams=true&accounts=true", timeout=5) as r:
+            jsz = json.loads(r.read())
+        assert jsz["messages"] == 3, jsz
+    finally:
+        ns.stop()
