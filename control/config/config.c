@@ -910,7 +910,7 @@ static bool nats_urls_ok(const char *v)
 	char *save = NULL;
 	unsigned n = 0;
 	for (char *u = strtok_r(copy, ", ", &save); u; u = strtok_r(NULL, ", ", &save), n++)
-		if (strncmp(u, "nats://", 7) && strncmp(u, "tls://", 6))
+		if (strncmp(u, "nats://", 7) != 0 && strncmp(u, "tls://", 6) != 0)
 			return false;
 	return n > 0;
 }

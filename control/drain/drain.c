@@ -93,10 +93,10 @@ static void wait_ms(struct drain *d, unsigned ms)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += ms / 1000u;
-	ts.tv_nsec += (long)(ms % 1000u) * 1000000l;
-	if (ts.tv_nsec >= 1000000000l) {
+	ts.tv_nsec += (long)(ms % 1000u) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
 		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000l;
+		ts.tv_nsec -= 1000000000L;
 	}
 	pthread_cond_timedwait(&d->cond, &d->lock, &ts);
 }
@@ -104,7 +104,7 @@ static void wait_ms(struct drain *d, unsigned ms)
 static void set_state(struct drain *d, enum drain_state st, const char *why)
 {
 	if (st == DRAIN_DISCONNECTED && why) {
-		if (d->state != DRAIN_DISCONNECTED || strcmp(d->last_error, why))
+		if (d->state != DRAIN_DISCONNECTED || strcmp(d->last_error, why) != 0)
 			log_warn("drain %s: %s", d->ops->name, why);
 		snprintf(d->last_error, sizeof d->last_error, "%s", why);
 	} else if (st == DRAIN_CONNECTED && d->state != DRAIN_CONNECTED) {

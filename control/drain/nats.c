@@ -239,7 +239,7 @@ static int check_stream(struct nats_sink *n, char *err, size_t errlen)
 	sc.SubjectsLen = 1;
 	sc.Storage = js_FileStorage;
 	sc.Replicas = n->replicas;
-	sc.Duplicates = (int64_t)n->duplicate_window_s * 1000000000ll;
+	sc.Duplicates = (int64_t)n->duplicate_window_s * 1000000000LL;
 	st = js_AddStream(&si, n->js, &sc, NULL, &jerr);
 	if (st != NATS_OK) {
 		status_text(err, errlen, "create stream", st);
