@@ -215,13 +215,24 @@ static int publish_one(struct drain *d, const struct upload_record *rec, int fd)
 	return 1;
 }
 
+/* For store_drain_next, inside its read txn: passes over what is in flight
+ * (a rescan from the start meets it). */
+static bool in_flight(uint64_t id, void *arg)
+{
+	struct drain *d = arg;
+	pthread_mutex_lock(&d->lock);
+	bool found = inflight_find(d, id) != NULL;
+	pthread_mutex_unlock(&d->lock);
+	return found;
+}
+
 /* The next pending upload after *cursor: 1 sent, 2 passed over (in flight
  * already, or corrupt), 0 none left, -1 failed. Under lock. */
 static int publish_next(struct drain *d, uint64_t *cursor)
 {
 	struct upload_record rec;
 	pthread_mutex_unlock(&d->lock);
-	int e = store_drain_next(d->store, d->ops->name, *cursor, &rec);
+	int e = store_drain_next(d->store, d->ops->name, *cursor, in_flight, d, &rec);
 	pthread_mutex_lock(&d->lock);
 	if (e) {
 		/* Retention cannot take a pending upload; a read error waits. */

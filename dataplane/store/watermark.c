@@ -266,7 +266,8 @@ int store_drain_replay(struct store *s, const char *sink, uint64_t from_id, uint
 /* The first pending id above after_id with its upload; ids whose upload is
  * gone go into orphans (at most max). */
 static int next_in_txn(struct store *s, MDB_txn *txn, unsigned i, uint64_t after_id,
-		       struct upload_record *out, uint64_t *orphans, size_t max, size_t *n_orphans)
+		       store_drain_skip_fn skip, void *arg, struct upload_record *out,
+		       uint64_t *orphans, size_t max, size_t *n_orphans)
 {
 	MDB_cursor *cur;
 	int rc = mdb_cursor_open(txn, s->drain_dbi[i], &cur);
@@ -280,6 +281,8 @@ static int next_in_txn(struct store *s, MDB_txn *txn, unsigned i, uint64_t after
 	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0 && k.mv_size == 8) {
 		op = MDB_NEXT;
 		uint64_t id = be64_get(k.mv_data);
+		if (skip && skip(id, arg))
+			continue;
 		e = index_get_upload(&s->ix, txn, id, out);
 		if (e != STORE_ERR_NOTFOUND)
 			break;
@@ -292,8 +295,8 @@ static int next_in_txn(struct store *s, MDB_txn *txn, unsigned i, uint64_t after
 	return e;
 }
 
-int store_drain_next(struct store *s, const char *sink, uint64_t after_id,
-		     struct upload_record *out)
+int store_drain_next(struct store *s, const char *sink, uint64_t after_id, store_drain_skip_fn skip,
+		     void *arg, struct upload_record *out)
 {
 	int i = sink_index(s, sink);
 	if (i < 0 || !out)
@@ -304,7 +307,7 @@ int store_drain_next(struct store *s, const char *sink, uint64_t after_id,
 	int rc = txn_begin(s, MDB_RDONLY, &txn);
 	if (rc)
 		return index_error(rc);
-	int e = next_in_txn(s, txn, (unsigned)i, after_id, out, orphans, 64, &n_orphans);
+	int e = next_in_txn(s, txn, (unsigned)i, after_id, skip, arg, out, orphans, 64, &n_orphans);
 	txn_end(s, txn, false, &rc);
 	if (n_orphans) {
 		log_warn("store: drain %s: %zu pending uploads were already gone", sink, n_orphans);

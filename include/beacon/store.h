@@ -292,11 +292,15 @@ int store_reader_device(struct store_reader *r, const char *device, struct devic
  * Threads: any thread of the process that opened the store (the drain's);
  * each call is one LMDB transaction. */
 
-/* The first upload pending for `sink` with an id above after_id, into *out.
+/* The first upload pending for `sink` with an id above after_id for which
+ * skip (NULL: none) returns false, into *out; skip passes over the ones the
+ * caller already has in flight within the same read transaction. It runs
+ * inside that transaction: it must not call the store.
  * STORE_ERR_NOTFOUND when there is none. A pending id whose upload is gone
  * (never the case while the sink is required) is dropped on the way. */
-int store_drain_next(struct store *s, const char *sink, uint64_t after_id,
-		     struct upload_record *out);
+typedef bool (*store_drain_skip_fn)(uint64_t id, void *arg);
+int store_drain_next(struct store *s, const char *sink, uint64_t after_id, store_drain_skip_fn skip,
+		     void *arg, struct upload_record *out);
 /* Marks the uploads acknowledged by `sink`, durably, and lets retention
  * run. 0, or a negative store_error (nothing changed; call again). */
 int store_drain_done(struct store *s, const char *sink, const uint64_t *ids, size_t n);
