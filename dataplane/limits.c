@@ -137,6 +137,29 @@ bool admit_worker(struct worker *w)
 	return true;
 }
 
+unsigned admit_room(void *worker)
+{
+	const struct worker *w = worker;
+	unsigned cap = w->cfg->max_handshakes_in_progress;
+	if (atomic_load(&w->stopping) || w->handshakes_active >= cap)
+		return 0;
+	return cap - w->handshakes_active;
+}
+
+void handshake_slot_take(struct worker *w)
+{
+	w->handshakes_active++;
+	counter_add(&w->counters.handshakes_in_progress, 1);
+}
+
+void handshake_slot_give(struct worker *w)
+{
+	w->handshakes_active--;
+	counter_add(&w->counters.handshakes_in_progress, (uint64_t)-1);
+	/* A connection waiting in the listen queue may take the slot. */
+	transport_accept_ready(w->transport);
+}
+
 bool admit_source(struct worker *w, const uint8_t key[16])
 {
 	switch (source_admit(&w->sources, key, w->timers.now_ms)) {

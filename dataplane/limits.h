@@ -65,6 +65,14 @@ bool admit_connection(struct worker *w, const struct sockaddr *peer, uint8_t key
 bool admit_worker(struct worker *w);
 bool admit_source(struct worker *w, const uint8_t key[16]);
 
+/* The transport's accept_room (ctx: the worker): free handshake slots.
+ * Past max_handshakes_in_progress new connections wait in the listen
+ * queue instead of being accepted and closed. */
+unsigned admit_room(void *worker);
+/* A handshake starts / ends; the end lets a waiting connection in. */
+void handshake_slot_take(struct worker *w);
+void handshake_slot_give(struct worker *w);
+
 struct config_prefix;
 /* True when `peer` (IPv4 or IPv6) lies in one of the `n` prefixes. */
 bool source_in_prefixes(const struct sockaddr *peer, const struct config_prefix *list, unsigned n);

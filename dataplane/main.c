@@ -130,7 +130,6 @@ static int handle_device_state(void *arg, const char *device, enum device_state 
 	struct beacond *b = arg;
 	if (store_device_set_state(b->store, device, state, msg, len) != 0)
 		return -1;
-	log_info("audit: control socket: %s", msg); /* what changed, in the store's words */
 	/* Blocked devices are refused in the handshake: the snapshot must
 	 * know them before the next connection. */
 	return handle_reload(b, "blocklist", msg, len);
@@ -434,6 +433,8 @@ static int run(struct beacond *b)
 	b->started = time(NULL);
 	if (start_workers(b, n) != 0)
 		goto stop_workers;
+	char history_path[sizeof cfg->data_dir + 32];
+	snprintf(history_path, sizeof history_path, "%s/status-history", cfg->data_dir);
 	const struct control_handlers handlers = {
 		.arg = b,
 		.stats = handle_stats,
@@ -445,6 +446,7 @@ static int run(struct beacond *b)
 		.device_lookup = handle_device_lookup,
 		.live = handle_live,
 		.ready = handle_ready,
+		.history_path = history_path,
 		.drain_status = handle_drain_status,
 		.drain_control = handle_drain_control,
 	};

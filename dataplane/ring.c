@@ -41,7 +41,39 @@ struct io_uring_sqe *ring_sqe(struct ring *r, struct ring_op *op)
 	}
 	io_uring_sqe_set_data(sqe, op);
 	r->pending++;
+	if (op && op->urgent)
+		r->urgent++;
 	return sqe;
+}
+
+static void dispatch(struct ring *r, struct ring_op *op, int res, uint32_t flags)
+{
+	if (!op)
+		return;
+	if (op->urgent && r->urgent)
+		r->urgent--;
+	if (op->complete)
+		op->complete(op, res, flags);
+}
+
+/* Urgent completions first, wherever they are in the queue; each one taken
+ * is blanked (user_data 0) so that the in-order pass skips it. */
+static int dispatch_urgent(struct ring *r)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+	io_uring_for_each_cqe(&r->uring, head, cqe)
+	{
+		if (!r->urgent)
+			break;
+		struct ring_op *op = io_uring_cqe_get_data(cqe);
+		if (!op || !op->urgent)
+			continue;
+		cqe->user_data = 0;
+		n++;
+		dispatch(r, op, cqe->res, cqe->flags);
+	}
+	return (int)n;
 }
 
 static int dispatch_ready(struct ring *r)
@@ -56,12 +88,14 @@ static int dispatch_ready(struct ring *r)
 		/* Advance before the callback: it may submit and re-enter. */
 		io_uring_cq_advance(&r->uring, 1);
 		n++;
-		if (op && op->complete)
-			op->complete(op, res, flags);
+		dispatch(r, op, res, flags);
 		break;
 	}
 	return (int)n;
 }
+
+/* Completions dispatched in one turn, urgent ones aside. */
+#define RING_TURN_MAX 64
 
 int ring_run_once(struct ring *r, uint64_t timeout_ns)
 {
@@ -85,11 +119,14 @@ int ring_run_once(struct ring *r, uint64_t timeout_ns)
 	}
 	r->pending = 0;
 	int total = 0, n;
-	/* Callbacks may add completions (MSG_RING to self); drain a bounded
-	 * number so one busy ring cannot starve the loop's other work. */
-	while (total < 4096 && (n = dispatch_ready(r)) > 0)
+	/* A bounded number a turn, urgent ones first. What the callbacks queue
+	 * (spool writes, the server's handshake flights) is submitted and
+	 * flushed only at the end of the turn: a turn of thousands of
+	 * handshake steps held it back for up to a second in a burst. */
+	int urgent = dispatch_urgent(r);
+	while (total < RING_TURN_MAX && (n = dispatch_ready(r)) > 0)
 		total += n;
-	return total;
+	return urgent + total;
 }
 
 int ring_msg(struct ring *self, int target_fd, struct ring_op *op, int res)

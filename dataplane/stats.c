@@ -116,6 +116,7 @@ static void add_store(struct store *store, struct control_stats *out)
 	out->store_fdatasyncs = ss.fsyncs;
 	out->store_uploads_committed = ss.uploads_committed;
 	out->store_uploads_expired = ss.uploads_expired;
+	out->store_uploads_deduplicated = ss.uploads_deduplicated;
 	out->store_recovered_bad_headers = ss.recovered_bad_headers;
 	out->store_recovered_truncated_bytes = ss.recovered_truncated_bytes;
 	out->store_disk_free_bytes = ss.disk_free_bytes;

@@ -53,6 +53,9 @@ static void usage(FILE *f)
 		"  --duration S            seconds to run; idle: seconds to hold (default 10)\n"
 		"  --requests R            stop after R uploads instead\n"
 		"  --rate R                open loop: Poisson arrivals, R per second\n"
+		"  --burst                 open loop: all --requests agents arrive at the\n"
+		"                          same instant (give --concurrency >= --requests\n"
+		"                          for them all to connect at once)\n"
 		"  --body-size SIZE        body size, e.g. 1k, 16k, 1M (default 1k)\n"
 		"  --body-min SIZE --body-max SIZE   log-uniform sizes in this range\n"
 		"  --expect LIST           accepted HTTP statuses (default 201)\n"
@@ -161,6 +164,7 @@ enum {
 	OPT_DURATION,
 	OPT_REQUESTS,
 	OPT_RATE,
+	OPT_BURST,
 	OPT_BODY,
 	OPT_BODY_MIN,
 	OPT_BODY_MAX,
@@ -187,6 +191,7 @@ static const struct option long_opts[] = {
 	{"duration", required_argument, NULL, OPT_DURATION},
 	{"requests", required_argument, NULL, OPT_REQUESTS},
 	{"rate", required_argument, NULL, OPT_RATE},
+	{"burst", no_argument, NULL, OPT_BURST},
 	{"body-size", required_argument, NULL, OPT_BODY},
 	{"body-min", required_argument, NULL, OPT_BODY_MIN},
 	{"body-max", required_argument, NULL, OPT_BODY_MAX},
@@ -243,6 +248,9 @@ static int apply_option(struct sim_options *o, int opt, const char *arg)
 	case OPT_RATE:
 		o->rate = strtod(arg, NULL);
 		return o->rate >= 0 ? 0 : -1;
+	case OPT_BURST:
+		o->burst = true;
+		return 0;
 	case OPT_BODY:
 		if (parse_size(arg, &o->body_max) < 0)
 			return -1;
@@ -305,6 +313,10 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
 		fprintf(stderr, "agentsim: --ca-cert and --ca-key are needed\n");
 		return -1;
 	}
+	if (o->burst && !o->requests) {
+		fprintf(stderr, "agentsim: --burst needs --requests (how many agents arrive)\n");
+		return -1;
+	}
 	if (o->certs < o->threads || o->body_min > o->body_max) {
 		fprintf(stderr, "agentsim: need --certs >= --threads and body-min <= body-max\n");
 		return -1;
@@ -352,7 +364,7 @@ static WOLFSSL_CTX *make_ctx(const struct sim_options *o)
 }
 
 struct totals {
-	uint64_t handshakes, resumed, uploads, body_bytes, open_conns;
+	uint64_t handshakes, resumed, uploads, body_bytes, open_conns, http_503;
 	uint64_t errors[ERR_KINDS];
 };
 
@@ -366,6 +378,7 @@ static void sum_stats(struct sim_thread *t, unsigned n, struct totals *s)
 		s->uploads += atomic_load(&st->uploads);
 		s->body_bytes += atomic_load(&st->body_bytes);
 		s->open_conns += atomic_load(&st->open_conns);
+		s->http_503 += atomic_load(&st->http_503);
 		for (int k = 0; k < ERR_KINDS; k++)
 			s->errors[k] += atomic_load(&st->errors[k]);
 	}
@@ -473,14 +486,15 @@ static void print_result(const struct sim_options *o, const struct totals *s,
 	       "\"resumed_fraction\":%.4f,\"uploads\":%llu,\"uploads_per_s\":%.1f,"
 	       "\"mb_per_s\":%.2f,\"body_bytes\":%llu,"
 	       "\"latency_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"p999\":%.3f},"
-	       "\"connections_open\":%llu,\"errors\":{",
+	       "\"connections_open\":%llu,\"http_503\":%llu,\"errors\":{",
 	       mode_names[o->mode], o->tls == 13 ? "1.3" : "1.2", o->concurrency, o->threads, secs,
 	       (unsigned long long)s->handshakes, (double)s->handshakes / secs,
 	       s->handshakes ? (double)s->resumed / (double)s->handshakes : 0.0,
 	       (unsigned long long)s->uploads, (double)s->uploads / secs,
 	       (double)s->body_bytes / secs / 1e6, (unsigned long long)s->body_bytes,
 	       hist_quantile_ms(lat, 0.5), hist_quantile_ms(lat, 0.99),
-	       hist_quantile_ms(lat, 0.999), (unsigned long long)s->open_conns);
+	       hist_quantile_ms(lat, 0.999), (unsigned long long)s->open_conns,
+	       (unsigned long long)s->http_503);
 	for (int k = 0; k < ERR_KINDS; k++)
 		printf("%s\"%s\":%llu", k ? "," : "", err_kind_names[k],
 		       (unsigned long long)s->errors[k]);

@@ -44,6 +44,7 @@ struct sim_options {
 	double duration_s;
 	uint64_t requests; /* 0: until --duration */
 	double rate;	   /* > 0: open loop, arrivals per second */
+	bool burst;	   /* open loop: all --requests arrive at the start */
 	size_t body_min, body_max;
 	int expect[SIM_MAX_EXPECT];
 	int n_expect;
@@ -65,6 +66,7 @@ double hist_quantile_ms(const struct hist *h, double q);
 /* Counters a worker thread bumps and the main thread reads for progress. */
 struct sim_stats {
 	_Atomic uint64_t handshakes, resumed, uploads, body_bytes;
+	_Atomic uint64_t http_503; /* also counted as a status error unless expected */
 	_Atomic uint64_t open_conns;
 	_Atomic uint64_t errors[ERR_KINDS];
 };

@@ -6,6 +6,18 @@
 #                 [--scenarios "full13 full12 resume13 ka4k ka16k ka64k ka1m
 #                               burst rise idle crl0 crl1m"]
 #                 [--duration S] [--idle-conns N] [--burst N] [--out FILE]
+#                 [--repeat N]
+#
+# --repeat N (default 3): every scenario N times, the servers interleaved
+# (run 1: beacond, nginx, HAProxy; run 2: the same; ...), and perf/tlsceiling
+# (the TLS ceiling: wolfSSL server and client in memory, set up as beacond)
+# at the start of each run, pinned to CPU 0 like the servers. The report
+# gives each figure's median and range over the runs, and each ratio as the
+# median and range of the ratios taken within a run: on a shared machine a
+# rate moves by tens of percent between runs minutes apart. Every server's
+# resumed fraction is printed for each run of resume13; a run in which a
+# server resumed less than 80% of its handshakes is a measurement problem
+# and is left out of the summary.
 #
 # ka4k/ka64k/ka1m: durable keep-alive uploads (beacond: with its fdatasync
 # and group-commit counters; nginx: DAV PUT to disk, no fsync; HAProxy does
@@ -33,6 +45,8 @@ rise_duration=5
 crl_serials=1000000
 results="$root/perf/RESULTS.md"
 concurrency=32
+repeat=3
+ceiling_seconds=2	# server CPU seconds per kind, per run
 invocation="perf/bench.sh $*"
 
 while [ $# -gt 0 ]; do
@@ -44,7 +58,8 @@ while [ $# -gt 0 ]; do
 	--idle-conns) idle_conns=$2; shift ;;
 	--burst) burst=$2; shift ;;
 	--out) results=$2; shift ;;
-	-h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+	--repeat) repeat=$2; shift ;;
+	-h|--help) sed -n '2,34p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -96,12 +111,13 @@ build() {
 	[ -f build/build.ninja ] || meson setup build >"$run/meson.log"
 	# beacond may fail to build while it is being worked on: the peers are
 	# still measured, and the report says beacond is missing
-	ninja -C build perf/agentsim >"$run/ninja.log" 2>&1 ||
+	ninja -C build perf/agentsim perf/tlsceiling >"$run/ninja.log" 2>&1 ||
 		{ cat "$run/ninja.log" >&2; exit 1; }
 	ninja -C build beacond >>"$run/ninja.log" 2>&1 ||
 		log "beacond did not build (see below); measuring the peers only"
 	[ -x build/beacond ] || servers=${servers//beacond/}
 	agentsim=$root/build/perf/agentsim
+	tlsceiling=$root/build/perf/tlsceiling
 }
 
 # The demo PKI is kept in perf/out so the cached agent certificates stay
@@ -109,7 +125,7 @@ build() {
 make_pki() {
 	bash "$root/config/demo-pki.sh" "$out/pki" >/dev/null
 	mkdir -p "$run/pki"
-	cp "$out/pki"/{server.pem,server.key,agents-ca.pem,server-ca.pem} "$run/pki/"
+	cp "$out/pki"/{server.pem,server.key,agents-ca.pem,server-ca.pem,agent1.pem,agent1.key} "$run/pki/"
 	cat "$run/pki/server.pem" "$run/pki/server.key" >"$run/pki/server-bundle.pem"
 }
 
@@ -297,6 +313,15 @@ scenario_args() { # SCENARIO
 	esac
 }
 
+# How many agents (certificates) a scenario cycles through. Each agent's
+# first connection is a full handshake (agentsim keeps its tickets in
+# memory), so resume13 uses 100: with 1,000, a server doing 600 handshakes a
+# second would resume less than 85% of them in 10 s and the figure would be
+# mostly full handshakes (the run is flagged below 80% resumed).
+agents_for() { # SCENARIO
+	case $1 in resume*) echo 100 ;; *) echo 1000 ;; esac
+}
+
 # Samples the server's RSS once every idle connection is up.
 sample_idle_rss() { # PID SIMPID -> prints KiB or nothing
 	for _ in $(seq 1200); do
@@ -343,7 +368,7 @@ run_scenario() { # SERVER SCENARIO
 	local server=$1 sc=$2 port args t0 t1 rss0 rss1= json c0 c1 d0 d1
 	local st0='{}' st1='{}' extra='{}' guard w0 window
 	port=$(port_for "$server")
-	args="$(scenario_args "$sc") --certs 1000 --ca-cert $out/pki/agents-ca.pem \
+	args="$(scenario_args "$sc") --certs $(agents_for "$sc") --ca-cert $out/pki/agents-ca.pem \
 --ca-key $out/pki/agents-ca.key --cache $out/agents https://127.0.0.1:$port"
 	echo "taskset -c 1 $agentsim $args" >>"$commands"
 	rm -f "$run/idle.ready"
@@ -377,8 +402,8 @@ run_scenario() { # SERVER SCENARIO
 		--argjson d0 "$d0" --argjson d1 "$d1" --argjson hz "$(getconf CLK_TCK)" \
 		--argjson st0 "$st0" --argjson st1 "$st1" --argjson extra "$extra" \
 		--arg variant "$server_variant" --argjson start "$server_start_s" \
-		--argjson window "$window" \
-		'. + {server: $server, scenario: $scenario, server_cpu_s: $cpu,
+		--argjson window "$window" --argjson rep "$rep" \
+		'. + {server: $server, scenario: $scenario, rep: $rep, server_cpu_s: $cpu,
 		      server_rss0_kib: $rss0, server_rss1_kib: $rss1,
 		      cpu0_busy_s: ($d0 / $hz), cpu1_busy_s: ($d1 / $hz),
 		      variant: $variant, server_start_s: $start,
@@ -443,6 +468,23 @@ run_server() { # SERVER
 	stop_server
 }
 
+# The TLS ceiling of this run: tlsceiling on the servers' core, as they
+# run, with the same certificates (agent1 of the demo PKI: P-256 from the
+# agents' CA, as agentsim's agents). One JSON line per kind.
+run_ceiling() {
+	local args="--server-cert $run/pki/server.pem --server-key $run/pki/server.key \
+--ca $run/pki/agents-ca.pem --client-cert $run/pki/agent1.pem --client-key $run/pki/agent1.key \
+--seconds $ceiling_seconds --json"
+	echo "taskset -c 0 $tlsceiling $args" >>"$commands"
+	if ! taskset -c 0 "$tlsceiling" $args >"$run/ceiling.json" 2>"$run/ceiling.err"; then
+		log "tlsceiling failed: $(cat "$run/ceiling.err")"
+		echo "tlsceiling failed in run $rep: $(cat "$run/ceiling.err")" >>"$run/incidents.txt"
+		return 0
+	fi
+	jq -c --argjson rep "$rep" '. + {rep: $rep}' "$run/ceiling.json" >>"$jsonl"
+	log "ceiling, run $rep: $(jq -r '"\(.scenario) \(.handshakes_per_server_cpu_s)"' "$run/ceiling.json" | paste -sd' ' -)"
+}
+
 # --- report -----------------------------------------------------------------
 
 machine() {
@@ -456,7 +498,7 @@ write_report() {
 	{
 		echo "# beacond vs nginx vs HAProxy: mutual-TLS benchmarks"
 		echo
-		echo "Written by \`perf/bench.sh$( [ "$duration" = 60 ] && echo ' --long')\`. Each server: one worker, pinned to CPU 0,"
+		echo "Written by \`perf/bench.sh$( [ "$duration" = 60 ] && echo ' --long')\`, $repeat runs with the servers interleaved. Each server: one worker, pinned to CPU 0,"
 		echo "unprivileged; load: \`agentsim\` pinned to CPU 1, $concurrency connections, one"
 		echo "certificate per agent (1,000 agents, EC P-256), no server-certificate check"
 		echo "on the client. Figures are per second of *server* CPU time (utime + stime,"
@@ -511,7 +553,12 @@ make_crls
 "$agentsim" --certs 1000 --ca-cert "$out/pki/agents-ca.pem" \
 	--ca-key "$out/pki/agents-ca.key" --cache "$out/agents" --requests 1 \
 	--quiet --timeout 1 https://127.0.0.1:1 >/dev/null 2>&1 || true
-for s in $servers; do
-	run_server "$s"
+for rep in $(seq "$repeat"); do
+	log "run $rep of $repeat"
+	run_ceiling
+	for s in $servers; do
+		run_server "$s"
+	done
 done
 write_report
+python3 "$root/perf/report.py" --summary "$out/results.jsonl"

@@ -355,6 +355,8 @@ static bool status_expected(const struct sim_options *o, int status)
 static void upload_done(struct worker *w, struct conn *c)
 {
 	uint64_t us = (now_ns() - c->start_ns) / 1000;
+	if (c->status == 503)
+		count(&w->t->stats.http_503, 1);
 	if (!status_expected(w->o, c->status)) {
 		char why[64];
 		snprintf(why, sizeof why, "HTTP status %d", c->status);
@@ -667,6 +669,20 @@ static void open_loop_tick(struct worker *w, uint64_t now)
 	}
 }
 
+/* --burst: this thread's share of --requests all arrive now, and no more
+ * come (latency of each counts from this one instant). */
+static void burst_arrivals(struct worker *w, unsigned index)
+{
+	const struct sim_options *o = w->o;
+	uint64_t share = o->requests / o->threads + (index < o->requests % o->threads ? 1 : 0);
+	uint64_t t0 = now_ns();
+	if (share > QUEUE_CAP)
+		share = QUEUE_CAP;
+	for (uint64_t i = 0; i < share; i++)
+		w->queue[w->qlen++] = t0;
+	w->next_arrival = UINT64_MAX;
+}
+
 static int worker_init(struct worker *w, struct sim_thread *t)
 {
 	const struct sim_options *o = t->opt;
@@ -692,7 +708,7 @@ static int worker_init(struct worker *w, struct sim_thread *t)
 	if (o->mode == MODE_RESUME)
 		/* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers, sizeof one pointer */
 		w->sessions = calloc(w->nagents, sizeof *w->sessions);
-	w->open_loop = o->rate > 0 && o->mode != MODE_IDLE;
+	w->open_loop = (o->rate > 0 || o->burst) && o->mode != MODE_IDLE;
 	if (w->open_loop) {
 		/* At least one element: a thread with no share still runs. */
 		w->free_slots = malloc((share ? share : 1) * sizeof *w->free_slots);
@@ -702,8 +718,12 @@ static int worker_init(struct worker *w, struct sim_thread *t)
 			return -1;
 		for (unsigned i = 0; i < share; i++)
 			w->free_slots[w->nfree++] = share - 1 - i;
-		w->mean_gap_ns = 1e9 * o->threads / o->rate;
-		w->next_arrival = now_ns() + (uint64_t)exp_gap(w);
+		if (o->burst)
+			burst_arrivals(w, t->index);
+		else {
+			w->mean_gap_ns = 1e9 * o->threads / o->rate;
+			w->next_arrival = now_ns() + (uint64_t)exp_gap(w);
+		}
 	}
 	return 0;
 }

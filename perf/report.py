@@ -1,8 +1,17 @@
 #!/usr/bin/env python3
 """Markdown tables for perf/RESULTS.md from bench.sh's JSON lines: one table
 per scenario, each server's figure per second of server CPU and its ratio to
-nginx's."""
+nginx's.
+
+bench.sh runs every scenario several times with the servers interleaved
+(run 1: beacond, nginx, HAProxy; run 2: the same ...), and tlsceiling (the
+TLS ceiling, server "ceiling") once per run; each line carries its run
+number in "rep". The summary gives each figure's median over the runs with
+its range, and each ratio as the median and range of the per-run ratios
+(both servers of a ratio measured in the same run). `--summary` prints only
+that summary (bench.sh shows it on the terminal)."""
 import json
+import statistics
 import sys
 
 SCENARIOS = [
@@ -13,8 +22,11 @@ SCENARIOS = [
     ("ka1m", "Keep-alive uploads, 1 MiB bodies", "mb"),
     ("idle", "Idle mutual-TLS connections: server memory per connection", "idle"),
 ]
-# about 90 us of server crypto per full TLS 1.3 mutual-auth handshake
-CRYPTO_CEILING_US = 90.0
+
+
+def label(r):
+    """The server, and the run where bench.sh ran several."""
+    return f"{r['server']} (run {r['rep']})" if "rep" in r else r["server"]
 
 
 def figure(r, kind):
@@ -61,7 +73,8 @@ def fmt(v, digits=0):
 
 
 def table(rows, kind):
-    base = next((figure(r, kind) for r in rows if r["server"] == "nginx"), None)
+    # each row's ratio is to nginx in the same run
+    bases = {r.get("rep", 1): figure(r, kind) for r in rows if r["server"] == "nginx"}
     if kind == "idle":
         print("| server | KiB per connection (RSS delta) | connections | ratio to nginx | errors |")
         print("| --- | ---: | ---: | ---: | --- |")
@@ -75,21 +88,22 @@ def table(rows, kind):
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
         f = figure(r, kind)
+        base = bases.get(r.get("rep", 1))
         ratio = f"{f / base:.2f}x" if f is not None and base else "n/a"
         busy = (r.get("server_cpu_s", 0) / r["duration_s"]) if r.get("duration_s") else None
         busy_s = "n/a" if busy is None else f"{busy * 100:.0f}%"
         lat = r.get("latency_ms", {})
         if kind == "idle":
-            print(f"| {r['server']} | {fmt(f, 1)} | {r.get('connections_open', 0):,} | {ratio} | {errors(r)} |")
+            print(f"| {label(r)} | {fmt(f, 1)} | {r.get('connections_open', 0):,} | {ratio} | {errors(r)} |")
         elif kind == "handshakes":
             us = 1e6 / f if f else None
-            print(f"| {r['server']} | {fmt(f)} | {ratio} | {fmt(us)} | {fmt(r.get('handshakes_per_s'))} | "
+            print(f"| {label(r)} | {fmt(f)} | {ratio} | {fmt(us)} | {fmt(r.get('handshakes_per_s'))} | "
                   f"{busy_s} | {other_load(r)} | {r.get('resumed_fraction', 0):.2f} | {lat.get('p50', 0):.2f} | "
                   f"{lat.get('p99', 0):.2f} | {errors(r)} |")
         else:
             cpu = r.get("server_cpu_s") or 0
             ups = r.get("uploads", 0) / cpu if cpu else None
-            print(f"| {r['server']} | {fmt(f, 1)} | {ratio} | {fmt(ups)} | {fmt(r.get('mb_per_s'), 1)} | "
+            print(f"| {label(r)} | {fmt(f, 1)} | {ratio} | {fmt(ups)} | {fmt(r.get('mb_per_s'), 1)} | "
                   f"{busy_s} | {other_load(r)} | {lat.get('p50', 0):.2f} | {lat.get('p99', 0):.2f} | {errors(r)} |")
 
 
@@ -97,9 +111,23 @@ SERVERS = ["beacond", "nginx", "haproxy"]
 STORE = [("ka4k", "4 KiB"), ("ka64k", "64 KiB"), ("ka1m", "1 MiB")]
 
 
+def scenario_kind(scenario):
+    if scenario.startswith("ka"):
+        return "mb"
+    if scenario == "idle":
+        return "idle"
+    return "handshakes"
+
+
 def pick(results, scenario, server):
-    return next((r for r in results if r.get("scenario") == scenario
-                 and r.get("server") == server), None)
+    """The run whose figure is the median of that server's runs (the lower
+    of the middle two), so detailed tables show a typical run."""
+    rows = [r for r in results if r.get("scenario") == scenario and r.get("server") == server]
+    if len(rows) <= 1:
+        return rows[0] if rows else None
+    kind = scenario_kind(scenario)
+    rows.sort(key=lambda r: figure(r, kind) or 0)
+    return rows[(len(rows) - 1) // 2]
 
 
 def busy_pct(r):
@@ -112,43 +140,169 @@ def rate(r, key):
     return r.get(key, 0) / d if d else None
 
 
+# the ceiling's kind for each handshake scenario (crl*: full TLS 1.3)
+CEILING_OF = {"full13": "full13", "full12": "full12", "resume13": "resume13",
+              "crl0": "full13", "crl1m": "full13"}
+MIN_RESUMED = 0.8
+
+
+def runs_of(results):
+    return sorted({r.get("rep", 1) for r in results})
+
+
+def per_run(results, scenario, server, value):
+    """{run: value(row)} for one server's rows of one scenario."""
+    out = {}
+    for r in results:
+        if r.get("scenario") == scenario and r.get("server") == server:
+            v = value(r)
+            if v is not None:
+                out[r.get("rep", 1)] = v
+    return out
+
+
+def ceiling_per_run(results, scenario):
+    kind = CEILING_OF.get(scenario)
+    return per_run(results, kind, "ceiling", lambda r: r.get("handshakes_per_server_cpu_s"))
+
+
+def spread(vals, digits=0, suffix=""):
+    """median [min-max] of a list of numbers, or n/a."""
+    if not vals:
+        return "n/a"
+    med = statistics.median(vals)
+    if len(vals) == 1:
+        return f"{med:,.{digits}f}{suffix}"
+    return f"{med:,.{digits}f}{suffix} [{min(vals):,.{digits}f}-{max(vals):,.{digits}f}]"
+
+
+def ratios(a, b):
+    """Per-run a/b where both were measured in that run."""
+    return [a[k] / b[k] for k in a if k in b and b[k]]
+
+
+def resumed_problem(results, scenario, server):
+    """The runs in which a server resumed less than MIN_RESUMED of its
+    handshakes: its figure then measures full handshakes, not resumption."""
+    if scenario != "resume13":
+        return {}
+    fr = per_run(results, scenario, server, lambda r: r.get("resumed_fraction"))
+    return {k: v for k, v in fr.items() if v < MIN_RESUMED}
+
+
+def summary_values(results, key, kind):
+    vals = {}
+    for srv in SERVERS:
+        if kind == "burst":
+            v = per_run(results, key, srv, lambda r: r.get("latency_ms", {}).get("p99"))
+        else:
+            v = per_run(results, key, srv, lambda r, k=kind: figure(r, k))
+        bad = resumed_problem(results, key, srv)
+        vals[srv] = {k: x for k, x in v.items() if k not in bad}
+    return vals
+
+
+def ceiling_table(results):
+    rows = [r for r in results if r.get("server") == "ceiling"]
+    if not rows:
+        return
+    print("## The TLS ceiling (perf/tlsceiling)")
+    print()
+    print("A wolfSSL server and client in one process over memory, the server set up as "
+          "beacond's (same build, certificates, groups, suites, mutual authentication, "
+          "tickets), pinned to CPU 0 like the servers, once per run; only the server's "
+          "calls are timed (thread CPU time), each with a 1 KiB request and a short "
+          "response. Median [range] over the runs.")
+    print()
+    print("| kind | handshakes / server CPU s | server CPU us / handshake | resumed |")
+    print("| --- | ---: | ---: | ---: |")
+    for kind in ("full13", "resume13", "full12"):
+        v = per_run(results, kind, "ceiling", lambda r: r.get("handshakes_per_server_cpu_s"))
+        if not v:
+            continue
+        us = [1e6 / x for x in v.values() if x]
+        fr = per_run(results, kind, "ceiling", lambda r: r.get("resumed_fraction"))
+        print(f"| {kind} | {spread(list(v.values()))} | {spread(us)} | {spread(list(fr.values()), 2)} |")
+    print()
+
+
+def resumed_lines(results):
+    """The resumed fraction of every server in every run of every resumed
+    scenario, and the measurement problems."""
+    lines = []
+    for sc in ("resume13",):
+        for srv in SERVERS:
+            fr = per_run(results, sc, srv, lambda r: r.get("resumed_fraction"))
+            if not fr:
+                continue
+            text = ", ".join(f"run {k}: {v * 100:.0f}%" for k, v in sorted(fr.items()))
+            bad = resumed_problem(results, sc, srv)
+            note = ""
+            if bad:
+                note = (f" — **measurement problem**: below {MIN_RESUMED * 100:.0f}% in "
+                        f"{len(bad)} of {len(fr)} runs; those runs measure full handshakes "
+                        f"and are left out of the summary")
+            lines.append(f"- {sc}, {srv}: resumed {text}{note}")
+    return lines
+
+
 def summary(results):
-    """Issue 6's table: one line per scenario, figure per server CPU second
-    (memory: KiB per idle connection; burst: p99 ms), ratios to nginx."""
+    """One line per scenario: the median figure per server CPU second over
+    the runs, with its range, and the per-run ratios' median and range, to
+    nginx, beacond to HAProxy, and each handshake row to the TLS ceiling."""
     lines = [
         ("full13", "full TLS 1.3 mutual handshakes / server CPU s", "handshakes", 0),
         ("full12", "full TLS 1.2 mutual handshakes / server CPU s", "handshakes", 0),
         ("resume13", "resumed TLS 1.3 handshakes / server CPU s", "handshakes", 0),
+        ("crl0", "full TLS 1.3 handshakes / server CPU s, empty CRL", "handshakes", 0),
         ("crl1m", "full TLS 1.3 handshakes / server CPU s, 1,000,000-serial CRL", "handshakes", 1),
+        ("ka4k", "keep-alive 4 KiB uploads, MB / server CPU s", "mb", 1),
         ("ka16k", "keep-alive 16 KiB uploads, MB / server CPU s", "mb", 1),
+        ("ka64k", "keep-alive 64 KiB uploads, MB / server CPU s", "mb", 1),
         ("ka1m", "keep-alive 1 MiB uploads, MB / server CPU s", "mb", 1),
         ("idle", "KiB per idle mTLS connection (lower is better)", "idle", 1),
         ("burst", "burst p99 latency, ms (lower is better)", "burst", 0),
     ]
-    present = [ln for ln in lines if any(r.get("scenario") == ln[0] for r in results)]
+    present = [ln for ln in lines if any(r.get("scenario") == ln[0] and r.get("server") in SERVERS
+                                         for r in results)]
     if not present:
         return
-    print("## Summary (per second of server CPU; ratios to nginx)")
+    n = len(runs_of([r for r in results if r.get("server") in SERVERS]))
+    print(f"## Summary: median [min-max] over {n} run{'s' if n != 1 else ''}, servers interleaved")
     print()
-    print("| scenario | beacond | nginx | HAProxy | beacond / nginx | HAProxy / nginx |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("Figures per second of server CPU. A ratio is taken within each run (both "
+          "servers measured minutes apart, not hours) and its median and range over the "
+          "runs are shown. \"/ ceiling\": the handshake rate as a share of perf/tlsceiling's "
+          "rate for the same kind in the same run (crl rows: full TLS 1.3).")
+    print()
+    print("| scenario | beacond | nginx | HAProxy | beacond / nginx | HAProxy / nginx | "
+          "beacond / HAProxy | beacond / ceiling | nginx / ceiling | HAProxy / ceiling |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for key, title, kind, digits in present:
-        vals = {}
-        for srv in SERVERS:
-            r = pick(results, key, srv)
-            if r is None:
-                vals[srv] = None
-            elif kind == "burst":
-                vals[srv] = r.get("latency_ms", {}).get("p99")
-            else:
-                vals[srv] = figure(r, kind)
-        base = vals.get("nginx")
+        vals = summary_values(results, key, kind)
+        ceil = ceiling_per_run(results, key) if kind == "handshakes" else {}
 
-        def ratio(v):
-            return f"{v / base:.2f}x" if v is not None and base else "n/a"
-        print(f"| {title} | {fmt(vals['beacond'], digits)} | {fmt(vals['nginx'], digits)} | "
-              f"{fmt(vals['haproxy'], digits)} | {ratio(vals['beacond'])} | {ratio(vals['haproxy'])} |")
+        def cell(srv):
+            if not vals[srv] and resumed_problem(results, key, srv):
+                return "measurement problem (see below)"
+            return spread(list(vals[srv].values()), digits)
+
+        def ratio(a, b):
+            return spread(ratios(a, b), 2, "x") if a and b else "n/a"
+
+        print(f"| {title} | {cell('beacond')} | {cell('nginx')} | {cell('haproxy')} | "
+              f"{ratio(vals['beacond'], vals['nginx'])} | {ratio(vals['haproxy'], vals['nginx'])} | "
+              f"{ratio(vals['beacond'], vals['haproxy'])} | "
+              f"{ratio(vals['beacond'], ceil)} | {ratio(vals['nginx'], ceil)} | "
+              f"{ratio(vals['haproxy'], ceil)} |")
     print()
+    rl = resumed_lines(results)
+    if rl:
+        print(f"Resumed fraction per run (a server that resumes less than "
+              f"{MIN_RESUMED * 100:.0f}% of the time is a measurement problem, not a result):")
+        print()
+        print("\n".join(rl))
+        print()
     print("beacond fdatasyncs every upload before its 201; nginx writes PUTs to disk "
           "without fsync; HAProxy answers 201 and stores nothing.")
     print()
@@ -247,7 +401,7 @@ def burst_table(results):
     for r in rows:
         lat = r.get("latency_ms", {})
         agents = r.get("uploads", 0) + sum(v for v in r.get("errors", {}).values())
-        print(f"| {r['server']} | {agents:,} | {r.get('uploads', 0):,} | {r.get('duration_s', 0):.1f} | "
+        print(f"| {label(r)} | {agents:,} | {r.get('uploads', 0):,} | {r.get('duration_s', 0):.1f} | "
               f"{fmt(figure(r, 'handshakes'))} | {lat.get('p50', 0):.1f} | {lat.get('p99', 0):.1f} | "
               f"{lat.get('p999', 0):.1f} | {busy_pct(r)} | {other_load(r)} | {errors(r)} |")
     print()
@@ -259,7 +413,8 @@ def rise_rows(results):
         sc = r.get("scenario", "")
         if sc.startswith("rise") and sc[4:].isdigit():
             out.append((int(sc[4:]), r))
-    return sorted(out, key=lambda x: (SERVERS.index(x[1]["server"]) if x[1]["server"] in SERVERS else 9, x[0]))
+    return sorted(out, key=lambda x: (SERVERS.index(x[1]["server"]) if x[1]["server"] in SERVERS else 9,
+                                      x[1].get("rep", 1), x[0]))
 
 
 def rise_table(results):
@@ -275,7 +430,7 @@ def rise_table(results):
         lat = r.get("latency_ms", {})
         d = r.get("duration_s") or 0
         cb = f"{r.get('client_cpu_s', 0) / d * 100:.0f}%" if d else "n/a"
-        print(f"| {r['server']} | {offered:,} | {fmt(r.get('handshakes_per_s'))} | {lat.get('p50', 0):.1f} | "
+        print(f"| {label(r)} | {offered:,} | {fmt(r.get('handshakes_per_s'))} | {lat.get('p50', 0):.1f} | "
               f"{lat.get('p99', 0):.1f} | {busy_pct(r)} | {other_load(r)} | {cb} | {errors(r)} |")
     print()
 
@@ -300,28 +455,38 @@ def machine_load(results):
 
 
 def main():
-    results = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+    only_summary = sys.argv[1] == "--summary"
+    path = sys.argv[2] if only_summary else sys.argv[1]
+    results = [json.loads(line) for line in open(path) if line.strip()]
+    if only_summary:
+        ceiling_table(results)
+        summary(results)
+        return
     machine_load(results)
+    ceiling_table(results)
     summary(results)
     store_table(results)
     crl_table(results)
     burst_table(results)
     rise_table(results)
     for key, title, kind in SCENARIOS:
-        rows = [r for r in results if r.get("scenario") == key]
+        rows = [r for r in results if r.get("scenario") == key and r.get("server") in SERVERS]
         if not rows:
             continue
         print(f"## {title}")
         print()
         table(rows, kind)
         if key == "full13":
+            ceil = ceiling_per_run(results, key)
             for r in rows:
                 f = figure(r, kind)
-                if r["server"] == "beacond" and f:
+                c = ceil.get(r.get("rep", 1))
+                if r["server"] == "beacond" and f and c:
                     print()
-                    print(f"beacond spends {1e6 / f:.0f} us of server CPU per full TLS 1.3 "
-                          f"mutual-auth handshake; the crypto alone is about "
-                          f"{CRYPTO_CEILING_US:.0f} us ({CRYPTO_CEILING_US * f / 1e6 * 100:.0f}% of its time).")
+                    print(f"beacond{' in run ' + str(r['rep']) if 'rep' in r else ''} spends "
+                          f"{1e6 / f:.0f} us of server CPU per full TLS 1.3 mutual-auth handshake "
+                          f"with its durable 1 KiB PUT; wolfSSL alone in memory (perf/tlsceiling) "
+                          f"spends {1e6 / c:.0f} us ({c and f / c * 100:.0f}% of the ceiling).")
         print()
 
 

@@ -62,9 +62,13 @@ static void upload_print_json(const struct upload_record *r)
 	json_string(stdout, r->meta.name);
 	printf(",\"length\":%" PRIu64 ",\"received_unix_ms\":%" PRIu64 ",\"received\":\"%s\""
 	       ",\"worker\":%u,\"segment\":%" PRIu64 ",\"offset\":%" PRIu64
-	       ",\"crc32\":\"%08x\",\"cert_sha256\":\"%s\"}\n",
+	       ",\"crc32\":\"%08x\",\"cert_sha256\":\"%s\"",
 	       r->length, r->received_unix_ms, when, r->worker, r->segment, r->offset, r->crc32,
 	       sha);
+	/* null: stored while dedupe_window was off, so never hashed */
+	hex_text(sha, r->sha256, 32);
+	printf(",\"sha256\":%s%s%s}\n", r->has_sha256 ? "\"" : "", r->has_sha256 ? sha : "null",
+	       r->has_sha256 ? "\"" : "");
 }
 
 static void upload_print_header(const struct ctl *ctl)
@@ -553,6 +557,9 @@ int cmd_uploads_show(struct ctl *ctl, int argc, char **argv)
 	text_safe(dev, sizeof dev, r.meta.device);
 	text_safe(cat, sizeof cat, r.meta.category);
 	text_safe(name, sizeof name, r.meta.name);
+	char body_sha[65] = "(not hashed: stored with dedupe_window = 0)";
+	if (r.has_sha256)
+		hex_text(body_sha, r.sha256, 32);
 	printf("id:          %" PRIu64 "\n"
 	       "device:      %s\n"
 	       "category:    %s\n"
@@ -561,9 +568,10 @@ int cmd_uploads_show(struct ctl *ctl, int argc, char **argv)
 	       "received:    %s (%" PRIu64 " ms)\n"
 	       "certificate: sha256 %s\n"
 	       "crc32:       %08x\n"
+	       "sha256:      %s\n"
 	       "spool:       w%u/%016" PRIx64 ".seg at %" PRIu64 "\n",
-	       r.id, dev, cat, name, r.length, when, r.received_unix_ms, sha, r.crc32, r.worker,
-	       r.segment, r.offset);
+	       r.id, dev, cat, name, r.length, when, r.received_unix_ms, sha, r.crc32, body_sha,
+	       r.worker, r.segment, r.offset);
 	return 0;
 }
 

@@ -39,8 +39,9 @@ enum { POLL_STOP, POLL_UNIX, POLL_HTTP, POLL_FIXED };
 struct client {
 	int fd;
 	bool http;
-	bool closing;  /* close once out is sent */
-	bool draining; /* out sent, our side shut down, discarding input */
+	struct control_peer who; /* control socket clients */
+	bool closing;		 /* close once out is sent */
+	bool draining;		 /* out sent, our side shut down, discarding input */
 	size_t drained;
 	uint64_t deadline_ms; /* 0: none */
 	struct control_buf in;
@@ -61,6 +62,8 @@ struct control {
 	uint64_t accept_paused_until_ms;
 	uint64_t next_sample_ms;
 	struct control_history history;
+	char history_path[4096];
+	bool history_failing; /* the last save failed, and said so */
 };
 
 static uint64_t now_ms(void)
@@ -113,7 +116,7 @@ static bool control_client_answer(struct control *c, struct client *cl)
 	*nl = '\0';
 	if (len && cl->in.data[len - 1] == '\r')
 		cl->in.data[--len] = '\0';
-	control_request(&c->h, cl->in.data, len, &cl->out);
+	control_request(&c->h, &cl->who, cl->in.data, len, &cl->out);
 	size_t used = (size_t)(nl - cl->in.data) + 1;
 	memmove(cl->in.data, nl + 1, cl->in.len - used);
 	cl->in.len -= used;
@@ -267,6 +270,15 @@ static void refuse(int fd, bool http)
 	close(fd);
 }
 
+static struct control_peer peer_of(int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof cred;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof cred)
+		return (struct control_peer){.known = false};
+	return (struct control_peer){.known = true, .uid = (unsigned)cred.uid, .pid = cred.pid};
+}
+
 static void accept_all(struct control *c, int lfd, bool http)
 {
 	for (;;) {
@@ -287,11 +299,29 @@ static void accept_all(struct control *c, int lfd, bool http)
 		c->clients[c->n_clients++] =
 			(struct client){.fd = fd,
 					.http = http,
+					.who = http ? (struct control_peer){0} : peer_of(fd),
 					.deadline_ms = http ? now_ms() + HTTP_DEADLINE_MS : 0};
 	}
 }
 
 /* ---- the loop ---- */
+
+/* Rewrites the history file; says once when that starts failing and once
+ * when it works again, not every 10 s. */
+static void history_keep(struct control *c)
+{
+	if (!c->history_path[0])
+		return;
+	char err[512];
+	if (control_history_save(&c->history, c->history_path, err, sizeof err) != 0) {
+		if (!c->history_failing)
+			log_warn("status page: cannot keep the history: %s", err);
+		c->history_failing = true;
+	} else if (c->history_failing) {
+		log_info("status page: history kept in %s again", c->history_path);
+		c->history_failing = false;
+	}
+}
 
 static void sample(struct control *c)
 {
@@ -301,6 +331,7 @@ static void sample(struct control *c)
 		c->h.stats(c->h.arg, &st);
 	control_history_add(&c->history, &st, (uint64_t)time(NULL));
 	c->next_sample_ms += CONTROL_SAMPLE_INTERVAL_S * 1000u;
+	history_keep(c);
 }
 
 static short client_events(const struct client *cl)
@@ -375,6 +406,7 @@ static void *control_thread(void *arg)
 			break;
 		dispatch(c, p, n);
 	}
+	sample(c); /* what came since the last sample, for the next start */
 	while (c->n_clients)
 		client_close(c, c->n_clients - 1);
 	return NULL;
@@ -447,6 +479,16 @@ int control_start(const char *socket_path, const char *metrics_listen,
 	}
 	c->h = *h;
 	c->unix_fd = c->http_fd = -1;
+	if (h->history_path && h->history_path[0]) {
+		if (strlen(h->history_path) >= sizeof c->history_path) {
+			snprintf(err, errlen, "control: history path too long: %s",
+				 h->history_path);
+			free(c);
+			return -1;
+		}
+		strcpy(c->history_path, h->history_path);
+		control_history_load(&c->history, c->history_path, (uint64_t)time(NULL));
+	}
 	c->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (c->stop_fd < 0) {
 		snprintf(err, errlen, "control: eventfd: %s", strerror(errno));

@@ -37,32 +37,59 @@ void control_buf_printf(struct control_buf *b, const char *fmt, ...)
 void control_buf_reset(struct control_buf *b);
 void control_buf_free(struct control_buf *b);
 
-/* One sample of the cumulative handshake counters. */
+/* One sample: the handshakes of each result in the interval that ends at
+ * unix_s (since the sample before it). Deltas, not the cumulative counters,
+ * so a history read back after a restart joins the new process's counts. */
 struct control_sample {
 	uint64_t unix_s;
 	uint64_t handshakes[AUTH_RESULT_COUNT];
 };
 
 /* Ring of the last CONTROL_HISTORY_SAMPLES samples, oldest first from
- * (head - count). */
+ * (head - count). counted: the cumulative counters at the newest sample,
+ * so the interval so far is (now - counted). */
 struct control_history {
 	struct control_sample samples[CONTROL_HISTORY_SAMPLES];
 	unsigned head;
 	unsigned count;
+	uint64_t counted[AUTH_RESULT_COUNT];
 };
 
+/* Takes the cumulative counters st at unix_s. */
 void control_history_add(struct control_history *h, const struct control_stats *st,
 			 uint64_t unix_s);
+/* Appends one interval's counts as they are (a sample read back). */
+void control_history_push(struct control_history *h, const struct control_sample *s);
 /* i-th sample counted from the oldest; i < h->count. */
 const struct control_sample *control_history_at(const struct control_history *h, unsigned i);
+
+/* history_file.c: the history kept across restarts in a text file (written
+ * whole to a temporary file and renamed over it, so a crash leaves the old
+ * or the new one; not fsynced: a lost sample is a chart's 10 s). Load
+ * drops samples older than the history window and warns, with file:line,
+ * about a file it cannot read; the history then starts empty. */
+void control_history_load(struct control_history *h, const char *path, uint64_t now_unix_s);
+int control_history_save(const struct control_history *h, const char *path, char *err,
+			 size_t errlen);
 
 /* socket.c: the Unix socket. Binds path with mode 0600; returns the
  * listening fd or -1 with err. */
 int control_socket_listen(const char *path, char *err, size_t errlen);
+/* Who sent a request: the peer's credentials as the kernel gave them
+ * (SO_PEERCRED), for the audit line of a command that changes something.
+ * known = false when the kernel could not tell. */
+struct control_peer {
+	bool known;
+	unsigned uid;
+	int pid;
+};
+
 /* Answers one request line (NUL-terminated, without its newline) with one
- * reply line, newline included, appended to reply. */
-void control_request(const struct control_handlers *h, const char *line, size_t len,
-		     struct control_buf *reply);
+ * reply line, newline included, appended to reply. A command that changes
+ * something (reload, tickets_rotate, device_*) logs an audit line: who,
+ * the command and its argument, and what came of it. */
+void control_request(const struct control_handlers *h, const struct control_peer *who,
+		     const char *line, size_t len, struct control_buf *reply);
 /* The reply for a line over CONTROL_LINE_MAX. */
 void control_reply_error(struct control_buf *reply, const char *error);
 

@@ -4,6 +4,7 @@
  * moves the bytes.
  */
 #include "control_internal.h"
+#include "beacon/log.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -533,37 +534,77 @@ static cJSON *cmd_drain_replay(const struct control_handlers *h, const cJSON *re
 	return drain_command(h, "replay", (uint64_t)from->valuedouble);
 }
 
+/* audited: the command changes what beacond does, so who asked for it and
+ * what came of it goes to the log (the argument is the request's key of
+ * that name, when it has one). */
 static const struct {
 	const char *name;
 	command_fn run;
+	bool audited;
+	const char *argument;
 } commands[] = {
-	{"status", cmd_status},
-	{"stats", cmd_stats},
-	{"reload", cmd_reload},
-	{"tickets_rotate", cmd_tickets_rotate},
-	{"device_approve", cmd_device_approve},
-	{"device_block", cmd_device_block},
-	{"device_unblock", cmd_device_unblock},
-	{"drain_pause", cmd_drain_pause},
-	{"drain_resume", cmd_drain_resume},
-	{"drain_replay", cmd_drain_replay},
+	{"status", cmd_status, false, NULL},
+	{"stats", cmd_stats, false, NULL},
+	{"reload", cmd_reload, true, "what"},
+	{"tickets_rotate", cmd_tickets_rotate, true, NULL},
+	{"device_approve", cmd_device_approve, true, "device"},
+	{"device_block", cmd_device_block, true, "device"},
+	{"device_unblock", cmd_device_unblock, true, "device"},
+	{"drain_pause", cmd_drain_pause, true, NULL},
+	{"drain_resume", cmd_drain_resume, true, NULL},
+	{"drain_replay", cmd_drain_replay, true, NULL},
 };
 
-static cJSON *dispatch(const struct control_handlers *h, const cJSON *req)
+static const char *reply_text(const cJSON *o, const char *key)
+{
+	const cJSON *v = o ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* One line per change or refused change (not for a no-op such as blocking
+ * a blocked device): "audit: device_block agent2.example by uid 0
+ * (pid 4242): ok: blocked; trust snapshot 7: ..." */
+static void audit(const struct control_peer *who, const char *cmd, const cJSON *req,
+		  const char *argument, const cJSON *reply)
+{
+	const cJSON *arg = argument ? cJSON_GetObjectItemCaseSensitive(req, argument) : NULL;
+	char by[64] = "by an unknown peer";
+	if (who && who->known)
+		snprintf(by, sizeof by, "by uid %u (pid %d)", who->uid, who->pid);
+	const char *error = reply_text(reply, "error");
+	const char *message = reply_text(reply, "message");
+	const char *state = reply_text(reply, "state"); /* a device's, once changed */
+	log_info("audit: %s%s%s %s: %s: %s%s%s", cmd, cJSON_IsString(arg) ? " " : "",
+		 cJSON_IsString(arg) ? arg->valuestring : "", by, error ? "refused" : "ok",
+		 state && !error ? state : "", state && !error ? "; " : "",
+		 error	   ? error
+		 : message ? message
+			   : "");
+}
+
+static cJSON *dispatch(const struct control_handlers *h, const struct control_peer *who,
+		       const cJSON *req)
 {
 	const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(req, "cmd");
 	if (!cJSON_IsString(cmd))
 		return reply_error("request has no \"cmd\" string");
-	for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-		if (!strcmp(cmd->valuestring, commands[i].name))
-			return commands[i].run(h, req);
+	for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
+		if (strcmp(cmd->valuestring, commands[i].name) != 0)
+			continue;
+		cJSON *reply = commands[i].run(h, req);
+		const cJSON *changed =
+			reply ? cJSON_GetObjectItemCaseSensitive(reply, "changed") : NULL;
+		if (commands[i].audited && !cJSON_IsFalse(changed))
+			audit(who, commands[i].name, req, commands[i].argument, reply);
+		return reply;
+	}
 	return reply_error("unknown command: use status, stats, reload, tickets_rotate, "
 			   "device_approve, device_block, device_unblock, drain_pause, "
 			   "drain_resume or drain_replay");
 }
 
-void control_request(const struct control_handlers *h, const char *line, size_t len,
-		     struct control_buf *reply)
+void control_request(const struct control_handlers *h, const struct control_peer *who,
+		     const char *line, size_t len, struct control_buf *reply)
 {
 	if (strlen(line) != len) {
 		control_reply_error(reply, "request line contains a NUL byte");
@@ -582,6 +623,6 @@ void control_request(const struct control_handlers *h, const char *line, size_t 
 		control_reply_error(reply, why);
 		return;
 	}
-	reply_write(reply, dispatch(h, req));
+	reply_write(reply, dispatch(h, who, req));
 	cJSON_Delete(req);
 }

@@ -17,14 +17,28 @@
 
 /* ---- history ---- */
 
-void control_history_add(struct control_history *h, const struct control_stats *st, uint64_t unix_s)
+/* Counters only grow; a smaller value means the server's counters were
+ * reset, and a negative count would be nonsense. */
+static uint64_t delta(uint64_t now, uint64_t before)
 {
-	struct control_sample *s = &h->samples[h->head];
-	s->unix_s = unix_s;
-	memcpy(s->handshakes, st->handshakes, sizeof s->handshakes);
+	return now > before ? now - before : 0;
+}
+
+void control_history_push(struct control_history *h, const struct control_sample *s)
+{
+	h->samples[h->head] = *s;
 	h->head = (h->head + 1) % CONTROL_HISTORY_SAMPLES;
 	if (h->count < CONTROL_HISTORY_SAMPLES)
 		h->count++;
+}
+
+void control_history_add(struct control_history *h, const struct control_stats *st, uint64_t unix_s)
+{
+	struct control_sample s = {.unix_s = unix_s};
+	for (unsigned r = 0; r < AUTH_RESULT_COUNT; r++)
+		s.handshakes[r] = delta(st->handshakes[r], h->counted[r]);
+	memcpy(h->counted, st->handshakes, sizeof h->counted);
+	control_history_push(h, &s);
 }
 
 const struct control_sample *control_history_at(const struct control_history *h, unsigned i)
@@ -63,14 +77,7 @@ static uint64_t series_sum(const struct series *s, const uint64_t *handshakes)
 	return sum;
 }
 
-/* Counters only grow; a smaller value means the server's counters were
- * reset, and a negative count would be nonsense. */
-static uint64_t delta(uint64_t now, uint64_t before)
-{
-	return now > before ? now - before : 0;
-}
-
-/* Per-interval counts: one per pair of consecutive samples, and a last one
+/* Per-interval counts: one per sample after the oldest, and a last one
  * for the interval so far (from the newest sample to now). */
 struct intervals {
 	unsigned n;
@@ -83,17 +90,19 @@ static void intervals_fill(struct intervals *iv, const struct control_history *h
 			   const struct control_stats *st, uint64_t now)
 {
 	memset(iv, 0, sizeof *iv);
+	uint64_t so_far[AUTH_RESULT_COUNT];
+	for (unsigned r = 0; r < AUTH_RESULT_COUNT; r++)
+		so_far[r] = delta(st->handshakes[r], h->counted[r]);
+	/* The oldest sample only marks where the first interval starts. */
 	for (unsigned i = 0; i < h->count; i++) {
-		const uint64_t *before = control_history_at(h, i)->handshakes;
-		const uint64_t *after = i + 1 < h->count ? control_history_at(h, i + 1)->handshakes
-							 : st->handshakes;
+		bool live = i + 1 == h->count;
+		const uint64_t *counts = live ? so_far : control_history_at(h, i + 1)->handshakes;
 		for (unsigned k = 0; k < SERIES_COUNT; k++) {
-			iv->count[i][k] = delta(series_sum(&series[k], after),
-						series_sum(&series[k], before));
+			iv->count[i][k] = series_sum(&series[k], counts);
 			if (iv->count[i][k] > iv->max_count)
 				iv->max_count = iv->count[i][k];
 		}
-		iv->end_unix_s[i] = i + 1 < h->count ? control_history_at(h, i + 1)->unix_s : now;
+		iv->end_unix_s[i] = live ? now : control_history_at(h, i + 1)->unix_s;
 	}
 	iv->n = h->count;
 }

@@ -447,7 +447,6 @@ int drain_pause(struct drain *d, bool pause, char *msg, size_t msglen)
 	snprintf(msg, msglen, "drain %s %s", d->ops->name,
 		 was == pause ? (pause ? "was already paused" : "was not paused")
 			      : (pause ? "paused" : "resumed"));
-	log_info("audit: control socket: %s", msg);
 	return 0;
 }
 
@@ -471,6 +470,5 @@ int drain_replay(struct drain *d, uint64_t from_id, char *msg, size_t msglen)
 	snprintf(msg, msglen,
 		 "drain %s: %" PRIu64 " uploads from id %" PRIu64 " queued to publish again",
 		 d->ops->name, n, from_id);
-	log_info("audit: control socket: %s", msg);
 	return 0;
 }

@@ -383,23 +383,24 @@ static void handshake_over(struct conn *c)
 {
 	if (c->in_handshake) {
 		c->in_handshake = false;
-		c->w->handshakes_active--;
-		counter_add(&c->w->counters.handshakes_in_progress, (uint64_t)-1);
+		handshake_slot_give(c->w);
 	}
 }
 
 /* A verdict on a certificate that our issuers signed goes to its device's
  * record (last result, last seen), so an operator sees why a blocked,
- * revoked or wrong-usage agent stays out: each is judged only on a chain
- * that verified. Other refusals name no device we know (an expired
- * certificate's date error comes without a verdict on its signature):
+ * revoked, wrong-usage, expired or not-yet-valid agent stays out: each is
+ * judged on a certificate whose signature verified (verify.c names the
+ * device of a dated one only then). Other refusals name no device we know:
  * recording them would let anyone grow the index with made-up names. From
  * the worker's own ring: no lock and no system call on the handshake path. */
 static void record_device_seen(struct conn *c, const struct tls_peer *p, bool completed)
 {
 	bool verdict = completed ? p->result == AUTH_OK
 				 : p->result == AUTH_REVOKED || p->result == AUTH_BLOCKED ||
-					   p->result == AUTH_WRONG_USAGE;
+					   p->result == AUTH_WRONG_USAGE ||
+					   p->result == AUTH_EXPIRED ||
+					   p->result == AUTH_NOT_YET_VALID;
 	if (!p->device[0] || !verdict)
 		return;
 	int rc = store_worker_device_seen(c->w->sw, p->device, p->cert_sha256, p->result);
@@ -673,8 +674,7 @@ static void *conn_accepted(void *ctx, struct transport_conn *tc, const struct so
 	c->source_held = !proxied;
 	c->proxy_pending = proxied;
 	c->in_handshake = true;
-	w->handshakes_active++;
-	counter_add(&w->counters.handshakes_in_progress, 1);
+	handshake_slot_take(w);
 	c->w = w;
 	c->tc = tc;
 	/* Noted before the snapshot is taken: a publish in between costs one
@@ -684,8 +684,7 @@ static void *conn_accepted(void *ctx, struct transport_conn *tc, const struct so
 	c->tls = tls_session_new(snapshot, tls_out, c);
 	tls_server_unref(snapshot); /* the session holds its own reference */
 	if (!c->tls) {
-		w->handshakes_active--;
-		counter_add(&w->counters.handshakes_in_progress, (uint64_t)-1);
+		handshake_slot_give(w);
 		if (!proxied)
 			source_release(&w->sources, key);
 		free(c);
@@ -850,6 +849,7 @@ const struct transport_events conn_events = {
 	.received = conn_received,
 	.sent = conn_sent,
 	.closed = conn_closed,
+	.accept_room = admit_room,
 };
 
 void conn_abort_all(struct worker *w)

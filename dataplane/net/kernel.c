@@ -1,9 +1,16 @@
 /*
  * The kernel transport: the kernel's TCP through the worker's io_uring. One
  * SO_REUSEPORT listener per worker (the kernel spreads connections over
- * them), multishot accept, multishot recv into a ring of provided buffers
- * (so an idle connection holds no receive buffer at all), and sends straight
- * from the upper layer's buffer.
+ * them), multishot recv into a ring of provided buffers (so an idle
+ * connection holds no receive buffer at all), and sends straight from the
+ * upper layer's buffer.
+ *
+ * Accepts are single-shot, at most ACCEPT_BATCH in flight and never more
+ * than the upper layer has room for (accept_room): a multishot accept would
+ * drain the whole listen queue at once, and what the upper layer cannot
+ * take would have to be closed. Past its room connections wait in the
+ * kernel's accept queue (LISTEN_BACKLOG, capped by net.core.somaxconn);
+ * when that is full the kernel drops new SYNs and clients retry them.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,13 +29,26 @@
 #define RECV_BUF_SIZE (16 * 1024)
 #define RECV_BUF_COUNT 256 /* power of two; 4 MiB per worker */
 #define RECV_GROUP 1
+#define ACCEPT_BATCH 32
+/* The kernel caps it at net.core.somaxconn (4096 by default): raising that
+ * sysctl deepens the queue that a burst of connections waits in. */
+#define LISTEN_BACKLOG 65535
+
+struct kernel_transport;
+
+struct accept_slot {
+	struct ring_op op;
+	struct kernel_transport *kt;
+	bool armed;
+};
 
 struct kernel_transport {
 	struct transport base;
 	struct ring *ring;
 	int listen_fd;
 	bool accepting;
-	struct ring_op accept_op;
+	struct accept_slot accepts[ACCEPT_BATCH];
+	unsigned accepts_armed;
 	struct io_uring_buf_ring *br;
 	size_t br_bytes;
 	uint8_t *bufs;
@@ -50,7 +70,7 @@ struct kconn {
 	size_t stash_len, stash_cap;
 };
 
-static void accept_arm(struct kernel_transport *kt);
+static void accept_fill(struct kernel_transport *kt);
 static void recv_complete(struct ring_op *op, int res, uint32_t flags);
 static void send_complete(struct ring_op *op, int res, uint32_t flags);
 
@@ -92,7 +112,7 @@ static int listen_socket(const struct config *cfg)
 	int one = 1;
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
-	    bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, 4096) != 0) {
+	    bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
 		int e = -errno;
 		close(fd);
 		return e;
@@ -386,7 +406,11 @@ static void kconn_abort(struct transport_conn *tc)
 
 static void accept_complete(struct ring_op *op, int res, uint32_t flags)
 {
-	struct kernel_transport *kt = container_of(op, struct kernel_transport, accept_op);
+	(void)flags;
+	struct accept_slot *slot = container_of(op, struct accept_slot, op);
+	struct kernel_transport *kt = slot->kt;
+	slot->armed = false;
+	kt->accepts_armed--;
 	if (res >= 0) {
 		if (kt->accepting)
 			conn_start(kt, res);
@@ -395,18 +419,41 @@ static void accept_complete(struct ring_op *op, int res, uint32_t flags)
 	} else if (res != -ECANCELED) {
 		log_warn("accept: %s", strerror(-res));
 	}
-	if (!(flags & IORING_CQE_F_MORE) && kt->accepting)
-		accept_arm(kt);
+	accept_fill(kt);
 }
 
-static void accept_arm(struct kernel_transport *kt)
+/* How many more connections the upper layer takes now. */
+static unsigned accept_room(const struct kernel_transport *kt)
 {
-	struct io_uring_sqe *sqe = ring_sqe(kt->ring, &kt->accept_op);
-	if (!sqe) {
-		log_err("accept: cannot get a submission slot");
+	const struct transport *t = &kt->base;
+	return t->ev->accept_room ? t->ev->accept_room(t->ctx) : ACCEPT_BATCH;
+}
+
+/* Arms accepts up to the upper layer's room: each armed accept may hand
+ * over one connection, and none may arrive that would have to be closed. */
+static void accept_fill(struct kernel_transport *kt)
+{
+	if (!kt->accepting)
 		return;
+	unsigned room = accept_room(kt);
+	for (unsigned i = 0; i < ACCEPT_BATCH && kt->accepts_armed < room; i++) {
+		struct accept_slot *slot = &kt->accepts[i];
+		if (slot->armed)
+			continue;
+		struct io_uring_sqe *sqe = ring_sqe(kt->ring, &slot->op);
+		if (!sqe) {
+			log_err("accept: cannot get a submission slot");
+			return;
+		}
+		io_uring_prep_accept(sqe, kt->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		slot->armed = true;
+		kt->accepts_armed++;
 	}
-	io_uring_prep_multishot_accept(sqe, kt->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+}
+
+static void kernel_accept_ready(struct transport *t)
+{
+	accept_fill((struct kernel_transport *)t);
 }
 
 static void kernel_stop_accepting(struct transport *t)
@@ -415,7 +462,9 @@ static void kernel_stop_accepting(struct transport *t)
 	if (!kt->accepting)
 		return;
 	kt->accepting = false;
-	cancel_now(kt->ring, &kt->accept_op);
+	for (unsigned i = 0; i < ACCEPT_BATCH; i++)
+		if (kt->accepts[i].armed)
+			cancel_now(kt->ring, &kt->accepts[i].op);
 	close(kt->listen_fd);
 	kt->listen_fd = -1;
 }
@@ -440,6 +489,7 @@ static const struct transport_ops kernel_ops = {
 	.close = kconn_close,
 	.abort = kconn_abort,
 	.stop_accepting = kernel_stop_accepting,
+	.accept_ready = kernel_accept_ready,
 	.free = kernel_free,
 };
 
@@ -453,7 +503,10 @@ int transport_kernel_open(struct ring *ring, const struct config *cfg,
 	kt->base.ev = ev;
 	kt->base.ctx = ctx;
 	kt->ring = ring;
-	kt->accept_op.complete = accept_complete;
+	for (unsigned i = 0; i < ACCEPT_BATCH; i++) {
+		kt->accepts[i].op.complete = accept_complete;
+		kt->accepts[i].kt = kt;
+	}
 	kt->listen_fd = listen_socket(cfg);
 	if (kt->listen_fd < 0) {
 		int e = kt->listen_fd;
@@ -466,7 +519,7 @@ int transport_kernel_open(struct ring *ring, const struct config *cfg,
 		return rc;
 	}
 	kt->accepting = true;
-	accept_arm(kt);
+	accept_fill(kt);
 	*out = &kt->base;
 	return 0;
 }

@@ -12,6 +12,7 @@ struct transport_ops {
 	void (*abort)(struct transport_conn *tc);
 	int (*poll)(struct transport *t, uint64_t now_ms); /* NULL: nothing to poll */
 	void (*stop_accepting)(struct transport *t);
+	void (*accept_ready)(struct transport *t); /* NULL: nothing to resume */
 	/* NULL: nothing counted (zeros) */
 	void (*net_stats)(const struct transport *t, struct transport_net_stats *out);
 	void (*free)(struct transport *t);

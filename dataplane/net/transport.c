@@ -33,6 +33,12 @@ void transport_stop_accepting(struct transport *t)
 	t->ops->stop_accepting(t);
 }
 
+void transport_accept_ready(struct transport *t)
+{
+	if (t->ops->accept_ready)
+		t->ops->accept_ready(t);
+}
+
 void transport_free(struct transport *t)
 {
 	t->ops->free(t);

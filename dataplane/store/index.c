@@ -1,12 +1,14 @@
 /*
  * index: the LMDB schema and the encoding of its values.
  *
- *   uploads        id (u64 BE)                  -> upload v1
+ *   uploads        id (u64 BE)                  -> upload v1, or v2: v1 and the body's
+ *                                                  SHA-256 (hashed with dedupe_window on)
  *   device_uploads device NUL id (u64 BE)       -> empty
  *   by_time        received ms (u64 BE) id (BE) -> empty   (listing, retention)
  *   devices        device                       -> device v1
  *   segments       worker (u32 BE) seq (u64 BE) -> segment v1 (live records)
  *   meta           "schema" -> u32 LE, "next_id" -> u64 LE
+ *   dedupe         (dedupe.c)
  *
  * Every value starts with a version byte; numbers are little-endian and
  * strings are a u16 length and the bytes, so fields can be added behind a
@@ -23,6 +25,7 @@
 #include <sys/stat.h>
 
 #define VALUE_V1 1u
+#define UPLOAD_V2 2u /* an upload with its body's SHA-256 */
 
 void be64_put(uint8_t out[8], uint64_t v)
 {
@@ -134,12 +137,12 @@ static void dec_str(struct dec *d, char *out, size_t max)
 /* ---- uploads ---- */
 
 #define UPLOAD_VALUE_MAX                                                                           \
-	(1 + 4 + 8 * 5 + 4 + 32 + 6 + STORE_DEVICE_MAX + STORE_CATEGORY_MAX + STORE_NAME_MAX)
+	(1 + 4 + 8 * 5 + 4 + 32 + 6 + STORE_DEVICE_MAX + STORE_CATEGORY_MAX + STORE_NAME_MAX + 32)
 
 static size_t upload_encode(const struct upload_record *r, uint8_t *buf, size_t cap)
 {
 	struct enc e = {.p = buf, .cap = cap};
-	enc_uint(&e, VALUE_V1, 1);
+	enc_uint(&e, r->has_sha256 ? UPLOAD_V2 : VALUE_V1, 1);
 	enc_uint(&e, r->worker, 4);
 	enc_uint(&e, r->segment, 8);
 	enc_uint(&e, r->offset, 8);
@@ -150,6 +153,8 @@ static size_t upload_encode(const struct upload_record *r, uint8_t *buf, size_t 
 	enc_str(&e, r->meta.device, STORE_DEVICE_MAX);
 	enc_str(&e, r->meta.category, STORE_CATEGORY_MAX);
 	enc_str(&e, r->meta.name, STORE_NAME_MAX);
+	if (r->has_sha256)
+		enc_bytes(&e, r->sha256, 32);
 	return e.overflow ? 0 : e.len;
 }
 
@@ -157,7 +162,8 @@ int upload_decode(uint64_t id, const MDB_val *v, struct upload_record *out)
 {
 	struct dec d = {.p = v->mv_data, .len = v->mv_size};
 	memset(out, 0, sizeof *out);
-	if (dec_uint(&d, 1) != VALUE_V1)
+	uint64_t version = dec_uint(&d, 1);
+	if (version != VALUE_V1 && version != UPLOAD_V2)
 		return STORE_ERR_SCHEMA;
 	out->id = id;
 	out->worker = (uint32_t)dec_uint(&d, 4);
@@ -170,6 +176,10 @@ int upload_decode(uint64_t id, const MDB_val *v, struct upload_record *out)
 	dec_str(&d, out->meta.device, STORE_DEVICE_MAX);
 	dec_str(&d, out->meta.category, STORE_CATEGORY_MAX);
 	dec_str(&d, out->meta.name, STORE_NAME_MAX);
+	if (version == UPLOAD_V2) {
+		dec_bytes(&d, out->sha256, 32);
+		out->has_sha256 = true;
+	}
 	return d.bad ? STORE_ERR_CORRUPT : 0;
 }
 
@@ -441,20 +451,24 @@ int index_put_next_id(struct index *ix, MDB_txn *txn, uint64_t next_id)
 
 /* Reads (and on a fresh index writes) the schema version; a newer one is
  * refused before anything else is touched. */
+static int index_put_schema(struct index *ix, MDB_txn *txn, char *err, size_t errlen)
+{
+	uint8_t b[4];
+	struct enc e = {.p = b, .cap = sizeof b};
+	enc_uint(&e, SCHEMA_VERSION, 4);
+	MDB_val k = {6, "schema"}, v = {sizeof b, b};
+	int rc = mdb_put(txn, ix->meta, &k, &v, 0);
+	if (rc)
+		snprintf(err, errlen, "index: write schema version: %s", mdb_strerror(rc));
+	return index_error(rc);
+}
+
 static int index_check_schema(struct index *ix, MDB_txn *txn, bool rdonly, char *err, size_t errlen)
 {
 	MDB_val k = {6, "schema"}, v;
 	int rc = mdb_get(txn, ix->meta, &k, &v);
-	if (rc == MDB_NOTFOUND && !rdonly) {
-		uint8_t b[4];
-		struct enc e = {.p = b, .cap = sizeof b};
-		enc_uint(&e, SCHEMA_VERSION, 4);
-		v = (MDB_val){sizeof b, b};
-		rc = mdb_put(txn, ix->meta, &k, &v, 0);
-		if (rc)
-			snprintf(err, errlen, "index: write schema version: %s", mdb_strerror(rc));
-		return index_error(rc);
-	}
+	if (rc == MDB_NOTFOUND && !rdonly)
+		return index_put_schema(ix, txn, err, errlen);
 	if (rc) {
 		snprintf(err, errlen, "index: read schema version: %s", mdb_strerror(rc));
 		return index_error(rc);
@@ -470,6 +484,10 @@ static int index_check_schema(struct index *ix, MDB_txn *txn, bool rdonly, char 
 			 (unsigned long long)version, SCHEMA_VERSION);
 		return STORE_ERR_SCHEMA;
 	}
+	/* An older index takes this schema's values from now on: an older
+	 * beacond must refuse it rather than misread them. */
+	if (version < SCHEMA_VERSION && !rdonly)
+		return index_put_schema(ix, txn, err, errlen);
 	return 0;
 }
 

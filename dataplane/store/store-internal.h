@@ -6,6 +6,8 @@
  *   index.c    the LMDB schema and the encoding of its values
  *   writer.c   the writer thread: group commit, device records, retention
  *   recover.c  start-up: cut spool garbage, check headers, sweep orphans
+ *   dedupe.c   an agent's retry of a committed upload: the body's SHA-256
+ *              and the `dedupe` database the writer checks at commit
  *   reader.c   the read side (store_reader_*)
  *   store.c    store_open/close, worker attach/detach, beacond -t's check
  *
@@ -39,7 +41,11 @@
 
 #include <isa-l/crc.h>
 
-#define SCHEMA_VERSION 1u
+#include <wolfssl/options.h>
+#include <wolfssl/wolfcrypt/sha256.h>
+
+/* 2: uploads may be v2 (with the body's SHA-256), and the dedupe database */
+#define SCHEMA_VERSION 2u
 
 /* ---- record framing (spool.c) ---- */
 
@@ -179,6 +185,8 @@ struct store {
 
 	/* counters, for metrics and tests */
 	_Atomic uint64_t n_commits, n_fsyncs, n_committed, n_retained_out;
+	_Atomic uint64_t n_deduplicated; /* retries answered with the first id */
+	MDB_dbi dedupe_dbi;		 /* dedupe.c; opened by dedupe_open */
 	/* uploads streaming now, over every worker: the sum of the workers'
 	 * `streaming`, which the control thread cannot read */
 	_Atomic uint64_t n_streaming;
@@ -333,6 +341,14 @@ struct store_upload {
 	int status;
 	uint64_t body_len;
 	struct store_upload *group_next; /* writer-only */
+
+	/* the body's SHA-256 (dedupe.c), while dedupe_window is on: a fixed
+	 * sizeof(wc_Sha256) per upload in flight, whatever its size */
+	wc_Sha256 sha;
+	bool hashing;	 /* sha is initialised and not yet final */
+	bool has_sha256; /* sha256 holds the final digest */
+	uint8_t sha256[32];
+	uint64_t duplicate_of; /* writer: the committed upload this one repeats */
 };
 
 /* ---- writer (writer.c) ---- */
@@ -361,6 +377,34 @@ bool drain_sets_hold(struct store *s, MDB_txn *txn, uint64_t id);
 int record_check_header(int fd, const struct upload_record *rec, const char *path);
 int record_pass(int fd, const struct upload_record *rec, const char *path, uint8_t *buf, int out_fd,
 		uint32_t *crc);
+
+/* ---- retries (dedupe.c) ---- */
+
+/* Worker side, next to the CRC: each does nothing while dedupe_window is
+ * off. dedupe_hash_end leaves the digest in u->sha256; dedupe_hash_drop
+ * frees a hash that will not end (abort, failure). */
+void dedupe_hash_begin(struct store_upload *u);
+void dedupe_hash_update(struct store_upload *u, const void *data, size_t len);
+void dedupe_hash_end(struct store_upload *u);
+void dedupe_hash_drop(struct store_upload *u);
+
+/* Opens (creating) the `dedupe` database of a writable index. */
+int dedupe_open(struct store *s, char *err, size_t errlen);
+/* Writer, inside the commit txn. *original: the id of a live upload of the
+ * same device, category, name and body committed within the window, or 0.
+ * LMDB return codes, like index_put_upload. */
+int dedupe_find(struct store *s, MDB_txn *txn, const struct store_upload *u, uint64_t now_ms,
+		uint64_t *original);
+/* Remembers a newly indexed upload (no-op without its SHA-256). */
+int dedupe_remember(struct store *s, MDB_txn *txn, const struct upload_record *rec);
+/* Forgets up to `max` uploads older than the window, oldest first, and
+ * says how many (max: there may be more). */
+int dedupe_prune(struct store *s, MDB_txn *txn, uint64_t now_ms, unsigned max, unsigned *forgotten);
+/* How many a commit of `uploads` uploads forgets at most: more than it
+ * adds, so a steady load cannot grow the database past the window. */
+unsigned dedupe_prune_budget(unsigned uploads);
+/* Forgets every entry older than the window, in bounded txns (retention). */
+int dedupe_prune_all(struct store *s);
 
 /* ---- recovery (recover.c) ---- */
 

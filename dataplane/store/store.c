@@ -126,6 +126,7 @@ void store_stats(struct store *s, struct store_stats *out)
 	out->fsyncs = atomic_load(&s->n_fsyncs);
 	out->uploads_committed = atomic_load(&s->n_committed);
 	out->uploads_expired = atomic_load(&s->n_retained_out);
+	out->uploads_deduplicated = atomic_load(&s->n_deduplicated);
 	out->recovered_bad_headers = s->recovered_bad_headers;
 	out->recovered_truncated_bytes = s->recovered_truncated_bytes;
 	out->uploads_open = atomic_load_explicit(&s->n_streaming, memory_order_relaxed);
@@ -437,6 +438,8 @@ int store_open(const char *data_dir, const struct store_options *opts, unsigned 
 		e = spool_dirs_open(s, err, errlen);
 	if (!e)
 		e = index_open(&s->ix, s->data_dir, s->opts.map_bytes, INDEX_WRITE, err, errlen);
+	if (!e)
+		e = dedupe_open(s, err, errlen);
 	if (!e)
 		e = store_sync_names(s, created, err, errlen);
 	if (!e)

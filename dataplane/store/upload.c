@@ -108,6 +108,7 @@ static void upload_destroy(struct store_upload *u)
 {
 	struct store_worker *w = u->w;
 	assert(u->state == UP_ABORTED && !u->io_busy && w->live > 0);
+	dedupe_hash_drop(u);
 	upload_release_segment(u);
 	upload_release_buffer(u);
 	w->live--;
@@ -134,7 +135,9 @@ static void upload_on_result(struct ring_op *op, int res, uint32_t flags)
 	}
 	store_done_fn done = u->done;
 	void *arg = u->done_arg;
-	uint64_t id = u->id;
+	/* A retry the writer recognised answers with the first upload's id. */
+	uint64_t id = u->duplicate_of ? u->duplicate_of : u->id;
+	dedupe_hash_drop(u);
 	w->live--;
 	free(u);
 	if (done)
@@ -205,6 +208,8 @@ static bool upload_io_done(struct store_upload *u)
 static struct io_uring_sqe *upload_sqe(struct store_upload *u, ring_complete_fn fn)
 {
 	u->io_op.complete = fn;
+	/* Its completion gives back the upload's slot (max_open_uploads). */
+	u->io_op.urgent = true;
 	struct io_uring_sqe *sqe = ring_sqe(u->w->ring, &u->io_op);
 	if (!sqe) {
 		log_err("store: upload %" PRIu64 ": worker ring refused a submission", u->id);
@@ -480,6 +485,7 @@ int store_upload_begin(struct store_worker *w, const struct upload_meta *meta,
 	atomic_fetch_add_explicit(&w->s->n_streaming, 1, memory_order_relaxed);
 	w->live++;
 	u->id = atomic_fetch_add(&w->s->next_id, 1);
+	dedupe_hash_begin(u);
 	u->next = w->open_uploads;
 	if (u->next)
 		u->next->prev = u;
@@ -514,6 +520,7 @@ static void upload_take(struct store_upload *u, size_t n)
 {
 	struct upload_half *h = &u->half[u->filling];
 	u->crc = record_crc32(u->crc, h->data + h->fill, n);
+	dedupe_hash_update(u, h->data + h->fill, n);
 	h->fill += n;
 	u->stream_len += n;
 	if (h->fill == u->half_size)
@@ -569,6 +576,7 @@ void store_upload_finish(struct store_upload *u, store_done_fn done, void *arg)
 		upload_settle(u);
 		return;
 	}
+	dedupe_hash_end(u);
 	struct record_header h = {
 		.id = u->id, .length = u->stream_len - RECORD_HEADER_BYTES, .crc = u->crc};
 	record_header_encode(u->header, &h);

@@ -356,6 +356,8 @@ static void upload_record_from(struct upload_record *rec, const struct store_upl
 	rec->length = u->body_len;
 	rec->crc32 = u->crc;
 	rec->received_unix_ms = now_ms;
+	rec->has_sha256 = u->has_sha256;
+	memcpy(rec->sha256, u->sha256, sizeof rec->sha256);
 }
 
 /* Applies a device's upload or authentication to its record. */
@@ -395,20 +397,32 @@ static int writer_fill_txn(struct writer *wr, MDB_txn *txn, struct store_upload 
 	uint64_t max_id = 0;
 	*bytes = 0;
 	for (unsigned i = 0; i < n; i++) {
+		/* A retry's id is spent too: next_id covers it. */
+		if (group[i]->id > max_id)
+			max_id = group[i]->id;
+		int rc = dedupe_find(s, txn, group[i], now_ms, &group[i]->duplicate_of);
+		if (rc)
+			return rc;
+		if (group[i]->duplicate_of)
+			continue;
 		struct upload_record rec;
 		upload_record_from(&rec, group[i], now_ms);
-		int rc = index_put_upload(&s->ix, txn, &rec);
+		rc = index_put_upload(&s->ix, txn, &rec);
 		if (!rc)
 			rc = drain_sets_add(s, txn, &rec);
 		if (!rc)
 			rc = writer_touch_device(s, txn, rec.meta.device, rec.meta.cert_sha256,
 						 now_ms, NULL, true);
+		if (!rc)
+			rc = dedupe_remember(s, txn, &rec);
 		if (rc)
 			return rc;
 		*bytes += rec.length;
-		if (rec.id > max_id)
-			max_id = rec.id;
 	}
+	unsigned forgotten;
+	int prune_rc = dedupe_prune(s, txn, now_ms, dedupe_prune_budget(n), &forgotten);
+	if (prune_rc)
+		return prune_rc;
 	for (struct device_event *ev = events; ev; ev = ev->next) {
 		int rc = writer_touch_device(s, txn, ev->device, ev->sha, ev->at_ms, &ev->result,
 					     false);
@@ -502,7 +516,11 @@ static uint64_t writer_index_durable(struct writer *wr, struct store_upload **gr
 		bytes = 0;
 		n_ok = 0;
 	}
-	atomic_fetch_add(&wr->s->n_committed, n_ok);
+	unsigned n_retries = 0;
+	for (unsigned i = 0; i < n_ok; i++)
+		n_retries += ok[i]->duplicate_of != 0;
+	atomic_fetch_add(&wr->s->n_committed, n_ok - n_retries);
+	atomic_fetch_add(&wr->s->n_deduplicated, n_retries);
 	if (ok != stack_ok)
 		free(ok);
 	return bytes;
@@ -675,6 +693,7 @@ static int retention_txn(struct store *s, uint64_t *total_bytes, struct emptied 
 
 int writer_retention_pass(struct store *s, uint64_t *total_bytes, bool sweep)
 {
+	dedupe_prune_all(s); /* logs its own failure; retention goes on */
 	if (s->opts.retain_seconds || s->opts.retain_bytes) {
 		bool more = true;
 		while (more) {

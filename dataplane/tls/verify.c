@@ -399,6 +399,37 @@ static void describe_refused(struct tls_session *s, const WOLFSSL_X509_STORE_CTX
 	s->refused = c;
 }
 
+/* A certificate refused only for its dates still names a device we can
+ * trust the name of: wolfSSL reports a date error only after the CA's
+ * signature on it was confirmed (ParseCertRelative checks the signature,
+ * then returns badDate), and only for a chain it could build to a
+ * configured issuer. Its identity is read, as for a valid one, so the
+ * device's record can say why it stays out; and only while the issuing
+ * CAs are themselves admitted, since a revoked CA's key may sign any name.
+ * The refusal itself is unchanged. */
+static void dated_leaf_identity(struct tls_session *s, WOLFSSL_X509 *x)
+{
+	struct tls_peer kept = s->peer;
+	uint8_t alert = s->alert;
+	int der_len = 0;
+	const unsigned char *der = x ? wolfSSL_X509_get_der(x, &der_len) : NULL;
+	struct cert_view view;
+	uint8_t akid[32];
+	bool named = der && der_len > 0 && leaf_names(s, der, (size_t)der_len, &view) &&
+		     peer_identity(s, &view) &&
+		     tls_cas_admitted(s, s->issuer_hash, akid, cert_key_id(&view, true, akid));
+	char device[sizeof s->peer.device];
+	memcpy(device, s->peer.device, sizeof device);
+	uint8_t sha[32];
+	memcpy(sha, s->peer.cert_sha256, sizeof sha);
+	s->peer = kept;
+	s->alert = alert;
+	if (!named)
+		return;
+	memcpy(s->peer.device, device, sizeof device);
+	memcpy(s->peer.cert_sha256, sha, sizeof sha);
+}
+
 /* Called by wolfSSL for every certificate of the client's chain, CAs first
  * (VERIFY_CB_ALL_CERTS), the client's own last. A chain error is never
  * waived; our own checks run only on what wolfSSL verified. */
@@ -423,6 +454,9 @@ int tls_verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *store)
 			snprintf(why, sizeof why, "certificate at depth %d: %s", store->error_depth,
 				 wolfSSL_ERR_reason_error_string((unsigned long)store->error));
 			tls_refuse(s, classify_verify_error(store->error), why);
+			if (store->error_depth == 0 && (s->peer.result == AUTH_EXPIRED ||
+							s->peer.result == AUTH_NOT_YET_VALID))
+				dated_leaf_identity(s, store->current_cert);
 		}
 		ok = 0;
 	} else if (!store->current_cert) {

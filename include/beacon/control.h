@@ -101,6 +101,9 @@ struct control_handlers {
 	int (*drain_control)(void *arg, const char *action, uint64_t from_id, char *msg,
 			     size_t msglen);
 	int (*ready)(void *arg, char *msg, size_t msglen);
+	/* Not a handler: the file the status page's history is kept in across
+	 * restarts (rewritten every sample). NULL or "": memory only. */
+	const char *history_path;
 };
 
 struct control;

@@ -160,6 +160,8 @@
 	  "Uploads the store made durable.")                                                       \
 	X(store_uploads_expired, COUNTER, "beacond_store_uploads_expired_total", "",               \
 	  "Uploads the store removed by retention.")                                               \
+	X(store_uploads_deduplicated, COUNTER, "beacond_store_uploads_deduplicated_total", "",     \
+	  "Agents' retries of a committed upload, answered with its id and not stored again.")     \
 	X(store_recovered_bad_headers, COUNTER, "beacond_store_recovered_bad_headers_total", "",   \
 	  "Indexed spool records whose header did not match, found at start-up.")                  \
 	X(store_recovered_truncated_bytes, COUNTER,                                                \

@@ -14,6 +14,7 @@
 #define BEACON_RING_H
 
 #include <liburing.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,11 +23,17 @@ typedef void (*ring_complete_fn)(struct ring_op *op, int res, uint32_t cqe_flags
 
 struct ring_op {
 	ring_complete_fn complete;
+	/* Dispatched ahead of the completions queued before it: for an op whose
+	 * completion gives back a bounded resource (an upload's store slot),
+	 * which in arrival order would wait behind every handshake step
+	 * queued first. Set before ring_sqe; single-shot ops only. */
+	bool urgent;
 };
 
 struct ring {
 	struct io_uring uring;
 	unsigned pending; /* SQEs taken but not yet submitted */
+	unsigned urgent;  /* urgent ops submitted whose completion is not dispatched */
 	/* Nanoseconds spent in io_uring_enter waiting for completions (its
 	 * thread's idle time, for the worker's busy share; the submission the
 	 * same call makes is counted in it, a few microseconds). */

@@ -38,7 +38,10 @@
 	/* drop uploads older than this; 0 = keep */                                               \
 	X(uint64_t, retain_seconds, "retain_age", SECONDS, 0, 0, UINT64_MAX)                       \
 	/* drop the oldest past this many spool bytes; 0 = no cap */                               \
-	X(uint64_t, retain_bytes, "retain_bytes", SIZE, 0, 0, UINT64_MAX)
+	X(uint64_t, retain_bytes, "retain_bytes", SIZE, 0, 0, UINT64_MAX)                          \
+	/* an agent's retry of the same upload (device, category, name, body SHA-256)         \
+	 * within this many seconds gets the first one's id; 0 = off; at most 10 years */    \
+	X(uint64_t, dedupe_window_s, "dedupe_window", SECONDS, 86400, 0, 3650ull * 86400)
 
 #define STORE_DRAIN_SINKS_MAX 4
 #define STORE_DRAIN_SINK_NAME_MAX 16

@@ -39,6 +39,12 @@
  * (the kernel reports a lost writeback once). After a crash,
  * LMDB is the truth: spool bytes past the last indexed record are cut off at
  * the next store_open.
+ *
+ * Retries: with dedupe_window on, an upload whose device, category, name and
+ * body SHA-256 match one committed within the window is not indexed again:
+ * the writer recognises it inside the commit transaction (so identical
+ * uploads in flight at once still make one record) and done() gets the
+ * first upload's id. Its spool bytes are garbage, as a failed upload's.
  */
 #ifndef BEACON_STORE_H
 #define BEACON_STORE_H
@@ -163,6 +169,7 @@ struct store_stats {
 	uint64_t fsyncs;		    /* fdatasyncs of segments and spool directories */
 	uint64_t uploads_committed;	    /* uploads made durable */
 	uint64_t uploads_expired;	    /* uploads removed by retention */
+	uint64_t uploads_deduplicated;	    /* retries answered with the first upload's id */
 	uint64_t recovered_bad_headers;	    /* indexed records whose header did not match */
 	uint64_t recovered_truncated_bytes; /* uncommitted spool bytes cut at open */
 	uint64_t disk_free_bytes;  /* of the data directory's filesystem, for unprivileged users */
@@ -214,6 +221,8 @@ struct upload_record {
 	uint64_t length;
 	uint32_t crc32;
 	uint64_t received_unix_ms;
+	bool has_sha256;    /* hashed while it streamed (dedupe_window was on) */
+	uint8_t sha256[32]; /* of the body */
 };
 
 struct device_record {

@@ -39,6 +39,11 @@ struct transport_events {
 	/* The connection is gone (peer closed, error, or after transport_close);
 	 * `err` is 0 or a negative errno. No callback for it follows. */
 	void (*closed)(void *upper, int err);
+	/* How many more connections the layer above would take now (NULL: no
+	 * bound). Past it the transport leaves new connections waiting
+	 * unanswered (the kernel's accept queue; over DPDK the peer's
+	 * retransmitted handshake ACK) rather than accept and close them. */
+	unsigned (*accept_room)(void *ctx);
 };
 
 /* Starts listening on the configured address for this worker (kernel: a
@@ -66,6 +71,10 @@ int transport_poll(struct transport *t, uint64_t now_ms);
 
 /* Whether the worker must spin (poll without sleeping in the ring). */
 int transport_busy_polls(const struct transport *t);
+
+/* The layer above has room again (accept_room grew): take the connections
+ * that wait. */
+void transport_accept_ready(struct transport *t);
 
 /* Stops accepting; existing connections stay until closed. */
 void transport_stop_accepting(struct transport *t);
@@ -141,6 +150,7 @@ unsigned transport_conn_count(const struct transport *t);
 	X(tcp_window_probes, "TCP zero-window probes sent.")                                       \
 	X(tcp_time_wait_reused, "TIME_WAIT connections ended early to make room.")                 \
 	X(tcp_table_full, "TCP handshakes refused: connection table full.")                        \
+	X(tcp_accept_held, "Handshake ACKs left unanswered: no room above; the peer resends.")     \
 	X(tcp_paws_rejected, "TCP segments dropped by PAWS (an old timestamp).")                   \
 	X(tcp_ts_missing, "TCP segments dropped: no timestamp where agreed.")                      \
 	X(tcp_keepalive_probes, "TCP keepalive probes sent.")                                      \

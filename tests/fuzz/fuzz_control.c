@@ -108,7 +108,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				n_line--;
 			line[n_line] = '\0';
 			control_buf_reset(&reply);
-			control_request(n++ % 2 ? &none : &full, line, n_line, &reply);
+			control_request(n++ % 2 ? &none : &full, NULL, line, n_line, &reply);
 			check_reply(&reply);
 		}
 		p += len + 1;

@@ -367,6 +367,22 @@ class Server:
         return []
 
 
+def listen_queue(port):
+    """Connections the kernel holds in the accept queue of every socket
+    listening on `port` (for a LISTEN socket, /proc/net/tcp's rx_queue is
+    its accept queue length)."""
+    waiting = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                local, state, queues = fields[1], fields[3], fields[4]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    waiting += int(queues.split(":")[1], 16)
+    return waiting
+
+
 def mount_tmpfs(path, size):
     """A tmpfs of `size` (mount's syntax: "16m") on `path`, for a small
     disk; skips the test where it cannot be mounted (not root)."""

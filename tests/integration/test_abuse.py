@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from helpers import BEACOND, build_request, tls_connect, unique_name
+from helpers import (BEACOND, HttpConn, build_request, client_context, listen_queue,
+                     tls_connect, unique_name)
 import certkit
 from trustkit import ctl, wait_until
 
@@ -73,26 +74,43 @@ def test_handshake_rate_per_source(start_server):
 
 
 def test_handshakes_in_progress_cap(start_server):
-    """Silent TCP connections hold handshake slots; past the cap new ones
-    are closed at once, and an established upload carries on."""
+    """Silent TCP connections hold handshake slots; past the cap a new one
+    is not taken (it waits in the listen queue: not accepted, not closed),
+    an established upload carries on, and the waiting one is served once a
+    slot frees."""
     srv = start_server({"server": {"workers": "1"},
                         "limits": {"max_handshakes_in_progress": "3",
                                    "handshake_timeout": "30s"}})
     established = tls_connect(srv)
     silent = [socket.create_connection((srv.host, srv.port)) for _ in range(3)]
+    waiting = None
     try:
         # The three silent connections hold the three slots once accepted.
         assert wait_until(lambda: ctl(srv, {"cmd": "stats"})["connections_accepted"] >= 4, 30)
-        assert not handshake_ok(srv), "a handshake past the cap was admitted"
-        assert refusals(srv, "refused_handshakes") == 1
+        waiting = socket.create_connection((srv.host, srv.port), timeout=30)
+        assert wait_until(lambda: listen_queue(srv.port) == 1, 30), \
+            f"the connection past the cap is not waiting: queue {listen_queue(srv.port)}"
         # The established connection still uploads.
         data = os.urandom(64 * 1024)
         established.send(build_request("PUT", UP + unique_name("during-flood"), body=data))
         assert established.read_response().status == 201
+        # ...and the loop that served it left the one past the cap waiting.
+        assert listen_queue(srv.port) == 1
+        assert ctl(srv, {"cmd": "stats"})["connections_accepted"] == 4
+        assert refusals(srv, "refused_handshakes") == 0
+        silent[0].close()  # a slot frees: the waiting connection takes it
+        ctx = client_context(srv.pki, "agent1")
+        with HttpConn(ctx.wrap_socket(waiting, server_hostname="localhost")) as c:
+            waiting = None
+            c.send(build_request("GET", "/ManageSoftDL/policy.xml"))
+            assert c.read_response().status == 200
     finally:
         for s in silent:
             s.close()
+        if waiting is not None:
+            waiting.close()
         established.close()
+    assert refusals(srv, "refused_handshakes") == 0
     assert admitted_again(srv), "handshake slots were not given back"
 
 

@@ -16,6 +16,7 @@ the real beaconctl:
 """
 
 import array
+import datetime
 import fcntl
 import json
 import os
@@ -30,7 +31,12 @@ import threading
 import time
 from pathlib import Path
 
-from helpers import BEACONCTL, REPO, build_request, tls_connect, unique_name
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from certkit import NOW, Cert, cn, make_cert
+from helpers import BEACONCTL, REPO, build_request, client_context, tls_connect, unique_name
 from trustkit import ctl, make_crl, upload, wait_until
 
 F_GETPIPE_SZ = 1032  # fcntl.F_GETPIPE_SZ from Python 3.10 on
@@ -529,10 +535,17 @@ def test_block_unknown_warns_and_repeats_change_nothing(start_server):
     p = ok(srv, "devices", "block", "agent1.example")
     assert p.stdout.decode().startswith("device agent1.example: blocked") and p.stderr == b""
 
-    # Each change, and only a change, leaves an audit line naming it.
-    audit = re.findall(r"audit: control socket: (\S+) is now (\w+)", srv.stderr())
-    assert audit == [("ghost.example", "blocked"), ("ghost.example", "approved"),
-                     ("agent1.example", "blocked")], audit
+    # Each change, and only a change, leaves an audit line naming it and
+    # who asked (the control socket's peer, as the kernel tells it).
+    audit = re.findall(r"audit: device_(\w+) (\S+) by uid (\d+) \(pid (\d+)\): ok: (\w+); trust snapshot",
+                       srv.stderr())
+    uid = str(os.getuid())
+    assert [(a[0], a[1], a[2], a[4]) for a in audit] == [
+        ("block", "ghost.example", uid, "blocked"), ("unblock", "ghost.example", uid, "approved"),
+        ("block", "agent1.example", uid, "blocked")], audit
+    assert all(int(a[3]) > 1 for a in audit), audit
+    ok(srv, "reload", "crl")
+    assert re.search(rf"audit: reload crl by uid {uid} \(pid \d+\): ok: ", srv.stderr())
     assert upload(srv, "agent1")[0] != "response"
     p = ok(srv, "devices", "block", "agent1.example")
     assert p.stdout.decode() == "device agent1.example: already blocked\n"
@@ -559,3 +572,49 @@ def test_status_since_start_and_store_totals(start_server):
     text = ok(srv, "status").stdout.decode()
     assert "uploads since start: 0\n" in text
     assert f"store:               3 uploads, {total} bytes (in the index)\n" in text
+
+
+def test_dated_certificates_recorded_forged_ones_not(start_server, tmp_path):
+    """An expired or not-yet-valid certificate our CA signed names its device
+    (`devices list --state refused` says why it stays out). One that only
+    claims our CA as issuer, expired too, must not add a record: its name is
+    nobody's word, and recording it would let anyone grow the index."""
+    # One worker: the devices' records go through one ring, in order.
+    srv = start_server({"server": {"watch": "no", "workers": "1"}})
+    ca = Cert(x509.load_pem_x509_certificate((srv.pki / "agents-ca.pem").read_bytes()),
+              serialization.load_pem_private_key((srv.pki / "agents-ca.key").read_bytes(), None))
+    day = datetime.timedelta(days=1)
+    lapsed = make_cert(cn("lapsed.example"), ca, not_before=NOW - 9 * day, not_after=NOW - day)
+    # The forgery: our CA's name and key identifier, anyone's signature.
+    key = ec.generate_private_key(ec.SECP256R1())
+    forged = Cert(x509.CertificateBuilder()
+                  .subject_name(cn("forged.example")).issuer_name(ca.cert.subject)
+                  .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                  .not_valid_before(NOW - 9 * day).not_valid_after(NOW - day)
+                  .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                      ca.key.public_key()), False)
+                  .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()), key)
+
+    def attempt(cert, stem):
+        crt, k = cert.write(tmp_path, stem)
+        ctx = client_context(srv.pki, None)
+        ctx.load_cert_chain(str(crt), str(k))
+        return upload(srv, ctx=ctx)
+
+    # TLS 1.3: the client hears the alert after its side of the handshake.
+    kind, detail, _ = attempt(lapsed, "lapsed")
+    assert kind != "response" and "ALERT_CERTIFICATE_EXPIRED" in detail, detail
+    kind, detail, _ = attempt(forged, "forged")
+    assert kind != "response" and "ALERT_BAD_CERTIFICATE" in detail, detail
+    for stem in ("expired", "notyet"):
+        kind, detail, _ = upload(srv, stem)
+        assert kind != "response" and "ALERT_CERTIFICATE_EXPIRED" in detail, detail
+    assert wait_until(lambda: {"lapsed.example", "expired.example", "notyet.example"}
+                      <= set(device_rows(srv)), WAIT), device_rows(srv)
+    refused = device_rows(srv, "--state", "refused")
+    assert refused["lapsed.example"]["last_result"] == "expired", refused
+    assert refused["expired.example"]["last_result"] == "expired", refused
+    assert refused["notyet.example"]["last_result"] == "not_yet_valid", refused
+    # The records are written in order from the one worker's ring: the
+    # forgery came before the last of them, so it would be there by now.
+    assert "forged.example" not in device_rows(srv), device_rows(srv)

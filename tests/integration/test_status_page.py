@@ -182,8 +182,10 @@ def test_status_page_panels_and_refusals(busy_server):
     results = [r[col["result"]] for r in page.refusals]
     assert results == ["unknown_issuer", "unknown_issuer", "expired", "expired"], results
     assert all(r[col["source"]].startswith("127.0.0.1:") for r in page.refusals)
-    # No identity is read from a certificate refused before it (expired).
-    assert page.refusals[2][col["device"]] == "-", page.refusals[2]
+    # An expired certificate our CA signed names its device; an untrusted
+    # one names none.
+    assert page.refusals[2][col["device"]] == "expired.example", page.refusals[2]
+    assert page.refusals[1][col["device"]] == "-", page.refusals[1]
     assert "expired.example" in page.refusals[2][header.index("subject")]
     # Counts and shares as printed.
     totals = {r[0]: r[1:] for r in page.tables["auth-totals"][1:]}
@@ -241,3 +243,37 @@ def test_status_page_screenshot(busy_server, tmp_path):
     for hex_ in ("2e7d32", "6a1b9a", "ef6c00"):
         run = longest_run(rows, bytes.fromhex(hex_))
         assert run >= 40, f"#{hex_}: widest bar {run} px"
+
+
+def test_status_history_survives_restart(busy_server):
+    """The hour chart is kept in the data directory: after a restart the
+    refusals and successes from before it are still drawn (the live
+    counters start again from zero, so without the file there is no line)."""
+    srv, mport = busy_server
+    page_when(mport, lambda p: len(p.refusals) == N_EXPIRED + 2)
+    srv.stop()  # the last sample is written on the way out
+    kept = (srv.data_dir / "status-history").read_text().splitlines()
+    assert kept[0].split()[:2] == ["beacond-status-history", "1"], kept[0]
+    results = kept[0].split()[2:]
+    sums = [sum(int(line.split()[1 + i]) for line in kept[1:]) for i in range(len(results))]
+    by_result = dict(zip(results, sums))
+    assert by_result["ok"] == N_OK, by_result
+    assert by_result["expired"] == N_EXPIRED, by_result
+    assert by_result["unknown_issuer"] == 2, by_result
+    srv.start()
+    page, _ = page_when(mport, lambda p: p.lines == 3)
+    totals = {r[0]: r[1:] for r in page.tables["auth-totals"][1:]}
+    assert totals["succeeded"][0] == "0", totals  # "since start" means this start
+
+
+def test_status_history_unreadable_is_named_and_dropped(busy_server):
+    srv, mport = busy_server
+    srv.stop()
+    hist = srv.data_dir / "status-history"
+    lines = hist.read_text().splitlines()
+    lines.insert(2, "12 not-a-number")
+    hist.write_text("\n".join(lines) + "\n")
+    srv.start()
+    assert f"{hist}:3: not a status history this beacond can read" in srv.stderr(), srv.stderr()
+    page, _ = page_when(mport, lambda p: "auth-chart" in p.ids)
+    assert page.lines == 0

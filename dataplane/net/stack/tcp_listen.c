@@ -226,6 +226,18 @@ static bool tcb_accept(struct stack *s, struct tcb *c)
 	return true;
 }
 
+/* Whether the layer above takes a new connection now. When it does not,
+ * the cookie's ACK is dropped unanswered, as Linux drops it when its accept
+ * queue is full: the peer, ESTABLISHED on its side, resends its first data
+ * (or the ACK) on its retransmission timer, and that segment carries the
+ * same cookie, good for 65 to 131 s. So a burst waits at the peers instead
+ * of being accepted and closed, and holds no memory here. */
+static bool accept_room_left(const struct stack *s)
+{
+	const struct transport *t = &s->base;
+	return !t->ev->accept_room || t->ev->accept_room(t->ctx) > 0;
+}
+
 /* A segment for no connection: a SYN gets a cookie, a cookie's ACK opens a
  * connection, the rest gets a reset. True when the mbuf was kept. */
 bool listen_input(struct stack *s, struct rte_mbuf *m, const struct rte_ipv4_hdr *ip,
@@ -252,6 +264,10 @@ bool listen_input(struct stack *s, struct rte_mbuf *m, const struct rte_ipv4_hdr
 	    !cookie_check(s, ip, th, &o)) {
 		s->st.syn_cookies_bad++;
 		send_rst_for(s, ip, th, seglen, mac);
+		return false;
+	}
+	if (!accept_room_left(s)) {
+		s->st.tcp_accept_held++;
 		return false;
 	}
 	struct tcb *c = tcb_create(s, ip, th, mac, &o);

@@ -1,7 +1,7 @@
 /* Restarts: LMDB is the truth. Reopen keeps every committed upload and ids
  * keep increasing; bytes past the last indexed record (a crash mid-upload)
  * never show and are cut; a damaged record is refused, never served; a
- * newer index schema is refused. */
+ * newer index schema is refused, an older one upgraded. */
 #include "harness.h"
 
 #include <fcntl.h>
@@ -230,18 +230,58 @@ static void test_newer_schema_refused(void **state)
 {
 	struct fixture *f = *state;
 	close_store(f);
-	set_schema(f->dir, 2);
+	set_schema(f->dir, 3);
 	const struct store_options opts = STORE_OPTIONS_DEFAULT;
 	struct store *s = NULL;
 	char err[256] = "";
 	assert_int_equal(store_open(f->dir, &opts, 1, &s, err, sizeof err), STORE_ERR_SCHEMA);
 	assert_null(s);
-	assert_non_null(strstr(err, "index schema 2 is newer than this beacond (1)"));
+	assert_non_null(strstr(err, "index schema 3 is newer than this beacond (2)"));
 	struct store_reader *r;
 	assert_int_equal(store_reader_open(f->dir, &r, err, sizeof err), STORE_ERR_SCHEMA);
 	set_schema(f->dir, 1);
 	f->s = open_store(f->dir, NULL, 1);
 	tw_attach(&f->t, f->s, 0);
+}
+
+static uint32_t get_schema(const char *dir)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/index", dir);
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi meta;
+	MDB_val k = {6, "schema"}, val;
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+	assert_int_equal(mdb_env_open(env, path, MDB_RDONLY, 0640), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+	assert_int_equal(mdb_get(txn, meta, &k, &val), 0);
+	assert_int_equal(val.mv_size, 4);
+	const uint8_t *v = val.mv_data;
+	uint32_t version = v[0] | (uint32_t)v[1] << 8 | (uint32_t)v[2] << 16 | (uint32_t)v[3] << 24;
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return version;
+}
+
+/* Schema 2 adds uploads with their body's SHA-256: an index of schema 1
+ * takes schema 2 when a server opens it, so an older beacond refuses it
+ * rather than misreading those uploads. A reader changes nothing. */
+static void test_older_schema_upgraded(void **state)
+{
+	struct fixture *f = *state;
+	close_store(f);
+	set_schema(f->dir, 1);
+	struct store_reader *r;
+	char err[256] = "";
+	assert_int_equal(store_reader_open(f->dir, &r, err, sizeof err), 0);
+	store_reader_close(r);
+	assert_int_equal(get_schema(f->dir), 1);
+	f->s = open_store(f->dir, NULL, 1);
+	tw_attach(&f->t, f->s, 0);
+	assert_int_equal(get_schema(f->dir), 2);
 }
 
 static void test_reader_without_index(void **state)
@@ -261,6 +301,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_unindexed_segment_removed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flipped_byte_is_corrupt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_older_schema_upgraded, setup, teardown),
 		cmocka_unit_test(test_reader_without_index),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
