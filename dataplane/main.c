@@ -27,6 +27,7 @@
 #include "beacon/config.h"
 #include "beacon/control.h"
 #include "beacon/log.h"
+#include "beacon/drain.h"
 #include "beacon/store.h"
 #include "beacon/tls.h"
 #include "beacon/transport.h"
@@ -53,6 +54,9 @@ struct beacond {
 	atomic_bool serving;	     /* ready to its end: /readyz */
 	struct store_reader *reader; /* device states, for the snapshot */
 	struct trust_control *trust;
+	/* NULL: [drain] is off (or not started yet: the control thread
+	 * may already read it) */
+	struct drain *_Atomic drain;
 };
 
 static void usage(FILE *f)
@@ -163,6 +167,7 @@ static void handle_stats(void *arg, struct control_stats *out)
 					  .started = b->started,
 					  .net_stack = b->cfg.backend == BACKEND_DPDK,
 					  .store = b->store,
+					  .drain = atomic_load(&b->drain),
 					  .trust_lock = &b->reload_lock};
 	stats_collect(&src, out);
 }
@@ -192,6 +197,24 @@ static size_t handle_refusals(void *arg, struct tls_refusal *out, size_t max)
 {
 	(void)arg;
 	return tls_refusals_latest(out, max);
+}
+
+/* ---- drain ---- */
+
+static void handle_drain_status(void *arg, struct drain_status *out)
+{
+	struct beacond *b = arg;
+	drain_status(atomic_load(&b->drain), out);
+}
+
+static int handle_drain_control(void *arg, const char *action, uint64_t from_id, char *msg,
+				size_t len)
+{
+	struct beacond *b = arg;
+	struct drain *d = atomic_load(&b->drain);
+	if (!strcmp(action, "replay"))
+		return drain_replay(d, from_id, msg, len);
+	return drain_pause(d, !strcmp(action, "pause"), msg, len);
 }
 
 /* ---- life ---- */
@@ -424,6 +447,8 @@ static int run(struct beacond *b)
 		.live = handle_live,
 		.ready = handle_ready,
 		.history_path = history_path,
+		.drain_status = handle_drain_status,
+		.drain_control = handle_drain_control,
 	};
 	if (control_start(cfg->control_socket, cfg->metrics_listen, &handlers, &ctl, err,
 			  sizeof err) != 0) {
@@ -432,6 +457,14 @@ static int run(struct beacond *b)
 	}
 	if (drop_privileges(cfg->user, cfg->data_dir) != 0)
 		goto stop_control;
+	/* After the drop: the drain reads its credentials as the server's
+	 * user. A sink that is down is retried, not fatal. */
+	struct drain *drain = NULL;
+	if (drain_start(cfg, b->store, &drain, err, sizeof err) != 0) {
+		log_err("%s", err);
+		goto stop_control;
+	}
+	atomic_store(&b->drain, drain);
 	/* Every worker's listener, the control socket and the admin listener
 	 * are open and privileges are dropped: ready. */
 	log_ready(cfg, n);
@@ -443,6 +476,7 @@ static int run(struct beacond *b)
 
 stop_control:
 	control_stop(ctl);
+	drain_stop(atomic_exchange(&b->drain, NULL)); /* after the control thread: it reads it */
 stop_workers:
 	stop_workers(b);
 	if (cfg->backend == BACKEND_DPDK)

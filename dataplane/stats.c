@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "beacon/drain.h"
 #include "beacon/store.h"
 #include "beacon/tls.h"
 #include "beacon/transport.h"
@@ -127,6 +128,22 @@ static void add_store(struct store *store, struct control_stats *out)
 	out->store_uploads_open_max = ss.uploads_open_max;
 }
 
+static void add_drain(struct drain *drain, struct control_stats *out)
+{
+	struct drain_status ds;
+	drain_status(drain, &ds);
+	out->drain_uploads_published = ds.uploads_published;
+	out->drain_uploads_acked = ds.uploads_acked;
+	out->drain_uploads_failed = ds.uploads_failed;
+	out->drain_bytes_published = ds.bytes_published;
+	out->drain_bytes_acked = ds.bytes_acked;
+	out->drain_bytes_failed = ds.bytes_failed;
+	out->drain_connected = ds.state == DRAIN_CONNECTED;
+	out->drain_lag_uploads = ds.lag_uploads;
+	out->drain_lag_bytes = ds.lag_bytes;
+	out->drain_lag_oldest_s = ds.lag_oldest_s;
+}
+
 void stats_collect(const struct stats_sources *src, struct control_stats *out)
 {
 	memset(out, 0, sizeof *out);
@@ -142,4 +159,5 @@ void stats_collect(const struct stats_sources *src, struct control_stats *out)
 	out->net_stack = src->net_stack;
 	add_trust(src->trust_lock, out);
 	add_store(src->store, out);
+	add_drain(src->drain, out);
 }

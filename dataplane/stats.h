@@ -26,6 +26,7 @@ struct stats_sources {
 	time_t started;
 	bool net_stack; /* the DPDK transport: its stack's counters too */
 	struct store *store;
+	struct drain *drain; /* NULL: the drain is off */
 	/* held while the trust snapshot's facts are read (trust_current_info
 	 * wants one caller at a time) */
 	pthread_mutex_t *trust_lock;

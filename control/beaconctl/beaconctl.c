@@ -49,6 +49,9 @@ static const struct command commands[] = {
 	{"devices", "approve", "DEVICE", cmd_devices_approve, SIDE_SOCKET},
 	{"devices", "block", "DEVICE", cmd_devices_block, SIDE_SOCKET},
 	{"devices", "unblock", "DEVICE", cmd_devices_unblock, SIDE_SOCKET},
+	{"drain", "pause", "", cmd_drain_pause, SIDE_SOCKET},
+	{"drain", "resume", "", cmd_drain_resume, SIDE_SOCKET},
+	{"drain", "replay", "--from ID", cmd_drain_replay, SIDE_SOCKET},
 	{NULL, NULL, NULL, NULL, SIDE_STORE},
 };
 
@@ -109,8 +112,10 @@ static const char manual_text[] =
 	"\n"
 	"CONTROL COMMANDS (a running beacond, over its control socket)\n"
 	"    status\n"
-	"        Uptime, connections, the trust snapshot, the uploads since start\n"
-	"        and the store's totals (uploads and bytes in the index).\n"
+	"        Uptime, connections, the trust snapshot, the uploads since start,\n"
+	"        the store's totals (uploads and bytes in the index) and the drain:\n"
+	"        off, connecting, connected, disconnected (with its last error) or\n"
+	"        paused, and its lag.\n"
 	"    stats\n"
 	"        Every counter, one per line.\n"
 	"    reload [all|issuers|crl|tickets|blocklist]\n"
@@ -123,6 +128,12 @@ static const char manual_text[] =
 	"        so (\"already blocked\"). Blocking a name that never connected is\n"
 	"        recorded, with a warning on standard error (a block planned ahead,\n"
 	"        or a mistyped name). unblock leaves an unapproved device unapproved.\n"
+	"    drain pause|resume\n"
+	"        Stops or restarts the drain's publishing ([drain] in beacond.conf);\n"
+	"        uploads keep being stored and the lag grows while it is paused.\n"
+	"    drain replay --from ID\n"
+	"        Publishes every stored upload from id ID on again. The stream drops\n"
+	"        the ones it still holds within its duplicate window.\n"
 	"\n"
 	"OPTIONS (anywhere on the line)\n"
 	"    --data-dir DIR   beacond's data directory (store commands)\n"

@@ -12,6 +12,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,6 +197,26 @@ static void duration_text(char *buf, size_t len, uint64_t s)
 
 /* ---- status, stats ---- */
 
+/* "drain: connected (nats), lag 3 uploads, 12 bytes, oldest 2 s"; a
+ * disconnected drain says why. */
+static void drain_print(const cJSON *d)
+{
+	if (!cJSON_IsObject(d))
+		return;
+	char why[256];
+	const char *state = reply_str(d, "state");
+	if (!strcmp(state, "off")) {
+		printf("drain:               off\n");
+		return;
+	}
+	printf("drain:               %s (%s), lag %.0f uploads, %.0f bytes, oldest %.0f s\n", state,
+	       reply_str(d, "sink"), reply_num(d, "lag_uploads"), reply_num(d, "lag_bytes"),
+	       reply_num(d, "lag_oldest_s"));
+	text_safe(why, sizeof why, reply_str(d, "last_error"));
+	if (why[0])
+		printf("drain last error:    %s\n", why);
+}
+
 static void status_print(const cJSON *r, const cJSON *req)
 {
 	char up[48], loaded[32];
@@ -221,6 +242,7 @@ static void status_print(const cJSON *r, const cJSON *req)
 	if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(r, "store_uploads")))
 		printf("store:               %.0f uploads, %.0f bytes (in the index)\n",
 		       reply_num(r, "store_uploads"), reply_num(r, "store_bytes"));
+	drain_print(cJSON_GetObjectItemCaseSensitive(r, "drain"));
 }
 
 int cmd_status(struct ctl *ctl, int argc, char **argv)
@@ -347,4 +369,38 @@ int cmd_devices_block(struct ctl *ctl, int argc, char **argv)
 int cmd_devices_unblock(struct ctl *ctl, int argc, char **argv)
 {
 	return device_state_run(ctl, argc, argv, "device_unblock");
+}
+
+/* ---- drain ---- */
+
+int cmd_drain_pause(struct ctl *ctl, int argc, char **argv)
+{
+	if (argc != 1)
+		return EXIT_USAGE;
+	return socket_run(ctl, request_new("drain_pause"), message_print);
+}
+
+int cmd_drain_resume(struct ctl *ctl, int argc, char **argv)
+{
+	if (argc != 1)
+		return EXIT_USAGE;
+	return socket_run(ctl, request_new("drain_resume"), message_print);
+}
+
+int cmd_drain_replay(struct ctl *ctl, int argc, char **argv)
+{
+	char *end = NULL;
+	if (argc != 3 || strcmp(argv[1], "--from") != 0 || !isdigit((unsigned char)argv[2][0]))
+		return EXIT_USAGE;
+	errno = 0;
+	unsigned long long from = strtoull(argv[2], &end, 10);
+	/* JSON numbers are doubles: ids stay below 2^53. */
+	if (errno || *end || from > (1ull << 53))
+		return EXIT_USAGE;
+	cJSON *req = request_new("drain_replay");
+	if (req && !cJSON_AddNumberToObject(req, "from", (double)from)) {
+		cJSON_Delete(req);
+		req = NULL;
+	}
+	return socket_run(ctl, req, message_print);
 }

@@ -171,6 +171,21 @@ static const struct key keys[] = {
 	NUM("dpdk", "keepalive_probes", K_COUNT, dpdk_keepalive_probes, 1, 100),
 	ENUM("dpdk", "checksum_offload", dpdk_checksum_offload, booleans),
 
+	STR("drain", "nats", K_TEXT, drain_nats), STR("drain", "user", K_WORD, drain_user),
+	STR("drain", "password", K_TEXT, drain_password),
+	STR("drain", "creds", K_OPTPATH, drain_creds),
+	STR("drain", "tls_ca", K_OPTPATH, drain_tls_ca),
+	STR("drain", "tls_cert", K_OPTPATH, drain_tls_cert),
+	STR("drain", "tls_key", K_OPTPATH, drain_tls_key),
+	STR("drain", "stream", K_WORD, drain_stream),
+	STR("drain", "subject", K_WORD, drain_subject),
+	STR("drain", "beacon_id", K_WORD, drain_beacon_id),
+	ENUM("drain", "create_stream", drain_create_stream, booleans),
+	NUM("drain", "replicas", K_COUNT, drain_replicas, 1, 5),
+	NUM("drain", "duplicate_window", K_SECONDS, drain_duplicate_window_s, 1, 7 * 86400),
+	NUM("drain", "window", K_COUNT, drain_window, 1, 65536),
+	NUM("drain", "max_chunk", K_SIZE, drain_max_chunk, 0, 64 * MiB),
+
 	ENUM("log", "format", log_format, log_formats), ENUM("log", "level", log_level, log_levels),
 	ENUM("log", "access", access_log, booleans),
 
@@ -246,6 +261,11 @@ static void set_path(char *dst, const char *src)
 static void derive(struct config *cfg)
 {
 	cfg->store.require_approval = cfg->approval == APPROVAL_REQUIRE;
+	/* The drain's sink keeps what it has not taken from retention. */
+	cfg->store.n_drain_sinks = 0;
+	if (cfg->drain_nats[0])
+		snprintf(cfg->store.drain_sinks[cfg->store.n_drain_sinks++],
+			 sizeof cfg->store.drain_sinks[0], "nats");
 }
 
 void config_defaults(struct config *cfg)
@@ -300,6 +320,13 @@ void config_defaults(struct config *cfg)
 	cfg->log_format = LOG_FORMAT_TEXT;
 	cfg->log_level = LOG_INFO;
 	cfg->access_log = true;
+
+	snprintf(cfg->drain_stream, sizeof cfg->drain_stream, "BEACON_UPLOADS");
+	snprintf(cfg->drain_subject, sizeof cfg->drain_subject, "beacon.uploads");
+	cfg->drain_create_stream = true;
+	cfg->drain_replicas = 1;
+	cfg->drain_duplicate_window_s = 3600;
+	cfg->drain_window = 256;
 
 	cfg->store = (struct store_options)STORE_OPTIONS_DEFAULT;
 	derive(cfg);
@@ -864,9 +891,75 @@ static unsigned line_of(const struct load *ld, const char *section, const char *
 	return k ? ld->key_line[k - keys] : 0;
 }
 
+/* A NATS subject token (or dot-separated tokens when `dots`): no
+ * wildcard, no empty token. */
+static bool nats_name_ok(const char *v, bool dots)
+{
+	if (!v[0] || v[0] == '.' || v[strlen(v) - 1] == '.' || strstr(v, ".."))
+		return false;
+	for (const char *p = v; *p; p++)
+		if (!(isalnum((unsigned char)*p) || *p == '-' || *p == '_' || (dots && *p == '.')))
+			return false;
+	return true;
+}
+
+static bool nats_urls_ok(const char *v)
+{
+	char copy[sizeof((struct config *)0)->drain_nats];
+	snprintf(copy, sizeof copy, "%s", v);
+	char *save = NULL;
+	unsigned n = 0;
+	for (char *u = strtok_r(copy, ", ", &save); u; u = strtok_r(NULL, ", ", &save), n++)
+		if (strncmp(u, "nats://", 7) != 0 && strncmp(u, "tls://", 6) != 0)
+			return false;
+	return n > 0;
+}
+
+/* A [drain] key's error, at the line that set it. */
+#define fail_at(ld, key, ...) ((ld)->line = line_of((ld), "drain", (key)), fail((ld), __VA_ARGS__))
+
+static int validate_drain(struct load *ld)
+{
+	const struct config *c = &ld->cfg;
+	if (c->drain_nats[0] && !nats_urls_ok(c->drain_nats))
+		return fail_at(ld, "nats",
+			       "[drain] nats: '%s' is not a comma-separated list of "
+			       "nats:// or tls:// URLs",
+			       c->drain_nats);
+	if (!nats_name_ok(c->drain_stream, false))
+		return fail_at(ld, "stream",
+			       "[drain] stream: '%s' is not a stream name (letters, "
+			       "digits, '-' and '_')",
+			       c->drain_stream);
+	if (!nats_name_ok(c->drain_subject, true))
+		return fail_at(ld, "subject",
+			       "[drain] subject: '%s' is not a subject prefix "
+			       "(dot-separated tokens, no wildcards)",
+			       c->drain_subject);
+	if (c->drain_beacon_id[0] && !nats_name_ok(c->drain_beacon_id, false))
+		return fail_at(ld, "beacon_id",
+			       "[drain] beacon_id: '%s' is not one subject token "
+			       "(letters, digits, '-' and '_')",
+			       c->drain_beacon_id);
+	if (!c->drain_tls_cert[0] != !c->drain_tls_key[0])
+		return fail_at(ld, c->drain_tls_cert[0] ? "tls_cert" : "tls_key",
+			       "[drain] tls_cert and tls_key go together");
+	if (c->drain_creds[0] && c->drain_user[0])
+		return fail_at(ld, "creds",
+			       "[drain] creds and user are two ways to log in: "
+			       "give one");
+	if (c->drain_max_chunk && c->drain_max_chunk < 1024)
+		return fail_at(ld, "max_chunk",
+			       "[drain] max_chunk: at least 1k (or 0 for the "
+			       "server's max_payload)");
+	return 1;
+}
+
 static int validate(struct load *ld)
 {
 	const struct config *c = &ld->cfg;
+	if (validate_drain(ld) != 1)
+		return 0;
 	if (c->proxy_protocol && !c->proxy_from_count) {
 		ld->line = line_of(ld, "server", "proxy_protocol");
 		/* Without it anyone could claim any address. */

@@ -198,6 +198,29 @@ static void add_store_totals(const struct control_handlers *h, cJSON *o)
 	}
 }
 
+/* The drain: its state, why it is down, and how far behind it is. */
+static void add_drain(const struct control_handlers *h, cJSON *o)
+{
+	struct drain_status ds = {.state = DRAIN_OFF};
+	if (h->drain_status)
+		h->drain_status(h->arg, &ds);
+	cJSON *d = cJSON_AddObjectToObject(o, "drain");
+	if (!d)
+		return;
+	cJSON_AddStringToObject(d, "state", drain_state_name(ds.state));
+	if (ds.state == DRAIN_OFF)
+		return;
+	cJSON_AddStringToObject(d, "sink", ds.sink);
+	cJSON_AddStringToObject(d, "last_error", ds.last_error);
+	add_u64(d, "lag_uploads", ds.lag_uploads);
+	add_u64(d, "lag_bytes", ds.lag_bytes);
+	add_u64(d, "lag_oldest_s", ds.lag_oldest_s);
+	add_u64(d, "drained_before", ds.drained_before);
+	add_u64(d, "uploads_published", ds.uploads_published);
+	add_u64(d, "uploads_acked", ds.uploads_acked);
+	add_u64(d, "uploads_failed", ds.uploads_failed);
+}
+
 static cJSON *cmd_status(const struct control_handlers *h, const cJSON *req)
 {
 	struct control_stats st;
@@ -216,6 +239,7 @@ static cJSON *cmd_status(const struct control_handlers *h, const cJSON *req)
 	add_u64(o, "blocked_entries", st.blocked_entries);
 	add_u64(o, "uploads", st.uploads);
 	add_store_totals(h, o);
+	add_drain(h, o);
 	return o;
 }
 
@@ -480,6 +504,36 @@ static cJSON *cmd_device_unblock(const struct control_handlers *h, const cJSON *
 	return device_set(h, req, ACT_UNBLOCK);
 }
 
+static cJSON *drain_command(const struct control_handlers *h, const char *action, uint64_t from_id)
+{
+	if (!h->drain_control)
+		return reply_error("this server has no drain");
+	char msg[MSG_MAX] = "";
+	int rc = h->drain_control(h->arg, action, from_id, msg, sizeof msg);
+	msg[sizeof msg - 1] = '\0';
+	return reply_message(rc, msg);
+}
+
+static cJSON *cmd_drain_pause(const struct control_handlers *h, const cJSON *req)
+{
+	return drain_command(h, "pause", 0);
+}
+
+static cJSON *cmd_drain_resume(const struct control_handlers *h, const cJSON *req)
+{
+	return drain_command(h, "resume", 0);
+}
+
+static cJSON *cmd_drain_replay(const struct control_handlers *h, const cJSON *req)
+{
+	const cJSON *from = cJSON_GetObjectItemCaseSensitive(req, "from");
+	if (!cJSON_IsNumber(from) || from->valuedouble < 0 ||
+	    from->valuedouble > 9007199254740991.0 ||
+	    from->valuedouble != (double)(uint64_t)from->valuedouble)
+		return reply_error("\"from\" must be an upload id (a whole number, 0 or more)");
+	return drain_command(h, "replay", (uint64_t)from->valuedouble);
+}
+
 /* audited: the command changes what beacond does, so who asked for it and
  * what came of it goes to the log (the argument is the request's key of
  * that name, when it has one). */
@@ -496,6 +550,9 @@ static const struct {
 	{"device_approve", cmd_device_approve, true, "device"},
 	{"device_block", cmd_device_block, true, "device"},
 	{"device_unblock", cmd_device_unblock, true, "device"},
+	{"drain_pause", cmd_drain_pause, true, NULL},
+	{"drain_resume", cmd_drain_resume, true, NULL},
+	{"drain_replay", cmd_drain_replay, true, NULL},
 };
 
 static const char *reply_text(const cJSON *o, const char *key)
@@ -542,7 +599,8 @@ static cJSON *dispatch(const struct control_handlers *h, const struct control_pe
 		return reply;
 	}
 	return reply_error("unknown command: use status, stats, reload, tickets_rotate, "
-			   "device_approve, device_block or device_unblock");
+			   "device_approve, device_block, device_unblock, drain_pause, "
+			   "drain_resume or drain_replay");
 }
 
 void control_request(const struct control_handlers *h, const struct control_peer *who,

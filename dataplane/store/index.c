@@ -536,7 +536,7 @@ int index_open(struct index *ix, const char *data_dir, uint64_t map_bytes, enum 
 	}
 	int rc = mdb_env_create(&ix->env);
 	if (!rc)
-		rc = mdb_env_set_maxdbs(ix->env, 8);
+		rc = mdb_env_set_maxdbs(ix->env, 16);
 	if (!rc && !rdonly)
 		rc = mdb_env_set_mapsize(ix->env, map_bytes);
 	/* NOTLS: in-process readers share the env across threads. */

@@ -405,7 +405,7 @@ static int write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-static int record_check_header(int fd, const struct upload_record *rec, const char *path)
+int record_check_header(int fd, const struct upload_record *rec, const char *path)
 {
 	uint8_t b[RECORD_HEADER_BYTES];
 	struct record_header h;
@@ -426,8 +426,8 @@ static int record_check_header(int fd, const struct upload_record *rec, const ch
 }
 
 /* Reads the body through, or writes it to out_fd when out_fd >= 0. */
-static int record_pass(int fd, const struct upload_record *rec, const char *path, uint8_t *buf,
-		       int out_fd, uint32_t *crc)
+int record_pass(int fd, const struct upload_record *rec, const char *path, uint8_t *buf, int out_fd,
+		uint32_t *crc)
 {
 	*crc = 0;
 	for (uint64_t done = 0; done < rec->length;) {

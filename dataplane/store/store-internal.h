@@ -177,6 +177,12 @@ struct store {
 	atomic_int last_commit_status;
 	_Atomic uint64_t commit_began_us;
 
+	/* the drain's pending sets (watermark.c), one per drain sink */
+	MDB_dbi drain_dbi[STORE_DRAIN_SINKS_MAX];
+	/* set by a drain that took uploads out of them: the writer runs a
+	 * retention pass */
+	atomic_bool retention_wanted;
+
 	/* counters, for metrics and tests */
 	_Atomic uint64_t n_commits, n_fsyncs, n_committed, n_retained_out;
 	_Atomic uint64_t n_deduplicated; /* retries answered with the first id */
@@ -355,6 +361,22 @@ void writer_on_upload(struct ring_op *op, int res, uint32_t flags);
 void writer_on_device_event(struct ring_op *op, int res, uint32_t flags);
 /* Runs the retention pass now (also at open and every 60 s). */
 int writer_retention_pass(struct store *s, uint64_t *total_bytes, bool sweep);
+
+/* ---- drain pending sets (watermark.c) ---- */
+
+/* Opens (creating) each drain sink's pending set; a new one starts with
+ * every indexed upload. At store_open, before the writer starts. */
+int drain_sets_open(struct store *s, char *err, size_t errlen);
+/* In the writer's commit txn: the upload is pending for every sink. An
+ * LMDB code. */
+int drain_sets_add(struct store *s, MDB_txn *txn, const struct upload_record *rec);
+/* In retention's txn: whether a sink still needs the upload. */
+bool drain_sets_hold(struct store *s, MDB_txn *txn, uint64_t id);
+
+/* reader.c's checks of a spool record, shared with watermark.c. */
+int record_check_header(int fd, const struct upload_record *rec, const char *path);
+int record_pass(int fd, const struct upload_record *rec, const char *path, uint8_t *buf, int out_fd,
+		uint32_t *crc);
 
 /* ---- retries (dedupe.c) ---- */
 

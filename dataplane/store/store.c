@@ -443,6 +443,8 @@ int store_open(const char *data_dir, const struct store_options *opts, unsigned 
 	if (!e)
 		e = store_sync_names(s, created, err, errlen);
 	if (!e)
+		e = drain_sets_open(s, err, errlen);
+	if (!e)
 		e = recover_spool(s, err, errlen);
 	if (!e)
 		e = writer_start(s, err, errlen);

@@ -409,6 +409,8 @@ static int writer_fill_txn(struct writer *wr, MDB_txn *txn, struct store_upload 
 		upload_record_from(&rec, group[i], now_ms);
 		rc = index_put_upload(&s->ix, txn, &rec);
 		if (!rc)
+			rc = drain_sets_add(s, txn, &rec);
+		if (!rc)
 			rc = writer_touch_device(s, txn, rec.meta.device, rec.meta.cert_sha256,
 						 now_ms, NULL, true);
 		if (!rc)
@@ -653,6 +655,9 @@ static int retention_txn(struct store *s, uint64_t *total_bytes, struct emptied 
 		}
 		struct upload_record rec;
 		uint64_t id = be64_get((uint8_t *)k.mv_data + 8);
+		/* The oldest first: stop at one a drain sink has not taken. */
+		if (drain_sets_hold(s, txn, id))
+			break;
 		int e = index_get_upload(&s->ix, txn, id, &rec);
 		if (e) {
 			/* by_time entry without its upload: drop just the entry. */
@@ -763,6 +768,11 @@ static void writer_loop(struct writer *wr)
 			writer_take_seen_queue(wr);
 			if (!wr->n_pending && !wr->events)
 				break;
+			continue;
+		}
+		if (atomic_exchange(&s->retention_wanted, false)) {
+			/* A drain took uploads: what only it kept may go. */
+			writer_retention_pass(s, &wr->total_bytes, false);
 			continue;
 		}
 		if (now_us / 1000u >= wr->next_retention_ms) {

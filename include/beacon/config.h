@@ -116,6 +116,24 @@ struct config {
 	enum log_level log_level;
 	bool access_log; /* one line per HTTP request */
 
+	/* [drain]: hand every committed upload on to NATS JetStream
+	 * (beacon/drain.h). drain_nats "" = off. */
+	char drain_nats[512]; /* comma-separated nats:// or tls:// URLs */
+	char drain_user[128];
+	char drain_password[128];
+	char drain_creds[CONFIG_PATH_MAX]; /* a .creds file (JWT and nkey seed); "" = none */
+	char drain_tls_ca[CONFIG_PATH_MAX];
+	char drain_tls_cert[CONFIG_PATH_MAX];
+	char drain_tls_key[CONFIG_PATH_MAX];
+	char drain_stream[64];
+	char drain_subject[128];  /* the subject prefix */
+	char drain_beacon_id[64]; /* "" = the host name */
+	bool drain_create_stream;
+	unsigned drain_replicas;
+	unsigned drain_duplicate_window_s;
+	unsigned drain_window;	  /* messages published and not yet acknowledged */
+	uint64_t drain_max_chunk; /* body bytes a message carries; 0 = the server's max_payload */
+
 	/* [store], and [server] approval as store.require_approval: the
 	 * store's own options (beacon/store-t.h), given to store_open with
 	 * data_dir. Plain values, so a struct copy is a whole config. */

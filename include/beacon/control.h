@@ -25,6 +25,7 @@
 
 #include "beacon/auth-t.h"
 #include "beacon/counters.h"
+#include "beacon/drain.h"
 #include "beacon/tls.h"
 #include "beacon/transport.h"
 
@@ -92,6 +93,13 @@ struct control_handlers {
 	 * /readyz (ready: also serving, and room on the disk): 0, or -1 with
 	 * the reasons in msg, one a line. May be NULL: always 200. */
 	int (*live)(void *arg, char *msg, size_t msglen);
+	/* The drain's state, counters and lag (beacon/drain.h). May be NULL:
+	 * status says the drain is off. */
+	void (*drain_status)(void *arg, struct drain_status *out);
+	/* action "pause", "resume" or "replay" (every upload from from_id on
+	 * again). 0 or -1, with what happened or why not in msg. May be NULL. */
+	int (*drain_control)(void *arg, const char *action, uint64_t from_id, char *msg,
+			     size_t msglen);
 	int (*ready)(void *arg, char *msg, size_t msglen);
 	/* Not a handler: the file the status page's history is kept in across
 	 * restarts (rewritten every sample). NULL or "": memory only. */

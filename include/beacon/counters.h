@@ -180,7 +180,27 @@
 	X(store_uploads_open, GAUGE, "beacond_store_uploads_open", "",                             \
 	  "Uploads streaming into the store now.")                                                 \
 	X(store_uploads_open_max, GAUGE, "beacond_store_uploads_open_max", "",                     \
-	  "Uploads the store takes at once: max_open_uploads per worker times workers.")
+	  "Uploads the store takes at once: max_open_uploads per worker times workers.")           \
+	X(drain_uploads_published, COUNTER, "beacond_drain_uploads_total", "result=\"published\"", \
+	  "Uploads the drain published, acknowledged by the sink, or failed to publish.")          \
+	X(drain_uploads_acked, COUNTER, "beacond_drain_uploads_total", "result=\"acknowledged\"",  \
+	  "Uploads the drain published, acknowledged by the sink, or failed to publish.")          \
+	X(drain_uploads_failed, COUNTER, "beacond_drain_uploads_total", "result=\"failed\"",       \
+	  "Uploads the drain published, acknowledged by the sink, or failed to publish.")          \
+	X(drain_bytes_published, COUNTER, "beacond_drain_bytes_total", "result=\"published\"",     \
+	  "Body bytes the drain published, acknowledged by the sink, or failed to publish.")       \
+	X(drain_bytes_acked, COUNTER, "beacond_drain_bytes_total", "result=\"acknowledged\"",      \
+	  "Body bytes the drain published, acknowledged by the sink, or failed to publish.")       \
+	X(drain_bytes_failed, COUNTER, "beacond_drain_bytes_total", "result=\"failed\"",           \
+	  "Body bytes the drain published, acknowledged by the sink, or failed to publish.")       \
+	X(drain_connected, GAUGE, "beacond_drain_connected", "",                                   \
+	  "1 while the drain's sink is connected and publishing; 0 when off, down or paused.")     \
+	X(drain_lag_uploads, GAUGE, "beacond_drain_lag_uploads", "",                               \
+	  "Committed uploads the drain's sink has not acknowledged.")                              \
+	X(drain_lag_bytes, GAUGE, "beacond_drain_lag_bytes", "",                                   \
+	  "Body bytes of the uploads the drain's sink has not acknowledged.")                      \
+	X(drain_lag_oldest_s, GAUGE, "beacond_drain_lag_oldest_seconds", "",                       \
+	  "Age of the oldest upload the drain's sink has not acknowledged.")
 
 /* The members a row gives a worker's counters (T: _Atomic uint64_t). A
  * histogram counts each value once, in its own bucket. */

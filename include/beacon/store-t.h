@@ -43,12 +43,20 @@
 	 * within this many seconds gets the first one's id; 0 = off; at most 10 years */    \
 	X(uint64_t, dedupe_window_s, "dedupe_window", SECONDS, 86400, 0, 3650ull * 86400)
 
+#define STORE_DRAIN_SINKS_MAX 4
+#define STORE_DRAIN_SINK_NAME_MAX 16
+
 struct store_options {
 #define STORE_OPTION_FIELD_(type, field, key, form, def, min, max) type field;
 	STORE_OPTIONS(STORE_OPTION_FIELD_)
 #undef STORE_OPTION_FIELD_
 	/* new devices start unapproved: [server] approval = require */
 	bool require_approval;
+	/* The drain's sinks ([drain]): each committed upload is pending for
+	 * each of them until it acknowledged it, and retention keeps every
+	 * pending upload (store_drain_* in beacon/store.h). */
+	char drain_sinks[STORE_DRAIN_SINKS_MAX][STORE_DRAIN_SINK_NAME_MAX];
+	unsigned n_drain_sinks;
 };
 
 /* An initializer with every default:

@@ -286,4 +286,50 @@ int store_reader_devices_after(struct store_reader *r, const char *after, device
 			       void *arg);
 int store_reader_device(struct store_reader *r, const char *device, struct device_record *out);
 
+/* ---- drains: what each sink has not acknowledged yet (watermark.c) ----
+ *
+ * For each sink named in store_options.drain_sinks the index keeps the set
+ * of committed uploads that sink has not acknowledged: the writer adds an
+ * upload to it in the transaction that commits the upload, and the sink's
+ * drain removes it once the sink acknowledged all of it. Upload ids are
+ * taken when an upload begins and commits come in the order uploads end,
+ * so a single "drained up to id N" mark could pass over an upload still
+ * streaming; the set is that watermark made exact: everything below its
+ * lowest id is drained. Retention stops at the oldest upload a sink still
+ * holds. A sink new to the index starts with every upload pending.
+ *
+ * Threads: any thread of the process that opened the store (the drain's);
+ * each call is one LMDB transaction. */
+
+/* The first upload pending for `sink` with an id above after_id for which
+ * skip (NULL: none) returns false, into *out; skip passes over the ones the
+ * caller already has in flight within the same read transaction. It runs
+ * inside that transaction: it must not call the store.
+ * STORE_ERR_NOTFOUND when there is none. A pending id whose upload is gone
+ * (never the case while the sink is required) is dropped on the way. */
+typedef bool (*store_drain_skip_fn)(uint64_t id, void *arg);
+int store_drain_next(struct store *s, const char *sink, uint64_t after_id, store_drain_skip_fn skip,
+		     void *arg, struct upload_record *out);
+/* Marks the uploads acknowledged by `sink`, durably, and lets retention
+ * run. 0, or a negative store_error (nothing changed; call again). */
+int store_drain_done(struct store *s, const char *sink, const uint64_t *ids, size_t n);
+/* Makes every upload with an id at or above from_id pending again for
+ * `sink` (beaconctl drain replay); *count says how many were added. */
+int store_drain_replay(struct store *s, const char *sink, uint64_t from_id, uint64_t *count);
+
+struct store_drain_lag {
+	uint64_t uploads;	 /* pending for the sink */
+	uint64_t bytes;		 /* their body bytes */
+	uint64_t first_id;	 /* the lowest pending id (0: none) */
+	uint64_t first_unix_ms;	 /* when that one was received */
+	uint64_t drained_before; /* every upload below this id is drained */
+};
+int store_drain_lag(struct store *s, const char *sink, struct store_drain_lag *out);
+
+/* Opens the upload's spool segment after checking its record header and its
+ * whole body against the CRC32 in the index (STORE_ERR_CORRUPT when either
+ * fails). *fd then reads the body at rec->offset .. rec->offset +
+ * rec->length; the caller closes it. */
+int store_body_open_verified(struct store *s, const struct upload_record *rec, int *fd);
+
 #endif

@@ -1,0 +1,44 @@
+/*
+ * drain-internal: the seam between the generic drain (drain.c) and a sink
+ * (nats.c; a parent beacon over HTTPS plugs in the same way).
+ *
+ * The drain's thread calls connect, publish and flush; the sink reports each
+ * message's outcome with drain_message_done from whatever thread its
+ * acknowledgements arrive on.
+ */
+#ifndef BEACON_DRAIN_INTERNAL_H
+#define BEACON_DRAIN_INTERNAL_H
+
+#include "beacon/drain.h"
+#include "beacon/store.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct drain_sink_ops {
+	const char *name; /* the store's pending set: store_options.drain_sinks */
+	/* Makes the sink ready to publish: connects if it is not, checks (or
+	 * creates) the destination. Cheap when all is well; it doubles as the
+	 * health probe after a failure. 0, or -1 with the reason in err. */
+	int (*connect)(void *sink, char *err, size_t errlen);
+	/* Publishes the upload whose CRC-verified body fd reads at
+	 * rec->offset. *queued gets how many messages went out (each one
+	 * later reported to drain_message_done), also on failure. 0, or -1
+	 * with the reason in err. */
+	int (*publish)(void *sink, const struct upload_record *rec, int fd, unsigned *queued,
+		       char *err, size_t errlen);
+	/* Waits up to timeout_ms for every message in flight to be reported. */
+	void (*flush)(void *sink, unsigned timeout_ms);
+	void (*destroy)(void *sink);
+};
+
+/* One message of upload `id` was acknowledged (ok) or not (why). */
+void drain_message_done(struct drain *d, uint64_t id, bool ok, const char *why);
+
+/* The NATS JetStream sink (nats.c). NULL with err set when the options
+ * cannot work (out of memory, a bad URL list). */
+void *nats_sink_create(const struct config *cfg, struct drain *d, char *err, size_t errlen);
+extern const struct drain_sink_ops nats_sink_ops;
+
+#endif

@@ -1,0 +1,474 @@
+/*
+ * drain: the generic thread between the store and one sink.
+ *
+ * It keeps a table of the uploads in flight (at most `window` messages, and
+ * at most DRAIN_INFLIGHT_BYTES of bodies, but always one upload). The sink's
+ * acknowledgements count each upload down; an upload whose messages are all
+ * acknowledged is marked drained in the store in the next batch. Acks may
+ * complete uploads in any order: the store's pending set is exact, so an
+ * upload's place in it does not depend on its neighbours. A failed message
+ * fails the round: the drain waits for what is still in flight, records what
+ * did complete, and after a backoff scans the pending set from its start.
+ */
+#include "drain-internal.h"
+
+#include "beacon/config.h"
+#include "beacon/log.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DRAIN_INFLIGHT_BYTES (64ull << 20)
+#define BACKOFF_MIN_MS 500u
+#define BACKOFF_MAX_MS 30000u
+#define IDLE_POLL_MS 100u
+#define FLUSH_TIMEOUT_MS 15000u
+
+struct inflight {
+	uint64_t id;
+	uint64_t bytes;
+	long outstanding; /* messages queued minus messages reported */
+	bool queued;	  /* publish returned: outstanding is final */
+	bool failed;
+};
+
+struct drain {
+	struct store *store;
+	const struct drain_sink_ops *ops;
+	void *sink;
+	unsigned window;
+	pthread_t thread;
+	bool thread_started;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	/* under lock */
+	bool stopping, paused, kick, rescan;
+	enum drain_state state;
+	char last_error[256];
+	struct inflight *inflight; /* window entries */
+	unsigned n_inflight;
+	unsigned msgs_inflight;
+	uint64_t bytes_inflight;
+
+	_Atomic uint64_t uploads_published, bytes_published, uploads_acked, bytes_acked,
+		uploads_failed, bytes_failed;
+};
+
+static struct inflight *inflight_find(struct drain *d, uint64_t id)
+{
+	for (unsigned i = 0; i < d->n_inflight; i++)
+		if (d->inflight[i].id == id)
+			return &d->inflight[i];
+	return NULL;
+}
+
+void drain_message_done(struct drain *d, uint64_t id, bool ok, const char *why)
+{
+	pthread_mutex_lock(&d->lock);
+	struct inflight *f = inflight_find(d, id);
+	if (f) {
+		f->outstanding--;
+		if (d->msgs_inflight)
+			d->msgs_inflight--;
+		if (!ok && !f->failed) {
+			f->failed = true;
+			snprintf(d->last_error, sizeof d->last_error, "%s", why ? why : "failed");
+		}
+		pthread_cond_broadcast(&d->cond);
+	}
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* Waits until woken or ms passed. Under lock. */
+static void wait_ms(struct drain *d, unsigned ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000u;
+	ts.tv_nsec += (long)(ms % 1000u) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+}
+
+static void set_state(struct drain *d, enum drain_state st, const char *why)
+{
+	if (st == DRAIN_DISCONNECTED && why) {
+		if (d->state != DRAIN_DISCONNECTED || strcmp(d->last_error, why) != 0)
+			log_warn("drain %s: %s", d->ops->name, why);
+		snprintf(d->last_error, sizeof d->last_error, "%s", why);
+	} else if (st == DRAIN_CONNECTED && d->state != DRAIN_CONNECTED) {
+		log_info("drain %s: connected", d->ops->name);
+	}
+	d->state = st;
+}
+
+/* Takes the completed uploads out of the table (under lock) into ids;
+ * returns how many, and whether one failed. */
+static size_t take_completed(struct drain *d, uint64_t *ids, uint64_t *bytes, bool *failed)
+{
+	size_t n = 0;
+	*failed = false;
+	*bytes = 0;
+	for (unsigned i = 0; i < d->n_inflight;) {
+		struct inflight *f = &d->inflight[i];
+		*failed |= f->failed;
+		if (f->queued && f->outstanding <= 0 && !f->failed) {
+			ids[n++] = f->id;
+			*bytes += f->bytes;
+			d->bytes_inflight -= f->bytes;
+			*f = d->inflight[--d->n_inflight];
+			continue;
+		}
+		i++;
+	}
+	return n;
+}
+
+/* Records completed uploads as drained. Unlocks around the store. */
+static void record_completed(struct drain *d, bool *failed)
+{
+	uint64_t *ids = malloc((d->n_inflight + 1) * sizeof *ids);
+	if (!ids) {
+		*failed = true;
+		return;
+	}
+	uint64_t bytes;
+	size_t n = take_completed(d, ids, &bytes, failed);
+	if (n) {
+		pthread_mutex_unlock(&d->lock);
+		/* A lost write is harmless: the upload is sent again and
+		 * the sink drops it as a duplicate. */
+		int e = store_drain_done(d->store, d->ops->name, ids, n);
+		if (!e) {
+			atomic_fetch_add(&d->uploads_acked, n);
+			atomic_fetch_add(&d->bytes_acked, bytes);
+		}
+		pthread_mutex_lock(&d->lock);
+	}
+	free(ids);
+}
+
+/* After a failure: let what is in flight report, keep what completed,
+ * forget the rest (it is still pending in the store). Under lock. */
+static void settle_after_failure(struct drain *d)
+{
+	pthread_mutex_unlock(&d->lock);
+	d->ops->flush(d->sink, FLUSH_TIMEOUT_MS);
+	pthread_mutex_lock(&d->lock);
+	bool failed;
+	record_completed(d, &failed);
+	for (unsigned i = 0; i < d->n_inflight; i++) {
+		if (d->inflight[i].failed) {
+			atomic_fetch_add(&d->uploads_failed, 1);
+			atomic_fetch_add(&d->bytes_failed, d->inflight[i].bytes);
+		}
+	}
+	d->n_inflight = 0;
+	d->msgs_inflight = 0;
+	d->bytes_inflight = 0;
+}
+
+/* A body that fails its CRC is never sent: it is logged, counted and left
+ * behind (marked drained) so that it does not stop the uploads after it. */
+static void skip_corrupt(struct drain *d, const struct upload_record *rec)
+{
+	log_err("drain %s: upload %" PRIu64 " fails its checksum in the spool: not sent",
+		d->ops->name, rec->id);
+	atomic_fetch_add(&d->uploads_failed, 1);
+	atomic_fetch_add(&d->bytes_failed, rec->length);
+	store_drain_done(d->store, d->ops->name, &rec->id, 1);
+}
+
+/* Sends rec (under lock; unlocked around the sink). 1 sent, -1 failed. */
+static int publish_one(struct drain *d, const struct upload_record *rec, int fd)
+{
+	struct inflight *f = &d->inflight[d->n_inflight++];
+	*f = (struct inflight){.id = rec->id, .bytes = rec->length};
+	d->bytes_inflight += rec->length;
+	char err[256] = "";
+	unsigned queued = 0;
+	pthread_mutex_unlock(&d->lock);
+	int rc = d->ops->publish(d->sink, rec, fd, &queued, err, sizeof err);
+	pthread_mutex_lock(&d->lock);
+	/* Only this thread moves entries: f still points at rec's. */
+	f->outstanding += (long)queued;
+	f->queued = true;
+	d->msgs_inflight += queued;
+	if (rc) {
+		f->failed = true;
+		snprintf(d->last_error, sizeof d->last_error, "%s", err);
+		return -1;
+	}
+	atomic_fetch_add(&d->uploads_published, 1);
+	atomic_fetch_add(&d->bytes_published, rec->length);
+	return 1;
+}
+
+/* For store_drain_next, inside its read txn: passes over what is in flight
+ * (a rescan from the start meets it). */
+static bool in_flight(uint64_t id, void *arg)
+{
+	struct drain *d = arg;
+	pthread_mutex_lock(&d->lock);
+	bool found = inflight_find(d, id) != NULL;
+	pthread_mutex_unlock(&d->lock);
+	return found;
+}
+
+/* The next pending upload after *cursor: 1 sent, 2 passed over (in flight
+ * already, or corrupt), 0 none left, -1 failed. Under lock. */
+static int publish_next(struct drain *d, uint64_t *cursor)
+{
+	struct upload_record rec;
+	pthread_mutex_unlock(&d->lock);
+	int e = store_drain_next(d->store, d->ops->name, *cursor, in_flight, d, &rec);
+	pthread_mutex_lock(&d->lock);
+	if (e) {
+		/* Retention cannot take a pending upload; a read error waits. */
+		if (e != STORE_ERR_NOTFOUND)
+			log_err("drain %s: read upload after %" PRIu64 ": %s", d->ops->name,
+				*cursor, store_strerror(e));
+		return 0;
+	}
+	*cursor = rec.id;
+	if (inflight_find(d, rec.id))
+		return 2; /* a rescan met it: it is on its way */
+	int fd = -1;
+	pthread_mutex_unlock(&d->lock);
+	e = store_body_open_verified(d->store, &rec, &fd);
+	if (e == STORE_ERR_CORRUPT)
+		skip_corrupt(d, &rec);
+	pthread_mutex_lock(&d->lock);
+	if (e == STORE_ERR_CORRUPT)
+		return 2;
+	if (e) {
+		log_err("drain %s: upload %" PRIu64 ": %s", d->ops->name, rec.id,
+			store_strerror(e));
+		return 0;
+	}
+	int r = publish_one(d, &rec, fd);
+	close(fd);
+	return r;
+}
+
+static bool window_full(const struct drain *d)
+{
+	return d->n_inflight && (d->msgs_inflight >= d->window || d->n_inflight >= d->window ||
+				 d->bytes_inflight >= DRAIN_INFLIGHT_BYTES);
+}
+
+/* One round: publish while the window allows, record what completed.
+ * false when the round failed. Under lock. */
+static bool drain_round(struct drain *d, uint64_t *cursor)
+{
+	bool sent_any = false;
+	while (!d->stopping && !d->paused && !window_full(d)) {
+		int r = publish_next(d, cursor);
+		if (r < 0)
+			return false;
+		if (r == 0) {
+			/* Ids are taken when uploads begin, so one below the
+			 * cursor may commit later: the next round starts over,
+			 * passing over what is in flight. */
+			*cursor = 0;
+			break;
+		}
+		sent_any |= r == 1;
+	}
+	bool failed;
+	record_completed(d, &failed);
+	if (failed)
+		return false;
+	if (!sent_any && !d->kick)
+		wait_ms(d, IDLE_POLL_MS);
+	d->kick = false;
+	return true;
+}
+
+static int connect_sink(struct drain *d)
+{
+	char err[256] = "";
+	pthread_mutex_unlock(&d->lock);
+	int rc = d->ops->connect(d->sink, err, sizeof err);
+	pthread_mutex_lock(&d->lock);
+	if (rc)
+		set_state(d, DRAIN_DISCONNECTED, err);
+	else
+		set_state(d, DRAIN_CONNECTED, NULL);
+	return rc;
+}
+
+static void *drain_main(void *arg)
+{
+	struct drain *d = arg;
+	unsigned backoff = BACKOFF_MIN_MS;
+	uint64_t cursor = 0;
+	bool ready = false;
+	pthread_mutex_lock(&d->lock);
+	while (!d->stopping) {
+		if (d->rescan) {
+			cursor = 0;
+			d->rescan = false;
+		}
+		if (d->paused) {
+			d->state = DRAIN_PAUSED;
+			wait_ms(d, 1000);
+			continue;
+		}
+		if (!ready && connect_sink(d) != 0) {
+			wait_ms(d, backoff);
+			backoff = backoff * 2 < BACKOFF_MAX_MS ? backoff * 2 : BACKOFF_MAX_MS;
+			continue;
+		}
+		if (d->state != DRAIN_CONNECTED)
+			set_state(d, DRAIN_CONNECTED, NULL);
+		ready = true;
+		if (drain_round(d, &cursor)) {
+			backoff = BACKOFF_MIN_MS;
+			continue;
+		}
+		char why[256];
+		snprintf(why, sizeof why, "%s", d->last_error);
+		set_state(d, DRAIN_DISCONNECTED, why);
+		settle_after_failure(d);
+		cursor = 0; /* the pending set from its start: what failed is there */
+		ready = false;
+		wait_ms(d, backoff);
+		backoff = backoff * 2 < BACKOFF_MAX_MS ? backoff * 2 : BACKOFF_MAX_MS;
+	}
+	settle_after_failure(d);
+	pthread_mutex_unlock(&d->lock);
+	return NULL;
+}
+
+int drain_start(const struct config *cfg, struct store *s, struct drain **out, char *err,
+		size_t errlen)
+{
+	*out = NULL;
+	if (!cfg->drain_nats[0])
+		return 0;
+	struct drain *d = calloc(1, sizeof *d);
+	if (d)
+		d->inflight = calloc(cfg->drain_window + 1, sizeof *d->inflight);
+	if (!d || !d->inflight) {
+		free(d);
+		snprintf(err, errlen, "drain: out of memory");
+		return -1;
+	}
+	d->store = s;
+	d->ops = &nats_sink_ops;
+	d->window = cfg->drain_window;
+	d->state = DRAIN_CONNECTING;
+	pthread_mutex_init(&d->lock, NULL);
+	pthread_cond_init(&d->cond, NULL);
+	d->sink = nats_sink_create(cfg, d, err, errlen);
+	int rc = d->sink ? pthread_create(&d->thread, NULL, drain_main, d) : -1;
+	if (rc) {
+		if (rc > 0)
+			snprintf(err, errlen, "drain: start thread: %s", strerror(rc));
+		drain_stop(d);
+		return -1;
+	}
+	d->thread_started = true;
+	*out = d;
+	return 0;
+}
+
+void drain_stop(struct drain *d)
+{
+	if (!d)
+		return;
+	if (d->thread_started) {
+		pthread_mutex_lock(&d->lock);
+		d->stopping = true;
+		pthread_cond_broadcast(&d->cond);
+		pthread_mutex_unlock(&d->lock);
+		pthread_join(d->thread, NULL);
+	}
+	if (d->sink)
+		d->ops->destroy(d->sink);
+	pthread_cond_destroy(&d->cond);
+	pthread_mutex_destroy(&d->lock);
+	free(d->inflight);
+	free(d);
+}
+
+void drain_status(struct drain *d, struct drain_status *out)
+{
+	memset(out, 0, sizeof *out);
+	out->state = DRAIN_OFF;
+	if (!d)
+		return;
+	snprintf(out->sink, sizeof out->sink, "%s", d->ops->name);
+	pthread_mutex_lock(&d->lock);
+	out->state = d->state;
+	snprintf(out->last_error, sizeof out->last_error, "%s", d->last_error);
+	pthread_mutex_unlock(&d->lock);
+	out->uploads_published = atomic_load(&d->uploads_published);
+	out->bytes_published = atomic_load(&d->bytes_published);
+	out->uploads_acked = atomic_load(&d->uploads_acked);
+	out->bytes_acked = atomic_load(&d->bytes_acked);
+	out->uploads_failed = atomic_load(&d->uploads_failed);
+	out->bytes_failed = atomic_load(&d->bytes_failed);
+	struct store_drain_lag lag;
+	if (store_drain_lag(d->store, d->ops->name, &lag) == 0) {
+		out->lag_uploads = lag.uploads;
+		out->lag_bytes = lag.bytes;
+		out->drained_before = lag.drained_before;
+		uint64_t now_ms = (uint64_t)time(NULL) * 1000u;
+		if (lag.first_id && now_ms > lag.first_unix_ms)
+			out->lag_oldest_s = (now_ms - lag.first_unix_ms) / 1000u;
+	}
+}
+
+int drain_pause(struct drain *d, bool pause, char *msg, size_t msglen)
+{
+	if (!d) {
+		snprintf(msg, msglen, "the drain is off ([drain] nats is empty)");
+		return -1;
+	}
+	pthread_mutex_lock(&d->lock);
+	bool was = d->paused;
+	d->paused = pause;
+	d->kick = true;
+	pthread_cond_broadcast(&d->cond);
+	pthread_mutex_unlock(&d->lock);
+	snprintf(msg, msglen, "drain %s %s", d->ops->name,
+		 was == pause ? (pause ? "was already paused" : "was not paused")
+			      : (pause ? "paused" : "resumed"));
+	return 0;
+}
+
+int drain_replay(struct drain *d, uint64_t from_id, char *msg, size_t msglen)
+{
+	if (!d) {
+		snprintf(msg, msglen, "the drain is off ([drain] nats is empty)");
+		return -1;
+	}
+	uint64_t n = 0;
+	int e = store_drain_replay(d->store, d->ops->name, from_id, &n);
+	if (e) {
+		snprintf(msg, msglen, "replay from %" PRIu64 ": %s", from_id, store_strerror(e));
+		return -1;
+	}
+	pthread_mutex_lock(&d->lock);
+	d->kick = true;
+	d->rescan = true;
+	pthread_cond_broadcast(&d->cond);
+	pthread_mutex_unlock(&d->lock);
+	snprintf(msg, msglen,
+		 "drain %s: %" PRIu64 " uploads from id %" PRIu64 " queued to publish again",
+		 d->ops->name, n, from_id);
+	return 0;
+}
