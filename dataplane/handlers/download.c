@@ -94,17 +94,24 @@ static void served_release(struct conn *c, struct served *f)
  * mtime in ns, and a mix of device, inode and ctime, each of which a
  * change of the bytes moves (rename: new inode; write in place: new
  * mtime and ctime, ctime even when mtime is set back). That makes it
- * strong (RFC 9110 8.8.1), with one hole: the kernel stamps times with a
- * coarse clock, so two writes within one tick could look alike. A version
- * changed less than a second ago therefore gets a weak ETag, which serves
- * If-None-Match but never If-Range, and its Last-Modified is weak too
- * (RFC 9110 8.8.2.2: a date is strong only a second after it).
+ * strong (RFC 9110 8.8.1).
+ *
+ * Both validators need the version to have settled. The kernel stamps
+ * times with a coarse clock (a tick of a few ms), so two writes in one
+ * tick can share every stamp; and Last-Modified has whole seconds, so a
+ * second version within the same second would carry the first one's date
+ * and an agent polling with If-Modified-Since would get 304 for the old
+ * bytes until the next change. A version changed less than two seconds
+ * ago (a second, plus a tick of lag) therefore gets neither: its answers
+ * are always whole, and the agent's next poll fetches it once more.
  */
+#define SETTLE_NS (2 * NS_PER_S)
+
 struct validators {
+	bool settled; /* else etag and last_modified are empty */
 	char etag[80];
 	char last_modified[HTTP_DATE_LEN + 1];
 	int64_t last_modified_s;
-	bool strong;
 };
 
 static uint64_t mix64(uint64_t x)
@@ -122,13 +129,13 @@ static void validators_of(const struct file_version *v, struct validators *val)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	int64_t now_ns = (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
 	int64_t changed = v->mtime_ns > v->ctime_ns ? v->mtime_ns : v->ctime_ns;
-	val->strong = now_ns - changed >= NS_PER_S;
+	*val = (struct validators){.settled = now_ns - changed >= SETTLE_NS};
+	if (!val->settled)
+		return;
 	uint64_t id = mix64(v->dev ^ mix64(v->ino ^ mix64((uint64_t)v->ctime_ns)));
-	snprintf(val->etag, sizeof val->etag, "%s\"%" PRIx64 "-%" PRIx64 "-%016" PRIx64 "\"",
-		 val->strong ? "" : "W/", v->size, (uint64_t)v->mtime_ns, id);
-	/* Never later than the Date beside it (RFC 9110 8.8.2.1). */
-	int64_t mtime_s = v->mtime_ns / NS_PER_S;
-	val->last_modified_s = mtime_s < (int64_t)ts.tv_sec ? mtime_s : (int64_t)ts.tv_sec;
+	snprintf(val->etag, sizeof val->etag, "\"%" PRIx64 "-%" PRIx64 "-%016" PRIx64 "\"", v->size,
+		 (uint64_t)v->mtime_ns, id);
+	val->last_modified_s = v->mtime_ns / NS_PER_S; /* settled: before now, before Date */
 	http_date_format(val->last_modified_s, val->last_modified);
 }
 
@@ -145,7 +152,8 @@ static bool not_modified(const struct http_conditional *cond, const struct valid
 		return false;
 	}
 	int64_t since;
-	return cond->if_modified_since.p && http_date_parse(cond->if_modified_since, &since) == 0 &&
+	return val->settled && cond->if_modified_since.p &&
+	       http_date_parse(cond->if_modified_since, &since) == 0 &&
 	       val->last_modified_s <= since;
 }
 
@@ -158,8 +166,8 @@ static enum http_range_result wanted_range(const struct http_request *req,
 	const struct http_conditional *cond = &req->cond;
 	if (req->method != HTTP_GET || !cond->range.p)
 		return HTTP_RANGE_NONE;
-	if (cond->if_range.p &&
-	    !http_if_range_match(cond->if_range, val->etag, val->last_modified_s, val->strong))
+	if (cond->if_range.p && (!val->settled || !http_if_range_match(cond->if_range, val->etag,
+								       val->last_modified_s, true)))
 		return HTTP_RANGE_NONE;
 	return http_range_parse(cond->range, size, first, last);
 }
@@ -169,9 +177,10 @@ static bool write_head(struct conn *c, int status, const struct validators *val,
 		       uint64_t last, uint64_t size)
 {
 	char extra[320];
-	int n = snprintf(extra, sizeof extra,
-			 "ETag: %s\r\nLast-Modified: %s\r\nAccept-Ranges: bytes\r\n", val->etag,
-			 val->last_modified);
+	int n = val->settled ? snprintf(extra, sizeof extra,
+					"ETag: %s\r\nLast-Modified: %s\r\nAccept-Ranges: bytes\r\n",
+					val->etag, val->last_modified)
+			     : snprintf(extra, sizeof extra, "Accept-Ranges: bytes\r\n");
 	if (status == 206 && n > 0 && (size_t)n < sizeof extra)
 		n += snprintf(extra + n, sizeof extra - (size_t)n,
 			      "Content-Range: bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64 "\r\n", first,

@@ -210,15 +210,17 @@ static void skip_list_separators(struct scan *s)
 
 bool http_etag_list_match(struct http_slice list, const char *etag)
 {
-	struct etag ours;
-	if (!list.p || !etag_from_text(etag, &ours))
+	if (!list.p)
 		return false;
 	struct scan s = {list.p, list.n, 0};
 	skip_list_separators(&s);
 	if (scan_lit(&s, "*")) {
 		skip_list_separators(&s);
-		return s.i == s.n; /* "*" stands alone */
+		return s.i == s.n; /* "*" stands alone: any version, even one without a tag */
 	}
+	struct etag ours;
+	if (!etag_from_text(etag, &ours))
+		return false;
 	while (s.i < s.n) {
 		struct etag theirs;
 		if (!scan_etag(&s, &theirs))

@@ -134,7 +134,8 @@ void http_date_format(int64_t t, char out[HTTP_DATE_LEN + 1]);
 /* Whether an If-None-Match value (a list of entity-tags, or "*") matches
  * `etag` (as sent in our ETag field, quotes and any W/ included) by weak
  * comparison (RFC 9110 8.8.3.2), as 13.1.2 asks. A malformed list matches
- * no further than where it broke. */
+ * no further than where it broke. "*" matches even an empty `etag` (a
+ * version that has none yet). */
 bool http_etag_list_match(struct http_slice list, const char *etag);
 
 /* Whether an If-Range value holds: an entity-tag that matches `etag` by

@@ -54,6 +54,8 @@ static void test_etag_lists(void **state)
 	assert_true(http_etag_list_match(S("W/\"1a-2b-3c\""), ours)); /* weak comparison */
 	assert_true(http_etag_list_match(S("\"x\", \"y,z\" ,\"1a-2b-3c\""), ours));
 	assert_true(http_etag_list_match(S("*"), ours));
+	assert_true(http_etag_list_match(S("*"), "")); /* a version without a tag yet */
+	assert_false(http_etag_list_match(S("\"\""), ""));
 	assert_true(http_etag_list_match(S("\"1a-2b-3c\""), "W/\"1a-2b-3c\""));
 	assert_false(http_etag_list_match(S("\"1a-2b-3\""), ours));
 	assert_false(http_etag_list_match(S("1a-2b-3c"), ours));	  /* unquoted */
