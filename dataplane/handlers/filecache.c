@@ -94,14 +94,14 @@ static void entry_release(struct filecache *fc, struct entry *e)
 
 static void lru_remove(struct filecache *fc, struct entry *e)
 {
+	if (fc->newest == e)
+		fc->newest = e->older;
+	if (fc->oldest == e)
+		fc->oldest = e->newer;
 	if (e->newer)
 		e->newer->older = e->older;
-	else
-		fc->newest = e->older;
 	if (e->older)
 		e->older->newer = e->newer;
-	else
-		fc->oldest = e->newer;
 	e->newer = e->older = NULL;
 }
 
