@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -553,3 +554,58 @@ def test_traversal_with_conditionals_still_refused(srv, target):
                    headers=["Range: bytes=0-", "If-None-Match: *"])
     assert resp.status == 400, resp
     assert SECRET.strip() not in resp.body and b"root:" not in resp.body
+
+
+# --------------------------------------------------------------------------
+# Per-device policy files: one openat2 a miss, none a hit
+
+
+class Strace:
+    """strace attached to every thread of beacond, recording the syscalls
+    that name files. Ready once it said it attached ("Process N attached
+    with M threads", one line for all); the record is whole once it
+    detached (a traced syscall is written before the thread goes on, so
+    before beacond could answer)."""
+
+    def __init__(self, pid, out):
+        self.out = out
+        self.proc = subprocess.Popen(
+            ["strace", "-f", "-e", "trace=openat,openat2,open,newfstatat,statx", "-o", str(out),
+             "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stderr.readline()
+        if "attached" not in line:
+            self.proc.kill()
+            pytest.skip(f"strace cannot attach here: {line.strip()}")
+
+    def stop(self):
+        """Detaches; returns every line recorded."""
+        self.proc.terminate()
+        self.proc.wait(30)
+        return self.out.read_text().splitlines()
+
+
+def test_policy_file_one_openat2_a_miss_none_a_hit(start_server, tmp_path):
+    """Hundreds of thousands of per-device policy files: each request opens
+    its file once, with openat2 (RESOLVE_BENEATH), never a path walk of our
+    own; a hot file is checked with one fstatat and not opened at all."""
+    if not shutil.which("strace"):
+        pytest.skip("strace is not installed")
+    s = start_server(CACHE_CONFIG)
+    rel = "Policies/Merged/corp_domain/Machine/HOST-0001.npl"
+    path = s.download_dir / rel
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"<policy host='HOST-0001'/>\n")
+    settle(path)
+    tr = Strace(s.proc.pid, tmp_path / "strace.out")
+    for _ in range(3):
+        assert get_bytes(s, "/ManageSoftDL/" + rel) == path.read_bytes()
+    recorded = tr.stop()
+    calls = [c for c in recorded if "HOST-0001.npl" in c]
+    opens = [c for c in calls if "open" in c]
+    stats_ = [c for c in calls if "stat" in c]
+    # first two: a miss each (the second admits it); third: a hit
+    assert len(opens) == 2, calls
+    assert all("openat2(" in c and "RESOLVE_BENEATH" in c for c in opens), calls
+    assert len(stats_) == 1 and ("newfstatat(" in stats_[0] or "statx(" in stats_[0]), calls
+    walk = [c for c in recorded if "corp_domain" in c and "HOST-0001.npl" not in c]
+    assert not walk, f"a walk of the path's directories: {walk}"
