@@ -15,6 +15,7 @@
 #include "timer.h"
 
 struct conn;
+struct filecache;
 
 /* Buffers of one size recycled within a worker: connections take them
  * while they have bytes to hold and give them back the moment they are
@@ -51,9 +52,10 @@ struct worker {
 	struct worker_counters counters;
 	uint64_t net_published_ms; /* when counters.net was last copied */
 	int download_dirfd;
-	uint8_t *scratch;	  /* one record's plaintext, shared by all connections */
-	struct buf_pool out_bufs; /* ciphertext out, OUT_BYTES */
-	struct buf_pool in_bufs;  /* plaintext in, conn_in_bytes() */
+	struct filecache *download_cache; /* NULL: off */
+	uint8_t *scratch;		  /* one record's plaintext, shared by all connections */
+	struct buf_pool out_bufs;	  /* ciphertext out, OUT_BYTES */
+	struct buf_pool in_bufs;	  /* plaintext in, conn_in_bytes() */
 	/* clock_ms() of the loop's latest turn: the heartbeat that /healthz
 	 * reads (worker_idle_ms); one relaxed store per turn */
 	_Atomic uint64_t last_turn_ms;

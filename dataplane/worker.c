@@ -17,6 +17,7 @@
 #include "beacon/log.h"
 #include "beacon/store.h"
 #include "beacon/snapshot.h"
+#include "handlers/filecache.h"
 #include "worker-internal.h"
 
 #define RING_ENTRIES 4096
@@ -76,6 +77,19 @@ void buf_pool_give(struct buf_pool *p, void *buf)
 		free(buf);
 }
 
+/* Each worker holds its share of [download] cache_size: the bound is on
+ * the total. */
+static int download_cache_open(struct worker *w)
+{
+	const struct config *cfg = w->cfg;
+	uint64_t share = cfg->download_cache_bytes / (w->n_workers ? w->n_workers : 1);
+	if (w->download_dirfd < 0 || share == 0)
+		return 0; /* off: every download opens its file */
+	w->download_cache = filecache_new(share, cfg->download_cache_file_max,
+					  &w->counters.download_cache_bytes);
+	return w->download_cache ? 0 : -ENOMEM;
+}
+
 static int worker_setup(struct worker *w)
 {
 	if (buf_pool_init(&w->out_bufs, CONN_OUT_BYTES, BUF_POOL_SPARE) != 0 ||
@@ -90,6 +104,10 @@ static int worker_setup(struct worker *w)
 	}
 	w->ring_ready = true;
 	timer_wheel_init(&w->timers, clock_ms());
+	if (download_cache_open(w) != 0) {
+		snprintf(w->err, sizeof w->err, "download cache: out of memory");
+		return -ENOMEM;
+	}
 	/* With SO_REUSEPORT one source's connections spread over every
 	 * worker: each enforces its share. */
 	unsigned share = w->n_workers ? w->n_workers : 1;
@@ -213,6 +231,9 @@ static void worker_teardown(struct worker *w)
 	}
 	if (w->ring_ready)
 		ring_exit(&w->ring);
+	/* Last: a connection the transport freed gave its entry back. */
+	filecache_free(w->download_cache);
+	w->download_cache = NULL;
 }
 
 static void *worker_main(void *arg)

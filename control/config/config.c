@@ -186,6 +186,10 @@ static const struct key keys[] = {
 	NUM("drain", "window", K_COUNT, drain_window, 1, 65536),
 	NUM("drain", "max_chunk", K_SIZE, drain_max_chunk, 0, 64 * MiB),
 
+	STR("download", "cache_control", K_TEXT, download_cache_control),
+	NUM("download", "cache_size", K_SIZE, download_cache_bytes, 0, 64 * GiB),
+	NUM("download", "cache_file_max", K_SIZE, download_cache_file_max, 1, 1 * GiB),
+
 	ENUM("log", "format", log_format, log_formats), ENUM("log", "level", log_level, log_levels),
 	ENUM("log", "access", access_log, booleans),
 
@@ -316,6 +320,12 @@ void config_defaults(struct config *cfg)
 	cfg->dpdk_keepalive_interval_ms = 15000;
 	cfg->dpdk_keepalive_probes = 4;
 	cfg->dpdk_checksum_offload = true;
+
+	/* What every other answer says: an agent keeps its file anyway and
+	 * asks again with If-Modified-Since; a proxy keeps nothing. */
+	snprintf(cfg->download_cache_control, sizeof cfg->download_cache_control, "no-store");
+	cfg->download_cache_bytes = 64 * MiB;
+	cfg->download_cache_file_max = 1 * MiB;
 
 	cfg->log_format = LOG_FORMAT_TEXT;
 	cfg->log_level = LOG_INFO;
@@ -815,6 +825,14 @@ static int set_cidr_list(struct load *ld, const struct key *k, const char *value
 	return 1;
 }
 
+static bool text_has_control(const char *s)
+{
+	for (; *s; s++)
+		if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
+			return true;
+	return false;
+}
+
 static int set_value(struct load *ld, const struct key *k, const char *value)
 {
 	switch (k->kind) {
@@ -844,6 +862,11 @@ static int set_value(struct load *ld, const struct key *k, const char *value)
 		if (strlen(value) >= k->width)
 			return fail(ld, "[%s] %s: longer than %zu characters", k->section, k->name,
 				    k->width - 1);
+		/* A text may end up in a header line (cache_control): a stray
+		 * CR would split it into two. */
+		if (text_has_control(value))
+			return fail(ld, "[%s] %s: control character in the value", k->section,
+				    k->name);
 		snprintf((char *)&ld->cfg + k->offset, k->width, "%s", value);
 		return 1;
 	case K_CIDR:

@@ -59,8 +59,11 @@ struct upload_state {
 
 /* GET/HEAD /ManageSoftDL/<path>: a file of the download directory. */
 extern const struct handler download_handler;
+struct filecache_entry;
 struct download_state {
-	int fd; /* -1 when none is open */
+	int fd;			       /* -1 when none is open */
+	struct filecache_entry *entry; /* or the bytes from memory; NULL */
+	uint64_t off;		       /* the next byte to send */
 	uint64_t left;
 };
 

@@ -18,6 +18,8 @@ const char *http_reason(int status)
 		return "No Content";
 	case 206:
 		return "Partial Content";
+	case 304:
+		return "Not Modified";
 	case 400:
 		return "Bad Request";
 	case 403:
@@ -34,6 +36,8 @@ const char *http_reason(int status)
 		return "Content Too Large";
 	case 414:
 		return "URI Too Long";
+	case 416:
+		return "Range Not Satisfiable";
 	case 417:
 		return "Expectation Failed";
 	case 429:

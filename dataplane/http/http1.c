@@ -7,6 +7,7 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <time.h>
 
 #include "beacon/config.h"
 #include "beacon/log.h"
@@ -29,6 +30,8 @@ static _Atomic uint64_t *status_counter(struct worker_counters *k, int status)
 		return &k->responses_201;
 	case 206:
 		return &k->responses_206;
+	case 304:
+		return &k->responses_304;
 	case 400:
 		return &k->responses_400;
 	case 403:
@@ -45,6 +48,8 @@ static _Atomic uint64_t *status_counter(struct worker_counters *k, int status)
 		return &k->responses_413;
 	case 414:
 		return &k->responses_414;
+	case 416:
+		return &k->responses_416;
 	case 417:
 		return &k->responses_417;
 	case 429:
@@ -78,32 +83,62 @@ static void count_status(struct conn *c, int status)
 }
 
 /* Headers of every final response head, one list. An upload API's answers
- * are per request and per device: never stored by a cache (no-store), never
+ * are per request and per device: by default never stored by a cache
+ * (no-store; a download says otherwise, [download] cache_control), never
  * sniffed into something a browser would run (nosniff), and only ever over
  * TLS (HSTS: a browser pointed at this host keeps to https). */
 #define RESPONSE_HEADERS                                                                           \
 	"Server: beacond\r\n"                                                                      \
 	"Strict-Transport-Security: max-age=31536000\r\n"                                          \
-	"X-Content-Type-Options: nosniff\r\n"                                                      \
-	"Cache-Control: no-store\r\n"
+	"X-Content-Type-Options: nosniff\r\n"
+
+/* The Date every final answer carries (RFC 9110 6.6.1), formatted once a
+ * second per worker thread. */
+static const char *date_now(void)
+{
+	static _Thread_local int64_t formatted_s = -1;
+	static _Thread_local char text[HTTP_DATE_LEN + 1];
+	int64_t now = (int64_t)time(NULL);
+	if (now != formatted_s) {
+		http_date_format(now, text);
+		formatted_s = now;
+	}
+	return text;
+}
+
+/* Content-Type and Content-Length, except on a 304: it describes the
+ * client's copy, and a length there would be that copy's, not a body's
+ * (RFC 9110 8.6, 15.4.5). */
+static int body_fields(char *out, size_t cap, const struct http1_response *r)
+{
+	if (r->status == 304)
+		return snprintf(out, cap, "%s", "");
+	return snprintf(out, cap, "Content-Type: %s\r\nContent-Length: %" PRIu64 "\r\n",
+			r->content_type, r->content_length);
+}
 
 bool http1_write_head(struct conn *c, const struct http1_response *r)
 {
-	char head[768];
+	char head[1280], body[160];
 	const char *reason = http_reason(r->status);
 	int n;
 	count_status(c, r->status);
 	if (r->status >= 200) {
 		c->h1.access.status = r->status;
-		c->h1.access.out_bytes = c->h1.head_only ? 0 : r->content_length;
+		c->h1.access.out_bytes =
+			c->h1.head_only || r->status == 304 ? 0 : r->content_length;
 	}
 	if (r->status < 200)
 		n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\n\r\n", r->status, reason);
+	else if (body_fields(body, sizeof body, r) < 0)
+		n = -1;
 	else
 		n = snprintf(head, sizeof head,
-			     "HTTP/1.1 %d %s\r\n" RESPONSE_HEADERS "Content-Type: %s\r\n"
-			     "Content-Length: %" PRIu64 "\r\n%s%s\r\n",
-			     r->status, reason, r->content_type, r->content_length,
+			     "HTTP/1.1 %d %s\r\n" RESPONSE_HEADERS
+			     "Date: %s\r\nCache-Control: %s\r\n"
+			     "%s%s%s\r\n",
+			     r->status, reason, date_now(),
+			     r->cache_control ? r->cache_control : "no-store", body,
 			     r->extra ? r->extra : "", r->close ? "Connection: close\r\n" : "");
 	return n >= 0 && (size_t)n < sizeof head && conn_write(c, head, (size_t)n);
 }

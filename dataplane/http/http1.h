@@ -64,6 +64,9 @@ struct http1_response {
 	uint64_t content_length;
 	const char *extra; /* more header lines, each ending "\r\n", or NULL */
 	bool close;	   /* sends Connection: close */
+	/* Cache-Control's value; NULL: no-store. A 304 has no Content-Type
+	 * or Content-Length (content_length is then ignored). */
+	const char *cache_control;
 };
 /* Queues the head; false when it could not (the caller closes). Counts
  * 4xx and 5xx answers. */

@@ -300,8 +300,45 @@ static bool host_value_valid(struct http_slice v)
 	return true;
 }
 
+/* A field that allows one value: the first copy is kept, a second voids
+ * it for good (a third must not bring it back). */
+enum { SEEN_IMS = 1, SEEN_RANGE = 2, SEEN_IF_RANGE = 4 };
+
+static void keep_single(struct http_conditional *cond, unsigned bit, struct http_slice *slot,
+			struct http_slice v, bool void_empty)
+{
+	if (!(cond->seen & bit)) {
+		cond->seen |= bit;
+		*slot = v;
+		return;
+	}
+	/* If-Range voided is empty but present: it matches nothing, so a
+	 * Range beside it gets the whole file rather than a guessed part. */
+	*slot = void_empty ? (struct http_slice){v.p, 0} : (struct http_slice){NULL, 0};
+}
+
+/* The fields the download handler weighs; true when f was one of them. */
+static bool apply_conditional(const struct field *f, struct http_conditional *cond)
+{
+	if (HTTP_SLICE_IEQ(f->name, "if-none-match")) {
+		if (cond->if_none_match_lines < HTTP_INM_LINES)
+			cond->if_none_match[cond->if_none_match_lines] = f->value;
+		cond->if_none_match_lines++;
+	} else if (HTTP_SLICE_IEQ(f->name, "if-modified-since"))
+		keep_single(cond, SEEN_IMS, &cond->if_modified_since, f->value, false);
+	else if (HTTP_SLICE_IEQ(f->name, "range"))
+		keep_single(cond, SEEN_RANGE, &cond->range, f->value, false);
+	else if (HTTP_SLICE_IEQ(f->name, "if-range"))
+		keep_single(cond, SEEN_IF_RANGE, &cond->if_range, f->value, true);
+	else
+		return false;
+	return true;
+}
+
 static int apply_field(const struct field *f, struct http_request *req, struct head_seen *seen)
 {
+	if (apply_conditional(f, &req->cond))
+		return 0;
 	if (HTTP_SLICE_IEQ(f->name, "content-length"))
 		return apply_content_length(f->value, req, seen);
 	if (HTTP_SLICE_IEQ(f->name, "transfer-encoding"))

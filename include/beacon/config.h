@@ -111,6 +111,11 @@ struct config {
 	 * port offers it; false: always in software. */
 	bool dpdk_checksum_offload;
 
+	/* [download] */
+	char download_cache_control[128]; /* Cache-Control of download answers */
+	uint64_t download_cache_bytes;	  /* hot-file cache, all workers together; 0: off */
+	uint64_t download_cache_file_max; /* larger files are read from disk each time */
+
 	/* [log] */
 	enum log_format log_format;
 	enum log_level log_level;

@@ -85,6 +85,10 @@
 	X(downloads, COUNTER, "beacond_downloads_total", "", "Downloads served.")                  \
 	X(download_bytes, COUNTER, "beacond_download_bytes_total", "",                             \
 	  "Download body bytes sent.")                                                             \
+	X(download_cache_hits, COUNTER, "beacond_download_cache_hits_total", "",                   \
+	  "Downloads answered from the hot-file cache, without opening the file.")                 \
+	X(download_cache_bytes, GAUGE, "beacond_download_cache_bytes", "",                         \
+	  "Bytes of files held in the hot-file cache.")                                            \
 	X(responses_4xx, COUNTER, "beacond_responses_total", "class=\"4xx\"",                      \
 	  "Error responses by status class.")                                                      \
 	X(responses_5xx, COUNTER, "beacond_responses_total", "class=\"5xx\"",                      \
@@ -94,6 +98,8 @@
 	X(responses_201, COUNTER, "beacond_responses_by_status_total", "code=\"201\"",             \
 	  "Final responses by status code.")                                                       \
 	X(responses_206, COUNTER, "beacond_responses_by_status_total", "code=\"206\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_304, COUNTER, "beacond_responses_by_status_total", "code=\"304\"",             \
 	  "Final responses by status code.")                                                       \
 	X(responses_400, COUNTER, "beacond_responses_by_status_total", "code=\"400\"",             \
 	  "Final responses by status code.")                                                       \
@@ -110,6 +116,8 @@
 	X(responses_413, COUNTER, "beacond_responses_by_status_total", "code=\"413\"",             \
 	  "Final responses by status code.")                                                       \
 	X(responses_414, COUNTER, "beacond_responses_by_status_total", "code=\"414\"",             \
+	  "Final responses by status code.")                                                       \
+	X(responses_416, COUNTER, "beacond_responses_by_status_total", "code=\"416\"",             \
 	  "Final responses by status code.")                                                       \
 	X(responses_417, COUNTER, "beacond_responses_by_status_total", "code=\"417\"",             \
 	  "Final responses by status code.")                                                       \

@@ -22,6 +22,24 @@ struct http_slice {
 	size_t n;
 };
 
+/* The conditional and range fields of a request (RFC 9110 sections 13.1,
+ * 14.2), as sent, for the download handler to weigh against its file with
+ * the functions at the end of this header. Absent: p NULL. A field that
+ * allows one value and came twice is void: If-Modified-Since and Range are
+ * then absent (RFC 9110 13.1.3 and 14.2: ignored), If-Range is empty and
+ * so never matches (the whole file, never a wrong part). If-None-Match
+ * lines past HTTP_INM_LINES are not compared: such a client gets 200
+ * rather than 304, a full answer either way. */
+#define HTTP_INM_LINES 4
+struct http_conditional {
+	struct http_slice if_none_match[HTTP_INM_LINES];
+	unsigned if_none_match_lines;
+	struct http_slice if_modified_since;
+	struct http_slice range;
+	struct http_slice if_range;
+	unsigned seen; /* private to the parser: singletons already seen */
+};
+
 struct http_request {
 	enum http_method method;
 	struct http_slice method_name;
@@ -32,6 +50,7 @@ struct http_request {
 	bool expect_continue;	  /* Expect: 100-continue */
 	bool keep_alive;	  /* after the version's default and Connection */
 	unsigned header_count;
+	struct http_conditional cond;
 };
 
 struct http_limits {
@@ -100,6 +119,40 @@ int http_route_parse(const struct http_slice *target, struct http_route *out);
  * or '\\', no NUL, no control characters (< 0x20, 0x7f), no trailing '.' or
  * ' ' (Windows drops them, so "a." and "a" would alias). */
 bool http_name_valid(const char *name, size_t n);
+
+/* ---- conditional and range requests (RFC 9110 sections 5.6.7, 13, 14) ---- */
+
+/* An HTTP-date in any of the three forms a recipient must accept
+ * (IMF-fixdate, RFC 850, asctime) to seconds since the epoch. 0, or -1 for
+ * anything else (RFC 9110 13.1.3: such a field is ignored). */
+int http_date_parse(struct http_slice v, int64_t *out);
+
+/* IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT": 29 characters and a NUL. */
+#define HTTP_DATE_LEN 29
+void http_date_format(int64_t t, char out[HTTP_DATE_LEN + 1]);
+
+/* Whether an If-None-Match value (a list of entity-tags, or "*") matches
+ * `etag` (as sent in our ETag field, quotes and any W/ included) by weak
+ * comparison (RFC 9110 8.8.3.2), as 13.1.2 asks. A malformed list matches
+ * no further than where it broke. "*" matches even an empty `etag` (a
+ * version that has none yet). */
+bool http_etag_list_match(struct http_slice list, const char *etag);
+
+/* Whether an If-Range value holds: an entity-tag that matches `etag` by
+ * strong comparison (neither weak), or an HTTP-date equal to
+ * `last_modified` when that date is strong (`date_strong`, RFC 9110
+ * 13.1.5). Anything else does not. */
+bool http_if_range_match(struct http_slice v, const char *etag, int64_t last_modified,
+			 bool date_strong);
+
+/* A Range value against a representation of `len` bytes, single range
+ * only. HTTP_RANGE_NONE: serve the whole (no "bytes=" unit, bad syntax,
+ * several ranges, or a suffix range of an empty file); HTTP_RANGE_PART:
+ * *first..*last inclusive, clipped to the file; HTTP_RANGE_UNSATISFIABLE:
+ * answer 416. */
+enum http_range_result { HTTP_RANGE_NONE, HTTP_RANGE_PART, HTTP_RANGE_UNSATISFIABLE };
+enum http_range_result http_range_parse(struct http_slice v, uint64_t len, uint64_t *first,
+					uint64_t *last);
 
 /* The reason phrase for a status code ("Created", "Payload Too Large"...). */
 const char *http_reason(int status);

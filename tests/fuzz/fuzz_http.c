@@ -54,6 +54,35 @@ static void check_route(const struct http_slice *target)
 	}
 }
 
+/* The conditional fields of a parsed head, through the download
+ * handler's parsers: slices inside the head, a range inside the file, and
+ * a date that formats back to itself. */
+static void check_conditional(const struct http_conditional *cond, const char *buf, size_t len,
+			      unsigned knobs)
+{
+	const struct http_slice *fields[] = {&cond->if_modified_since, &cond->range,
+					     &cond->if_range};
+	for (size_t i = 0; i < 3; i++)
+		CHECK(!fields[i]->p || slice_inside(*fields[i], buf, len));
+	for (unsigned i = 0; i < cond->if_none_match_lines && i < HTTP_INM_LINES; i++) {
+		CHECK(slice_inside(cond->if_none_match[i], buf, len));
+		http_etag_list_match(cond->if_none_match[i], "\"abc\"");
+	}
+	uint64_t file_len = knobs * 37u, first = 0, last = 0;
+	enum http_range_result rr = http_range_parse(cond->range, file_len, &first, &last);
+	if (rr == HTTP_RANGE_PART)
+		CHECK(first <= last && last < file_len);
+	int64_t t;
+	if (http_date_parse(cond->if_modified_since, &t) == 0 && t >= 0 && t < 253402300800) {
+		char text[HTTP_DATE_LEN + 1];
+		int64_t back;
+		http_date_format(t, text);
+		struct http_slice s = {text, HTTP_DATE_LEN};
+		CHECK(http_date_parse(s, &back) == 0 && back == t);
+	}
+	http_if_range_match(cond->if_range, "\"abc\"", 0, true);
+}
+
 /* Fewer bytes never change a verdict already reached: a prefix that is
  * refused is refused the same way in full, and a prefix of a good head is
  * only "read more". Three prefixes per input keep this cheap. */
@@ -91,6 +120,7 @@ static void fuzz_head(const char *buf, size_t len, unsigned knobs)
 	struct http_request again;
 	CHECK(http_request_parse(buf, (size_t)rc, &lim, &again) == rc);
 	check_route(&req.target);
+	check_conditional(&req.cond, buf, (size_t)rc, knobs);
 }
 
 struct chunk_result {

@@ -685,6 +685,9 @@ static void assert_same_values(const struct config *a, const struct config *b)
 	assert_int_equal(a->store.map_bytes, b->store.map_bytes);
 	assert_int_equal(a->store.retain_seconds, b->store.retain_seconds);
 	assert_int_equal(a->store.retain_bytes, b->store.retain_bytes);
+	assert_string_equal(a->download_cache_control, b->download_cache_control);
+	assert_int_equal(a->download_cache_bytes, b->download_cache_bytes);
+	assert_int_equal(a->download_cache_file_max, b->download_cache_file_max);
 }
 
 /* config/beacond.conf sets every key; all but the paths at their defaults,
