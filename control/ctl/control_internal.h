@@ -111,9 +111,10 @@ void control_metrics_render(const struct control_stats *st, uint64_t now_unix_s,
 			    struct control_buf *out);
 
 /* status_page.c; refusals[0..n_refusals): the latest refused handshakes,
- * newest first. */
+ * newest first; drain: the drain's state (DRAIN_OFF when there is none). */
 void control_status_page_render(const struct control_history *h, const struct control_stats *st,
 				const struct tls_refusal *refusals, size_t n_refusals,
-				uint64_t now_unix_s, struct control_buf *out);
+				const struct drain_status *drain, uint64_t now_unix_s,
+				struct control_buf *out);
 
 #endif

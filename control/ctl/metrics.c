@@ -174,10 +174,14 @@ static void route(const struct control_http_view *v, const char *path, struct co
 		size_t n = refusals && v->h->refusals
 				   ? v->h->refusals(v->h->arg, refusals, TLS_REFUSALS_KEPT)
 				   : 0;
+		struct drain_status drain = {.state = DRAIN_OFF};
+		if (v->h->drain_status)
+			v->h->drain_status(v->h->arg, &drain);
 		if (!refusals)
 			page.oom = true;
 		else
-			control_status_page_render(v->history, &st, refusals, n, now, &page);
+			control_status_page_render(v->history, &st, refusals, n, &drain, now,
+						   &page);
 		free(refusals);
 		respond_rendered(out, "text/html; charset=utf-8", &page);
 	} else {

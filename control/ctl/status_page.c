@@ -307,6 +307,33 @@ static void store_panel(const struct control_stats *st, struct control_buf *o)
 	control_buf_printf(o, "</section>\n");
 }
 
+/* Where committed uploads go next, and how far behind that is: the state
+ * says why a growing lag grows (down, paused), the error what failed (an
+ * error from before the sink connected again is history: not shown). */
+static void drain_panel(const struct control_stats *st, const struct drain_status *d,
+			struct control_buf *o)
+{
+	static const char *const families[] = {
+		"beacond_drain_lag_uploads", "beacond_drain_lag_bytes",
+		"beacond_drain_lag_oldest_seconds", "beacond_drain_uploads_total",
+		"beacond_drain_bytes_total"};
+	control_buf_printf(o, "<section id=\"drain\"><h2>Drain</h2>\n<p id=\"drain-state\">");
+	if (d->state == DRAIN_OFF) {
+		control_buf_printf(o,
+				   "off: uploads stay in this beacon's store.</p>\n</section>\n");
+		return;
+	}
+	html_text(o, d->sink);
+	control_buf_printf(o, ": %s", drain_state_name(d->state));
+	if (d->last_error[0] && d->state != DRAIN_CONNECTED) {
+		control_buf_printf(o, "; last error: ");
+		html_text(o, d->last_error);
+	}
+	control_buf_printf(o, ".</p>\n");
+	stats_table(st, "drain-counts", families, sizeof families / sizeof *families, o);
+	control_buf_printf(o, "</section>\n");
+}
+
 static void trust_panel(const struct control_stats *st, uint64_t now, struct control_buf *o)
 {
 	static const char *const families[] = {"beacond_snapshot_generation",
@@ -350,7 +377,8 @@ static const char page_head[] =
 
 void control_status_page_render(const struct control_history *h, const struct control_stats *st,
 				const struct tls_refusal *refusals, size_t n_refusals,
-				uint64_t now_unix_s, struct control_buf *out)
+				const struct drain_status *drain, uint64_t now_unix_s,
+				struct control_buf *out)
 {
 	control_buf_append(out, page_head, sizeof page_head - 1);
 	summary(st, out);
@@ -359,6 +387,7 @@ void control_status_page_render(const struct control_history *h, const struct co
 	http_panel(st, out);
 	expiry_panel(st, now_unix_s, out);
 	store_panel(st, out);
+	drain_panel(st, drain, out);
 	trust_panel(st, now_unix_s, out);
 	control_buf_printf(out, "<p>Numbers for scripts: <a href=\"/metrics\">/metrics</a>.</p>"
 				"</body></html>\n");

@@ -24,6 +24,7 @@ import pytest
 
 from helpers import BEACOND, HOST, free_port, mount_tmpfs, request, umount, unique_name
 from natsfix import NatsServer, read_stream, stream_info, uploads_in
+from trustkit import http_get
 
 STREAM = "BEACON_UPLOADS"
 
@@ -443,3 +444,31 @@ def test_tls_to_nats_with_a_client_certificate(start_server, tmp_path, pki):
         assert jsz["messages"] == 3, jsz
     finally:
         ns.stop()
+
+
+def test_status_page_shows_the_drain(start_server, nats):
+    """/status says where uploads go next: the sink's state, its last error
+    while it is down, and the lag; then connected once it caught up."""
+    mport = free_port()
+    cfg = drain_config(nats.url)
+    cfg["server"] = {"metrics": f"127.0.0.1:{mport}"}
+    srv = start_server(cfg)
+    upload_many(srv, 3)
+    wait_for(lambda: status(srv)["state"] == "disconnected", 30, "the drain to report NATS down")
+
+    def drain_text():
+        code, body = http_get(mport, "/status")
+        assert code == 200, code
+        page = body.decode()
+        start = page.index('<section id="drain">')
+        return page[start:page.index("</section>", start)]
+
+    down = drain_text()
+    assert '<p id="drain-state">nats: disconnected; last error: ' in down, down
+    assert "connect" in down.split("last error: ")[1].split("</p>")[0], down
+    assert "Committed uploads the drain's sink has not acknowledged.</td><td>3<" in down, down
+    nats.start()
+    wait_drained(srv)
+    up = drain_text()
+    assert '<p id="drain-state">nats: connected.</p>' in up, up
+    assert "acknowledged.</td><td>0<" in up, up

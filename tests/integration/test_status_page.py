@@ -23,7 +23,8 @@ from trustkit import assert_admitted, assert_refused, http_get, parse_metrics, w
 
 HOSTILE_CN = "<script>alert(1)</script>&x"
 PANELS = ("summary", "auth", "auth-bars", "auth-chart", "auth-totals", "failures",
-          "refusals", "http", "http-codes", "expiry", "expiry-dates", "store", "disk-free", "trust")
+          "refusals", "http", "http-codes", "expiry", "expiry-dates", "store", "disk-free", "drain",
+          "drain-state", "trust")
 
 
 class Page(HTMLParser):

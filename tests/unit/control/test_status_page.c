@@ -21,7 +21,8 @@ static struct control_stats stats;
 static char *render(const struct tls_refusal *refusals, size_t n)
 {
 	struct control_buf out = {0};
-	control_status_page_render(&history, &stats, refusals, n, NOW, &out);
+	const struct drain_status drain = {.state = DRAIN_OFF};
+	control_status_page_render(&history, &stats, refusals, n, &drain, NOW, &out);
 	assert_false(out.oom);
 	control_buf_append(&out, "", 1);
 	assert_false(out.oom);
