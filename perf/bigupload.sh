@@ -4,11 +4,13 @@
 # CPU second and per server CPU second (issue 18 item 5).
 #
 #   perf/bigupload.sh [--runs N] [--duration S] [--body-size 1M]
-#                     [--concurrency C] [--beacond PATH] [--out FILE]
+#                     [--concurrency C] [--beacond PATH] [--base PATH]
+#                     [--out FILE]
 #
 # Each run measures beacond then nginx (interleaved: B, N, B, N, ...), each
 # pinned to CPU 0 with one worker, agentsim pinned to CPU 1, 32 keep-alive
-# connections. The measured window ends with a `sync`, so that what nginx
+# connections. --base PATH adds a second beacond binary (say, a build of
+# main), measured in the same turns (B, base, N, ...), as "base". The measured window ends with a `sync`, so that what nginx
 # left dirty in the page cache is written back inside it: the kernel's
 # writeback is charged to whoever caused it.
 # - machine CPU s: every CPU's busy time from /proc/stat over the window
@@ -28,6 +30,7 @@ duration=10
 body=1M
 concurrency=32
 beacond=$root/build/beacond
+base=
 jsonl=$root/perf/out/bigupload.jsonl
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -36,6 +39,7 @@ while [ $# -gt 0 ]; do
 	--body-size) body=$2; shift ;;
 	--concurrency) concurrency=$2; shift ;;
 	--beacond) beacond=$2; shift ;;
+	--base) base=$2; shift ;;
 	--out) jsonl=$2; shift ;;
 	-h|--help) sed -n '2,23p' "$0"; exit 0 ;;
 	*) echo "bigupload.sh: unknown option $1" >&2; exit 2 ;;
@@ -76,11 +80,11 @@ bash "$root/config/demo-pki.sh" "$out/pki" >/dev/null
 mkdir -p "$run/pki"
 cp "$out/pki"/{server.pem,server.key,agents-ca.pem} "$run/pki/"
 
-port_for() { case $1 in beacond) echo 18453 ;; nginx) echo 18454 ;; esac; }
+port_for() { case $1 in beacond) echo 18453 ;; nginx) echo 18454 ;; base) echo 18455 ;; esac; }
 
 server_command() { # SERVER PORT
 	case $1 in
-	beacond)
+	beacond|base)
 		mkdir -p "$run/beacond-data" "$run/beacond-dl"
 		cat >"$run/beacond.conf" <<-EOF
 		[server]
@@ -96,7 +100,7 @@ server_command() { # SERVER PORT
 		[log]
 		access = no
 		EOF
-		echo "$beacond -c $run/beacond.conf" ;;
+		if [ "$1" = base ]; then echo "$base -c $run/beacond.conf"; else echo "$beacond -c $run/beacond.conf"; fi ;;
 	nginx)
 		mkdir -p "$run/nginx-data" "$run/nginx-body"
 		sed -e "s|@CRL@||g" -e "s|@RUN@|$run|g" -e "s|@PORT@|$2|g" \
@@ -109,6 +113,11 @@ start_server() { # SERVER
 	local port cmd
 	port=$(port_for "$1")
 	cmd=$(server_command "$1" "$port")
+	# beacond listens with SO_REUSEPORT: a stray listener would take a share
+	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+		log "something already listens on 127.0.0.1:$port"
+		return 1
+	fi
 	if [ "$(id -u)" = 0 ]; then chown -R nobody:nogroup "$run"; fi
 	if [ "$(id -u)" = 0 ]; then
 		(exec taskset -c 0 setpriv --reuid=nobody --regid=nogroup --clear-groups -- $cmd) \
@@ -141,7 +150,7 @@ measure() { # SERVER REP
 	taskset -c 1 "$agentsim" --mode keepalive --tls 1.3 --body-size "$body" \
 		--concurrency "$concurrency" --duration "$duration" --quiet --certs 1000 \
 		--ca-cert "$out/pki/agents-ca.pem" --ca-key "$out/pki/agents-ca.key" \
-		--cache "$out/agents" "https://127.0.0.1:$port" >"$run/sim.json" 2>"$run/sim.err" ||
+		--cache "$out/agents" "https://127.0.0.1:$port" >"$run/sim.json" 2>>"$run/$1-sim.log" ||
 		log "$1: agentsim exited with $?"
 	sync
 	s1=$(proc_ticks "$server_pid"); m1=$(machine_ticks); k1=$(kthread_ticks)
@@ -163,6 +172,7 @@ measure() { # SERVER REP
 log "$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); beacond $($beacond --version 2>/dev/null | head -1)"
 for rep in $(seq "$runs"); do
 	measure beacond "$rep"
+	[ -z "$base" ] || measure base "$rep"
 	measure nginx "$rep"
 done
 
@@ -175,15 +185,21 @@ def fmt(v, p=1):
     return f"{statistics.median(v):.{p}f} ({min(v):.{p}f} - {max(v):.{p}f})" if v else "-"
 ratio = {}
 for key in ("mb_per_machine_cpu_s", "mb_per_server_cpu_s"):
-    b, n = col("beacond", key), col("nginx", key)
-    ratio[key] = [x / y for x, y in zip(b, n)]
+    n = col("nginx", key)
+    ratio[key] = [x / y for x, y in zip(col("beacond", key), n)]
+    ratio["base" + key] = [x / y for x, y in zip(col("base", key), n)]
 print("| server | MB / machine CPU s | MB / server CPU s | MB/s (wall) | kthread CPU s | errors |")
 print("| --- | ---: | ---: | ---: | ---: | ---: |")
-for s in ("beacond", "nginx"):
+for s in ("beacond", "base", "nginx"):
+    if not col(s, "uploads"):
+        continue
     errs = sum(sum(r["errors"].values()) for r in rows if r["server"] == s and r["errors"])
     print(f"| {s} | {fmt(col(s, 'mb_per_machine_cpu_s'))} | {fmt(col(s, 'mb_per_server_cpu_s'))}"
           f" | {fmt(col(s, 'mb_per_s'))} | {fmt(col(s, 'kthread_cpu_s'))} | {errs} |")
 r = ratio
 print(f"| beacond / nginx (per run pair) | {fmt(r['mb_per_machine_cpu_s'], 2)}x"
       f" | {fmt(r['mb_per_server_cpu_s'], 2)}x | | | |")
+if r["basemb_per_machine_cpu_s"]:
+    print(f"| base / nginx (per run pair) | {fmt(r['basemb_per_machine_cpu_s'], 2)}x"
+          f" | {fmt(r['basemb_per_server_cpu_s'], 2)}x | | | |")
 EOF
