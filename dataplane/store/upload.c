@@ -8,8 +8,9 @@
  * segment until it needs one: one that finishes inside its first half
  * reserves its exact record in the worker's packed segment and goes to disk
  * in one write, header included; one that outgrows it takes a segment of
- * its own when the first half is written, and rewrites the header once the
- * body is on disk. Then the upload travels to the writer thread (MSG_RING)
+ * its own when the first half is written, starts the writeback of every
+ * EARLY_WRITEBACK_BYTES it writes, and rewrites the header once the body is
+ * on disk. Then the upload travels to the writer thread (MSG_RING)
  * and comes back with its commit status.
  */
 #include "store-internal.h"
