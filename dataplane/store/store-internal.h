@@ -329,6 +329,7 @@ struct store_upload {
 	uint8_t *buf;
 	uint8_t header[RECORD_HEADER_BYTES];
 	uint64_t falloc_target;
+	uint64_t writeback_to; /* record bytes whose writeback has been started */
 	struct ring_op io_op;
 	store_wake_fn wake;
 	void *wake_arg;

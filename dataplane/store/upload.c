@@ -8,8 +8,9 @@
  * segment until it needs one: one that finishes inside its first half
  * reserves its exact record in the worker's packed segment and goes to disk
  * in one write, header included; one that outgrows it takes a segment of
- * its own when the first half is written, and rewrites the header once the
- * body is on disk. Then the upload travels to the writer thread (MSG_RING)
+ * its own when the first half is written, starts the writeback of every
+ * EARLY_WRITEBACK_BYTES it writes, and rewrites the header once the body is
+ * on disk. Then the upload travels to the writer thread (MSG_RING)
  * and comes back with its commit status.
  */
 #include "store-internal.h"
@@ -25,6 +26,10 @@
 #define MiB (1024ull * 1024ull)
 #define PREALLOC_MIN (1 * MiB)
 #define PREALLOC_MAX (64 * MiB)
+/* A streaming upload starts the writeback of what it has written every this
+ * many bytes: the disk works while the body still arrives, and the commit's
+ * fdatasync finds little left to write. */
+#define EARLY_WRITEBACK_BYTES (512 * 1024ull)
 
 static void upload_pump(struct store_upload *u);
 static void upload_settle(struct store_upload *u);
@@ -276,6 +281,38 @@ static uint64_t prealloc_target(const struct segment *seg, uint64_t end)
 	return target;
 }
 
+/* Once writeback has been started the upload goes on as after its write;
+ * a failure to start it costs nothing but time: the commit's fdatasync
+ * writes the range and reports any error. */
+static void upload_on_writeback_started(struct ring_op *op, int res, uint32_t flags)
+{
+	struct store_upload *u = container_of(op, struct store_upload, io_op);
+	if (!upload_io_done(u))
+		return;
+	if (res < 0)
+		log_warn("store: start writeback of %s: %s", u->seg->path, strerror(-res));
+	bool open = u->state == UP_OPEN;
+	upload_pump(u);
+	if (open)
+		upload_wake(u);
+}
+
+/* Starts the writeback of what the upload wrote since it last did, when
+ * that is at least EARLY_WRITEBACK_BYTES; true when it did (the upload
+ * goes on from its completion). */
+static bool upload_start_writeback(struct store_upload *u, uint64_t written_to)
+{
+	if (u->seg->packed || written_to - u->writeback_to < EARLY_WRITEBACK_BYTES)
+		return false;
+	struct io_uring_sqe *sqe = upload_sqe(u, upload_on_writeback_started);
+	if (!sqe)
+		return true; /* failed: upload_sqe settled it */
+	io_uring_prep_sync_file_range(sqe, u->seg->fd, (unsigned)(written_to - u->writeback_to),
+				      u->record_off + u->writeback_to, SYNC_FILE_RANGE_WRITE);
+	u->writeback_to = written_to;
+	return true;
+}
+
 static void upload_on_written(struct ring_op *op, int res, uint32_t flags)
 {
 	struct store_upload *u = container_of(op, struct store_upload, io_op);
@@ -291,8 +328,11 @@ static void upload_on_written(struct ring_op *op, int res, uint32_t flags)
 	}
 	h->written += (size_t)res;
 	if (h->written == h->fill) {
+		uint64_t written_to = h->stream_off + h->fill;
 		h->fill = h->written = 0;
 		u->queued = -1;
+		if (upload_start_writeback(u, written_to))
+			return;
 	}
 	/* A short write leaves the half queued: pump writes the rest. Only an
 	 * open upload has a writer to wake; a finishing one may be handed over
