@@ -101,8 +101,14 @@ static bool is_link_refusal(int err)
 
 static enum put_result fail(int err, char *why, size_t whylen, const char *what)
 {
-	snprintf(why, whylen, "%s: %s", what, strerror(err));
-	return is_link_refusal(err) ? PUT_REFUSED : PUT_TRANSIENT;
+	if (!is_link_refusal(err)) {
+		snprintf(why, whylen, "%s: %s", what, strerror(err));
+		return PUT_TRANSIENT;
+	}
+	snprintf(why, whylen,
+		 "%s: %s (a symbolic link or a file in the way; links are never followed)", what,
+		 strerror(err));
+	return PUT_REFUSED;
 }
 
 static int open_category_dir(int root_fd, const char *device, const char *category)
