@@ -53,7 +53,7 @@ struct options {
 };
 
 struct counts {
-	uint64_t written, older, refused, bad_checksum, retried;
+	uint64_t written, older, refused, bad_checksum, retried, failed;
 };
 
 /* One chunked upload being gathered. */
@@ -184,6 +184,28 @@ static void retry_later(struct consumer *c, natsMsg *m, const char *why)
 	natsMsg_NakWithDelay(m, NAK_DELAY_MS, NULL);
 }
 
+/* An I/O error here (a full disk): nak'd for a later try; --once ends the
+ * run with status 1 after this batch, so a script sees it. */
+static void fail_here(struct consumer *c, natsMsg *m, const char *why)
+{
+	log_msg(m, "failed (nak, redelivered in 1 s): %s", why);
+	c->n.failed++;
+	natsMsg_NakWithDelay(m, NAK_DELAY_MS, NULL);
+}
+
+/* How often a final message may come back waiting for its chunks before it
+ * is given up: enough for chunks held by a crashed run to be redelivered
+ * (one ack wait) several times over. */
+static bool waited_too_long(const struct consumer *c, natsMsg *m)
+{
+	jsMsgMetaData *meta = NULL;
+	if (natsMsg_GetMetaData(&meta, m) != NATS_OK)
+		return false;
+	bool too_long = meta->NumDelivered > 60 + 4 * (uint64_t)c->opt.ack_wait_s;
+	jsMsgMetaData_Destroy(meta);
+	return too_long;
+}
+
 static void assembly_free(struct assembly *a)
 {
 	if (a->fd >= 0)
@@ -267,7 +289,7 @@ static void on_chunk(struct consumer *c, natsMsg *m, const char *beacon, uint64_
 		if (!a)
 			return retry_later(c, m, "every assembly slot is busy");
 		if (assembly_start(c, a, beacon, id) != 0)
-			return retry_later(c, m, strerror(errno));
+			return fail_here(c, m, strerror(errno));
 	}
 	if (!a || chunk != a->next)
 		return retry_later(c, m, "a chunk before this one has not arrived");
@@ -281,7 +303,7 @@ static void on_chunk(struct consumer *c, natsMsg *m, const char *beacon, uint64_
 	char *copy = strdup(reply);
 	if (!copy || write_all(a->fd, data, len) != 0) {
 		free(copy);
-		return retry_later(c, m, strerror(errno));
+		return fail_here(c, m, strerror(errno));
 	}
 	a->crc = crc32(a->crc, data, (uInt)len);
 	a->length += len;
@@ -351,7 +373,7 @@ static enum put_result place(struct consumer *c, natsMsg *m, const struct upload
 		refuse(c, m, msg);
 		break;
 	case PUT_TRANSIENT:
-		retry_later(c, m, msg);
+		fail_here(c, m, msg);
 		break;
 	}
 	return r;
@@ -380,9 +402,9 @@ static void on_single(struct consumer *c, natsMsg *m, const struct upload_head *
 		return;
 	int fd = temp_file(c->root_fd);
 	if (fd < 0)
-		return retry_later(c, m, strerror(errno));
+		return fail_here(c, m, strerror(errno));
 	if (write_all(fd, data, len) != 0)
-		retry_later(c, m, strerror(errno));
+		fail_here(c, m, strerror(errno));
 	else
 		place(c, m, h, fd, NULL);
 	close(fd);
@@ -398,6 +420,8 @@ static void on_final(struct consumer *c, natsMsg *m, const struct upload_head *h
 		if (!a && already_in_place(c->root_fd, h->device, h->category, h->name, h->received,
 					   h->length, h->crc))
 			return ack_upload(c, m, NULL);
+		if (waited_too_long(c, m))
+			return refuse(c, m, "its chunks did not all arrive (given up)");
 		return retry_later(c, m, "its chunks have not all arrived");
 	}
 	if (!verify(c, m, h, a->length, (uint32_t)a->crc)) {
@@ -586,6 +610,8 @@ static void run(struct consumer *c)
 		for (int i = 0; i < list.Count; i++)
 			on_message(c, list.Msgs[i]);
 		natsMsgList_Destroy(&list);
+		if (c->opt.once && c->n.failed)
+			return;
 	}
 }
 
@@ -734,12 +760,12 @@ int main(int argc, char **argv)
 	int rc = 1;
 	if (connect_nats(&c) == 0) {
 		run(&c);
-		rc = 0;
+		rc = c.n.failed && c.opt.once ? 1 : 0;
 	}
 	fprintf(stderr,
 		"beacon-consume: %" PRIu64 " written, %" PRIu64 " older skipped, %" PRIu64
-		" refused, %" PRIu64 " bad checksum, %" PRIu64 " retried\n",
-		c.n.written, c.n.older, c.n.refused, c.n.bad_checksum, c.n.retried);
+		" refused, %" PRIu64 " bad checksum, %" PRIu64 " retried, %" PRIu64 " failed\n",
+		c.n.written, c.n.older, c.n.refused, c.n.bad_checksum, c.n.retried, c.n.failed);
 	shutdown_consumer(&c);
 	return rc;
 }

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BEACOND, unique_name
+from helpers import BEACOND, mount_tmpfs, umount
 from natsfix import NatsClient, NatsServer, read_stream, uploads_in
 from test_drain import STREAM, drain_config, upload, upload_many, wait_drained, wait_for
 
@@ -297,3 +297,32 @@ def test_bad_checksum_is_refused_and_nothing_written(nats, tmp_path):
     assert "x1.6: refused (terminated): body is 7 bytes" in err, err
     assert "0 written, 0 older skipped, 0 refused, 2 bad checksum" in err, err
     assert files_under(out) == ({}, [])
+
+
+def test_full_disk_naks_exits_1_and_the_next_run_writes_it(nats, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    mount_tmpfs(out, "64k")
+    try:
+        c = NatsClient(nats.port)
+        c.request(f"$JS.API.STREAM.CREATE.{STREAM}",
+                  {"name": STREAM, "subjects": ["beacon.uploads.>"], "storage": "file"})
+        c.close()
+        body = os.urandom(12000)  # under max_payload with its headers
+        for uid in range(1, 9):  # 96 kB into 64 kB
+            js_publish(nats, upload_headers(uid, b"dev1", b"Inventories", f"f{uid}".encode(),
+                                            body), body)
+        rc, err = consume(nats, out)
+        assert rc == 1, err
+        assert "failed (nak, redelivered in 1 s)" in err and "No space left on device" in err, err
+        files, other = files_under(out)
+        assert other == [] and all(b == body for b in files.values()), (sorted(files), other)
+        assert len(files) < 8
+
+        subprocess.run(["mount", "-o", "remount,size=1m", str(out)], check=True, timeout=30)
+        rc, err = consume(nats, out)
+        assert rc == 0, err
+        files, other = files_under(out)
+        assert other == [] and len(files) == 8 and all(b == body for b in files.values())
+    finally:
+        umount(out)
