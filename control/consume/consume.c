@@ -44,6 +44,7 @@
 #define NAK_DELAY_MS 1000
 #define NATS_URLS_MAX 16
 #define REPLY_MAX 256
+#define REFUSED_MEMORY 16
 
 struct options {
 	const char *nats, *creds, *user, *password, *tls_ca, *tls_cert, *tls_key;
@@ -67,6 +68,7 @@ struct assembly {
 	uint64_t next;	 /* the chunk expected next */
 	char **replies;	 /* of chunks 0 .. next-1, to acknowledge at the end */
 	time_t progress; /* when a chunk was last written */
+	uint64_t order;	 /* when it began, among the others */
 };
 
 struct consumer {
@@ -77,6 +79,12 @@ struct consumer {
 	jsCtx *js;
 	natsSubscription *sub;
 	struct assembly asm_[MAX_ASSEMBLIES];
+	uint64_t assemblies_begun;
+	struct {
+		char beacon[64];
+		uint64_t upload_id;
+	} refused[REFUSED_MEMORY]; /* uploads whose gathering was refused */
+	unsigned refused_next;
 };
 
 static volatile sig_atomic_t stopping;
@@ -206,6 +214,22 @@ static bool waited_too_long(const struct consumer *c, natsMsg *m)
 	return too_long;
 }
 
+/* The rest of a refused chunked upload is refused at once, not nak'd. */
+static void remember_refused(struct consumer *c, const struct assembly *a)
+{
+	unsigned i = c->refused_next++ % REFUSED_MEMORY;
+	snprintf(c->refused[i].beacon, sizeof c->refused[i].beacon, "%s", a->beacon);
+	c->refused[i].upload_id = a->upload_id;
+}
+
+static bool was_refused(const struct consumer *c, const char *beacon, uint64_t id)
+{
+	for (unsigned i = 0; i < REFUSED_MEMORY; i++)
+		if (c->refused[i].upload_id == id && strcmp(c->refused[i].beacon, beacon) == 0)
+			return true;
+	return false;
+}
+
 static void assembly_free(struct assembly *a)
 {
 	if (a->fd >= 0)
@@ -266,7 +290,42 @@ static int assembly_start(struct consumer *c, struct assembly *a, const char *be
 	a->upload_id = id;
 	a->crc = crc32(0L, Z_NULL, 0);
 	a->progress = time(NULL);
+	a->order = ++c->assemblies_begun;
 	return 0;
+}
+
+/* Unacknowledged chunks this process may hold: JetStream stops delivering
+ * at --max-ack-pending, so one fetched batch is kept free. */
+static uint64_t chunk_room(const struct consumer *c)
+{
+	return (uint64_t)(c->opt.max_ack_pending - FETCH_BATCH);
+}
+
+static uint64_t held_chunks(const struct consumer *c)
+{
+	uint64_t n = 0;
+	for (int i = 0; i < MAX_ASSEMBLIES; i++)
+		if (c->asm_[i].used)
+			n += c->asm_[i].next;
+	return n;
+}
+
+/* The uploads being gathered together hold too many chunks: the youngest is
+ * dropped unacknowledged (its chunks come back after the ack wait, when the
+ * older ones are done). True when that was `current`. */
+static bool make_room(struct consumer *c, struct assembly *current)
+{
+	struct assembly *young = NULL;
+	for (int i = 0; i < MAX_ASSEMBLIES; i++)
+		if (c->asm_[i].used && (!young || c->asm_[i].order > young->order))
+			young = &c->asm_[i];
+	fprintf(stderr,
+		"beacon-consume: upload %" PRIu64 " of %s: %" PRIu64
+		" chunks dropped unacknowledged to stay within --max-ack-pending\n",
+		young->upload_id, young->beacon, young->next);
+	bool was_current = young == current;
+	assembly_free(young);
+	return was_current;
 }
 
 static void on_chunk(struct consumer *c, natsMsg *m, const char *beacon, uint64_t id,
@@ -291,13 +350,19 @@ static void on_chunk(struct consumer *c, natsMsg *m, const char *beacon, uint64_
 		if (assembly_start(c, a, beacon, id) != 0)
 			return fail_here(c, m, strerror(errno));
 	}
+	if (!a && waited_too_long(c, m))
+		return refuse(c, m, "the chunks before this one did not arrive (given up)");
 	if (!a || chunk != a->next)
 		return retry_later(c, m, "a chunk before this one has not arrived");
-	if (a->next >= (uint64_t)c->opt.max_ack_pending) {
+	if (a->next >= chunk_room(c)) {
 		reply_held(c, a, "+TERM");
+		remember_refused(c, a);
 		assembly_free(a);
 		return refuse(c, m, "more chunks than --max-ack-pending allows to hold");
 	}
+	if (held_chunks(c) >= chunk_room(c) && make_room(c, a))
+		return retry_later(c, m,
+				   "its chunks were dropped to make room for an older upload");
 	const void *data = natsMsg_GetData(m);
 	size_t len = (size_t)natsMsg_GetDataLength(m);
 	char *copy = strdup(reply);
@@ -368,8 +433,10 @@ static enum put_result place(struct consumer *c, natsMsg *m, const struct upload
 		ack_upload(c, m, a);
 		break;
 	case PUT_REFUSED:
-		if (a)
+		if (a) {
 			reply_held(c, a, "+TERM");
+			remember_refused(c, a);
+		}
 		refuse(c, m, msg);
 		break;
 	case PUT_TRANSIENT:
@@ -426,6 +493,7 @@ static void on_final(struct consumer *c, natsMsg *m, const struct upload_head *h
 	}
 	if (!verify(c, m, h, a->length, (uint32_t)a->crc)) {
 		reply_held(c, a, "+TERM");
+		remember_refused(c, a);
 		assembly_free(a);
 		return;
 	}
@@ -442,6 +510,8 @@ static void on_message(struct consumer *c, natsMsg *m)
 	if (!beacon || strlen(beacon) >= sizeof c->asm_[0].beacon ||
 	    !header_u64(m, "Upload-Id", &id))
 		return refuse(c, m, "not an upload (no Beacon-Id or Upload-Id header)");
+	if (was_refused(c, beacon, id))
+		return refuse(c, m, "an earlier part of this upload was refused");
 	if (header(m, "Chunk")) {
 		if (!header_u64(m, "Chunk", &chunk))
 			return refuse(c, m, "a Chunk header that is not a number");
@@ -561,15 +631,6 @@ static int connect_nats(struct consumer *c)
 	if (st != NATS_OK)
 		return fail_nats("pull subscribe", st, jerr);
 	return 0;
-}
-
-static uint64_t held_chunks(const struct consumer *c)
-{
-	uint64_t n = 0;
-	for (int i = 0; i < MAX_ASSEMBLIES; i++)
-		if (c->asm_[i].used)
-			n += c->asm_[i].next;
-	return n;
 }
 
 /* --once: nothing left to deliver, and nothing delivered but unacknowledged
@@ -698,9 +759,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'm':
 			o->max_ack_pending = strtoll(optarg, &end, 10);
-			if (*end || o->max_ack_pending < 1 || o->max_ack_pending > 1000000)
-				return fprintf(stderr,
-					       "beacon-consume: --max-ack-pending: 1 to 1000000\n"),
+			if (*end || o->max_ack_pending < 2 * FETCH_BATCH ||
+			    o->max_ack_pending > 1000000)
+				return fprintf(stderr, "beacon-consume: --max-ack-pending: 128 to "
+						       "1000000\n"),
 				       -1;
 			break;
 		case 'h':

@@ -326,3 +326,22 @@ def test_full_disk_naks_exits_1_and_the_next_run_writes_it(nats, tmp_path):
         assert other == [] and len(files) == 8 and all(b == body for b in files.values())
     finally:
         umount(out)
+
+
+def test_upload_with_more_chunks_than_max_ack_pending_is_refused_not_stuck(
+        start_server, nats, tmp_path):
+    srv = start_server(drain_config(nats.url))
+    big = os.urandom(1_200_000)  # about 84 chunks under max_payload 16384
+    assert upload(srv, "huge.bin", big) == 201
+    wait_drained(srv)
+    out = tmp_path / "out"
+    out.mkdir()
+    rc, err = consume(nats, out, "--durable", "small", "--max-ack-pending", "128")
+    assert rc == 0, err
+    assert "refused (terminated): more chunks than --max-ack-pending allows to hold" in err, err
+    assert files_under(out) == ({}, [])
+
+    rc, err = consume(nats, out, "--durable", "roomy")
+    assert rc == 0, err
+    files, other = files_under(out)
+    assert other == [] and list(files.values()) == [big], err
