@@ -12,6 +12,7 @@ protocol, as anyone with publish rights on it could.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -345,3 +346,18 @@ def test_upload_with_more_chunks_than_max_ack_pending_is_refused_not_stuck(
     assert rc == 0, err
     files, other = files_under(out)
     assert other == [] and list(files.values()) == [big], err
+
+
+def test_meson_install_puts_the_program_and_its_man_page(tmp_path):
+    build = Path(BEACOND).parent
+    p = subprocess.run(["meson", "install", "-C", str(build), "--no-rebuild", "--destdir",
+                        str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    prog = tmp_path / "usr/local/bin/beacon-consume"
+    page = tmp_path / "usr/local/share/man/man1/beacon-consume.1"
+    assert os.access(prog, os.X_OK) and page.is_file()
+    usage = subprocess.run([str(prog), "--help"], capture_output=True, text=True).stdout
+    text = page.read_text().replace("\\-", "-")
+    options = set(re.findall(r"--[a-z-]+", usage))
+    assert len(options) >= 13, usage
+    assert not [o for o in options if o not in text], (options, "missing from the man page")
