@@ -676,6 +676,29 @@ static void run(struct consumer *c)
 	}
 }
 
+static void disconnect(struct consumer *c)
+{
+	natsSubscription_Destroy(c->sub);
+	jsCtx_Destroy(c->js);
+	natsConnection_Destroy(c->nc);
+	c->sub = NULL;
+	c->js = NULL;
+	c->nc = NULL;
+}
+
+/* --once gives up at the first failure (a script wants to know); a service
+ * keeps trying every 2 s, as NATS may come up after it. */
+static int connect_until_up(struct consumer *c)
+{
+	while (connect_nats(c) != 0) {
+		disconnect(c);
+		if (c->opt.once || stopping)
+			return -1;
+		nats_Sleep(2000);
+	}
+	return 0;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: beacon-consume --nats URL[,URL...] --dir DIR [--stream NAME] "
@@ -794,9 +817,7 @@ static void shutdown_consumer(struct consumer *c)
 			assembly_free(&c->asm_[i]);
 	if (c->nc)
 		natsConnection_FlushTimeout(c->nc, 5000);
-	natsSubscription_Destroy(c->sub);
-	jsCtx_Destroy(c->js);
-	natsConnection_Destroy(c->nc);
+	disconnect(c);
 	if (c->root_fd >= 0)
 		close(c->root_fd);
 	nats_Close();
@@ -820,7 +841,7 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	int rc = 1;
-	if (connect_nats(&c) == 0) {
+	if (connect_until_up(&c) == 0) {
 		run(&c);
 		rc = c.n.failed && c.opt.once ? 1 : 0;
 	}

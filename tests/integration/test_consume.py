@@ -361,3 +361,27 @@ def test_meson_install_puts_the_program_and_its_man_page(tmp_path):
     options = set(re.findall(r"--[a-z-]+", usage))
     assert len(options) >= 13, usage
     assert not [o for o in options if o not in text], (options, "missing from the man page")
+
+
+def test_service_waits_for_nats_then_runs_until_sigterm(start_server, tmp_path):
+    ns = NatsServer(tmp_path / "nats-late")  # not started yet
+    out = tmp_path / "out"
+    out.mkdir()
+    p = subprocess.Popen([CONSUME, "--nats", ns.url, "--dir", str(out)],
+                         stderr=subprocess.PIPE)
+    try:
+        ns.start()
+        srv = start_server(drain_config(ns.url))
+        assert upload(srv, "late.ndi", b"late bytes") == 201
+        wait_for(lambda: any(b == b"late bytes" for b in files_under(out)[0].values()), 60,
+                 "the file from a consumer started before NATS")
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+        err = p.stderr.read().decode()
+        assert "connect: " in err, err  # it did start before NATS
+        assert "1 written, 0 older skipped" in err, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        ns.stop()
