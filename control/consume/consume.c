@@ -140,19 +140,36 @@ static bool header_crc(natsMsg *m, uint32_t *out)
 	return *end == '\0';
 }
 
-/* Received: 2026-12-04T08:44:36.662Z */
+/* n decimal digits at s, or -1. */
+static int digits(const char *s, int n)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+/* Received, exactly as the drain writes it: 2026-12-04T08:44:36.662Z */
 static bool header_time(natsMsg *m, struct timespec *out)
 {
 	const char *v = header(m, "Received");
-	struct tm tm = {0};
-	int ms = 0, used = 0;
-	if (!v ||
-	    sscanf(v, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-		   &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms, &used) != 7 ||
-	    v[used] != '\0')
+	if (!v || strlen(v) != 24 || v[4] != '-' || v[7] != '-' || v[10] != 'T' || v[13] != ':' ||
+	    v[16] != ':' || v[19] != '.' || v[23] != 'Z')
 		return false;
-	tm.tm_year -= 1900;
-	tm.tm_mon -= 1;
+	struct tm tm = {.tm_year = digits(v, 4) - 1900,
+			.tm_mon = digits(v + 5, 2) - 1,
+			.tm_mday = digits(v + 8, 2),
+			.tm_hour = digits(v + 11, 2),
+			.tm_min = digits(v + 14, 2),
+			.tm_sec = digits(v + 17, 2)};
+	int ms = digits(v + 20, 3);
+	if (tm.tm_year < 70 || tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 ||
+	    tm.tm_mday > 31 || tm.tm_hour < 0 || tm.tm_hour > 23 || tm.tm_min < 0 ||
+	    tm.tm_min > 59 || tm.tm_sec < 0 || tm.tm_sec > 60 || ms < 0)
+		return false;
 	out->tv_sec = timegm(&tm);
 	out->tv_nsec = (long)ms * 1000000L;
 	return out->tv_sec != (time_t)-1;
@@ -313,7 +330,7 @@ static uint64_t held_chunks(const struct consumer *c)
 /* The uploads being gathered together hold too many chunks: the youngest is
  * dropped unacknowledged (its chunks come back after the ack wait, when the
  * older ones are done). True when that was `current`. */
-static bool make_room(struct consumer *c, struct assembly *current)
+static bool make_room(struct consumer *c, const struct assembly *current)
 {
 	struct assembly *young = NULL;
 	for (int i = 0; i < MAX_ASSEMBLIES; i++)
@@ -803,7 +820,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		fprintf(stderr, "beacon-consume: --tls-cert and --tls-key go together\n");
 		return -1;
 	}
-	if (strchr(o->durable, '.') || strchr(o->durable, ' ') || !o->durable[0]) {
+	if (!o->durable || strchr(o->durable, '.') || strchr(o->durable, ' ') || !o->durable[0]) {
 		fprintf(stderr, "beacon-consume: --durable: a name without '.' or spaces\n");
 		return -1;
 	}

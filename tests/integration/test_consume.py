@@ -291,13 +291,17 @@ def test_bad_checksum_is_refused_and_nothing_written(nats, tmp_path):
     js_publish(nats, h, b"tampered")
     h = upload_headers(6, b"dev1", b"Inventories", b"short.ndi", b"original")
     js_publish(nats, h, b"origina")
+    h = upload_headers(7, b"dev1", b"Inventories", b"when.ndi", b"original",
+                       received="2026-12-04 08:44:36Z")
+    js_publish(nats, h, b"original")
     rc, err = consume(nats, out)
     assert rc == 0, err
     assert ("x1.5: refused (terminated): body is 8 bytes with CRC32 "
             f"{zlib.crc32(b'tampered'):08x}, headers say 8 and {zlib.crc32(b'original'):08x}"
             in err), err
     assert "x1.6: refused (terminated): body is 7 bytes" in err, err
-    assert "0 written, 0 older skipped, 0 refused, 2 bad checksum" in err, err
+    assert "x1.7: refused (terminated): no valid Received header" in err, err
+    assert "0 written, 0 older skipped, 1 refused, 2 bad checksum" in err, err
     assert files_under(out) == ({}, [])
 
 
