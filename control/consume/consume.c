@@ -352,6 +352,14 @@ static void on_chunk(struct consumer *c, natsMsg *m, const char *beacon, uint64_
 	const char *reply = natsMsg_GetReply(m);
 	if (!reply || strlen(reply) >= REPLY_MAX)
 		return refuse(c, m, "no usable reply subject");
+	if (a && chunk < a->next && waited_too_long(c, m)) {
+		/* Held through that many ack waits: its final is not coming
+		 * (or went by while this was gathered again). */
+		reply_held(c, a, "+TERM");
+		remember_refused(c, a);
+		assembly_free(a);
+		return refuse(c, m, "held for too long without its final message (given up)");
+	}
 	if (a && chunk < a->next) { /* a redelivery of one already written */
 		char *copy = strdup(reply);
 		if (copy) {
