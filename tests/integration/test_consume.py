@@ -375,6 +375,8 @@ def test_service_waits_for_nats_then_runs_until_sigterm(start_server, tmp_path):
     p = subprocess.Popen([CONSUME, "--nats", ns.url, "--dir", str(out)],
                          stderr=subprocess.PIPE)
     try:
+        first = p.stderr.readline().decode()  # waits for its first try to fail
+        assert first.startswith("beacon-consume: connect: "), first
         ns.start()
         srv = start_server(drain_config(ns.url))
         assert upload(srv, "late.ndi", b"late bytes") == 201
@@ -383,7 +385,6 @@ def test_service_waits_for_nats_then_runs_until_sigterm(start_server, tmp_path):
         p.send_signal(signal.SIGTERM)
         assert p.wait(30) == 0
         err = p.stderr.read().decode()
-        assert "connect: " in err, err  # it did start before NATS
         assert "1 written, 0 older skipped" in err, err
     finally:
         if p.poll() is None:
