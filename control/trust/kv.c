@@ -40,6 +40,14 @@ struct trust_kv {
 	_Atomic bool stop;
 };
 
+/* Process-wide, as the trust in force is: for metrics. */
+static _Atomic bool watching;
+
+bool trust_kv_connected(void)
+{
+	return atomic_load_explicit(&watching, memory_order_relaxed);
+}
+
 /* What one connection holds; all NULL when not connected. */
 struct kv_session {
 	natsConnection *nc;
@@ -174,6 +182,9 @@ static int session_watch(struct trust_kv *k, struct kv_session *s, char *err, si
 		kvEntry *e = NULL;
 		natsStatus st = kvWatcher_Next(&e, s->watch, KV_NEXT_MS);
 		if (st == NATS_TIMEOUT) {
+			/* While cnats reconnects the watch outlives the link. */
+			atomic_store(&watching,
+				     natsConnection_Status(s->nc) == NATS_CONN_STATUS_CONNECTED);
 			if (natsConnection_IsClosed(s->nc)) {
 				snprintf(err, errlen, "connection closed");
 				return -1;
@@ -217,7 +228,9 @@ static void *kv_main(void *arg)
 			log_info("trust kv %s: watching on %s", k->bucket, k->urls);
 			last[0] = '\0';
 			backoff = KV_BACKOFF_MIN_MS;
+			atomic_store(&watching, true);
 			rc = session_watch(k, &s, err, sizeof err);
+			atomic_store(&watching, false);
 			session_close(&s);
 		}
 		if (rc == 0)

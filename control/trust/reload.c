@@ -145,6 +145,8 @@ void trust_reload_counts(uint64_t *succeeded, uint64_t *failed)
 	*failed = atomic_load_explicit(&reloads_failed, memory_order_relaxed);
 }
 
+static _Atomic uint64_t kv_applied, kv_refused;
+
 /* Every reload, whatever its source, is counted and logged alike. */
 static void reload_account(int rc, const char *what, const char *msg)
 {
@@ -236,6 +238,13 @@ static uint8_t *kv_staged_data(struct trust_kv_set *s, const char *label)
 	return v ? v->data : NULL;
 }
 
+void trust_kv_counts(uint64_t *applied, uint64_t *refused, uint64_t *connected)
+{
+	*applied = atomic_load_explicit(&kv_applied, memory_order_relaxed);
+	*refused = atomic_load_explicit(&kv_refused, memory_order_relaxed);
+	*connected = trust_kv_connected() ? 1 : 0;
+}
+
 int trust_kv_change(struct trust_control *tc, const char *key, const uint8_t *value, size_t len,
 		    bool deleted)
 {
@@ -243,6 +252,7 @@ int trust_kv_change(struct trust_control *tc, const char *key, const uint8_t *va
 	snprintf(label, sizeof label, "kv:%s", key);
 	struct trust_kv_set *before = malloc(sizeof *before);
 	if (!before) {
+		atomic_fetch_add_explicit(&kv_refused, 1, memory_order_relaxed);
 		reload_account(-1, label, "out of memory");
 		return -1;
 	}
@@ -272,6 +282,7 @@ int trust_kv_change(struct trust_control *tc, const char *key, const uint8_t *va
 		drop = NULL; /* a refused removal: old is back in force */
 	free(drop);
 	free(before);
+	atomic_fetch_add_explicit(rc == 0 ? &kv_applied : &kv_refused, 1, memory_order_relaxed);
 	reload_account(rc, label, msg);
 	return rc;
 }

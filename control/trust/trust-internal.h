@@ -85,6 +85,8 @@ int trust_kv_start(struct trust_control *tc, const struct config *cfg, struct tr
 		   char *err, size_t errlen);
 /* Stops and joins the thread; NULL is fine. */
 void trust_kv_stop(struct trust_kv *k);
+/* kv.c: whether a watch of the bucket is up now. Any thread. */
+bool trust_kv_connected(void);
 
 /* issuers.c: every certificate of cfg->issuers (a PEM bundle or a
  * directory of *.pem / *.crt) into t->ca, each marked advertised or not

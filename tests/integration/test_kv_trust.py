@@ -130,6 +130,11 @@ def reload_counts(srv):
     return s["reload_successes"], s["reload_failures"]
 
 
+def kv_counts(srv):
+    s = ctl(srv, {"cmd": "stats"})
+    return s["trust_kv_applied"], s["trust_kv_refused"], s["trust_kv_connected"]
+
+
 @pytest.fixture(scope="module")
 def crls(pki, tmp_path_factory):
     d = tmp_path_factory.mktemp("kvcrl")
@@ -180,6 +185,7 @@ def test_kv_bad_crl_refused_old_trust_stays(beacon, nats, crls, bad):
     applied(srv, "crl.agents")
     assert_refused(srv, "agent3", alert="certificate_revoked")
     ok0, failed0 = reload_counts(srv)
+    assert kv_counts(srv) == (1, 0, 1)
     gen0 = ctl(srv, {"cmd": "status"})["snapshot_generation"]
     # Over the good value's key, and under a key of its own.
     kv_put(nats, "crl.agents", bad(crls))
@@ -187,6 +193,7 @@ def test_kv_bad_crl_refused_old_trust_stays(beacon, nats, crls, bad):
     kv_put(nats, "crl.other", bad(crls))
     refused(srv, "crl.other")
     assert reload_counts(srv) == (ok0, failed0 + 2)
+    assert kv_counts(srv) == (1, 2, 1)
     assert ctl(srv, {"cmd": "status"})["snapshot_generation"] == gen0
     assert_admitted(srv, "agent1")
     assert_refused(srv, "agent3", alert="certificate_revoked")
@@ -239,10 +246,13 @@ def test_kv_nats_down_trust_stays_then_reconnects(beacon, nats, crls):
     srv = beacon()
     kv_put(nats, "crl.agents", crls["agent3"])
     applied(srv, "crl.agents")
+    assert kv_counts(srv)[2] == 1
     nats.kill()
+    assert wait_until(lambda: kv_counts(srv)[2] == 0, 60), srv.stderr()[-3000:]
     assert_refused(srv, "agent3", alert="certificate_revoked")
     assert_admitted(srv, "agent1")
     nats.start()
+    assert wait_until(lambda: kv_counts(srv)[2] == 1, 60), srv.stderr()[-3000:]
     kv_put(nats, "blocklist", b"device:agent1.example\n")
     applied(srv, "blocklist")
     assert_refused(srv, "agent1", alert="access_denied")
