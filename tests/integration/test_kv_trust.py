@@ -11,9 +11,11 @@ reload named kv:<key>) and its reload counters, never a fixed sleep.
 import json
 import os
 import shutil
+import subprocess
 
 import pytest
 
+from helpers import BEACOND
 from natsfix import NatsClient, NatsServer
 from trustkit import (assert_admitted, assert_refused, corrupt_crl_signature, ctl, make_crl,
                       reload, wait_until)
@@ -258,3 +260,22 @@ def test_kv_nats_down_trust_stays_then_reconnects(beacon, nats, crls):
     assert_refused(srv, "agent1", alert="access_denied")
     assert_refused(srv, "agent3", alert="certificate_revoked")
     srv.assert_alive()
+
+
+@pytest.mark.parametrize("lines,reason", [
+    (["kv_bucket = fleet"], "[trust] kv_bucket is set but neither [trust] kv_nats nor [drain] "
+     "nats names a NATS server"),
+    (["kv_nats = nats://127.0.0.1:4222", "kv_bucket = fleet.trust"],
+     "[trust] kv_bucket: 'fleet.trust' is not a bucket name"),
+    (["kv_bucket = fleet", "kv_nats = http://127.0.0.1:4222"],
+     "[trust] kv_nats: 'http://127.0.0.1:4222' is not a comma-separated list"),
+])
+def test_bad_kv_value_names_file_and_line(start_server, lines, reason):
+    srv = start_server(start=False)
+    conf = srv.conf.read_text().splitlines() + ["[trust]"] + lines
+    srv.conf.write_text("\n".join(conf) + "\n")
+    p = subprocess.run([str(BEACOND), "-t", "-c", str(srv.conf)], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=30)
+    err = p.stderr.decode()
+    assert p.returncode != 0
+    assert f"{srv.conf}:{len(conf)}: " in err and reason in err, err
