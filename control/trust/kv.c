@@ -38,6 +38,9 @@ struct trust_kv {
 	char tls_cert[CONFIG_PATH_MAX], tls_key[CONFIG_PATH_MAX];
 	pthread_t thread;
 	_Atomic bool stop;
+	/* Set by cnats when the connection came back: the watch is opened
+	 * anew, so that it reads the bucket as it stands now. */
+	_Atomic bool reconnected;
 };
 
 /* Process-wide, as the trust in force is: for metrics. */
@@ -76,7 +79,14 @@ static natsStatus set_servers(natsOptions *o, const char *urls)
 	return natsOptions_SetServers(o, list, count);
 }
 
-static natsStatus make_options(const struct trust_kv *k, natsOptions **out)
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+	(void)nc;
+	struct trust_kv *k = closure;
+	atomic_store(&k->reconnected, true);
+}
+
+static natsStatus make_options(struct trust_kv *k, natsOptions **out)
 {
 	natsOptions *o = NULL;
 	natsStatus st = natsOptions_Create(&o);
@@ -98,6 +108,8 @@ static natsStatus make_options(const struct trust_kv *k, natsOptions **out)
 		st = natsOptions_SetMaxReconnect(o, -1);
 	if (st == NATS_OK)
 		st = natsOptions_SetReconnectWait(o, 500);
+	if (st == NATS_OK)
+		st = natsOptions_SetReconnectedCB(o, on_reconnected, k);
 	if (st != NATS_OK)
 		natsOptions_Destroy(o);
 	else
@@ -119,7 +131,7 @@ static void session_close(struct kv_session *s)
 
 /* Connected, the bucket found, every key of it on its way. 0, or -1 with
  * err (the session closed). */
-static int session_open(const struct trust_kv *k, struct kv_session *s, char *err, size_t errlen)
+static int session_open(struct trust_kv *k, struct kv_session *s, char *err, size_t errlen)
 {
 	natsOptions *o = NULL;
 	natsStatus st = make_options(k, &o);
@@ -127,6 +139,7 @@ static int session_open(const struct trust_kv *k, struct kv_session *s, char *er
 		status_text(err, errlen, "nats options", st);
 		return -1;
 	}
+	atomic_store(&k->reconnected, false);
 	st = natsConnection_Connect(&s->nc, o);
 	natsOptions_Destroy(o);
 	const char *what = "connect";
@@ -173,12 +186,39 @@ static void entry_apply(struct trust_kv *k, kvEntry *e)
 	trust_kv_change(k->tc, key, value, len > 0 ? (size_t)len : 0, gone);
 }
 
-/* Watches until a stop (0) or a failure (-1 with err). */
-static int session_watch(struct trust_kv *k, struct kv_session *s, char *err, size_t errlen)
+/* The trust keys a watch's first read of the bucket met. */
+struct kv_seen {
+	char keys[TRUST_KV_MAX_CRLS + 1][TRUST_KV_KEY_MAX];
+	size_t n;
+	bool overflow;
+};
+
+static void seen_add(struct kv_seen *seen, kvEntry *e)
+{
+	const char *key = kvEntry_Key(e);
+	kvOperation op = kvEntry_Operation(e);
+	if (!key || !key_is_trust(key) || op == kvOp_Delete || op == kvOp_Purge)
+		return;
+	if (seen->n == sizeof seen->keys / sizeof *seen->keys) {
+		seen->overflow = true;
+		return;
+	}
+	snprintf(seen->keys[seen->n++], TRUST_KV_KEY_MAX, "%s", key);
+}
+
+static int watch_loop(struct trust_kv *k, struct kv_session *s, struct kv_seen *seen, char *err,
+		      size_t errlen)
 {
 	unsigned initial = 0;
 	bool caught_up = false;
 	while (!atomic_load(&k->stop)) {
+		/* Whatever the server lost or gained while the link was
+		 * down (a bucket made anew has not even delete markers), a
+		 * new watch sees the bucket whole. */
+		if (atomic_exchange(&k->reconnected, false)) {
+			snprintf(err, errlen, "NATS reconnected; reading the bucket anew");
+			return -1;
+		}
 		kvEntry *e = NULL;
 		natsStatus st = kvWatcher_Next(&e, s->watch, KV_NEXT_MS);
 		if (st == NATS_TIMEOUT) {
@@ -199,13 +239,34 @@ static int session_watch(struct trust_kv *k, struct kv_session *s, char *err, si
 			caught_up = true;
 			log_info("trust kv %s: %u keys read; watching for changes", k->bucket,
 				 initial);
+			/* Keys gone while no watch was up (a bucket made anew
+			 * has not even their delete markers) go now. */
+			if (!seen->overflow)
+				trust_kv_sweep(k->tc, (const char(*)[TRUST_KV_KEY_MAX])seen->keys,
+					       seen->n);
 			continue;
 		}
-		initial += !caught_up;
+		if (!caught_up) {
+			initial++;
+			seen_add(seen, e);
+		}
 		entry_apply(k, e);
 		kvEntry_Destroy(e);
 	}
 	return 0;
+}
+
+/* Watches until a stop (0) or a failure (-1 with err). */
+static int session_watch(struct trust_kv *k, struct kv_session *s, char *err, size_t errlen)
+{
+	struct kv_seen *seen = calloc(1, sizeof *seen);
+	if (!seen) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	int rc = watch_loop(k, s, seen, err, errlen);
+	free(seen);
+	return rc;
 }
 
 /* Sleeps ms, or less when asked to stop. */

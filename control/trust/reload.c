@@ -287,6 +287,42 @@ int trust_kv_change(struct trust_control *tc, const char *key, const uint8_t *va
 	return rc;
 }
 
+/* The bucket's keys in force that `present` (n keys) lacks, "kv:" left
+ * out, into out (at most max). Their count. */
+static size_t kv_absent(struct trust_control *tc, const char (*present)[TRUST_KV_KEY_MAX], size_t n,
+			char (*out)[TRUST_KV_KEY_MAX], size_t max)
+{
+	size_t found = 0;
+	pthread_mutex_lock(tc->o.lock);
+	size_t total = tc->kv.n_crls + (tc->kv.has_blocklist ? 1 : 0);
+	for (size_t i = 0; i < total && found < max; i++) {
+		const char *label = i < tc->kv.n_crls ? tc->kv.crls[i].key : tc->kv.blocklist.key;
+		bool seen = false;
+		for (size_t j = 0; j < n && !seen; j++)
+			seen = strcmp(label + 3, present[j]) == 0;
+		if (!seen)
+			snprintf(out[found++], TRUST_KV_KEY_MAX, "%s", label + 3);
+	}
+	pthread_mutex_unlock(tc->o.lock);
+	return found;
+}
+
+void trust_kv_sweep(struct trust_control *tc, const char (*present)[TRUST_KV_KEY_MAX], size_t n)
+{
+	size_t max = TRUST_KV_MAX_CRLS + 1;
+	char(*gone)[TRUST_KV_KEY_MAX] = calloc(max, sizeof *gone);
+	if (!gone) {
+		log_err("trust kv: out of memory to take out the keys gone from the bucket");
+		return;
+	}
+	size_t n_gone = kv_absent(tc, present, n, gone, max);
+	for (size_t i = 0; i < n_gone; i++) {
+		log_info("reload kv:%s: no longer in the bucket", gone[i]);
+		trust_kv_change(tc, gone[i], NULL, 0, true);
+	}
+	free(gone);
+}
+
 int trust_tickets_rotate(struct trust_control *tc, char *msg, size_t len)
 {
 	if (tc->o.cfg->ticket_key_file[0]) {

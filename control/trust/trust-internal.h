@@ -41,8 +41,10 @@ struct trust_snapshot {
 /* The trust data a JetStream key-value bucket holds ([trust] kv_bucket,
  * kv.c): CRLs by key (crl.<name>) and one block list, each the last value
  * that passed a build. Owned by the reload lock's holder. */
+#define TRUST_KV_KEY_MAX 256
+
 struct trust_kv_value {
-	char key[256];
+	char key[TRUST_KV_KEY_MAX]; /* "kv:<key>" */
 	uint8_t *data;
 	size_t len;
 };
@@ -77,6 +79,12 @@ struct trust_kv;
  * named "kv:<key>". 0 or -1. */
 int trust_kv_change(struct trust_control *tc, const char *key, const uint8_t *value, size_t len,
 		    bool deleted);
+
+/* reload.c: takes out the bucket's values in force whose keys (without
+ * "kv:") are not among `present`: a watch that read the bucket anew after
+ * a failure learns this way of keys gone while it was away. The kv
+ * thread only. */
+void trust_kv_sweep(struct trust_control *tc, const char (*present)[TRUST_KV_KEY_MAX], size_t n);
 
 /* kv.c: the thread that watches [trust] kv_bucket and hands each change of
  * a trust key to trust_kv_change. NATS out of reach is not an error: it

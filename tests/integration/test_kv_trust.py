@@ -279,3 +279,22 @@ def test_bad_kv_value_names_file_and_line(start_server, lines, reason):
     err = p.stderr.decode()
     assert p.returncode != 0
     assert f"{srv.conf}:{len(conf)}: " in err and reason in err, err
+
+
+def test_kv_bucket_made_anew_while_away_drops_its_old_keys(beacon, nats, crls):
+    """NATS comes back with the bucket empty (its store lost, or the bucket
+    removed and added again): no delete marker tells of the old keys, and
+    the beacon takes them out when its watch reads the bucket anew."""
+    srv = beacon()
+    kv_put(nats, "crl.agents", crls["agent3"])
+    applied(srv, "crl.agents")
+    assert_refused(srv, "agent3", alert="certificate_revoked")
+    nats.kill()
+    assert wait_until(lambda: kv_counts(srv)[2] == 0, 60), srv.stderr()[-3000:]
+    shutil.rmtree(nats.dir / "js")
+    nats.start()
+    kv_create(nats.port)
+    applied(srv, "crl.agents", 2)
+    assert "reload kv:crl.agents: no longer in the bucket" in srv.stderr()
+    assert_admitted(srv, "agent3")
+    srv.assert_alive()
