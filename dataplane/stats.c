@@ -106,6 +106,7 @@ static void add_trust(pthread_mutex_t *lock, struct control_stats *out)
 	out->revoked_serials = info.revoked_serials;
 	out->blocked_entries = info.blocked_entries;
 	trust_reload_counts(&out->reload_successes, &out->reload_failures);
+	trust_kv_counts(&out->trust_kv_applied, &out->trust_kv_refused, &out->trust_kv_connected);
 }
 
 static void add_store(struct store *store, struct control_stats *out)

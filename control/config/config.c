@@ -190,6 +190,9 @@ static const struct key keys[] = {
 	NUM("download", "cache_size", K_SIZE, download_cache_bytes, 0, 64 * GiB),
 	NUM("download", "cache_file_max", K_SIZE, download_cache_file_max, 1, 1 * GiB),
 
+	STR("trust", "kv_bucket", K_WORD, trust_kv_bucket),
+	STR("trust", "kv_nats", K_TEXT, trust_kv_nats),
+
 	ENUM("log", "format", log_format, log_formats), ENUM("log", "level", log_level, log_levels),
 	ENUM("log", "access", access_log, booleans),
 
@@ -978,10 +981,35 @@ static int validate_drain(struct load *ld)
 	return 1;
 }
 
+/* [trust] kv_bucket needs a server to reach, and names a bucket. */
+static int validate_trust_kv(struct load *ld)
+{
+	const struct config *c = &ld->cfg;
+	if (c->trust_kv_nats[0] && !nats_urls_ok(c->trust_kv_nats)) {
+		ld->line = line_of(ld, "trust", "kv_nats");
+		return fail(ld,
+			    "[trust] kv_nats: '%s' is not a comma-separated list of nats:// or "
+			    "tls:// URLs",
+			    c->trust_kv_nats);
+	}
+	if (!c->trust_kv_bucket[0])
+		return 1;
+	ld->line = line_of(ld, "trust", "kv_bucket");
+	if (!nats_name_ok(c->trust_kv_bucket, false))
+		return fail(ld,
+			    "[trust] kv_bucket: '%s' is not a bucket name (letters, digits, "
+			    "'-' and '_')",
+			    c->trust_kv_bucket);
+	if (!c->trust_kv_nats[0] && !c->drain_nats[0])
+		return fail(ld, "[trust] kv_bucket is set but neither [trust] kv_nats nor [drain] "
+				"nats names a NATS server");
+	return 1;
+}
+
 static int validate(struct load *ld)
 {
 	const struct config *c = &ld->cfg;
-	if (validate_drain(ld) != 1)
+	if (validate_drain(ld) != 1 || validate_trust_kv(ld) != 1)
 		return 0;
 	if (c->proxy_protocol && !c->proxy_from_count) {
 		ld->line = line_of(ld, "server", "proxy_protocol");

@@ -102,6 +102,33 @@ static int parse_line(struct blocklist *bl, char *line, const char **why)
 	return -1;
 }
 
+/* Adds the entries of `f` to bl; errors name `label` and the line. */
+static int parse_stream(struct blocklist *bl, FILE *f, const char *label, char *err, size_t errlen)
+{
+	char buf[1024];
+	unsigned lineno = 0;
+	while (fgets(buf, sizeof buf, f)) {
+		lineno++;
+		if (!strchr(buf, '\n') && !feof(f)) {
+			/* Never parse the tail of a long line as an entry of
+			 * its own (a long comment could hide "device:x"). */
+			snprintf(err, errlen, "%s:%u: line longer than %zu characters", label,
+				 lineno, sizeof buf - 2);
+			return -1;
+		}
+		char *line = trim(buf);
+		if (!*line || *line == '#')
+			continue;
+		const char *why = "out of memory";
+		if (parse_line(bl, line, &why) != 0) {
+			snprintf(err, errlen, "%s:%u: %s", label, lineno, why);
+			return -1;
+		}
+	}
+	blocklist_sort(bl);
+	return 0;
+}
+
 int blocklist_load(struct blocklist *bl, const char *path, char *err, size_t errlen)
 {
 	memset(bl, 0, sizeof *bl);
@@ -110,33 +137,30 @@ int blocklist_load(struct blocklist *bl, const char *path, char *err, size_t err
 		snprintf(err, errlen, "blocklist %s: %s", path, strerror(errno));
 		return -1;
 	}
-	char buf[1024];
-	unsigned lineno = 0;
-	while (fgets(buf, sizeof buf, f)) {
-		lineno++;
-		if (!strchr(buf, '\n') && !feof(f)) {
-			/* Never parse the tail of a long line as an entry of
-			 * its own (a long comment could hide "device:x"). */
-			snprintf(err, errlen, "%s:%u: line longer than %zu characters", path,
-				 lineno, sizeof buf - 2);
-			fclose(f);
-			blocklist_free(bl);
-			return -1;
-		}
-		char *line = trim(buf);
-		if (!*line || *line == '#')
-			continue;
-		const char *why = "out of memory";
-		if (parse_line(bl, line, &why) != 0) {
-			snprintf(err, errlen, "%s:%u: %s", path, lineno, why);
-			fclose(f);
-			blocklist_free(bl);
-			return -1;
-		}
-	}
+	int rc = parse_stream(bl, f, path, err, errlen);
 	fclose(f);
-	blocklist_sort(bl);
-	return 0;
+	if (rc != 0)
+		blocklist_free(bl);
+	return rc;
+}
+
+int blocklist_add_text(struct blocklist *bl, const char *label, const char *text, size_t len,
+		       char *err, size_t errlen)
+{
+	if (len == 0)
+		return 0;
+	if (memchr(text, '\0', len)) {
+		snprintf(err, errlen, "%s: NUL byte: not a block list", label);
+		return -1;
+	}
+	FILE *f = fmemopen((void *)text, len, "r");
+	if (!f) {
+		snprintf(err, errlen, "%s: %s", label, strerror(errno));
+		return -1;
+	}
+	int rc = parse_stream(bl, f, label, err, errlen);
+	fclose(f);
+	return rc;
 }
 
 int blocklist_add_devices(struct blocklist *bl, const char *const *devices, size_t n, char *err,

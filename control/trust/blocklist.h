@@ -23,6 +23,11 @@ struct blocklist {
  * line. 0, or -1 with err set (bl is then empty).
  */
 int blocklist_load(struct blocklist *bl, const char *path, char *err, size_t errlen);
+/* Adds the entries of a block list held in memory (the file's format),
+ * errors naming `label` and the line; bl keeps what it had. 0, or -1 with
+ * err set (the caller frees bl). */
+int blocklist_add_text(struct blocklist *bl, const char *label, const char *text, size_t len,
+		       char *err, size_t errlen);
 /* Adds device identities (kept sorted). 0, or -1 with err set. */
 int blocklist_add_devices(struct blocklist *bl, const char *const *devices, size_t n, char *err,
 			  size_t errlen);

@@ -403,12 +403,9 @@ static int pem_split(struct build *b, const char *path, const uint8_t *text, siz
 	return 0;
 }
 
-static int load_file(struct build *b, const char *path)
+/* Takes buf: a DER CRL (one SEQUENCE) is kept whole, PEM is split. */
+static int load_bytes(struct build *b, const char *path, uint8_t *buf, size_t len)
 {
-	uint8_t *buf = NULL;
-	size_t len = 0;
-	if (file_read(path, &buf, &len, b->err, b->errlen) < 0)
-		return -1;
 	if (len > 0 && buf[0] == TAG_SEQUENCE) {
 		if (crl_add(b, path, buf, len))
 			return 0;
@@ -418,6 +415,25 @@ static int load_file(struct build *b, const char *path)
 	int rc = pem_split(b, path, buf, len);
 	free(buf);
 	return rc;
+}
+
+static int load_file(struct build *b, const char *path)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	if (file_read(path, &buf, &len, b->err, b->errlen) < 0)
+		return -1;
+	return load_bytes(b, path, buf, len);
+}
+
+int crl_load_blob(struct build *b, const char *label, const uint8_t *data, size_t len)
+{
+	uint8_t *copy = malloc(len ? len : 1);
+	if (!copy)
+		return build_fail(b, "out of memory");
+	if (len)
+		memcpy(copy, data, len);
+	return load_bytes(b, label, copy, len);
 }
 
 static int compare_names(const void *a, const void *b)

@@ -109,6 +109,8 @@ bool table_insert(struct revocation_index *idx, uint16_t issuer, const uint8_t *
 /* crl.c: every non-hidden regular file of `dir`, sorted by name, becomes
  * one CRL (or several: a PEM file may hold many) in b->crls. 0 or -1. */
 int crl_load_dir(struct build *b, const char *dir);
+/* One CRL source held in memory (copied), read as a file is. 0 or -1. */
+int crl_load_blob(struct build *b, const char *label, const uint8_t *data, size_t len);
 /* Parses c, verifies its signature against b's trusted issuers, checks its
  * dates and entries, and accounts it to its issuer. 0 or -1. */
 int crl_check(struct build *b, struct crl *c);

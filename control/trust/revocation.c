@@ -342,13 +342,16 @@ static uint64_t random_seed(void)
 	return seed;
 }
 
-static int build_all(struct build *b, const char *crl_dir, const struct revocation_issuer *issuers,
-		     size_t n_issuers)
+static int build_all(struct build *b, const char *crl_dir, const struct revocation_blob *blobs,
+		     size_t n_blobs, const struct revocation_issuer *issuers, size_t n_issuers)
 {
 	if (trusted_load(b, issuers, n_issuers) < 0)
 		return -1;
 	if (crl_dir && crl_load_dir(b, crl_dir) < 0)
 		return -1;
+	for (size_t i = 0; i < n_blobs; i++)
+		if (crl_load_blob(b, blobs[i].label, blobs[i].data, blobs[i].len) < 0)
+			return -1;
 	size_t total = 0;
 	for (size_t i = 0; i < b->n_crls; i++) {
 		if (crl_check(b, &b->crls[i]) < 0)
@@ -369,6 +372,15 @@ int revocation_index_build(const char *crl_dir, const struct revocation_issuer *
 			   size_t n_issuers, enum crl_stale_policy policy,
 			   struct revocation_index **out, char *err, size_t errlen)
 {
+	return revocation_index_build_with(crl_dir, NULL, 0, issuers, n_issuers, policy, out, err,
+					   errlen);
+}
+
+int revocation_index_build_with(const char *crl_dir, const struct revocation_blob *blobs,
+				size_t n_blobs, const struct revocation_issuer *issuers,
+				size_t n_issuers, enum crl_stale_policy policy,
+				struct revocation_index **out, char *err, size_t errlen)
+{
 	struct build b = {.policy = policy, .now = time(NULL), .err = err, .errlen = errlen};
 	if (errlen)
 		err[0] = '\0';
@@ -376,7 +388,7 @@ int revocation_index_build(const char *crl_dir, const struct revocation_issuer *
 	if (!b.idx)
 		return build_fail(&b, "out of memory");
 	b.idx->seed = random_seed();
-	int rc = build_all(&b, crl_dir, issuers, n_issuers);
+	int rc = build_all(&b, crl_dir, blobs, n_blobs, issuers, n_issuers);
 	for (size_t i = 0; i < b.n_crls; i++)
 		free(b.crls[i].der);
 	free(b.crls);

@@ -107,6 +107,13 @@ static void device_list_free(struct device_list *l)
 int trust_server_build(const struct config *cfg, struct store_reader *reader,
 		       struct tls_server **out, char *err, size_t errlen)
 {
+	return trust_server_build_with(cfg, NULL, reader, out, err, errlen);
+}
+
+int trust_server_build_with(const struct config *cfg, const struct trust_kv_set *kv,
+			    struct store_reader *reader, struct tls_server **out, char *err,
+			    size_t errlen)
+{
 	struct device_list blocked = {0};
 	struct tls_server *srv = NULL;
 	struct trust_snapshot *snap = NULL;
@@ -120,8 +127,8 @@ int trust_server_build(const struct config *cfg, struct store_reader *reader,
 		goto leave;
 	}
 	if (server_identity(cfg, &srv, &dates, err, errlen) != 0 ||
-	    trust_snapshot_build(cfg, (const char *const *)blocked.names, blocked.n, &snap, err,
-				 errlen) != 0)
+	    trust_snapshot_build_with(cfg, kv, (const char *const *)blocked.names, blocked.n, &snap,
+				      err, errlen) != 0)
 		goto leave;
 	snap->server = dates;
 	rc = tls_server_serve(srv, snap, err, errlen); /* takes snap, whatever it answers */

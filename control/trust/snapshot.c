@@ -13,24 +13,50 @@
 #include <stdlib.h>
 
 /* The issuers' DER as the CRL index takes them (borrowed for the build). */
-static int revocation_build(struct trust_snapshot *t, const struct config *cfg, char *err,
-			    size_t errlen)
+static int revocation_build(struct trust_snapshot *t, const struct config *cfg,
+			    const struct trust_kv_set *kv, char *err, size_t errlen)
 {
 	struct revocation_issuer *issuers = calloc(t->n_ca ? t->n_ca : 1, sizeof *issuers);
+	struct revocation_blob blobs[TRUST_KV_MAX_CRLS];
+	size_t n_blobs = kv ? kv->n_crls : 0;
 	if (!issuers) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
 	for (size_t i = 0; i < t->n_ca; i++)
 		issuers[i] = (struct revocation_issuer){t->ca[i].der, t->ca[i].der_len};
-	int rc = revocation_index_build(cfg->crl_dir[0] ? cfg->crl_dir : NULL, issuers, t->n_ca,
-					cfg->crl_stale, &t->revocation, err, errlen);
+	for (size_t i = 0; i < n_blobs; i++)
+		blobs[i] = (struct revocation_blob){kv->crls[i].key, kv->crls[i].data,
+						    kv->crls[i].len};
+	int rc = revocation_index_build_with(cfg->crl_dir[0] ? cfg->crl_dir : NULL, blobs, n_blobs,
+					     issuers, t->n_ca, cfg->crl_stale, &t->revocation, err,
+					     errlen);
 	free(issuers);
 	return rc;
 }
 
+/* The file's block list, then the bucket's beside it. */
+static int blocklist_build(struct trust_snapshot *t, const struct config *cfg,
+			   const struct trust_kv_set *kv, char *err, size_t errlen)
+{
+	if (cfg->blocklist[0] && blocklist_load(&t->blocked, cfg->blocklist, err, errlen) != 0)
+		return -1;
+	if (kv && kv->has_blocklist)
+		return blocklist_add_text(&t->blocked, kv->blocklist.key,
+					  (const char *)kv->blocklist.data, kv->blocklist.len, err,
+					  errlen);
+	return 0;
+}
+
 int trust_snapshot_build(const struct config *cfg, const char *const *devices, size_t n_devices,
 			 struct trust_snapshot **out, char *err, size_t errlen)
+{
+	return trust_snapshot_build_with(cfg, NULL, devices, n_devices, out, err, errlen);
+}
+
+int trust_snapshot_build_with(const struct config *cfg, const struct trust_kv_set *kv,
+			      const char *const *devices, size_t n_devices,
+			      struct trust_snapshot **out, char *err, size_t errlen)
 {
 	struct trust_snapshot *t = calloc(1, sizeof *t);
 	if (!t) {
@@ -47,8 +73,9 @@ int trust_snapshot_build(const struct config *cfg, const char *const *devices, s
 		.ticket_lifetime_s = cfg->ticket_lifetime_s,
 		.max_session_age_s = cfg->max_session_age_s,
 	};
-	if (issuers_load(t, cfg, err, errlen) != 0 || revocation_build(t, cfg, err, errlen) != 0 ||
-	    (cfg->blocklist[0] && blocklist_load(&t->blocked, cfg->blocklist, err, errlen) != 0) ||
+	if (issuers_load(t, cfg, err, errlen) != 0 ||
+	    revocation_build(t, cfg, kv, err, errlen) != 0 ||
+	    blocklist_build(t, cfg, kv, err, errlen) != 0 ||
 	    blocklist_add_devices(&t->blocked, devices, n_devices, err, errlen) != 0) {
 		trust_snapshot_free(t);
 		return -1;

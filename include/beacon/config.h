@@ -139,6 +139,11 @@ struct config {
 	unsigned drain_window;	  /* messages published and not yet acknowledged */
 	uint64_t drain_max_chunk; /* body bytes a message carries; 0 = the server's max_payload */
 
+	/* [trust]: CRLs and a block list from a JetStream key-value bucket
+	 * (control/trust/kv.c), over [drain]'s login and TLS keys. */
+	char trust_kv_bucket[64]; /* "" = off */
+	char trust_kv_nats[512];  /* URLs; "" = [drain] nats */
+
 	/* [store], and [server] approval as store.require_approval: the
 	 * store's own options (beacon/store-t.h), given to store_open with
 	 * data_dir. Plain values, so a struct copy is a whole config. */

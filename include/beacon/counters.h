@@ -160,6 +160,12 @@
 	  "Trust reloads that took effect (control socket, SIGHUP or file watch).")                \
 	X(reload_failures, COUNTER, "beacond_reload_failures_total", "",                           \
 	  "Trust reloads refused, the running trust left in force.")                               \
+	X(trust_kv_applied, COUNTER, "beacond_trust_kv_changes_total", "result=\"applied\"",       \
+	  "Changes of the [trust] kv_bucket built into the trust (also counted as reloads).")      \
+	X(trust_kv_refused, COUNTER, "beacond_trust_kv_changes_total", "result=\"refused\"",       \
+	  "Changes of the [trust] kv_bucket built into the trust (also counted as reloads).")      \
+	X(trust_kv_connected, GAUGE, "beacond_trust_kv_connected", "",                             \
+	  "1 while the [trust] kv_bucket is watched; 0 when off or out of reach.")                 \
 	X(store_commits, COUNTER, "beacond_store_commits_total", "",                               \
 	  "Index commits by the store.")                                                           \
 	X(store_fdatasyncs, COUNTER, "beacond_store_fdatasyncs_total", "",                         \

@@ -48,6 +48,22 @@ int revocation_index_build(const char *crl_dir, const struct revocation_issuer *
 			   size_t n_issuers, enum crl_stale_policy policy,
 			   struct revocation_index **out, char *err, size_t errlen);
 
+/* CRL bytes from elsewhere than a file (a key-value store), read as a
+ * file of crl_dir is (PEM, possibly several CRLs, or DER) and named in
+ * errors by `label`. Only borrowed during the build. */
+struct revocation_blob {
+	const char *label;
+	const uint8_t *data;
+	size_t len;
+};
+
+/* revocation_index_build over crl_dir's files and then `blobs`: every CRL
+ * of either is checked the same way, and any bad one fails the build. */
+int revocation_index_build_with(const char *crl_dir, const struct revocation_blob *blobs,
+				size_t n_blobs, const struct revocation_issuer *issuers,
+				size_t n_issuers, enum crl_stale_policy policy,
+				struct revocation_index **out, char *err, size_t errlen);
+
 /* `issuer_name_sha256`: SHA-256 of the DER subject name of the certificate's
  * issuer (= the issuer name in the certificate). `serial`: the DER INTEGER
  * content bytes of the certificate's serial; leading zero bytes are ignored,

@@ -111,6 +111,10 @@ int trust_reload(struct trust_control *tc, const char *what, char *msg, size_t l
  * watch). Any thread. */
 void trust_reload_counts(uint64_t *succeeded, uint64_t *failed);
 
+/* Of those, the [trust] kv_bucket's changes applied and refused, and
+ * whether its watch is up now (1) or off or out of reach (0). Any thread. */
+void trust_kv_counts(uint64_t *applied, uint64_t *refused, uint64_t *connected);
+
 /* A new ticket key (keys made in memory only; refused with a key file). */
 int trust_tickets_rotate(struct trust_control *tc, char *msg, size_t len);
 
