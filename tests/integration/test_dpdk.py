@@ -465,6 +465,21 @@ def test_both_workers_serve(tmp_path_factory, pki, payloads):
     assert re.search(r"2 queues \(kernel flow hash\)", err), err[-3000:]
 
 
+def test_one_worker_one_queue(tmp_path_factory, pki, payloads):
+    """workers = 1 on the same tap keeps the single-queue path: one queue,
+    served by the one worker."""
+    path = payloads(32 * 1024)
+    with dpdk_server(tmp_path_factory, pki, "o", {"server": {"workers": "1"}}) as srv:
+        name = unique_name("dpdk-one-worker")
+        code, p = srv.upload(path, name)
+        assert code == 201, (code, p.stderr.decode(errors="replace"))
+        assert_stored(srv, name, path)
+        srv.stop(timeout=20)
+        err = srv.stderr()
+    assert re.search(r"MTU \d+, 1 queue;", err), err[-3000:]
+    assert per_queue(err, r"accepted (\d+)") == {0: 1}, err[-3000:]
+
+
 def test_stats_at_stop(dsrv):
     """Last: beacond stops cleanly, and its stack counted what it dropped
     (on whichever worker's queue the crafted segments arrived)."""
