@@ -5,11 +5,11 @@
  * transport_dpdk_init (main thread, once, before the workers) starts the
  * EAL with [dpdk] eal_args and sets up [dpdk] port: one RX/TX queue pair
  * and one mempool of [dpdk] mbufs per worker when the port can spread TCP
- * flows over queues by RSS, else a single pair that worker 0 serves alone
- * (the others then sleep in their rings: a tap, which has no RSS without
- * the multiq qdisc, runs this way). With several queues each also gets a
- * ring on which the others pass on what ARP frames taught them (an ARP
- * reply lands on any queue: stack/arp.c). IPv4 header and TCP checksums
+ * flows over queues by RSS, or is a multi-queue tap (the kernel keeps each
+ * flow on one queue: queue_plan says how), else a single pair that worker
+ * 0 serves alone (the others then sleep in their rings). With several
+ * queues each also gets a ring on which the others pass on what ARP frames
+ * taught them (an ARP reply lands on any queue: stack/arp.c). IPv4 header and TCP checksums
  * are checked and filled in by the port where it offers that ([dpdk]
  * checksum_offload = no declines), in software otherwise, each of the four
  * on its own: the stack reads which from its rx_offloads and tx_offloads.
@@ -92,21 +92,42 @@ static int eal_start(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
-/* RSS over the TCP/IPv4 4-tuple when the port has it; else one queue. */
+/* How the port spreads flows over the queues (for the start-up log). */
+static const char *spread = "";
+
+static bool is_tap(const struct rte_eth_dev_info *info)
+{
+	return info->driver_name && !strcmp(info->driver_name, "net_tap");
+}
+
+/* One queue per worker when the port keeps each TCP flow on one queue:
+ * by RSS over the TCP/IPv4 4-tuple (a NIC), or, on a tap, by the kernel's
+ * own choice (below); else one queue, served by worker 0 alone. */
 static unsigned queue_plan(const struct rte_eth_dev_info *info, unsigned nworkers,
 			   struct rte_eth_conf *conf)
 {
 	uint64_t hf = info->flow_type_rss_offloads & RTE_ETH_RSS_NONFRAG_IPV4_TCP;
-	/* A tap claims RSS but programs it with a BPF program behind the
-	 * multiq qdisc; without them (this project's kernels) the kernel picks
-	 * the queue, and nothing promises a flow stays on one. */
-	if (info->driver_name && !strcmp(info->driver_name, "net_tap"))
-		hf = 0;
 	unsigned maxq = info->max_rx_queues < info->max_tx_queues ? info->max_rx_queues
 								  : info->max_tx_queues;
-	if (nworkers > 1 && hf && maxq >= nworkers && nworkers <= MAX_QUEUES) {
+	bool enough = nworkers > 1 && maxq >= nworkers && nworkers <= MAX_QUEUES;
+	/* A tap claims RSS but programs it with a BPF program behind the
+	 * multiq qdisc, which this project's kernels lack: it is left off.
+	 * Its queues are the fds of a multi-queue tun device instead, and the
+	 * kernel picks one per frame by the symmetric flow hash of its
+	 * addresses and ports (tun_automq_select_queue); a frame we write on a
+	 * queue makes the kernel send that flow's next frames to the same
+	 * one. Each worker writes only its own flows' frames on its own
+	 * queue, so every frame of a connection, from the SYN to the last
+	 * TIME_WAIT ACK, reaches the worker that holds its TCB. */
+	if (enough && is_tap(info)) {
+		conf->rxmode.mq_mode = RTE_ETH_MQ_RX_NONE;
+		spread = " (kernel flow hash)";
+		return nworkers;
+	}
+	if (enough && hf) {
 		conf->rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
 		conf->rx_adv_conf.rss_conf.rss_hf = hf;
+		spread = " (RSS)";
 		return nworkers;
 	}
 	if (nworkers > 1)
@@ -264,8 +285,8 @@ int transport_dpdk_init(const struct config *cfg, unsigned nworkers, char *err, 
 	char mac[RTE_ETHER_ADDR_FMT_SIZE], csum[80];
 	rte_ether_format_addr(mac, sizeof mac, &dp.mac);
 	offload_describe(csum, sizeof csum);
-	log_info("dpdk port %u (%s): MAC %s, MTU %u, %u queue%s; checksums: %s", dp.port, dp.name,
-		 mac, dp.mtu, dp.nqueues, dp.nqueues == 1 ? "" : "s (RSS)", csum);
+	log_info("dpdk port %u (%s): MAC %s, MTU %u, %u queue%s%s; checksums: %s", dp.port, dp.name,
+		 mac, dp.mtu, dp.nqueues, dp.nqueues == 1 ? "" : "s", spread, csum);
 	return 0;
 }
 

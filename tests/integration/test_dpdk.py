@@ -162,6 +162,18 @@ def net_counters(srv):
             if name.startswith("beacond_net_")}
 
 
+def per_queue(err, counter):
+    """{queue: value} of one counter, by the regex `counter` with one group,
+    in the lines beacond logs at stop, one per queue (one queue per worker):
+    "dpdk queue N: rx ... accepted 3, ..."."""
+    out = {}
+    for m in re.finditer(r"dpdk queue (\d+): (.*)", err):
+        c = re.search(counter, m.group(2))
+        assert c, (counter, m.group(0))
+        out[int(m.group(1))] = int(c.group(1))
+    return out
+
+
 @pytest.fixture(scope="module")
 def dsrv(tmp_path_factory, pki):
     with dpdk_server(tmp_path_factory, pki) as srv:
@@ -359,9 +371,12 @@ def test_keepalive_frees_vanished_peer(ksrv):
 def test_keepalive_counted_at_stop(ksrv):
     """Both connections above ended by keepalive, and the stack says so."""
     ksrv.stop(timeout=20)
-    m = re.search(r"keepalive probes (\d+), keepalive drops (\d+)", ksrv.stderr())
-    assert m, ksrv.stderr()[-2000:]
-    assert int(m.group(1)) >= 2 * KEEPALIVE["probes"] and int(m.group(2)) == 2, m.group(0)
+    err = ksrv.stderr()
+    # Summed over the queues: each connection is on one worker's.
+    probes = sum(per_queue(err, r"keepalive probes (\d+)").values())
+    drops = per_queue(err, r"keepalive drops (\d+)")
+    assert drops, err[-2000:]
+    assert probes >= 2 * KEEPALIVE["probes"] and sum(drops.values()) == 2, err[-2000:]
 
 
 def test_syn_flood(dsrv, payloads):
@@ -410,8 +425,8 @@ def test_syn_flood(dsrv, payloads):
     d = delta()
     # Each SYN that reached the stack got a SYN-ACK carrying a cookie: the
     # flood's (more than the 100 waited for) and one per upload (and any
-    # SYN a client retransmitted). One worker counts both in one place, so
-    # any snapshot has them equal.
+    # SYN a client retransmitted). Each worker counts both in one place
+    # and publishes them together, so any snapshot's sums are equal.
     assert d["syn_received"] >= 100 + len(codes), d
     assert d["syn_cookies_sent"] == d["syn_received"], d
     # None of the spoofed SYNs took a slot in the connection table: the
@@ -423,11 +438,54 @@ def test_syn_flood(dsrv, payloads):
     dsrv.assert_alive()
 
 
+def test_both_workers_serve(tmp_path_factory, pki, payloads):
+    """workers = 2 on a tap: the tap gets two queues (multi-queue tun; the
+    kernel spreads flows over them by its flow hash), each worker polls its
+    own, and both serve connections. Every frame of a connection must reach
+    the worker that holds it: a frame on the other queue would find no
+    connection there and be answered with a RST, or fail as a bad cookie,
+    and the upload would fail. 24 connections from random source ports:
+    all on one queue of two has odds of 2^-23."""
+    n = 24
+    path = payloads(32 * 1024)
+    with dpdk_server(tmp_path_factory, pki, "w", {"server": {"workers": "2"}}) as srv:
+        for i in range(n):
+            name = unique_name(f"dpdk-worker{i}")
+            code, p = srv.upload(path, name)
+            assert code == 201, (code, p.stderr.decode(errors="replace"))
+            assert_stored(srv, name, path)
+        srv.stop(timeout=20)
+        err = srv.stderr()
+    accepted = per_queue(err, r"accepted (\d+)")
+    assert sorted(accepted) == [0, 1], err[-3000:]
+    assert all(a > 0 for a in accepted.values()), accepted
+    assert sum(accepted.values()) == n, accepted
+    assert per_queue(err, r"RST out (\d+)") == {0: 0, 1: 0}, err[-3000:]
+    assert per_queue(err, r"bad cookies (\d+)") == {0: 0, 1: 0}, err[-3000:]
+    assert re.search(r"2 queues \(kernel flow hash\)", err), err[-3000:]
+
+
+def test_one_worker_one_queue(tmp_path_factory, pki, payloads):
+    """workers = 1 on the same tap keeps the single-queue path: one queue,
+    served by the one worker."""
+    path = payloads(32 * 1024)
+    with dpdk_server(tmp_path_factory, pki, "o", {"server": {"workers": "1"}}) as srv:
+        name = unique_name("dpdk-one-worker")
+        code, p = srv.upload(path, name)
+        assert code == 201, (code, p.stderr.decode(errors="replace"))
+        assert_stored(srv, name, path)
+        srv.stop(timeout=20)
+        err = srv.stderr()
+    assert re.search(r"MTU \d+, 1 queue;", err), err[-3000:]
+    assert per_queue(err, r"accepted (\d+)") == {0: 1}, err[-3000:]
+
+
 def test_stats_at_stop(dsrv):
-    """Last: beacond stops cleanly, and its stack counted what it dropped."""
+    """Last: beacond stops cleanly, and its stack counted what it dropped
+    (on whichever worker's queue the crafted segments arrived)."""
     dsrv.stop(timeout=20)
     err = dsrv.stderr()
     assert "dpdk queue 0:" in err
     if _have_scapy():
-        m = re.search(r"bad checksum (\d+), cookies", err)
-        assert m and int(m.group(1)) >= 2, err[-2000:]
+        bad = per_queue(err, r"bad checksum (\d+), cookies")
+        assert sum(bad.values()) >= 2, err[-2000:]
