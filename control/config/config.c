@@ -192,6 +192,7 @@ static const struct key keys[] = {
 
 	STR("trust", "kv_bucket", K_WORD, trust_kv_bucket),
 	STR("trust", "kv_nats", K_TEXT, trust_kv_nats),
+	NUM("trust", "kv_wait", K_MS, trust_kv_wait_ms, 0, 3600000),
 
 	ENUM("log", "format", log_format, log_formats), ENUM("log", "level", log_level, log_levels),
 	ENUM("log", "access", access_log, booleans),
@@ -300,6 +301,7 @@ void config_defaults(struct config *cfg)
 	cfg->approval = APPROVAL_AUTO;
 	cfg->watch = true;
 	cfg->health_stall_ms = 5000;
+	cfg->trust_kv_wait_ms = 30000;
 
 	cfg->max_header_bytes = 16 * KiB;
 	cfg->max_headers = 64;

@@ -15,6 +15,7 @@
 #include "beacon/log.h"
 #include "trust-internal.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -41,7 +42,50 @@ struct trust_kv {
 	/* Set by cnats when the connection came back: the watch is opened
 	 * anew, so that it reads the bucket as it stands now. */
 	_Atomic bool reconnected;
+	/* Start-up waits on this for the bucket's first whole read. */
+	pthread_mutex_t read_lock;
+	pthread_cond_t read_cond;
+	bool read_once;
+	char last_error[512];
 };
+
+static void first_read_done(struct trust_kv *k)
+{
+	pthread_mutex_lock(&k->read_lock);
+	k->read_once = true;
+	pthread_cond_broadcast(&k->read_cond);
+	pthread_mutex_unlock(&k->read_lock);
+}
+
+static void error_note(struct trust_kv *k, const char *err)
+{
+	pthread_mutex_lock(&k->read_lock);
+	snprintf(k->last_error, sizeof k->last_error, "%s", err);
+	pthread_mutex_unlock(&k->read_lock);
+}
+
+/* True once the bucket was read whole; false after wait_ms, with the last
+ * failure in err. */
+static bool first_read_wait(struct trust_kv *k, unsigned wait_ms, char *err, size_t errlen)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += wait_ms / 1000;
+	until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&k->read_lock);
+	int rc = 0;
+	while (!k->read_once && rc != ETIMEDOUT)
+		rc = pthread_cond_timedwait(&k->read_cond, &k->read_lock, &until);
+	bool done = k->read_once;
+	if (!done)
+		snprintf(err, errlen, "%s", k->last_error[0] ? k->last_error : "no answer yet");
+	pthread_mutex_unlock(&k->read_lock);
+	return done;
+}
 
 /* Process-wide, as the trust in force is: for metrics. */
 static _Atomic bool watching;
@@ -244,6 +288,7 @@ static int watch_loop(struct trust_kv *k, struct kv_session *s, struct kv_seen *
 			if (!seen->overflow)
 				trust_kv_sweep(k->tc, (const char(*)[TRUST_KV_KEY_MAX])seen->keys,
 					       seen->n);
+			first_read_done(k);
 			continue;
 		}
 		if (!caught_up) {
@@ -298,6 +343,7 @@ static void *kv_main(void *arg)
 			break;
 		/* Once per distinct failure: a server down for an hour is
 		 * one line, not thousands. */
+		error_note(k, err);
 		if (strcmp(err, last) != 0)
 			log_warn("trust kv %s: %s; the trust in force stays, retrying", k->bucket,
 				 err);
@@ -326,10 +372,28 @@ int trust_kv_start(struct trust_control *tc, const struct config *cfg, struct tr
 	snprintf(k->tls_ca, sizeof k->tls_ca, "%s", cfg->drain_tls_ca);
 	snprintf(k->tls_cert, sizeof k->tls_cert, "%s", cfg->drain_tls_cert);
 	snprintf(k->tls_key, sizeof k->tls_key, "%s", cfg->drain_tls_key);
+	pthread_mutex_init(&k->read_lock, NULL);
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&k->read_cond, &attr);
+	pthread_condattr_destroy(&attr);
 	int rc = pthread_create(&k->thread, NULL, kv_main, k);
 	if (rc != 0) {
 		snprintf(err, errlen, "trust kv: thread: %s", strerror(rc));
 		free(k);
+		return -1;
+	}
+	/* Serving before the bucket is read could admit a device only the
+	 * bucket revokes: wait for it, and do not start without it, unless
+	 * the operator chose to serve at once (kv_wait = 0). */
+	char why[512];
+	if (cfg->trust_kv_wait_ms && !first_read_wait(k, cfg->trust_kv_wait_ms, why, sizeof why)) {
+		snprintf(err, errlen,
+			 "trust kv %s: the bucket was not read within [trust] kv_wait (%u ms): %s; "
+			 "not serving with the files' trust alone (kv_wait = 0 would)",
+			 k->bucket, cfg->trust_kv_wait_ms, why);
+		trust_kv_stop(k);
 		return -1;
 	}
 	*out = k;
@@ -343,5 +407,7 @@ void trust_kv_stop(struct trust_kv *k)
 	atomic_store(&k->stop, true);
 	pthread_join(k->thread, NULL);
 	explicit_bzero(k->password, sizeof k->password);
+	pthread_cond_destroy(&k->read_cond);
+	pthread_mutex_destroy(&k->read_lock);
 	free(k);
 }

@@ -397,8 +397,8 @@ int trust_start(const struct trust_options *o, unsigned nworkers, struct trust_c
 	}
 	tc->last_rotation = time(NULL);
 	tc->watch_signature = trust_files_signature(o->cfg);
-	/* A bucket out of reach is no reason to stop: the files' trust
-	 * serves, and the watcher keeps trying. */
+	/* A bucket out of reach stops the start only past [trust] kv_wait
+	 * (kv.c says why); once serving, the watcher keeps trying. */
 	if (o->cfg->trust_kv_bucket[0] &&
 	    trust_kv_start(tc, o->cfg, &tc->kv_watch, err, errlen) != 0)
 		goto fail_published;

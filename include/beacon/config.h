@@ -141,8 +141,9 @@ struct config {
 
 	/* [trust]: CRLs and a block list from a JetStream key-value bucket
 	 * (control/trust/kv.c), over [drain]'s login and TLS keys. */
-	char trust_kv_bucket[64]; /* "" = off */
-	char trust_kv_nats[512];  /* URLs; "" = [drain] nats */
+	char trust_kv_bucket[64];  /* "" = off */
+	char trust_kv_nats[512];   /* URLs; "" = [drain] nats */
+	unsigned trust_kv_wait_ms; /* start-up waits this long for the bucket; 0 = serve at once */
 
 	/* [store], and [server] approval as store.require_approval: the
 	 * store's own options (beacon/store-t.h), given to store_open with

@@ -298,3 +298,52 @@ def test_kv_bucket_made_anew_while_away_drops_its_old_keys(beacon, nats, crls):
     assert "reload kv:crl.agents: no longer in the bucket" in srv.stderr()
     assert_admitted(srv, "agent3")
     srv.assert_alive()
+
+
+def kv_beacon_config(pki, d, nats, **trust):
+    (d / "crl").mkdir(parents=True)
+    shutil.copy(pki / "server.key", d / "server.key")
+    os.chmod(d / "server.key", 0o600)
+    return {"server": {"watch": "no"},
+            "tls": {"issuers": str(pki / "issuers"), "cert": str(pki / "server.pem"),
+                    "key": str(d / "server.key"), "crl_dir": str(d / "crl")},
+            "trust": {"kv_bucket": BUCKET, "kv_nats": nats.url, **trust}}
+
+
+def test_kv_unreachable_at_start_does_not_serve_with_file_trust_alone(
+        tmp_path, pki, start_server, nats, crls):
+    """The attack: agent3 is revoked only in the bucket, and NATS is out of
+    reach while a beacon starts. Serving with the files' trust would admit
+    agent3 until the bucket is read; beacond refuses to start instead,
+    naming the bucket and why, once [trust] kv_wait has passed."""
+    kv_put(nats, "crl.agents", crls["agent3"])
+    nats.stop()
+    srv = start_server(kv_beacon_config(pki, tmp_path / "b", nats, kv_wait="1s"), start=False)
+    with pytest.raises(AssertionError) as e:
+        srv.start()
+    srv.proc = None  # it exited as it should: nothing for the fixture to stop
+    assert "exited with status 1 during start-up" in str(e.value), str(e.value)
+    assert (f"trust kv {BUCKET}: the bucket was not read within [trust] kv_wait (1000 ms): "
+            in srv.stderr()), srv.stderr()
+    assert "not serving with the files' trust alone" in srv.stderr()
+
+
+def test_kv_read_before_serving_revokes_from_the_first_connection(
+        tmp_path, pki, start_server, nats, crls):
+    kv_put(nats, "crl.agents", crls["agent3"])
+    srv = start_server(kv_beacon_config(pki, tmp_path / "b", nats))
+    assert_refused(srv, "agent3", alert="certificate_revoked")
+    assert_admitted(srv, "agent1")
+
+
+def test_kv_wait_0_serves_at_once_then_applies_the_bucket(tmp_path, pki, start_server, nats,
+                                                          crls):
+    """kv_wait = 0 is the operator's choice of availability: the files'
+    trust serves while NATS is away, the bucket applies once it is read."""
+    kv_put(nats, "crl.agents", crls["agent3"])
+    nats.stop()
+    srv = start_server(kv_beacon_config(pki, tmp_path / "b", nats, kv_wait="0"))
+    assert_admitted(srv, "agent3")
+    nats.start()
+    applied(srv, "crl.agents")
+    assert_refused(srv, "agent3", alert="certificate_revoked")
