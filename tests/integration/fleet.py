@@ -154,11 +154,23 @@ class Balancer:
         return all(self.server_up(n) for n in self.names)
 
 
+def with_drain(config, nats_url, beacon_id):
+    """config with a [drain] to nats_url under its own beacon id (None: as
+    it is). On real machines the default id, the host name, differs by
+    itself; beacons sharing a host must be told apart, or the stream's
+    de-duplication would drop one beacon's upload 7 as the other's."""
+    if not nats_url:
+        return config
+    config = {sec: dict(kv) for sec, kv in config.items()}
+    config["drain"] = {"nats": nats_url, "beacon_id": beacon_id}
+    return config
+
+
 class Fleet:
     """N beacond behind one HAProxy. `beacons[i]` is a helpers.Server;
     `balancer` is where agents connect."""
 
-    def __init__(self, workdir, pki, n=3, overrides=None):
+    def __init__(self, workdir, pki, n=3, overrides=None, nats_url=None):
         self.dir = Path(workdir)
         self.pki = Path(pki)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +185,9 @@ class Fleet:
                               "crl_dir": str(self.crl_dir)})
         for sec, kv in (overrides or {}).items():
             config.setdefault(sec, {}).update(kv)
-        self.beacons = [Server(self.dir / f"beacon{i + 1}", pki, config) for i in range(n)]
+        self.beacons = [Server(self.dir / f"beacon{i + 1}", pki,
+                               with_drain(config, nats_url, f"beacon{i + 1}"))
+                        for i in range(n)]
         self.balancer = Balancer(self.dir, pki, self.beacons)
 
     def start(self):

@@ -28,10 +28,11 @@ import pytest
 
 from certkit import alert_name
 from fleet import Fleet, wait_for
+from natsfix import NatsServer, read_stream, uploads_in
 from helpers import (BACKEND, ConnectionClosed, Server, build_request, client_context,
                      tls_connect, unique_name)
 from test_proxy_protocol import v1_header, v2_header
-from trustkit import drop, make_crl, new_ticket_key_line, reload, upload, wait_until
+from trustkit import ctl, drop, make_crl, new_ticket_key_line, reload, upload, wait_until
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("haproxy") is None and not os.path.exists("/usr/sbin/haproxy"),
@@ -46,12 +47,17 @@ VERSIONS = {"1.3": ssl.TLSVersion.TLSv1_3, "1.2": ssl.TLSVersion.TLSv1_2}
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory, pki):
-    f = Fleet(tmp_path_factory.mktemp("fleet"), pki)
+    nats = NatsServer(tmp_path_factory.mktemp("fleet-nats")).start()
+    f = Fleet(tmp_path_factory.mktemp("fleet"), pki, nats_url=nats.url)
+    f.nats = nats
     try:
         f.start()
         yield f
     finally:
-        f.stop()
+        try:
+            f.stop()
+        finally:
+            nats.stop()
 
 
 def pinned(pki, name, version):
@@ -341,11 +347,37 @@ def assert_acknowledged_in_some_store(fleet, agents):
             assert (a.device, n) in stored, f"{n} got a 201 but no beacon stored it"
 
 
+def assert_every_stored_upload_in_the_stream_once(fleet, agents):
+    """Each beacon drains into the one stream: once every drain caught up,
+    every upload any beacon stored (the killed one's too, drained after its
+    restart) is in the stream exactly once under its beacon's id, whole, and
+    nothing else is. An upload an agent sent again after a lost 201 through
+    the balancer may be stored by two beacons: two uploads, each once."""
+    def drained():
+        states = [ctl(b, {"cmd": "status"})["drain"] for b in fleet.beacons]
+        return all(d["state"] == "connected" and d["lag_uploads"] == 0 for d in states)
+    wait_for(drained, 120, "every beacon's drain to catch up")
+    by_beacon = {}
+    for m in read_stream(fleet.nats.port, "BEACON_UPLOADS"):
+        by_beacon.setdefault(m.headers["Beacon-Id"], []).append(m)
+    sent = {(a.device, n): b for a in agents for n, b in a.sent.items()}
+    for i, b in enumerate(fleet.beacons):
+        stored = {r["id"]: r for r in b.uploads()}
+        in_stream = uploads_in(by_beacon.pop(f"beacon{i + 1}", []))
+        assert sorted(in_stream) == sorted(stored), (
+            f"beacon{i + 1}: store {len(stored)} uploads, stream {len(in_stream)}")
+        for uid, (headers, body) in in_stream.items():
+            assert headers["Device"] == stored[uid]["device"], (uid, headers)
+            key = (headers["Device"], headers["Name"])
+            if key in sent:
+                assert body == sent[key], f"beacon{i + 1} upload {uid}: body differs"
+    assert not by_beacon, f"messages from no beacon of the fleet: {sorted(by_beacon)}"
+
+
 # The checks that the uploads acknowledged in the kill -9 run made it where
-# they belong; each is called as check(fleet, agents). The drain's helper
-# (issue 16, items 1 and 7) adds the stream's: every one of them in one
-# JetStream stream exactly once.
-ACKNOWLEDGED_CHECKS = [assert_acknowledged_in_some_store]
+# they belong; each is called as check(fleet, agents).
+ACKNOWLEDGED_CHECKS = [assert_acknowledged_in_some_store,
+                       assert_every_stored_upload_in_the_stream_once]
 
 
 def hold_upload_open(fleet, pki, body):
