@@ -57,6 +57,7 @@ struct beacond {
 	/* NULL: [drain] is off (or not started yet: the control thread
 	 * may already read it) */
 	struct drain *_Atomic drain;
+	struct drain *_Atomic upstream; /* NULL: [upstream] url is empty */
 };
 
 static void usage(FILE *f)
@@ -205,6 +206,12 @@ static void handle_drain_status(void *arg, struct drain_status *out)
 {
 	struct beacond *b = arg;
 	drain_status(atomic_load(&b->drain), out);
+}
+
+static void handle_upstream_status(void *arg, struct drain_status *out)
+{
+	struct beacond *b = arg;
+	drain_status(atomic_load(&b->upstream), out);
 }
 
 static int handle_drain_control(void *arg, const char *action, uint64_t from_id, char *msg,
@@ -449,6 +456,7 @@ static int run(struct beacond *b)
 		.history_path = history_path,
 		.drain_status = handle_drain_status,
 		.drain_control = handle_drain_control,
+		.upstream_status = handle_upstream_status,
 	};
 	if (control_start(cfg->control_socket, cfg->metrics_listen, &handlers, &ctl, err,
 			  sizeof err) != 0) {
@@ -465,6 +473,12 @@ static int run(struct beacond *b)
 		goto stop_control;
 	}
 	atomic_store(&b->drain, drain);
+	struct drain *upstream = NULL;
+	if (drain_start_upstream(cfg, b->store, &upstream, err, sizeof err) != 0) {
+		log_err("%s", err);
+		goto stop_control;
+	}
+	atomic_store(&b->upstream, upstream);
 	/* Every worker's listener, the control socket and the admin listener
 	 * are open and privileges are dropped: ready. */
 	log_ready(cfg, n);
@@ -477,6 +491,7 @@ static int run(struct beacond *b)
 stop_control:
 	control_stop(ctl);
 	drain_stop(atomic_exchange(&b->drain, NULL)); /* after the control thread: it reads it */
+	drain_stop(atomic_exchange(&b->upstream, NULL));
 stop_workers:
 	stop_workers(b);
 	if (cfg->backend == BACKEND_DPDK)

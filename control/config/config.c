@@ -186,6 +186,13 @@ static const struct key keys[] = {
 	NUM("drain", "window", K_COUNT, drain_window, 1, 65536),
 	NUM("drain", "max_chunk", K_SIZE, drain_max_chunk, 0, 64 * MiB),
 
+	STR("upstream", "url", K_TEXT, upstream_url),
+	STR("upstream", "cert", K_OPTPATH, upstream_cert),
+	STR("upstream", "key", K_OPTPATH, upstream_key),
+	STR("upstream", "ca", K_OPTPATH, upstream_ca),
+	STR("upstream", "beacon_id", K_WORD, upstream_beacon_id),
+	STR("upstream", "children", K_TEXT, upstream_children),
+
 	STR("download", "cache_control", K_TEXT, download_cache_control),
 	NUM("download", "cache_size", K_SIZE, download_cache_bytes, 0, 64 * GiB),
 	NUM("download", "cache_file_max", K_SIZE, download_cache_file_max, 1, 1 * GiB),
@@ -274,6 +281,9 @@ static void derive(struct config *cfg)
 	if (cfg->drain_nats[0])
 		snprintf(cfg->store.drain_sinks[cfg->store.n_drain_sinks++],
 			 sizeof cfg->store.drain_sinks[0], "nats");
+	if (cfg->upstream_url[0])
+		snprintf(cfg->store.drain_sinks[cfg->store.n_drain_sinks++],
+			 sizeof cfg->store.drain_sinks[0], "upstream");
 }
 
 void config_defaults(struct config *cfg)
@@ -1008,10 +1018,86 @@ static int validate_trust_kv(struct load *ld)
 	return 1;
 }
 
+#undef fail_at
+#define fail_at(ld, key, ...)                                                                      \
+	((ld)->line = line_of((ld), "upstream", (key)), fail((ld), __VA_ARGS__))
+
+static int hex_digit(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	ch = (char)tolower((unsigned char)ch);
+	return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* One fingerprint: 64 hex digits, ':' between bytes allowed (openssl's
+ * -fingerprint form). */
+static bool parse_sha256(const char *v, uint8_t out[32])
+{
+	size_t n = 0;
+	for (const char *p = v; *p; p++) {
+		if (*p == ':')
+			continue;
+		int d = hex_digit(*p);
+		if (d < 0 || n >= 64)
+			return false;
+		out[n / 2] = (uint8_t)(n % 2 ? (out[n / 2] | d) : d << 4);
+		n++;
+	}
+	return n == 64;
+}
+
+static int parse_children(struct load *ld)
+{
+	struct config *c = &ld->cfg;
+	char copy[sizeof c->upstream_children];
+	snprintf(copy, sizeof copy, "%s", c->upstream_children);
+	c->upstream_n_children = 0;
+	char *save = NULL;
+	for (char *f = strtok_r(copy, ", ", &save); f; f = strtok_r(NULL, ", ", &save)) {
+		if (c->upstream_n_children == CONFIG_CHILDREN_MAX)
+			return fail_at(ld, "children", "[upstream] children: at most %d",
+				       CONFIG_CHILDREN_MAX);
+		if (!parse_sha256(f, c->upstream_child_sha256[c->upstream_n_children++]))
+			return fail_at(ld, "children",
+				       "[upstream] children: '%s' is not a SHA-256 certificate "
+				       "fingerprint (64 hex digits)",
+				       f);
+	}
+	return 1;
+}
+
+static int validate_upstream(struct load *ld)
+{
+	const struct config *c = &ld->cfg;
+	if (parse_children(ld) != 1)
+		return 0;
+	if (c->upstream_beacon_id[0] && !nats_name_ok(c->upstream_beacon_id, false))
+		return fail_at(ld, "beacon_id",
+			       "[upstream] beacon_id: '%s' is not a beacon id (letters, digits, "
+			       "'-' and '_')",
+			       c->upstream_beacon_id);
+	if (!c->upstream_url[0])
+		return 1;
+	if (strncmp(c->upstream_url, "https://", 8) != 0 || !c->upstream_url[8] ||
+	    strpbrk(c->upstream_url + 8, "/?# @"))
+		return fail_at(ld, "url", "[upstream] url: '%s' is not https://host[:port]",
+			       c->upstream_url);
+	if (!c->upstream_cert[0] || !c->upstream_key[0])
+		return fail_at(ld, "url",
+			       "[upstream] url needs cert and key (this beacon's client "
+			       "certificate for the parent)");
+	if (!c->upstream_ca[0])
+		return fail_at(ld, "url",
+			       "[upstream] url needs ca (the parent's certificate must chain "
+			       "to it)");
+	return 1;
+}
+
 static int validate(struct load *ld)
 {
 	const struct config *c = &ld->cfg;
-	if (validate_drain(ld) != 1 || validate_trust_kv(ld) != 1)
+	if (validate_drain(ld) != 1 || validate_trust_kv(ld) != 1 || validate_upstream(ld) != 1)
 		return 0;
 	if (c->proxy_protocol && !c->proxy_from_count) {
 		ld->line = line_of(ld, "server", "proxy_protocol");

@@ -199,12 +199,13 @@ static void add_store_totals(const struct control_handlers *h, cJSON *o)
 }
 
 /* The drain: its state, why it is down, and how far behind it is. */
-static void add_drain(const struct control_handlers *h, cJSON *o)
+static void add_drain(const struct control_handlers *h, cJSON *o, const char *key,
+		      void (*get)(void *arg, struct drain_status *out))
 {
 	struct drain_status ds = {.state = DRAIN_OFF};
-	if (h->drain_status)
-		h->drain_status(h->arg, &ds);
-	cJSON *d = cJSON_AddObjectToObject(o, "drain");
+	if (get)
+		get(h->arg, &ds);
+	cJSON *d = cJSON_AddObjectToObject(o, key);
 	if (!d)
 		return;
 	cJSON_AddStringToObject(d, "state", drain_state_name(ds.state));
@@ -239,7 +240,8 @@ static cJSON *cmd_status(const struct control_handlers *h, const cJSON *req)
 	add_u64(o, "blocked_entries", st.blocked_entries);
 	add_u64(o, "uploads", st.uploads);
 	add_store_totals(h, o);
-	add_drain(h, o);
+	add_drain(h, o, "drain", h->drain_status);
+	add_drain(h, o, "upstream", h->upstream_status);
 	return o;
 }
 

@@ -36,9 +36,18 @@ struct drain_sink_ops {
 /* One message of upload `id` was acknowledged (ok) or not (why). */
 void drain_message_done(struct drain *d, uint64_t id, bool ok, const char *why);
 
+/* Upload `id` was refused for good (the sink will never take it, e.g. a
+ * parent's 4xx): logged, counted failed, and marked drained so that it
+ * does not hold up the uploads after it. */
+void drain_message_refused(struct drain *d, uint64_t id, const char *why);
+
 /* The NATS JetStream sink (nats.c). NULL with err set when the options
  * cannot work (out of memory, a bad URL list). */
 void *nats_sink_create(const struct config *cfg, struct drain *d, char *err, size_t errlen);
 extern const struct drain_sink_ops nats_sink_ops;
+
+/* The parent beacon over HTTPS (upstream.c). */
+void *upstream_sink_create(const struct config *cfg, struct drain *d, char *err, size_t errlen);
+extern const struct drain_sink_ops upstream_sink_ops;
 
 #endif

@@ -37,6 +37,7 @@ struct inflight {
 	long outstanding; /* messages queued minus messages reported */
 	bool queued;	  /* publish returned: outstanding is final */
 	bool failed;
+	bool refused; /* the sink refused it for good: done, counted failed */
 };
 
 struct drain {
@@ -76,7 +77,8 @@ void drain_message_done(struct drain *d, uint64_t id, bool ok, const char *why)
 	struct inflight *f = inflight_find(d, id);
 	if (f) {
 		f->outstanding--;
-		if (d->msgs_inflight)
+		/* A report before publish returned is netted out there. */
+		if (f->queued && d->msgs_inflight)
 			d->msgs_inflight--;
 		if (!ok && !f->failed) {
 			f->failed = true;
@@ -85,6 +87,18 @@ void drain_message_done(struct drain *d, uint64_t id, bool ok, const char *why)
 		pthread_cond_broadcast(&d->cond);
 	}
 	pthread_mutex_unlock(&d->lock);
+}
+
+void drain_message_refused(struct drain *d, uint64_t id, const char *why)
+{
+	log_err("drain %s: upload %" PRIu64 " refused for good, left behind: %s", d->ops->name, id,
+		why);
+	pthread_mutex_lock(&d->lock);
+	struct inflight *f = inflight_find(d, id);
+	if (f)
+		f->refused = true;
+	pthread_mutex_unlock(&d->lock);
+	drain_message_done(d, id, true, NULL);
 }
 
 /* Waits until woken or ms passed. Under lock. */
@@ -115,9 +129,11 @@ static void set_state(struct drain *d, enum drain_state st, const char *why)
 
 /* Takes the completed uploads out of the table (under lock) into ids;
  * returns how many, and whether one failed. */
-static size_t take_completed(struct drain *d, uint64_t *ids, uint64_t *bytes, bool *failed)
+static size_t take_completed(struct drain *d, uint64_t *ids, uint64_t *bytes, size_t *refused,
+			     bool *failed)
 {
 	size_t n = 0;
+	*refused = 0;
 	*failed = false;
 	*bytes = 0;
 	for (unsigned i = 0; i < d->n_inflight;) {
@@ -125,7 +141,13 @@ static size_t take_completed(struct drain *d, uint64_t *ids, uint64_t *bytes, bo
 		*failed |= f->failed;
 		if (f->queued && f->outstanding <= 0 && !f->failed) {
 			ids[n++] = f->id;
-			*bytes += f->bytes;
+			if (f->refused) {
+				(*refused)++;
+				atomic_fetch_add(&d->uploads_failed, 1);
+				atomic_fetch_add(&d->bytes_failed, f->bytes);
+			} else {
+				*bytes += f->bytes;
+			}
 			d->bytes_inflight -= f->bytes;
 			*f = d->inflight[--d->n_inflight];
 			continue;
@@ -144,14 +166,15 @@ static void record_completed(struct drain *d, bool *failed)
 		return;
 	}
 	uint64_t bytes;
-	size_t n = take_completed(d, ids, &bytes, failed);
+	size_t refused;
+	size_t n = take_completed(d, ids, &bytes, &refused, failed);
 	if (n) {
 		pthread_mutex_unlock(&d->lock);
 		/* A lost write is harmless: the upload is sent again and
 		 * the sink drops it as a duplicate. */
 		int e = store_drain_done(d->store, d->ops->name, ids, n);
 		if (!e) {
-			atomic_fetch_add(&d->uploads_acked, n);
+			atomic_fetch_add(&d->uploads_acked, n - refused);
 			atomic_fetch_add(&d->bytes_acked, bytes);
 		}
 		pthread_mutex_lock(&d->lock);
@@ -204,7 +227,7 @@ static int publish_one(struct drain *d, const struct upload_record *rec, int fd)
 	/* Only this thread moves entries: f still points at rec's. */
 	f->outstanding += (long)queued;
 	f->queued = true;
-	d->msgs_inflight += queued;
+	d->msgs_inflight += f->outstanding > 0 ? (unsigned)f->outstanding : 0;
 	if (rc) {
 		f->failed = true;
 		snprintf(d->last_error, sizeof d->last_error, "%s", err);
@@ -352,27 +375,28 @@ static void *drain_main(void *arg)
 	return NULL;
 }
 
-int drain_start(const struct config *cfg, struct store *s, struct drain **out, char *err,
-		size_t errlen)
+typedef void *(*sink_create_fn)(const struct config *cfg, struct drain *d, char *err,
+				size_t errlen);
+
+static int start_sink(const struct config *cfg, struct store *s, const struct drain_sink_ops *ops,
+		      sink_create_fn create, unsigned window, struct drain **out, char *err,
+		      size_t errlen)
 {
-	*out = NULL;
-	if (!cfg->drain_nats[0])
-		return 0;
 	struct drain *d = calloc(1, sizeof *d);
 	if (d)
-		d->inflight = calloc(cfg->drain_window + 1, sizeof *d->inflight);
+		d->inflight = calloc(window + 1, sizeof *d->inflight);
 	if (!d || !d->inflight) {
 		free(d);
 		snprintf(err, errlen, "drain: out of memory");
 		return -1;
 	}
 	d->store = s;
-	d->ops = &nats_sink_ops;
-	d->window = cfg->drain_window;
+	d->ops = ops;
+	d->window = window;
 	d->state = DRAIN_CONNECTING;
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_cond_init(&d->cond, NULL);
-	d->sink = nats_sink_create(cfg, d, err, errlen);
+	d->sink = create(cfg, d, err, errlen);
 	int rc = d->sink ? pthread_create(&d->thread, NULL, drain_main, d) : -1;
 	if (rc) {
 		if (rc > 0)
@@ -383,6 +407,27 @@ int drain_start(const struct config *cfg, struct store *s, struct drain **out, c
 	d->thread_started = true;
 	*out = d;
 	return 0;
+}
+
+int drain_start(const struct config *cfg, struct store *s, struct drain **out, char *err,
+		size_t errlen)
+{
+	*out = NULL;
+	if (!cfg->drain_nats[0])
+		return 0;
+	return start_sink(cfg, s, &nats_sink_ops, nats_sink_create, cfg->drain_window, out, err,
+			  errlen);
+}
+
+int drain_start_upstream(const struct config *cfg, struct store *s, struct drain **out, char *err,
+			 size_t errlen)
+{
+	*out = NULL;
+	if (!cfg->upstream_url[0])
+		return 0;
+	/* One PUT at a time on one keep-alive connection: the window is the
+	 * upload being sent. */
+	return start_sink(cfg, s, &upstream_sink_ops, upstream_sink_create, 1, out, err, errlen);
 }
 
 void drain_stop(struct drain *d)

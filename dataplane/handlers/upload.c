@@ -40,6 +40,84 @@ static bool device_approved(struct conn *c, const char *device)
 	return false;
 }
 
+/* Whether the client is a child beacon ([upstream] children). */
+static bool peer_is_child(const struct config *cfg, const struct tls_peer *p)
+{
+	for (unsigned i = 0; i < cfg->upstream_n_children; i++)
+		if (memcmp(cfg->upstream_child_sha256[i], p->cert_sha256, 32) == 0)
+			return true;
+	return false;
+}
+
+static bool slice_hex32(struct http_slice v, uint8_t out[32])
+{
+	if (v.n != 64)
+		return false;
+	for (size_t i = 0; i < 64; i++) {
+		char ch = v.p[i];
+		int d = ch >= '0' && ch <= '9'	 ? ch - '0'
+			: ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+			: ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+						 : -1;
+		if (d < 0)
+			return false;
+		out[i / 2] = (uint8_t)(i % 2 ? (out[i / 2] | d) : d << 4);
+	}
+	return true;
+}
+
+static bool slice_printable(struct http_slice v, size_t max)
+{
+	if (!v.p || v.n == 0 || v.n >= max)
+		return false;
+	for (size_t i = 0; i < v.n; i++)
+		if ((unsigned char)v.p[i] < 0x20 || (unsigned char)v.p[i] >= 0x7f)
+			return false;
+	return true;
+}
+
+static bool slice_decimal(struct http_slice v)
+{
+	if (!v.p || v.n == 0 || v.n > 20)
+		return false;
+	for (size_t i = 0; i < v.n; i++)
+		if (v.p[i] < '0' || v.p[i] > '9')
+			return false;
+	return true;
+}
+
+/* A child beacon's forwarded upload is recorded under the device that sent
+ * it to the child, with that device's certificate fingerprint, so that the
+ * store's retry de-duplication (same device, category, name and body)
+ * makes a re-forward after a crash or a lost 201 one upload, answered with
+ * the first id. From anyone else the Beacon-* fields are ignored: an agent
+ * that sends them is recorded as itself. false: answered 400. */
+static bool apply_forwarded(struct conn *c, const struct http_forwarded *fwd,
+			    struct upload_meta *meta)
+{
+	if (!fwd->origin.p && !fwd->upload_id.p && !fwd->device.p && !fwd->cert_sha256.p)
+		return true;
+	if (!peer_is_child(c->w->cfg, conn_tls_peer(c)))
+		return true;
+	const char *why = NULL;
+	if (fwd->repeated)
+		why = "a Beacon-* field sent twice";
+	else if (!slice_printable(fwd->origin, 64))
+		why = "Beacon-Origin missing or not printable";
+	else if (!slice_decimal(fwd->upload_id))
+		why = "Beacon-Upload-Id missing or not a number";
+	else if (!slice_printable(fwd->device, sizeof meta->device))
+		why = "Beacon-Device missing, too long or not printable";
+	else if (!slice_hex32(fwd->cert_sha256, meta->cert_sha256))
+		why = "Beacon-Cert-SHA256 missing or not 64 hex digits";
+	if (why) {
+		http1_respond_error(c, 400, why);
+		return false;
+	}
+	snprintf(meta->device, sizeof meta->device, "%.*s", (int)fwd->device.n, fwd->device.p);
+	return true;
+}
+
 static void upload_head(struct conn *c, const struct http_request *req,
 			const struct http_route *route)
 {
@@ -68,6 +146,8 @@ static void upload_head(struct conn *c, const struct http_request *req,
 	snprintf(meta.category, sizeof meta.category, "%s", route->category);
 	snprintf(meta.name, sizeof meta.name, "%s", route->name);
 	memcpy(meta.cert_sha256, p->cert_sha256, sizeof meta.cert_sha256);
+	if (!apply_forwarded(c, &req->fwd, &meta))
+		return;
 	int rc = store_upload_begin(c->w->sw, &meta, &c->req.upload.upload);
 	if (rc != 0) {
 		c->req.upload.upload = NULL;

@@ -335,9 +335,33 @@ static bool apply_conditional(const struct field *f, struct http_conditional *co
 	return true;
 }
 
+static void keep_forwarded(struct http_forwarded *fwd, struct http_slice *slot, struct http_slice v)
+{
+	if (slot->p)
+		fwd->repeated = true;
+	else
+		*slot = v;
+}
+
+/* The fields a child beacon forwards with; true when f was one of them. */
+static bool apply_forwarded(const struct field *f, struct http_forwarded *fwd)
+{
+	if (HTTP_SLICE_IEQ(f->name, "beacon-origin"))
+		keep_forwarded(fwd, &fwd->origin, f->value);
+	else if (HTTP_SLICE_IEQ(f->name, "beacon-upload-id"))
+		keep_forwarded(fwd, &fwd->upload_id, f->value);
+	else if (HTTP_SLICE_IEQ(f->name, "beacon-device"))
+		keep_forwarded(fwd, &fwd->device, f->value);
+	else if (HTTP_SLICE_IEQ(f->name, "beacon-cert-sha256"))
+		keep_forwarded(fwd, &fwd->cert_sha256, f->value);
+	else
+		return false;
+	return true;
+}
+
 static int apply_field(const struct field *f, struct http_request *req, struct head_seen *seen)
 {
-	if (apply_conditional(f, &req->cond))
+	if (apply_conditional(f, &req->cond) || apply_forwarded(f, &req->fwd))
 		return 0;
 	if (HTTP_SLICE_IEQ(f->name, "content-length"))
 		return apply_content_length(f->value, req, seen);

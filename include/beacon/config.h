@@ -27,6 +27,7 @@
 #include "beacon/store-t.h"
 
 #define CONFIG_PATH_MAX 1024
+#define CONFIG_CHILDREN_MAX 16 /* [upstream] children */
 
 enum identity_source { IDENTITY_CN, IDENTITY_SAN_DNS, IDENTITY_SAN_EMAIL, IDENTITY_SAN_URI };
 enum advertise_mode { ADVERTISE_ALL, ADVERTISE_NONE, ADVERTISE_LIST };
@@ -144,6 +145,19 @@ struct config {
 	char trust_kv_bucket[64];  /* "" = off */
 	char trust_kv_nats[512];   /* URLs; "" = [drain] nats */
 	unsigned trust_kv_wait_ms; /* start-up waits this long for the bucket; 0 = serve at once */
+
+	/* [upstream]: forward every committed upload to a parent beacon over
+	 * mutual TLS (the drain's "upstream" sink). upstream_url "" = off. */
+	char upstream_url[512]; /* https://host[:port] */
+	char upstream_cert[CONFIG_PATH_MAX];
+	char upstream_key[CONFIG_PATH_MAX];
+	char upstream_ca[CONFIG_PATH_MAX];
+	char upstream_beacon_id[64]; /* "" = [drain] beacon_id, else the host name */
+	/* As a parent: the SHA-256 fingerprints (hex, comma-separated) of the
+	 * child beacons' client certificates whose Beacon-* headers count. */
+	char upstream_children[1024];
+	uint8_t upstream_child_sha256[CONFIG_CHILDREN_MAX][32];
+	unsigned upstream_n_children;
 
 	/* [store], and [server] approval as store.require_approval: the
 	 * store's own options (beacon/store-t.h), given to store_open with

@@ -100,6 +100,8 @@ struct control_handlers {
 	 * again). 0 or -1, with what happened or why not in msg. May be NULL. */
 	int (*drain_control)(void *arg, const char *action, uint64_t from_id, char *msg,
 			     size_t msglen);
+	/* The parent beacon sink ([upstream]), as drain_status; NULL: none. */
+	void (*upstream_status)(void *arg, struct drain_status *out);
 	int (*ready)(void *arg, char *msg, size_t msglen);
 	/* Not a handler: the file the status page's history is kept in across
 	 * restarts (rewritten every sample). NULL or "": memory only. */

@@ -62,6 +62,10 @@ struct drain_status {
  * drain retries. -1 with a reason in err for what no retry can mend. */
 int drain_start(const struct config *cfg, struct store *s, struct drain **out, char *err,
 		size_t errlen);
+/* The same for the parent beacon sink ([upstream] url; sink "upstream"):
+ * each upload is PUT to the parent over mutual TLS. Both drains may run. */
+int drain_start_upstream(const struct config *cfg, struct store *s, struct drain **out, char *err,
+			 size_t errlen);
 /* Stops the thread (waiting up to a few seconds for acks in flight) and
  * frees the drain. NULL is fine. */
 void drain_stop(struct drain *d);

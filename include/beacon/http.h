@@ -40,6 +40,14 @@ struct http_conditional {
 	unsigned seen; /* private to the parser: singletons already seen */
 };
 
+/* The Beacon-* fields a child beacon sends with a forwarded upload
+ * (beacon/drain.h, [upstream]); absent: p NULL. The upload handler weighs
+ * them only from a configured child. A field sent twice sets `repeated`. */
+struct http_forwarded {
+	struct http_slice origin, upload_id, device, cert_sha256;
+	bool repeated;
+};
+
 struct http_request {
 	enum http_method method;
 	struct http_slice method_name;
@@ -51,6 +59,7 @@ struct http_request {
 	bool keep_alive;	  /* after the version's default and Connection */
 	unsigned header_count;
 	struct http_conditional cond;
+	struct http_forwarded fwd;
 };
 
 struct http_limits {
