@@ -17,7 +17,7 @@ import signal
 import subprocess
 import time
 
-from helpers import request, unique_name
+from helpers import BEACOND, request, unique_name
 
 CHILD = "agent-ca2"  # the edge beacon's certificate at the parent
 
@@ -190,3 +190,25 @@ def test_a_refused_upload_is_counted_and_does_not_block_the_queue(start_server, 
     assert not [r for r in parent.uploads() if r["name"] in sent]
     assert len([r for r in edge.uploads() if r["name"] in sent]) == 3
     assert "refused for good" in edge.stderr() and "403" in edge.stderr()
+
+
+def check_config(srv):
+    return subprocess.run([str(BEACOND), "-t", "-c", str(srv.conf)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=30)
+
+
+def test_bad_upstream_keys_name_file_and_line(start_server, pki):
+    cases = [
+        ("url = http://parent.example:8443", "is not https://host[:port]"),
+        ("url = https://parent.example:8443", "needs cert and key"),
+        ("children = 12ab", "is not a SHA-256 certificate fingerprint"),
+        ("beacon_id = edge.one", "[upstream] beacon_id: 'edge.one' is not a"),
+    ]
+    for line, why in cases:
+        srv = start_server(start=False)
+        text = srv.conf.read_text().rstrip("\n").splitlines() + ["[upstream]", line]
+        srv.conf.write_text("\n".join(text) + "\n")
+        p = check_config(srv)
+        err = p.stderr.decode()
+        assert p.returncode != 0 and f"{srv.conf}:{len(text)}: [upstream]" in err, err
+        assert why in err, err
