@@ -169,6 +169,7 @@ static void handle_stats(void *arg, struct control_stats *out)
 					  .net_stack = b->cfg.backend == BACKEND_DPDK,
 					  .store = b->store,
 					  .drain = atomic_load(&b->drain),
+					  .upstream = atomic_load(&b->upstream),
 					  .trust_lock = &b->reload_lock};
 	stats_collect(&src, out);
 }

@@ -145,6 +145,19 @@ static void add_drain(struct drain *drain, struct control_stats *out)
 	out->drain_lag_oldest_s = ds.lag_oldest_s;
 }
 
+static void add_upstream(struct drain *upstream, struct control_stats *out)
+{
+	struct drain_status ds;
+	drain_status(upstream, &ds);
+	out->upstream_uploads_published = ds.uploads_published;
+	out->upstream_uploads_acked = ds.uploads_acked;
+	out->upstream_uploads_failed = ds.uploads_failed;
+	out->upstream_connected = ds.state == DRAIN_CONNECTED;
+	out->upstream_lag_uploads = ds.lag_uploads;
+	out->upstream_lag_bytes = ds.lag_bytes;
+	out->upstream_lag_oldest_s = ds.lag_oldest_s;
+}
+
 void stats_collect(const struct stats_sources *src, struct control_stats *out)
 {
 	memset(out, 0, sizeof *out);
@@ -161,4 +174,5 @@ void stats_collect(const struct stats_sources *src, struct control_stats *out)
 	add_trust(src->trust_lock, out);
 	add_store(src->store, out);
 	add_drain(src->drain, out);
+	add_upstream(src->upstream, out);
 }

@@ -26,7 +26,8 @@ struct stats_sources {
 	time_t started;
 	bool net_stack; /* the DPDK transport: its stack's counters too */
 	struct store *store;
-	struct drain *drain; /* NULL: the drain is off */
+	struct drain *drain;	/* NULL: the drain is off */
+	struct drain *upstream; /* NULL: [upstream] url is empty */
 	/* held while the trust snapshot's facts are read (trust_current_info
 	 * wants one caller at a time) */
 	pthread_mutex_t *trust_lock;

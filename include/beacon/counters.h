@@ -214,7 +214,26 @@
 	X(drain_lag_bytes, GAUGE, "beacond_drain_lag_bytes", "",                                   \
 	  "Body bytes of the uploads the drain's sink has not acknowledged.")                      \
 	X(drain_lag_oldest_s, GAUGE, "beacond_drain_lag_oldest_seconds", "",                       \
-	  "Age of the oldest upload the drain's sink has not acknowledged.")
+	  "Age of the oldest upload the drain's sink has not acknowledged.")                       \
+	X(upstream_uploads_published, COUNTER, "beacond_upstream_uploads_total",                   \
+	  "result=\"published\"",                                                                  \
+	  "Uploads forwarded to the parent beacon, acknowledged by it, or failed (refused for "    \
+	  "good or not sent).")                                                                    \
+	X(upstream_uploads_acked, COUNTER, "beacond_upstream_uploads_total",                       \
+	  "result=\"acknowledged\"",                                                               \
+	  "Uploads forwarded to the parent beacon, acknowledged by it, or failed (refused for "    \
+	  "good or not sent).")                                                                    \
+	X(upstream_uploads_failed, COUNTER, "beacond_upstream_uploads_total", "result=\"failed\"", \
+	  "Uploads forwarded to the parent beacon, acknowledged by it, or failed (refused for "    \
+	  "good or not sent).")                                                                    \
+	X(upstream_connected, GAUGE, "beacond_upstream_connected", "",                             \
+	  "1 while the parent beacon is reachable and taking uploads; 0 when off or down.")        \
+	X(upstream_lag_uploads, GAUGE, "beacond_upstream_lag_uploads", "",                         \
+	  "Committed uploads not yet forwarded to the parent beacon.")                             \
+	X(upstream_lag_bytes, GAUGE, "beacond_upstream_lag_bytes", "",                             \
+	  "Body bytes of the uploads not yet forwarded to the parent beacon.")                     \
+	X(upstream_lag_oldest_s, GAUGE, "beacond_upstream_lag_oldest_seconds", "",                 \
+	  "Age of the oldest upload not yet forwarded to the parent beacon.")
 
 /* The members a row gives a worker's counters (T: _Atomic uint64_t). A
  * histogram counts each value once, in its own bucket. */

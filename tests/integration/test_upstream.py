@@ -97,6 +97,9 @@ def test_uploads_arrive_once_with_the_original_device(start_server, pki):
     s = wait_caught_up(edge)
     assert s["sink"] == "upstream" and s["uploads_acked"] >= 12 and s["uploads_failed"] == 0
     assert_exactly_once(parent, sent)
+    stats = json.loads(edge.beaconctl("--socket", edge.control_socket, "--json", "stats").stdout)
+    assert stats["upstream_lag_uploads"] == 0 and stats["upstream_connected"] == 1, stats
+    assert stats["upstream_uploads_acked"] == s["uploads_acked"], stats
     # The original agent's certificate, not the edge beacon's.
     r = next(r for r in parent.uploads() if r["name"] in sent and r["device"] == "agent1.example")
     assert r["cert_sha256"] == fingerprint(pki, "agent1")
