@@ -359,13 +359,21 @@ static int upstream_publish(void *sink, const struct upload_record *rec, int fd,
 {
 	struct upstream_sink *u = sink;
 	*queued = 0;
-	if (!u->ssl && upstream_connect(u, err, errlen))
-		return -1;
+	/* A kept-alive connection the parent closed while idle fails the
+	 * first request on it: that one is sent again on a fresh connection
+	 * (a copy the parent did store is de-duplicated there). */
+	bool reused = u->ssl != NULL;
 	struct answer a;
-	if (send_head(u, rec, err, errlen) || send_body(u, rec, fd, err, errlen) ||
-	    read_answer(u, &a, err, errlen)) {
+	for (;;) {
+		if (!u->ssl && upstream_connect(u, err, errlen))
+			return -1;
+		if (!send_head(u, rec, err, errlen) && !send_body(u, rec, fd, err, errlen) &&
+		    !read_answer(u, &a, err, errlen))
+			break;
 		disconnect(u);
-		return -1;
+		if (!reused)
+			return -1;
+		reused = false;
 	}
 	if (a.close)
 		disconnect(u);

@@ -215,3 +215,19 @@ def test_bad_upstream_keys_name_file_and_line(start_server, pki):
         err = p.stderr.decode()
         assert p.returncode != 0 and f"{srv.conf}:{len(text)}: [upstream]" in err, err
         assert why in err, err
+
+
+def test_a_keepalive_connection_the_parent_closed_is_not_a_failure(start_server, pki):
+    """The parent closes the edge's idle connection (idle_timeout); the next
+    upload goes on a fresh one without counting a failure or a disconnect."""
+    parent = start_server({**parent_config(pki), "limits": {"idle_timeout": "1s"}})
+    edge = start_server(edge_config(pki, parent))
+    sent = upload_many(edge, 1)
+    wait_caught_up(edge)
+    parent_status = lambda: json.loads(parent.beaconctl(  # noqa: E731
+        "--socket", parent.control_socket, "--json", "status").stdout)
+    wait_for(lambda: parent_status()["connections_open"] == 0, what="the parent's idle close")
+    sent.update(upload_many(edge, 1))
+    s = wait_for(lambda: (s := status(edge))["uploads_acked"] == 2 and s, what="2 acked")
+    assert s["uploads_failed"] == 0 and s["last_error"] == "", s
+    assert_exactly_once(parent, sent)
