@@ -13,9 +13,9 @@
  * A beacond parent honours them only from a certificate listed in its
  * [upstream] children and de-duplicates the re-sends a crash or a lost
  * answer causes. 2xx acknowledges; 5xx or a broken connection fails the
- * round (the drain retries with backoff); any other answer refuses the
- * upload for good (drain_message_refused: logged, counted failed, left
- * behind so that the queue moves on).
+ * round (the drain retries with backoff), and so do 408, 429 and a 3xx;
+ * any other 4xx refuses the upload for good (drain_message_refused:
+ * logged, counted failed, left behind so that the queue moves on).
  */
 #include "drain-internal.h"
 
@@ -254,14 +254,15 @@ static int send_head(struct upstream_sink *u, const struct upload_record *rec, c
 	clean(device, sizeof device, rec->meta.device);
 	for (int i = 0; i < 32; i++)
 		snprintf(sha + 2 * i, 3, "%02x", rec->meta.cert_sha256[i]);
+	bool v6 = strchr(u->host, ':') != NULL;
 	char head[HEAD_MAX];
 	int n = snprintf(head, sizeof head,
-			 "PUT /ManageSoftRL/%s/%s HTTP/1.1\r\nHost: %s:%s\r\n"
+			 "PUT /ManageSoftRL/%s/%s HTTP/1.1\r\nHost: %s%s%s:%s\r\n"
 			 "Content-Length: %" PRIu64 "\r\nBeacon-Origin: %s\r\n"
 			 "Beacon-Upload-Id: %" PRIu64 "\r\nBeacon-Device: %s\r\n"
 			 "Beacon-Cert-SHA256: %s\r\n\r\n",
-			 cat, name, u->host, u->port, rec->length, u->beacon_id, rec->id, device,
-			 sha);
+			 cat, name, v6 ? "[" : "", u->host, v6 ? "]" : "", u->port, rec->length,
+			 u->beacon_id, rec->id, device, sha);
 	if (n < 0 || (size_t)n >= sizeof head) {
 		snprintf(err, errlen, "upload %" PRIu64 ": request head too long", rec->id);
 		return -1;
@@ -379,7 +380,10 @@ static int upstream_publish(void *sink, const struct upload_record *rec, int fd,
 		disconnect(u);
 	char why[256];
 	snprintf(why, sizeof why, "parent answered %d %s", a.status, a.reason);
-	if (a.status >= 500 || a.status < 200 || (a.status >= 300 && a.status < 400)) {
+	/* 408 and 429 say "later", like a 5xx; a 3xx is a parent set up
+	 * wrong, and retrying keeps the uploads until it is put right. */
+	if (a.status >= 500 || a.status < 200 || (a.status >= 300 && a.status < 400) ||
+	    a.status == 408 || a.status == 429) {
 		snprintf(err, errlen, "upload %" PRIu64 ": %s", rec->id, why);
 		return -1;
 	}

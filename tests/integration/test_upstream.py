@@ -231,3 +231,75 @@ def test_a_keepalive_connection_the_parent_closed_is_not_a_failure(start_server,
     s = wait_for(lambda: (s := status(edge))["uploads_acked"] == 2 and s, what="2 acked")
     assert s["uploads_failed"] == 0 and s["last_error"] == "", s
     assert_exactly_once(parent, sent)
+
+
+class FakeParent:
+    """A plain HTTPS server as the parent (any server that takes the upload
+    path will do): mutual TLS with the demo server certificate; it answers
+    each PUT with the next status in `answers` (the last one repeats) and
+    keeps every request's head fields and body."""
+
+    def __init__(self, pki, answers):
+        import socket
+        import ssl
+        import threading
+        self.answers, self.requests = list(answers), []
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(pki / "server.pem"), str(pki / "server.key"))
+        ctx.load_verify_locations(str(pki / "agents-ca2.pem"))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.ctx = ctx
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                with self.ctx.wrap_socket(raw, server_side=True) as tls:
+                    self._conn(tls)
+            except OSError:
+                pass
+
+    def _conn(self, tls):
+        f = tls.makefile("rb")
+        while True:
+            line = f.readline()
+            if not line:
+                return
+            fields = {}
+            while (h := f.readline()) not in (b"\r\n", b""):
+                k, v = h.decode().split(":", 1)
+                fields[k.strip().lower()] = v.strip()
+            body = f.read(int(fields.get("content-length", "0")))
+            self.requests.append((line.decode().strip(), fields, body))
+            status = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+            tls.sendall(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n".encode())
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_429_is_retried_and_the_headers_reach_any_parent(start_server, pki):
+    fake = FakeParent(pki, [429, 201])
+    try:
+        edge = start_server(edge_config(pki, fake))
+        name, body = unique_name("any parent"), os.urandom(2500)
+        assert upload(edge, name.replace(" ", "%20"), body, "agent2").status == 201
+        s = wait_for(lambda: (s := status(edge))["uploads_acked"] == 1
+                     and s["lag_uploads"] == 0 and s, what="the retried upload acknowledged")
+        assert len(fake.requests) == 2, fake.requests
+        (line1, f1, b1), (line2, f2, b2) = fake.requests
+        assert line1 == line2 == f"PUT /ManageSoftRL/Inventories/{name.replace(' ', '%20')} HTTP/1.1"
+        assert f1 == f2 and b1 == b2 == body
+        assert f1["beacon-origin"] == "edge1" and f1["beacon-device"] == "agent2.example"
+        assert f1["beacon-cert-sha256"] == fingerprint(pki, "agent2")
+        assert f1["beacon-upload-id"] == str(next(
+            r["id"] for r in edge.uploads() if r["name"] == name))
+    finally:
+        fake.close()
