@@ -217,6 +217,22 @@ static void drain_print(const cJSON *d)
 		printf("drain last error:    %s\n", why);
 }
 
+/* "upstream: connected, lag 0 uploads, ...": only when [upstream] is on. */
+static void upstream_print(const cJSON *d)
+{
+	if (!cJSON_IsObject(d) || !strcmp(reply_str(d, "state"), "off"))
+		return;
+	char why[256];
+	printf("upstream:            %s, lag %.0f uploads, %.0f bytes, oldest %.0f s, "
+	       "%.0f forwarded, %.0f failed\n",
+	       reply_str(d, "state"), reply_num(d, "lag_uploads"), reply_num(d, "lag_bytes"),
+	       reply_num(d, "lag_oldest_s"), reply_num(d, "uploads_acked"),
+	       reply_num(d, "uploads_failed"));
+	text_safe(why, sizeof why, reply_str(d, "last_error"));
+	if (why[0])
+		printf("upstream last error: %s\n", why);
+}
+
 static void status_print(const cJSON *r, const cJSON *req)
 {
 	char up[48], loaded[32];
@@ -243,6 +259,7 @@ static void status_print(const cJSON *r, const cJSON *req)
 		printf("store:               %.0f uploads, %.0f bytes (in the index)\n",
 		       reply_num(r, "store_uploads"), reply_num(r, "store_bytes"));
 	drain_print(cJSON_GetObjectItemCaseSensitive(r, "drain"));
+	upstream_print(cJSON_GetObjectItemCaseSensitive(r, "upstream"));
 }
 
 int cmd_status(struct ctl *ctl, int argc, char **argv)

@@ -112,6 +112,9 @@ def test_parent_down_then_up_catches_up_exactly_once(start_server, pki):
     s = wait_for(lambda: (s := status(edge))["state"] == "disconnected"
                  and s["lag_uploads"] == 10 and s, what="the lag to show 10 uploads")
     assert "connect" in s["last_error"], s
+    text = edge.beaconctl("--socket", edge.control_socket, "status").stdout.decode()
+    assert "upstream:            disconnected, lag 10 uploads" in text, text
+    assert "upstream last error: connect" in text, text
     parent.start()
     wait_caught_up(edge)
     assert_exactly_once(parent, sent)
