@@ -1072,6 +1072,12 @@ static int validate_upstream(struct load *ld)
 	const struct config *c = &ld->cfg;
 	if (parse_children(ld) != 1)
 		return 0;
+	/* A child's re-forward is one upload only through the store's retry
+	 * de-duplication. */
+	if (c->upstream_n_children && !c->store.dedupe_window_s)
+		return fail_at(ld, "children",
+			       "[upstream] children needs [store] dedupe_window on: a child's "
+			       "re-forward is recognised by it");
 	if (c->upstream_beacon_id[0] && !nats_name_ok(c->upstream_beacon_id, false))
 		return fail_at(ld, "beacon_id",
 			       "[upstream] beacon_id: '%s' is not a beacon id (letters, digits, "

@@ -208,15 +208,18 @@ def test_bad_upstream_keys_name_file_and_line(start_server, pki):
         ("url = http://parent.example:8443", "is not https://host[:port]"),
         ("url = https://parent.example:8443", "needs cert and key"),
         ("children = 12ab", "is not a SHA-256 certificate fingerprint"),
+        ("children = " + fingerprint(pki, CHILD) + "\n[store]\ndedupe_window = 0",
+         "children needs [store] dedupe_window on"),
         ("beacon_id = edge.one", "[upstream] beacon_id: 'edge.one' is not a"),
     ]
     for line, why in cases:
         srv = start_server(start=False)
         text = srv.conf.read_text().rstrip("\n").splitlines() + ["[upstream]", line]
         srv.conf.write_text("\n".join(text) + "\n")
+        at = srv.conf.read_text().splitlines().index("[upstream]") + 2  # the key's line
         p = check_config(srv)
         err = p.stderr.decode()
-        assert p.returncode != 0 and f"{srv.conf}:{len(text)}: [upstream]" in err, err
+        assert p.returncode != 0 and f"{srv.conf}:{at}: [upstream]" in err, err
         assert why in err, err
 
 
