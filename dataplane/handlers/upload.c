@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "beacon/config.h"
+#include "beacon/snapshot.h"
 #include "beacon/store.h"
 #include "beacon/tls.h"
 #include "conn/conn.h"
@@ -86,6 +87,22 @@ static bool slice_decimal(struct http_slice v)
 	return true;
 }
 
+/* This beacon's own word on the device a child forwards for: what it
+ * blocks (by name or certificate) or has not approved stays out through a
+ * child too, or a child would be a way around the parent's block list. */
+static bool forwarded_device_admitted(struct conn *c, const struct upload_meta *meta)
+{
+	struct tls_server *newest = trust_acquire();
+	bool blocked = newest && trust_snapshot_blocked(tls_server_trust(newest), meta->cert_sha256,
+							meta->device);
+	tls_server_unref(newest);
+	if (blocked) {
+		http1_respond_error(c, 403, "the forwarded device is blocked at this beacon");
+		return false;
+	}
+	return device_approved(c, meta->device);
+}
+
 /* A child beacon's forwarded upload is recorded under the device that sent
  * it to the child, with that device's certificate fingerprint, so that the
  * store's retry de-duplication (same device, category, name and body)
@@ -115,7 +132,7 @@ static bool apply_forwarded(struct conn *c, const struct http_forwarded *fwd,
 		return false;
 	}
 	snprintf(meta->device, sizeof meta->device, "%.*s", (int)fwd->device.n, fwd->device.p);
-	return true;
+	return forwarded_device_admitted(c, meta);
 }
 
 static void upload_head(struct conn *c, const struct http_request *req,

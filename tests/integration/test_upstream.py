@@ -309,3 +309,21 @@ def test_a_429_is_retried_and_the_headers_reach_any_parent(start_server, pki):
             r["id"] for r in edge.uploads() if r["name"] == name))
     finally:
         fake.close()
+
+
+def test_a_device_blocked_at_the_parent_stays_out_through_a_child(start_server, pki):
+    """The attack: a device the parent blocks sends through an edge that
+    does not block it. The parent judges the forwarded device by its own
+    block list, answers 403, and the edge counts the upload refused for
+    good; the other device's uploads arrive."""
+    parent = start_server(parent_config(pki))
+    parent.beaconctl("--socket", parent.control_socket, "devices", "block", "agent2.example")
+    edge = start_server(edge_config(pki, parent))
+    sent = upload_many(edge, 6)
+    s = wait_for(lambda: (s := status(edge))["lag_uploads"] == 0 and s["uploads_failed"] == 3
+                 and s, what="three refused, three forwarded")
+    assert s["uploads_acked"] == 3, s
+    at_parent = [r for r in parent.uploads() if r["name"] in sent]
+    assert sorted(r["device"] for r in at_parent) == ["agent1.example"] * 3, at_parent
+    assert edge.stderr().count("refused for good, left behind: parent answered 403") == 3, \
+        edge.stderr()[-2000:]
