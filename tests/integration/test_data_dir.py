@@ -25,7 +25,8 @@ ID_RE = re.compile(rb"upload (\d+), (\d+) bytes")
 def data_dir_state(data_dir):
     """{relative path: (size, sha256)} of every file under data_dir, but
     index/lock.mdb: LMDB's shared-memory reader table, which every reader
-    (beaconctl too) writes by design."""
+    (beaconctl too) writes by design; and the status page's history, which
+    the running beacond rewrites every 10 s."""
     state = {}
     for root, dirs, files in os.walk(data_dir):
         for d in dirs:
@@ -33,7 +34,8 @@ def data_dir_state(data_dir):
         for f in files:
             path = os.path.join(root, f)
             rel = os.path.relpath(path, data_dir)
-            if rel == os.path.join("index", "lock.mdb"):
+            if rel in (os.path.join("index", "lock.mdb"), "status-history",
+                       "status-history.tmp"):
                 continue
             with open(path, "rb") as fh:
                 data = fh.read()
