@@ -36,13 +36,13 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "beacon/natsconn.h"
 #include <nats/nats.h>
 
 #define MAX_ASSEMBLIES 4
 #define FETCH_BATCH 64
 #define FETCH_WAIT_MS 1000
 #define NAK_DELAY_MS 1000
-#define NATS_URLS_MAX 16
 #define REPLY_MAX 256
 #define REFUSED_MEMORY 16
 
@@ -552,44 +552,16 @@ static void on_message(struct consumer *c, natsMsg *m)
 		on_single(c, m, &h);
 }
 
-static natsStatus set_servers(natsOptions *o, const char *urls)
-{
-	char copy[1024];
-	const char *list[NATS_URLS_MAX];
-	int count = 0;
-	snprintf(copy, sizeof copy, "%s", urls);
-	char *save = NULL;
-	for (char *u = strtok_r(copy, ", ", &save); u && count < NATS_URLS_MAX;
-	     u = strtok_r(NULL, ", ", &save))
-		list[count++] = u;
-	return natsOptions_SetServers(o, list, count);
-}
-
 static natsStatus make_options(const struct options *opt, natsOptions **out)
 {
-	natsOptions *o = NULL;
-	natsStatus st = natsOptions_Create(&o);
-	if (st == NATS_OK)
-		st = set_servers(o, opt->nats);
-	if (st == NATS_OK && opt->user)
-		st = natsOptions_SetUserInfo(o, opt->user, opt->password ? opt->password : "");
-	if (st == NATS_OK && opt->creds)
-		st = natsOptions_SetUserCredentialsFromFiles(o, opt->creds, NULL);
-	if (st == NATS_OK && (opt->tls_ca || opt->tls_cert || strstr(opt->nats, "tls://")))
-		st = natsOptions_SetSecure(o, true);
-	if (st == NATS_OK && opt->tls_ca)
-		st = natsOptions_LoadCATrustedCertificates(o, opt->tls_ca);
-	if (st == NATS_OK && opt->tls_cert)
-		st = natsOptions_LoadCertificatesChain(o, opt->tls_cert, opt->tls_key);
-	if (st == NATS_OK)
-		st = natsOptions_SetMaxReconnect(o, -1);
-	if (st == NATS_OK)
-		st = natsOptions_SetReconnectWait(o, 500);
-	if (st != NATS_OK)
-		natsOptions_Destroy(o);
-	else
-		*out = o;
-	return st;
+	const struct nats_login l = {.urls = opt->nats,
+				     .user = opt->user,
+				     .password = opt->password,
+				     .creds = opt->creds,
+				     .tls_ca = opt->tls_ca,
+				     .tls_cert = opt->tls_cert,
+				     .tls_key = opt->tls_key};
+	return natsconn_options(&l, out);
 }
 
 static int fail_nats(const char *what, natsStatus st, jsErrCode jerr)

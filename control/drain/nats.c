@@ -30,12 +30,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "beacon/natsconn.h"
 #include <nats/nats.h>
 
 #define ACK_TIMEOUT_MS 5000
 /* Room for the headers within max_payload (they count against it). */
 #define HEADER_ROOM 2048u
-#define NATS_URLS_MAX 16
 
 struct nats_sink {
 	struct drain *drain;
@@ -54,6 +54,19 @@ struct nats_sink {
 	size_t chunk; /* body bytes per message */
 	_Atomic long outstanding;
 };
+
+static natsStatus make_options(struct nats_sink *n, natsOptions **out)
+{
+	const struct nats_login l = {.urls = n->urls,
+				     .user = n->user,
+				     .password = n->password,
+				     .creds = n->creds,
+				     .tls_ca = n->tls_ca,
+				     .tls_cert = n->tls_cert,
+				     .tls_key = n->tls_key,
+				     .connect_timeout_ms = 2000};
+	return natsconn_options(&l, out);
+}
 
 static void status_text(char *err, size_t errlen, const char *what, natsStatus st)
 {
@@ -125,48 +138,6 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
 	atomic_fetch_sub(&n->outstanding, 1);
 	drain_message_done(n->drain, id, pae == NULL, why);
 	natsMsg_Destroy(msg);
-}
-
-static natsStatus set_servers(natsOptions *o, const char *urls)
-{
-	char copy[512];
-	const char *list[NATS_URLS_MAX];
-	int count = 0;
-	snprintf(copy, sizeof copy, "%s", urls);
-	char *save = NULL;
-	for (char *u = strtok_r(copy, ", ", &save); u && count < NATS_URLS_MAX;
-	     u = strtok_r(NULL, ", ", &save))
-		list[count++] = u;
-	return natsOptions_SetServers(o, list, count);
-}
-
-static natsStatus make_options(struct nats_sink *n, natsOptions **out)
-{
-	natsOptions *o = NULL;
-	natsStatus st = natsOptions_Create(&o);
-	if (st == NATS_OK)
-		st = set_servers(o, n->urls);
-	if (st == NATS_OK && n->user[0])
-		st = natsOptions_SetUserInfo(o, n->user, n->password);
-	if (st == NATS_OK && n->creds[0])
-		st = natsOptions_SetUserCredentialsFromFiles(o, n->creds, NULL);
-	if (st == NATS_OK && (n->tls_ca[0] || n->tls_cert[0] || strstr(n->urls, "tls://")))
-		st = natsOptions_SetSecure(o, true);
-	if (st == NATS_OK && n->tls_ca[0])
-		st = natsOptions_LoadCATrustedCertificates(o, n->tls_ca);
-	if (st == NATS_OK && n->tls_cert[0])
-		st = natsOptions_LoadCertificatesChain(o, n->tls_cert, n->tls_key);
-	if (st == NATS_OK)
-		st = natsOptions_SetTimeout(o, 2000);
-	if (st == NATS_OK)
-		st = natsOptions_SetMaxReconnect(o, -1);
-	if (st == NATS_OK)
-		st = natsOptions_SetReconnectWait(o, 500);
-	if (st != NATS_OK)
-		natsOptions_Destroy(o);
-	else
-		*out = o;
-	return st;
 }
 
 static int open_connection(struct nats_sink *n, char *err, size_t errlen)

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "beacon/natsconn.h"
 #include <nats/nats.h>
 
 #define KV_URLS_MAX 16
@@ -110,19 +111,6 @@ static void status_text(char *err, size_t errlen, const char *what, natsStatus s
 		 last ? last : "");
 }
 
-static natsStatus set_servers(natsOptions *o, const char *urls)
-{
-	char copy[512];
-	const char *list[KV_URLS_MAX];
-	int count = 0;
-	snprintf(copy, sizeof copy, "%s", urls);
-	char *save = NULL;
-	for (char *u = strtok_r(copy, ", ", &save); u && count < KV_URLS_MAX;
-	     u = strtok_r(NULL, ", ", &save))
-		list[count++] = u;
-	return natsOptions_SetServers(o, list, count);
-}
-
 static void on_reconnected(natsConnection *nc, void *closure)
 {
 	(void)nc;
@@ -132,32 +120,20 @@ static void on_reconnected(natsConnection *nc, void *closure)
 
 static natsStatus make_options(struct trust_kv *k, natsOptions **out)
 {
-	natsOptions *o = NULL;
-	natsStatus st = natsOptions_Create(&o);
-	if (st == NATS_OK)
-		st = set_servers(o, k->urls);
-	if (st == NATS_OK && k->user[0])
-		st = natsOptions_SetUserInfo(o, k->user, k->password);
-	if (st == NATS_OK && k->creds[0])
-		st = natsOptions_SetUserCredentialsFromFiles(o, k->creds, NULL);
-	if (st == NATS_OK && (k->tls_ca[0] || k->tls_cert[0] || strstr(k->urls, "tls://")))
-		st = natsOptions_SetSecure(o, true);
-	if (st == NATS_OK && k->tls_ca[0])
-		st = natsOptions_LoadCATrustedCertificates(o, k->tls_ca);
-	if (st == NATS_OK && k->tls_cert[0])
-		st = natsOptions_LoadCertificatesChain(o, k->tls_cert, k->tls_key);
-	if (st == NATS_OK)
-		st = natsOptions_SetTimeout(o, 2000);
-	if (st == NATS_OK)
-		st = natsOptions_SetMaxReconnect(o, -1);
-	if (st == NATS_OK)
-		st = natsOptions_SetReconnectWait(o, 500);
-	if (st == NATS_OK)
-		st = natsOptions_SetReconnectedCB(o, on_reconnected, k);
-	if (st != NATS_OK)
-		natsOptions_Destroy(o);
-	else
-		*out = o;
+	const struct nats_login l = {.urls = k->urls,
+				     .user = k->user,
+				     .password = k->password,
+				     .creds = k->creds,
+				     .tls_ca = k->tls_ca,
+				     .tls_cert = k->tls_cert,
+				     .tls_key = k->tls_key,
+				     .connect_timeout_ms = 2000};
+	natsStatus st = natsconn_options(&l, out);
+	if (st == NATS_OK) {
+		st = natsOptions_SetReconnectedCB(*out, on_reconnected, k);
+		if (st != NATS_OK)
+			natsOptions_Destroy(*out);
+	}
 	return st;
 }
 
