@@ -296,11 +296,12 @@ static void accept_all(struct control *c, int lfd, bool http)
 			refuse(fd, http);
 			continue;
 		}
-		c->clients[c->n_clients++] =
-			(struct client){.fd = fd,
-					.http = http,
-					.who = http ? (struct control_peer){0} : peer_of(fd),
-					.deadline_ms = http ? now_ms() + HTTP_DEADLINE_MS : 0};
+		struct client *cl = &c->clients[c->n_clients++];
+		*cl = (struct client){.fd = fd, .http = http};
+		if (http)
+			cl->deadline_ms = now_ms() + HTTP_DEADLINE_MS;
+		else
+			cl->who = peer_of(fd);
 	}
 }
 
@@ -486,7 +487,7 @@ int control_start(const char *socket_path, const char *metrics_listen,
 			free(c);
 			return -1;
 		}
-		strcpy(c->history_path, h->history_path);
+		snprintf(c->history_path, sizeof c->history_path, "%s", h->history_path);
 		control_history_load(&c->history, c->history_path, (uint64_t)time(NULL));
 	}
 	c->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

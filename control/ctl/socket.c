@@ -560,7 +560,7 @@ static const struct {
 static const char *reply_text(const cJSON *o, const char *key)
 {
 	const cJSON *v = o ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
-	return cJSON_IsString(v) ? v->valuestring : NULL;
+	return v && cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
 /* One line per change or refused change (not for a no-op such as blocking
@@ -576,9 +576,10 @@ static void audit(const struct control_peer *who, const char *cmd, const cJSON *
 	const char *error = reply_text(reply, "error");
 	const char *message = reply_text(reply, "message");
 	const char *state = reply_text(reply, "state"); /* a device's, once changed */
-	log_info("audit: %s%s%s %s: %s: %s%s%s", cmd, cJSON_IsString(arg) ? " " : "",
-		 cJSON_IsString(arg) ? arg->valuestring : "", by, error ? "refused" : "ok",
-		 state && !error ? state : "", state && !error ? "; " : "",
+	const char *what = arg && cJSON_IsString(arg) ? arg->valuestring : NULL;
+	log_info("audit: %s%s%s %s: %s: %s%s%s", cmd, what ? " " : "", what ? what : "", by,
+		 error ? "refused" : "ok", state && !error ? state : "",
+		 state && !error ? "; " : "",
 		 error	   ? error
 		 : message ? message
 			   : "");

@@ -298,6 +298,21 @@ struct answer {
 	char reason[128];
 };
 
+/* "HTTP/1.x NNN ...": the three-digit status, or -1 when the line is not
+ * an HTTP/1 status line. */
+static int status_of(const char *head)
+{
+	if (strncmp(head, "HTTP/1.", 7) != 0 || head[7] < '0' || head[7] > '9' || head[8] != ' ')
+		return -1;
+	int status = 0;
+	for (int i = 9; i < 12; i++) {
+		if (head[i] < '0' || head[i] > '9')
+			return -1;
+		status = status * 10 + (head[i] - '0');
+	}
+	return head[12] == ' ' || head[12] == '\r' ? status : -1;
+}
+
 static bool field_is(const char *line, const char *name)
 {
 	return strncasecmp(line, name, strlen(name)) == 0;
@@ -322,7 +337,8 @@ static int read_answer(struct upstream_sink *u, struct answer *a, char *err, siz
 		n++;
 	}
 	head[n] = '\0';
-	if (sscanf(head, "HTTP/1.%*d %d", &a->status) != 1) {
+	a->status = status_of(head);
+	if (a->status < 0) {
 		snprintf(err, errlen, "answer from %s: not HTTP", u->host);
 		return -1;
 	}

@@ -149,10 +149,8 @@ struct writer;
 struct store {
 	struct store_options opts; /* asserted at store_open */
 	char data_dir[PATH_MAX];   /* canonical (realpath) */
-	unsigned nworkers;
 	struct spool_dir *dirs;
 	struct index ix;
-	int lock_fd; /* DATA/lock, flock'ed exclusively while open */
 	/* In-process readers hold it shared during a read txn; the writer holds
 	 * it exclusively while it grows the map (LMDB forbids resizing under
 	 * live read txns in the same process). */
@@ -161,37 +159,39 @@ struct store {
 
 	struct writer *writer;
 	pthread_t writer_thread;
-	int writer_ring_fd;
-	int event_fd; /* wakes the writer: device_seen queue, stop */
-	atomic_bool stopping;
 
 	pthread_mutex_t seen_lock; /* store_device_seen from non-worker threads */
 	struct device_event *seen_head, **seen_tail;
 
-	int readers; /* in-process readers sharing ix.env; guarded by the registry lock */
 	struct store *next_open;
 
-	/* The writer's commits, for store_health: the result of its latest
-	 * commit of uploads (0 or a store_error), and when (CLOCK_MONOTONIC
-	 * microseconds) the commit under way began, 0 when none is. */
-	atomic_int last_commit_status;
+	/* The writer's commits, for store_health: when (CLOCK_MONOTONIC
+	 * microseconds) the commit under way began, 0 when none is; and the
+	 * result of its latest commit of uploads (0 or a store_error), below. */
 	_Atomic uint64_t commit_began_us;
-
-	/* the drain's pending sets (watermark.c), one per drain sink */
-	MDB_dbi drain_dbi[STORE_DRAIN_SINKS_MAX];
-	/* set by a drain that took uploads out of them: the writer runs a
-	 * retention pass */
-	atomic_bool retention_wanted;
 
 	/* counters, for metrics and tests */
 	_Atomic uint64_t n_commits, n_fsyncs, n_committed, n_retained_out;
 	_Atomic uint64_t n_deduplicated; /* retries answered with the first id */
-	MDB_dbi dedupe_dbi;		 /* dedupe.c; opened by dedupe_open */
 	/* uploads streaming now, over every worker: the sum of the workers'
 	 * `streaming`, which the control thread cannot read */
 	_Atomic uint64_t n_streaming;
 	uint64_t recovered_bad_headers;
 	uint64_t recovered_truncated_bytes;
+
+	unsigned nworkers;
+	int lock_fd; /* DATA/lock, flock'ed exclusively while open */
+	int writer_ring_fd;
+	int event_fd; /* wakes the writer: device_seen queue, stop */
+	int readers;  /* in-process readers sharing ix.env; guarded by the registry lock */
+	atomic_int last_commit_status;
+	MDB_dbi dedupe_dbi; /* dedupe.c; opened by dedupe_open */
+	/* the drain's pending sets (watermark.c), one per drain sink */
+	MDB_dbi drain_dbi[STORE_DRAIN_SINKS_MAX];
+	atomic_bool stopping;
+	/* set by a drain that took uploads out of them: the writer runs a
+	 * retention pass */
+	atomic_bool retention_wanted;
 };
 
 /* A device seen event, from a worker (MSG_RING) or another thread (queue). */
