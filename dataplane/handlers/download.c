@@ -139,6 +139,26 @@ static void validators_of(const struct file_version *v, struct validators *val)
 	http_date_format(val->last_modified_s, val->last_modified);
 }
 
+/* RFC 9110 13.2.2 steps 1 and 2: If-Match decides when present, else
+ * If-Unmodified-Since. A version that changed under SETTLE_NS ago has no
+ * validators to vouch for, so a tag or a date cannot be confirmed against
+ * it: 412, and the client asks again (only "*" holds, the file exists). */
+static bool precondition_failed(const struct http_conditional *cond, const struct validators *val)
+{
+	if (cond->if_match_lines) {
+		unsigned n = cond->if_match_lines < HTTP_INM_LINES ? cond->if_match_lines
+								   : HTTP_INM_LINES;
+		for (unsigned i = 0; i < n; i++)
+			if (http_etag_list_match_strong(cond->if_match[i], val->etag))
+				return false;
+		return true;
+	}
+	int64_t since;
+	if (!cond->if_unmodified_since.p || http_date_parse(cond->if_unmodified_since, &since) != 0)
+		return false; /* absent, or not a date: ignored (13.1.4) */
+	return !val->settled || val->last_modified_s > since;
+}
+
 /* RFC 9110 13.2.2 steps 3 and 4: If-None-Match decides when present, and
  * If-Modified-Since is then not looked at. */
 static bool not_modified(const struct http_conditional *cond, const struct validators *val)
@@ -251,6 +271,11 @@ static void download_head(struct conn *c, const struct http_request *req,
 	validators_of(&f.v, &val);
 	uint64_t size = f.v.size, first = 0, last = size ? size - 1 : 0;
 	int status = 200;
+	if (precondition_failed(&req->cond, &val)) {
+		served_release(c, &f);
+		http1_respond(c, 412, NULL, "the file is not the version the request names", false);
+		return;
+	}
 	if (not_modified(&req->cond, &val)) {
 		status = 304;
 	} else {

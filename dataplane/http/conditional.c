@@ -208,7 +208,7 @@ static void skip_list_separators(struct scan *s)
 		s->i++;
 }
 
-bool http_etag_list_match(struct http_slice list, const char *etag)
+static bool etag_list_match(struct http_slice list, const char *etag, bool strong)
 {
 	if (!list.p)
 		return false;
@@ -225,7 +225,7 @@ bool http_etag_list_match(struct http_slice list, const char *etag)
 		struct etag theirs;
 		if (!scan_etag(&s, &theirs))
 			return false;
-		if (opaque_equal(theirs, ours))
+		if (opaque_equal(theirs, ours) && (!strong || (!theirs.weak && !ours.weak)))
 			return true;
 		size_t before = s.i;
 		skip_list_separators(&s);
@@ -233,6 +233,16 @@ bool http_etag_list_match(struct http_slice list, const char *etag)
 			return false; /* two tags with no comma between */
 	}
 	return false;
+}
+
+bool http_etag_list_match(struct http_slice list, const char *etag)
+{
+	return etag_list_match(list, etag, false);
+}
+
+bool http_etag_list_match_strong(struct http_slice list, const char *etag)
+{
+	return etag_list_match(list, etag, true);
 }
 
 bool http_if_range_match(struct http_slice v, const char *etag, int64_t last_modified,

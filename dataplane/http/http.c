@@ -32,6 +32,8 @@ const char *http_reason(int status)
 		return "Request Timeout";
 	case 411:
 		return "Length Required";
+	case 412:
+		return "Precondition Failed";
 	case 413:
 		return "Content Too Large";
 	case 414:

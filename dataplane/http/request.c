@@ -302,7 +302,7 @@ static bool host_value_valid(struct http_slice v)
 
 /* A field that allows one value: the first copy is kept, a second voids
  * it for good (a third must not bring it back). */
-enum { SEEN_IMS = 1, SEEN_RANGE = 2, SEEN_IF_RANGE = 4 };
+enum { SEEN_IMS = 1, SEEN_RANGE = 2, SEEN_IF_RANGE = 4, SEEN_IUS = 8 };
 
 static void keep_single(struct http_conditional *cond, unsigned bit, struct http_slice *slot,
 			struct http_slice v, bool void_empty)
@@ -320,7 +320,13 @@ static void keep_single(struct http_conditional *cond, unsigned bit, struct http
 /* The fields the download handler weighs; true when f was one of them. */
 static bool apply_conditional(const struct field *f, struct http_conditional *cond)
 {
-	if (HTTP_SLICE_IEQ(f->name, "if-none-match")) {
+	if (HTTP_SLICE_IEQ(f->name, "if-match")) {
+		if (cond->if_match_lines < HTTP_INM_LINES)
+			cond->if_match[cond->if_match_lines] = f->value;
+		cond->if_match_lines++;
+	} else if (HTTP_SLICE_IEQ(f->name, "if-unmodified-since"))
+		keep_single(cond, SEEN_IUS, &cond->if_unmodified_since, f->value, false);
+	else if (HTTP_SLICE_IEQ(f->name, "if-none-match")) {
 		if (cond->if_none_match_lines < HTTP_INM_LINES)
 			cond->if_none_match[cond->if_none_match_lines] = f->value;
 		cond->if_none_match_lines++;

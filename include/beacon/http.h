@@ -27,11 +27,16 @@ struct http_slice {
  * the functions at the end of this header. Absent: p NULL. A field that
  * allows one value and came twice is void: If-Modified-Since and Range are
  * then absent (RFC 9110 13.1.3 and 14.2: ignored), If-Range is empty and
- * so never matches (the whole file, never a wrong part). If-None-Match
+ * so never matches (the whole file, never a wrong part); a second
+ * If-Unmodified-Since voids the first, as If-Modified-Since. If-None-Match
  * lines past HTTP_INM_LINES are not compared: such a client gets 200
- * rather than 304, a full answer either way. */
+ * rather than 304, a full answer either way; If-Match lines past it are
+ * not compared either: 412 rather than a guess. */
 #define HTTP_INM_LINES 4
 struct http_conditional {
+	struct http_slice if_match[HTTP_INM_LINES];
+	unsigned if_match_lines;
+	struct http_slice if_unmodified_since;
 	struct http_slice if_none_match[HTTP_INM_LINES];
 	unsigned if_none_match_lines;
 	struct http_slice if_modified_since;
@@ -146,6 +151,11 @@ void http_date_format(int64_t t, char out[HTTP_DATE_LEN + 1]);
  * no further than where it broke. "*" matches even an empty `etag` (a
  * version that has none yet). */
 bool http_etag_list_match(struct http_slice list, const char *etag);
+
+/* Whether an If-Match value (a list of entity-tags, or "*") matches `etag`
+ * by strong comparison (RFC 9110 13.1.1): a weak tag on either side never
+ * matches. "*" matches any current version, even one without a tag. */
+bool http_etag_list_match_strong(struct http_slice list, const char *etag);
 
 /* Whether an If-Range value holds: an entity-tag that matches `etag` by
  * strong comparison (neither weak), or an HTTP-date equal to

@@ -66,6 +66,20 @@ static void test_etag_lists(void **state)
 	(void)state;
 }
 
+static void test_etag_lists_strong(void **state)
+{
+	const char *ours = "\"1a-2b-3c\"";
+	assert_true(http_etag_list_match_strong(S("\"1a-2b-3c\""), ours));
+	assert_true(http_etag_list_match_strong(S("\"x\", \"1a-2b-3c\""), ours));
+	assert_true(http_etag_list_match_strong(S("*"), ours));
+	assert_true(http_etag_list_match_strong(S("*"), "")); /* exists, no tag yet */
+	assert_false(http_etag_list_match_strong(S("W/\"1a-2b-3c\""), ours)); /* theirs weak */
+	assert_false(http_etag_list_match_strong(S("\"1a-2b-3c\""), "W/\"1a-2b-3c\"")); /* ours */
+	assert_false(http_etag_list_match_strong(S("\"1a-2b-3c\""), "")); /* no tag to match */
+	assert_false(http_etag_list_match_strong(S("\"x\""), ours));
+	(void)state;
+}
+
 static void test_if_range(void **state)
 {
 	const char *strong = "\"v1\"", *weak = "W/\"v1\"";
@@ -140,7 +154,10 @@ static void test_request_fields(void **state)
 			    "If-None-Match: \"a\"\r\nIf-None-Match: \"b\"\r\n"
 			    "If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
 			    "Range: bytes=0-1\r\nRange: bytes=2-3\r\nRange: bytes=4-5\r\n"
-			    "If-Range: \"a\"\r\nIf-Range: \"a\"\r\n\r\n";
+			    "If-Range: \"a\"\r\nIf-Range: \"a\"\r\n"
+			    "If-Match: \"m\", \"n\"\r\nIf-Match: *\r\n"
+			    "If-Unmodified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+			    "If-Unmodified-Since: Sun, 06 Nov 1994 08:49:38 GMT\r\n\r\n";
 	struct http_request req;
 	assert_true(http_request_parse(head, sizeof head - 1, NULL, &req) > 0);
 	assert_int_equal(req.cond.if_none_match_lines, 2);
@@ -149,6 +166,9 @@ static void test_request_fields(void **state)
 	assert_null(req.cond.range.p); /* twice: ignored, and a third does not revive it */
 	assert_non_null(req.cond.if_range.p);
 	assert_int_equal(req.cond.if_range.n, 0); /* present, matches nothing */
+	assert_int_equal(req.cond.if_match_lines, 2);
+	assert_int_equal(req.cond.if_match[0].n, 8);
+	assert_null(req.cond.if_unmodified_since.p); /* twice: ignored */
 	(void)state;
 }
 
@@ -157,7 +177,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_dates),	       cmocka_unit_test(test_etag_lists),
 		cmocka_unit_test(test_if_range),       cmocka_unit_test(test_ranges),
-		cmocka_unit_test(test_request_fields),
+		cmocka_unit_test(test_request_fields), cmocka_unit_test(test_etag_lists_strong),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
