@@ -483,8 +483,10 @@ static int run(struct beacond *b)
 	/* Every worker's listener, the control socket and the admin listener
 	 * are open and privileges are dropped: ready. */
 	log_ready(cfg, n);
-	trust_set_serving(b->trust, true);
+	/* /readyz says ready before READY=1 goes out (trust_set_serving
+	 * tells it): whoever heard READY=1 and asks must not get 503. */
 	atomic_store(&b->serving, true);
+	trust_set_serving(b->trust, true);
 	status = wait_for_stop(b, &set);
 	atomic_store(&b->serving, false);
 	trust_set_serving(b->trust, false);

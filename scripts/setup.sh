@@ -147,7 +147,7 @@ stamp="$prefix/.built-$WOLFSSL_VERSION-$(cat <(echo "$WOLFSSL_FLAGS $WOLFSSL_CFL
 PACKAGES=(
   build-essential meson ninja-build pkg-config
   liblmdb-dev lmdb-utils liburing-dev libdpdk-dev dpdk libinih-dev
-  libcmocka-dev libcjson-dev python3 python3-pytest curl openssl iproute2
+  libcmocka-dev libcjson-dev python3 python3-pytest python3-pytest-xdist curl openssl iproute2
   autoconf automake libtool dpkg-dev clang libclang-rt-14-dev python3-scapy
   clang-tidy clang-format cppcheck libisal-dev patch tcpdump libsystemd-dev python3-cryptography testssl.sh
   scdoc man-db systemd prometheus chromium haproxy nats-server libnats-dev

@@ -21,6 +21,17 @@ bash scripts/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 
 
 source scripts/count.sh
 
+# Most of an integration test's time is waiting (on a handshake, a
+# certificate to expire, a server to stop), not CPU: pytest-xdist runs
+# BEACON_TEST_JOBS (default 4) test files at once, each file's tests in one
+# worker so a module's server is started once. BEACON_TEST_JOBS=1: one at
+# a time, as before.
+jobs=${BEACON_TEST_JOBS:-4}
+parallel=()
+if [ "$jobs" -gt 1 ] && /usr/bin/python3 -c 'import xdist' 2>/dev/null; then
+  parallel=(-n "$jobs" --dist loadfile)
+fi
+
 run_build() {
   local dir=$1; shift
   echo "== build $dir $*"
@@ -33,8 +44,8 @@ run_build() {
   echo "== integration tests ($dir)"
   count_pytest "integration ($dir)" "$dir/integration.xml" 2400 \
     env BEACOND="$top/$dir/beacond" BEACONCTL="$top/$dir/beaconctl" \
-    /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$dir/integration.xml" \
-    tests/integration
+    /usr/bin/python3 -m pytest -q -p no:cacheprovider "${parallel[@]}" \
+    --junitxml="$dir/integration.xml" tests/integration
 }
 
 # The upload and rejection suites again with backend = dpdk (a tap in a

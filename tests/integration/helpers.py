@@ -57,7 +57,20 @@ def _ephemeral_low():
 # start so one run never hands out a port twice (no TIME_WAIT reuse either).
 _PORT_LOW = 12000
 _PORT_HIGH = max(_PORT_LOW + 1000, _ephemeral_low() - 1)
-_port_next = _PORT_LOW + (os.getpid() * 7919) % (_PORT_HIGH - _PORT_LOW)
+
+
+def _port_start():
+    """Where this process starts drawing. pytest-xdist workers (gw0, gw1...)
+    start an eighth of the range apart, so two never walk into each
+    other's ports within one run."""
+    span = _PORT_HIGH - _PORT_LOW
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        return _PORT_LOW + (int(worker[2:]) % 8) * (span // 8) + os.getpid() % 64
+    return _PORT_LOW + (os.getpid() * 7919) % span
+
+
+_port_next = _port_start()
 
 
 def free_port():

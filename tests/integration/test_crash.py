@@ -33,8 +33,20 @@ RUNS = 20
 CLIENTS = 6
 MAX_SIZE = 2 * 1024 * 1024
 
-_env_seed = os.environ.get("BEACON_CRASH_SEED")
-BASE_SEED = int(_env_seed) if _env_seed else random.SystemRandom().randrange(1, 2**32)
+
+def _base_seed():
+    """BEACON_CRASH_SEED, else a fresh one. Under pytest-xdist every worker
+    collects the tests and must see the same ids, so the seed comes from
+    the run's id that xdist gives them all."""
+    if os.environ.get("BEACON_CRASH_SEED"):
+        return int(os.environ["BEACON_CRASH_SEED"])
+    run_uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run_uid:
+        return int(run_uid, 16) % (2**32 - 1) + 1
+    return random.SystemRandom().randrange(1, 2**32)
+
+
+BASE_SEED = _base_seed()
 SEEDS = [random.Random(BASE_SEED * 1000 + i).randrange(1, 2**32) for i in range(RUNS)]
 
 ID_RE = re.compile(rb"upload (\d+), (\d+) bytes")
