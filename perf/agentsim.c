@@ -32,6 +32,7 @@ atomic_bool sim_stop;
 _Atomic uint64_t sim_started;
 _Atomic uint64_t sim_idle_ready;
 atomic_bool sim_measuring;
+_Atomic uint64_t sim_finished, sim_window_ns;
 
 static const char *const mode_names[] = {"full", "resume", "keepalive", "idle"};
 
@@ -391,6 +392,11 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
 		fprintf(stderr, "agentsim: --method GET goes with --path, and not with idle\n");
 		return -1;
 	}
+	if (o->warmup && (o->mode == MODE_IDLE || o->rate > 0 || o->burst)) {
+		fprintf(stderr,
+			"agentsim: --warmup is for closed-loop requests, not idle or open loop\n");
+		return -1;
+	}
 	if (!o->ciphers)
 		o->ciphers =
 			o->tls == 13 ? "TLS13-AES128-GCM-SHA256" : "ECDHE-ECDSA-AES128-GCM-SHA256";
@@ -457,21 +463,6 @@ static void sum_stats(struct sim_thread *t, unsigned n, struct totals *s)
 	}
 }
 
-/* The measured window's counts: what came after the warm-up. Open
- * connections are a level, not a count, and stay as they are. */
-static void subtract_warmup(struct totals *s, const struct totals *warm)
-{
-	s->handshakes -= warm->handshakes;
-	s->resumed -= warm->resumed;
-	s->uploads -= warm->uploads;
-	s->body_bytes -= warm->body_bytes;
-	s->http_503 -= warm->http_503;
-	s->http_200 -= warm->http_200;
-	s->http_304 -= warm->http_304;
-	for (int k = 0; k < ERR_KINDS; k++)
-		s->errors[k] -= warm->errors[k];
-}
-
 static uint64_t error_total(const struct totals *s)
 {
 	uint64_t n = 0;
@@ -517,6 +508,14 @@ static void touch(const char *path)
 		close(fd);
 }
 
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
 /* utime + stime of a process (all its threads), in seconds; -1 if it
  * cannot be read. */
 static double process_cpu_s(int pid)
@@ -541,20 +540,21 @@ static double process_cpu_s(int pid)
 /* The measured window: from the end of the warm-up to the stop. */
 struct window {
 	uint64_t start_ns;
-	struct totals warm; /* counts at its start */
 	double server_cpu0, server_cpu_s;
+	double client_cpu0; /* and up to the result: the teardown is the run's */
 };
 
-static void window_open(const struct sim_options *o, struct window *win,
-			const struct totals *now_totals, uint64_t now)
+/* The server's CPU time is read here, at most one supervisor tick after
+ * the warm-up's last answer: a few ms in a window of seconds. */
+static void window_open(const struct sim_options *o, struct window *win, uint64_t start_ns)
 {
-	win->start_ns = now;
-	win->warm = *now_totals;
+	win->start_ns = start_ns;
 	win->server_cpu0 = o->server_pid ? process_cpu_s(o->server_pid) : -1;
+	win->client_cpu0 = cpu_seconds();
 	atomic_store(&sim_measuring, true);
 	if (o->warmup && !o->quiet)
 		fprintf(stderr, "agentsim: warm-up done (%llu requests), measuring\n",
-			(unsigned long long)now_totals->uploads);
+			(unsigned long long)o->warmup);
 }
 
 static void window_close(const struct sim_options *o, struct window *win)
@@ -570,15 +570,13 @@ static void supervise(const struct sim_options *o, struct sim_thread *t, struct 
 	uint64_t start = now_ns(), hold_from = 0, next_line = start + 1000000000ULL;
 	struct totals cur, prev = {0};
 
-	if (!o->warmup)
-		window_open(o, win, &prev, start);
 	for (;;) {
 		struct timespec ts = {0, 20000000};
 		nanosleep(&ts, NULL);
 		uint64_t now = now_ns();
 		sum_stats(t, o->threads, &cur);
-		if (!atomic_load(&sim_measuring) && cur.uploads + error_total(&cur) >= o->warmup)
-			window_open(o, win, &cur, now);
+		if (!win->start_ns && atomic_load(&sim_measuring))
+			window_open(o, win, atomic_load(&sim_window_ns));
 		if (o->mode == MODE_IDLE && !hold_from && idle_all_up(o, &cur)) {
 			hold_from = now;
 			if (o->ready_file)
@@ -597,10 +595,10 @@ static void supervise(const struct sim_options *o, struct sim_thread *t, struct 
 		if (o->mode == MODE_IDLE) {
 			if (hold_from && now - hold_from >= (uint64_t)(o->duration_s * 1e9))
 				break;
-		} else if (!atomic_load(&sim_measuring)) {
+		} else if (!win->start_ns) {
 			continue;
 		} else if (o->requests) {
-			if (cur.uploads + error_total(&cur) >= o->warmup + o->requests)
+			if (cur.uploads + error_total(&cur) >= o->requests)
 				break;
 		} else if (now - win->start_ns >= (uint64_t)(o->duration_s * 1e9)) {
 			break;
@@ -608,14 +606,6 @@ static void supervise(const struct sim_options *o, struct sim_thread *t, struct 
 	}
 	window_close(o, win);
 	atomic_store(&sim_stop, true);
-}
-
-static double cpu_seconds(void)
-{
-	struct rusage ru;
-	getrusage(RUSAGE_SELF, &ru);
-	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 /* GET mode's own fields: requests and what they got. */
@@ -685,7 +675,11 @@ int main(int argc, char **argv)
 	if (!ctx || !t || !tids || !lat)
 		goto out;
 
-	double cpu0 = cpu_seconds();
+	struct window win = {0};
+	if (!o.warmup) {
+		atomic_store(&sim_measuring, true);
+		window_open(&o, &win, now_ns());
+	}
 	/* snapshots of the stats close at the stop: the stopped threads
 	 * tear their connections down, which must not show as "open 0" */
 	for (unsigned i = 0; i < o.threads; i++) {
@@ -696,19 +690,17 @@ int main(int argc, char **argv)
 					   .wolf_ctx = ctx};
 		pthread_create(&tids[i], NULL, sim_thread_run, &t[i]);
 	}
-	struct window win = {0};
 	supervise(&o, t, &win);
 	double secs = (double)(now_ns() - win.start_ns) / 1e9;
 	struct totals s;
 	sum_stats(t, o.threads, &s);
-	subtract_warmup(&s, &win.warm);
 	failed = 0;
 	for (unsigned i = 0; i < o.threads; i++) {
 		pthread_join(tids[i], NULL);
 		hist_merge(lat, &t[i].latency);
 		failed |= t[i].failed;
 	}
-	print_result(&o, &s, lat, secs, cpu_seconds() - cpu0, win.server_cpu_s);
+	print_result(&o, &s, lat, secs, cpu_seconds() - win.client_cpu0, win.server_cpu_s);
 out:
 	free(lat);
 	free(tids);

@@ -122,8 +122,11 @@ extern atomic_bool sim_stop;
 extern _Atomic uint64_t sim_started;
 /* Idle mode: connections established across threads. */
 extern _Atomic uint64_t sim_idle_ready;
-/* False during --warmup: latencies are not recorded yet. */
+/* False during --warmup: nothing is counted yet. sim_finished: requests
+ * finished so far (counted with --warmup only); sim_window_ns: when the
+ * warm-up's last one finished. */
 extern atomic_bool sim_measuring;
+extern _Atomic uint64_t sim_finished, sim_window_ns;
 
 void *sim_thread_run(void *arg);
 uint64_t now_ns(void);

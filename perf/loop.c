@@ -186,12 +186,29 @@ static void idle_slot_remove(struct worker *w, const struct conn *c)
 		}
 }
 
-static void conn_fail(struct worker *w, struct conn *c, enum err_kind kind, const char *why)
+/* One request finished, answered or failed: whether it is counted, by its
+ * place in the order of all finishes, so that --requests R after --warmup
+ * N counts exactly R. The one that ends the warm-up opens the window. */
+static bool finished_in_window(const struct sim_options *o)
+{
+	if (!o->warmup)
+		return true;
+	uint64_t i = atomic_fetch_add(&sim_finished, 1);
+	if (i + 1 == o->warmup) {
+		atomic_store(&sim_window_ns, now_ns());
+		atomic_store(&sim_measuring, true);
+	}
+	return i >= o->warmup;
+}
+
+static void conn_fail_as(struct worker *w, struct conn *c, enum err_kind kind, const char *why,
+			 bool counted)
 {
 	/* a wrong status comes over a sound TLS session: keep it to resume */
 	bool keep = kind == ERR_STATUS && w->o->mode == MODE_RESUME;
 	bool was_idle = c->state == ST_IDLE;
-	count(&w->t->stats.errors[kind], 1);
+	if (counted)
+		count(&w->t->stats.errors[kind], 1);
 	report_error(kind, why);
 	if (was_idle && w->open_loop)
 		idle_slot_remove(w, c);
@@ -200,6 +217,11 @@ static void conn_fail(struct worker *w, struct conn *c, enum err_kind kind, cons
 	conn_close(w, c, keep);
 	c->retry_ns = now_ns() + RETRY_NS;
 	slot_released(w, c);
+}
+
+static void conn_fail(struct worker *w, struct conn *c, enum err_kind kind, const char *why)
+{
+	conn_fail_as(w, c, kind, why, finished_in_window(w->o));
 }
 
 static void conn_fail_ssl(struct worker *w, struct conn *c, enum err_kind kind, int err)
@@ -460,23 +482,25 @@ static void upload_done(struct worker *w, struct conn *c)
 {
 	uint64_t us = (now_ns() - c->start_ns) / 1000;
 	char why[96];
-	if (c->status == 503)
+	bool counted = finished_in_window(w->o);
+	if (c->status == 503 && counted)
 		count(&w->t->stats.http_503, 1);
 	if (w->o->get ? get_answer_wrong(w, c, why, sizeof why) != NULL
 		      : !status_expected(w->o, c->status)) {
 		if (!w->o->get)
 			snprintf(why, sizeof why, "HTTP status %d", c->status);
 		bool status_wrong = !w->o->get || c->status != c->want_status;
-		conn_fail(w, c, status_wrong ? ERR_STATUS : ERR_PROTOCOL, why);
+		conn_fail_as(w, c, status_wrong ? ERR_STATUS : ERR_PROTOCOL, why, counted);
 		return;
 	}
-	if (atomic_load_explicit(&sim_measuring, memory_order_relaxed))
-		hist_add(&w->t->latency, us);
 	c->uploads_done++;
-	count(&w->t->stats.uploads, 1);
-	count(&w->t->stats.body_bytes, w->o->get ? (uint64_t)c->body_rx : c->body_len);
-	if (c->status == 200 || c->status == 304)
-		count(c->status == 200 ? &w->t->stats.http_200 : &w->t->stats.http_304, 1);
+	if (counted) {
+		hist_add(&w->t->latency, us);
+		count(&w->t->stats.uploads, 1);
+		count(&w->t->stats.body_bytes, w->o->get ? (uint64_t)c->body_rx : c->body_len);
+		if (c->status == 200 || c->status == 304)
+			count(c->status == 200 ? &w->t->stats.http_200 : &w->t->stats.http_304, 1);
+	}
 	if (w->o->mode != MODE_KEEPALIVE || c->close_after) {
 		conn_close(w, c, w->o->mode == MODE_RESUME);
 		if (w->open_loop)
@@ -654,15 +678,17 @@ static bool step_handshake(struct worker *w, struct conn *c)
 			conn_fail_ssl(w, c, ERR_HANDSHAKE, err);
 		return false;
 	}
-	count(&w->t->stats.handshakes, 1);
-	if (wolfSSL_session_reused(c->ssl))
-		count(&w->t->stats.resumed, 1);
+	/* in the window by when it happened: a handshake has no answer yet */
+	if (atomic_load_explicit(&sim_measuring, memory_order_relaxed)) {
+		count(&w->t->stats.handshakes, 1);
+		if (wolfSSL_session_reused(c->ssl))
+			count(&w->t->stats.resumed, 1);
+	}
 	if (w->o->mode != MODE_IDLE) {
 		begin_request(w, c, c->start_ns);
 		return true;
 	}
-	if (atomic_load_explicit(&sim_measuring, memory_order_relaxed))
-		hist_add(&w->t->latency, (now_ns() - c->start_ns) / 1000);
+	hist_add(&w->t->latency, (now_ns() - c->start_ns) / 1000);
 	c->state = ST_IDLE;
 	c->deadline_ns = 0;
 	w->idle_pending--;
