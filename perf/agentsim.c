@@ -367,7 +367,10 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
 	};
 	int opt;
 	while ((opt = getopt_long(argc, argv, "", long_opts, NULL)) != -1)
-		if (apply_option(o, opt, optarg) < 0) {
+		if (opt < OPT_MODE) { /* '?': getopt said what it did not know */
+			usage(stderr);
+			return -1;
+		} else if (apply_option(o, opt, optarg) < 0) {
 			fprintf(stderr, "agentsim: bad value for --%s: %s\n",
 				long_opts[opt - OPT_MODE].name, optarg ? optarg : "");
 			return -1;

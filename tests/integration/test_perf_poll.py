@@ -133,3 +133,12 @@ def test_a_200_where_a_304_is_due_is_a_status_error(server, files, tmp_path):
                       "--stale", "0", "--requests", 10)
     assert r["http_200"] == 0 and r["errors"]["status"] == 10, r
     assert "HTTP status 200, not 304" in err
+
+
+def test_an_unknown_option_is_refused_with_the_usage():
+    # it used to index the option table with getopt's '?' and crash
+    p = subprocess.run([str(AGENTSIM), "--no-such-option", "https://127.0.0.1:1"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert p.returncode == 2, p
+    assert b"unrecognized option '--no-such-option'" in p.stderr
+    assert b"usage: agentsim" in p.stderr
