@@ -549,7 +549,13 @@ static int parse_head(struct conn *c)
 	const char *te = find_header(c->resp, "Transfer-Encoding");
 	const char *cl = find_header(c->resp, "Content-Length");
 	size_t rest = c->resp_len - (size_t)(end + 4 - c->resp);
-	if (te && strncasecmp(te + strspn(te, " "), "chunked", 7) == 0) {
+	if (c->status == 204 || c->status == 304) {
+		/* never a body, whatever the head says: a 304 may carry the
+		 * Content-Length of the whole file (RFC 9110 8.6) */
+		c->framing = BODY_LENGTH;
+		c->body_left = 0;
+		c->body_rx = (long long)rest;
+	} else if (te && strncasecmp(te + strspn(te, " "), "chunked", 7) == 0) {
 		c->framing = BODY_CHUNKED;
 	} else if (cl) {
 		c->framing = BODY_LENGTH;
@@ -557,7 +563,7 @@ static int parse_head(struct conn *c)
 		c->body_left = c->content_length - (long long)rest;
 		c->body_rx = (long long)rest;
 	} else {
-		c->framing = c->status == 204 || c->status == 304 ? BODY_LENGTH : BODY_UNTIL_CLOSE;
+		c->framing = BODY_UNTIL_CLOSE;
 		c->body_left = 0;
 	}
 	memmove(c->resp, end + 4, rest);
