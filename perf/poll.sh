@@ -8,6 +8,8 @@
 #                [--scenarios "policy-ka policy-resume package-poll download"]
 #                [--concurrency C] [--servers "beacond nginx"] [--out FILE]
 #
+# --servers may add nginx-plain: nginx without open_file_cache (it opens
+# and stats the file for every request, as its default configuration does).
 # Scenarios (each GET carries the agent's own client certificate):
 # - policy-ka: keep-alive connections, each poll for the next device's
 #   Policy/<device>.npl (one file per agent, --policy-size, default 4k);
@@ -57,7 +59,7 @@ while [ $# -gt 0 ]; do
 	--concurrency) concurrency=$2; shift ;;
 	--servers) servers=$2; shift ;;
 	--out) jsonl=$2; shift ;;
-	-h | --help) sed -n '2,35p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,38p' "$0"; exit 0 ;;
 	*) echo "poll.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -131,7 +133,7 @@ make_files() {
 	sleep 3
 }
 
-port_for() { case $1 in beacond) echo 18463 ;; nginx) echo 18464 ;; esac; }
+port_for() { case $1 in beacond) echo 18463 ;; nginx) echo 18464 ;; nginx-plain) echo 18465 ;; esac; }
 
 server_command() { # SERVER PORT
 	case $1 in
@@ -156,11 +158,13 @@ server_command() { # SERVER PORT
 		access = no
 		EOF
 		echo "$beacond -c $run/beacond.conf" ;;
-	nginx)
+	nginx | nginx-plain)
+		local plain=
 		mkdir -p "$run/nginx-body"
-		sed -e "s|@RUN@|$run|g" -e "s|@PORT@|$2|g" \
-			"$root/perf/peers/nginx-download.conf.in" >"$run/nginx.conf"
-		echo "nginx -e $run/nginx-error.log -c $run/nginx.conf" ;;
+		[ "$1" = nginx ] || plain=/open_file_cache/d
+		sed -e "s|@RUN@|$run|g" -e "s|@PORT@|$2|g" -e "$plain" \
+			"$root/perf/peers/nginx-download.conf.in" >"$run/$1.conf"
+		echo "nginx -e $run/nginx-error.log -c $run/$1.conf" ;;
 	esac
 }
 
@@ -259,21 +263,23 @@ def col(server, scenario, key):
             if r["server"] == server and r["scenario"] == scenario and r.get(key) is not None]
 def fmt(v, p=0):
     return f"{statistics.median(v):,.{p}f} ({min(v):,.{p}f} - {max(v):,.{p}f})" if v else "-"
-print("| scenario | beacond req / server CPU s | nginx req / server CPU s | beacond / nginx"
-      " | beacond req/s | nginx req/s | 200 / 304 (beacond; nginx) | errors (beacond; nginx) |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| scenario | peer | beacond req / server CPU s | peer req / server CPU s | beacond / peer"
+      " | beacond req/s | peer req/s | 200 / 304 (beacond; peer) | errors (beacond; peer) |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+peers = [s for s in dict.fromkeys(r["server"] for r in rows) if s != "beacond"]
 for sc in dict.fromkeys(r["scenario"] for r in rows):
-    b = col("beacond", sc, "requests_per_server_cpu_s")
-    n = col("nginx", sc, "requests_per_server_cpu_s")
-    ratio = [x / y for x, y in zip(b, n) if y] if len(b) == len(n) else []
-    def split(s):
-        return f"{sum(col(s, sc, 'http_200'))} / {sum(col(s, sc, 'http_304'))}"
-    def errs(s):
-        return sum(sum(e.values()) for e in col(s, sc, "errors"))
-    print(f"| {sc} | {fmt(b)} | {fmt(n)} | {fmt(ratio, 2)}x | {fmt(col('beacond', sc, 'requests_per_s'))}"
-          f" | {fmt(col('nginx', sc, 'requests_per_s'))} | {split('beacond')}; {split('nginx')}"
-          f" | {errs('beacond')}; {errs('nginx')} |")
-for s in ("beacond", "nginx"):
+    for peer in peers:
+        b = col("beacond", sc, "requests_per_server_cpu_s")
+        n = col(peer, sc, "requests_per_server_cpu_s")
+        ratio = [x / y for x, y in zip(b, n) if y] if len(b) == len(n) else []
+        def split(s):
+            return f"{sum(col(s, sc, 'http_200'))} / {sum(col(s, sc, 'http_304'))}"
+        def errs(s):
+            return sum(sum(e.values()) for e in col(s, sc, "errors"))
+        print(f"| {sc} | {peer} | {fmt(b)} | {fmt(n)} | {fmt(ratio, 2)}x"
+              f" | {fmt(col('beacond', sc, 'requests_per_s'))} | {fmt(col(peer, sc, 'requests_per_s'))}"
+              f" | {split('beacond')}; {split(peer)} | {errs('beacond')}; {errs(peer)} |")
+for s in ["beacond"] + peers:
     f = col(s, "policy-resume", "resumed_fraction")
     if f:
         print(f"{s} policy-resume resumed fraction: " + ", ".join(f"{x:.3f}" for x in f))
