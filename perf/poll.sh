@@ -59,7 +59,7 @@ while [ $# -gt 0 ]; do
 	--concurrency) concurrency=$2; shift ;;
 	--servers) servers=$2; shift ;;
 	--out) jsonl=$2; shift ;;
-	-h | --help) sed -n '2,38p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,36p' "$0"; exit 0 ;;
 	*) echo "poll.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
