@@ -337,9 +337,12 @@ static int apply_option(struct sim_options *o, int opt, const char *arg)
 	case OPT_WARMUP:
 		o->warmup = strtoull(arg, NULL, 10);
 		return 0;
-	case OPT_SERVER_PID:
-		o->server_pid = atoi(arg);
-		return o->server_pid > 0 ? 0 : -1;
+	case OPT_SERVER_PID: {
+		char *end;
+		long pid = strtol(arg, &end, 10);
+		o->server_pid = pid > 0 && pid <= INT_MAX && end != arg && !*end ? (int)pid : 0;
+		return o->server_pid ? 0 : -1;
+	}
 	case OPT_HELP:
 		usage(stdout);
 		exit(0);
@@ -531,11 +534,19 @@ static double process_cpu_s(int pid)
 	size_t n = fread(buf, 1, sizeof buf - 1, f);
 	fclose(f);
 	buf[n] = '\0';
-	/* the command name may hold spaces and ')': fields count from the last */
-	const char *p = strrchr(buf, ')');
-	unsigned long long utime, stime;
-	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
-			 &stime) != 2)
+	/* the command name may hold spaces and ')': fields count from the
+	 * last; utime and stime are the 12th and 13th after it (proc(5)) */
+	char *p = strrchr(buf, ')');
+	for (int field = 0; p && field < 12; field++)
+		p = strchr(p + 1, ' ');
+	if (!p)
+		return -1;
+	char *end;
+	unsigned long long utime = strtoull(p + 1, &end, 10);
+	if (end == p + 1 || *end != ' ')
+		return -1;
+	unsigned long long stime = strtoull(end + 1, &p, 10);
+	if (p == end + 1)
 		return -1;
 	return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
