@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
@@ -30,6 +31,8 @@ const char *const err_kind_names[ERR_KINDS] = {
 atomic_bool sim_stop;
 _Atomic uint64_t sim_started;
 _Atomic uint64_t sim_idle_ready;
+atomic_bool sim_measuring;
+_Atomic uint64_t sim_finished, sim_window_ns;
 
 static const char *const mode_names[] = {"full", "resume", "keepalive", "idle"};
 
@@ -63,6 +66,19 @@ static void usage(FILE *f)
 		"  --ready-file F          idle: create F once every connection is up\n"
 		"  --source ADDR           connect from this IPv4 address (several agentsims on\n"
 		"                          different ones get past one address's ~64k ports)\n"
+		"  --method PUT|GET        PUT uploads (default), or GET downloads from\n"
+		"                          --path, over the connections of --mode\n"
+		"  --path TEMPLATE         GET: the path; {device} is replaced by the agent's\n"
+		"                          name (keep-alive: by each device in turn)\n"
+		"  --if-modified-since D   GET: up-to-date agents send this HTTP-date and\n"
+		"                          must get 304\n"
+		"  --if-none-match TAG     GET: up-to-date agents send this entity tag\n"
+		"  --stale F               GET: fraction of polls from agents with an older\n"
+		"                          copy (an old date and tag): they must get 200\n"
+		"                          (default 0; without a condition every GET wants 200)\n"
+		"  --expect-length N       GET: every 200 must carry N body bytes\n"
+		"  --warmup N              N requests before the measured window (not counted)\n"
+		"  --server-pid PID        report PID's CPU time (utime + stime) over the window\n"
 		"  --quiet                 no progress lines\n");
 }
 
@@ -91,6 +107,13 @@ static int parse_size(const char *s, size_t *out)
 		return -1;
 	*out = (size_t)v;
 	return 0;
+}
+
+static int parse_fraction(const char *s, double *out)
+{
+	char *end;
+	*out = strtod(s, &end);
+	return end != s && !*end && *out >= 0 && *out <= 1 ? 0 : -1;
 }
 
 static int parse_mode(const char *s, enum sim_mode *m)
@@ -173,6 +196,14 @@ enum {
 	OPT_READY,
 	OPT_SOURCE,
 	OPT_QUIET,
+	OPT_METHOD,
+	OPT_PATH,
+	OPT_IMS,
+	OPT_INM,
+	OPT_STALE,
+	OPT_EXPECT_LENGTH,
+	OPT_WARMUP,
+	OPT_SERVER_PID,
 	OPT_HELP,
 };
 
@@ -200,6 +231,14 @@ static const struct option long_opts[] = {
 	{"ready-file", required_argument, NULL, OPT_READY},
 	{"source", required_argument, NULL, OPT_SOURCE},
 	{"quiet", no_argument, NULL, OPT_QUIET},
+	{"method", required_argument, NULL, OPT_METHOD},
+	{"path", required_argument, NULL, OPT_PATH},
+	{"if-modified-since", required_argument, NULL, OPT_IMS},
+	{"if-none-match", required_argument, NULL, OPT_INM},
+	{"stale", required_argument, NULL, OPT_STALE},
+	{"expect-length", required_argument, NULL, OPT_EXPECT_LENGTH},
+	{"warmup", required_argument, NULL, OPT_WARMUP},
+	{"server-pid", required_argument, NULL, OPT_SERVER_PID},
 	{"help", no_argument, NULL, OPT_HELP},
 	{0},
 };
@@ -274,6 +313,36 @@ static int apply_option(struct sim_options *o, int opt, const char *arg)
 	case OPT_QUIET:
 		o->quiet = true;
 		return 0;
+	case OPT_METHOD:
+		o->get = strcmp(arg, "GET") == 0;
+		return o->get || strcmp(arg, "PUT") == 0 ? 0 : -1;
+	case OPT_PATH:
+		o->path = arg;
+		return arg[0] == '/' && strlen(arg) < 512 && !strpbrk(arg, " \r\n") ? 0 : -1;
+	case OPT_IMS:
+		o->if_modified_since = arg;
+		return strlen(arg) < 64 && !strpbrk(arg, "\r\n") ? 0 : -1;
+	case OPT_INM:
+		o->if_none_match = arg;
+		return strlen(arg) < 128 && !strpbrk(arg, "\r\n") ? 0 : -1;
+	case OPT_STALE:
+		return parse_fraction(arg, &o->stale);
+	case OPT_EXPECT_LENGTH: {
+		size_t len;
+		if (parse_size(arg, &len) < 0 || len > LLONG_MAX)
+			return -1;
+		o->expect_length = (long long)len;
+		return 0;
+	}
+	case OPT_WARMUP:
+		o->warmup = strtoull(arg, NULL, 10);
+		return 0;
+	case OPT_SERVER_PID: {
+		char *end;
+		long pid = strtol(arg, &end, 10);
+		o->server_pid = pid > 0 && pid <= INT_MAX && end != arg && !*end ? (int)pid : 0;
+		return o->server_pid ? 0 : -1;
+	}
 	case OPT_HELP:
 		usage(stdout);
 		exit(0);
@@ -297,10 +366,14 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
 		.expect = {201},
 		.n_expect = 1,
 		.timeout_s = 10,
+		.expect_length = -1,
 	};
 	int opt;
 	while ((opt = getopt_long(argc, argv, "", long_opts, NULL)) != -1)
-		if (apply_option(o, opt, optarg) < 0) {
+		if (opt < OPT_MODE) { /* '?': getopt said what it did not know */
+			usage(stderr);
+			return -1;
+		} else if (apply_option(o, opt, optarg) < 0) {
 			fprintf(stderr, "agentsim: bad value for --%s: %s\n",
 				long_opts[opt - OPT_MODE].name, optarg ? optarg : "");
 			return -1;
@@ -319,6 +392,15 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
 	}
 	if (o->certs < o->threads || o->body_min > o->body_max) {
 		fprintf(stderr, "agentsim: need --certs >= --threads and body-min <= body-max\n");
+		return -1;
+	}
+	if (o->get != (o->path != NULL) || (o->get && o->mode == MODE_IDLE)) {
+		fprintf(stderr, "agentsim: --method GET goes with --path, and not with idle\n");
+		return -1;
+	}
+	if (o->warmup && (o->mode == MODE_IDLE || o->rate > 0 || o->burst)) {
+		fprintf(stderr,
+			"agentsim: --warmup is for closed-loop requests, not idle or open loop\n");
 		return -1;
 	}
 	if (!o->ciphers)
@@ -365,6 +447,7 @@ static WOLFSSL_CTX *make_ctx(const struct sim_options *o)
 
 struct totals {
 	uint64_t handshakes, resumed, uploads, body_bytes, open_conns, http_503;
+	uint64_t http_200, http_304;
 	uint64_t errors[ERR_KINDS];
 };
 
@@ -379,6 +462,8 @@ static void sum_stats(struct sim_thread *t, unsigned n, struct totals *s)
 		s->body_bytes += atomic_load(&st->body_bytes);
 		s->open_conns += atomic_load(&st->open_conns);
 		s->http_503 += atomic_load(&st->http_503);
+		s->http_200 += atomic_load(&st->http_200);
+		s->http_304 += atomic_load(&st->http_304);
 		for (int k = 0; k < ERR_KINDS; k++)
 			s->errors[k] += atomic_load(&st->errors[k]);
 	}
@@ -429,9 +514,72 @@ static void touch(const char *path)
 		close(fd);
 }
 
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* utime + stime of a process (all its threads), in seconds; -1 if it
+ * cannot be read. */
+static double process_cpu_s(int pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof path, "/proc/%d/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* the command name may hold spaces and ')': fields count from the
+	 * last; utime and stime are the 12th and 13th after it (proc(5)) */
+	char *p = strrchr(buf, ')');
+	for (int field = 0; p && field < 12; field++)
+		p = strchr(p + 1, ' ');
+	if (!p)
+		return -1;
+	char *end;
+	unsigned long long utime = strtoull(p + 1, &end, 10);
+	if (end == p + 1 || *end != ' ')
+		return -1;
+	unsigned long long stime = strtoull(end + 1, &p, 10);
+	if (p == end + 1)
+		return -1;
+	return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* The measured window: from the end of the warm-up to the stop. */
+struct window {
+	uint64_t start_ns;
+	double server_cpu0, server_cpu_s;
+	double client_cpu0; /* and up to the result: the teardown is the run's */
+};
+
+/* The server's CPU time is read here, at most one supervisor tick after
+ * the warm-up's last answer: a few ms in a window of seconds. */
+static void window_open(const struct sim_options *o, struct window *win, uint64_t start_ns)
+{
+	win->start_ns = start_ns;
+	win->server_cpu0 = o->server_pid ? process_cpu_s(o->server_pid) : -1;
+	win->client_cpu0 = cpu_seconds();
+	atomic_store(&sim_measuring, true);
+	if (o->warmup && !o->quiet)
+		fprintf(stderr, "agentsim: warm-up done (%llu requests), measuring\n",
+			(unsigned long long)o->warmup);
+}
+
+static void window_close(const struct sim_options *o, struct window *win)
+{
+	double cpu1 = o->server_pid ? process_cpu_s(o->server_pid) : -1;
+	win->server_cpu_s = win->server_cpu0 >= 0 && cpu1 >= 0 ? cpu1 - win->server_cpu0 : -1;
+}
+
 /* The main thread only watches: it prints progress, decides when the run is
- * over and stops the workers. Returns the measured seconds. */
-static double supervise(const struct sim_options *o, struct sim_thread *t)
+ * over and stops the workers. Fills in the measured window. */
+static void supervise(const struct sim_options *o, struct sim_thread *t, struct window *win)
 {
 	uint64_t start = now_ns(), hold_from = 0, next_line = start + 1000000000ULL;
 	struct totals cur, prev = {0};
@@ -441,6 +589,8 @@ static double supervise(const struct sim_options *o, struct sim_thread *t)
 		nanosleep(&ts, NULL);
 		uint64_t now = now_ns();
 		sum_stats(t, o->threads, &cur);
+		if (!win->start_ns && atomic_load(&sim_measuring))
+			window_open(o, win, atomic_load(&sim_window_ns));
 		if (o->mode == MODE_IDLE && !hold_from && idle_all_up(o, &cur)) {
 			hold_from = now;
 			if (o->ready_file)
@@ -459,27 +609,32 @@ static double supervise(const struct sim_options *o, struct sim_thread *t)
 		if (o->mode == MODE_IDLE) {
 			if (hold_from && now - hold_from >= (uint64_t)(o->duration_s * 1e9))
 				break;
+		} else if (!win->start_ns) {
+			continue;
 		} else if (o->requests) {
 			if (cur.uploads + error_total(&cur) >= o->requests)
 				break;
-		} else if (now - start >= (uint64_t)(o->duration_s * 1e9)) {
+		} else if (now - win->start_ns >= (uint64_t)(o->duration_s * 1e9)) {
 			break;
 		}
 	}
+	window_close(o, win);
 	atomic_store(&sim_stop, true);
-	return (double)(now_ns() - start) / 1e9;
 }
 
-static double cpu_seconds(void)
+/* GET mode's own fields: requests and what they got. */
+static void print_get_fields(const struct sim_options *o, const struct totals *s, double secs)
 {
-	struct rusage ru;
-	getrusage(RUSAGE_SELF, &ru);
-	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+	if (!o->get)
+		return;
+	printf("\"method\":\"GET\",\"requests\":%llu,\"requests_per_s\":%.1f,"
+	       "\"http_200\":%llu,\"http_304\":%llu,\"stale\":%.4f,",
+	       (unsigned long long)s->uploads, (double)s->uploads / secs,
+	       (unsigned long long)s->http_200, (unsigned long long)s->http_304, o->stale);
 }
 
 static void print_result(const struct sim_options *o, const struct totals *s,
-			 const struct hist *lat, double secs, double cpu)
+			 const struct hist *lat, double secs, double cpu, double server_cpu)
 {
 	printf("{\"mode\":\"%s\",\"tls\":\"%s\",\"concurrency\":%u,\"threads\":%u,"
 	       "\"duration_s\":%.3f,\"handshakes\":%llu,\"handshakes_per_s\":%.1f,"
@@ -498,7 +653,11 @@ static void print_result(const struct sim_options *o, const struct totals *s,
 	for (int k = 0; k < ERR_KINDS; k++)
 		printf("%s\"%s\":%llu", k ? "," : "", err_kind_names[k],
 		       (unsigned long long)s->errors[k]);
-	printf("},\"client_cpu_s\":%.3f}\n", cpu);
+	printf("},");
+	print_get_fields(o, s, secs);
+	if (o->server_pid)
+		printf("\"server_cpu_s\":%.3f,", server_cpu);
+	printf("\"client_cpu_s\":%.3f}\n", cpu);
 	fflush(stdout);
 }
 
@@ -530,7 +689,11 @@ int main(int argc, char **argv)
 	if (!ctx || !t || !tids || !lat)
 		goto out;
 
-	double cpu0 = cpu_seconds();
+	struct window win = {0};
+	if (!o.warmup) {
+		atomic_store(&sim_measuring, true);
+		window_open(&o, &win, now_ns());
+	}
 	/* snapshots of the stats close at the stop: the stopped threads
 	 * tear their connections down, which must not show as "open 0" */
 	for (unsigned i = 0; i < o.threads; i++) {
@@ -541,7 +704,8 @@ int main(int argc, char **argv)
 					   .wolf_ctx = ctx};
 		pthread_create(&tids[i], NULL, sim_thread_run, &t[i]);
 	}
-	double secs = supervise(&o, t);
+	supervise(&o, t, &win);
+	double secs = (double)(now_ns() - win.start_ns) / 1e9;
 	struct totals s;
 	sum_stats(t, o.threads, &s);
 	failed = 0;
@@ -550,7 +714,7 @@ int main(int argc, char **argv)
 		hist_merge(lat, &t[i].latency);
 		failed |= t[i].failed;
 	}
-	print_result(&o, &s, lat, secs, cpu_seconds() - cpu0);
+	print_result(&o, &s, lat, secs, cpu_seconds() - win.client_cpu0, win.server_cpu_s);
 out:
 	free(lat);
 	free(tids);

@@ -51,6 +51,15 @@ struct sim_options {
 	double timeout_s;
 	const char *ready_file; /* idle: created once all are connected */
 	bool quiet;
+	/* GET mode (--method GET): downloads instead of uploads */
+	bool get;
+	const char *path;	       /* request path; {device} is the agent's name */
+	const char *if_modified_since; /* sent by up-to-date agents */
+	const char *if_none_match;     /* sent by up-to-date agents */
+	double stale;		       /* fraction of polls from out-of-date agents */
+	long long expect_length;       /* >= 0: every 200 carries this many bytes */
+	uint64_t warmup;	       /* requests before the measured window */
+	int server_pid;		       /* > 0: report its CPU time over the window */
 };
 
 /* Latency histogram: log-linear buckets, 64 per power of two (~1.6%). */
@@ -66,7 +75,8 @@ double hist_quantile_ms(const struct hist *h, double q);
 /* Counters a worker thread bumps and the main thread reads for progress. */
 struct sim_stats {
 	_Atomic uint64_t handshakes, resumed, uploads, body_bytes;
-	_Atomic uint64_t http_503; /* also counted as a status error unless expected */
+	_Atomic uint64_t http_503;	     /* also counted as a status error unless expected */
+	_Atomic uint64_t http_200, http_304; /* GET mode: full answers, not modified */
 	_Atomic uint64_t open_conns;
 	_Atomic uint64_t errors[ERR_KINDS];
 };
@@ -112,6 +122,11 @@ extern atomic_bool sim_stop;
 extern _Atomic uint64_t sim_started;
 /* Idle mode: connections established across threads. */
 extern _Atomic uint64_t sim_idle_ready;
+/* False during --warmup: nothing is counted yet. sim_finished: requests
+ * finished so far (counted with --warmup only); sim_window_ns: when the
+ * warm-up's last one finished. */
+extern atomic_bool sim_measuring;
+extern _Atomic uint64_t sim_finished, sim_window_ns;
 
 void *sim_thread_run(void *arg);
 uint64_t now_ns(void);

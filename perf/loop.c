@@ -55,6 +55,10 @@ struct conn {
 	enum body_framing framing;
 	long long body_left;
 	bool close_after;
+	/* GET mode: what this request must get, and what it got */
+	int want_status;
+	long long content_length; /* -1: none in the head */
+	long long body_rx;
 };
 
 struct worker {
@@ -69,6 +73,7 @@ struct worker {
 	unsigned nagents, next_agent;
 	WOLFSSL_SESSION **sessions; /* resume mode, per agent */
 	uint64_t seq;		    /* uploads named by this thread */
+	unsigned next_path;	    /* GET keep-alive: device of the next path */
 	uint64_t name_base;	    /* unique per run: names never repeat */
 	uint64_t rng;
 	bool open_loop;
@@ -121,7 +126,7 @@ static bool claim_upload(struct worker *w)
 		return false;
 	if (w->o->requests == 0)
 		return true;
-	return atomic_fetch_add(&sim_started, 1) < w->o->requests;
+	return atomic_fetch_add(&sim_started, 1) < w->o->warmup + w->o->requests;
 }
 
 /* Agent indices of thread t are t, t + T, t + 2T, ...: no two threads share
@@ -181,12 +186,29 @@ static void idle_slot_remove(struct worker *w, const struct conn *c)
 		}
 }
 
-static void conn_fail(struct worker *w, struct conn *c, enum err_kind kind, const char *why)
+/* One request finished, answered or failed: whether it is counted, by its
+ * place in the order of all finishes, so that --requests R after --warmup
+ * N counts exactly R. The one that ends the warm-up opens the window. */
+static bool finished_in_window(const struct sim_options *o)
+{
+	if (!o->warmup)
+		return true;
+	uint64_t i = atomic_fetch_add(&sim_finished, 1);
+	if (i + 1 == o->warmup) {
+		atomic_store(&sim_window_ns, now_ns());
+		atomic_store(&sim_measuring, true);
+	}
+	return i >= o->warmup;
+}
+
+static void conn_fail_as(struct worker *w, struct conn *c, enum err_kind kind, const char *why,
+			 bool counted)
 {
 	/* a wrong status comes over a sound TLS session: keep it to resume */
 	bool keep = kind == ERR_STATUS && w->o->mode == MODE_RESUME;
 	bool was_idle = c->state == ST_IDLE;
-	count(&w->t->stats.errors[kind], 1);
+	if (counted)
+		count(&w->t->stats.errors[kind], 1);
 	report_error(kind, why);
 	if (was_idle && w->open_loop)
 		idle_slot_remove(w, c);
@@ -195,6 +217,11 @@ static void conn_fail(struct worker *w, struct conn *c, enum err_kind kind, cons
 	conn_close(w, c, keep);
 	c->retry_ns = now_ns() + RETRY_NS;
 	slot_released(w, c);
+}
+
+static void conn_fail(struct worker *w, struct conn *c, enum err_kind kind, const char *why)
+{
+	conn_fail_as(w, c, kind, why, finished_in_window(w->o));
 }
 
 static void conn_fail_ssl(struct worker *w, struct conn *c, enum err_kind kind, int err)
@@ -283,6 +310,80 @@ static void conn_start(struct worker *w, struct conn *c, uint64_t start_ns)
 	c->state = ST_CONNECTING;
 }
 
+/* --path with each {device} replaced by the device's name. */
+static int expand_path(const char *tmpl, const char *device, char *out, size_t len)
+{
+	static const char mark[] = "{device}";
+	size_t n = 0;
+	for (const char *p = tmpl; *p;) {
+		const char *piece = p;
+		size_t plen = 1;
+		if (strncmp(p, mark, sizeof mark - 1) == 0) {
+			piece = device;
+			plen = strlen(device);
+			p += sizeof mark - 1;
+		} else {
+			p++;
+		}
+		if (n + plen >= len)
+			return -1;
+		memcpy(out + n, piece, plen);
+		n += plen;
+	}
+	out[n] = '\0';
+	return (int)n;
+}
+
+/* A poll from an agent whose copy is out of date carries the validators of
+ * an older version: the answer must be the whole file. */
+#define STALE_DATE "Sat, 01 Jan 2000 00:00:00 GMT"
+#define STALE_TAG "\"0-0-0\""
+
+/* GET mode: the request head alone (no body); whether the agent is up to
+ * date is drawn per request, and decides the status it must get. */
+static int get_head(struct worker *w, struct conn *c, char *out, size_t len)
+{
+	const struct sim_options *o = w->o;
+	char device[32], path[1024], cond[512];
+	/* keep-alive: one connection carries many agents' polls (a proxy's),
+	 * so every device's file is asked for, not only the connection's */
+	unsigned agent = o->mode == MODE_KEEPALIVE ? w->next_path++ % w->nagents : c->agent;
+	agent_name(global_agent(w, agent), device, sizeof device);
+	if (expand_path(o->path, device, path, sizeof path) < 0)
+		return -1;
+	bool conditional = o->if_modified_since || o->if_none_match;
+	bool stale = conditional && rand_unit(w) < o->stale;
+	c->want_status = conditional && !stale ? 304 : 200;
+	int n = 0;
+	cond[0] = '\0';
+	if (o->if_none_match)
+		n = snprintf(cond, sizeof cond, "If-None-Match: %s\r\n",
+			     stale ? STALE_TAG : o->if_none_match);
+	if (o->if_modified_since && n >= 0 && (size_t)n < sizeof cond)
+		snprintf(cond + n, sizeof cond - (size_t)n, "If-Modified-Since: %s\r\n",
+			 stale ? STALE_DATE : o->if_modified_since);
+	return snprintf(out, len,
+			"GET %s HTTP/1.1\r\n"
+			"Host: %s\r\n"
+			"User-Agent: agentsim\r\n"
+			"%s%s\r\n",
+			path, o->host, cond,
+			o->mode == MODE_KEEPALIVE ? "" : "Connection: close\r\n");
+}
+
+static void reset_response(struct worker *w, struct conn *c, uint64_t start_ns)
+{
+	c->wptr = c->stage;
+	c->start_ns = start_ns;
+	c->deadline_ns = now_ns() + (uint64_t)(w->o->timeout_s * 1e9);
+	c->resp_len = 0;
+	c->framing = BODY_HEAD;
+	c->close_after = false;
+	c->content_length = -1;
+	c->body_rx = 0;
+	c->state = ST_SEND;
+}
+
 /* Lay out the request head and the first body bytes as one record. */
 static void begin_request(struct worker *w, struct conn *c, uint64_t start_ns)
 {
@@ -292,6 +393,15 @@ static void begin_request(struct worker *w, struct conn *c, uint64_t start_ns)
 
 	if (!c->stage)
 		c->stage = malloc(RECORD);
+	if (o->get) {
+		int head = get_head(w, c, (char *)c->stage, RECORD);
+		c->body_len = c->body_off = 0;
+		c->wlen = head > 0 && head < RECORD ? (size_t)head : 0;
+		reset_response(w, c, start_ns);
+		if (!c->wlen)
+			conn_fail(w, c, ERR_PROTOCOL, "request head too long for --path");
+		return;
+	}
 	agent_name(global_agent(w, c->agent), name, sizeof name);
 	c->body_len = pick_body_len(w);
 	c->body = pool->bytes + rand64(w) % (pool->len - c->body_len + 1);
@@ -311,14 +421,8 @@ static void begin_request(struct worker *w, struct conn *c, uint64_t start_ns)
 		first = c->body_len;
 	memcpy(c->stage + head, c->body, first);
 	c->body_off = first;
-	c->wptr = c->stage;
 	c->wlen = (size_t)head + first;
-	c->start_ns = start_ns;
-	c->deadline_ns = now_ns() + (uint64_t)(o->timeout_s * 1e9);
-	c->resp_len = 0;
-	c->framing = BODY_HEAD;
-	c->close_after = false;
-	c->state = ST_SEND;
+	reset_response(w, c, start_ns);
 }
 
 /* Start another upload in slot c if the run wants more: closed loop only. */
@@ -352,21 +456,51 @@ static bool status_expected(const struct sim_options *o, int status)
 	return false;
 }
 
+/* GET mode: the status the poll had to get, and a body of the length the
+ * head announced (and --expect-length asked for); a 304 has none. Returns
+ * why not, or NULL. */
+static const char *get_answer_wrong(const struct worker *w, const struct conn *c, char *why,
+				    size_t len)
+{
+	long long want_len = c->status == 304 ? 0 : w->o->expect_length;
+	if (c->status != c->want_status)
+		snprintf(why, len, "HTTP status %d, not %d", c->status, c->want_status);
+	else if (c->status == 200 && c->content_length < 0)
+		snprintf(why, len, "a 200 without Content-Length");
+	else if (c->content_length >= 0 && c->body_rx != c->content_length)
+		snprintf(why, len, "%lld body bytes, Content-Length %lld", c->body_rx,
+			 c->content_length);
+	else if (want_len >= 0 && c->body_rx != want_len)
+		snprintf(why, len, "HTTP %d with %lld body bytes, not %lld", c->status, c->body_rx,
+			 want_len);
+	else
+		return NULL;
+	return why;
+}
+
 static void upload_done(struct worker *w, struct conn *c)
 {
 	uint64_t us = (now_ns() - c->start_ns) / 1000;
-	if (c->status == 503)
+	char why[96];
+	bool counted = finished_in_window(w->o);
+	if (c->status == 503 && counted)
 		count(&w->t->stats.http_503, 1);
-	if (!status_expected(w->o, c->status)) {
-		char why[64];
-		snprintf(why, sizeof why, "HTTP status %d", c->status);
-		conn_fail(w, c, ERR_STATUS, why);
+	if (w->o->get ? get_answer_wrong(w, c, why, sizeof why) != NULL
+		      : !status_expected(w->o, c->status)) {
+		if (!w->o->get)
+			snprintf(why, sizeof why, "HTTP status %d", c->status);
+		bool status_wrong = !w->o->get || c->status != c->want_status;
+		conn_fail_as(w, c, status_wrong ? ERR_STATUS : ERR_PROTOCOL, why, counted);
 		return;
 	}
-	hist_add(&w->t->latency, us);
 	c->uploads_done++;
-	count(&w->t->stats.uploads, 1);
-	count(&w->t->stats.body_bytes, c->body_len);
+	if (counted) {
+		hist_add(&w->t->latency, us);
+		count(&w->t->stats.uploads, 1);
+		count(&w->t->stats.body_bytes, w->o->get ? (uint64_t)c->body_rx : c->body_len);
+		if (c->status == 200 || c->status == 304)
+			count(c->status == 200 ? &w->t->stats.http_200 : &w->t->stats.http_304, 1);
+	}
 	if (w->o->mode != MODE_KEEPALIVE || c->close_after) {
 		conn_close(w, c, w->o->mode == MODE_RESUME);
 		if (w->open_loop)
@@ -415,13 +549,21 @@ static int parse_head(struct conn *c)
 	const char *te = find_header(c->resp, "Transfer-Encoding");
 	const char *cl = find_header(c->resp, "Content-Length");
 	size_t rest = c->resp_len - (size_t)(end + 4 - c->resp);
-	if (te && strncasecmp(te + strspn(te, " "), "chunked", 7) == 0) {
+	if (c->status == 204 || c->status == 304) {
+		/* never a body, whatever the head says: a 304 may carry the
+		 * Content-Length of the whole file (RFC 9110 8.6) */
+		c->framing = BODY_LENGTH;
+		c->body_left = 0;
+		c->body_rx = (long long)rest;
+	} else if (te && strncasecmp(te + strspn(te, " "), "chunked", 7) == 0) {
 		c->framing = BODY_CHUNKED;
 	} else if (cl) {
 		c->framing = BODY_LENGTH;
-		c->body_left = strtoll(cl, NULL, 10) - (long long)rest;
+		c->content_length = strtoll(cl, NULL, 10);
+		c->body_left = c->content_length - (long long)rest;
+		c->body_rx = (long long)rest;
 	} else {
-		c->framing = c->status == 204 || c->status == 304 ? BODY_LENGTH : BODY_UNTIL_CLOSE;
+		c->framing = BODY_UNTIL_CLOSE;
 		c->body_left = 0;
 	}
 	memmove(c->resp, end + 4, rest);
@@ -454,8 +596,11 @@ static bool response_complete(struct conn *c)
 /* Returns false when the connection is finished with (closed or waiting). */
 static bool step_recv(struct worker *w, struct conn *c)
 {
-	size_t room = sizeof c->resp - 1 - c->resp_len;
-	int n = wolfSSL_read(c->ssl, c->resp + c->resp_len, (int)room);
+	/* a body of known length is only counted: read it a record at a time */
+	static _Thread_local char sink[RECORD];
+	bool to_sink = c->framing == BODY_LENGTH;
+	size_t room = to_sink ? sizeof sink : sizeof c->resp - 1 - c->resp_len;
+	int n = wolfSSL_read(c->ssl, to_sink ? sink : c->resp + c->resp_len, (int)room);
 	if (n <= 0) {
 		int err = wolfSSL_get_error(c->ssl, n);
 		if (err == WOLFSSL_ERROR_WANT_READ || err == WOLFSSL_ERROR_WANT_WRITE)
@@ -473,7 +618,8 @@ static bool step_recv(struct worker *w, struct conn *c)
 		conn_fail(w, c, ERR_CLOSED, why);
 		return false;
 	}
-	c->resp_len += (size_t)n;
+	if (!to_sink)
+		c->resp_len += (size_t)n;
 	if (c->framing == BODY_HEAD) {
 		int r = parse_head(c);
 		if (r < 0) {
@@ -484,6 +630,7 @@ static bool step_recv(struct worker *w, struct conn *c)
 			return true;
 	} else if (c->framing == BODY_LENGTH) {
 		c->body_left -= n;
+		c->body_rx += n;
 		c->resp_len = 0;
 	}
 	if (!response_complete(c))
@@ -537,9 +684,12 @@ static bool step_handshake(struct worker *w, struct conn *c)
 			conn_fail_ssl(w, c, ERR_HANDSHAKE, err);
 		return false;
 	}
-	count(&w->t->stats.handshakes, 1);
-	if (wolfSSL_session_reused(c->ssl))
-		count(&w->t->stats.resumed, 1);
+	/* in the window by when it happened: a handshake has no answer yet */
+	if (atomic_load_explicit(&sim_measuring, memory_order_relaxed)) {
+		count(&w->t->stats.handshakes, 1);
+		if (wolfSSL_session_reused(c->ssl))
+			count(&w->t->stats.resumed, 1);
+	}
 	if (w->o->mode != MODE_IDLE) {
 		begin_request(w, c, c->start_ns);
 		return true;
