@@ -34,7 +34,9 @@
 # Besides uploads per wall second, each step counts the CPU time the
 # fleet's processes (beacons, HAProxy, nats-server; /proc/PID/stat) used
 # during the load: uploads per fleet CPU second, which other work on a
-# shared machine disturbs far less, and the drain's cost in it.
+# shared machine disturbs far less, and the drain's cost in it; and the
+# same for the beacons alone (nats-server's own work, which a real fleet
+# runs on other machines, left out).
 # Nothing is pinned: the beacons, HAProxy, nats-server and agentsim share
 # the machine's CPUs, as they would not in a real fleet. JSON lines go to
 # perf/out/fleet.jsonl, the table (median and range over the repeats) to
@@ -62,7 +64,7 @@ while [ $# -gt 0 ]; do
 	--certs) certs=$2; shift ;;
 	--body-size) body=$2; shift ;;
 	--out) result=$2; shift ;;
-	-h|--help) sed -n '2,42p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,44p' "$0"; exit 0 ;;
 	*) echo "fleet.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -278,20 +280,29 @@ stop_sampler() {
 # CPU seconds (utime + stime, all threads) the fleet's processes have used:
 # the beacons, HAProxy and nats-server. Other people's work on the machine
 # does not count here, as it does in uploads per wall second.
-fleet_cpu_s() {
+cpu_s() { # PID...
 	local p t=0
-	for p in "${beacon_pids[@]}" "$haproxy_pid" "$nats_pid"; do
+	for p in "$@"; do
 		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
 	done
 	echo "$t / $(getconf CLK_TCK)" | bc -l
 }
 
+# "fleet beacons nats-server" CPU seconds so far.
+fleet_cpu_s() {
+	echo "$(cpu_s "${beacon_pids[@]}" "$haproxy_pid" "$nats_pid")" \
+		"$(cpu_s "${beacon_pids[@]}")" "$(cpu_s "$nats_pid")"
+}
+
 sim() { # extra agentsim arguments...
-	local c0 j
-	c0=$(fleet_cpu_s)
+	local f0 b0 n0 f1 b1 n1 j
+	read -r f0 b0 n0 <<<"$(fleet_cpu_s)"
 	j=$("$agentsim" "${sim_common[@]}" --quiet --concurrency "$concurrency" \
 		--duration "$duration" "$@" "https://127.0.0.1:$lb_port" 2>>"$run/agentsim.log")
-	jq -c --argjson cpu "$(echo "$(fleet_cpu_s) - $c0" | bc -l)" '. + {fleet_cpu_s: $cpu}' <<<"$j"
+	read -r f1 b1 n1 <<<"$(fleet_cpu_s)"
+	jq -c --argjson f "$(echo "$f1 - $f0" | bc -l)" --argjson b "$(echo "$b1 - $b0" | bc -l)" \
+		--argjson n "$(echo "$n1 - $n0" | bc -l)" \
+		'. + {fleet_cpu_s: $f, beacon_cpu_s: $b, nats_cpu_s: $n}' <<<"$j"
 }
 
 # Waits until the fleet's lag is 0 (at most 180 s); prints the seconds waited.
@@ -317,7 +328,9 @@ emit() { # STEP N REPEAT SIMJSON [SAMPLES CATCHUP_S]
 	       "http_503": sim["http_503"],
 	       "loadavg_1m": float(open("/proc/loadavg").read().split()[0]),
 	       "fleet_cpu_s": sim["fleet_cpu_s"],
-	       "per_cpu_s": sim["uploads"] / sim["fleet_cpu_s"] if sim["fleet_cpu_s"] else 0}
+	       "per_cpu_s": sim["uploads"] / sim["fleet_cpu_s"] if sim["fleet_cpu_s"] else 0,
+	       "beacon_cpu_s": sim["beacon_cpu_s"], "nats_cpu_s": sim["nats_cpu_s"],
+	       "per_beacon_cpu_s": sim["uploads"] / sim["beacon_cpu_s"] if sim["beacon_cpu_s"] else 0}
 	if len(sys.argv) > 5:
 	    rows = [list(map(float, l.split())) for l in open(sys.argv[5]) if len(l.split()) == 4]
 	    during = [r for r in rows if r[0] <= sim["duration_s"] + 0.25]

@@ -55,14 +55,22 @@ def main():
               f"| {fmt([r['catchup_s'] for r in on.values()], 1)} | {errs} |")
         cpu_cost = [100.0 * (1 - on[r]["per_cpu_s"] / off[r]["per_cpu_s"]) for r in both
                     if off[r]["per_cpu_s"]]
+        b_cost = [100.0 * (1 - on[r].get("per_beacon_cpu_s", 0) / off[r]["per_beacon_cpu_s"])
+                  for r in both if off[r].get("per_beacon_cpu_s")]
         cpu_rows.append(f"| {n} | {fmt([r['per_cpu_s'] for r in off.values()])} "
                         f"| {fmt([r['per_cpu_s'] for r in on.values()])} "
-                        f"| {fmt(cpu_cost, 1, pct=True)} |")
+                        f"| {fmt(cpu_cost, 1, pct=True)} "
+                        f"| {fmt([r.get('per_beacon_cpu_s', 0) for r in off.values()])} "
+                        f"| {fmt([r.get('per_beacon_cpu_s', 0) for r in on.values()])} "
+                        f"| {fmt(b_cost, 1, pct=True)} "
+                        f"| {fmt([r.get('nats_cpu_s', 0) for r in on.values()], 2)} |")
     print()
     print("Per second of the fleet's CPU time (beacons + HAProxy + nats-server, "
           "/proc/PID/stat), the same steps:\n")
-    print("| beacons | uploads / fleet CPU s, drain off | drain on | drain's cost |")
-    print("| ---: | ---: | ---: | ---: |")
+    print("| beacons | uploads / fleet CPU s, drain off | drain on | drain's cost "
+          "| uploads / beacons' CPU s, drain off | drain on | drain's cost "
+          "| nats-server CPU s, drain on |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     print("\n".join(cpu_rows))
     print()
     print("At 80% of the drain-off capacity (open loop, Poisson arrivals, drain on):\n")
