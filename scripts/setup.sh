@@ -150,7 +150,7 @@ PACKAGES=(
   libcmocka-dev libcjson-dev python3 python3-pytest python3-pytest-xdist curl openssl iproute2
   autoconf automake libtool dpkg-dev clang libclang-rt-14-dev python3-scapy
   clang-tidy clang-format cppcheck libisal-dev patch tcpdump libsystemd-dev python3-cryptography testssl.sh
-  scdoc man-db systemd prometheus chromium haproxy nats-server libnats-dev
+  scdoc man-db systemd prometheus chromium haproxy nats-server libnats-dev libssl-dev
 )
 
 need_apt=0

@@ -4,6 +4,9 @@
  */
 #include "beacon/natsconn.h"
 
+#include "nkey.h"
+
+#include <openssl/crypto.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,13 +30,35 @@ static natsStatus servers_set(natsOptions *o, const char *urls)
 	return natsOptions_SetServers(o, list, count);
 }
 
+/* creds names a .creds file (a user JWT and its nkey seed, as nsc writes
+ * it) or an nkey seed file alone (nk -gen user), for servers that list
+ * users by public nkey in their authorization block. A file that is
+ * neither, or that cannot be read, goes to cnats as a .creds file, so that
+ * the connection's error says what cnats found wrong with it. */
+static natsStatus creds_set(natsOptions *o, const char *path)
+{
+	char text[16384] = "";
+	FILE *f = fopen(path, "r");
+	if (f) {
+		size_t n = fread(text, 1, sizeof text - 1, f);
+		text[n] = '\0';
+		fclose(f);
+	}
+	char pub[NKEY_PUBLIC_CHARS + 1];
+	bool seed_only = !strstr(text, "BEGIN NATS USER JWT") && nkey_user_public(text, pub) == 0;
+	OPENSSL_cleanse(text, sizeof text);
+	if (seed_only)
+		return natsOptions_SetNKeyFromSeed(o, pub, path);
+	return natsOptions_SetUserCredentialsFromFiles(o, path, NULL);
+}
+
 static natsStatus login_set(natsOptions *o, const struct nats_login *l)
 {
 	natsStatus st = NATS_OK;
 	if (set(l->user))
 		st = natsOptions_SetUserInfo(o, l->user, l->password ? l->password : "");
 	if (st == NATS_OK && set(l->creds))
-		st = natsOptions_SetUserCredentialsFromFiles(o, l->creds, NULL);
+		st = creds_set(o, l->creds);
 	bool tls = set(l->tls_ca) || set(l->tls_cert) || (l->urls && strstr(l->urls, "tls://"));
 	if (st == NATS_OK && tls)
 		st = natsOptions_SetSecure(o, true);
