@@ -153,14 +153,18 @@ static int replace(struct mirror_round *r, const struct mirror_entry *e, int dir
 		mirror_round_error(r, "%s: temporary file: %s", e->path, strerror(errno));
 		return -1; /* its body is still on the wire */
 	}
+	/* A write that failed mid-body leaves the rest of it on the wire: the
+	 * connection is done for. One that failed after it is only this
+	 * file's. */
 	int rc = receive(r, e->path, tmp, (uint64_t)a->content_length);
+	bool body_read = rc == 0;
 	if (rc == 0 && (fsync(tmp) != 0 || stamp(tmp, e, a) != 0 || put_in_place(dirfd, tmp, leaf)))
 		rc = -2;
 	if (rc == -2)
 		mirror_round_error(r, "%s: write: %s", e->path, strerror(errno));
 	close(tmp);
 	if (rc)
-		return rc == -2 ? 0 : -1;
+		return body_read ? 0 : -1;
 	r->synced++;
 	r->bytes += (uint64_t)a->content_length;
 	log_info("mirror: %s: %" PRIu64 " bytes, ETag %s", e->path, (uint64_t)a->content_length,

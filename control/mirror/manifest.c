@@ -80,7 +80,7 @@ static bool parse_line(char *line, struct mirror_entry *e)
 	if (!sp || sp == etag || sp - etag >= 96)
 		return false;
 	*sp = '\0';
-	e->etag = strcmp(etag, "-") ? etag : "";
+	e->etag = strcmp(etag, "-") != 0 ? etag : "";
 	e->path = sp + 1;
 	return mirror_path_ok(e->path);
 }

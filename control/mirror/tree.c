@@ -142,7 +142,7 @@ static void sweep_dir(struct sweep *s, int fd, size_t plen, unsigned depth)
 		return;
 	}
 	for (struct dirent *e; (e = readdir(d));)
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
 			sweep_entry(s, dirfd(d), e->d_name, plen, depth);
 	closedir(d);
 }
