@@ -129,7 +129,8 @@ def test_a_reader_gets_the_old_or_the_new_file_whole(start_server, pki):
             write(parent.download_dir, rel, body)
             before = len(seen)
             edge.beaconctl("--socket", edge.control_socket, "upstream", "sync")
-            rounds_after(edge, f"round {i}", n=1)
+            wait_for(lambda: (edge.download_dir / rel).read_bytes() == body,
+                     what=f"version {i} at the edge")
             wait_for(lambda: len(seen) > before, what="a read during the round")
     finally:
         stop.set()
