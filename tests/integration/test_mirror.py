@@ -296,3 +296,34 @@ def test_a_bad_body_leaves_the_old_file(start_server, pki, hostile, case):
     # Retried with backoff: the failures go on, the file stays.
     wait_for(lambda: mirror(edge)["rounds_failed"] >= 2, what="a retried round")
     assert (edge.download_dir / "policy.xml").read_bytes() == old
+
+
+def test_sync_without_a_parent_is_refused_at_start(start_server, pki):
+    import subprocess
+    srv = start_server({"upstream": {"sync": "on"}}, start=False)
+    p = subprocess.run(srv.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=60)
+    out = p.stdout.decode()
+    assert p.returncode != 0 and "[upstream] sync needs url" in out, out
+    assert "beacond.conf:" in out, out  # the file and line
+
+
+def test_a_tree_past_the_manifest_bound_gets_500_and_the_edge_keeps_its_files(start_server,
+                                                                               pki):
+    """100000 files is the bound: one more and the parent refuses the list
+    whole (a list cut short would make the edge delete the rest)."""
+    parent = start_server(parent_config(pki))
+    many = parent.download_dir / "many"
+    many.mkdir()
+    for i in range(100000 - 2 + 1):  # beside policy.xml and sub/dir/file.bin
+        os.close(os.open(many / str(i), os.O_CREAT | os.O_WRONLY, 0o644))
+    r = request(parent, "GET", "/ManageSoftDL-index", name=CHILD, timeout=60.0)
+    assert r.status == 500 and b"too large for one manifest" in r.body, r
+    assert "download manifest refused" in parent.stderr()
+    edge = start_server(edge_config(pki, parent.port))
+    m = wait_for(lambda: (m := mirror(edge))["rounds_failed"] >= 1 and m, what="a failed round")
+    assert "manifest: parent answered 500" in m["last_error"], m
+    assert (edge.download_dir / "policy.xml").exists()
+    os.unlink(many / "0")  # at the bound: listed
+    r = request(parent, "GET", "/ManageSoftDL-index", name=CHILD, timeout=60.0)
+    assert r.status == 200 and r.body.count(b"\n") == 1 + 100000, r.status
