@@ -48,8 +48,8 @@ void mirror_round_error(struct mirror_round *r, const char *fmt, ...)
 		snprintf(r->err, sizeof r->err, "%s", msg);
 }
 
-/* One round: the manifest, each file, then (only when all went well) the
- * removals. 0, or -1 with r->err. */
+/* One round: the manifest, each file, then the removals. 0, or -1 with
+ * r->err. */
 static int round_run(struct mirror *m, struct mirror_round *r, uint64_t *files)
 {
 	char err[256];
@@ -59,13 +59,20 @@ static int round_run(struct mirror *m, struct mirror_round *r, uint64_t *files)
 		return -1;
 	}
 	struct mirror_manifest man = {0};
-	if (parent_conn_open(r->conn, err, sizeof err))
+	bool listed = false;
+	if (parent_conn_open(r->conn, err, sizeof err)) {
 		mirror_round_error(r, "%s", err);
-	else if (mirror_manifest_fetch(r, &man) == 0)
+	} else if (mirror_manifest_fetch(r, &man) == 0) {
+		listed = true;
 		for (size_t i = 0; i < man.n && !m->stop; i++)
 			if (mirror_fetch_file(r, &man.e[i]))
 				break;
-	if (!r->errors && !m->stop)
+	}
+	/* The list is whole (a bad or cut one was refused), whatever became
+	 * of the files: what it does not name goes. That also clears the way
+	 * for a name the parent turned from a file into a directory (or back),
+	 * or one a planted symlink blocked, for the retry. */
+	if (listed && !m->stop)
 		mirror_remove_stale(r, &man);
 	*files = man.n;
 	mirror_manifest_free(&man);

@@ -11,8 +11,8 @@
  *      GET (If-None-Match), its body written to an unnamed temporary file
  *      (O_TMPFILE) in its directory, fsynced, then renamed over the old
  *      one: an agent gets the old file or the new one, never part of one;
- *   3. after a round without any error, files the manifest no longer names
- *      are removed (and directories left empty).
+ *   3. files the manifest does not name are removed (and directories left
+ *      empty), once a whole manifest was read, even when some file failed.
  *
  * Paths from the parent are untrusted: each is refused unless every
  * component is a name the download route accepts (no "..", no absolute

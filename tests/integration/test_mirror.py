@@ -272,7 +272,25 @@ def test_a_name_through_a_symlink_is_not_followed(start_server, pki, hostile):
     leaf = edge.download_dir / "leaf"
     wait_for(lambda: not leaf.is_symlink(), what="the leaf symlink replaced")
     assert leaf.read_bytes() == b"leaf!"
-    assert "/ManageSoftDL/link/x" not in h.asked
+    # The round removed the planted link (the parent does not list it), so
+    # the retry makes a real directory there.
+    wait_for(lambda: (edge.download_dir / "link" / "x").is_file()
+             and not (edge.download_dir / "link").is_symlink(), what="link/x as a real file")
+    assert (edge.download_dir / "link" / "x").read_bytes() == b"xxxxx"
+    assert sorted(p.name for p in outside.iterdir()) == ["target"]
+    assert (outside / "target").read_bytes() == b"untouched"
+
+
+def test_a_file_turned_directory_at_the_parent_converges(start_server, pki):
+    parent, edge = pair(start_server, pki)
+    write(parent.download_dir, "Packages/thing", b"a file\n")
+    rounds_after(edge, "the file at the edge")
+    assert (edge.download_dir / "Packages/thing").read_bytes() == b"a file\n"
+    (parent.download_dir / "Packages/thing").unlink()
+    write(parent.download_dir, "Packages/thing/inside", b"now a directory\n")
+    wait_for(lambda: (edge.download_dir / "Packages/thing").is_dir()
+             and (edge.download_dir / "Packages/thing/inside").exists(), what="the directory")
+    assert (edge.download_dir / "Packages/thing/inside").read_bytes() == b"now a directory\n"
 
 
 @pytest.mark.parametrize("case", ["short", "long", "5xx"])
