@@ -28,6 +28,7 @@
 #include "beacon/control.h"
 #include "beacon/log.h"
 #include "beacon/drain.h"
+#include "beacon/mirror.h"
 #include "beacon/store.h"
 #include "beacon/tls.h"
 #include "beacon/transport.h"
@@ -58,6 +59,7 @@ struct beacond {
 	 * may already read it) */
 	struct drain *_Atomic drain;
 	struct drain *_Atomic upstream; /* NULL: [upstream] url is empty */
+	struct mirror *_Atomic mirror;	/* NULL: [upstream] sync is off */
 };
 
 static void usage(FILE *f)
@@ -170,6 +172,7 @@ static void handle_stats(void *arg, struct control_stats *out)
 					  .store = b->store,
 					  .drain = atomic_load(&b->drain),
 					  .upstream = atomic_load(&b->upstream),
+					  .mirror = atomic_load(&b->mirror),
 					  .trust_lock = &b->reload_lock};
 	stats_collect(&src, out);
 }
@@ -213,6 +216,18 @@ static void handle_upstream_status(void *arg, struct drain_status *out)
 {
 	struct beacond *b = arg;
 	drain_status(atomic_load(&b->upstream), out);
+}
+
+static void handle_mirror_status(void *arg, struct mirror_status *out)
+{
+	struct beacond *b = arg;
+	mirror_status(atomic_load(&b->mirror), out);
+}
+
+static int handle_upstream_sync(void *arg, char *msg, size_t len)
+{
+	struct beacond *b = arg;
+	return mirror_sync_now(atomic_load(&b->mirror), msg, len);
 }
 
 static int handle_drain_control(void *arg, const char *action, uint64_t from_id, char *msg,
@@ -458,6 +473,8 @@ static int run(struct beacond *b)
 		.drain_status = handle_drain_status,
 		.drain_control = handle_drain_control,
 		.upstream_status = handle_upstream_status,
+		.mirror_status = handle_mirror_status,
+		.upstream_sync = handle_upstream_sync,
 	};
 	if (control_start(cfg->control_socket, cfg->metrics_listen, &handlers, &ctl, err,
 			  sizeof err) != 0) {
@@ -480,6 +497,12 @@ static int run(struct beacond *b)
 		goto stop_control;
 	}
 	atomic_store(&b->upstream, upstream);
+	struct mirror *mirror = NULL;
+	if (mirror_start(cfg, &mirror, err, sizeof err) != 0) {
+		log_err("%s", err);
+		goto stop_control;
+	}
+	atomic_store(&b->mirror, mirror);
 	/* Every worker's listener, the control socket and the admin listener
 	 * are open and privileges are dropped: ready. */
 	log_ready(cfg, n);
@@ -495,6 +518,7 @@ stop_control:
 	control_stop(ctl);
 	drain_stop(atomic_exchange(&b->drain, NULL)); /* after the control thread: it reads it */
 	drain_stop(atomic_exchange(&b->upstream, NULL));
+	mirror_stop(atomic_exchange(&b->mirror, NULL));
 stop_workers:
 	stop_workers(b);
 	if (cfg->backend == BACKEND_DPDK)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "beacon/drain.h"
+#include "beacon/mirror.h"
 #include "beacon/store.h"
 #include "beacon/tls.h"
 #include "beacon/transport.h"
@@ -158,6 +159,19 @@ static void add_upstream(struct drain *upstream, struct control_stats *out)
 	out->upstream_lag_oldest_s = ds.lag_oldest_s;
 }
 
+static void add_mirror(struct mirror *mirror, time_t now, struct control_stats *out)
+{
+	struct mirror_status ms;
+	mirror_status(mirror, &ms);
+	out->mirror_files_synced = ms.files_synced;
+	out->mirror_files_removed = ms.files_removed;
+	out->mirror_bytes = ms.bytes_synced;
+	out->mirror_rounds_ok = ms.rounds_ok;
+	out->mirror_rounds_failed = ms.rounds_failed;
+	int64_t since = ms.last_success_unix_s ? ms.last_success_unix_s : ms.started_unix_s;
+	out->mirror_last_success_age_s = ms.on && now > since ? (uint64_t)(now - since) : 0;
+}
+
 void stats_collect(const struct stats_sources *src, struct control_stats *out)
 {
 	memset(out, 0, sizeof *out);
@@ -175,4 +189,5 @@ void stats_collect(const struct stats_sources *src, struct control_stats *out)
 	add_store(src->store, out);
 	add_drain(src->drain, out);
 	add_upstream(src->upstream, out);
+	add_mirror(src->mirror, now, out);
 }

@@ -28,6 +28,7 @@ struct stats_sources {
 	struct store *store;
 	struct drain *drain;	/* NULL: the drain is off */
 	struct drain *upstream; /* NULL: [upstream] url is empty */
+	struct mirror *mirror;	/* NULL: [upstream] sync is off */
 	/* held while the trust snapshot's facts are read (trust_current_info
 	 * wants one caller at a time) */
 	pthread_mutex_t *trust_lock;

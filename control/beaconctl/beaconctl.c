@@ -52,6 +52,7 @@ static const struct command commands[] = {
 	{"drain", "pause", "", cmd_drain_pause, SIDE_SOCKET},
 	{"drain", "resume", "", cmd_drain_resume, SIDE_SOCKET},
 	{"drain", "replay", "--from ID", cmd_drain_replay, SIDE_SOCKET},
+	{"upstream", "sync", "", cmd_upstream_sync, SIDE_SOCKET},
 	{NULL, NULL, NULL, NULL, SIDE_STORE},
 };
 
@@ -115,7 +116,8 @@ static const char manual_text[] =
 	"        Uptime, connections, the trust snapshot, the uploads since start,\n"
 	"        the store's totals (uploads and bytes in the index) and the drain:\n"
 	"        off, connecting, connected, disconnected (with its last error) or\n"
-	"        paused, and its lag.\n"
+	"        paused, and its lag; with [upstream], the parent sink and the\n"
+	"        download mirror (\"upstream sync\").\n"
 	"    stats\n"
 	"        Every counter, one per line.\n"
 	"    reload [all|issuers|crl|tickets|blocklist]\n"
@@ -134,6 +136,9 @@ static const char manual_text[] =
 	"    drain replay --from ID\n"
 	"        Publishes every stored upload from id ID on again. The stream drops\n"
 	"        the ones it still holds within its duplicate window.\n"
+	"    upstream sync\n"
+	"        Starts a round of the download mirror ([upstream] sync) now, or\n"
+	"        right after the one running; status shows how it went.\n"
 	"\n"
 	"OPTIONS (anywhere on the line)\n"
 	"    --data-dir DIR   beacond's data directory (store commands)\n"

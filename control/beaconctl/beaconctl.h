@@ -52,6 +52,7 @@ int cmd_devices_approve(struct ctl *ctl, int argc, char **argv);
 int cmd_drain_pause(struct ctl *ctl, int argc, char **argv);
 int cmd_drain_resume(struct ctl *ctl, int argc, char **argv);
 int cmd_drain_replay(struct ctl *ctl, int argc, char **argv);
+int cmd_upstream_sync(struct ctl *ctl, int argc, char **argv);
 int cmd_devices_block(struct ctl *ctl, int argc, char **argv);
 int cmd_devices_unblock(struct ctl *ctl, int argc, char **argv);
 

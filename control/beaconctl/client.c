@@ -233,6 +233,26 @@ static void upstream_print(const cJSON *d)
 		printf("upstream last error: %s\n", why);
 }
 
+/* "upstream sync: ok, 12 files, last good round 3 s ago, ...": only when
+ * [upstream] sync is on. */
+static void mirror_print(const cJSON *d)
+{
+	if (!cJSON_IsObject(d) || !strcmp(reply_str(d, "state"), "off"))
+		return;
+	char why[256], last[64] = "none yet";
+	uint64_t at = (uint64_t)reply_num(d, "last_success_unix_s"), now = (uint64_t)time(NULL);
+	if (at)
+		snprintf(last, sizeof last, "%" PRIu64 " s ago", now > at ? now - at : 0);
+	printf("upstream sync:       %s, %.0f files, last good round %s, %.0f fetched "
+	       "(%.0f bytes), %.0f removed, %.0f rounds failed\n",
+	       reply_str(d, "state"), reply_num(d, "files"), last, reply_num(d, "files_synced"),
+	       reply_num(d, "bytes_synced"), reply_num(d, "files_removed"),
+	       reply_num(d, "rounds_failed"));
+	text_safe(why, sizeof why, reply_str(d, "last_error"));
+	if (why[0])
+		printf("upstream sync error: %s\n", why);
+}
+
 static void status_print(const cJSON *r, const cJSON *req)
 {
 	char up[48], loaded[32];
@@ -260,6 +280,7 @@ static void status_print(const cJSON *r, const cJSON *req)
 		       reply_num(r, "store_uploads"), reply_num(r, "store_bytes"));
 	drain_print(cJSON_GetObjectItemCaseSensitive(r, "drain"));
 	upstream_print(cJSON_GetObjectItemCaseSensitive(r, "upstream"));
+	mirror_print(cJSON_GetObjectItemCaseSensitive(r, "mirror"));
 }
 
 int cmd_status(struct ctl *ctl, int argc, char **argv)
@@ -386,6 +407,15 @@ int cmd_devices_block(struct ctl *ctl, int argc, char **argv)
 int cmd_devices_unblock(struct ctl *ctl, int argc, char **argv)
 {
 	return device_state_run(ctl, argc, argv, "device_unblock");
+}
+
+/* ---- upstream ---- */
+
+int cmd_upstream_sync(struct ctl *ctl, int argc, char **argv)
+{
+	if (argc != 1)
+		return EXIT_USAGE;
+	return socket_run(ctl, request_new("upstream_sync"), message_print);
 }
 
 /* ---- drain ---- */

@@ -192,6 +192,8 @@ static const struct key keys[] = {
 	STR("upstream", "ca", K_OPTPATH, upstream_ca),
 	STR("upstream", "beacon_id", K_WORD, upstream_beacon_id),
 	STR("upstream", "children", K_TEXT, upstream_children),
+	ENUM("upstream", "sync", upstream_sync, booleans),
+	NUM("upstream", "sync_interval", K_SECONDS, upstream_sync_interval_s, 0, 7 * 86400),
 
 	STR("download", "cache_control", K_TEXT, download_cache_control),
 	NUM("download", "cache_size", K_SIZE, download_cache_bytes, 0, 64 * GiB),
@@ -352,6 +354,7 @@ void config_defaults(struct config *cfg)
 	cfg->drain_replicas = 1;
 	cfg->drain_duplicate_window_s = 3600;
 	cfg->drain_window = 256;
+	cfg->upstream_sync_interval_s = 300;
 
 	cfg->store = (struct store_options)STORE_OPTIONS_DEFAULT;
 	derive(cfg);
@@ -1083,6 +1086,10 @@ static int validate_upstream(struct load *ld)
 			       "[upstream] beacon_id: '%s' is not a beacon id (letters, digits, "
 			       "'-' and '_')",
 			       c->upstream_beacon_id);
+	if (c->upstream_sync && (!c->upstream_url[0] || !c->download_dir[0]))
+		return fail_at(ld, "sync",
+			       "[upstream] sync needs url (the parent) and [server] download_dir "
+			       "(the tree it mirrors into)");
 	if (!c->upstream_url[0])
 		return 1;
 	if (strncmp(c->upstream_url, "https://", 8) != 0 || !c->upstream_url[8] ||

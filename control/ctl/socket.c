@@ -222,6 +222,32 @@ static void add_drain(const struct control_handlers *h, cJSON *o, const char *ke
 	add_u64(d, "uploads_failed", ds.uploads_failed);
 }
 
+/* The mirror ([upstream] sync): "state" off, syncing, ok or failing. */
+static void add_mirror(const struct control_handlers *h, cJSON *o)
+{
+	struct mirror_status ms = {0};
+	if (h->mirror_status)
+		h->mirror_status(h->arg, &ms);
+	cJSON *d = cJSON_AddObjectToObject(o, "mirror");
+	if (!d)
+		return;
+	const char *state = !ms.on	       ? "off"
+			    : ms.syncing       ? "syncing"
+			    : ms.last_error[0] ? "failing"
+					       : "ok";
+	cJSON_AddStringToObject(d, "state", state);
+	if (!ms.on)
+		return;
+	cJSON_AddStringToObject(d, "last_error", ms.last_error);
+	add_u64(d, "rounds_ok", ms.rounds_ok);
+	add_u64(d, "rounds_failed", ms.rounds_failed);
+	add_u64(d, "files", ms.files);
+	add_u64(d, "files_synced", ms.files_synced);
+	add_u64(d, "bytes_synced", ms.bytes_synced);
+	add_u64(d, "files_removed", ms.files_removed);
+	add_u64(d, "last_success_unix_s", (uint64_t)ms.last_success_unix_s);
+}
+
 static cJSON *cmd_status(const struct control_handlers *h, const cJSON *req)
 {
 	struct control_stats st;
@@ -242,6 +268,7 @@ static cJSON *cmd_status(const struct control_handlers *h, const cJSON *req)
 	add_store_totals(h, o);
 	add_drain(h, o, "drain", h->drain_status);
 	add_drain(h, o, "upstream", h->upstream_status);
+	add_mirror(h, o);
 	return o;
 }
 
@@ -536,6 +563,16 @@ static cJSON *cmd_drain_replay(const struct control_handlers *h, const cJSON *re
 	return drain_command(h, "replay", (uint64_t)from->valuedouble);
 }
 
+static cJSON *cmd_upstream_sync(const struct control_handlers *h, const cJSON *req)
+{
+	if (!h->upstream_sync)
+		return reply_error("this server has no upstream sync");
+	char msg[MSG_MAX] = "";
+	int rc = h->upstream_sync(h->arg, msg, sizeof msg);
+	msg[sizeof msg - 1] = '\0';
+	return reply_message(rc, msg);
+}
+
 /* audited: the command changes what beacond does, so who asked for it and
  * what came of it goes to the log (the argument is the request's key of
  * that name, when it has one). */
@@ -555,6 +592,7 @@ static const struct {
 	{"drain_pause", cmd_drain_pause, true, NULL},
 	{"drain_resume", cmd_drain_resume, true, NULL},
 	{"drain_replay", cmd_drain_replay, true, NULL},
+	{"upstream_sync", cmd_upstream_sync, true, NULL},
 };
 
 static const char *reply_text(const cJSON *o, const char *key)

@@ -100,6 +100,7 @@ struct conn {
 	union {
 		struct upload_state upload;
 		struct download_state download;
+		struct manifest_state manifest;
 	} req;
 
 	/* Flags independent of the state. */

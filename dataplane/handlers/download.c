@@ -357,3 +357,10 @@ const struct handler download_handler = {
 	.writable = download_writable,
 	.drop = download_drop,
 };
+
+void download_etag(const struct file_version *v, char *out, size_t len)
+{
+	struct validators val;
+	validators_of(v, &val);
+	snprintf(out, len, "%s", val.etag);
+}

@@ -66,5 +66,17 @@ struct download_state {
 	uint64_t off;		       /* the next byte to send */
 	uint64_t left;
 };
+/* The strong ETag an answer for v carries, "" while v has not settled
+ * (download.c): the manifest lists the same one. */
+struct file_version;
+void download_etag(const struct file_version *v, char *out, size_t len);
+
+/* GET/HEAD /ManageSoftDL-index: the download directory's file list, for
+ * child beacons only (manifest.c). */
+extern const struct handler manifest_handler;
+struct manifest_state {
+	char *buf; /* the whole manifest; NULL when none */
+	size_t off, len;
+};
 
 #endif

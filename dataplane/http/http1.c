@@ -283,7 +283,9 @@ static void route_request(struct conn *c, const struct http_request *req)
 			      req->content_length > 0 || req->chunked);
 		return;
 	}
-	c->handler = route.kind == ROUTE_UPLOAD ? &upload_handler : &download_handler;
+	c->handler = route.kind == ROUTE_UPLOAD	    ? &upload_handler
+		     : route.kind == ROUTE_MANIFEST ? &manifest_handler
+						    : &download_handler;
 	c->handler->head(c, req, &route);
 }
 

@@ -14,6 +14,7 @@
 
 #define UPLOAD_PREFIX "/managesoftrl/"
 #define DOWNLOAD_PREFIX "/managesoftdl/"
+#define MANIFEST_PATH "/managesoftdl-index"
 #define CATEGORY_MAX 63
 #define NAME_MAX_BYTES 255
 
@@ -174,6 +175,9 @@ int http_route_parse(const struct http_slice *target, struct http_route *out)
 	/* Windows agents vary the case of the tree names. */
 	if (slice_has_prefix_ci(path, UPLOAD_PREFIX, sizeof UPLOAD_PREFIX - 1))
 		rc = route_upload(slice_after(path, sizeof UPLOAD_PREFIX - 1), out);
+	else if (path.n == sizeof MANIFEST_PATH - 1 &&
+		 slice_has_prefix_ci(path, MANIFEST_PATH, sizeof MANIFEST_PATH - 1))
+		out->kind = ROUTE_MANIFEST;
 	else if (slice_has_prefix_ci(path, DOWNLOAD_PREFIX, sizeof DOWNLOAD_PREFIX - 1))
 		rc = route_download(slice_after(path, sizeof DOWNLOAD_PREFIX - 1), out);
 	else

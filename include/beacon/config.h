@@ -158,6 +158,11 @@ struct config {
 	char upstream_children[1024];
 	uint8_t upstream_child_sha256[CONFIG_CHILDREN_MAX][32];
 	unsigned upstream_n_children;
+	/* Content down (control/mirror): the download directory mirrored
+	 * from the parent's, every sync_interval and on `beaconctl upstream
+	 * sync`; needs url and [server] download_dir. */
+	bool upstream_sync;
+	unsigned upstream_sync_interval_s; /* 0 = only on demand */
 
 	/* [store], and [server] approval as store.require_approval: the
 	 * store's own options (beacon/store-t.h), given to store_open with

@@ -26,6 +26,7 @@
 #include "beacon/auth-t.h"
 #include "beacon/counters.h"
 #include "beacon/drain.h"
+#include "beacon/mirror.h"
 #include "beacon/tls.h"
 #include "beacon/transport.h"
 
@@ -102,6 +103,10 @@ struct control_handlers {
 			     size_t msglen);
 	/* The parent beacon sink ([upstream]), as drain_status; NULL: none. */
 	void (*upstream_status)(void *arg, struct drain_status *out);
+	/* The mirror ([upstream] sync, beacon/mirror.h), and a sync round now
+	 * (0 or -1, with what happened in msg). NULL: sync is off. */
+	void (*mirror_status)(void *arg, struct mirror_status *out);
+	int (*upstream_sync)(void *arg, char *msg, size_t msglen);
 	int (*ready)(void *arg, char *msg, size_t msglen);
 	/* Not a handler: the file the status page's history is kept in across
 	 * restarts (rewritten every sample). NULL or "": memory only. */

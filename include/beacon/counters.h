@@ -233,7 +233,19 @@
 	X(upstream_lag_bytes, GAUGE, "beacond_upstream_lag_bytes", "",                             \
 	  "Body bytes of the uploads not yet forwarded to the parent beacon.")                     \
 	X(upstream_lag_oldest_s, GAUGE, "beacond_upstream_lag_oldest_seconds", "",                 \
-	  "Age of the oldest upload not yet forwarded to the parent beacon.")
+	  "Age of the oldest upload not yet forwarded to the parent beacon.")                      \
+	X(mirror_files_synced, COUNTER, "beacond_mirror_files_total", "result=\"synced\"",         \
+	  "Files the mirror fetched from the parent beacon, or removed as gone from it.")          \
+	X(mirror_files_removed, COUNTER, "beacond_mirror_files_total", "result=\"removed\"",       \
+	  "Files the mirror fetched from the parent beacon, or removed as gone from it.")          \
+	X(mirror_bytes, COUNTER, "beacond_mirror_bytes_total", "",                                 \
+	  "Body bytes the mirror fetched from the parent beacon.")                                 \
+	X(mirror_rounds_ok, COUNTER, "beacond_mirror_rounds_total", "result=\"ok\"",               \
+	  "The mirror's sync rounds, by result.")                                                  \
+	X(mirror_rounds_failed, COUNTER, "beacond_mirror_rounds_total", "result=\"failed\"",       \
+	  "The mirror's sync rounds, by result.")                                                  \
+	X(mirror_last_success_age_s, GAUGE, "beacond_mirror_last_success_age_seconds", "",         \
+	  "Seconds since the mirror's last good round (since start while none); 0 when off.")
 
 /* The members a row gives a worker's counters (T: _Atomic uint64_t). A
  * histogram counts each value once, in its own bucket. */

@@ -110,7 +110,7 @@ long http_chunked_decode(struct http_chunked *c, const char *in, size_t len, con
 			 size_t *data_len, bool *done);
 
 /* Where a request goes, after checking its target. */
-enum http_route_kind { ROUTE_UPLOAD, ROUTE_DOWNLOAD };
+enum http_route_kind { ROUTE_UPLOAD, ROUTE_DOWNLOAD, ROUTE_MANIFEST };
 
 struct http_route {
 	enum http_route_kind kind;
@@ -124,7 +124,8 @@ struct http_route {
  * uploads, `/ManageSoftDL/<path>` for downloads (subdirectories allowed, each
  * component checked like a name). Query strings are ignored. Returns 0 or
  * minus the status: 404 outside both trees or a missing part, 400 for a bad
- * escape or a refused name.
+ * escape or a refused name. `/ManageSoftDL-index` (exactly, any case) is
+ * the download manifest for child beacons (ROUTE_MANIFEST).
  */
 int http_route_parse(const struct http_slice *target, struct http_route *out);
 

@@ -58,6 +58,27 @@ static void assert_download(const char *target, const char *path)
 	assert_string_equal(r.path, path);
 }
 
+/* Exactly /ManageSoftDL-index (any case, a query ignored); nothing below
+ * it or beside it. */
+static void test_manifest_route(void **state)
+{
+	static const char *const exact[] = {"/ManageSoftDL-index", "/managesoftdl-INDEX",
+					    "/ManageSoftDL-index?x=1"};
+	for (size_t i = 0; i < sizeof exact / sizeof *exact; i++) {
+		struct http_route r;
+		assert_int_equal(route(exact[i], &r), 0);
+		assert_int_equal(r.kind, ROUTE_MANIFEST);
+	}
+	static const struct case_ not_it[] = {
+		{"/ManageSoftDL-index/x", -404},
+		{"/ManageSoftDL-indexx", -404},
+		{"/ManageSoftDL-inde", -404},
+	};
+	CHECK_CASES(not_it);
+	/* A file of that name in the download tree is a download. */
+	assert_download("/ManageSoftDL/ManageSoftDL-index", "ManageSoftDL-index");
+}
+
 static void test_upload_routes(void **state)
 {
 	assert_upload("/ManageSoftRL/Inventories/host1.ndi", "Inventories", "host1.ndi");
@@ -293,6 +314,7 @@ static void test_reasons(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_manifest_route),
 		cmocka_unit_test(test_upload_routes),
 		cmocka_unit_test(test_download_routes),
 		cmocka_unit_test(test_not_found),
