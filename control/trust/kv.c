@@ -137,12 +137,18 @@ static natsStatus make_options(struct trust_kv *k, natsOptions **out)
 	return st;
 }
 
+/* The connection is closed first. Stopping a watcher on an open one
+ * deletes its ordered consumer, and libnats 3.4 reads the consumer's name
+ * there while its own reset thread may be freeing it (a bucket made anew
+ * resets the consumer): a use-after-free that ASan caught at shutdown. On
+ * a closed connection the unsubscribe stops before that step; the server
+ * drops the ephemeral consumer itself once it is inactive. */
 static void session_close(struct kv_session *s)
 {
-	if (s->watch) {
-		kvWatcher_Stop(s->watch);
+	if (s->nc)
+		natsConnection_Close(s->nc);
+	if (s->watch)
 		kvWatcher_Destroy(s->watch);
-	}
 	kvStore_Destroy(s->store);
 	jsCtx_Destroy(s->js);
 	natsConnection_Destroy(s->nc);
