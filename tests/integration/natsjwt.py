@@ -63,11 +63,14 @@ class NKey:
         return self.key.sign(data)
 
 
-def jwt(issuer, subject_pub, name, nats):
-    """A JWT for subject_pub, issued and signed by the NKey issuer."""
+def jwt(issuer, subject_pub, name, nats, exp=None):
+    """A JWT for subject_pub, issued and signed by the NKey issuer; exp: the
+    Unix time it expires at (none: never)."""
     header = {"typ": "JWT", "alg": "ed25519-nkey"}
     claims = {"iat": int(time.time()), "iss": issuer.public, "name": name, "sub": subject_pub,
               "nats": {**nats, "version": 2}}
+    if exp is not None:
+        claims["exp"] = int(exp)
     claims["jti"] = base64.b32encode(
         hashlib.sha256(json.dumps(claims, sort_keys=True).encode()).digest()).decode().rstrip("=")
     signing_input = _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(claims).encode())
@@ -90,8 +93,8 @@ def account_jwt(op, acct, name="BEACONS"):
                                        "default_permissions": {"pub": {}, "sub": {}}})
 
 
-def user_jwt(issuer, user_pub, name="beacon"):
-    return jwt(issuer, user_pub, name, {"type": "user", "pub": {}, "sub": {}, **NO_LIMITS})
+def user_jwt(issuer, user_pub, name="beacon", exp=None):
+    return jwt(issuer, user_pub, name, {"type": "user", "pub": {}, "sub": {}, **NO_LIMITS}, exp)
 
 
 def creds_text(user_jwt_text, seed):
@@ -116,10 +119,10 @@ class Operator:
         self.system_jwt = jwt(self.op, self.system.public, "SYS", {"type": "account",
                                                                    "limits": NO_LIMITS})
 
-    def user(self, name="beacon"):
+    def user(self, name="beacon", exp=None):
         """(user JWT, user NKey) signed by the trusted account."""
         u = NKey("user")
-        return user_jwt(self.account, u.public, name), u
+        return user_jwt(self.account, u.public, name, exp), u
 
     def server(self, workdir, **kw):
         """A NatsServer (natsfix) in operator mode that trusts this operator

@@ -13,14 +13,16 @@ drain "disconnected" with the server's refusal, while agents keep getting
 201 and the lag counts every upload that waits.
 """
 
+import os
 import subprocess
+import time
 
 import pytest
 
 from natsjwt import JwtNatsClient, NKey, Operator, creds_text, read_stream_jwt, user_jwt
 from natsfix import uploads_in
 from test_consume import CONSUME, files_under
-from test_drain import STREAM, drain_config, status, upload_many, wait_drained
+from test_drain import STREAM, drain_config, status, upload_many, wait_drained, wait_for
 from test_kv_trust import BUCKET, KvClient, applied
 from test_nats_auth import assert_refused_but_ingesting, stream_messages, wait_connected
 from trustkit import assert_admitted, assert_refused, make_crl, wait_until
@@ -170,3 +172,56 @@ def test_trust_bucket_read_with_creds(start_server, operator, ns, pki, tmp_path)
     applied(srv, "crl.agents")
     assert_refused(srv, "agent3", alert="certificate_revoked")
     assert_admitted(srv, "agent1")
+
+
+def test_expired_jwt_refused_then_a_rotated_file_is_used_without_restart(
+        start_server, operator, ns, tmp_path):
+    """A user JWT past its exp is refused (the server says so);
+    the operator then writes fresh creds over the same file, and the drain
+    logs in with them on its next try, without a restart or reload, and
+    drains what waited."""
+    jwt_text, key = operator.user("beacon", exp=time.time() - 3600)
+    creds = write_creds(tmp_path / "beacon.creds", jwt_text, key.seed)
+    srv = start_server(drain_config(ns.url, creds=creds))
+    sent = assert_refused_but_ingesting(srv, "authorization violation")
+    assert stream_messages(ns) == 0
+    assert "User JWT no longer valid: &{Issues:[claim is expired]}" in ns.log.read_text(), ns.log.read_text()[-3000:]
+
+    fresh = tmp_path / "fresh.creds"
+    write_creds(fresh, *(lambda j, k: (j, k.seed))(*operator.user("beacon")))
+    os.replace(fresh, creds)  # as an operator's tooling would: atomically
+    wait_connected(srv)
+    wait_drained(srv)
+    assert_in_stream_once(srv, ns, sent)
+
+
+def test_jwt_expiring_while_connected_then_rotated(start_server, operator, ns, tmp_path):
+    """The server drops a connection when its user JWT expires, and refuses
+    the same JWT after. Uploads meanwhile get 201 and wait; once the
+    operator writes fresh creds over the file the drain is back without a
+    restart, and every upload, from before and after, is in the stream once."""
+    jwt_text, key = operator.user("beacon", exp=time.time() + 4)
+    creds = write_creds(tmp_path / "beacon.creds", jwt_text, key.seed)
+    srv = start_server(drain_config(ns.url, creds=creds))
+    wait_connected(srv)
+    sent = upload_many(srv, 2)
+    wait_drained(srv)
+    # Wall-clock time passing is the event here: the JWT's exp.
+    wait_for(lambda: "Client connection closed: Authentication Expired" in ns.log.read_text(),
+             60, "the JWT to expire")
+    # cnats closes the connection for good on a second refusal in a row;
+    # the drain sees that on its next publish and logs in anew, refused.
+    sent.update(upload_many(srv, 2, prefix="g"))
+    st = wait_for(lambda: (s := status(srv))["state"] == "disconnected" and s, 60,
+                  "the drain to find its login refused")
+    assert "authorization violation" in st["last_error"].lower(), st
+    assert st["lag_uploads"] == 2, st
+    assert "User JWT no longer valid: &{Issues:[claim is expired]}" in ns.log.read_text()
+
+    fresh = tmp_path / "fresh.creds"
+    j, k = operator.user("beacon")
+    write_creds(fresh, j, k.seed)
+    os.replace(fresh, creds)
+    wait_connected(srv)
+    wait_drained(srv)
+    assert_in_stream_once(srv, ns, sent)
