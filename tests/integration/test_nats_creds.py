@@ -14,6 +14,7 @@ drain "disconnected" with the server's refusal, while agents keep getting
 """
 
 import os
+import signal
 import subprocess
 import time
 
@@ -209,12 +210,21 @@ def test_jwt_expiring_while_connected_then_rotated(start_server, operator, ns, t
     # Wall-clock time passing is the event here: the JWT's exp.
     wait_for(lambda: "Client connection closed: Authentication Expired" in ns.log.read_text(),
              60, "the JWT to expire")
-    # cnats closes the connection for good on a second refusal in a row;
-    # the drain sees that on its next publish and logs in anew, refused.
-    sent.update(upload_many(srv, 2, prefix="g"))
-    st = wait_for(lambda: (s := status(srv))["state"] == "disconnected" and s, 60,
-                  "the drain to find its login refused")
-    assert "authorization violation" in st["last_error"].lower(), st
+    # Uploads that reach cnats while it reconnects: the server is stopped
+    # (SIGSTOP) so that its reconnect waits, and they are handed to cnats
+    # ("published") but cannot go out yet.
+    ns.proc.send_signal(signal.SIGSTOP)
+    try:
+        sent.update(upload_many(srv, 2, prefix="g"))
+        wait_for(lambda: status(srv)["uploads_published"] == 4, 30, "the drain to publish")
+    finally:
+        ns.proc.send_signal(signal.SIGCONT)
+    # The server refuses the expired JWT twice and cnats closes the
+    # connection for good, dropping those messages' acks unsent. The drain
+    # must notice, not wait for them, and try to log in anew: refused.
+    st = wait_for(lambda: ((s := status(srv))["state"] == "disconnected"
+                           and "authorization violation" in s["last_error"].lower() and s),
+                  60, "the drain to find its login refused")
     assert st["lag_uploads"] == 2, st
     assert "User JWT no longer valid: &{Issues:[claim is expired]}" in ns.log.read_text()
 
