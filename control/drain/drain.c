@@ -291,12 +291,13 @@ static bool window_full(const struct drain *d)
 				 d->bytes_inflight >= DRAIN_INFLIGHT_BYTES);
 }
 
-/* What is in flight can no longer be reported: the round fails rather than
- * wait for it. Under lock; unlocks around the sink. */
+/* The sink's link is gone for good: the round fails rather than wait for
+ * reports that cannot come, and, idle or not, the drain reconnects and its
+ * state says so. Under lock; unlocks around the sink. */
 static bool sink_lost(struct drain *d)
 {
 	char why[256] = "";
-	if (!d->n_inflight || !d->ops->lost)
+	if (!d->ops->lost)
 		return false;
 	pthread_mutex_unlock(&d->lock);
 	bool lost = d->ops->lost(d->sink, why, sizeof why);

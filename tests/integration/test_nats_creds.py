@@ -235,3 +235,27 @@ def test_jwt_expiring_while_connected_then_rotated(start_server, operator, ns, t
     wait_connected(srv)
     wait_drained(srv)
     assert_in_stream_once(srv, ns, sent)
+
+
+def test_jwt_expiring_while_idle_shows_and_recovers(start_server, operator, ns, tmp_path):
+    """With nothing to send when the JWT expires and cnats gives the
+    connection up, the drain's state does not go on saying "connected": it
+    reports the refusal, and logs in with renewed creds by itself."""
+    jwt_text, key = operator.user("beacon", exp=time.time() + 3)
+    creds = write_creds(tmp_path / "beacon.creds", jwt_text, key.seed)
+    srv = start_server(drain_config(ns.url, creds=creds))
+    wait_connected(srv)
+    wait_for(lambda: "Client connection closed: Authentication Expired" in ns.log.read_text(),
+             60, "the JWT to expire")
+    st = wait_for(lambda: ((s := status(srv))["state"] == "disconnected"
+                           and "authorization violation" in s["last_error"].lower() and s),
+                  60, "the drain to report the refused login")
+    assert st["lag_uploads"] == 0, st
+    fresh = tmp_path / "fresh.creds"
+    j, k = operator.user("beacon")
+    write_creds(fresh, j, k.seed)
+    os.replace(fresh, creds)
+    wait_connected(srv)
+    sent = upload_many(srv, 2)
+    wait_drained(srv)
+    assert_in_stream_once(srv, ns, sent)
