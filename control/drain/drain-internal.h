@@ -30,6 +30,12 @@ struct drain_sink_ops {
 		       char *err, size_t errlen);
 	/* Waits up to timeout_ms for every message in flight to be reported. */
 	void (*flush)(void *sink, unsigned timeout_ms);
+	/* true, with the reason in err, when the link is gone for good: what
+	 * is in flight will never be reported and only connect brings it
+	 * back (cnats closes a connection after the same login refusal twice,
+	 * e.g. an expired JWT, and drops the acks it waited for). Asked every
+	 * round, idle or not. NULL: the link never dies that way. */
+	bool (*lost)(void *sink, char *err, size_t errlen);
 	void (*destroy)(void *sink);
 };
 

@@ -291,6 +291,22 @@ static bool window_full(const struct drain *d)
 				 d->bytes_inflight >= DRAIN_INFLIGHT_BYTES);
 }
 
+/* The sink's link is gone for good: the round fails rather than wait for
+ * reports that cannot come, and, idle or not, the drain reconnects and its
+ * state says so. Under lock; unlocks around the sink. */
+static bool sink_lost(struct drain *d)
+{
+	char why[256] = "";
+	if (!d->ops->lost)
+		return false;
+	pthread_mutex_unlock(&d->lock);
+	bool lost = d->ops->lost(d->sink, why, sizeof why);
+	pthread_mutex_lock(&d->lock);
+	if (lost)
+		snprintf(d->last_error, sizeof d->last_error, "%s", why);
+	return lost;
+}
+
 /* One round: publish while the window allows, record what completed.
  * false when the round failed. Under lock. */
 static bool drain_round(struct drain *d, uint64_t *cursor)
@@ -311,7 +327,7 @@ static bool drain_round(struct drain *d, uint64_t *cursor)
 	}
 	bool failed;
 	record_completed(d, &failed);
-	if (failed)
+	if (failed || sink_lost(d))
 		return false;
 	if (!sent_any && !d->kick)
 		wait_ms(d, IDLE_POLL_MS);

@@ -231,6 +231,8 @@ static int nats_connect(void *sink, char *err, size_t errlen)
 		natsConnection_Destroy(n->nc);
 		n->js = NULL;
 		n->nc = NULL;
+		/* Its acks will never come: none is outstanding any more. */
+		atomic_store(&n->outstanding, 0);
 	}
 	if (!n->nc && open_connection(n, err, errlen) != 0)
 		return -1;
@@ -483,12 +485,25 @@ static int nats_publish(void *sink, const struct upload_record *rec, int fd, uns
 static void nats_flush(void *sink, unsigned timeout_ms)
 {
 	struct nats_sink *n = sink;
-	if (!n->js)
+	/* A closed connection reports nothing more: do not wait on it. */
+	if (!n->js || natsConnection_IsClosed(n->nc))
 		return;
 	jsPubOptions po;
 	jsPubOptions_Init(&po);
 	po.MaxWait = timeout_ms;
 	js_PublishAsyncComplete(n->js, &po);
+}
+
+static bool nats_lost(void *sink, char *err, size_t errlen)
+{
+	struct nats_sink *n = sink;
+	if (!n->nc || !natsConnection_IsClosed(n->nc))
+		return false;
+	const char *last = NULL;
+	natsStatus st = natsConnection_GetLastError(n->nc, &last);
+	snprintf(err, errlen, "connection closed: %s",
+		 last && last[0] ? last : natsStatus_GetText(st));
+	return true;
 }
 
 static void nats_destroy(void *sink)
@@ -508,5 +523,6 @@ const struct drain_sink_ops nats_sink_ops = {
 	.connect = nats_connect,
 	.publish = nats_publish,
 	.flush = nats_flush,
+	.lost = nats_lost,
 	.destroy = nats_destroy,
 };
