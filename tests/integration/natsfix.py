@@ -175,8 +175,10 @@ def stream_info(port, stream):
         c.close()
 
 
-def read_stream(port, stream, auth=None):
-    c = NatsClient(port, auth=auth)
+def read_stream(port, stream, auth=None, client=None):
+    """Every message of the stream, read one by one; `client` (closed
+    here) logs in another way than NatsClient(port, auth)."""
+    c = client or NatsClient(port, auth=auth)
     try:
         info = c.request(f"$JS.API.STREAM.INFO.{stream}", {})
         assert "error" not in info, info

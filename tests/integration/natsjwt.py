@@ -164,21 +164,5 @@ class JwtNatsClient(NatsClient):
 
 def read_stream_jwt(ns, stream):
     """natsfix.read_stream, logged in as the server's reader user."""
-    from natsfix import StreamMsg, parse_headers
-    c = JwtNatsClient(ns.port, *ns.jwt_reader)
-    try:
-        info = c.request(f"$JS.API.STREAM.INFO.{stream}", {})
-        assert "error" not in info, info
-        st = info["state"]
-        msgs = []
-        for seq in range(st["first_seq"], st["last_seq"] + 1) if st["messages"] else []:
-            r = c.request(f"$JS.API.STREAM.MSG.GET.{stream}", {"seq": seq})
-            if "error" in r:
-                continue  # a deleted sequence
-            m = r["message"]
-            hdrs = parse_headers(base64.b64decode(m["hdrs"])) if m.get("hdrs") else {}
-            body = base64.b64decode(m["data"]) if m.get("data") else b""
-            msgs.append(StreamMsg(m["seq"], m["subject"], hdrs, body))
-        return msgs
-    finally:
-        c.close()
+    from natsfix import read_stream
+    return read_stream(ns.port, stream, client=JwtNatsClient(ns.port, *ns.jwt_reader))
