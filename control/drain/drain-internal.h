@@ -39,6 +39,12 @@ struct drain_sink_ops {
 	void (*destroy)(void *sink);
 };
 
+/* During publish (the drain's thread): rec's body as the drain read it for
+ * its CRC check, the very bytes it checked, when it fits the check's buffer
+ * (at most STORE_VERIFY_BUF_BYTES); NULL otherwise, and the sink reads the
+ * fd. It saves a second read and copy of every small body. */
+const uint8_t *drain_verified_body(const struct drain *d, const struct upload_record *rec);
+
 /* One message of upload `id` was acknowledged (ok) or not (why). */
 void drain_message_done(struct drain *d, uint64_t id, bool ok, const char *why);
 

@@ -30,6 +30,18 @@
 #define BACKOFF_MAX_MS 30000u
 #define IDLE_POLL_MS 100u
 #define FLUSH_TIMEOUT_MS 15000u
+/* Spool segments kept open between uploads: one per worker in practice
+ * (opening a worker's next segment closes its previous one). */
+#define OPEN_SEGMENTS 8u
+/* Pending uploads read from the store in one transaction. */
+#define READ_BATCH 64u
+
+struct open_segment {
+	uint32_t worker;
+	uint64_t segment;
+	int fd; /* -1: slot free */
+	uint64_t last_use;
+};
 
 struct inflight {
 	uint64_t id;
@@ -58,6 +70,17 @@ struct drain {
 	unsigned n_inflight;
 	unsigned msgs_inflight;
 	uint64_t bytes_inflight;
+
+	/* The drain thread's own: bodies are checked through verify_buf, in
+	 * segments kept open while it sends without a pause. */
+	struct open_segment segs[OPEN_SEGMENTS];
+	uint64_t seg_clock;
+	uint8_t *verify_buf;
+	const uint8_t *verified_body; /* in verify_buf: verified_id's, whole */
+	uint64_t verified_id;
+	/* Pending uploads read ahead, in id order: batch[next .. n_batch). */
+	struct upload_record *batch;
+	size_t n_batch, next_batch;
 
 	_Atomic uint64_t uploads_published, bytes_published, uploads_acked, bytes_acked,
 		uploads_failed, bytes_failed;
@@ -202,6 +225,98 @@ static void settle_after_failure(struct drain *d)
 	d->bytes_inflight = 0;
 }
 
+static void segment_close(struct open_segment *g)
+{
+	if (g->fd >= 0)
+		close(g->fd);
+	g->fd = -1;
+}
+
+/* Closes every kept segment: whenever the drain pauses (nothing to send, a
+ * failure, stop), so that a segment retention removed meanwhile frees its
+ * space; while it sends, a worker's older segment closes as its next opens. */
+static void segments_close_all(struct drain *d)
+{
+	for (unsigned i = 0; i < OPEN_SEGMENTS; i++)
+		segment_close(&d->segs[i]);
+}
+
+static struct open_segment *segment_find(struct drain *d, const struct upload_record *rec)
+{
+	for (unsigned i = 0; i < OPEN_SEGMENTS; i++) {
+		struct open_segment *g = &d->segs[i];
+		if (g->fd >= 0 && g->worker == rec->worker && g->segment == rec->segment)
+			return g;
+	}
+	return NULL;
+}
+
+/* Which slot a new open of rec's segment takes, best first: the same
+ * worker's older segment (the drain reads in id order and a worker's
+ * segments grow with its ids; a rescan reopens it), a free slot, the least
+ * recently used. */
+static unsigned slot_rank(const struct open_segment *g, const struct upload_record *rec)
+{
+	if (g->fd >= 0 && g->worker == rec->worker && g->segment < rec->segment)
+		return 0;
+	return g->fd < 0 ? 1 : 2;
+}
+
+/* The slot with rec's segment open: the kept one, or a fresh open. */
+static int segment_get(struct drain *d, const struct upload_record *rec, struct open_segment **out)
+{
+	struct open_segment *g = segment_find(d, rec);
+	if (!g) {
+		g = &d->segs[0];
+		for (unsigned i = 1; i < OPEN_SEGMENTS; i++) {
+			struct open_segment *c = &d->segs[i];
+			unsigned rc = slot_rank(c, rec), rg = slot_rank(g, rec);
+			if (rc < rg || (rc == rg && rc == 2 && c->last_use < g->last_use))
+				g = c;
+		}
+		segment_close(g);
+		int e = store_segment_open(d->store, rec, &g->fd);
+		if (e)
+			return e;
+		g->worker = rec->worker;
+		g->segment = rec->segment;
+	}
+	g->last_use = ++d->seg_clock;
+	*out = g;
+	return 0;
+}
+
+/* rec's body checked against its CRC, in a kept segment: *fd reads it (the
+ * drain keeps it; do not close). A check that fails on a kept fd is done
+ * again on a fresh open, so a stale descriptor never makes an upload look
+ * corrupt. Errors as store_body_open_verified's. */
+static int body_verified(struct drain *d, const struct upload_record *rec, int *fd)
+{
+	for (int attempt = 0; attempt < 2; attempt++) {
+		struct open_segment *g;
+		bool kept = segment_find(d, rec) != NULL;
+		int e = segment_get(d, rec, &g);
+		if (e)
+			return e;
+		e = store_body_verify(d->store, rec, g->fd, d->verify_buf, STORE_VERIFY_BUF_BYTES,
+				      &d->verified_body);
+		d->verified_id = d->verified_body ? rec->id : 0;
+		if (!e) {
+			*fd = g->fd;
+			return 0;
+		}
+		segment_close(g);
+		if (!kept)
+			return e;
+	}
+	return STORE_ERR_IO; /* not reached: a fresh open returns above */
+}
+
+const uint8_t *drain_verified_body(const struct drain *d, const struct upload_record *rec)
+{
+	return d->verified_body && d->verified_id == rec->id ? d->verified_body : NULL;
+}
+
 /* A body that fails its CRC is never sent: it is logged, counted and left
  * behind (marked drained) so that it does not stop the uploads after it. */
 static void skip_corrupt(struct drain *d, const struct upload_record *rec)
@@ -238,7 +353,7 @@ static int publish_one(struct drain *d, const struct upload_record *rec, int fd)
 	return 1;
 }
 
-/* For store_drain_next, inside its read txn: passes over what is in flight
+/* For store_drain_next_batch, inside its read txn: passes over what is in flight
  * (a rescan from the start meets it). */
 static bool in_flight(uint64_t id, void *arg)
 {
@@ -249,13 +364,34 @@ static bool in_flight(uint64_t id, void *arg)
 	return found;
 }
 
+/* The next pending upload after *cursor into *rec, from the read-ahead, or
+ * a new batch of it from the store. 0, or a store error. */
+static int next_pending(struct drain *d, uint64_t cursor, struct upload_record *rec)
+{
+	if (d->next_batch >= d->n_batch) {
+		d->n_batch = d->next_batch = 0;
+		int e = store_drain_next_batch(d->store, d->ops->name, cursor, in_flight, d,
+					       d->batch, READ_BATCH, &d->n_batch);
+		if (e)
+			return e;
+	}
+	*rec = d->batch[d->next_batch++];
+	return 0;
+}
+
+/* The read-ahead is only good from the cursor it was read at. */
+static void forget_read_ahead(struct drain *d)
+{
+	d->n_batch = d->next_batch = 0;
+}
+
 /* The next pending upload after *cursor: 1 sent, 2 passed over (in flight
  * already, or corrupt), 0 none left, -1 failed. Under lock. */
 static int publish_next(struct drain *d, uint64_t *cursor)
 {
 	struct upload_record rec;
 	pthread_mutex_unlock(&d->lock);
-	int e = store_drain_next(d->store, d->ops->name, *cursor, in_flight, d, &rec);
+	int e = next_pending(d, *cursor, &rec);
 	pthread_mutex_lock(&d->lock);
 	if (e) {
 		/* Retention cannot take a pending upload; a read error waits. */
@@ -269,7 +405,7 @@ static int publish_next(struct drain *d, uint64_t *cursor)
 		return 2; /* a rescan met it: it is on its way */
 	int fd = -1;
 	pthread_mutex_unlock(&d->lock);
-	e = store_body_open_verified(d->store, &rec, &fd);
+	e = body_verified(d, &rec, &fd);
 	if (e == STORE_ERR_CORRUPT)
 		skip_corrupt(d, &rec);
 	pthread_mutex_lock(&d->lock);
@@ -280,9 +416,7 @@ static int publish_next(struct drain *d, uint64_t *cursor)
 			store_strerror(e));
 		return 0;
 	}
-	int r = publish_one(d, &rec, fd);
-	close(fd);
-	return r;
+	return publish_one(d, &rec, fd);
 }
 
 static bool window_full(const struct drain *d)
@@ -321,6 +455,7 @@ static bool drain_round(struct drain *d, uint64_t *cursor)
 			 * cursor may commit later: the next round starts over,
 			 * passing over what is in flight. */
 			*cursor = 0;
+			forget_read_ahead(d);
 			break;
 		}
 		sent_any |= r == 1;
@@ -329,6 +464,8 @@ static bool drain_round(struct drain *d, uint64_t *cursor)
 	record_completed(d, &failed);
 	if (failed || sink_lost(d))
 		return false;
+	if (!sent_any)
+		segments_close_all(d);
 	if (!sent_any && !d->kick)
 		wait_ms(d, IDLE_POLL_MS);
 	d->kick = false;
@@ -358,9 +495,11 @@ static void *drain_main(void *arg)
 	while (!d->stopping) {
 		if (d->rescan) {
 			cursor = 0;
+			forget_read_ahead(d);
 			d->rescan = false;
 		}
 		if (d->paused) {
+			segments_close_all(d);
 			d->state = DRAIN_PAUSED;
 			wait_ms(d, 1000);
 			continue;
@@ -381,12 +520,15 @@ static void *drain_main(void *arg)
 		snprintf(why, sizeof why, "%s", d->last_error);
 		set_state(d, DRAIN_DISCONNECTED, why);
 		settle_after_failure(d);
+		segments_close_all(d);
 		cursor = 0; /* the pending set from its start: what failed is there */
+		forget_read_ahead(d);
 		ready = false;
 		wait_ms(d, backoff);
 		backoff = backoff * 2 < BACKOFF_MAX_MS ? backoff * 2 : BACKOFF_MAX_MS;
 	}
 	settle_after_failure(d);
+	segments_close_all(d);
 	pthread_mutex_unlock(&d->lock);
 	return NULL;
 }
@@ -399,9 +541,19 @@ static int start_sink(const struct config *cfg, struct store *s, const struct dr
 		      size_t errlen)
 {
 	struct drain *d = calloc(1, sizeof *d);
-	if (d)
+	if (d) {
 		d->inflight = calloc(window + 1, sizeof *d->inflight);
-	if (!d || !d->inflight) {
+		d->verify_buf = malloc(STORE_VERIFY_BUF_BYTES);
+		d->batch = calloc(READ_BATCH, sizeof *d->batch);
+		for (unsigned i = 0; i < OPEN_SEGMENTS; i++)
+			d->segs[i].fd = -1;
+	}
+	if (!d || !d->inflight || !d->verify_buf || !d->batch) {
+		if (d) {
+			free(d->inflight);
+			free(d->verify_buf);
+			free(d->batch);
+		}
 		free(d);
 		snprintf(err, errlen, "drain: out of memory");
 		return -1;
@@ -462,6 +614,8 @@ void drain_stop(struct drain *d)
 	pthread_cond_destroy(&d->cond);
 	pthread_mutex_destroy(&d->lock);
 	free(d->inflight);
+	free(d->verify_buf);
+	free(d->batch);
 	free(d);
 }
 

@@ -382,15 +382,17 @@ static int send_msg(struct nats_sink *n, natsMsg **m, unsigned *queued, char *er
 static int publish_whole(struct nats_sink *n, const struct upload_record *rec, int fd,
 			 const char *subject, unsigned *queued, char *err, size_t errlen)
 {
-	uint8_t *body = malloc(rec->length ? rec->length : 1);
-	if (!body || read_body(fd, rec, 0, body, rec->length)) {
+	const uint8_t *checked = drain_verified_body(n->drain, rec);
+	uint8_t *body = checked ? NULL : malloc(rec->length ? rec->length : 1);
+	if (!checked && (!body || read_body(fd, rec, 0, body, rec->length))) {
 		free(body);
 		snprintf(err, errlen, "upload %" PRIu64 ": read its body: %s", rec->id,
 			 strerror(errno));
 		return -1;
 	}
 	natsMsg *m = NULL;
-	natsStatus st = natsMsg_Create(&m, subject, NULL, (const char *)body, (int)rec->length);
+	natsStatus st = natsMsg_Create(&m, subject, NULL, (const char *)(checked ? checked : body),
+				       (int)rec->length);
 	free(body);
 	if (st == NATS_OK)
 		st = upload_headers(n, m, rec, 0);

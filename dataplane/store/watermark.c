@@ -26,7 +26,6 @@
 #include <unistd.h>
 
 #define PENDING_VALUE_BYTES 16
-#define VERIFY_CHUNK (1024u * 1024u)
 
 static int sink_index(const struct store *s, const char *sink)
 {
@@ -263,11 +262,11 @@ int store_drain_replay(struct store *s, const char *sink, uint64_t from_id, uint
 	return rc ? index_error(rc) : 0;
 }
 
-/* The first pending id above after_id with its upload; ids whose upload is
- * gone go into orphans (at most max). */
-static int next_in_txn(struct store *s, MDB_txn *txn, unsigned i, uint64_t after_id,
-		       store_drain_skip_fn skip, void *arg, struct upload_record *out,
-		       uint64_t *orphans, size_t max, size_t *n_orphans)
+/* Up to max pending ids above after_id with their uploads, into out[*n];
+ * ids whose upload is gone go into orphans (at most max_orphans). */
+static int batch_in_txn(struct store *s, MDB_txn *txn, unsigned i, uint64_t after_id,
+			store_drain_skip_fn skip, void *arg, struct upload_record *out, size_t max,
+			size_t *n, uint64_t *orphans, size_t max_orphans, size_t *n_orphans)
 {
 	MDB_cursor *cur;
 	int rc = mdb_cursor_open(txn, s->drain_dbi[i], &cur);
@@ -276,44 +275,61 @@ static int next_in_txn(struct store *s, MDB_txn *txn, unsigned i, uint64_t after
 	uint8_t kb[8];
 	be64_put(kb, after_id + 1);
 	MDB_val k = {sizeof kb, kb}, v;
-	int e = STORE_ERR_NOTFOUND;
+	int e = 0;
 	MDB_cursor_op op = MDB_SET_RANGE;
-	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0 && k.mv_size == 8) {
+	while (*n < max && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0 && k.mv_size == 8) {
 		op = MDB_NEXT;
 		uint64_t id = be64_get(k.mv_data);
 		if (skip && skip(id, arg))
 			continue;
-		e = index_get_upload(&s->ix, txn, id, out);
+		e = index_get_upload(&s->ix, txn, id, &out[*n]);
+		if (!e) {
+			(*n)++;
+			continue;
+		}
 		if (e != STORE_ERR_NOTFOUND)
 			break;
-		if (*n_orphans < max)
+		e = 0;
+		if (*n_orphans < max_orphans)
 			orphans[(*n_orphans)++] = id;
 	}
 	mdb_cursor_close(cur);
 	if (rc && rc != MDB_NOTFOUND)
 		return index_error(rc);
-	return e;
+	if (*n)
+		return 0; /* a read error, if any, comes again on the next call */
+	return e ? e : STORE_ERR_NOTFOUND;
 }
 
-int store_drain_next(struct store *s, const char *sink, uint64_t after_id, store_drain_skip_fn skip,
-		     void *arg, struct upload_record *out)
+int store_drain_next_batch(struct store *s, const char *sink, uint64_t after_id,
+			   store_drain_skip_fn skip, void *arg, struct upload_record *out,
+			   size_t max, size_t *n)
 {
 	int i = sink_index(s, sink);
-	if (i < 0 || !out)
+	if (i < 0 || !out || !max || !n)
 		return STORE_ERR_INVAL;
+	*n = 0;
 	uint64_t orphans[64];
 	size_t n_orphans = 0;
 	MDB_txn *txn;
 	int rc = txn_begin(s, MDB_RDONLY, &txn);
 	if (rc)
 		return index_error(rc);
-	int e = next_in_txn(s, txn, (unsigned)i, after_id, skip, arg, out, orphans, 64, &n_orphans);
+	int e = batch_in_txn(s, txn, (unsigned)i, after_id, skip, arg, out, max, n, orphans, 64,
+			     &n_orphans);
 	txn_end(s, txn, false, &rc);
 	if (n_orphans) {
 		log_warn("store: drain %s: %zu pending uploads were already gone", sink, n_orphans);
 		store_drain_done(s, sink, orphans, n_orphans);
 	}
 	return e;
+}
+
+int store_drain_next(struct store *s, const char *sink, uint64_t after_id, store_drain_skip_fn skip,
+		     void *arg, struct upload_record *out)
+{
+	size_t n;
+	return store_drain_next_batch(s, sink, after_id, skip, arg, out, 1, &n);
 }
 
 int store_drain_lag(struct store *s, const char *sink, struct store_drain_lag *out)
@@ -350,7 +366,7 @@ int store_drain_lag(struct store *s, const char *sink, struct store_drain_lag *o
 	return rc ? index_error(rc) : 0;
 }
 
-int store_body_open_verified(struct store *s, const struct upload_record *rec, int *fd)
+int store_segment_open(struct store *s, const struct upload_record *rec, int *fd)
 {
 	char path[PATH_MAX];
 	if (!rec || !fd ||
@@ -361,15 +377,82 @@ int store_body_open_verified(struct store *s, const struct upload_record *rec, i
 		log_err("store: upload %" PRIu64 ": open %s: %s", rec->id, path, strerror(errno));
 		return errno == ENOENT ? STORE_ERR_NOTFOUND : store_error_from_errno(errno);
 	}
-	uint8_t *buf = malloc(VERIFY_CHUNK);
-	int e = buf ? record_check_header(f, rec, path) : STORE_ERR_IO;
+	*fd = f;
+	return 0;
+}
+
+/* Header and body in one read, when they fit buf: the common small upload
+ * costs one pread. 1 when they do not fit (check them the long way). */
+static int verify_in_one_read(const struct upload_record *rec, int fd, const char *path,
+			      uint8_t *buf, size_t buflen, const uint8_t **body)
+{
+	if (rec->offset < RECORD_HEADER_BYTES || rec->length > buflen - RECORD_HEADER_BYTES)
+		return 1;
+	size_t want = RECORD_HEADER_BYTES + (size_t)rec->length, got = 0;
+	while (got < want) {
+		ssize_t r = pread(fd, buf + got, want - got,
+				  (off_t)(rec->offset - RECORD_HEADER_BYTES + got));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			log_err("store: read %s: %s", path, strerror(errno));
+			return store_error_from_errno(-errno);
+		}
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	struct record_header h;
+	if (got < RECORD_HEADER_BYTES || record_header_decode(buf, &h) || h.id != rec->id ||
+	    h.length != rec->length || h.crc != rec->crc32) {
+		log_err("store: upload %" PRIu64 ": record header in %s does not match the index",
+			rec->id, path);
+		return STORE_ERR_CORRUPT;
+	}
+	if (got < want) {
+		log_err("store: upload %" PRIu64 ": %s ends inside its body", rec->id, path);
+		return STORE_ERR_CORRUPT;
+	}
+	if (record_crc32(0, buf + RECORD_HEADER_BYTES, (size_t)rec->length) != rec->crc32) {
+		log_err("store: upload %" PRIu64 ": body in %s fails its checksum", rec->id, path);
+		return STORE_ERR_CORRUPT;
+	}
+	*body = buf + RECORD_HEADER_BYTES;
+	return 0;
+}
+
+int store_body_verify(struct store *s, const struct upload_record *rec, int fd, uint8_t *buf,
+		      size_t buflen, const uint8_t **body)
+{
+	char path[PATH_MAX];
+	if (body)
+		*body = NULL;
+	if (!rec || fd < 0 || !buf || !body || buflen < STORE_VERIFY_BUF_BYTES ||
+	    spool_segment_path(path, sizeof path, s->data_dir, rec->worker, rec->segment))
+		return STORE_ERR_INVAL;
+	int e = verify_in_one_read(rec, fd, path, buf, buflen, body);
+	if (e != 1)
+		return e;
+	e = record_check_header(fd, rec, path);
 	uint32_t crc = 0;
 	if (!e)
-		e = record_pass(f, rec, path, buf, -1, &crc);
+		e = record_pass(fd, rec, path, buf, -1, &crc);
 	if (!e && crc != rec->crc32) {
 		log_err("store: upload %" PRIu64 ": body in %s fails its checksum", rec->id, path);
 		e = STORE_ERR_CORRUPT;
 	}
+	return e;
+}
+
+int store_body_open_verified(struct store *s, const struct upload_record *rec, int *fd)
+{
+	int f = -1;
+	int e = store_segment_open(s, rec, &f);
+	if (e)
+		return e;
+	uint8_t *buf = malloc(STORE_VERIFY_BUF_BYTES);
+	const uint8_t *body;
+	e = buf ? store_body_verify(s, rec, f, buf, STORE_VERIFY_BUF_BYTES, &body) : STORE_ERR_IO;
 	free(buf);
 	if (e) {
 		close(f);

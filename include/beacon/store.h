@@ -310,6 +310,12 @@ int store_reader_device(struct store_reader *r, const char *device, struct devic
 typedef bool (*store_drain_skip_fn)(uint64_t id, void *arg);
 int store_drain_next(struct store *s, const char *sink, uint64_t after_id, store_drain_skip_fn skip,
 		     void *arg, struct upload_record *out);
+/* The same for up to max uploads in id order, in one read transaction, into
+ * out[0 .. *n): 0 with *n >= 1, or STORE_ERR_NOTFOUND (*n = 0). They stay
+ * pending until store_drain_done, so a caller may send them later. */
+int store_drain_next_batch(struct store *s, const char *sink, uint64_t after_id,
+			   store_drain_skip_fn skip, void *arg, struct upload_record *out,
+			   size_t max, size_t *n);
 /* Marks the uploads acknowledged by `sink`, durably, and lets retention
  * run. 0, or a negative store_error (nothing changed; call again). */
 int store_drain_done(struct store *s, const char *sink, const uint64_t *ids, size_t n);
@@ -331,5 +337,16 @@ int store_drain_lag(struct store *s, const char *sink, struct store_drain_lag *o
  * fails). *fd then reads the body at rec->offset .. rec->offset +
  * rec->length; the caller closes it. */
 int store_body_open_verified(struct store *s, const struct upload_record *rec, int *fd);
+/* The same in two steps, for a caller that checks many bodies of one segment
+ * in a row (the drain) and keeps the segment open between them:
+ * store_segment_open opens rec's spool segment read-only (the caller closes
+ * it); store_body_verify checks rec's record header and body in that fd,
+ * reading through buf (at least STORE_VERIFY_BUF_BYTES). Same errors. When
+ * the record fits buf, *body then points at the checked body in buf (the
+ * bytes the CRC was computed on), else it is NULL. */
+#define STORE_VERIFY_BUF_BYTES (1024u * 1024u)
+int store_segment_open(struct store *s, const struct upload_record *rec, int *fd);
+int store_body_verify(struct store *s, const struct upload_record *rec, int fd, uint8_t *buf,
+		      size_t buflen, const uint8_t **body);
 
 #endif
