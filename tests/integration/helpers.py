@@ -5,6 +5,7 @@ requests that real agents would never send).
 Standard library only.
 """
 
+import fcntl
 import itertools
 import json
 import os
@@ -61,8 +62,7 @@ _PORT_HIGH = max(_PORT_LOW + 1000, _ephemeral_low() - 1)
 
 def _port_start():
     """Where this process starts drawing. pytest-xdist workers (gw0, gw1...)
-    start an eighth of the range apart, so two never walk into each
-    other's ports within one run."""
+    start an eighth of the range apart, so they seldom meet."""
     span = _PORT_HIGH - _PORT_LOW
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if worker.startswith("gw") and worker[2:].isdigit():
@@ -72,17 +72,41 @@ def _port_start():
 
 _port_next = _port_start()
 
+# A port handed out stays this process's until it exits: a lock on the
+# port's byte of one shared file (fcntl record locks go with the process).
+# A bind() check alone is not enough when several test processes run at
+# once (pytest-xdist workers, two runs on one machine): a test that stops a
+# server to restart it on the same port leaves the port free meanwhile,
+# another process's server took it, and as beacond binds with SO_REUSEPORT
+# the restarted server then shared the port with a stranger (a CI run saw
+# clients verify the wrong server's certificate).
+_PORT_LOCKS = "/tmp/beacon-test-ports.lock"
+_port_lock_fd = None
+
+
+def _port_reserved(port):
+    global _port_lock_fd
+    if _port_lock_fd is None:
+        _port_lock_fd = os.open(_PORT_LOCKS, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.lockf(_port_lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
+    except OSError:
+        return False  # another process's
+    return True
+
 
 def free_port():
     global _port_next
     for _ in range(_PORT_HIGH - _PORT_LOW):
         port = _port_next
         _port_next = _PORT_LOW + (_port_next + 1 - _PORT_LOW) % (_PORT_HIGH - _PORT_LOW)
+        if not _port_reserved(port):
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((HOST, port))
             except OSError:
-                continue
+                continue  # in use outside the suite: stays reserved, never tried again
             return port
     raise RuntimeError(f"no free port in {_PORT_LOW}-{_PORT_HIGH}")
 
