@@ -22,13 +22,12 @@ bash scripts/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 
 source scripts/count.sh
 
 # Most of an integration test's time is waiting (on a handshake, a
-# certificate to expire, a server to stop), not CPU: BEACON_TEST_JOBS=4 has
-# pytest-xdist run four test files at once, each file's tests in one worker
-# so a module's server is started once (about twice as fast). Not the
-# default yet: a loaded run in parallel saw a client reach another
-# worker's server once, cause not found (beacond binds with SO_REUSEPORT,
-# so two servers on one port both accept). Default 1: one at a time.
-jobs=${BEACON_TEST_JOBS:-1}
+# certificate to expire, a server to stop), not CPU: pytest-xdist runs four
+# test files at once (BEACON_TEST_JOBS, default 4; 1 runs them one at a
+# time), each file's tests in one worker so a module's server is started
+# once. Ports are locked per process (helpers.free_port), so workers, and
+# other runs on the machine, never share one.
+jobs=${BEACON_TEST_JOBS:-4}
 parallel=()
 if [ "$jobs" -gt 1 ] && /usr/bin/python3 -c 'import xdist' 2>/dev/null; then
   parallel=(-n "$jobs" --dist loadfile)
