@@ -29,44 +29,6 @@
 
 /* ---- DER times ------------------------------------------------------ */
 
-static int two_digits(const uint8_t *s)
-{
-	if (s[0] < '0' || s[0] > '9' || s[1] < '0' || s[1] > '9')
-		return -1;
-	return (s[0] - '0') * 10 + (s[1] - '0');
-}
-
-/* UTCTime YYMMDDHHMMSSZ or GeneralizedTime YYYYMMDDHHMMSSZ (RFC 5280 forms). */
-static bool der_time(uint8_t tag, struct der v, time_t *out)
-{
-	const uint8_t *s = v.p;
-	int year;
-	if (tag == TAG_UTC_TIME && v.n == 13) {
-		int yy = two_digits(s);
-		year = yy < 0 ? -1 : (yy < 50 ? 2000 + yy : 1900 + yy);
-		s += 2;
-	} else if (tag == TAG_GENERALIZED_TIME && v.n == 15) {
-		int hi = two_digits(s), lo = two_digits(s + 2);
-		year = hi < 0 || lo < 0 ? -1 : hi * 100 + lo;
-		s += 4;
-	} else {
-		return false;
-	}
-	struct tm tm = {0};
-	tm.tm_year = year - 1900;
-	tm.tm_mon = two_digits(s) - 1;
-	tm.tm_mday = two_digits(s + 2);
-	tm.tm_hour = two_digits(s + 4);
-	tm.tm_min = two_digits(s + 6);
-	tm.tm_sec = two_digits(s + 8);
-	if (year < 0 || s[10] != 'Z' || tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 ||
-	    tm.tm_mday > 31 || tm.tm_hour < 0 || tm.tm_hour > 23 || tm.tm_min < 0 ||
-	    tm.tm_min > 59 || tm.tm_sec < 0 || tm.tm_sec > 60)
-		return false;
-	*out = timegm(&tm);
-	return true;
-}
-
 static bool der_read_time(struct der *in, time_t *out)
 {
 	uint8_t tag;

@@ -40,6 +40,9 @@ struct accept_slot {
 	struct ring_op op;
 	struct kernel_transport *kt;
 	bool armed;
+	/* The accept writes the peer's address here: no getpeername. */
+	struct sockaddr_storage peer;
+	socklen_t peer_len;
 };
 
 struct kernel_transport {
@@ -60,11 +63,13 @@ struct kconn {
 	int fd;
 	struct ring_op recv_op;
 	struct ring_op send_op;
+	struct ring_op shutdown_op;
 	const uint8_t *send_buf;
 	size_t send_len, send_done;
 	unsigned inflight; /* our SQEs not yet completed for good */
 	unsigned busy;	   /* our completion handlers on the stack */
 	bool recv_armed, sending, paused, closing, draining, dead;
+	bool peer_reset; /* shutdown found the socket closed by the peer */
 	int close_err;
 	uint8_t *stash; /* bytes that arrived while paused */
 	size_t stash_len, stash_cap;
@@ -73,6 +78,7 @@ struct kconn {
 static void accept_fill(struct kernel_transport *kt);
 static void recv_complete(struct ring_op *op, int res, uint32_t flags);
 static void send_complete(struct ring_op *op, int res, uint32_t flags);
+static void shutdown_complete(struct ring_op *op, int res, uint32_t flags);
 
 /* Cancels the op now rather than at the next submit: by then the op's
  * memory may belong to a new connection whose op the cancel would hit. */
@@ -110,8 +116,12 @@ static int listen_socket(const struct config *cfg)
 	if (fd < 0)
 		return -errno;
 	int one = 1;
+	/* TCP_NODELAY here: Linux copies it to every accepted socket, one
+	 * setsockopt per connection fewer. Responses are written whole;
+	 * Nagle would only delay their tail. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0 ||
 	    bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
 		int e = -errno;
 		close(fd);
@@ -155,27 +165,23 @@ static void recv_buffer_recycle(struct kernel_transport *kt, unsigned bid)
 
 /* ---- connections ---- */
 
-static void conn_start(struct kernel_transport *kt, int fd)
+static void conn_start(struct kernel_transport *kt, int fd, const struct sockaddr_storage *peer,
+		       socklen_t plen)
 {
-	struct sockaddr_storage peer;
-	socklen_t plen = sizeof peer;
-	int one = 1;
 	struct kconn *c = calloc(1, sizeof *c);
-	if (!c || getpeername(fd, (struct sockaddr *)&peer, &plen) != 0) {
-		free(c);
+	if (!c) {
 		close(fd);
 		return;
 	}
-	/* Responses are written whole; Nagle would only delay their tail. */
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	c->base.t = &kt->base;
 	c->kt = kt;
 	c->fd = fd;
 	c->recv_op.complete = recv_complete;
 	c->send_op.complete = send_complete;
+	c->shutdown_op.complete = shutdown_complete;
 	kt->base.conns++;
 	c->base.upper =
-		kt->base.ev->accepted(kt->base.ctx, &c->base, (struct sockaddr *)&peer, plen);
+		kt->base.ev->accepted(kt->base.ctx, &c->base, (const struct sockaddr *)peer, plen);
 	if (!c->base.upper) {
 		kt->base.conns--;
 		close(fd);
@@ -276,13 +282,39 @@ static void send_submit(struct kconn *c)
 	c->inflight++;
 }
 
+static void shutdown_failed(struct kconn *c, int err)
+{
+	c->peer_reset = err == ENOTCONN;
+	transport_abort(&c->base);
+}
+
 static void drain_start(struct kconn *c)
 {
 	/* FIN after the last byte; keep reading (and dropping) until the peer
-	 * closes, so our last response is not lost to a reset. */
+	 * closes, so our last response is not lost to a reset. Through the
+	 * ring, with the loop turn's other submissions: no system call of
+	 * its own. */
 	c->draining = true;
-	if (shutdown(c->fd, SHUT_WR) != 0)
-		transport_abort(&c->base);
+	struct io_uring_sqe *sqe = ring_sqe(c->kt->ring, &c->shutdown_op);
+	if (!sqe) {
+		if (shutdown(c->fd, SHUT_WR) != 0)
+			shutdown_failed(c, errno);
+		return;
+	}
+	io_uring_prep_shutdown(sqe, c->fd, SHUT_WR);
+	c->inflight++;
+}
+
+static void shutdown_complete(struct ring_op *op, int res, uint32_t flags)
+{
+	(void)flags;
+	struct kconn *c = container_of(op, struct kconn, shutdown_op);
+	c->busy++;
+	c->inflight--;
+	if (res < 0 && !c->dead)
+		shutdown_failed(c, -res);
+	c->busy--;
+	conn_finish(c);
 }
 
 static void send_complete(struct ring_op *op, int res, uint32_t flags)
@@ -319,7 +351,14 @@ static void conn_finish(struct kconn *c)
 	if (!c->dead || c->inflight || c->busy)
 		return;
 	struct kernel_transport *kt = c->kt;
-	close(c->fd);
+	/* Closed by the ring with the loop turn's other submissions; nothing
+	 * uses the descriptor after this, and its number stays taken until
+	 * the close runs. */
+	struct io_uring_sqe *sqe = ring_sqe(kt->ring, NULL);
+	if (sqe)
+		io_uring_prep_close(sqe, c->fd);
+	else
+		close(c->fd);
 	kt->base.conns--;
 	kt->base.ev->closed(c->base.upper, c->close_err);
 	free(c->stash);
@@ -395,8 +434,11 @@ static void kconn_abort(struct transport_conn *tc)
 		return;
 	c->dead = true;
 	/* shutdown wakes the recv (EOF) and fails a send in flight; the
-	 * completions then release the connection. */
-	shutdown(c->fd, SHUT_RDWR);
+	 * completions then release the connection. With neither in flight
+	 * (the peer's FIN or reset ended the recv: the usual end), or with
+	 * the socket already closed by a reset, there is nothing to wake. */
+	if ((c->recv_armed || c->sending) && !c->peer_reset)
+		shutdown(c->fd, SHUT_RDWR);
 	if (c->recv_armed)
 		cancel_now(c->kt->ring, &c->recv_op);
 	conn_finish(c);
@@ -413,7 +455,7 @@ static void accept_complete(struct ring_op *op, int res, uint32_t flags)
 	kt->accepts_armed--;
 	if (res >= 0) {
 		if (kt->accepting)
-			conn_start(kt, res);
+			conn_start(kt, res, &slot->peer, slot->peer_len);
 		else
 			close(res);
 	} else if (res != -ECANCELED) {
@@ -445,7 +487,9 @@ static void accept_fill(struct kernel_transport *kt)
 			log_err("accept: cannot get a submission slot");
 			return;
 		}
-		io_uring_prep_accept(sqe, kt->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		slot->peer_len = sizeof slot->peer;
+		io_uring_prep_accept(sqe, kt->listen_fd, (struct sockaddr *)&slot->peer,
+				     &slot->peer_len, SOCK_CLOEXEC);
 		slot->armed = true;
 		kt->accepts_armed++;
 	}

@@ -14,17 +14,21 @@
 #include <string.h>
 #include <time.h>
 
+#include "beacon/der.h"
 #include "beacon/log.h"
 
 /* Records what a ticket must carry about the leaf wolfSSL just verified.
  * An unreadable notAfter leaves 0: its tickets never resume. */
 void tls_leaf_validity(struct tls_session *s, WOLFSSL_X509 *x)
 {
-	struct tm tm = {0};
 	const WOLFSSL_ASN1_TIME *na = wolfSSL_X509_get_notAfter(x);
+	time_t t;
 	s->not_after = 0;
-	if (na && wolfSSL_ASN1_TIME_to_tm(na, &tm) == WOLFSSL_SUCCESS)
-		s->not_after = (int64_t)timegm(&tm);
+	/* Read here, not by wolfSSL_ASN1_TIME_to_tm: that calls mktime, a
+	 * stat of /etc/localtime in every handshake. */
+	if (na && na->length > 0 && (size_t)na->length <= sizeof na->data &&
+	    der_time((uint8_t)na->type, (struct der){na->data, (size_t)na->length}, &t))
+		s->not_after = (int64_t)t;
 	s->auth_time = (int64_t)time(NULL);
 }
 
