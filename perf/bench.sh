@@ -276,6 +276,43 @@ cpu_busy_ticks() { # CPU: ticks that core spent on anything but idle/iowait
 	awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
 }
 
+# System calls the server makes during a scenario: perf's raw_syscalls
+# tracepoint on every thread of the server process, started disabled and
+# enabled through its control fifo, so that the count begins only once perf
+# acknowledges (no sleep standing for "attached"). Prints nothing without
+# perf or tracepoints; a count is exact, not a sample, and does not move
+# with the machine's load.
+syscalls_start() { # PID
+	syscall_perf=
+	command -v perf >/dev/null || return 0
+	rm -f "$run/sc.ctl" "$run/sc.ack" "$run/syscalls.txt"
+	mkfifo "$run/sc.ctl" "$run/sc.ack" || return 0
+	perf stat -x, -e raw_syscalls:sys_enter -p "$1" -D -1 \
+		--control "fifo:$run/sc.ctl,$run/sc.ack" -o "$run/syscalls.txt" 2>/dev/null &
+	syscall_perf=$!
+	exec {syscall_ctl}>"$run/sc.ctl" {syscall_ack}<"$run/sc.ack"
+	local ack=
+	echo enable >&"$syscall_ctl"
+	read -r -t 10 ack <&"$syscall_ack" || true
+	if [ "$ack" != ack ]; then
+		kill "$syscall_perf" 2>/dev/null
+		wait "$syscall_perf" 2>/dev/null
+		syscall_perf=
+	fi
+}
+
+# Sets syscall_count (empty without a count). Not in a $(...): only this
+# shell can wait for perf to write its count.
+syscalls_stop() {
+	syscall_count=
+	[ -n "$syscall_perf" ] || return 0
+	kill -INT "$syscall_perf" 2>/dev/null
+	wait "$syscall_perf" 2>/dev/null || true
+	exec {syscall_ctl}>&- {syscall_ack}<&-
+	syscall_count=$(awk -F, '$3 == "raw_syscalls:sys_enter" {
+		print ($1 ~ /^[0-9]+$/ ? $1 : 0) }' "$run/syscalls.txt")
+}
+
 rss_kib() {
 	awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
 }
@@ -356,7 +393,7 @@ time_crl_reload() { # -> JSON
 
 run_scenario() { # SERVER SCENARIO
 	local server=$1 sc=$2 port args t0 t1 rss0 rss1= json c0 c1 d0 d1
-	local st0='{}' st1='{}' extra='{}' guard w0 window
+	local st0='{}' st1='{}' extra='{}' guard w0 window calls
 	port=$(port_for "$server")
 	args="$(scenario_args "$sc") --certs $(agents_for "$sc") --ca-cert $out/pki/agents-ca.pem \
 --ca-key $out/pki/agents-ca.key --cache $out/agents https://127.0.0.1:$port"
@@ -373,12 +410,15 @@ run_scenario() { # SERVER SCENARIO
 	t0=$(cpu_ticks "$server_pid")
 	c0=$(cpu_busy_ticks 0)
 	c1=$(cpu_busy_ticks 1)
+	syscalls_start "$server_pid"
 	w0=$(date +%s.%N)
 	taskset -c 1 timeout -s KILL "$guard" "$agentsim" $args >"$run/sim.json" 2>"$run/sim.err" &
 	local sim=$!
 	[ "$sc" = idle ] && rss1=$(sample_idle_rss "$server_pid" "$sim")
 	wait "$sim" || log "$server $sc: agentsim exited with $?"
 	t1=$(cpu_ticks "$server_pid" 2>/dev/null || echo "$t0")
+	syscalls_stop
+	calls=$syscall_count
 	d0=$(( $(cpu_busy_ticks 0) - c0 ))
 	d1=$(( $(cpu_busy_ticks 1) - c1 ))
 	window=$(awk -v a="$w0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
@@ -392,17 +432,17 @@ run_scenario() { # SERVER SCENARIO
 		--argjson d0 "$d0" --argjson d1 "$d1" --argjson hz "$(getconf CLK_TCK)" \
 		--argjson st0 "$st0" --argjson st1 "$st1" --argjson extra "$extra" \
 		--arg variant "$server_variant" --argjson start "$server_start_s" \
-		--argjson window "$window" --argjson rep "$rep" \
+		--argjson window "$window" --argjson rep "$rep" --argjson calls "${calls:-null}" \
 		'. + {server: $server, scenario: $scenario, rep: $rep, server_cpu_s: $cpu,
 		      server_rss0_kib: $rss0, server_rss1_kib: $rss1,
 		      cpu0_busy_s: ($d0 / $hz), cpu1_busy_s: ($d1 / $hz),
 		      variant: $variant, server_start_s: $start,
-		      window_s: $window}
+		      window_s: $window, server_syscalls: $calls}
 		  + (if $st1 == {} or $st0 == {} then {} else
 		     {beacond: ($st1 | with_entries(.value = (.value // 0) - ($st0[.key] // 0)))} end)
 		  + $extra' >>"$jsonl"
 	# a run whose server died is kept but marked, not silently averaged
-	log "$server $sc: $(tail -1 "$jsonl" | jq -c '{handshakes_per_s, uploads_per_s, mb_per_s, server_cpu_s, errors, p99: .latency_ms.p99, beacond}')"
+	log "$server $sc: $(tail -1 "$jsonl" | jq -c '{handshakes_per_s, uploads_per_s, mb_per_s, server_cpu_s, server_syscalls, errors, p99: .latency_ms.p99, beacond}')"
 	# nginx keeps what it is sent: remove it and write back what is dirty
 	# now, so one scenario's disk work does not land in the next one's
 	# (after a pause: nginx finishes uploads the client abandoned at the end)

@@ -348,6 +348,41 @@ def store_table(results):
     print()
 
 
+SYSCALL_SCENARIOS = [("full13", "full TLS 1.3 handshake + 1 KiB PUT"),
+                     ("full12", "full TLS 1.2 handshake + 1 KiB PUT"),
+                     ("resume13", "resumed TLS 1.3 handshake + 1 KiB PUT"),
+                     ("ka4k", "4 KiB keep-alive PUT"), ("ka16k", "16 KiB keep-alive PUT"),
+                     ("ka64k", "64 KiB keep-alive PUT"), ("ka1m", "1 MiB keep-alive PUT")]
+
+
+def syscalls_per_request(r):
+    """The server's system calls (perf stat, bench.sh) per connection and
+    upload in a handshake scenario, per upload in a keep-alive one."""
+    calls = r.get("server_syscalls")
+    n = r.get("uploads") or r.get("handshakes")
+    return calls / n if calls is not None and n else None
+
+
+def syscall_table(results):
+    if not any(r.get("server_syscalls") is not None for r in results):
+        return
+    print("## System calls per request")
+    print()
+    print("Every system call of the server process while the scenario ran "
+          "(perf's raw_syscalls tracepoint: a count, not a sample, so it does "
+          "not move with the machine's load), per request: median [min-max] over the runs.")
+    print()
+    print("| request | " + " | ".join(SERVERS) + " |")
+    print("| --- |" + " ---: |" * len(SERVERS))
+    for key, title in SYSCALL_SCENARIOS:
+        cells = [spread(list(per_run(results, key, srv, syscalls_per_request).values()), 1)
+                 for srv in SERVERS]
+        if all(c == "n/a" for c in cells):
+            continue
+        print(f"| {title} | " + " | ".join(cells) + " |")
+    print()
+
+
 def crl_table(results):
     if not any(r.get("scenario") in ("crl0", "crl1m") for r in results):
         return
@@ -466,6 +501,7 @@ def main():
     ceiling_table(results)
     summary(results)
     store_table(results)
+    syscall_table(results)
     crl_table(results)
     burst_table(results)
     rise_table(results)
