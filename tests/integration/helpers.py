@@ -336,8 +336,12 @@ class Server:
         rc = self.proc.poll()
         assert rc is None, f"beacond died (status {rc})\nstderr:\n{self.stderr()}"
 
-    def stop(self, timeout=10.0):
-        """SIGTERM; beacond must exit with status 0 within `timeout`."""
+    def stop(self, timeout=60.0):
+        """SIGTERM; beacond must exit with status 0 within `timeout`: a
+        bound for a stop that never comes, not for how fast it is. Its last
+        step, the store's close, waits for the disk, which a machine busy
+        with other writes can hold for many seconds (ext4 commits every
+        writer's data with an fdatasync): a loaded CI run saw 10 s pass."""
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
@@ -361,8 +365,11 @@ class Server:
 
     # -- beaconctl -------------------------------------------------------------
 
-    def beaconctl(self, *args, check=True, timeout=30):
-        """Runs `beaconctl --data-dir DATA ARGS...`; stdout is bytes."""
+    def beaconctl(self, *args, check=True, timeout=120):
+        """Runs `beaconctl --data-dir DATA ARGS...`; stdout is bytes.
+        `timeout` bounds a beaconctl that never returns: loaded CI runs,
+        their disk stalled (I/O pressure 80% over five minutes), saw
+        30 s pass."""
         assert BEACONCTL.exists(), f"beaconctl not found at {BEACONCTL} (build it, or set BEACONCTL)"
         cmd = [str(BEACONCTL), "--data-dir", str(self.data_dir), *map(str, args)]
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -507,7 +514,7 @@ class TapServer(Server):
     def curl_args(self):
         return ["--resolve", f"localhost:{self.port}:{self.host}"]
 
-    def stop(self, timeout=20.0):
+    def stop(self, timeout=60.0):
         try:
             super().stop(timeout)
         finally:

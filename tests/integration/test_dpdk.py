@@ -142,7 +142,7 @@ def dpdk_server(tmp_path_factory, pki, suffix="", overrides=None):
         yield srv
     finally:
         try:
-            srv.stop(timeout=20)
+            srv.stop()
         finally:
             sh("ip", "netns", "del", ns, check=False)
 
@@ -370,7 +370,7 @@ def test_keepalive_frees_vanished_peer(ksrv):
 
 def test_keepalive_counted_at_stop(ksrv):
     """Both connections above ended by keepalive, and the stack says so."""
-    ksrv.stop(timeout=20)
+    ksrv.stop()
     err = ksrv.stderr()
     # Summed over the queues: each connection is on one worker's.
     probes = sum(per_queue(err, r"keepalive probes (\d+)").values())
@@ -454,7 +454,7 @@ def test_both_workers_serve(tmp_path_factory, pki, payloads):
             code, p = srv.upload(path, name)
             assert code == 201, (code, p.stderr.decode(errors="replace"))
             assert_stored(srv, name, path)
-        srv.stop(timeout=20)
+        srv.stop()
         err = srv.stderr()
     accepted = per_queue(err, r"accepted (\d+)")
     assert sorted(accepted) == [0, 1], err[-3000:]
@@ -474,7 +474,7 @@ def test_one_worker_one_queue(tmp_path_factory, pki, payloads):
         code, p = srv.upload(path, name)
         assert code == 201, (code, p.stderr.decode(errors="replace"))
         assert_stored(srv, name, path)
-        srv.stop(timeout=20)
+        srv.stop()
         err = srv.stderr()
     assert re.search(r"MTU \d+, 1 queue;", err), err[-3000:]
     assert per_queue(err, r"accepted (\d+)") == {0: 1}, err[-3000:]
@@ -483,7 +483,7 @@ def test_one_worker_one_queue(tmp_path_factory, pki, payloads):
 def test_stats_at_stop(dsrv):
     """Last: beacond stops cleanly, and its stack counted what it dropped
     (on whichever worker's queue the crafted segments arrived)."""
-    dsrv.stop(timeout=20)
+    dsrv.stop()
     err = dsrv.stderr()
     assert "dpdk queue 0:" in err
     if _have_scapy():
