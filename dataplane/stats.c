@@ -108,6 +108,7 @@ static void add_trust(pthread_mutex_t *lock, struct control_stats *out)
 	out->blocked_entries = info.blocked_entries;
 	trust_reload_counts(&out->reload_successes, &out->reload_failures);
 	trust_kv_counts(&out->trust_kv_applied, &out->trust_kv_refused, &out->trust_kv_connected);
+	tls_sig_cache_counts(&out->sig_cache_hits, &out->sig_cache_misses);
 }
 
 static void add_store(struct store *store, struct control_stats *out)

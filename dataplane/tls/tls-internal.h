@@ -123,6 +123,9 @@ bool tls_cas_admitted(struct tls_session *s, const uint8_t issuer[32], const uin
 
 /* What a ticket must carry about the leaf wolfSSL just verified. */
 void tls_leaf_validity(struct tls_session *s, WOLFSSL_X509 *x);
+
+/* sigcache.c: hands wolfSSL the cache of passed certificate signatures. */
+void tls_sig_cache_start(void);
 /* Today's verdict on an identity verified earlier (a ticket's, or an open
  * connection's), against s->srv's snapshot. */
 bool tls_identity_still_admitted(struct tls_session *s);

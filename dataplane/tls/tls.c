@@ -61,6 +61,7 @@ static void tls_global_init(void)
 	if (wolfSSL_Init() != WOLFSSL_SUCCESS ||
 	    (tls_tickets_count() == 0 && tls_tickets_rotate() != 0))
 		global_init_rc = -1;
+	tls_sig_cache_start();
 }
 
 static void tls_server_free(struct tls_server *srv)

@@ -156,6 +156,10 @@
 	  "Revoked serials in the trust snapshot in force.")                                       \
 	X(blocked_entries, GAUGE, "beacond_blocked_entries", "",                                   \
 	  "Blocked devices in the trust snapshot in force.")                                       \
+	X(sig_cache_hits, COUNTER, "beacond_tls_signature_cache_total", "result=\"hit\"",          \
+	  "ECDSA certificate signature checks: answered by the cache of passed checks, or run.")   \
+	X(sig_cache_misses, COUNTER, "beacond_tls_signature_cache_total", "result=\"miss\"",       \
+	  "ECDSA certificate signature checks: answered by the cache of passed checks, or run.")   \
 	X(reload_successes, COUNTER, "beacond_reload_successes_total", "",                         \
 	  "Trust reloads that took effect (control socket, SIGHUP or file watch).")                \
 	X(reload_failures, COUNTER, "beacond_reload_failures_total", "",                           \

@@ -200,4 +200,8 @@ uint64_t tls_log_budget_flush(struct tls_log_budget *b, uint64_t now_s);
  * Called on the control thread's tick. */
 void tls_refusals_log_summary(void);
 
+/* ECDSA certificate signature checks answered from the cache of checks that
+ * passed (dataplane/tls/sigcache.c), and those that had to run. */
+void tls_sig_cache_counts(uint64_t *hits, uint64_t *misses);
+
 #endif
