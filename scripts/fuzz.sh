@@ -42,9 +42,10 @@ targets=${FUZZ_TARGETS:-fuzz_http fuzz_config fuzz_control fuzz_crl fuzz_crl_res
 
 command -v clang >/dev/null || { echo "fuzz: clang not found (scripts/setup.sh)" >&2; exit 1; }
 if [ ! -f "$build/build.ninja" ]; then
+  mkdir -p "$build"
   CC=clang meson setup "$build" -Dfuzz=true -Db_lundef=false \
-    -Db_sanitize=address,undefined -Dc_args=-fsanitize=fuzzer-no-link >"$build.log" 2>&1 ||
-    { cat "$build.log" >&2; echo "fuzz: meson setup failed" >&2; exit 1; }
+    -Db_sanitize=address,undefined -Dc_args=-fsanitize=fuzzer-no-link >"$build/setup.log" 2>&1 ||
+    { cat "$build/setup.log" >&2; echo "fuzz: meson setup failed" >&2; exit 1; }
 fi
 exes=()
 for t in $targets; do exes+=("tests/fuzz/$t"); done

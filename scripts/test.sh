@@ -95,11 +95,12 @@ run_analysis() {
 # come out as failed or skipped (tests/selftest/run.sh).
 run_counting_selftest() {
   echo "== self-test of the counting (tests/selftest)"
-  if bash tests/selftest/run.sh > build-selftest.log 2>&1; then
-    tail -1 build-selftest.log
+  mkdir -p build
+  if bash tests/selftest/run.sh > build/selftest.log 2>&1; then
+    tail -1 build/selftest.log
     passed=$((passed + 1))
   else
-    tail -30 build-selftest.log
+    tail -30 build/selftest.log
     failed=$((failed + 1))
   fi
 }
