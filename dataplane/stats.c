@@ -181,9 +181,11 @@ void stats_collect(const struct stats_sources *src, struct control_stats *out)
 	out->workers = src->n_workers;
 	for (unsigned i = 0; i < src->n_workers; i++) {
 		add_worker(worker_counters(src->workers[i]), out);
-		if (i < CONTROL_WORKERS_MAX)
-			out->worker_busy_ns[out->n_worker_busy++] =
-				load(&worker_counters(src->workers[i])->busy_ns);
+		if (i < CONTROL_WORKERS_MAX) {
+			const struct worker_counters *c = worker_counters(src->workers[i]);
+			out->worker_work_ns[out->n_worker_busy] = load(&c->work_ns);
+			out->worker_busy_ns[out->n_worker_busy++] = load(&c->busy_ns);
+		}
 	}
 	out->net_stack = src->net_stack;
 	add_trust(src->trust_lock, out);

@@ -171,14 +171,18 @@ static int worker_turn(struct worker *w)
 	conn_flush_queued(w);
 	uint64_t now = clock_ms();
 	atomic_store_explicit(&w->last_turn_ms, now, memory_order_relaxed);
-	transport_poll(w->transport, now);
+	int polled = transport_poll(w->transport, now);
 	timer_wheel_advance(&w->timers, now);
 	conn_flush_queued(w);
 	if (now - w->net_published_ms >= WORKER_NET_PUBLISH_MS)
 		net_counters_publish(w, now);
 	/* The turn's time less its wait in the kernel: the worker's work. */
 	uint64_t turn_ns = clock_ns() - began_ns, wait_ns = w->ring.waited_ns - waited_ns;
-	counter_add(&w->counters.busy_ns, turn_ns > wait_ns ? turn_ns - wait_ns : 0);
+	uint64_t busy_ns = turn_ns > wait_ns ? turn_ns - wait_ns : 0;
+	counter_add(&w->counters.busy_ns, busy_ns);
+	/* A polling worker's empty turns are its spin, not work. */
+	if (rc > 0 || polled > 0)
+		counter_add(&w->counters.work_ns, busy_ns);
 	return rc < 0 && rc != -EINTR ? rc : 0;
 }
 

@@ -425,6 +425,12 @@ static void render_workers(const struct control_stats *st, struct control_buf *o
 	for (unsigned i = 0; i < st->n_worker_busy; i++)
 		control_buf_printf(o, "beacond_worker_busy_seconds_total{worker=\"%u\"} %.6f\n", i,
 				   (double)st->worker_busy_ns[i] / 1e9);
+	metric_head(o, "beacond_worker_work_seconds_total", "counter",
+		    "Time of each worker's loop turns that did work (a polling worker's "
+		    "empty turns left out).");
+	for (unsigned i = 0; i < st->n_worker_busy; i++)
+		control_buf_printf(o, "beacond_worker_work_seconds_total{worker=\"%u\"} %.6f\n", i,
+				   (double)st->worker_work_ns[i] / 1e9);
 }
 
 /* The DPDK stack's counters, summed over workers: beacond_net_NAME_total,

@@ -336,7 +336,7 @@ static void add_net(cJSON *o, const struct control_stats *st)
 
 /* The labelled series of /metrics: "certificate_expiry" [{role, subject,
  * not_after_unix_s}], "crl_next_update" [{issuer, next_update_unix_s}] and
- * "worker_busy_ns" [per worker]. */
+ * "worker_busy_ns" and "worker_work_ns" [per worker]. */
 static void add_dates(cJSON *o, const struct control_stats *st)
 {
 	cJSON *certs = cJSON_AddArrayToObject(o, "certificate_expiry");
@@ -360,6 +360,7 @@ static void add_dates(cJSON *o, const struct control_stats *st)
 		}
 	}
 	add_u64_array(o, "worker_busy_ns", st->worker_busy_ns, st->n_worker_busy);
+	add_u64_array(o, "worker_work_ns", st->worker_work_ns, st->n_worker_busy);
 }
 
 static cJSON *cmd_stats(const struct control_handlers *h, const cJSON *req)

@@ -50,7 +50,7 @@ struct control_stats {
 	/* Labelled series of variable count (not rows of the table): the
 	 * trust snapshot's dates (beacon/snapshot.h trust_current_dates), the
 	 * soonest CONTROL_DATES_MAX when there are more, and each worker's
-	 * busy time. */
+	 * busy and work time. */
 	struct control_date {
 		enum control_date_kind kind;
 		char name[128];
@@ -58,6 +58,7 @@ struct control_stats {
 	} dates[CONTROL_DATES_MAX];
 	unsigned n_dates;
 	uint64_t worker_busy_ns[CONTROL_WORKERS_MAX];
+	uint64_t worker_work_ns[CONTROL_WORKERS_MAX]; /* indexed as worker_busy_ns */
 	unsigned n_worker_busy;
 };
 

@@ -47,6 +47,11 @@ struct worker_counters {
 	 * beacond_worker_busy_seconds_total{worker="N"}). A polling transport
 	 * (DPDK) never waits, so its workers count busy all the time. */
 	_Atomic uint64_t busy_ns;
+	/* Nanoseconds of the loop turns that did work (a completion, a frame,
+	 * a packet out): what the work took, for a polling worker too, whose
+	 * busy_ns is its whole core (/metrics
+	 * beacond_worker_work_seconds_total{worker="N"}). */
+	_Atomic uint64_t work_ns;
 };
 
 /* Upper bounds of the commit-latency buckets, microseconds:

@@ -25,7 +25,7 @@ PROM_TYPE = {"COUNTER": "counter", "ALSO_COUNTER": "counter", "GAUGE": "gauge",
 # The disk's free bytes are the machine's, not beacond's: any other
 # process writing to the same filesystem moves them (a loaded CI run never
 # saw them hold still for three reads).
-TICKING = {"uptime_s", "worker_busy_ns", "store_disk_free_bytes"}
+TICKING = {"uptime_s", "worker_busy_ns", "worker_work_ns", "store_disk_free_bytes"}
 # Figures /metrics computes from the table's values when it is scraped.
 DERIVED = {"beacond_resumption_ratio", "beacond_snapshot_age_seconds", "beacond_build_info",
            "process_start_time_seconds"}
@@ -34,7 +34,8 @@ DERIVED = {"beacond_resumption_ratio", "beacond_snapshot_age_seconds", "beacond_
 # test_metrics_ops.py.
 LABELLED = {"beacond_certificate_not_after_seconds": "certificate_expiry",
             "beacond_crl_next_update_seconds": "crl_next_update",
-            "beacond_worker_busy_seconds_total": "worker_busy_ns"}
+            "beacond_worker_busy_seconds_total": "worker_busy_ns",
+            "beacond_worker_work_seconds_total": "worker_work_ns"}
 DERIVED |= set(LABELLED)
 
 _STR = r'((?:"(?:[^"\\]|\\.)*"\s*)+)'  # a C string literal, maybe split in pieces

@@ -10,7 +10,7 @@ import pytest
 import test_dpdk
 from test_dpdk import _have_scapy, dpdk_server, metrics_text
 from test_dpdk import net_counters as net
-from trustkit import wait_until
+from trustkit import parse_metrics, wait_until
 
 pytestmark = test_dpdk.pytestmark
 
@@ -34,6 +34,37 @@ def test_every_counter_has_help_and_type(msrv):
         assert n.endswith("_total"), n
         assert f"\n# HELP {n} DPDK stack: " in text, f"{n}: no HELP"
         assert f"\n# TYPE {n} counter\n" in text, f"{n}: no TYPE"
+
+
+def worker_seconds(srv):
+    """({worker: busy s}, {worker: work s}) from one scrape."""
+    busy, work = {}, {}
+    for (name, labels), v in parse_metrics(metrics_text(srv)).items():
+        if name == "beacond_worker_busy_seconds_total":
+            busy[labels] = v
+        elif name == "beacond_worker_work_seconds_total":
+            work[labels] = v
+    return busy, work
+
+
+def test_polling_worker_work_is_not_its_spin(msrv):
+    """A polling worker is busy all the time; the time of its turns that
+    did work leaves the empty turns out: over a span that holds a request
+    and a second of spinning, work grows (the request) and by less than
+    busy (the spin)."""
+    busy0, work0 = worker_seconds(msrv)
+    assert busy0 and set(busy0) == set(work0), (busy0, work0)
+    p = msrv.curl("/ManageSoftDL/policy.xml")
+    assert p.returncode == 0, p.stderr.decode()
+
+    def spun_a_second():
+        return sum(worker_seconds(msrv)[0].values()) >= sum(busy0.values()) + 1
+
+    assert wait_until(spun_a_second, 60)
+    busy1, work1 = worker_seconds(msrv)
+    grew = {w: (busy1[w] - busy0[w], work1[w] - work0[w]) for w in busy1}
+    assert sum(d[1] for d in grew.values()) > 0, grew
+    assert all(d[1] < d[0] for d in grew.values()), grew
 
 
 def test_counters_move(msrv):

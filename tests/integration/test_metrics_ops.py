@@ -312,6 +312,35 @@ def test_worker_busy_seconds(start_server):
     assert len(ns) == 2 and all(ns[i] / 1e9 >= later[str(i)] - 1e-6 for i in range(2)), ns
 
 
+def test_worker_work_seconds(start_server):
+    """The time of the turns that did work: one series per worker, never
+    more than its busy time (one scrape reads both), and it grows with
+    uploads; stats has it too."""
+    port = free_port()
+    srv = start_server({"server": {"metrics": f"127.0.0.1:{port}", "workers": "2"}})
+
+    def series():
+        busy, work = {}, {}
+        for n, l, v in scrape(port):
+            if n == "beacond_worker_busy_seconds_total":
+                busy[l["worker"]] = v
+            elif n == "beacond_worker_work_seconds_total":
+                work[l["worker"]] = v
+        return busy, work
+
+    busy, first = series()
+    assert set(first) == {"0", "1"}, first
+    for _ in range(4):
+        code, p = curl_upload(srv, srv.pki / "agent1.pem", srv.pki / "agent1.key",
+                              f"/ManageSoftRL/Inventories/{unique_name('work')}", b"w" * 20000)
+        assert code == 201, p.stderr.decode()
+    busy, later = series()
+    assert all(first[w] <= later[w] <= busy[w] + 1e-6 for w in later), (first, later, busy)
+    assert sum(later.values()) > sum(first.values()), (first, later)
+    ns = stats(srv)["worker_work_ns"]
+    assert len(ns) == 2 and all(ns[i] / 1e9 >= later[str(i)] - 1e-6 for i in range(2)), ns
+
+
 # --------------------------------------------------------------------------
 # promtool
 

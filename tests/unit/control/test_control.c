@@ -45,6 +45,8 @@ static void fake_stats(void *arg, struct control_stats *out)
 	out->n_dates = 3;
 	out->worker_busy_ns[0] = 1500000000;
 	out->worker_busy_ns[1] = 250000;
+	out->worker_work_ns[0] = 1250000000;
+	out->worker_work_ns[1] = 125000;
 	out->n_worker_busy = 2;
 	out->connections_open = 12;
 	out->connections_accepted = 5000;
@@ -660,6 +662,9 @@ static void test_metrics_labelled_series(void **state)
 		"# TYPE beacond_worker_busy_seconds_total counter\n",
 		"\nbeacond_worker_busy_seconds_total{worker=\"0\"} 1.500000\n",
 		"\nbeacond_worker_busy_seconds_total{worker=\"1\"} 0.000250\n",
+		"# TYPE beacond_worker_work_seconds_total counter\n",
+		"\nbeacond_worker_work_seconds_total{worker=\"0\"} 1.250000\n",
+		"\nbeacond_worker_work_seconds_total{worker=\"1\"} 0.000125\n",
 	};
 	for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
 		if (!strstr(resp, lines[i]))

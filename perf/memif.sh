@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# perf/memif.sh: the DPDK transport end to end with no kernel on the path
+# (issue 18 item 4). beacond (backend = dpdk) and perf/agentsim's DPDK mode
+# (beacond's own TCP/IP stack as the client) are two DPDK processes joined
+# by a net_memif pair: frames go from one process's memory to the other's,
+# and no system call carries a packet. The same work then runs on the
+# kernel transport over loopback, and the TLS ceiling (perf/tlsceiling)
+# in the same run.
+#
+#   perf/memif.sh [--seconds S] [--repeat N] [--out FILE]     (root: the EAL)
+#
+# Scenarios (32 connections, 1,000 agent certificates): full TLS 1.3 mutual
+# handshakes with a 1 KiB PUT each, resumed ones (100 agents, tickets), and
+# keep-alive PUTs of 16 KiB and of 1 MiB; each runs S seconds (default 10),
+# the transports interleaved, N times (default 3).
+#
+# What is measured for beacond, over each scenario, by its own counters
+# (beaconctl stats) and /proc/PID/stat:
+# - memif: its worker's *work* time (beacond_worker_work_seconds_total: the
+#   loop turns that received a frame or completed I/O; a polling worker
+#   burns its core whatever the load, so its CPU time says nothing) per
+#   201, in microseconds and in TSC cycles;
+# - kernel: its CPU time (utime + stime of every thread: the kernel's TCP
+#   work done on its behalf is charged to it) per 201.
+# beacond has 1 worker pinned to CPU 0; agentsim runs on CPU 1. The EALs
+# run without hugepages: "--no-huge -m 512 --no-pci --vdev=net_memif0,
+# role=server|client,socket=RUN/memif.sock --file-prefix ...", beacond at
+# 198.18.0.1/15, agentsim at 198.18.0.2/15 (addresses exist only inside the
+# memif link). Writes perf/out/memif.md and perf/out/memif.jsonl.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+seconds=10
+repeat=3
+results=
+while [ $# -gt 0 ]; do
+	case $1 in
+	--seconds) seconds=$2; shift 2 ;;
+	--repeat) repeat=$2; shift 2 ;;
+	--out) results=$2; shift 2 ;;
+	-h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+	*) echo "unknown option $1" >&2; exit 2 ;;
+	esac
+done
+[ "$(id -u)" = 0 ] || { echo "perf/memif.sh: needs root (the DPDK EAL)" >&2; exit 1; }
+
+out=$root/perf/out
+run=$(mktemp -d /tmp/beacond-memif.XXXXXX)
+jsonl=$out/memif.jsonl
+results=${results:-$out/memif.md}
+tag=$(( $$ % 100000 ))
+port=18443
+server_pid=
+: >"$run/commands.txt"
+
+log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+
+cleanup() {
+	stop_server
+	rm -rf "/var/run/dpdk/bpm$tag-s" "/var/run/dpdk/bpm$tag-c" "$run"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+. "$root/perf/lib.sh" # stop_server
+
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+
+cd "$root"
+[ -f build/build.ninja ] || meson setup build >/dev/null
+ninja -C build beacond beaconctl perf/agentsim perf/tlsceiling >"$run/ninja.log" 2>&1 ||
+	{ cat "$run/ninja.log" >&2; exit 1; }
+agentsim=$root/build/perf/agentsim
+"$agentsim" --help 2>&1 | grep -q -- '--dpdk' ||
+	{ echo "perf/memif.sh: build/perf/agentsim has no --dpdk (a build without DPDK?)" >&2; exit 1; }
+mkdir -p "$out"
+bash "$root/config/demo-pki.sh" "$out/pki" >/dev/null
+mkdir -p "$run/pki"
+cp "$out/pki"/{server.pem,server.key,agents-ca.pem} "$run/pki/"
+"$agentsim" --certs 1000 --ca-cert "$out/pki/agents-ca.pem" \
+	--ca-key "$out/pki/agents-ca.key" --cache "$out/agents" --requests 1 \
+	--quiet --timeout 1 https://127.0.0.1:1 >/dev/null 2>&1 || true
+
+eal() { # ROLE CPU
+	echo "--no-huge -m 512 --no-pci --vdev=net_memif0,role=$1,socket=$run/memif.sock" \
+		"-l $2 --file-prefix bpm$tag-${1:0:1} --log-level=warning"
+}
+
+write_conf() { # BACKEND
+	rm -rf "$run/data" "$run/dl"
+	mkdir -p "$run/data" "$run/dl"
+	cat >"$run/beacond-$1.conf" <<-EOF
+	[server]
+	backend = $1
+	listen = $( [ "$1" = dpdk ] && echo 0.0.0.0 || echo 127.0.0.1 ):$port
+	workers = 1
+	data_dir = $run/data
+	download_dir = $run/dl
+	control_socket = $run/beacond.sock
+
+	[tls]
+	cert = $run/pki/server.pem
+	key = $run/pki/server.key
+	issuers = $run/pki/agents-ca.pem
+	EOF
+	if [ "$1" = dpdk ]; then
+		cat >>"$run/beacond-$1.conf" <<-EOF
+
+		[dpdk]
+		eal_args = $(eal server 0)
+		port = 0
+		address = 198.18.0.1/15
+		mbufs = 16383
+		EOF
+	fi
+}
+
+start_server() { # BACKEND
+	write_conf "$1"
+	local cmd="taskset -c 0 $root/build/beacond -c $run/beacond-$1.conf"
+	echo "$cmd" >>"$run/commands.txt"
+	$cmd >"$run/beacond-$1.log" 2>&1 &
+	server_pid=$!
+	for _ in $(seq 600); do
+		grep -q ": ready: listening on" "$run/beacond-$1.log" && return 0
+		kill -0 "$server_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$run/beacond-$1.log" >&2
+	return 1
+}
+
+stat_of() { # KEY...: beacond's counters, summed where an array (per worker)
+	"$root/build/beaconctl" --socket "$run/beacond.sock" --json stats |
+		python3 -c 'import json, sys
+s = json.load(sys.stdin)
+print(" ".join(str(sum(v) if isinstance(v, list) else v) for v in (s[k] for k in sys.argv[1:])))' "$@"
+}
+
+scenario_args() { # NAME
+	case $1 in
+	full13) echo "--mode full --certs 1000 --body-size 1k" ;;
+	resume13) echo "--mode resume --certs 100 --body-size 1k" ;;
+	ka16k) echo "--mode keepalive --certs 1000 --body-size 16k" ;;
+	ka1m) echo "--mode keepalive --certs 1000 --body-size 1M --concurrency 8" ;;
+	esac
+}
+
+run_one() { # BACKEND SCENARIO REPEAT
+	local backend=$1 sc=$2 rep=$3 target=https://127.0.0.1:$port dpdk=()
+	if [ "$backend" = dpdk ]; then
+		target=https://198.18.0.1:$port
+		dpdk=(--dpdk "$(eal client 1)" --dpdk-addr 198.18.0.2/15)
+	fi
+	start_server "$backend" || return 1
+	local before cpu0 after cpu1
+	before=$(stat_of responses_201 worker_work_ns worker_busy_ns)
+	cpu0=$(cpu_ticks "$server_pid")
+	# shellcheck disable=SC2046
+	taskset -c 1 "$agentsim" $(scenario_args "$sc") --concurrency 32 \
+		--ca-cert "$out/pki/agents-ca.pem" --ca-key "$out/pki/agents-ca.key" \
+		--cache "$out/agents" --duration "$seconds" --quiet "${dpdk[@]}" "$target" \
+		>"$run/sim.json" 2>"$run/sim.err" || { cat "$run/sim.err" >&2; stop_server; return 1; }
+	after=$(stat_of responses_201 worker_work_ns worker_busy_ns)
+	cpu1=$(cpu_ticks "$server_pid")
+	stop_server
+	python3 - "$backend" "$sc" "$rep" "$before" "$after" "$cpu0" "$cpu1" \
+		"$(getconf CLK_TCK)" "$run/sim.json" >>"$jsonl" <<-'EOF'
+	import json, sys
+	backend, sc, rep = sys.argv[1], sys.argv[2], int(sys.argv[3])
+	b = [int(x) for x in sys.argv[4].split()]
+	a = [int(x) for x in sys.argv[5].split()]
+	cpu_s = (int(sys.argv[7]) - int(sys.argv[6])) / int(sys.argv[8])
+	sim = json.load(open(sys.argv[9]))
+	n = a[0] - b[0]
+	print(json.dumps({"transport": backend, "scenario": sc, "repeat": rep, "uploads": n,
+	                  "work_s": (a[1] - b[1]) / 1e9, "busy_s": (a[2] - b[2]) / 1e9,
+	                  "cpu_s": cpu_s, "body_bytes": sim["body_bytes"],
+	                  "resumed_fraction": sim["resumed_fraction"],
+	                  "errors": sum(sim["errors"].values()), "sim": sim}))
+	EOF
+	log "$backend $sc #$rep: $(tail -1 "$jsonl" | cut -c1-160)"
+}
+
+: >"$jsonl"
+log "TLS ceiling (perf/tlsceiling, CPU 0)"
+taskset -c 0 build/perf/tlsceiling --server-cert "$out/pki/server.pem" \
+	--server-key "$out/pki/server.key" --ca "$out/pki/agents-ca.pem" \
+	--client-cert "$out/pki/agent1.pem" --client-key "$out/pki/agent1.key" \
+	--kinds "full13 resume13" --json >"$run/ceiling.json"
+sed 's/^/{"ceiling": true, "line": /; s/$/}/' "$run/ceiling.json" >>"$jsonl"
+for rep in $(seq "$repeat"); do
+	for sc in full13 resume13 ka16k ka1m; do
+		for backend in dpdk kernel; do
+			run_one "$backend" "$sc" "$rep"
+		done
+	done
+done
+python3 "$root/perf/memif_report.py" "$jsonl" "$(grep -m1 -i 'model name' /proc/cpuinfo | cut -d: -f2)" \
+	>"$results"
+cat "$results"
