@@ -255,9 +255,10 @@ static void test_syn(void **state)
 	assert_int_equal(state_of(f.sport), TCP_SYN_SENT);
 	assert_int_equal(transport_conn_count(&CLIENT->base), conns + 1);
 	assert_int_equal(client.connected + client.closed, 0);
-	transport_abort(tc);
+	transport_close(tc); /* RFC 9293 3.10.4: dropped, `closed` follows */
 	struct frame none[1];
 	assert_int_equal(sent_by(CLIENT, none, 1), 0); /* nothing to reset */
+	assert_int_equal(client.err, 0);
 	assert_int_equal(client.closed, 1);
 	assert_null(client_tcb(f.sport));
 	assert_int_equal(transport_conn_count(&CLIENT->base), conns);
@@ -447,19 +448,24 @@ static void test_ephemeral_ports(void **state)
 }
 
 /* The peer's MAC unknown: an ARP request first (one for two
- * connections), no SYN; the reply sends both SYNs at once. */
+ * connections), no SYN; the reply sends both SYNs at once. A connection
+ * aborted while it waits leaves nothing waiting. */
 static void test_arp_first(void **state)
 {
 	(void)state;
 	struct sockaddr_in dst = addr_of(PEER_IP, PEER_PORT);
-	struct transport_conn *tc[2];
+	struct sockaddr_in elsewhere = addr_of("198.18.0.21", PEER_PORT);
+	struct transport_conn *tc[3];
 	struct frame f[4];
 	assert_int_equal(transport_connect(&CLIENT->base, &dst, &client, &tc[0]), 0);
+	assert_int_equal(transport_connect(&CLIENT->base, &elsewhere, &client, &tc[2]), 0);
 	assert_int_equal(transport_connect(&CLIENT->base, &dst, &client, &tc[1]), 0);
-	assert_int_equal(sent_by(CLIENT, f, 4), 1);
+	assert_int_equal(sent_by(CLIENT, f, 4), 2);
 	assert_int_equal(f[0].ether_type, RTE_ETHER_TYPE_ARP);
 	assert_int_equal(f[0].arp_tip, inet_addr(PEER_IP));
 	assert_true(rte_is_broadcast_ether_addr(&f[0].dst_mac));
+	assert_int_equal(f[1].arp_tip, elsewhere.sin_addr.s_addr);
+	transport_abort(tc[2]);
 
 	eth_input(CLIENT, stack_fixture_arp(CLIENT, RTE_ARP_OP_REPLY, inet_addr(PEER_IP),
 					    PEER_MAC_LAST, CLIENT->ip));
@@ -471,6 +477,7 @@ static void test_arp_first(void **state)
 		assert_true(rte_is_same_ether_addr(&f[i].dst_mac, &peer_mac));
 	}
 	assert_int_not_equal(f[0].sport, f[1].sport);
+	assert_null(CLIENT->arp_waiters);
 	transport_abort(tc[0]);
 	transport_abort(tc[1]);
 	(void)sent_by(CLIENT, f, 4);
