@@ -121,6 +121,11 @@ void tcp_arp_learned(struct stack *s, uint32_t ip)
 		c->arp_next = NULL;
 		c->arp_waiting = false;
 		(void)syn_send(c);
+		/* The SYN's round trip and its timeout start now, not
+		 * when ARP was asked. */
+		c->rtt_start_ms = s->now_ms;
+		rexmt_arm(c);
+		timer_update(c);
 	}
 }
 

@@ -467,6 +467,8 @@ static void test_arp_first(void **state)
 	assert_int_equal(f[1].arp_tip, elsewhere.sin_addr.s_addr);
 	transport_abort(tc[2]);
 
+	uint64_t t0 = CLIENT->now_ms;
+	assert_int_equal(client_at(t0, 900, f, 4), 0);
 	eth_input(CLIENT, stack_fixture_arp(CLIENT, RTE_ARP_OP_REPLY, inet_addr(PEER_IP),
 					    PEER_MAC_LAST, CLIENT->ip));
 	struct rte_ether_addr peer_mac = {{0x02, 0, 0, 0, 0, PEER_MAC_LAST}};
@@ -478,6 +480,10 @@ static void test_arp_first(void **state)
 	}
 	assert_int_not_equal(f[0].sport, f[1].sport);
 	assert_null(CLIENT->arp_waiters);
+	/* Their retransmission counts from the SYN, not from the request. */
+	assert_int_equal(client_at(t0, 900 + RTO_INIT_MS - 1, f, 4), 0);
+	assert_int_equal(client_at(t0, 900 + RTO_INIT_MS, f, 4), 2);
+	assert_int_equal(f[0].flags, RTE_TCP_SYN_FLAG);
 	transport_abort(tc[0]);
 	transport_abort(tc[1]);
 	(void)sent_by(CLIENT, f, 4);
