@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 struct transport;
@@ -44,6 +45,9 @@ struct transport_events {
 	 * unanswered (the kernel's accept queue; over DPDK the peer's
 	 * retransmitted handshake ACK) rather than accept and close them. */
 	unsigned (*accept_room)(void *ctx);
+	/* An active open (transport_connect) completed its handshake: the
+	 * connection is established. NULL where nothing connects. */
+	void (*connected)(void *upper);
 };
 
 /* Starts listening on the configured address for this worker (kernel: a
@@ -98,6 +102,26 @@ void transport_close(struct transport_conn *tc);
 /* Closes now, dropping anything unsent (or a graceful close that lingers
  * too long). `closed` follows. */
 void transport_abort(struct transport_conn *tc);
+
+/* Active open, DPDK transport only: perf/agentsim's DPDK mode runs this
+ * stack as a client, so that both ends of a benchmark are kernel-free.
+ * Sends a SYN from an ephemeral port of the transport's own address to
+ * dst. `upper` is the layer above's state for the connection from the
+ * start. When the handshake completes `connected(upper)` is called, then
+ * `received`, `sent` and `closed` as for an accepted connection; a reset
+ * calls `closed(upper, -ECONNREFUSED)`, no answer after the SYN's
+ * retransmissions `closed(upper, -ETIMEDOUT)`. Returns 0 with *out set, or
+ * -errno: -EADDRNOTAVAIL (no free port), -ENOMEM, -EOPNOTSUPP (the kernel
+ * transport: the kernel connects for itself). Over DPDK: -EOPNOTSUPP too
+ * on a port with several queues (the SYN-ACK may reach another worker's)
+ * or a worker without a queue; -ENETUNREACH for dst off the [dpdk] subnet
+ * (no router); -EINVAL for our own or the broadcast address, or port 0.
+ * A send before `connected` waits for the handshake; a close before it
+ * drops the attempt (`closed(upper, 0)`). A client-only transport is
+ * opened as usual, then transport_stop_accepting: its own connections
+ * still receive everything. */
+int transport_connect(struct transport *t, const struct sockaddr_in *dst, void *upper,
+		      struct transport_conn **out);
 
 /* Connections open on this transport. */
 unsigned transport_conn_count(const struct transport *t);
