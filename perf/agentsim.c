@@ -8,6 +8,7 @@
 #include <wolfssl/ssl.h>
 
 #include "agentsim.h"
+#include "io.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -604,7 +605,7 @@ static void supervise(const struct sim_options *o, struct sim_thread *t, struct 
 			prev = cur;
 			next_line += 1000000000ULL;
 		}
-		if (sim_signalled)
+		if (sim_signalled || atomic_load(&sim_stop))
 			break;
 		if (o->mode == MODE_IDLE) {
 			if (hold_from && now - hold_from >= (uint64_t)(o->duration_s * 1e9))
@@ -671,9 +672,11 @@ int main(int argc, char **argv)
 	pthread_t *tids = NULL;
 	struct hist *lat = NULL;
 	int failed = 1;
+	bool io_started = false;
 
 	if (parse_args(argc, argv, &o) < 0)
 		return 2;
+	const struct io_ops *io = &io_socket_ops;
 	signal(SIGPIPE, SIG_IGN);
 	struct sigaction sa = {.sa_handler = on_stop_signal};
 	sigaction(SIGTERM, &sa, NULL);
@@ -688,6 +691,9 @@ int main(int argc, char **argv)
 	lat = calloc(1, sizeof *lat);
 	if (!ctx || !t || !tids || !lat)
 		goto out;
+	if (io->start && io->start(&o) < 0)
+		goto out;
+	io_started = true;
 
 	struct window win = {0};
 	if (!o.warmup) {
@@ -701,7 +707,8 @@ int main(int argc, char **argv)
 					   .opt = &o,
 					   .agents = &agents,
 					   .bodies = &bodies,
-					   .wolf_ctx = ctx};
+					   .wolf_ctx = ctx,
+					   .io = io};
 		pthread_create(&tids[i], NULL, sim_thread_run, &t[i]);
 	}
 	supervise(&o, t, &win);
@@ -716,6 +723,8 @@ int main(int argc, char **argv)
 	}
 	print_result(&o, &s, lat, secs, cpu_seconds() - win.client_cpu0, win.server_cpu_s);
 out:
+	if (io_started && io->stop)
+		io->stop();
 	free(lat);
 	free(tids);
 	free(t);

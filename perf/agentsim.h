@@ -105,6 +105,8 @@ struct body_pool {
 };
 int body_pool_make(struct body_pool *pool, size_t want);
 
+struct io_ops;
+
 struct sim_thread {
 	unsigned index;
 	const struct sim_options *opt;
@@ -112,7 +114,8 @@ struct sim_thread {
 	const struct body_pool *bodies;
 	struct sim_stats stats;
 	struct hist latency;
-	void *wolf_ctx; /* WOLFSSL_CTX *, shared read-only */
+	void *wolf_ctx;		 /* WOLFSSL_CTX *, shared read-only */
+	const struct io_ops *io; /* how connections reach the server (io.h) */
 	int failed;
 };
 
