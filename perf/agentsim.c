@@ -80,6 +80,7 @@ static void usage(FILE *f)
 		"  --expect-length N       GET: every 200 must carry N body bytes\n"
 		"  --warmup N              N requests before the measured window (not counted)\n"
 		"  --server-pid PID        report PID's CPU time (utime + stime) over the window\n"
+		"  --body-file F           every body is F's bytes (a known upload)\n"
 		"  --quiet                 no progress lines\n");
 }
 
@@ -205,6 +206,7 @@ enum {
 	OPT_EXPECT_LENGTH,
 	OPT_WARMUP,
 	OPT_SERVER_PID,
+	OPT_BODY_FILE,
 	OPT_HELP,
 };
 
@@ -240,6 +242,7 @@ static const struct option long_opts[] = {
 	{"expect-length", required_argument, NULL, OPT_EXPECT_LENGTH},
 	{"warmup", required_argument, NULL, OPT_WARMUP},
 	{"server-pid", required_argument, NULL, OPT_SERVER_PID},
+	{"body-file", required_argument, NULL, OPT_BODY_FILE},
 	{"help", no_argument, NULL, OPT_HELP},
 	{0},
 };
@@ -344,6 +347,9 @@ static int apply_option(struct sim_options *o, int opt, const char *arg)
 		o->server_pid = pid > 0 && pid <= INT_MAX && end != arg && !*end ? (int)pid : 0;
 		return o->server_pid ? 0 : -1;
 	}
+	case OPT_BODY_FILE:
+		o->body_file = arg;
+		return 0;
 	case OPT_HELP:
 		usage(stdout);
 		exit(0);
@@ -662,6 +668,17 @@ static void print_result(const struct sim_options *o, const struct totals *s,
 	fflush(stdout);
 }
 
+/* The bodies: cut from generated inventory bytes, or one file's. */
+static int bodies_make(struct sim_options *o, struct body_pool *bodies)
+{
+	if (!o->body_file)
+		return body_pool_make(bodies, o->body_max);
+	if (body_pool_load(bodies, o->body_file) < 0)
+		return -1;
+	o->body_min = o->body_max = bodies->len;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct sim_options o;
@@ -682,7 +699,7 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	wolfSSL_Init();
-	if (agents_load_or_make(&agents, &o) < 0 || body_pool_make(&bodies, o.body_max) < 0)
+	if (agents_load_or_make(&agents, &o) < 0 || bodies_make(&o, &bodies) < 0)
 		goto out;
 	ctx = make_ctx(&o);
 	t = calloc(o.threads, sizeof *t);

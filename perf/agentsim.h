@@ -60,6 +60,7 @@ struct sim_options {
 	long long expect_length;       /* >= 0: every 200 carries this many bytes */
 	uint64_t warmup;	       /* requests before the measured window */
 	int server_pid;		       /* > 0: report its CPU time over the window */
+	const char *body_file;	       /* every body is this file's bytes */
 };
 
 /* Latency histogram: log-linear buckets, 64 per power of two (~1.6%). */
@@ -104,6 +105,8 @@ struct body_pool {
 	size_t len;
 };
 int body_pool_make(struct body_pool *pool, size_t want);
+/* The pool is one file's bytes (--body-file), which every body then is. */
+int body_pool_load(struct body_pool *pool, const char *path);
 
 struct io_ops;
 
