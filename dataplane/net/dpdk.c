@@ -391,6 +391,7 @@ static const struct transport_ops dpdk_ops = {
 	.abort = tcp_abort,
 	.poll = dpdk_poll,
 	.stop_accepting = dpdk_stop_accepting,
+	.connect = tcp_connect,
 	.net_stats = dpdk_net_stats,
 	.free = dpdk_free,
 };

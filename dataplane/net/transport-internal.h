@@ -13,6 +13,9 @@ struct transport_ops {
 	int (*poll)(struct transport *t, uint64_t now_ms); /* NULL: nothing to poll */
 	void (*stop_accepting)(struct transport *t);
 	void (*accept_ready)(struct transport *t); /* NULL: nothing to resume */
+	/* NULL: no active open here (transport_connect: -EOPNOTSUPP) */
+	int (*connect)(struct transport *t, const struct sockaddr_in *dst, void *upper,
+		       struct transport_conn **out);
 	/* NULL: nothing counted (zeros) */
 	void (*net_stats)(const struct transport *t, struct transport_net_stats *out);
 	void (*free)(struct transport *t);

@@ -1,4 +1,5 @@
 /* Dispatch from the seam to the transport that runs. */
+#include <errno.h>
 #include <string.h>
 
 #include "transport-internal.h"
@@ -37,6 +38,12 @@ void transport_accept_ready(struct transport *t)
 {
 	if (t->ops->accept_ready)
 		t->ops->accept_ready(t);
+}
+
+int transport_connect(struct transport *t, const struct sockaddr_in *dst, void *upper,
+		      struct transport_conn **out)
+{
+	return t->ops->connect ? t->ops->connect(t, dst, upper, out) : -EOPNOTSUPP;
 }
 
 void transport_free(struct transport *t)

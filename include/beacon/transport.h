@@ -112,7 +112,14 @@ void transport_abort(struct transport_conn *tc);
  * calls `closed(upper, -ECONNREFUSED)`, no answer after the SYN's
  * retransmissions `closed(upper, -ETIMEDOUT)`. Returns 0 with *out set, or
  * -errno: -EADDRNOTAVAIL (no free port), -ENOMEM, -EOPNOTSUPP (the kernel
- * transport: the kernel connects for itself). */
+ * transport: the kernel connects for itself). Over DPDK: -EOPNOTSUPP too
+ * on a port with several queues (the SYN-ACK may reach another worker's)
+ * or a worker without a queue; -ENETUNREACH for dst off the [dpdk] subnet
+ * (no router); -EINVAL for our own or the broadcast address, or port 0.
+ * A send before `connected` waits for the handshake; a close before it
+ * drops the attempt (`closed(upper, 0)`). A client-only transport is
+ * opened as usual, then transport_stop_accepting: its own connections
+ * still receive everything. */
 int transport_connect(struct transport *t, const struct sockaddr_in *dst, void *upper,
 		      struct transport_conn **out);
 

@@ -67,6 +67,8 @@ bool arp_learn(struct stack *s, uint32_t ip, const struct rte_ether_addr *mac)
 	e->ip = ip;
 	rte_ether_addr_copy(mac, &e->mac);
 	e->seen_ms = s->now_ms;
+	if (s->arp_waiters)
+		tcp_arp_learned(s, ip); /* a SYN waits for exactly this */
 	return true;
 }
 

@@ -8,8 +8,8 @@
  * Every frame handed to a layer is consumed by it (freed or sent on).
  *
  * One file per layer (eth.c, arp.c, ipv4.c, icmp.c; stack.c for frames
- * out, timers and checksums); TCP in five files by what it does (input,
- * passive open, output, timers, connection table), which share
+ * out, timers and checksums); TCP in six files by what it does (input,
+ * passive open, active open, output, timers, connection table), which share
  * tcp-internal.h. This header is what the layers call of one another.
  */
 #ifndef BEACON_STACK_H
@@ -83,7 +83,9 @@ struct stack {
 	unsigned ooo_mbufs, max_ooo_mbufs;    /* held out of order, whole stack */
 	uint32_t keep_idle_ms, keep_intvl_ms; /* keepalive; idle 0: off */
 	unsigned keep_probes;
-	struct tcb *events; /* connections with a callback to deliver */
+	struct tcb *events;	       /* connections with a callback to deliver */
+	struct tcb *arp_waiters;       /* active opens waiting for the peer's MAC */
+	uint16_t eph_first, eph_count; /* ephemeral ports: [first, first + count) */
 	struct stimer_wheel timers;
 	uint8_t cookie_key[16];
 
@@ -159,11 +161,16 @@ void tcp_timers(struct stack *s);
 /* Delivers the deferred callbacks (sent, closed) and frees what is dead. */
 void tcp_events(struct stack *s);
 void tcp_free_all(struct stack *s);
+/* ARP learned ip's MAC: the SYNs that waited for it go out (arp_learn). */
+void tcp_arp_learned(struct stack *s, uint32_t ip);
 
 int tcp_send(struct transport_conn *tc, const void *buf, size_t len);
 void tcp_pause(struct transport_conn *tc);
 void tcp_resume(struct transport_conn *tc);
 void tcp_close(struct transport_conn *tc);
 void tcp_abort(struct transport_conn *tc);
+/* The seam's transport_connect (tcp_connect.c). */
+int tcp_connect(struct transport *t, const struct sockaddr_in *dst, void *upper,
+		struct transport_conn **out);
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * TCP, server side (RFC 9293), one instance per worker: what the files
+ * TCP (RFC 9293), one instance per worker: what the files
  * tcp_*.c share, private to dataplane/net/stack. stack.h declares what the
  * layers around TCP call (tcp_input, tcp_timers, tcp_events, the seam's
  * connection operations).
@@ -10,7 +10,11 @@
  *   with NewReno's reaction to it, data in order and out of order, FIN),
  *   pause and resume of the receive side.
  * - tcp_listen.c: a segment for no connection: SYN cookies, the passive
- *   open that turns a cookie's ACK into a connection.
+ *   open that turns a cookie's ACK into a connection; the handshake's
+ *   outcome (options, windows, RTT) for either side.
+ * - tcp_connect.c: the active open (the seam's transport_connect, for
+ *   perf/agentsim's DPDK mode): ephemeral port, ISN, SYN (after ARP),
+ *   its retransmission, SYN_SENT's answer to the SYN-ACK or a RST.
  * - tcp_output.c: segments out: headers, options (timestamps, SACK
  *   blocks), the receive window we advertise, the send ring, sending and
  *   retransmission, resets; the seam's send, close and abort.
@@ -75,9 +79,24 @@
  *   keepalive_probes unanswered probes it is reset and `closed` reports
  *   -ETIMEDOUT (a peer that vanished never pins a connection).
  * - Checksums: the port's where it offers them (dpdk.c), ours otherwise.
+ * - Active open (client side): an ephemeral port from a random start (RFC
+ *   6056) that no connection of ours holds with that peer, TIME_WAIT
+ *   included; the ISN after RFC 6528 (a 4 us clock plus a keyed hash of
+ *   the 4-tuple); a SYN offering MSS, window scale, SACK-permitted and
+ *   timestamps. The peer's MAC unknown: ARP asks first and the SYN leaves
+ *   as the answer is learned. SYN_SENT after RFC 9293 3.10.7.3: an ACK of
+ *   anything but our SYN gets a RST and changes nothing (a forged
+ *   SYN-ACK), a RST counts only with the ACK of our SYN (a blind RST does
+ *   not), then ESTABLISHED as the passive open. The SYN is resent from
+ *   RTO_INIT_MS with backoff, SYN_RETRIES times. One queue only: with RSS
+ *   the SYN-ACK may reach another worker (tcp_connect.c).
  * Not implemented: SACK as a sender (we send little: responses), urgent
  * data (ignored), ECN, TSO (we send little), path MTU discovery (we send
- * DF with the peer's MSS), active open.
+ * DF with the peer's MSS), simultaneous open (a SYN without ACK in
+ * SYN_SENT is ignored; our SYN's retransmission or the peer's resolves
+ * it), data or FIN on a SYN-ACK (not taken: the ACK of the SYN alone
+ * makes the peer resend them), a route: active open reaches on-link
+ * peers only.
  */
 #ifndef BEACON_TCP_INTERNAL_H
 #define BEACON_TCP_INTERNAL_H
@@ -102,6 +121,9 @@
 #define MAX_TIME_WAIT 4096
 #define DEAD_PEER_MS 120000 /* retransmitting this long without a word: give up */
 #define MAX_BACKOFF 10
+/* As Linux's tcp_syn_retries: the last try 63 s in, given up at 123 s (our
+ * RTO_MAX_MS caps the last wait; Linux's 120 s cap gives 127 s). */
+#define SYN_RETRIES 6
 #define RTT_SHIFT 10  /* fraction bits of srtt_q and rttvar_q */
 #define TS_OPT_LEN 12 /* NOP, NOP, kind 8, length 10, TSval, TSecr */
 /* RFC 7323 5.5: a TS.Recent this old may have wrapped: it no longer
@@ -117,6 +139,7 @@ _Static_assert((SNDBUF & (SNDBUF - 1)) == 0, "send ring size");
 #define SEQ_GEQ(a, b) ((int32_t)((a) - (b)) >= 0)
 
 enum tcp_state {
+	TCP_SYN_SENT, /* active open: our SYN out (or waiting for ARP) */
 	TCP_ESTABLISHED,
 	TCP_CLOSE_WAIT, /* transient: we queue our FIN at once (LAST_ACK) */
 	TCP_FIN_WAIT_1,
@@ -146,6 +169,8 @@ struct tcb {
 	struct rte_ether_addr pmac;
 	enum tcp_state state;
 	bool in_table, attached, paused, closing, dead, on_events, ev_sent, ev_closed;
+	bool ev_connected, arp_waiting;
+	struct tcb *arp_next; /* stack->arp_waiters */
 	bool fin_queued, fin_acked, in_recovery, rtt_timing, sack_ok, ts_ok;
 	int close_err;
 
@@ -218,7 +243,8 @@ static inline void tcb_check(const struct tcb *c)
 {
 	assert(!c->dead && c->state != TCP_CLOSED);
 	assert(SEQ_LEQ(c->snd_una, c->snd_nxt) && SEQ_LEQ(c->snd_nxt, c->snd_max));
-	assert(c->snd_max - c->snd_una <= c->sb_len + (c->fin_queued ? 1u : 0u));
+	assert(c->snd_max - c->snd_una <=
+	       c->sb_len + (c->fin_queued ? 1u : 0u) + (c->state == TCP_SYN_SENT ? 1u : 0u));
 	assert(c->sb_len <= SNDBUF && c->stash_len <= RCVBUF && c->nooo <= OOO_MAX);
 	assert(SEQ_LEQ(c->rcv_nxt, c->rcv_adv));
 	assert(c->fin_queued || (c->state != TCP_FIN_WAIT_1 && c->state != TCP_FIN_WAIT_2 &&
@@ -239,6 +265,25 @@ bool tcb_input(struct tcb *c, struct rte_mbuf *m, const struct rte_tcp_hdr *th, 
 bool listen_input(struct stack *s, struct rte_mbuf *m, const struct rte_ipv4_hdr *ip,
 		  const struct rte_tcp_hdr *th, uint8_t *data, uint32_t len,
 		  const struct rte_ether_addr *mac);
+/* Our timestamp clock's offset on a 4-tuple's connection. */
+uint32_t ts_offset(const struct stack *s, uint32_t pip, uint16_t pport, uint16_t lport);
+/* The options of our SYN or SYN-ACK, each only where `so` offers it (a
+ * SYN offers all, echoing nothing); their length. */
+uint8_t syn_options_write(const struct stack *s, const struct tcp_opts *so, uint32_t tsval,
+			  uint8_t *opt);
+/* The handshake's outcome, either side: ESTABLISHED, with the peer's
+ * options o and the window, sequence numbers and timestamp of th (the
+ * passive open's ACK, or the active open's SYN-ACK when `syn`). */
+void tcb_establish(struct tcb *c, const struct rte_tcp_hdr *th, const struct tcp_opts *o, bool syn);
+
+/* ---- tcp_connect.c ---- */
+/* A segment for a connection in SYN_SENT. */
+void syn_sent_input(struct tcb *c, const struct rte_ipv4_hdr *ip, const struct rte_tcp_hdr *th,
+		    uint32_t len, const struct rte_ether_addr *mac);
+/* SYN_SENT's retransmission timer: the SYN again, or give up. */
+void syn_expired(struct tcb *c);
+/* Takes c off the list of connections waiting for ARP. */
+void arp_unwait(struct tcb *c);
 
 /* ---- tcp_output.c ---- */
 struct rte_mbuf *seg_build(struct stack *s, const struct seg_out *o, uint32_t paylen,
@@ -268,6 +313,9 @@ void rtt_sample(struct tcb *c, uint32_t r, uint32_t samples);
 
 /* ---- tcp_table.c ---- */
 struct tcb *tcb_lookup(struct stack *s, uint32_t pip, uint16_t pport, uint16_t lport);
+/* A keyed hash of the 4-tuple under the stack's secret, one per `tag`. */
+uint32_t tuple_secret(const struct stack *s, uint32_t pip, uint16_t pport, uint16_t lport,
+		      uint32_t tag);
 /* A zeroed connection, counted in the table's bound (the oldest TIME_WAIT
  * makes room when it is full); NULL when there is none (a full table is
  * counted). */
@@ -277,6 +325,9 @@ void tcb_hash(struct tcb *c);
 /* Queues c for tcp_events (its callbacks, its free). */
 void events_queue(struct tcb *c);
 void notify_closed(struct tcb *c, int err);
+/* `connected`, if due: from tcp_events, or before the first `received`
+ * when data follows the SYN-ACK in the same burst. */
+void notify_connected(struct tcb *c);
 /* Ends c: the layer above hears `closed` with err, a RST goes out when
  * `rst` (never from TIME_WAIT), and tcp_events frees it. */
 void tcb_kill(struct tcb *c, int err, bool rst);

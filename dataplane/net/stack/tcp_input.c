@@ -80,6 +80,7 @@ static void deliver(struct tcb *c, const uint8_t *data, uint32_t len)
 	c->rcv_nxt += len; /* first: a reply sent from the callback ACKs them */
 	if (!len || !c->attached || c->closing)
 		return;
+	notify_connected(c); /* data in the SYN-ACK's burst: `connected` first */
 	if (c->paused) {
 		if (!c->stash && !(c->stash = malloc(RCVBUF))) {
 			tcb_kill(c, -ENOMEM, true);
@@ -535,8 +536,13 @@ void tcp_input(struct stack *s, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
 		tcb_kill(c, 0, false);
 		c = NULL;
 	}
-	bool kept =
-		c ? tcb_input(c, m, th, data, len) : listen_input(s, m, ip, th, data, len, &mac);
+	bool kept = false;
+	if (!c)
+		kept = listen_input(s, m, ip, th, data, len, &mac);
+	else if (c->state == TCP_SYN_SENT)
+		syn_sent_input(c, ip, th, len, &mac);
+	else
+		kept = tcb_input(c, m, th, data, len);
 	if (!kept)
 		rte_pktmbuf_free(m);
 }
@@ -565,7 +571,7 @@ void tcp_resume(struct transport_conn *tc)
 		c->s->base.ev->received(c->base.upper, data, len);
 		free(data);
 	}
-	if (c->dead || c->state == TCP_TIME_WAIT)
+	if (c->dead || c->state == TCP_TIME_WAIT || c->state == TCP_SYN_SENT)
 		return;
 	/* Tell the peer the window opened, if it was (nearly) shut. */
 	uint32_t room = RCVBUF - c->stash_len;

@@ -16,13 +16,9 @@
  * hash of the 4-tuple (RFC 7323 7.1: the peer learns nothing of our uptime
  * or of other connections), so a SYN-ACK sent without state and the
  * connection its cookie opens later read the same clock. */
-static uint32_t ts_offset(const struct stack *s, uint32_t pip, uint16_t pport, uint16_t lport)
+uint32_t ts_offset(const struct stack *s, uint32_t pip, uint16_t pport, uint16_t lport)
 {
-	struct {
-		struct tuple_key k;
-		uint32_t tag; /* not a connection-table hash of the same tuple */
-	} in = {{pip, pport, lport}, 0x54537631};
-	return (uint32_t)siphash24(s->cookie_key, &in, sizeof in);
+	return tuple_secret(s, pip, pport, lport, 0x54537631);
 }
 
 /* What a cookie can say of the peer's MSS and window scale: the largest
@@ -60,11 +56,12 @@ static uint32_t cookie_meta(const struct tcp_opts *so)
 	return (so->sack ? 1u << 6 : 0) | wi << 3 | mi;
 }
 
-/* Our SYN-ACK's options, each only when the SYN offered it: MSS, then
- * SACK-permitted and the timestamp (SACK-permitted taking the place of the
- * timestamp's NOPs, as Linux lays them out), then window scale. */
-static uint8_t syn_ack_options(const struct stack *s, const struct tcp_opts *so, uint32_t tsval,
-			       uint8_t *opt)
+/* Our SYN-ACK's options, each only when the SYN offered it (our SYN's:
+ * all): MSS, then SACK-permitted and the timestamp (SACK-permitted taking
+ * the place of the timestamp's NOPs, as Linux lays them out), then window
+ * scale. */
+uint8_t syn_options_write(const struct stack *s, const struct tcp_opts *so, uint32_t tsval,
+			  uint8_t *opt)
 {
 	uint16_t our_mss = (uint16_t)(s->mtu - 40);
 	uint8_t k = 0;
@@ -114,7 +111,7 @@ static void syn_ack_send(struct stack *s, const struct rte_ipv4_hdr *ip,
 			    .ack = in.peer_isn + 1,
 			    .flags = RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG,
 			    .win = RCVBUF > 65535 ? 65535 : RCVBUF};
-	o.optlen = syn_ack_options(s, &so, tsval, o.opt);
+	o.optlen = syn_options_write(s, &so, tsval, o.opt);
 	uint8_t *p;
 	struct rte_mbuf *m = seg_build(s, &o, 0, &p);
 	if (m) {
@@ -153,7 +150,8 @@ static bool cookie_check(struct stack *s, const struct rte_ipv4_hdr *ip,
 }
 
 /* The handshake's own round trip, when the ACK echoes the SYN-ACK's
- * timestamp: the first RTO then follows the path, not RTO_INIT_MS. */
+ * timestamp (or the SYN-ACK our SYN's): the first RTO then follows the
+ * path, not RTO_INIT_MS. */
 static void ts_start(struct tcb *c, const struct tcp_opts *o)
 {
 	c->ts_ok = true;
@@ -161,9 +159,42 @@ static void ts_start(struct tcb *c, const struct tcp_opts *o)
 	c->ts_recent = o->tsval;
 	c->ts_recent_ms = c->s->now_ms;
 	uint32_t r = (uint32_t)c->s->now_ms + c->ts_off - o->tsecr;
-	/* A cookie lives at most 128 s: an older echo is not ours. */
+	/* A cookie lives at most 128 s, a SYN_SENT 123 s: an older echo is
+	 * not ours. */
 	if (r <= 128000)
 		rtt_sample(c, r, 1);
+}
+
+void tcb_establish(struct tcb *c, const struct rte_tcp_hdr *th, const struct tcp_opts *o, bool syn)
+{
+	struct stack *s = c->s;
+	uint32_t ack = rte_be_to_cpu_32(th->recv_ack);
+	uint16_t our_mss = (uint16_t)(s->mtu - 40);
+	c->state = TCP_ESTABLISHED;
+	c->mss = o->mss < our_mss ? o->mss : our_mss;
+	if (o->ts)
+		c->mss -= TS_OPT_LEN; /* RFC 6691: the MSS counts options too */
+	c->snd_ws = o->ws >= 0 ? (uint8_t)o->ws : 0;
+	c->rcv_ws = o->ws >= 0 ? RCV_WS : 0;
+	c->sack_ok = o->sack;
+	c->snd_una = c->snd_nxt = c->snd_max = ack;
+	/* RFC 7323 2.2: a SYN's window is never scaled. */
+	c->snd_wnd = c->max_snd_wnd = (uint32_t)rte_be_to_cpu_16(th->rx_win)
+				      << (syn ? 0 : c->snd_ws);
+	c->snd_wl1 = rte_be_to_cpu_32(th->sent_seq);
+	c->snd_wl2 = ack;
+	c->cwnd = INIT_CWND_SEGS * (uint32_t)c->mss;
+	c->ssthresh = UINT32_MAX;
+	c->rto = RTO_INIT_MS;
+	c->rcv_nxt = rte_be_to_cpu_32(th->sent_seq) + syn;
+	/* As our SYN or SYN-ACK said (unscaled: RFC 7323 2.2). */
+	c->rcv_adv = c->rcv_nxt + (RCVBUF > 65535 ? 65535 : RCVBUF);
+	c->last_ack_sent = c->rcv_nxt;
+	c->last_rx_ms = s->now_ms;
+	if (s->keep_idle_ms)
+		c->keep_at = s->now_ms + s->keep_idle_ms;
+	if (o->ts)
+		ts_start(c, o);
 }
 
 static struct tcb *tcb_create(struct stack *s, const struct rte_ipv4_hdr *ip,
@@ -173,36 +204,13 @@ static struct tcb *tcb_create(struct stack *s, const struct rte_ipv4_hdr *ip,
 	struct tcb *c = tcb_new(s);
 	if (!c)
 		return NULL;
-	uint32_t ack = rte_be_to_cpu_32(th->recv_ack);
-	uint16_t our_mss = (uint16_t)(s->mtu - 40);
 	c->base.t = &s->base;
 	c->s = s;
 	c->pip = ip->src_addr;
 	c->pport = th->src_port;
 	c->lport = th->dst_port;
 	rte_ether_addr_copy(mac, &c->pmac);
-	c->state = TCP_ESTABLISHED;
-	c->mss = o->mss < our_mss ? o->mss : our_mss;
-	if (o->ts)
-		c->mss -= TS_OPT_LEN; /* RFC 6691: the MSS counts options too */
-	c->snd_ws = o->ws >= 0 ? (uint8_t)o->ws : 0;
-	c->rcv_ws = o->ws >= 0 ? RCV_WS : 0;
-	c->sack_ok = o->sack;
-	c->snd_una = c->snd_nxt = c->snd_max = ack;
-	c->snd_wnd = c->max_snd_wnd = (uint32_t)rte_be_to_cpu_16(th->rx_win) << c->snd_ws;
-	c->snd_wl1 = rte_be_to_cpu_32(th->sent_seq);
-	c->snd_wl2 = ack;
-	c->cwnd = INIT_CWND_SEGS * (uint32_t)c->mss;
-	c->ssthresh = UINT32_MAX;
-	c->rto = RTO_INIT_MS;
-	c->rcv_nxt = rte_be_to_cpu_32(th->sent_seq);
-	c->rcv_adv = c->rcv_nxt + (RCVBUF > 65535 ? 65535 : RCVBUF); /* as our SYN-ACK said */
-	c->last_ack_sent = c->rcv_nxt;
-	c->last_rx_ms = s->now_ms;
-	if (s->keep_idle_ms)
-		c->keep_at = s->now_ms + s->keep_idle_ms;
-	if (o->ts)
-		ts_start(c, o);
+	tcb_establish(c, th, o, false);
 	tcb_hash(c);
 	return c;
 }

@@ -280,9 +280,12 @@ static void sb_fill(struct tcb *c)
 	}
 }
 
+/* In SYN_SENT a send waits in the caller's buffer (RFC 9293 3.10.2:
+ * queued until ESTABLISHED), which the SYN-ACK's tcp_output takes. */
 static bool can_send(const struct tcb *c)
 {
-	return !c->dead && c->state != TCP_TIME_WAIT && c->state != TCP_CLOSED;
+	return !c->dead && c->state != TCP_TIME_WAIT && c->state != TCP_CLOSED &&
+	       c->state != TCP_SYN_SENT;
 }
 
 void tcp_output(struct tcb *c)
@@ -368,6 +371,13 @@ void tcp_close(struct transport_conn *tc)
 	struct tcb *c = (struct tcb *)tc;
 	if (!c->attached || c->closing)
 		return;
+	c->ev_connected = false; /* the layer above is done with it */
+	if (c->state == TCP_SYN_SENT) {
+		/* RFC 9293 3.10.4: nothing to say goodbye to; a send
+		 * queued since is dropped with the connection. */
+		tcb_kill(c, 0, false);
+		return;
+	}
 	c->closing = true;
 	c->paused = false;
 	free(c->stash);
@@ -379,6 +389,7 @@ void tcp_close(struct transport_conn *tc)
 void tcp_abort(struct transport_conn *tc)
 {
 	struct tcb *c = (struct tcb *)tc;
+	c->ev_connected = false; /* the layer above is done with it */
 	if (c->attached)
 		tcb_kill(c, 0, true);
 }

@@ -18,6 +18,16 @@ static uint32_t tuple_hash(const struct stack *s, uint32_t pip, uint16_t pport, 
 	return (uint32_t)siphash24(s->cookie_key, &k, sizeof k) & (s->nbuckets - 1);
 }
 
+uint32_t tuple_secret(const struct stack *s, uint32_t pip, uint16_t pport, uint16_t lport,
+		      uint32_t tag)
+{
+	struct {
+		struct tuple_key k;
+		uint32_t tag; /* not the connection table's hash of the same tuple */
+	} in = {{pip, pport, lport}, tag};
+	return (uint32_t)siphash24(s->cookie_key, &in, sizeof in);
+}
+
 struct tcb *tcb_lookup(struct stack *s, uint32_t pip, uint16_t pport, uint16_t lport)
 {
 	for (struct tcb *c = s->buckets[tuple_hash(s, pip, pport, lport)]; c; c = c->hnext)
@@ -105,6 +115,15 @@ void notify_closed(struct tcb *c, int err)
 	events_queue(c);
 }
 
+void notify_connected(struct tcb *c)
+{
+	if (!c->ev_connected)
+		return;
+	c->ev_connected = false;
+	if (c->s->base.ev->connected)
+		c->s->base.ev->connected(c->base.upper);
+}
+
 static void ooo_clear(struct tcb *c)
 {
 	for (unsigned i = 0; i < c->nooo; i++)
@@ -141,6 +160,7 @@ void tcp_events(struct stack *s)
 	while ((c = s->events)) {
 		s->events = c->ev_next;
 		c->on_events = false;
+		notify_connected(c); /* before anything else of this connection */
 		if (c->ev_sent) {
 			c->ev_sent = false;
 			if (c->attached && !c->closing)
@@ -162,7 +182,8 @@ void tcb_kill(struct tcb *c, int err, bool rst)
 {
 	if (c->dead)
 		return;
-	if (rst && c->state != TCP_TIME_WAIT) {
+	/* SYN_SENT has nothing of the peer's to reset (no RCV.NXT). */
+	if (rst && c->state != TCP_TIME_WAIT && c->state != TCP_SYN_SENT) {
 		struct seg_out o;
 		uint8_t *p;
 		conn_seg(c, &o, c->snd_max, RTE_TCP_RST_FLAG | RTE_TCP_ACK_FLAG);
@@ -173,6 +194,7 @@ void tcb_kill(struct tcb *c, int err, bool rst)
 		}
 	}
 	notify_closed(c, err);
+	arp_unwait(c);
 	tw_unlink(c);
 	tcb_unhash(c);
 	c->state = TCP_CLOSED;
@@ -211,6 +233,8 @@ int tcp_init(struct stack *s, unsigned max_conns)
 {
 	s->max_tw = MAX_TIME_WAIT;
 	s->max_tcb = max_conns + s->max_tw + 1024;
+	s->eph_first = 49152; /* IANA's dynamic ports (RFC 6335) */
+	s->eph_count = 16384;
 	s->nbuckets = 1024;
 	while (s->nbuckets < s->max_tcb && s->nbuckets < (1u << 22))
 		s->nbuckets <<= 1;

@@ -77,6 +77,10 @@ static void rexmt_expired(struct tcb *c)
 {
 	struct stack *s = c->s;
 	c->rexmt_at = 0;
+	if (c->state == TCP_SYN_SENT) {
+		syn_expired(c);
+		return;
+	}
 	bool outstanding = c->snd_max != c->snd_una;
 	if (!outstanding && c->sb_len == 0)
 		return;

@@ -77,7 +77,7 @@ struct rte_mbuf *stack_fixture_segment(struct stack *s, const struct test_seg *g
 	ip->hdr_checksum = rte_ipv4_cksum(ip) ^ g->ip_spoil;
 	struct rte_tcp_hdr *th = (struct rte_tcp_hdr *)(ip + 1);
 	th->src_port = rte_cpu_to_be_16(g->sport);
-	th->dst_port = rte_cpu_to_be_16(s->listen_port);
+	th->dst_port = rte_cpu_to_be_16(g->dport ? g->dport : s->listen_port);
 	th->sent_seq = rte_cpu_to_be_32(g->seq);
 	th->recv_ack = rte_cpu_to_be_32(g->ack);
 	th->data_off = (uint8_t)(((sizeof *th + g->optlen) / 4) << 4);

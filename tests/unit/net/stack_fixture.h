@@ -32,13 +32,15 @@ int stack_fixture_open(const char *test, unsigned n, struct stack **st);
  * stops the EAL. */
 void stack_fixture_close(unsigned n, struct stack **st);
 
-/* A TCP segment from a peer to the stack's listening port, as the port
+/* A TCP segment from a peer to the stack (its listening port unless
+ * said), as the port
  * hands it over: checksums in software (spoiled where asked), no offload
  * flags, window 65535. */
 struct test_seg {
 	uint32_t src_ip;      /* network order */
 	uint8_t src_mac_last; /* from 02:00:00:00:00:<src_mac_last> */
 	uint16_t sport;	      /* host order */
+	uint16_t dport;	      /* host order; 0: the stack's listening port */
 	uint32_t seq, ack;
 	uint8_t flags;
 	const uint8_t *opt;
