@@ -81,6 +81,10 @@ static void usage(FILE *f)
 		"  --warmup N              N requests before the measured window (not counted)\n"
 		"  --server-pid PID        report PID's CPU time (utime + stime) over the window\n"
 		"  --body-file F           every body is F's bytes (a known upload)\n"
+		"  --dpdk \"EAL ARGS\"       connect through beacond's own TCP/IPv4 stack on a\n"
+		"                          DPDK port (e.g. --vdev=net_memif0,...) instead of\n"
+		"                          the kernel's; one thread (root, a DPDK build)\n"
+		"  --dpdk-addr A.B.C.D/N   --dpdk: the stack's own address and prefix\n"
 		"  --quiet                 no progress lines\n");
 }
 
@@ -174,6 +178,23 @@ static int parse_url(const char *url, struct sim_options *o)
 	return 0;
 }
 
+/* A.B.C.D/N: the DPDK stack's address and on-link prefix. */
+static int parse_cidr(const char *s, struct sim_options *o)
+{
+	char addr[INET_ADDRSTRLEN];
+	const char *slash = strchr(s, '/');
+	char *end;
+	if (!slash || (size_t)(slash - s) >= sizeof addr)
+		return -1;
+	memcpy(addr, s, (size_t)(slash - s));
+	addr[slash - s] = '\0';
+	unsigned long prefix = strtoul(slash + 1, &end, 10);
+	if (end == slash + 1 || *end || prefix < 1 || prefix > 32)
+		return -1;
+	o->dpdk_prefix = (unsigned)prefix;
+	return inet_pton(AF_INET, addr, &o->dpdk_addr) == 1 ? 0 : -1;
+}
+
 enum {
 	OPT_MODE = 256,
 	OPT_TLS,
@@ -207,6 +228,8 @@ enum {
 	OPT_WARMUP,
 	OPT_SERVER_PID,
 	OPT_BODY_FILE,
+	OPT_DPDK,
+	OPT_DPDK_ADDR,
 	OPT_HELP,
 };
 
@@ -243,6 +266,8 @@ static const struct option long_opts[] = {
 	{"warmup", required_argument, NULL, OPT_WARMUP},
 	{"server-pid", required_argument, NULL, OPT_SERVER_PID},
 	{"body-file", required_argument, NULL, OPT_BODY_FILE},
+	{"dpdk", required_argument, NULL, OPT_DPDK},
+	{"dpdk-addr", required_argument, NULL, OPT_DPDK_ADDR},
 	{"help", no_argument, NULL, OPT_HELP},
 	{0},
 };
@@ -350,6 +375,11 @@ static int apply_option(struct sim_options *o, int opt, const char *arg)
 	case OPT_BODY_FILE:
 		o->body_file = arg;
 		return 0;
+	case OPT_DPDK:
+		o->dpdk_eal = arg;
+		return 0;
+	case OPT_DPDK_ADDR:
+		return parse_cidr(arg, o);
 	case OPT_HELP:
 		usage(stdout);
 		exit(0);
@@ -408,6 +438,11 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
 	if (o->warmup && (o->mode == MODE_IDLE || o->rate > 0 || o->burst)) {
 		fprintf(stderr,
 			"agentsim: --warmup is for closed-loop requests, not idle or open loop\n");
+		return -1;
+	}
+	if (o->dpdk_eal && (!o->dpdk_prefix || o->threads != 1 || o->source.sin_family)) {
+		fprintf(stderr, "agentsim: --dpdk needs --dpdk-addr, and goes with one thread and "
+				"no --source (the stack has one address)\n");
 		return -1;
 	}
 	if (!o->ciphers)
@@ -668,6 +703,20 @@ static void print_result(const struct sim_options *o, const struct totals *s,
 	fflush(stdout);
 }
 
+/* Kernel sockets, or --dpdk's stack where this agentsim was built with
+ * DPDK; NULL (said why) where it was not. */
+static const struct io_ops *pick_io(const struct sim_options *o)
+{
+	if (!o->dpdk_eal)
+		return &io_socket_ops;
+#ifdef AGENTSIM_DPDK
+	return &io_dpdk_ops;
+#else
+	fprintf(stderr, "agentsim: --dpdk: this agentsim is built without DPDK\n");
+	return NULL;
+#endif
+}
+
 /* The bodies: cut from generated inventory bytes, or one file's. */
 static int bodies_make(struct sim_options *o, struct body_pool *bodies)
 {
@@ -693,7 +742,9 @@ int main(int argc, char **argv)
 
 	if (parse_args(argc, argv, &o) < 0)
 		return 2;
-	const struct io_ops *io = &io_socket_ops;
+	const struct io_ops *io = pick_io(&o);
+	if (!io)
+		return 2;
 	signal(SIGPIPE, SIG_IGN);
 	struct sigaction sa = {.sa_handler = on_stop_signal};
 	sigaction(SIGTERM, &sa, NULL);

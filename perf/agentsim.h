@@ -61,6 +61,10 @@ struct sim_options {
 	uint64_t warmup;	       /* requests before the measured window */
 	int server_pid;		       /* > 0: report its CPU time over the window */
 	const char *body_file;	       /* every body is this file's bytes */
+	/* --dpdk: beacond's own TCP stack on a DPDK port as the client */
+	const char *dpdk_eal;	  /* EAL arguments; NULL: kernel sockets */
+	struct in_addr dpdk_addr; /* the stack's address */
+	unsigned dpdk_prefix;	  /* and its prefix length */
 };
 
 /* Latency histogram: log-linear buckets, 64 per power of two (~1.6%). */
