@@ -82,14 +82,15 @@ void arp_unwait(struct tcb *c)
 
 /* Our SYN: every option we know (syn_options_write), the window unscaled
  * (RFC 7323 2.2). With the peer's MAC unknown an ARP request goes instead
- * and the SYN follows its answer (tcp_arp_learned), or the next try. */
-static void syn_send(struct tcb *c)
+ * and the SYN follows its answer (tcp_arp_learned), or the next try:
+ * false. */
+static bool syn_send(struct tcb *c)
 {
 	struct stack *s = c->s;
 	const struct rte_ether_addr *mac = arp_lookup(s, c->pip);
 	if (!mac) {
 		arp_wait(c);
-		return;
+		return false;
 	}
 	const struct tcp_opts all = {.ws = RCV_WS, .sack = true, .ts = true, .tsval = 0};
 	struct seg_out o = {.pip = c->pip,
@@ -104,6 +105,7 @@ static void syn_send(struct tcb *c)
 	struct rte_mbuf *m = seg_build(s, &o, 0, &p);
 	if (m)
 		seg_send(s, m);
+	return true; /* an mbuf short: the next try covers it, as for data */
 }
 
 void tcp_arp_learned(struct stack *s, uint32_t ip)
@@ -118,7 +120,12 @@ void tcp_arp_learned(struct stack *s, uint32_t ip)
 		*pp = c->arp_next;
 		c->arp_next = NULL;
 		c->arp_waiting = false;
-		syn_send(c);
+		(void)syn_send(c);
+		/* The SYN's round trip and its timeout start now, not
+		 * when ARP was asked. */
+		c->rtt_start_ms = s->now_ms;
+		rexmt_arm(c);
+		timer_update(c);
 	}
 }
 
@@ -132,8 +139,8 @@ void syn_expired(struct tcb *c)
 	}
 	c->backoff++;
 	c->rtt_timing = false; /* Karn: a SYN-ACK could answer either SYN */
-	s->st.tcp_retransmits++;
-	syn_send(c);
+	if (syn_send(c))
+		s->st.tcp_retransmits++;
 	rexmt_arm(c);
 }
 
@@ -253,7 +260,7 @@ int tcp_connect(struct transport *t, const struct sockaddr_in *dst, void *upper,
 	syn_sent_init(c, s, dst, lport, upper);
 	tcb_hash(c);
 	s->base.conns++;
-	syn_send(c);
+	(void)syn_send(c);
 	rexmt_arm(c);
 	timer_update(c);
 	tcb_check(c);

@@ -10,6 +10,8 @@
 
 #include <cmocka.h>
 
+#include <rte_arp.h>
+
 #include "beacon/config.h"
 #include "beacon/ring.h"
 #include "beacon/transport.h"
@@ -90,3 +92,77 @@ struct rte_mbuf *stack_fixture_segment(struct stack *s, const struct test_seg *g
 	th->cksum = rte_ipv4_udptcp_cksum(ip, th) ^ g->tcp_spoil;
 	return m;
 }
+
+struct rte_mbuf *stack_fixture_arp(struct stack *s, uint16_t op, uint32_t sip, uint8_t mac_last,
+				   uint32_t tip)
+{
+	struct rte_mbuf *m = rte_pktmbuf_alloc(s->pool);
+	assert_non_null(m);
+	size_t len = sizeof(struct rte_ether_hdr) + sizeof(struct rte_arp_hdr);
+	struct rte_ether_hdr *eh = (struct rte_ether_hdr *)rte_pktmbuf_append(m, (uint16_t)len);
+	assert_non_null(eh);
+	struct rte_ether_addr from = {{0x02, 0, 0, 0, 0, mac_last}};
+	eh->dst_addr = s->mac;
+	eh->src_addr = from;
+	eh->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
+	struct rte_arp_hdr *a = (struct rte_arp_hdr *)(eh + 1);
+	a->arp_hardware = rte_cpu_to_be_16(RTE_ARP_HRD_ETHER);
+	a->arp_protocol = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	a->arp_hlen = RTE_ETHER_ADDR_LEN;
+	a->arp_plen = 4;
+	a->arp_opcode = rte_cpu_to_be_16(op);
+	a->arp_data.arp_sha = from;
+	a->arp_data.arp_sip = sip;
+	a->arp_data.arp_tha = s->mac;
+	a->arp_data.arp_tip = tip;
+	return m;
+}
+
+/* ---- the test layer above ---- */
+
+static void *app_accepted(void *ctx, struct transport_conn *tc, const struct sockaddr *peer,
+			  socklen_t len)
+{
+	(void)peer;
+	(void)len;
+	struct test_app *a = ctx;
+	a->tc = tc;
+	a->accepted++;
+	return a;
+}
+
+static void app_received(void *upper, const uint8_t *data, size_t len)
+{
+	struct test_app *a = upper;
+	assert_true(a->rxlen + len <= sizeof a->rx);
+	if (!a->rxlen)
+		a->connected_before_rx = a->connected == 1;
+	memcpy(a->rx + a->rxlen, data, len);
+	a->rxlen += len;
+}
+
+static void app_sent(void *upper)
+{
+	((struct test_app *)upper)->sent++;
+}
+
+static void app_closed(void *upper, int err)
+{
+	struct test_app *a = upper;
+	a->closed++;
+	a->err = err;
+	a->tc = NULL;
+}
+
+static void app_connected(void *upper)
+{
+	((struct test_app *)upper)->connected++;
+}
+
+const struct transport_events test_app_events = {
+	.accepted = app_accepted,
+	.received = app_received,
+	.sent = app_sent,
+	.closed = app_closed,
+	.connected = app_connected,
+};

@@ -14,6 +14,7 @@
 #define BEACON_TEST_STACK_FIXTURE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <rte_mbuf.h>
@@ -52,5 +53,23 @@ struct test_seg {
 
 /* The frame of g for stack s (fails the running test when no mbuf is left). */
 struct rte_mbuf *stack_fixture_segment(struct stack *s, const struct test_seg *g);
+
+/* An ARP frame (op: RTE_ARP_OP_*) from sip at 02:00:00:00:00:<mac_last>
+ * to tip (addresses in network order), as stack s's queue would get it. */
+struct rte_mbuf *stack_fixture_arp(struct stack *s, uint16_t op, uint32_t sip, uint8_t mac_last,
+				   uint32_t tip);
+
+/* A layer above for the tests that open connections, one at a time: it
+ * accepts every connection (ctx: its struct test_app; an active open
+ * passes it as `upper`), keeps what it receives and counts the callbacks. */
+struct test_app {
+	struct transport_conn *tc; /* NULL once `closed` came */
+	char rx[64];
+	size_t rxlen;
+	unsigned accepted, connected, sent, closed;
+	int err;
+	bool connected_before_rx; /* `connected` came before the first `received` */
+};
+extern const struct transport_events test_app_events;
 
 #endif

@@ -42,28 +42,7 @@ static int teardown(void **state)
  * it would arrive on stack s's queue. */
 static void arp_in(struct stack *s, uint16_t op, const char *sip, uint8_t mac_last, const char *tip)
 {
-	struct rte_mbuf *m = rte_pktmbuf_alloc(s->pool);
-	assert_non_null(m);
-	size_t len = sizeof(struct rte_ether_hdr) + sizeof(struct rte_arp_hdr);
-	struct rte_ether_hdr *eh = (struct rte_ether_hdr *)rte_pktmbuf_append(m, (uint16_t)len);
-	assert_non_null(eh);
-	struct rte_ether_addr from = {{0x02, 0, 0, 0, 0, 0}};
-	uint32_t src = inet_addr(sip);
-	from.addr_bytes[5] = mac_last;
-	eh->dst_addr = s->mac;
-	eh->src_addr = from;
-	eh->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
-	struct rte_arp_hdr *a = (struct rte_arp_hdr *)(eh + 1);
-	a->arp_hardware = rte_cpu_to_be_16(RTE_ARP_HRD_ETHER);
-	a->arp_protocol = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-	a->arp_hlen = RTE_ETHER_ADDR_LEN;
-	a->arp_plen = 4;
-	a->arp_opcode = rte_cpu_to_be_16(op);
-	a->arp_data.arp_sha = from;
-	a->arp_data.arp_sip = src;
-	a->arp_data.arp_tha = s->mac;
-	a->arp_data.arp_tip = inet_addr(tip);
-	eth_input(s, m);
+	eth_input(s, stack_fixture_arp(s, op, inet_addr(sip), mac_last, inet_addr(tip)));
 	stack_tx_flush(s);
 }
 

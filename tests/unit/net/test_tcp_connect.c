@@ -40,63 +40,7 @@ static struct stack *st[2];
 #define PEER_MAC_LAST 0x20
 static const uint32_t PEER_ISN = 0x30000000u;
 
-/* The layer above, on either side: one connection at a time. */
-struct app {
-	struct transport_conn *tc; /* NULL once `closed` came */
-	char rx[64];
-	size_t rxlen;
-	unsigned accepted, connected, sent, closed;
-	int err;
-	bool connected_before_rx; /* `connected` came before any `received` */
-};
-static struct app client, server;
-
-static void *on_accepted(void *ctx, struct transport_conn *tc, const struct sockaddr *peer,
-			 socklen_t len)
-{
-	(void)peer;
-	(void)len;
-	struct app *a = ctx;
-	a->tc = tc;
-	a->accepted++;
-	return a;
-}
-
-static void on_received(void *upper, const uint8_t *data, size_t len)
-{
-	struct app *a = upper;
-	assert_true(a->rxlen + len <= sizeof a->rx);
-	if (!a->rxlen)
-		a->connected_before_rx = a->connected == 1 || a->accepted == 1;
-	memcpy(a->rx + a->rxlen, data, len);
-	a->rxlen += len;
-}
-
-static void on_sent(void *upper)
-{
-	((struct app *)upper)->sent++;
-}
-
-static void on_closed(void *upper, int err)
-{
-	struct app *a = upper;
-	a->closed++;
-	a->err = err;
-	a->tc = NULL;
-}
-
-static void on_connected(void *upper)
-{
-	((struct app *)upper)->connected++;
-}
-
-static const struct transport_events app_events = {
-	.accepted = on_accepted,
-	.received = on_received,
-	.sent = on_sent,
-	.closed = on_closed,
-	.connected = on_connected,
-};
+static struct test_app client, server; /* the layers above: stack_fixture.h */
 
 /* Two hosts on one wire: the server gets 198.18.0.2 and a MAC of its own;
  * each is the only queue of its port; the client accepts nothing. */
@@ -106,7 +50,7 @@ static int setup(void **state)
 	if (stack_fixture_open("test_tcp_connect", 2, st) != 0)
 		return -1;
 	for (int i = 0; i < 2; i++) {
-		st[i]->base.ev = &app_events;
+		st[i]->base.ev = &test_app_events;
 		st[i]->base.ctx = i ? &server : &client;
 	}
 	SERVER->ip = inet_addr(SERVER_IP);
@@ -311,9 +255,10 @@ static void test_syn(void **state)
 	assert_int_equal(state_of(f.sport), TCP_SYN_SENT);
 	assert_int_equal(transport_conn_count(&CLIENT->base), conns + 1);
 	assert_int_equal(client.connected + client.closed, 0);
-	transport_abort(tc);
+	transport_close(tc); /* RFC 9293 3.10.4: dropped, `closed` follows */
 	struct frame none[1];
 	assert_int_equal(sent_by(CLIENT, none, 1), 0); /* nothing to reset */
+	assert_int_equal(client.err, 0);
 	assert_int_equal(client.closed, 1);
 	assert_null(client_tcb(f.sport));
 	assert_int_equal(transport_conn_count(&CLIENT->base), conns);
@@ -503,40 +448,30 @@ static void test_ephemeral_ports(void **state)
 }
 
 /* The peer's MAC unknown: an ARP request first (one for two
- * connections), no SYN; the reply sends both SYNs at once. */
+ * connections), no SYN; the reply sends both SYNs at once. A connection
+ * aborted while it waits leaves nothing waiting. */
 static void test_arp_first(void **state)
 {
 	(void)state;
 	struct sockaddr_in dst = addr_of(PEER_IP, PEER_PORT);
-	struct transport_conn *tc[2];
+	struct sockaddr_in elsewhere = addr_of("198.18.0.21", PEER_PORT);
+	struct transport_conn *tc[3];
 	struct frame f[4];
 	assert_int_equal(transport_connect(&CLIENT->base, &dst, &client, &tc[0]), 0);
+	assert_int_equal(transport_connect(&CLIENT->base, &elsewhere, &client, &tc[2]), 0);
 	assert_int_equal(transport_connect(&CLIENT->base, &dst, &client, &tc[1]), 0);
-	assert_int_equal(sent_by(CLIENT, f, 4), 1);
+	assert_int_equal(sent_by(CLIENT, f, 4), 2);
 	assert_int_equal(f[0].ether_type, RTE_ETHER_TYPE_ARP);
 	assert_int_equal(f[0].arp_tip, inet_addr(PEER_IP));
 	assert_true(rte_is_broadcast_ether_addr(&f[0].dst_mac));
+	assert_int_equal(f[1].arp_tip, elsewhere.sin_addr.s_addr);
+	transport_abort(tc[2]);
 
-	/* The reply: 02:..:20 has PEER_IP. */
-	struct rte_mbuf *m = rte_pktmbuf_alloc(CLIENT->pool);
-	assert_non_null(m);
-	struct rte_ether_hdr *eh = (struct rte_ether_hdr *)rte_pktmbuf_append(
-		m, sizeof *eh + sizeof(struct rte_arp_hdr));
+	uint64_t t0 = CLIENT->now_ms;
+	assert_int_equal(client_at(t0, 900, f, 4), 0);
+	eth_input(CLIENT, stack_fixture_arp(CLIENT, RTE_ARP_OP_REPLY, inet_addr(PEER_IP),
+					    PEER_MAC_LAST, CLIENT->ip));
 	struct rte_ether_addr peer_mac = {{0x02, 0, 0, 0, 0, PEER_MAC_LAST}};
-	eh->dst_addr = CLIENT->mac;
-	eh->src_addr = peer_mac;
-	eh->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
-	struct rte_arp_hdr *a = (struct rte_arp_hdr *)(eh + 1);
-	a->arp_hardware = rte_cpu_to_be_16(RTE_ARP_HRD_ETHER);
-	a->arp_protocol = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-	a->arp_hlen = RTE_ETHER_ADDR_LEN;
-	a->arp_plen = 4;
-	a->arp_opcode = rte_cpu_to_be_16(RTE_ARP_OP_REPLY);
-	a->arp_data.arp_sha = peer_mac;
-	a->arp_data.arp_sip = inet_addr(PEER_IP);
-	a->arp_data.arp_tha = CLIENT->mac;
-	a->arp_data.arp_tip = CLIENT->ip;
-	eth_input(CLIENT, m);
 	assert_int_equal(sent_by(CLIENT, f, 4), 2);
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(f[i].ether_type, RTE_ETHER_TYPE_IPV4);
@@ -544,6 +479,11 @@ static void test_arp_first(void **state)
 		assert_true(rte_is_same_ether_addr(&f[i].dst_mac, &peer_mac));
 	}
 	assert_int_not_equal(f[0].sport, f[1].sport);
+	assert_null(CLIENT->arp_waiters);
+	/* Their retransmission counts from the SYN, not from the request. */
+	assert_int_equal(client_at(t0, 900 + RTO_INIT_MS - 1, f, 4), 0);
+	assert_int_equal(client_at(t0, 900 + RTO_INIT_MS, f, 4), 2);
+	assert_int_equal(f[0].flags, RTE_TCP_SYN_FLAG);
 	transport_abort(tc[0]);
 	transport_abort(tc[1]);
 	(void)sent_by(CLIENT, f, 4);
@@ -600,6 +540,15 @@ static void join(struct transport_conn **ctc)
 	assert_memory_equal(client.rx, "pong!", 5);
 }
 
+/* Each side heard `closed` once, without an error. */
+static void both_closed(void)
+{
+	assert_int_equal(client.closed, 1);
+	assert_int_equal(client.err, 0);
+	assert_int_equal(server.closed, 1);
+	assert_int_equal(server.err, 0);
+}
+
 /* The client closes first: it goes through FIN_WAIT to TIME_WAIT, which
  * holds its port for that peer (-EADDRNOTAVAIL with a range of one);
  * both sides hear closed(0); the server's connection is gone. */
@@ -612,10 +561,7 @@ static void test_join_client_closes(void **state)
 	uint16_t lport = ((struct tcb *)ctc)->lport;
 	transport_close(ctc);
 	wire();
-	assert_int_equal(client.closed, 1);
-	assert_int_equal(client.err, 0);
-	assert_int_equal(server.closed, 1);
-	assert_int_equal(server.err, 0);
+	both_closed();
 	assert_int_equal(SERVER->ntcb, server_tcb);
 	assert_int_equal(CLIENT->ntw, tw + 1);
 	struct tcb *c = tcb_lookup(CLIENT, inet_addr(SERVER_IP), htons(SERVER->listen_port), lport);
@@ -640,10 +586,7 @@ static void test_join_server_closes(void **state)
 	join(&ctc);
 	transport_close(server.tc);
 	wire();
-	assert_int_equal(server.closed, 1);
-	assert_int_equal(server.err, 0);
-	assert_int_equal(client.closed, 1);
-	assert_int_equal(client.err, 0);
+	both_closed();
 	assert_int_equal(CLIENT->ntcb, client_tcb);
 	assert_int_equal(SERVER->ntw, tw + 1);
 }

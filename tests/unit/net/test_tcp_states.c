@@ -30,61 +30,14 @@
 
 static struct stack *s;
 
-/* The layer above: one connection at a time. */
-struct app {
-	struct transport_conn *tc; /* NULL once `closed` came */
-	char rx[64];
-	size_t rxlen;
-	unsigned accepted, sent, closed;
-	int err;
-};
-static struct app app;
-
-static void *on_accepted(void *ctx, struct transport_conn *tc, const struct sockaddr *peer,
-			 socklen_t len)
-{
-	(void)peer;
-	(void)len;
-	struct app *a = ctx;
-	a->tc = tc;
-	a->accepted++;
-	return a;
-}
-
-static void on_received(void *upper, const uint8_t *data, size_t len)
-{
-	struct app *a = upper;
-	assert_true(a->rxlen + len <= sizeof a->rx);
-	memcpy(a->rx + a->rxlen, data, len);
-	a->rxlen += len;
-}
-
-static void on_sent(void *upper)
-{
-	((struct app *)upper)->sent++;
-}
-
-static void on_closed(void *upper, int err)
-{
-	struct app *a = upper;
-	a->closed++;
-	a->err = err;
-	a->tc = NULL;
-}
-
-static const struct transport_events app_events = {
-	.accepted = on_accepted,
-	.received = on_received,
-	.sent = on_sent,
-	.closed = on_closed,
-};
+static struct test_app app; /* the layer above: stack_fixture.h */
 
 static int setup(void **state)
 {
 	(void)state;
 	if (stack_fixture_open("test_tcp_states", 1, &s) != 0)
 		return -1;
-	s->base.ev = &app_events; /* accept, unlike null_port's */
+	s->base.ev = &test_app_events; /* accept, unlike null_port's */
 	s->base.ctx = &app;
 	return 0;
 }
