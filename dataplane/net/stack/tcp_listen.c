@@ -2,7 +2,9 @@
  * TCP: the passive open (tcp-internal.h has the whole picture). A segment
  * for no connection: a SYN is answered with a SYN cookie and costs no
  * memory, the ACK that returns a good cookie opens a connection, the rest
- * gets a reset.
+ * gets a reset. What a handshake settles (tcb_establish: options, windows,
+ * the first RTT) is the same for the active open (tcp_connect.c) and
+ * lives here beside the SYN options both sides write.
  */
 #include <netinet/in.h>
 #include <stdlib.h>
