@@ -8,6 +8,7 @@
 #include <wolfssl/ssl.h>
 
 #include "agentsim.h"
+#include "io.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -79,6 +80,11 @@ static void usage(FILE *f)
 		"  --expect-length N       GET: every 200 must carry N body bytes\n"
 		"  --warmup N              N requests before the measured window (not counted)\n"
 		"  --server-pid PID        report PID's CPU time (utime + stime) over the window\n"
+		"  --body-file F           every body is F's bytes (a known upload)\n"
+		"  --dpdk \"EAL ARGS\"       connect through beacond's own TCP/IPv4 stack on a\n"
+		"                          DPDK port (e.g. --vdev=net_memif0,...) instead of\n"
+		"                          the kernel's; one thread (root, a DPDK build)\n"
+		"  --dpdk-addr A.B.C.D/N   --dpdk: the stack's own address and prefix\n"
 		"  --quiet                 no progress lines\n");
 }
 
@@ -172,6 +178,23 @@ static int parse_url(const char *url, struct sim_options *o)
 	return 0;
 }
 
+/* A.B.C.D/N: the DPDK stack's address and on-link prefix. */
+static int parse_cidr(const char *s, struct sim_options *o)
+{
+	char addr[INET_ADDRSTRLEN];
+	const char *slash = strchr(s, '/');
+	char *end;
+	if (!slash || (size_t)(slash - s) >= sizeof addr)
+		return -1;
+	memcpy(addr, s, (size_t)(slash - s));
+	addr[slash - s] = '\0';
+	unsigned long prefix = strtoul(slash + 1, &end, 10);
+	if (end == slash + 1 || *end || prefix < 1 || prefix > 32)
+		return -1;
+	o->dpdk_prefix = (unsigned)prefix;
+	return inet_pton(AF_INET, addr, &o->dpdk_addr) == 1 ? 0 : -1;
+}
+
 enum {
 	OPT_MODE = 256,
 	OPT_TLS,
@@ -204,6 +227,9 @@ enum {
 	OPT_EXPECT_LENGTH,
 	OPT_WARMUP,
 	OPT_SERVER_PID,
+	OPT_BODY_FILE,
+	OPT_DPDK,
+	OPT_DPDK_ADDR,
 	OPT_HELP,
 };
 
@@ -239,6 +265,9 @@ static const struct option long_opts[] = {
 	{"expect-length", required_argument, NULL, OPT_EXPECT_LENGTH},
 	{"warmup", required_argument, NULL, OPT_WARMUP},
 	{"server-pid", required_argument, NULL, OPT_SERVER_PID},
+	{"body-file", required_argument, NULL, OPT_BODY_FILE},
+	{"dpdk", required_argument, NULL, OPT_DPDK},
+	{"dpdk-addr", required_argument, NULL, OPT_DPDK_ADDR},
 	{"help", no_argument, NULL, OPT_HELP},
 	{0},
 };
@@ -343,6 +372,14 @@ static int apply_option(struct sim_options *o, int opt, const char *arg)
 		o->server_pid = pid > 0 && pid <= INT_MAX && end != arg && !*end ? (int)pid : 0;
 		return o->server_pid ? 0 : -1;
 	}
+	case OPT_BODY_FILE:
+		o->body_file = arg;
+		return 0;
+	case OPT_DPDK:
+		o->dpdk_eal = arg;
+		return 0;
+	case OPT_DPDK_ADDR:
+		return parse_cidr(arg, o);
 	case OPT_HELP:
 		usage(stdout);
 		exit(0);
@@ -401,6 +438,11 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
 	if (o->warmup && (o->mode == MODE_IDLE || o->rate > 0 || o->burst)) {
 		fprintf(stderr,
 			"agentsim: --warmup is for closed-loop requests, not idle or open loop\n");
+		return -1;
+	}
+	if (o->dpdk_eal && (!o->dpdk_prefix || o->threads != 1 || o->source.sin_family)) {
+		fprintf(stderr, "agentsim: --dpdk needs --dpdk-addr, and goes with one thread and "
+				"no --source (the stack has one address)\n");
 		return -1;
 	}
 	if (!o->ciphers)
@@ -604,7 +646,7 @@ static void supervise(const struct sim_options *o, struct sim_thread *t, struct 
 			prev = cur;
 			next_line += 1000000000ULL;
 		}
-		if (sim_signalled)
+		if (sim_signalled || atomic_load(&sim_stop))
 			break;
 		if (o->mode == MODE_IDLE) {
 			if (hold_from && now - hold_from >= (uint64_t)(o->duration_s * 1e9))
@@ -661,6 +703,31 @@ static void print_result(const struct sim_options *o, const struct totals *s,
 	fflush(stdout);
 }
 
+/* Kernel sockets, or --dpdk's stack where this agentsim was built with
+ * DPDK; NULL (said why) where it was not. */
+static const struct io_ops *pick_io(const struct sim_options *o)
+{
+	if (!o->dpdk_eal)
+		return &io_socket_ops;
+#ifdef AGENTSIM_DPDK
+	return &io_dpdk_ops;
+#else
+	fprintf(stderr, "agentsim: --dpdk: this agentsim is built without DPDK\n");
+	return NULL;
+#endif
+}
+
+/* The bodies: cut from generated inventory bytes, or one file's. */
+static int bodies_make(struct sim_options *o, struct body_pool *bodies)
+{
+	if (!o->body_file)
+		return body_pool_make(bodies, o->body_max);
+	if (body_pool_load(bodies, o->body_file) < 0)
+		return -1;
+	o->body_min = o->body_max = bodies->len;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct sim_options o;
@@ -671,15 +738,19 @@ int main(int argc, char **argv)
 	pthread_t *tids = NULL;
 	struct hist *lat = NULL;
 	int failed = 1;
+	bool io_started = false;
 
 	if (parse_args(argc, argv, &o) < 0)
+		return 2;
+	const struct io_ops *io = pick_io(&o);
+	if (!io)
 		return 2;
 	signal(SIGPIPE, SIG_IGN);
 	struct sigaction sa = {.sa_handler = on_stop_signal};
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	wolfSSL_Init();
-	if (agents_load_or_make(&agents, &o) < 0 || body_pool_make(&bodies, o.body_max) < 0)
+	if (agents_load_or_make(&agents, &o) < 0 || bodies_make(&o, &bodies) < 0)
 		goto out;
 	ctx = make_ctx(&o);
 	t = calloc(o.threads, sizeof *t);
@@ -688,6 +759,9 @@ int main(int argc, char **argv)
 	lat = calloc(1, sizeof *lat);
 	if (!ctx || !t || !tids || !lat)
 		goto out;
+	if (io->start && io->start(&o) < 0)
+		goto out;
+	io_started = true;
 
 	struct window win = {0};
 	if (!o.warmup) {
@@ -701,7 +775,8 @@ int main(int argc, char **argv)
 					   .opt = &o,
 					   .agents = &agents,
 					   .bodies = &bodies,
-					   .wolf_ctx = ctx};
+					   .wolf_ctx = ctx,
+					   .io = io};
 		pthread_create(&tids[i], NULL, sim_thread_run, &t[i]);
 	}
 	supervise(&o, t, &win);
@@ -716,6 +791,8 @@ int main(int argc, char **argv)
 	}
 	print_result(&o, &s, lat, secs, cpu_seconds() - win.client_cpu0, win.server_cpu_s);
 out:
+	if (io_started && io->stop)
+		io->stop();
 	free(lat);
 	free(tids);
 	free(t);

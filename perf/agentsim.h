@@ -60,6 +60,11 @@ struct sim_options {
 	long long expect_length;       /* >= 0: every 200 carries this many bytes */
 	uint64_t warmup;	       /* requests before the measured window */
 	int server_pid;		       /* > 0: report its CPU time over the window */
+	const char *body_file;	       /* every body is this file's bytes */
+	/* --dpdk: beacond's own TCP stack on a DPDK port as the client */
+	const char *dpdk_eal;	  /* EAL arguments; NULL: kernel sockets */
+	struct in_addr dpdk_addr; /* the stack's address */
+	unsigned dpdk_prefix;	  /* and its prefix length */
 };
 
 /* Latency histogram: log-linear buckets, 64 per power of two (~1.6%). */
@@ -104,6 +109,10 @@ struct body_pool {
 	size_t len;
 };
 int body_pool_make(struct body_pool *pool, size_t want);
+/* The pool is one file's bytes (--body-file), which every body then is. */
+int body_pool_load(struct body_pool *pool, const char *path);
+
+struct io_ops;
 
 struct sim_thread {
 	unsigned index;
@@ -112,7 +121,8 @@ struct sim_thread {
 	const struct body_pool *bodies;
 	struct sim_stats stats;
 	struct hist latency;
-	void *wolf_ctx; /* WOLFSSL_CTX *, shared read-only */
+	void *wolf_ctx;		 /* WOLFSSL_CTX *, shared read-only */
+	const struct io_ops *io; /* how connections reach the server (io.h) */
 	int failed;
 };
 

@@ -62,3 +62,27 @@ fail:
 	pool->len = 0;
 	return -1;
 }
+
+/* A known body, so that what the server stored can be compared byte for
+ * byte (tests/integration/test_memif.py). */
+int body_pool_load(struct body_pool *pool, const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	long len = -1;
+	if (f && fseek(f, 0, SEEK_END) == 0)
+		len = ftell(f);
+	pool->len = 0;
+	pool->bytes = len >= 0 ? malloc((size_t)len + 1) : NULL;
+	if (!pool->bytes || fseek(f, 0, SEEK_SET) != 0 ||
+	    fread(pool->bytes, 1, (size_t)len, f) != (size_t)len) {
+		fprintf(stderr, "agentsim: cannot read --body-file %s\n", path);
+		free(pool->bytes);
+		pool->bytes = NULL;
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	fclose(f);
+	pool->len = (size_t)len;
+	return 0;
+}

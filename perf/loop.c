@@ -1,25 +1,19 @@
-/* One simulator thread: a single-threaded epoll loop over non-blocking
- * sockets, each connection a small state machine (connect, TLS handshake,
- * send a PUT, read the answer). One loop keeps thousands of agents in flight
- * on one core, so the load generator does not need as many cores as the
- * server it measures. */
-#include <wolfssl/options.h>
-#include <wolfssl/ssl.h>
-
-#include "agentsim.h"
+/* One simulator thread: a single-threaded event loop, each connection a
+ * small state machine (connect, TLS handshake, send a PUT, read the
+ * answer). One loop keeps thousands of agents in flight on one core, so the
+ * load generator does not need as many cores as the server it measures.
+ * The bytes travel through an I/O (io.h): kernel sockets, or beacond's own
+ * TCP stack over DPDK; everything here is the same for both. */
+#include "io.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/epoll.h>
 #include <time.h>
-#include <unistd.h>
 
 #define RECORD 16384	     /* bytes per wolfSSL_write: one TLS record */
 #define IDLE_PENDING 64	     /* idle mode: handshakes in flight at once */
@@ -34,7 +28,7 @@ enum body_framing { BODY_HEAD, BODY_LENGTH, BODY_CHUNKED, BODY_UNTIL_CLOSE };
 
 struct conn {
 	enum conn_state state;
-	int fd;
+	struct io_conn *ic; /* NULL: no connection */
 	WOLFSSL *ssl;
 	unsigned agent;	      /* index into the thread's agents */
 	uint64_t start_ns;    /* latency clock: arrival or start of work */
@@ -65,7 +59,8 @@ struct worker {
 	struct sim_thread *t;
 	const struct sim_options *o;
 	WOLFSSL_CTX *ctx;
-	int ep;
+	const struct io_ops *io_ops;
+	struct io *io;
 	struct conn *conns;
 	unsigned nconns;
 	unsigned *free_slots, nfree; /* open loop: slots with no connection */
@@ -163,9 +158,9 @@ static void conn_close(struct worker *w, struct conn *c, bool keep_session)
 		wolfSSL_free(c->ssl);
 		c->ssl = NULL;
 	}
-	if (c->fd >= 0)
-		close(c->fd);
-	c->fd = -1;
+	if (c->ic)
+		w->io_ops->release(c->ic);
+	c->ic = NULL;
 	if (c->open_counted)
 		count(&w->t->stats.open_conns, (uint64_t)-1);
 	c->open_counted = false;
@@ -231,31 +226,6 @@ static void conn_fail_ssl(struct worker *w, struct conn *c, enum err_kind kind, 
 	conn_fail(w, c, kind, buf);
 }
 
-static int tcp_socket(const struct sim_options *o)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	int one = 1;
-	if (fd < 0)
-		return -1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	/* IP_BIND_ADDRESS_NO_PORT: the port is picked at connect(), per
-	 * 4-tuple, so each source address has the whole ephemeral range */
-	if (o->source.sin_family &&
-	    (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one) != 0 ||
-	     bind(fd, (const struct sockaddr *)&o->source, sizeof o->source) != 0)) {
-		int e = errno;
-		close(fd);
-		errno = e;
-		return -1;
-	}
-	if (connect(fd, (const struct sockaddr *)&o->addr, sizeof o->addr) != 0 &&
-	    errno != EINPROGRESS) {
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
 /* A wolfSSL object for one connection, holding the agent's own certificate
  * and key and, in resume mode, the agent's last session. */
 static WOLFSSL *new_ssl(struct worker *w, struct conn *c)
@@ -268,7 +238,7 @@ static WOLFSSL *new_ssl(struct worker *w, struct conn *c)
 					   WOLFSSL_FILETYPE_ASN1) != WOLFSSL_SUCCESS ||
 	    wolfSSL_use_PrivateKey_buffer(ssl, cred->key, cred->key_len, WOLFSSL_FILETYPE_ASN1) !=
 		    WOLFSSL_SUCCESS ||
-	    wolfSSL_set_fd(ssl, c->fd) != WOLFSSL_SUCCESS) {
+	    w->io_ops->attach(c->ic, ssl) < 0) {
 		wolfSSL_free(ssl);
 		return NULL;
 	}
@@ -286,14 +256,12 @@ static void conn_drive(struct worker *w, struct conn *c);
  * (the arrival time in open loop). */
 static void conn_start(struct worker *w, struct conn *c, uint64_t start_ns)
 {
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET};
-
 	c->agent = w->next_agent++ % w->nagents;
 	c->start_ns = start_ns;
 	c->deadline_ns = now_ns() + (uint64_t)(w->o->timeout_s * 1e9);
 	c->retry_ns = 0;
-	c->fd = tcp_socket(w->o);
-	if (c->fd < 0) {
+	c->ic = w->io_ops->connect(w->io, c);
+	if (!c->ic) {
 		conn_fail(w, c, ERR_CONNECT, strerror(errno));
 		return;
 	}
@@ -302,8 +270,6 @@ static void conn_start(struct worker *w, struct conn *c, uint64_t start_ns)
 		conn_fail(w, c, ERR_HANDSHAKE, "cannot set up the agent's TLS object");
 		return;
 	}
-	ev.data.ptr = c;
-	epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &ev);
 	c->open_counted = true;
 	count(&w->t->stats.open_conns, 1);
 	c->uploads_done = 0;
@@ -636,8 +602,8 @@ static bool step_recv(struct worker *w, struct conn *c)
 	if (!response_complete(c))
 		return true;
 	upload_done(w, c);
-	/* keep going on this connection: with edge-triggered epoll no new
-	 * event would come for bytes that are already readable */
+	/* keep going on this connection: the I/O reports changes only (an
+	 * edge), so no news would come for bytes that are already readable */
 	return c->state == ST_SEND || c->state == ST_IDLE;
 }
 
@@ -741,17 +707,17 @@ static void conn_drive(struct worker *w, struct conn *c)
 	}
 }
 
-static void conn_event(struct worker *w, struct conn *c, uint32_t events)
+/* The I/O's news of a connection (io_notify_fn). */
+static void conn_event(void *loop, void *upper, enum io_event ev, int err)
 {
+	struct worker *w = loop;
+	struct conn *c = upper;
+	if (ev == IO_FAILED) {
+		conn_fail(w, c, ERR_CONNECT, strerror(err));
+		return;
+	}
 	if (c->state == ST_CONNECTING) {
-		int err = 0;
-		socklen_t len = sizeof err;
-		getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-		if (err != 0 || (events & EPOLLERR)) {
-			conn_fail(w, c, ERR_CONNECT, strerror(err ? err : ECONNREFUSED));
-			return;
-		}
-		if (!(events & EPOLLOUT))
+		if (ev != IO_CONNECTED)
 			return;
 		c->state = ST_HANDSHAKE;
 	}
@@ -848,12 +814,9 @@ static int worker_init(struct worker *w, struct sim_thread *t)
 	/* a new name per upload across runs too: a server that stores by name
 	 * (nginx) answers 204, not 201, when a name comes again */
 	w->name_base = (uint64_t)time(NULL) * 1000000ULL;
-	w->ep = epoll_create1(EPOLL_CLOEXEC);
+	w->io_ops = t->io;
 	w->conns = calloc(share ? share : 1, sizeof *w->conns);
-	/* Before any failure: worker_finish closes what is not -1. */
-	for (unsigned i = 0; w->conns && i < share; i++)
-		w->conns[i].fd = -1;
-	if (w->ep < 0 || !w->conns)
+	if (!w->conns || w->io_ops->open(o, conn_event, w, &w->io) < 0)
 		return -1;
 	if (o->mode == MODE_RESUME)
 		/* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers, sizeof one pointer */
@@ -893,8 +856,8 @@ static void worker_finish(struct worker *w)
 	free(w->free_slots);
 	free(w->idle_slots);
 	free(w->queue);
-	if (w->ep >= 0)
-		close(w->ep);
+	if (w->io)
+		w->io_ops->close(w->io);
 }
 
 static int poll_timeout_ms(const struct worker *w, uint64_t now)
@@ -909,12 +872,13 @@ void *sim_thread_run(void *arg)
 {
 	struct sim_thread *t = arg;
 	struct worker w = {0};
-	struct epoll_event evs[256];
 	uint64_t next_scan = now_ns() + SCAN_NS;
 
 	if (worker_init(&w, t) < 0) {
 		worker_finish(&w);
 		t->failed = 1;
+		/* the run cannot be what was asked: end it, do not wait on it */
+		atomic_store(&sim_stop, true);
 		return NULL;
 	}
 	if (t->opt->mode != MODE_IDLE && !w.open_loop)
@@ -926,9 +890,7 @@ void *sim_thread_run(void *arg)
 			idle_fill(&w);
 		if (w.open_loop)
 			open_loop_tick(&w, now);
-		int n = epoll_wait(w.ep, evs, 256, poll_timeout_ms(&w, now));
-		for (int i = 0; i < n; i++)
-			conn_event(&w, evs[i].data.ptr, evs[i].events);
+		w.io_ops->wait(w.io, poll_timeout_ms(&w, now));
 		now = now_ns();
 		if (now >= next_scan) {
 			scan_deadlines(&w, now);

@@ -7,7 +7,8 @@
 # kernel transport over loopback, and the TLS ceiling (perf/tlsceiling)
 # in the same run.
 #
-#   perf/memif.sh [--seconds S] [--repeat N] [--out FILE]     (root: the EAL)
+#   perf/memif.sh [--duration S] [--repeat N] [--scenarios "full13 resume13
+#                 ka16k ka1m"] [--out FILE]                  (root: the EAL)
 #
 # Scenarios (32 connections, 1,000 agent certificates): full TLS 1.3 mutual
 # handshakes with a 1 KiB PUT each, resumed ones (100 agents, tickets), and
@@ -18,38 +19,48 @@
 # (beaconctl stats) and /proc/PID/stat:
 # - memif: its worker's *work* time (beacond_worker_work_seconds_total: the
 #   loop turns that received a frame or completed I/O; a polling worker
-#   burns its core whatever the load, so its CPU time says nothing) per
-#   201, in microseconds and in TSC cycles;
+#   burns its core whatever the load, so its CPU time says nothing), plus
+#   the CPU time of its other threads (the store's io_uring workers doing
+#   its writes and fdatasyncs, the control thread), per 201, in
+#   microseconds and in TSC cycles;
 # - kernel: its CPU time (utime + stime of every thread: the kernel's TCP
 #   work done on its behalf is charged to it) per 201.
 # beacond has 1 worker pinned to CPU 0; agentsim runs on CPU 1. The EALs
-# run without hugepages: "--no-huge -m 512 --no-pci --vdev=net_memif0,
-# role=server|client,socket=RUN/memif.sock --file-prefix ...", beacond at
+# run without hugepages (-m 256 holds beacond's 16,383 mbufs): "--no-huge -m
+# 256 --no-pci --no-telemetry --vdev=net_memif0,role=server|client,socket=
+# RUN/memif.sock,socket-abstract=no -l CPU --file-prefix ...", beacond at
 # 198.18.0.1/15, agentsim at 198.18.0.2/15 (addresses exist only inside the
-# memif link). Writes perf/out/memif.md and perf/out/memif.jsonl.
+# memif link). Writes perf/out/memif.md and perf/out/memif.jsonl. Holds
+# /tmp/beacon-dpdk.lock while it runs (one DPDK run at a time on a machine,
+# as the tests do).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=10
 repeat=3
+scenarios="full13 resume13 ka16k ka1m"
 results=
 while [ $# -gt 0 ]; do
 	case $1 in
-	--seconds) seconds=$2; shift 2 ;;
+	--duration) seconds=$2; shift 2 ;;
+	--scenarios) scenarios=$2; shift 2 ;;
 	--repeat) repeat=$2; shift 2 ;;
 	--out) results=$2; shift 2 ;;
-	-h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,32p' "$0"; exit 0 ;;
 	*) echo "unknown option $1" >&2; exit 2 ;;
 	esac
 done
 [ "$(id -u)" = 0 ] || { echo "perf/memif.sh: needs root (the DPDK EAL)" >&2; exit 1; }
+exec 9>/tmp/beacon-dpdk.lock
+flock -w 900 9 || { echo "perf/memif.sh: /tmp/beacon-dpdk.lock still held after 900 s" >&2; exit 1; }
 
 out=$root/perf/out
-run=$(mktemp -d /tmp/beacond-memif.XXXXXX)
+run=$(mktemp -d /tmp/bmemif.XXXXXX)
 jsonl=$out/memif.jsonl
 results=${results:-$out/memif.md}
 tag=$(( $$ % 100000 ))
-port=18443
+# A port free on loopback now (the kernel transport's run listens there).
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 server_pid=
 : >"$run/commands.txt"
 
@@ -65,6 +76,13 @@ trap 'exit 130' INT TERM
 . "$root/perf/lib.sh" # stop_server
 
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+worker_ticks() { # PID: utime + stime of its thread beacond-w0
+	local t
+	for t in /proc/"$1"/task/*; do
+		[ "$(cat "$t/comm")" = beacond-w0 ] && { sed 's/^.*) //' "$t/stat" | awk '{ print $12 + $13 }'; return; }
+	done
+	echo 0
+}
 
 cd "$root"
 [ -f build/build.ninja ] || meson setup build >/dev/null
@@ -81,8 +99,9 @@ cp "$out/pki"/{server.pem,server.key,agents-ca.pem} "$run/pki/"
 	--ca-key "$out/pki/agents-ca.key" --cache "$out/agents" --requests 1 \
 	--quiet --timeout 1 https://127.0.0.1:1 >/dev/null 2>&1 || true
 
-eal() { # ROLE CPU
-	echo "--no-huge -m 512 --no-pci --vdev=net_memif0,role=$1,socket=$run/memif.sock" \
+eal() { # ROLE CPU: at most 199 characters ([dpdk] eal_args), so $run stays short
+	echo "--no-huge -m 256 --no-pci --no-telemetry" \
+		"--vdev=net_memif0,role=$1,socket=$run/memif.sock,socket-abstract=no" \
 		"-l $2 --file-prefix bpm$tag-${1:0:1} --log-level=warning"
 }
 
@@ -142,7 +161,7 @@ scenario_args() { # NAME
 	full13) echo "--mode full --certs 1000 --body-size 1k" ;;
 	resume13) echo "--mode resume --certs 100 --body-size 1k" ;;
 	ka16k) echo "--mode keepalive --certs 1000 --body-size 16k" ;;
-	ka1m) echo "--mode keepalive --certs 1000 --body-size 1M --concurrency 8" ;;
+	ka1m) echo "--mode keepalive --certs 1000 --body-size 1M" ;;
 	esac
 }
 
@@ -153,29 +172,35 @@ run_one() { # BACKEND SCENARIO REPEAT
 		dpdk=(--dpdk "$(eal client 1)" --dpdk-addr 198.18.0.2/15)
 	fi
 	start_server "$backend" || return 1
-	local before cpu0 after cpu1
+	local before cpu0 after cpu1 w0 w1 t0 t1
 	before=$(stat_of responses_201 worker_work_ns worker_busy_ns)
-	cpu0=$(cpu_ticks "$server_pid")
+	cpu0=$(cpu_ticks "$server_pid") w0=$(worker_ticks "$server_pid") t0=$(date +%s.%N)
 	# shellcheck disable=SC2046
 	taskset -c 1 "$agentsim" $(scenario_args "$sc") --concurrency 32 \
 		--ca-cert "$out/pki/agents-ca.pem" --ca-key "$out/pki/agents-ca.key" \
 		--cache "$out/agents" --duration "$seconds" --quiet "${dpdk[@]}" "$target" \
 		>"$run/sim.json" 2>"$run/sim.err" || { cat "$run/sim.err" >&2; stop_server; return 1; }
 	after=$(stat_of responses_201 worker_work_ns worker_busy_ns)
-	cpu1=$(cpu_ticks "$server_pid")
+	cpu1=$(cpu_ticks "$server_pid") w1=$(worker_ticks "$server_pid") t1=$(date +%s.%N)
 	stop_server
 	python3 - "$backend" "$sc" "$rep" "$before" "$after" "$cpu0" "$cpu1" \
-		"$(getconf CLK_TCK)" "$run/sim.json" >>"$jsonl" <<-'EOF'
+		"$(getconf CLK_TCK)" "$run/sim.json" "$w0" "$w1" "$t0" "$t1" >>"$jsonl" <<-'EOF'
 	import json, sys
 	backend, sc, rep = sys.argv[1], sys.argv[2], int(sys.argv[3])
 	b = [int(x) for x in sys.argv[4].split()]
 	a = [int(x) for x in sys.argv[5].split()]
-	cpu_s = (int(sys.argv[7]) - int(sys.argv[6])) / int(sys.argv[8])
+	hz = int(sys.argv[8])
+	cpu_s = (int(sys.argv[7]) - int(sys.argv[6])) / hz
 	sim = json.load(open(sys.argv[9]))
+	# The share of the wall clock the worker thread was on a CPU: a turn
+	# that was preempted counts its time away as work.
+	on_cpu = (int(sys.argv[11]) - int(sys.argv[10])) / hz / (float(sys.argv[13]) - float(sys.argv[12]))
 	n = a[0] - b[0]
 	print(json.dumps({"transport": backend, "scenario": sc, "repeat": rep, "uploads": n,
 	                  "work_s": (a[1] - b[1]) / 1e9, "busy_s": (a[2] - b[2]) / 1e9,
-	                  "cpu_s": cpu_s, "body_bytes": sim["body_bytes"],
+	                  "cpu_s": cpu_s, "worker_on_cpu": min(on_cpu, 1.0),
+	                  "worker_cpu_s": (int(sys.argv[11]) - int(sys.argv[10])) / hz,
+	                  "body_bytes": sim["body_bytes"],
 	                  "resumed_fraction": sim["resumed_fraction"],
 	                  "errors": sum(sim["errors"].values()), "sim": sim}))
 	EOF
@@ -190,7 +215,7 @@ taskset -c 0 build/perf/tlsceiling --server-cert "$out/pki/server.pem" \
 	--kinds "full13 resume13" --json >"$run/ceiling.json"
 sed 's/^/{"ceiling": true, "line": /; s/$/}/' "$run/ceiling.json" >>"$jsonl"
 for rep in $(seq "$repeat"); do
-	for sc in full13 resume13 ka16k ka1m; do
+	for sc in $scenarios; do
 		for backend in dpdk kernel; do
 			run_one "$backend" "$sc" "$rep"
 		done
