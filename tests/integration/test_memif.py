@@ -26,12 +26,14 @@ from pathlib import Path
 import pytest
 
 from helpers import BACKEND, BEACOND, Server
+from trustkit import wait_until
 
 AGENTSIM = Path(os.environ.get("AGENTSIM", BEACOND.parent / "perf" / "agentsim"))
 SERVER_CIDR = "198.18.0.1/15"
 CLIENT_CIDR = "198.18.0.2/15"
 DEVICE = "agent-000001.example"  # agentsim's first agent (perf/certs.c)
 DPDK_LOCK = "/tmp/beacon-dpdk.lock"
+LOCK_WAIT_S = 900
 
 
 def _built_without_dpdk(binary, marker):
@@ -99,10 +101,20 @@ def dpdk_lock():
         return
     fd = os.open(DPDK_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        # as over_dpdk.sh's `flock -w 900`: a bound on a stuck holder
+        assert wait_until(lambda: _try_lock(fd), LOCK_WAIT_S, interval=0.5), \
+            f"{DPDK_LOCK} still held after {LOCK_WAIT_S} s"
         yield
     finally:
         os.close(fd)
+
+
+def _try_lock(fd):
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 def start_or_skip(srv):
