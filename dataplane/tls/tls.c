@@ -5,6 +5,7 @@
  * in tickets.c, the refusal log in refusals.c. See include/beacon/tls.h.
  */
 #include "tls-internal.h"
+#include "alloc.h"
 
 #include <wolfssl/openssl/x509.h>
 #include <wolfssl/openssl/x509v3.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "beacon/log.h"
 #include "beacon/snapshot.h"
 
 static const char cipher_list[] =
@@ -57,6 +59,10 @@ static int global_init_rc;
 
 static void tls_global_init(void)
 {
+	/* Before the first handshake: its large objects go to blocks of their
+	 * own (alloc.h). Without them wolfSSL keeps malloc, which works. */
+	if (tls_alloc_install() != 0)
+		log_warn("tls: no address range for handshake blocks; using malloc");
 	/* The first key, unless a fleet key file was loaded already. */
 	if (wolfSSL_Init() != WOLFSSL_SUCCESS ||
 	    (tls_tickets_count() == 0 && tls_tickets_rotate() != 0))
