@@ -22,14 +22,34 @@
 #include <string.h>
 #include <sys/mman.h>
 
+/* AddressSanitizer: gcc says so with __SANITIZE_ADDRESS__, clang (the fuzz
+ * build) with __has_feature. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TLS_ALLOC_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TLS_ALLOC_ASAN 1
+#endif
+#endif
+
+#ifdef TLS_ALLOC_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/lsan_interface.h>
 /* The leak checker scans malloc's chunks, stacks and globals, not mappings
  * of our own; blocks hold pointers to malloc's memory (a context's
  * certificates), which it would otherwise call leaked. */
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/lsan_interface.h>
 #define SCAN_FOR_LEAKS(p, len) __lsan_register_root_region(p, len)
+/* A block is not malloc's, so ASan knows nothing of its bounds: we say
+ * them. Only the bytes asked for are addressable; the rest of the block,
+ * and all of a block not in use, are poisoned, so an overflow or a use
+ * after free inside the blocks (wolfSSL's Arrays hold the handshake's
+ * secrets) is reported as it would be on malloc's heap. */
+#define POISON(p, len) ASAN_POISON_MEMORY_REGION(p, len)
+#define UNPOISON(p, len) ASAN_UNPOISON_MEMORY_REGION(p, len)
 #else
 #define SCAN_FOR_LEAKS(p, len) ((void)(p), (void)(len))
+#define POISON(p, len) ((void)(p), (void)(len))
+#define UNPOISON(p, len) ((void)(p), (void)(len))
 #endif
 
 #define NSIZES 2
@@ -110,6 +130,7 @@ static void *range_take(struct block_range *r)
 static void range_give_back(struct block_range *r, void *p)
 {
 	madvise(p, r->block, MADV_DONTNEED);
+	POISON(p, r->block);
 	uint32_t i = (uint32_t)(((uint8_t *)p - r->base) / r->block);
 	pthread_mutex_lock(&r->lock);
 	r->free_stack[r->nfree++] = i;
@@ -122,6 +143,7 @@ static void *spares_pop(int c)
 {
 	void *p = spares.head[c];
 	if (p) {
+		UNPOISON(p, sizeof(void *)); /* the link to the next spare */
 		memcpy(&spares.head[c], p, sizeof(void *));
 		spares.n[c]--;
 	}
@@ -148,9 +170,32 @@ static void spares_push(int c, void *p)
 	}
 	if (!spares.registered)
 		spares.registered = pthread_setspecific(spares_key, &spares) == 0;
+	UNPOISON(p, sizeof(void *));
 	memcpy(p, &spares.head[c], sizeof(void *));
+	POISON(p, ranges[c].block);
 	spares.head[c] = p;
 	spares.n[c]++;
+}
+
+/* p's block, as a user of `size` bytes sees it. */
+static void *block_expose(int c, void *p, size_t size)
+{
+	UNPOISON(p, size);
+	POISON((uint8_t *)p + size, ranges[c].block - size);
+	return p;
+}
+
+/* The bytes of block p a move must keep: with ASan, those its user may
+ * touch (the rest are poisoned); without, the whole block. */
+static size_t block_in_use(int c, void *p)
+{
+#ifdef TLS_ALLOC_ASAN
+	void *bad = __asan_region_is_poisoned(p, ranges[c].block);
+	return bad ? (size_t)((uint8_t *)bad - (uint8_t *)p) : ranges[c].block;
+#else
+	(void)p;
+	return ranges[c].block;
+#endif
 }
 
 /* ---- malloc, free, realloc ---- */
@@ -164,7 +209,7 @@ void *tls_alloc_malloc(size_t size)
 		if (!p)
 			p = range_take(&ranges[c]);
 	}
-	return p ? p : malloc(size);
+	return p ? block_expose(c, p, size) : malloc(size);
 }
 
 void tls_alloc_free(void *p)
@@ -188,10 +233,10 @@ void *tls_alloc_realloc(void *p, size_t size)
 	if (from < 0 && to < 0)
 		return realloc(p, size);
 	if (from >= 0 && from == to)
-		return p;
-	/* Across the threshold, or between block sizes: move. A block's
-	 * length is its size; malloc's usable size covers what was asked. */
-	size_t old = from >= 0 ? ranges[from].block : malloc_usable_size(p);
+		return block_expose(from, p, size);
+	/* Across the threshold, or between block sizes: move. malloc's
+	 * usable size covers what was asked. */
+	size_t old = from >= 0 ? block_in_use(from, p) : malloc_usable_size(p);
 	void *q = tls_alloc_malloc(size);
 	if (!q)
 		return NULL;

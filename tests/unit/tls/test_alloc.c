@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../../../dataplane/tls/alloc.h"
@@ -128,7 +129,7 @@ static void test_free_from_another_thread(void **state)
 	(void)state;
 	void *blocks[5] = {NULL};
 	for (size_t i = 0; i < 4; i++) {
-		blocks[i] = tls_alloc_malloc(3368);
+		blocks[i] = tls_alloc_malloc(4096);
 		fill(blocks[i], 4096, 6);
 	}
 	unsigned mine = tls_alloc_spares(4096);
@@ -144,8 +145,8 @@ static void test_free_from_another_thread(void **state)
 	/* Past this thread's spares, blocks come back zeroed. */
 	void *held[TLS_ALLOC_KEEP];
 	for (size_t i = 0; i < mine; i++)
-		held[i] = tls_alloc_malloc(3368);
-	void *again = tls_alloc_malloc(3368);
+		held[i] = tls_alloc_malloc(4096);
+	void *again = tls_alloc_malloc(4096);
 	unsigned char zero[4096] = {0};
 	assert_memory_equal(again, zero, sizeof zero);
 	tls_alloc_free(again);
@@ -159,7 +160,7 @@ static void test_spares_are_capped(void **state)
 	enum { N = TLS_ALLOC_KEEP + 24 };
 	void *p[N];
 	for (size_t i = 0; i < N; i++) {
-		p[i] = tls_alloc_malloc(4232);
+		p[i] = tls_alloc_malloc(8192);
 		assert_non_null(p[i]);
 		fill(p[i], 8192, 7);
 		assert_true(resident(p[i], 8192));
@@ -192,6 +193,71 @@ static void test_block_contents_reach_the_leak_checker(void **state)
 	kept_block[0] = held;
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+#ifdef UNDER_ASAN
+enum misuse { WRITE_PAST_END, READ_AFTER_FREE, READ_PAST_REALLOC };
+
+/* Runs one misuse of a block in a child and returns what it wrote on
+ * standard error; the child must not exit 0. */
+static void misuse_in_child(enum misuse what, char *report, size_t len)
+{
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		dup2(fds[1], 2);
+		volatile unsigned char *p = tls_alloc_malloc(3500);
+		if (what == WRITE_PAST_END) {
+			p[3500] = 1;
+		} else if (what == READ_AFTER_FREE) {
+			tls_alloc_free((void *)p);
+			(void)p[100];
+		} else {
+			p = tls_alloc_realloc((void *)p, 3100); /* the same block, shrunk */
+			(void)p[3200];
+		}
+		_exit(0);
+	}
+	close(fds[1]);
+	size_t got = 0;
+	ssize_t n;
+	while (got + 1 < len && (n = read(fds[0], report + got, len - 1 - got)) > 0)
+		got += (size_t)n;
+	report[got] = '\0';
+	close(fds[0]);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_false(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+#endif
+
+/* A block is not malloc's, so only our poisoning tells ASan its bounds:
+ * a write past the bytes asked for, a read after free and a read past a
+ * shrinking realloc must each be reported, as on malloc's heap. */
+static void test_misuse_of_a_block_is_reported(void **state)
+{
+	(void)state;
+#ifdef UNDER_ASAN
+	static const enum misuse all[] = {WRITE_PAST_END, READ_AFTER_FREE, READ_PAST_REALLOC};
+	for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+		char report[8192];
+		misuse_in_child(all[i], report, sizeof report);
+		if (!strstr(report, "AddressSanitizer: use-after-poison"))
+			fail_msg("misuse %zu not reported:\n%s", i, report);
+	}
+#else
+	skip(); /* only the sanitizer build can see it */
+#endif
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -201,6 +267,7 @@ int main(void)
 		cmocka_unit_test(test_free_from_another_thread),
 		cmocka_unit_test(test_spares_are_capped),
 		cmocka_unit_test(test_block_contents_reach_the_leak_checker),
+		cmocka_unit_test(test_misuse_of_a_block_is_reported),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }
