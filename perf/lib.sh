@@ -14,3 +14,23 @@ stop_server() {
 	wait "$server_pid" 2>/dev/null || true
 	server_pid=
 }
+
+# The [server] and [tls] sections of a benchmark's beacond, on standard
+# output: BACKEND, LISTEN (address:port), files under $run (data, dl,
+# beacond.sock, pki/). One worker; everything else at its default.
+beacond_conf() { # BACKEND LISTEN
+	cat <<-EOF
+	[server]
+	backend = $1
+	listen = $2
+	workers = 1
+	data_dir = $run/data
+	download_dir = $run/dl
+	control_socket = $run/beacond.sock
+
+	[tls]
+	cert = $run/pki/server.pem
+	key = $run/pki/server.key
+	issuers = $run/pki/agents-ca.pem
+	EOF
+}

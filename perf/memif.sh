@@ -73,7 +73,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-. "$root/perf/lib.sh" # stop_server
+. "$root/perf/lib.sh" # stop_server, beacond_conf
 
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 worker_ticks() { # PID: utime + stime of its thread beacond-w0
@@ -108,20 +108,8 @@ eal() { # ROLE CPU: at most 199 characters ([dpdk] eal_args), so $run stays shor
 write_conf() { # BACKEND
 	rm -rf "$run/data" "$run/dl"
 	mkdir -p "$run/data" "$run/dl"
-	cat >"$run/beacond-$1.conf" <<-EOF
-	[server]
-	backend = $1
-	listen = $( [ "$1" = dpdk ] && echo 0.0.0.0 || echo 127.0.0.1 ):$port
-	workers = 1
-	data_dir = $run/data
-	download_dir = $run/dl
-	control_socket = $run/beacond.sock
-
-	[tls]
-	cert = $run/pki/server.pem
-	key = $run/pki/server.key
-	issuers = $run/pki/agents-ca.pem
-	EOF
+	beacond_conf "$1" "$( [ "$1" = dpdk ] && echo 0.0.0.0 || echo 127.0.0.1 ):$port" \
+		>"$run/beacond-$1.conf"
 	if [ "$1" = dpdk ]; then
 		cat >>"$run/beacond-$1.conf" <<-EOF
 
