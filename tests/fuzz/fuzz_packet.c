@@ -5,6 +5,9 @@
  * destination MAC is set to the port's own so frames get past the first
  * filter; everything else (ARP, IPv4, ICMP, TCP with its state across
  * inputs: the stack keeps its connections between frames) is the fuzzer's.
+ * Every 64 inputs the stack also opens a connection to an on-link peer
+ * (active open, as agentsim's DPDK mode does), so frames also meet
+ * connections waiting for ARP and in SYN_SENT: forged SYN-ACKs and resets.
  * Checks: no crash, no leak, no read outside the frame, and the stack's
  * accounting holds (mbufs held out of order never exceed its bound).
  *
@@ -61,12 +64,32 @@ static void on_closed(void *upper, int err)
 	(void)err;
 }
 
+static void on_connected(void *upper)
+{
+	(void)upper;
+}
+
 static const struct transport_events events = {
 	.accepted = on_accepted,
 	.received = on_received,
 	.sent = on_sent,
 	.closed = on_closed,
+	.connected = on_connected,
 };
+
+/* An active open now and then; refusals (no free port, a full table) are
+ * part of what is tried. */
+static void maybe_connect(void)
+{
+	static unsigned inputs;
+	if (inputs++ % 64 != 0)
+		return;
+	struct sockaddr_in peer = {.sin_family = AF_INET,
+				   .sin_port = htons(443),
+				   .sin_addr.s_addr = inet_addr("198.18.0.2")};
+	struct transport_conn *tc;
+	(void)transport_connect(&stack->base, &peer, &upper_token, &tc);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -97,6 +120,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(p, data, size);
 	memcpy(p, &stack->mac, sizeof stack->mac);
 	stack->now_ms += 7; /* time moves: timers fire across inputs */
+	maybe_connect();
 	eth_input(stack, m);
 	tcp_timers(stack);
 	tcp_events(stack);
