@@ -9,6 +9,7 @@ import fcntl
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -239,6 +240,32 @@ class NotifySocket:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+
+def where_it_hangs(pid, stderr):
+    """What a process that did not stop was doing, for the failure's
+    message: the mapping of each pc a sanitizer report named (a report
+    that never finished, seen once under load, had no stack), and every
+    thread's stack from gdb where it is installed."""
+    out = []
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    except OSError:
+        maps = []
+    for pc in sorted(set(re.findall(r"pc 0x([0-9a-f]+)", stderr))):
+        for line in maps:
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            if lo <= int(pc, 16) < hi:
+                out.append(f"pc 0x{pc} is in {line}")
+    gdb = shutil.which("gdb")
+    if gdb:
+        try:
+            p = subprocess.run([gdb, "-p", str(pid), "-batch", "-ex", "thread apply all bt 40"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+            out.append("gdb, every thread:\n" + p.stdout.decode(errors="replace")[-30000:])
+        except subprocess.TimeoutExpired:
+            out.append("gdb gave no answer within 120 s")
+    return "\n".join(out)
+
 class Server:
     """One beacond process with its own directory, port, data and config.
 
@@ -351,11 +378,12 @@ class Server:
                 try:
                     proc.wait(timeout)
                 except subprocess.TimeoutExpired:
+                    where = where_it_hangs(proc.pid, self.stderr())
                     proc.kill()
                     proc.wait()
                     raise AssertionError(
                         f"beacond did not exit within {timeout} s of SIGTERM\n"
-                        f"stderr:\n{self.stderr()}")
+                        f"stderr:\n{self.stderr()}\n{where}")
             assert proc.returncode == 0, (
                 f"beacond exited with status {proc.returncode} after SIGTERM\n"
                 f"stderr:\n{self.stderr()}")
