@@ -29,6 +29,7 @@
 #include "beacon/log.h"
 #include "beacon/drain.h"
 #include "beacon/mirror.h"
+#include "beacon/natsconn.h"
 #include "beacon/store.h"
 #include "beacon/tls.h"
 #include "beacon/transport.h"
@@ -585,5 +586,12 @@ int main(int argc, char **argv)
 		log_err("%s", err);
 		return 1;
 	}
-	return check_only ? check_config(&b) : run(&b);
+	if (check_only)
+		return check_config(&b);
+	int status = run(&b);
+	natsStatus ns = natsconn_library_close();
+	if (ns != NATS_OK && ns != NATS_NOT_INITIALIZED)
+		log_warn("nats: the client library's threads did not all end within %d ms: %s",
+			 NATSCONN_CLOSE_WAIT_MS, natsStatus_GetText(ns));
+	return status;
 }

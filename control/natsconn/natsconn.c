@@ -90,3 +90,8 @@ natsStatus natsconn_options(const struct nats_login *l, natsOptions **out)
 	*out = o;
 	return NATS_OK;
 }
+
+natsStatus natsconn_library_close(void)
+{
+	return nats_CloseAndWait(NATSCONN_CLOSE_WAIT_MS);
+}

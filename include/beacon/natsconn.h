@@ -26,4 +26,15 @@ struct nats_login {
  * status, with nothing left to free. */
 natsStatus natsconn_options(const struct nats_login *l, natsOptions **out);
 
+/* How long natsconn_library_close waits for cnats' threads. */
+#define NATSCONN_CLOSE_WAIT_MS 5000
+
+/* Once every NATS object is destroyed, at the end of the process: waits
+ * (at most NATSCONN_CLOSE_WAIT_MS) until cnats' own threads are gone. A
+ * connection's reader thread finishes after natsConnection_Destroy
+ * returns; left running, it can meet the exit handlers (OpenSSL's
+ * cleanup) half way. NATS_OK, NATS_NOT_INITIALIZED (nothing ever used
+ * NATS) or NATS_TIMEOUT. */
+natsStatus natsconn_library_close(void);
+
 #endif
