@@ -34,3 +34,15 @@ beacond_conf() { # BACKEND LISTEN
 	issuers = $run/pki/agents-ca.pem
 	EOF
 }
+
+# The demo PKI in $out/pki, the server's files copied to $run/pki, and
+# agentsim's 1,000 agent certificates made once in $out/agents.
+bench_pki() { # AGENTSIM
+	bash "$root/config/demo-pki.sh" "$out/pki" >/dev/null
+	mkdir -p "$run/pki"
+	cp "$out/pki"/{server.pem,server.key,agents-ca.pem} "$run/pki/"
+	"$1" --certs 1000 --ca-cert "$out/pki/agents-ca.pem" \
+		--ca-key "$out/pki/agents-ca.key" --cache "$out/agents" --requests 1 \
+		--quiet --timeout 1 https://127.0.0.1:1 >/dev/null 2>&1 || true
+}
+

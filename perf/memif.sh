@@ -73,7 +73,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-. "$root/perf/lib.sh" # stop_server, beacond_conf
+. "$root/perf/lib.sh" # stop_server, beacond_conf, bench_pki
 
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 worker_ticks() { # PID: utime + stime of its thread beacond-w0
@@ -92,12 +92,7 @@ agentsim=$root/build/perf/agentsim
 "$agentsim" --help 2>&1 | grep -q -- '--dpdk' ||
 	{ echo "perf/memif.sh: build/perf/agentsim has no --dpdk (a build without DPDK?)" >&2; exit 1; }
 mkdir -p "$out"
-bash "$root/config/demo-pki.sh" "$out/pki" >/dev/null
-mkdir -p "$run/pki"
-cp "$out/pki"/{server.pem,server.key,agents-ca.pem} "$run/pki/"
-"$agentsim" --certs 1000 --ca-cert "$out/pki/agents-ca.pem" \
-	--ca-key "$out/pki/agents-ca.key" --cache "$out/agents" --requests 1 \
-	--quiet --timeout 1 https://127.0.0.1:1 >/dev/null 2>&1 || true
+bench_pki "$agentsim"
 
 eal() { # ROLE CPU: at most 199 characters ([dpdk] eal_args), so $run stays short
 	echo "--no-huge -m 256 --no-pci --no-telemetry" \

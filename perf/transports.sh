@@ -91,7 +91,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-. "$root/perf/lib.sh" # stop_server
+. "$root/perf/lib.sh" # stop_server, beacond_conf, bench_pki
 
 stop_sims() { # SIGTERM: each agentsim prints its result and closes
 	local p
@@ -113,30 +113,13 @@ cpu_busy_ticks() { awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9
 cd "$root"
 ninja -C build beacond perf/agentsim >"$run/ninja.log" 2>&1 || { cat "$run/ninja.log" >&2; exit 1; }
 agentsim=$root/build/perf/agentsim
-bash "$root/config/demo-pki.sh" "$out/pki" >/dev/null
-mkdir -p "$run/pki"
-cp "$out/pki"/{server.pem,server.key,agents-ca.pem} "$run/pki/"
-"$agentsim" --certs 1000 --ca-cert "$out/pki/agents-ca.pem" \
-	--ca-key "$out/pki/agents-ca.key" --cache "$out/agents" --requests 1 \
-	--quiet --timeout 1 https://127.0.0.1:1 >/dev/null 2>&1 || true
+bench_pki "$agentsim"
 
 write_conf() { # BACKEND [MAX_CONNECTIONS]: the second for --idle
 	rm -rf "$run/data" "$run/dl"
 	mkdir -p "$run/data" "$run/dl"
-	cat >"$run/beacond-$1.conf" <<-EOF
-	[server]
-	backend = $1
-	listen = $( [ "$1" = dpdk ] && echo 0.0.0.0 || echo 198.18.0.1 ):$port
-	workers = 1
-	data_dir = $run/data
-	download_dir = $run/dl
-	control_socket = $run/beacond.sock
-
-	[tls]
-	cert = $run/pki/server.pem
-	key = $run/pki/server.key
-	issuers = $run/pki/agents-ca.pem
-	EOF
+	beacond_conf "$1" "$( [ "$1" = dpdk ] && echo 0.0.0.0 || echo 198.18.0.1 ):$port" \
+		>"$run/beacond-$1.conf"
 	if [ -n "${2:-}" ]; then
 		cat >>"$run/beacond-$1.conf" <<-EOF
 
