@@ -162,8 +162,11 @@ unprivileged() {
 
 # --- servers ----------------------------------------------------------------
 
+# The benchmarks' fixed ports are below 12000: the test suite draws its
+# servers' ports from 12000 up (tests/integration/helpers.py), so a
+# benchmark run beside the tests never holds a port a test was given.
 port_for() {
-	case $1 in beacond) echo 18443 ;; nginx) echo 18444 ;; haproxy) echo 18445 ;; esac
+	case $1 in beacond) echo 11443 ;; nginx) echo 11444 ;; haproxy) echo 11445 ;; esac
 }
 
 write_beacond_conf() { # PORT

@@ -80,7 +80,7 @@ bash "$root/config/demo-pki.sh" "$out/pki" >/dev/null
 mkdir -p "$run/pki"
 cp "$out/pki"/{server.pem,server.key,agents-ca.pem} "$run/pki/"
 
-port_for() { case $1 in beacond) echo 18453 ;; nginx) echo 18454 ;; base) echo 18455 ;; esac; }
+port_for() { case $1 in beacond) echo 11453 ;; nginx) echo 11454 ;; base) echo 11455 ;; esac; }
 
 server_command() { # SERVER PORT
 	case $1 in

@@ -68,7 +68,7 @@ mkdir -p "$out"
 jsonl=$out/burst.jsonl
 run=$(mktemp -d /tmp/beacon-burst.XXXXXX)
 chmod 755 "$run"
-port=18543
+port=11543
 server_pid=
 sampler_pid=
 

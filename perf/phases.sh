@@ -59,7 +59,7 @@ mkdir -p "$run/pki" "$run/data" "$run/dl"
 cp "$out/pki"/{server.pem,server.key,agents-ca.pem} "$run/pki/"
 cat >"$run/beacond.conf" <<EOF
 [server]
-listen = 127.0.0.1:18453
+listen = 127.0.0.1:11453
 workers = 1
 data_dir = $run/data
 download_dir = $run/dl
@@ -79,7 +79,7 @@ sim() { # REQUESTS
 	taskset -c 1 build/perf/agentsim --mode full --tls 1.3 --body-size 1k \
 		--concurrency 32 --requests "$1" --quiet --certs 1000 \
 		--ca-cert "$out/pki/agents-ca.pem" --ca-key "$out/pki/agents-ca.key" \
-		--cache "$out/agents" https://127.0.0.1:18453
+		--cache "$out/agents" https://127.0.0.1:11453
 }
 
 taskset -c 0 setpriv --reuid=nobody --regid=nogroup --clear-groups -- \

@@ -133,7 +133,7 @@ make_files() {
 	sleep 3
 }
 
-port_for() { case $1 in beacond) echo 18463 ;; nginx) echo 18464 ;; nginx-plain) echo 18465 ;; esac; }
+port_for() { case $1 in beacond) echo 11463 ;; nginx) echo 11464 ;; nginx-plain) echo 11465 ;; esac; }
 
 server_command() { # SERVER PORT
 	case $1 in

@@ -67,7 +67,7 @@ commands=$run/commands.txt
 tag=$(( $$ % 100000 ))
 ns_srv=bpts$tag ns_cli=bptc$tag ns_dpdk=bptd$tag
 veth_s=bpvs$tag veth_c=bpvc$tag tap=bpt$tag
-port=18443
+port=11443
 hz=$(getconf CLK_TCK)
 server_pid=
 sim_pids=()
