@@ -2,6 +2,7 @@
 """Server RSS per idle mutual-TLS connection, with two clients.
 
     perf/idle-openssl.py [--conns 2000] [--clients agentsim,openssl] [--tls 1.3]
+                         [--at-once] [--somaxconn 65535]
 
 For each client, a freshly started beacond (one worker, as perf/bench.sh's
 idle scenario) is read for its RSS (/proc/PID/status VmRSS), then N
@@ -208,16 +209,26 @@ def handshake_at_once(args, version):
     """Every connection's ClientHello sent before any handshake ends, as a
     fleet reconnecting at once: beacond holds up to max_handshakes_in_progress
     handshakes at the same time."""
-    pending = {}
+    # Every context first (loading thousands of keys takes longer than
+    # beacond's handshake timeout, 10 s), then every connection with its
+    # ClientHello, in about a second.
+    contexts = []
     for cert, key in agent_files(args.conns):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.load_verify_locations(str(OUT / "pki" / "server-ca.pem"))
         ctx.load_cert_chain(str(cert), str(key))
         ctx.minimum_version = ctx.maximum_version = version
+        contexts.append(ctx)
+    pending = {}
+    for ctx in contexts:
         raw = socket.create_connection(("127.0.0.1", PORT), timeout=120)
         raw.setblocking(False)
         tls = ctx.wrap_socket(raw, server_hostname="localhost",
                               do_handshake_on_connect=False)
+        try:
+            tls.do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
         pending[tls.fileno()] = tls
     done = []
     sel = selectors.DefaultSelector()
@@ -281,7 +292,12 @@ def measure(args, client):
             anon0 = rss_kib(srv.pid, "RssAnon")
             release = {"agentsim": hold_agentsim, "openssl": hold_openssl}[client](args, srv, run)
             try:
-                wait_for("beacond's handshake count", lambda: srv.stats()[done] >= args.conns)
+                try:
+                    wait_for("beacond's handshake count",
+                             lambda: srv.stats()[done] >= args.conns)
+                except RuntimeError as e:
+                    log = (run / "beacond.log").read_text(errors="replace")
+                    raise RuntimeError(f"{e}: {srv.stats()}\n{log[-3000:]}") from None
                 st = srv.stats()
                 if st["connections_open"] != args.conns:
                     raise RuntimeError(f"{st['connections_open']} connections open, "
@@ -301,6 +317,24 @@ def measure(args, client):
     return per
 
 
+def in_own_namespace(somaxconn):
+    """Runs this script again inside a fresh network namespace (its own
+    loopback, accept queue and SYN backlog of `somaxconn`); returns its exit
+    status."""
+    ns = f"beacon-idle-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
+                        f"net.core.somaxconn={somaxconn}",
+                        f"net.ipv4.tcp_max_syn_backlog={somaxconn}"], check=True)
+        env = dict(os.environ, IDLE_OPENSSL_NETNS=ns)
+        return subprocess.run(["ip", "netns", "exec", ns, sys.executable,
+                               os.path.abspath(__file__)] + sys.argv[1:], env=env).returncode
+    finally:
+        subprocess.run(["ip", "netns", "del", ns])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--conns", type=int, default=2000)
@@ -318,7 +352,13 @@ def main():
     p.add_argument("--beaconctl", default=str(ROOT / "build" / "beaconctl"))
     p.add_argument("--agentsim", default=str(ROOT / "build" / "perf" / "agentsim"))
     p.add_argument("--wrap", help="command beacond runs under (e.g. 'heaptrack -o F')")
+    p.add_argument("--somaxconn", type=int, metavar="N",
+                   help="run in a network namespace of its own whose accept queue "
+                        "holds N (root): the default 4,096 resets arrivals past it "
+                        "with --at-once")
     args = p.parse_args()
+    if args.somaxconn and "IDLE_OPENSSL_NETNS" not in os.environ:
+        sys.exit(in_own_namespace(args.somaxconn))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     subprocess.run(["bash", str(ROOT / "config" / "demo-pki.sh"), str(OUT / "pki")], check=True,
