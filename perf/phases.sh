@@ -100,9 +100,15 @@ perf record -q -e cpu-clock -F "$frequency" --call-graph dwarf,8192 -p "$pid" \
 	-o "$run/perf.data" 2>"$run/perf.err" &
 rec=$!
 sleep 1 # perf attaches to the threads first
+# CA signatures verified in the window: only the signature cache's misses
+# (a returning agent's certificate signature is a hit and is not verified)
+sig_cache() { build/beaconctl --socket "$run/beacond.sock" --json stats |
+	jq -r '"\(.sig_cache_hits) \(.sig_cache_misses)"'; }
+read -r hits0 misses0 < <(sig_cache)
 t0=$(cpu_ticks)
 sim "$requests" >"$run/sim.json"
 t1=$(cpu_ticks)
+read -r hits1 misses1 < <(sig_cache)
 kill -INT "$rec"
 wait "$rec" || true
 handshakes=$(jq .handshakes "$run/sim.json")
@@ -117,6 +123,7 @@ nm --defined-only .deps/wolfssl/lib/libwolfssl.a 2>/dev/null |
 perf script -i "$run/perf.data" -F pid,tid,comm,ip,sym,dso --pid "$pid" 2>/dev/null |
 	python3 "$root/perf/phases.py" --wolfssl-symbols "$run/wolfssl.syms" \
 		--handshakes "$handshakes" --cpu-s "$cpu_s" --op-costs "$run/ops.json" \
+		--sig-cache "$((hits1 - hits0)) $((misses1 - misses0))" \
 		--command "perf/phases.sh --requests $requests --frequency $frequency" \
 		--commit "$(git rev-parse --short HEAD)" >"$result"
 cat "$result"
