@@ -122,18 +122,7 @@ unprivileged() {
 start_server() {
 	rm -rf "$run/data"
 	mkdir -p "$run/data" "$run/dl"
-	cat >"$run/beacond.conf" <<-EOF
-	[server]
-	listen = 127.0.0.1:$port
-	workers = 1
-	data_dir = $run/data
-	download_dir = $run/dl
-	control_socket = $run/beacond.sock
-
-	[tls]
-	cert = $run/pki/server.pem
-	key = $run/pki/server.key
-	issuers = $run/pki/agents-ca.pem
+	{ beacond_conf kernel "127.0.0.1:$port"; cat <<-EOF
 
 	[limits]
 	handshake_timeout = 60s
@@ -142,20 +131,17 @@ start_server() {
 	[log]
 	access = no
 	EOF
+	} >"$run/beacond.conf"
 	: >"$run/beacond.log"
 	( ulimit -n 20000; unprivileged taskset -c 0 "$beacond" -c "$run/beacond.conf" ) \
 		>>"$run/beacond.log" 2>&1 &
 	server_pid=$!
-	for _ in $(seq 300); do
-		grep -q ": ready: listening on" "$run/beacond.log" && return 0
-		kill -0 "$server_pid" 2>/dev/null || break
-		sleep 0.1
-	done
+	wait_ready "$run/beacond.log" "$server_pid" && return 0
 	log "beacond did not start:"; cat "$run/beacond.log" >&2
 	exit 1
 }
 
-. "$root/perf/lib.sh" # stop_server
+. "$root/perf/lib.sh" # stop_server, wait_ready, beacond_conf
 
 stats() { "$beaconctl" --socket "$run/beacond.sock" --json stats; }
 

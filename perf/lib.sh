@@ -15,6 +15,17 @@ stop_server() {
 	server_pid=
 }
 
+# Waits for beacond's ready line in LOG: 0 once it is there, 1 when PID
+# has exited or 60 s have passed (a DPDK EAL takes seconds to start).
+wait_ready() { # LOG PID
+	for _ in $(seq 600); do
+		grep -q ": ready: listening on" "$1" && return 0
+		kill -0 "$2" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
 # The [server] and [tls] sections of a benchmark's beacond, on standard
 # output: BACKEND, LISTEN (address:port), files under $run (data, dl,
 # beacond.sock, pki/). One worker; everything else at its default.

@@ -73,7 +73,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-. "$root/perf/lib.sh" # stop_server, beacond_conf, bench_pki
+. "$root/perf/lib.sh" # stop_server, wait_ready, beacond_conf, bench_pki
 
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 worker_ticks() { # PID: utime + stime of its thread beacond-w0
@@ -123,11 +123,7 @@ start_server() { # BACKEND
 	echo "$cmd" >>"$run/commands.txt"
 	$cmd >"$run/beacond-$1.log" 2>&1 &
 	server_pid=$!
-	for _ in $(seq 600); do
-		grep -q ": ready: listening on" "$run/beacond-$1.log" && return 0
-		kill -0 "$server_pid" 2>/dev/null || break
-		sleep 0.1
-	done
+	wait_ready "$run/beacond-$1.log" "$server_pid" && return 0
 	cat "$run/beacond-$1.log" >&2
 	return 1
 }

@@ -57,22 +57,8 @@ ninja -C build beacond perf/agentsim perf/tlsceiling >/dev/null
 bash config/demo-pki.sh "$out/pki" >/dev/null
 mkdir -p "$run/pki" "$run/data" "$run/dl"
 cp "$out/pki"/{server.pem,server.key,agents-ca.pem} "$run/pki/"
-cat >"$run/beacond.conf" <<EOF
-[server]
-listen = 127.0.0.1:11453
-workers = 1
-data_dir = $run/data
-download_dir = $run/dl
-control_socket = $run/beacond.sock
-
-[tls]
-cert = $run/pki/server.pem
-key = $run/pki/server.key
-issuers = $run/pki/agents-ca.pem
-
-[log]
-access = no
-EOF
+. "$root/perf/lib.sh" # wait_ready, beacond_conf
+{ beacond_conf kernel 127.0.0.1:11453; printf '\n[log]\naccess = no\n'; } >"$run/beacond.conf"
 chown -R nobody:nogroup "$run"
 
 sim() { # REQUESTS
@@ -85,12 +71,7 @@ sim() { # REQUESTS
 taskset -c 0 setpriv --reuid=nobody --regid=nogroup --clear-groups -- \
 	build/beacond -c "$run/beacond.conf" >"$run/beacond.log" 2>&1 &
 pid=$!
-for _ in $(seq 300); do
-	grep -q ": ready: listening on" "$run/beacond.log" && break
-	kill -0 "$pid" 2>/dev/null || { cat "$run/beacond.log" >&2; exit 1; }
-	sleep 0.1
-done
-grep -q ": ready: listening on" "$run/beacond.log" || { log "beacond did not start"; exit 1; }
+wait_ready "$run/beacond.log" "$pid" || { log "beacond did not start:"; cat "$run/beacond.log" >&2; exit 1; }
 
 # warm-up: agent certificates made or loaded, io_uring workers started
 sim 500 >/dev/null

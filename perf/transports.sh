@@ -91,7 +91,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-. "$root/perf/lib.sh" # stop_server, beacond_conf, bench_pki
+. "$root/perf/lib.sh" # stop_server, wait_ready, beacond_conf, bench_pki
 
 stop_sims() { # SIGTERM: each agentsim prints its result and closes
 	local p
@@ -140,14 +140,6 @@ write_conf() { # BACKEND [MAX_CONNECTIONS]: the second for --idle
 	fi
 }
 
-wait_log() { # FILE PID
-	for _ in $(seq 300); do
-		grep -q ": ready: listening on" "$1" && return 0
-		kill -0 "$2" 2>/dev/null || return 1
-		sleep 0.1
-	done
-	return 1
-}
 
 wait_tcp() { # NS
 	for _ in $(seq 300); do
@@ -176,7 +168,7 @@ start_kernel() { # [MAX_CONNECTIONS] -> sets server_pid, client_ns
 	( ulimit -n 20000; exec $cmd ) >"$run/beacond-kernel.log" 2>&1 &
 	server_pid=$!
 	client_ns=$ns_cli client_dev=$veth_c
-	wait_log "$run/beacond-kernel.log" "$server_pid" && wait_tcp "$ns_cli" ||
+	wait_ready "$run/beacond-kernel.log" "$server_pid" && wait_tcp "$ns_cli" ||
 		{ cat "$run/beacond-kernel.log" >&2; return 1; }
 }
 
@@ -188,7 +180,7 @@ start_dpdk() { # [MAX_CONNECTIONS]
 	( ulimit -n 20000; exec $cmd ) >"$run/beacond-dpdk.log" 2>&1 &
 	server_pid=$!
 	client_ns=$ns_dpdk client_dev=$tap
-	wait_log "$run/beacond-dpdk.log" "$server_pid" || { cat "$run/beacond-dpdk.log" >&2; return 1; }
+	wait_ready "$run/beacond-dpdk.log" "$server_pid" || { cat "$run/beacond-dpdk.log" >&2; return 1; }
 	ip -n "$ns_dpdk" addr add 198.18.0.2/15 dev "$tap"
 	ip -n "$ns_dpdk" link set "$tap" up
 	ip -n "$ns_dpdk" link set lo up
