@@ -147,6 +147,8 @@ def main():
     ap.add_argument("--command", default="perf/phases.sh")
     ap.add_argument("--commit", default="")
     ap.add_argument("--op-costs", help="tlsceiling --ops --json output")
+    ap.add_argument("--sampled", metavar="'HANDSHAKES CPU_S'",
+                    help="the window perf sampled: its handshakes and beacond's CPU seconds")
     ap.add_argument("--sig-cache", metavar="'HITS MISSES'",
                     help="the signature cache's counts over the window (default: all misses)")
     a = ap.parse_args()
@@ -170,6 +172,10 @@ def main():
         print("no samples or no handshakes", file=sys.stderr)
         sys.exit(1)
     us_total = a.cpu_s * 1e6 / a.handshakes
+    if a.sampled:
+        sampled_n, sampled_cpu = a.sampled.split()
+        sampled_n = int(sampled_n)
+        sampled_us = float(sampled_cpu) * 1e6 / max(sampled_n, 1)
     lost = counts.pop(UNWOUND, 0)
     names = [n for n, _ in P256_OPS.values()]
     traced = sum(counts.get(n, 0) for n in names)
@@ -190,7 +196,10 @@ def main():
         shares[UNWOUND] = lost
     print(f"Command: `{a.command}` (beacond {a.commit}); {a.handshakes:,} full TLS 1.3 mutual "
           f"handshakes with a durable 1 KiB PUT each, beacond CPU {a.cpu_s:.2f} s = "
-          f"**{us_total:.0f} us per handshake and upload**, {total:,} samples.")
+          f"**{us_total:.0f} us per handshake and upload** (a window without perf attached)"
+          + (f"; the window perf sampled: {total:,} samples over {sampled_n:,} handshakes, "
+             f"{sampled_us:.0f} us each with perf's own sampling charged to beacond"
+             if a.sampled else f", {total:,} samples") + ".")
     print()
     print("| phase | share of beacond's CPU | server CPU us per handshake + upload |")
     print("| --- | ---: | ---: |")

@@ -77,6 +77,18 @@ wait_ready "$run/beacond.log" "$pid" || { log "beacond did not start:"; cat "$ru
 sim 500 >/dev/null
 
 cpu_ticks() { sed 's/^.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }'; }
+cpu_s() { awk -v a="$1" -v b="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", (b - a) / hz }'; }
+
+# The cost per handshake, from a window without perf attached: perf's
+# sampling (8 KiB of stack copied per sample) is charged to beacond's own
+# CPU time and would inflate every phase's microseconds.
+t0=$(cpu_ticks)
+sim "$requests" >"$run/clean.json"
+t1=$(cpu_ticks)
+clean_handshakes=$(jq .handshakes "$run/clean.json")
+clean_cpu_s=$(cpu_s "$t0" "$t1")
+
+# The shares, from a second window with perf attached.
 perf record -q -e cpu-clock -F "$frequency" --call-graph dwarf,8192 -p "$pid" \
 	-o "$run/perf.data" 2>"$run/perf.err" &
 rec=$!
@@ -94,8 +106,9 @@ kill -INT "$rec"
 wait "$rec" || true
 handshakes=$(jq .handshakes "$run/sim.json")
 errors=$(jq '[.errors[]] | add' "$run/sim.json")
-cpu_s=$(awk -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", (b - a) / hz }')
-log "$handshakes handshakes ($errors errors), beacond CPU $cpu_s s; reading the samples"
+sampled_cpu_s=$(cpu_s "$t0" "$t1")
+log "without perf: $clean_handshakes handshakes, beacond CPU $clean_cpu_s s;" \
+	"with perf: $handshakes handshakes ($errors errors), beacond CPU $sampled_cpu_s s; reading the samples"
 
 # what each P-256 operation costs alone, on the core beacond ran on
 taskset -c 0 build/perf/tlsceiling --ops --json >"$run/ops.json"
@@ -103,7 +116,8 @@ nm --defined-only .deps/wolfssl/lib/libwolfssl.a 2>/dev/null |
 	awk 'NF == 3 { print $3 }' | sort -u >"$run/wolfssl.syms"
 perf script -i "$run/perf.data" -F pid,tid,comm,ip,sym,dso --pid "$pid" 2>/dev/null |
 	python3 "$root/perf/phases.py" --wolfssl-symbols "$run/wolfssl.syms" \
-		--handshakes "$handshakes" --cpu-s "$cpu_s" --op-costs "$run/ops.json" \
+		--handshakes "$clean_handshakes" --cpu-s "$clean_cpu_s" --op-costs "$run/ops.json" \
+		--sampled "$handshakes $sampled_cpu_s" \
 		--sig-cache "$((hits1 - hits0)) $((misses1 - misses0))" \
 		--command "perf/phases.sh --requests $requests --frequency $frequency" \
 		--commit "$(git rev-parse --short HEAD)" >"$result"
