@@ -103,13 +103,11 @@ ninja -C build beacond beaconctl perf/agentsim >"$run/ninja.log" 2>&1 ||
 	{ cat "$run/ninja.log" >&2; exit 1; }
 agentsim=$root/build/perf/agentsim
 beaconctl=$root/build/beaconctl
-bash "$root/config/demo-pki.sh" "$out/pki" >/dev/null
-mkdir -p "$run/pki"
-cp "$out/pki"/{server.pem,server.key,agents-ca.pem} "$run/pki/"
+. "$root/perf/lib.sh" # stop_server, wait_ready, beacond_conf, bench_pki
+# agent certificates made before any server runs
+bench_pki "$agentsim"
 sim_common="--tls 1.3 --body-size 1k --certs 1000 --ca-cert $out/pki/agents-ca.pem
 --ca-key $out/pki/agents-ca.key --cache $out/agents --quiet"
-# agent certificates made before any server runs
-"$agentsim" $sim_common --requests 1 --timeout 1 https://127.0.0.1:1 >/dev/null 2>&1 || true
 
 unprivileged() {
 	if [ "$(id -u)" = 0 ]; then
@@ -140,8 +138,6 @@ start_server() {
 	log "beacond did not start:"; cat "$run/beacond.log" >&2
 	exit 1
 }
-
-. "$root/perf/lib.sh" # stop_server, wait_ready, beacond_conf
 
 stats() { "$beaconctl" --socket "$run/beacond.sock" --json stats; }
 

@@ -54,10 +54,9 @@ command -v perf >/dev/null || { log "perf is missing (apt-get install linux-perf
 cd "$root"
 [ -f build/build.ninja ] || meson setup build >/dev/null
 ninja -C build beacond perf/agentsim perf/tlsceiling >/dev/null
-bash config/demo-pki.sh "$out/pki" >/dev/null
-mkdir -p "$run/pki" "$run/data" "$run/dl"
-cp "$out/pki"/{server.pem,server.key,agents-ca.pem} "$run/pki/"
-. "$root/perf/lib.sh" # wait_ready, beacond_conf
+. "$root/perf/lib.sh" # wait_ready, beacond_conf, bench_pki
+bench_pki build/perf/agentsim
+mkdir -p "$run/data" "$run/dl"
 { beacond_conf kernel 127.0.0.1:11453; printf '\n[log]\naccess = no\n'; } >"$run/beacond.conf"
 chown -R nobody:nogroup "$run"
 
