@@ -205,6 +205,15 @@ def upload(tls, size):
         raise RuntimeError(f"upload answered {head[:40]!r}")
 
 
+def client_context(cert, key, version):
+    """An OpenSSL client context presenting one agent's certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(str(OUT / "pki" / "server-ca.pem"))
+    ctx.load_cert_chain(str(cert), str(key))
+    ctx.minimum_version = ctx.maximum_version = version
+    return ctx
+
+
 def handshake_at_once(args, version):
     """Every connection's ClientHello sent before any handshake ends, as a
     fleet reconnecting at once: beacond holds up to max_handshakes_in_progress
@@ -212,13 +221,7 @@ def handshake_at_once(args, version):
     # Every context first (loading thousands of keys takes longer than
     # beacond's handshake timeout, 10 s), then every connection with its
     # ClientHello, in about a second.
-    contexts = []
-    for cert, key in agent_files(args.conns):
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(str(OUT / "pki" / "server-ca.pem"))
-        ctx.load_cert_chain(str(cert), str(key))
-        ctx.minimum_version = ctx.maximum_version = version
-        contexts.append(ctx)
+    contexts = [client_context(cert, key, version) for cert, key in agent_files(args.conns)]
     pending = {}
     for ctx in contexts:
         raw = socket.create_connection(("127.0.0.1", PORT), timeout=120)
@@ -255,11 +258,7 @@ def hold_openssl(args, srv, run):
     version = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[args.tls]
 
     def connect(files):
-        cert, key = files
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(str(OUT / "pki" / "server-ca.pem"))
-        ctx.load_cert_chain(str(cert), str(key))
-        ctx.minimum_version = ctx.maximum_version = version
+        ctx = client_context(*files, version)
         raw = socket.create_connection(("127.0.0.1", PORT), timeout=120)
         try:
             tls = ctx.wrap_socket(raw, server_hostname="localhost")
