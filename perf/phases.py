@@ -152,12 +152,13 @@ def main():
     ap.add_argument("--sig-cache", metavar="'HITS MISSES'",
                     help="the signature cache's counts over the window (default: all misses)")
     a = ap.parse_args()
-    verifies = 2.0
+    verifies = float(P256_OPS["verify"][1])  # every CA signature verified
     if a.sig_cache:
         hits, misses = (int(x) for x in a.sig_cache.split())
         if hits + misses:
             verifies = 1 + misses / (hits + misses)
-    P256_OPS["verify"] = (P256_OPS["verify"][0], verifies)
+    per_handshake = {op: n for op, (_, n) in P256_OPS.items()}
+    per_handshake["verify"] = verifies
     wolfssl = set(open(a.wolfssl_symbols).read().split())
     counts, leaves = {}, {}
     total = 0
@@ -187,7 +188,7 @@ def main():
                 r = json.loads(line)
                 costs[r["op"]] = r["us"]
     shares = {k: float(v) for k, v in counts.items()}
-    weights = {P256_OPS[op][0]: us * P256_OPS[op][1] for op, us in costs.items() if op in P256_OPS}
+    weights = {P256_OPS[op][0]: us * per_handshake[op] for op, us in costs.items() if op in P256_OPS}
     split = bool(p256 and weights and sum(weights.values()))
     if split:
         for n in names:
