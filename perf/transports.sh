@@ -140,7 +140,6 @@ write_conf() { # BACKEND [MAX_CONNECTIONS]: the second for --idle
 	fi
 }
 
-
 wait_tcp() { # NS
 	for _ in $(seq 300); do
 		ip netns exec "$1" bash -c "exec 3<>/dev/tcp/198.18.0.1/$port" 2>/dev/null && return 0

@@ -240,7 +240,6 @@ class NotifySocket:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-
 def where_it_hangs(pid, stderr):
     """What a process that did not stop was doing, for the failure's
     message: the mapping of each pc a sanitizer report named (a report
@@ -265,6 +264,7 @@ def where_it_hangs(pid, stderr):
         except subprocess.TimeoutExpired:
             out.append("gdb gave no answer within 120 s")
     return "\n".join(out)
+
 
 class Server:
     """One beacond process with its own directory, port, data and config.
