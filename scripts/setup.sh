@@ -151,6 +151,9 @@ PACKAGES=(
   autoconf automake libtool dpkg-dev clang libclang-rt-14-dev python3-scapy
   clang-tidy clang-format cppcheck libisal-dev patch tcpdump libsystemd-dev python3-cryptography testssl.sh
   scdoc man-db systemd prometheus chromium haproxy nats-server libnats-dev libssl-dev
+  # strace: test_download_http's system-call count (it skips without);
+  # gdb: the stacks of a beacond that does not stop, in a test's failure
+  strace gdb
 )
 
 need_apt=0
