@@ -85,6 +85,10 @@ static void usage(FILE *f)
 		"                          DPDK port (e.g. --vdev=net_memif0,...) instead of\n"
 		"                          the kernel's; one thread (root, a DPDK build)\n"
 		"  --dpdk-addr A.B.C.D/N   --dpdk: the stack's own address and prefix\n"
+		"  --stages                report where each upload's time went: the\n"
+		"                          client's queue, TCP connect, until the\n"
+		"                          ServerHello, the client's handshake, until the\n"
+		"                          answer (p50, p99, and the mean over the slowest 1%%)\n"
 		"  --quiet                 no progress lines\n");
 }
 
@@ -230,6 +234,7 @@ enum {
 	OPT_BODY_FILE,
 	OPT_DPDK,
 	OPT_DPDK_ADDR,
+	OPT_STAGES,
 	OPT_HELP,
 };
 
@@ -268,6 +273,7 @@ static const struct option long_opts[] = {
 	{"body-file", required_argument, NULL, OPT_BODY_FILE},
 	{"dpdk", required_argument, NULL, OPT_DPDK},
 	{"dpdk-addr", required_argument, NULL, OPT_DPDK_ADDR},
+	{"stages", no_argument, NULL, OPT_STAGES},
 	{"help", no_argument, NULL, OPT_HELP},
 	{0},
 };
@@ -341,6 +347,9 @@ static int apply_option(struct sim_options *o, int opt, const char *arg)
 		return inet_pton(AF_INET, arg, &o->source.sin_addr) == 1 ? 0 : -1;
 	case OPT_QUIET:
 		o->quiet = true;
+		return 0;
+	case OPT_STAGES:
+		o->stages = true;
 		return 0;
 	case OPT_METHOD:
 		o->get = strcmp(arg, "GET") == 0;
@@ -675,8 +684,9 @@ static void print_get_fields(const struct sim_options *o, const struct totals *s
 	       (unsigned long long)s->http_200, (unsigned long long)s->http_304, o->stale);
 }
 
-static void print_result(const struct sim_options *o, const struct totals *s,
-			 const struct hist *lat, double secs, double cpu, double server_cpu)
+static void print_result(const struct sim_options *o, const struct sim_thread *t,
+			 const struct totals *s, const struct hist *lat, double secs, double cpu,
+			 double server_cpu)
 {
 	printf("{\"mode\":\"%s\",\"tls\":\"%s\",\"concurrency\":%u,\"threads\":%u,"
 	       "\"duration_s\":%.3f,\"handshakes\":%llu,\"handshakes_per_s\":%.1f,"
@@ -696,6 +706,8 @@ static void print_result(const struct sim_options *o, const struct totals *s,
 		printf("%s\"%s\":%llu", k ? "," : "", err_kind_names[k],
 		       (unsigned long long)s->errors[k]);
 	printf("},");
+	if (o->stages)
+		stage_report(t, o->threads);
 	print_get_fields(o, s, secs);
 	if (o->server_pid)
 		printf("\"server_cpu_s\":%.3f,", server_cpu);
@@ -789,12 +801,14 @@ int main(int argc, char **argv)
 		hist_merge(lat, &t[i].latency);
 		failed |= t[i].failed;
 	}
-	print_result(&o, &s, lat, secs, cpu_seconds() - win.client_cpu0, win.server_cpu_s);
+	print_result(&o, t, &s, lat, secs, cpu_seconds() - win.client_cpu0, win.server_cpu_s);
 out:
 	if (io_started && io->stop)
 		io->stop();
 	free(lat);
 	free(tids);
+	for (unsigned i = 0; t && i < o.threads; i++)
+		stage_log_free(&t[i].stages);
 	free(t);
 	if (ctx)
 		wolfSSL_CTX_free(ctx);

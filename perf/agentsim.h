@@ -65,6 +65,7 @@ struct sim_options {
 	const char *dpdk_eal;	  /* EAL arguments; NULL: kernel sockets */
 	struct in_addr dpdk_addr; /* the stack's address */
 	unsigned dpdk_prefix;	  /* and its prefix length */
+	bool stages;		  /* record where each upload's time went */
 };
 
 /* Latency histogram: log-linear buckets, 64 per power of two (~1.6%). */
@@ -112,6 +113,28 @@ int body_pool_make(struct body_pool *pool, size_t want);
 /* The pool is one file's bytes (--body-file), which every body then is. */
 int body_pool_load(struct body_pool *pool, const char *path);
 
+/* --stages (stages.c): each upload's time from arrival to answer, cut at the
+ * instants the client sees, in microseconds. */
+enum stage {
+	STAGE_CLIENT_WAIT,
+	STAGE_TCP,
+	STAGE_SERVER_FIRST,
+	STAGE_CLIENT_HS,
+	STAGE_RESPONSE,
+	STAGES
+};
+struct stage_record {
+	uint32_t us[STAGES];
+	uint32_t total_us;
+};
+struct stage_log {
+	struct stage_record *rec;
+	size_t n, cap;
+	uint64_t dropped;
+};
+void stage_log_add(struct stage_log *l, const struct stage_record *r);
+void stage_log_free(struct stage_log *l);
+
 struct io_ops;
 
 struct sim_thread {
@@ -121,6 +144,7 @@ struct sim_thread {
 	const struct body_pool *bodies;
 	struct sim_stats stats;
 	struct hist latency;
+	struct stage_log stages; /* --stages */
 	void *wolf_ctx;		 /* WOLFSSL_CTX *, shared read-only */
 	const struct io_ops *io; /* how connections reach the server (io.h) */
 	int failed;
@@ -139,6 +163,8 @@ extern atomic_bool sim_measuring;
 extern _Atomic uint64_t sim_finished, sim_window_ns;
 
 void *sim_thread_run(void *arg);
+/* Prints the merged --stages report as a JSON member (stages.c). */
+void stage_report(const struct sim_thread *t, unsigned threads);
 uint64_t now_ns(void);
 
 #endif

@@ -3,6 +3,7 @@
 #
 #   perf/burst.sh [--runs N] [--agents "3000 20000"] [--seconds S]
 #                 [--beacond PATH] [--label NAME] [--out FILE] [--somaxconn N]
+#                 [--capture]
 #
 # Each run, on a freshly started beacond (one worker, pinned to CPU 0,
 # unprivileged when run as root, default [limits]: max_handshakes_in_progress
@@ -27,6 +28,14 @@
 # committed its upload but before the 201 reached it), and `beaconctl
 # uploads get` (it checks the stored checksum) reads back a sample of 50.
 #
+# Each open-loop step also says where each upload's time went (agentsim
+# --stages), and how busy beacond's CPU and the load generator's were.
+# --capture (root) records the 0.9x step's packets (tcpdump on CPU 1, the
+# client's side) and splits each connection's time into the server's share
+# and the client's by who sent the packet that ends each stage
+# (perf/wire_stages.py): on this two-core machine the load generator is
+# itself near saturation at 0.9x, and its own queueing is in the figures.
+#
 # --somaxconn N (root): beacond and the agents run in a network namespace
 # of their own whose net.core.somaxconn is N (the listen queue beacond gets
 # is min(65535, somaxconn)); without it, the machine's (4,096 by default).
@@ -44,6 +53,7 @@ beacond=$root/build/beacond
 label=
 result=$root/perf/out/burst.md
 somaxconn=
+capture=
 ns=
 invocation="perf/burst.sh $*"
 
@@ -56,12 +66,15 @@ while [ $# -gt 0 ]; do
 	--label) label=$2; shift ;;
 	--out) result=$2; shift ;;
 	--somaxconn) somaxconn=$2; shift ;;
-	-h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+	--capture) capture=1 ;;
+	-h|--help) sed -n '2,46p' "$0"; exit 0 ;;
 	*) echo "burst.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
 done
 [ -n "$label" ] || label=$(git -C "$root" rev-parse --short HEAD)
+# this invocation's rows in the JSON lines, which keep earlier ones too
+session=$(date -u +%Y%m%dT%H%M%SZ)-$$
 
 out=$root/perf/out
 mkdir -p "$out"
@@ -71,10 +84,12 @@ chmod 755 "$run"
 port=11543
 server_pid=
 sampler_pid=
+capture_pid=
 
 log() { echo "burst: $*" >&2; }
 
 cleanup() {
+	stop_capture
 	stop_sampler
 	stop_server
 	[ -z "$ns" ] || ip netns del "$ns" 2>/dev/null || true
@@ -167,6 +182,47 @@ stop_sampler() {
 	sampler_pid=
 }
 
+# tcpdump of the server port, ready once it says it is listening; only the
+# headers and the first bytes of each segment are kept. Not in immediate
+# mode: a wake-up per packet took so much of CPU 1 at 0.9x that the load
+# generator fell seconds behind (p99 2.8 s against 155 ms).
+start_capture() { # NAME
+	: >"$run/capture.err"
+	"${nsx[@]}" taskset -c 1 tcpdump -i lo -n -s 96 -B 65536 --time-stamp-precision=nano \
+		-w "$out/burst-$1.pcap" "tcp port $port" 2>"$run/capture.err" &
+	capture_pid=$!
+	local i
+	for i in $(seq 100); do
+		grep -q "listening on" "$run/capture.err" && return 0
+		kill -0 "$capture_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	log "tcpdump did not start: $(cat "$run/capture.err")"
+	exit 1
+}
+
+# The kernel hands packets to tcpdump a ring block at a time, a block once
+# it is full or 1 s old; one still filling when tcpdump is told to stop is
+# lost. So the stop waits out that second; the report says how many of the
+# step's uploads the capture holds whole.
+stop_capture() {
+	[ -n "$capture_pid" ] || return 0
+	sleep 1.5
+	kill -INT "$capture_pid" 2>/dev/null || true
+	wait "$capture_pid" 2>/dev/null || true
+	capture_pid=
+}
+
+# The capture's split of each connection's time; {} when there was none.
+capture_stages() { # NAME
+	[ -f "$out/burst-$1.pcap" ] && [ -s "$run/capture.err" ] || { echo '{}'; return; }
+	local dropped
+	dropped=$(sed -n 's/^\([0-9]*\) packets\{0,1\} dropped by kernel.*/\1/p' "$run/capture.err")
+	python3 "$root/perf/wire_stages.py" "$out/burst-$1.pcap" "$port" --json |
+		jq -c --argjson d "${dropped:-null}" '. + {capture_drops: $d}'
+	rm -f "$run/capture.err"
+}
+
 listen_overflows() {
 	"${nsx[@]}" cat /proc/net/netstat | awk '/^TcpExt:/ {
 		if (!h) { for (i = 1; i <= NF; i++) n[$i] = i; h = 1 } else print $n["ListenOverflows"] }'
@@ -194,11 +250,12 @@ indexed_now() {
 
 # One step: agentsim processes with ARGS (one per SOURCE), then the figures.
 step() { # RUN NAME OFFERED "SOURCES" ARGS...
-	local r=$1 name=$2 offered=$3 sources=$4 i=0 pids=() s0 s1 o0 o1 u0 store peak
+	local r=$1 name=$2 offered=$3 sources=$4 i=0 pids=() s0 s1 o0 o1 u0 store peak wire='{}'
 	shift 4
 	s0=$(stats)
 	o0=$(listen_overflows)
 	u0=$(indexed_now)
+	[ -z "$capture" ] || [ "$name" != open0.9 ] || start_capture "$name"
 	start_sampler
 	for src in $sources; do
 		( ulimit -n 20000; exec "${nsx[@]}" taskset -c 1 "$agentsim" $sim_common --source "$src" "$@" \
@@ -208,6 +265,10 @@ step() { # RUN NAME OFFERED "SOURCES" ARGS...
 	done
 	for p in "${pids[@]}"; do wait "$p" || log "$name: agentsim exited with $?"; done
 	stop_sampler
+	if [ -n "$capture_pid" ]; then
+		stop_capture
+		wire=$(capture_stages "$name")
+	fi
 	peak=$(cat "$run/peak")
 	o1=$(listen_overflows)
 	# the workers publish their counters every 100 ms
@@ -215,11 +276,12 @@ step() { # RUN NAME OFFERED "SOURCES" ARGS...
 	s1=$(stats)
 	store=$(check_store "$u0")
 	cat "$run"/sim*.err | head -5 | sed 's/^/    /' >&2
-	jq -s -c --arg lbl "$label" --argjson run "$r" --arg step "$name" \
+	jq -s -c --arg lbl "$label" --arg session "$session" --argjson run "$r" --arg step "$name" \
 		--argjson offered "$offered" --argjson s0 "$s0" --argjson s1 "$s1" \
-		--argjson ovf "$((o1 - o0))" --argjson store "$store" --argjson peak "$peak" '
+		--argjson ovf "$((o1 - o0))" --argjson store "$store" --argjson peak "$peak" \
+		--argjson wire "$wire" '
 		def sum(f): map(f) | add;
-		{"label": $lbl, run: $run, step: $step, offered_per_s: $offered,
+		{"label": $lbl, session: $session, run: $run, step: $step, offered_per_s: $offered,
 		 agents: (sum(.uploads) + sum(.errors | add) - sum(.errors.overload)),
 		 duration_s: (map(.duration_s) | max),
 		 handshakes_per_s: sum(.handshakes_per_s), uploads_201: sum(.uploads),
@@ -228,6 +290,16 @@ step() { # RUN NAME OFFERED "SOURCES" ARGS...
 		 timeouts: sum(.errors.timeout), connect_errors: sum(.errors.connect),
 		 other_errors: (sum(.errors.status) - sum(.http_503) + sum(.errors.protocol)),
 		 p50_ms: (map(.latency_ms.p50) | max), p99_ms: (map(.latency_ms.p99) | max),
+		 client_cpu_busy: (sum(.client_cpu_s) / (map(.duration_s) | max)),
+		 server_cpu_busy: (if .[0].server_cpu_s then sum(.server_cpu_s) / (map(.duration_s) | max) else null end),
+		 stages_ms: (if length == 1 then .[0].stages_ms else null end),
+		 wire_ms: (if $wire == {} then null else $wire end),
+		 commit_ms: (($s1.commit_latency_count - $s0.commit_latency_count) as $n |
+			[range(0; $s1.commit_latency_bucket | length) |
+			 $s1.commit_latency_bucket[.] - $s0.commit_latency_bucket[.]] as $b |
+			{mean: (if $n > 0 then ($s1.commit_latency_sum_us - $s0.commit_latency_sum_us) / $n / 1000 else null end),
+			 p99_le: (if $n > 0 then ([range(0; $b | length) | select($b[.] >= 0.99 * $n)][0] as $i |
+				if $i < ($s1.commit_latency_le_us | length) then $s1.commit_latency_le_us[$i] / 1000 else "inf" end) else null end)}),
 		 refused_handshakes: ($s1.refused_handshakes - $s0.refused_handshakes),
 		 connections_refused: ($s1.connections_refused - $s0.connections_refused),
 		 listen_overflows: $ovf, uploads_open_peak: $peak,
@@ -255,7 +327,7 @@ for r in $(seq "$runs"); do
 		# the last ones' too
 		n=$(awk -v r="$rate" -v s="$half" 'BEGIN { printf "%d", r * s }')
 		step "$r" "open$f" "$rate" 127.0.0.1 --mode full --rate "$rate" --requests "$n" \
-			--concurrency 15000 --timeout 60
+			--concurrency 15000 --timeout 60 --stages --server-pid "$server_pid"
 		sleep 2
 	done
 	for n in $agents; do
@@ -273,5 +345,5 @@ done
 
 # --- report -----------------------------------------------------------------
 
-python3 "$root/perf/burst_report.py" "$jsonl" "$label" "$runs" "$invocation" >"$result"
+python3 "$root/perf/burst_report.py" "$jsonl" "$session" "$invocation" >"$result"
 cat "$result"

@@ -1,11 +1,15 @@
-"""The table of perf/burst.sh: median and range over the runs of one label.
+"""The table of perf/burst.sh: median and range over the runs of one
+invocation (its session, in every row it wrote).
 
-    python3 perf/burst_report.py perf/out/burst.jsonl LABEL RUNS "COMMAND"
+    python3 perf/burst_report.py perf/out/burst.jsonl SESSION "COMMAND"
 """
 import json, statistics, sys
-path, label, runs, invocation = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+path, session, invocation = sys.argv[1], sys.argv[2], sys.argv[3]
 rows = [json.loads(l) for l in open(path) if l.strip()]
-rows = [r for r in rows if r["label"] == label][-runs * 5:]
+rows = [r for r in rows if r.get("session") == session]
+if not rows:
+    raise SystemExit(f"{path}: no row of session {session}")
+label = rows[0]["label"]
 steps = []
 for r in rows:
     if r["step"] not in steps:
@@ -40,4 +44,43 @@ for s in steps:
         cells[0] = "-"
         cells[1] = fig([r["handshakes_per_s"] for r in rs]) + " /s"
     print(f"| {name} | " + " | ".join(cells) + " |")
+
+# Where the open-loop steps' time went (agentsim --stages): each stage's p99
+# and its mean over the slowest 1% of uploads, beside how busy each side's
+# CPU was; a tail that sits in client_wait is the load generator's own.
+STAGES = ["client_wait", "tcp_connect", "server_first", "client_hs", "response"]
+staged = [s for s in steps if any(r.get("stages_ms") for r in rows if r["step"] == s)]
+for s in staged:
+    rs = [r for r in rows if r["step"] == s and r.get("stages_ms")]
+    busy = lambda k: fig([100 * r[k] for r in rs if r.get(k) is not None])
+    print(f"\n{s}: where each upload's time went (ms; median (min - max) over "
+          f"{len(rs)} runs). beacond's CPU {busy('server_cpu_busy')}% busy, "
+          f"the load generator's {busy('client_cpu_busy')}%.\n")
+    print("| stage | p50 | p99 | mean over the slowest 1% |")
+    print("| --- | ---: | ---: | ---: |")
+    for st in ["total"] + STAGES:
+        vals = [r["stages_ms"][st] for r in rs]
+        tail = fig([v["tail_mean"] for v in vals], "{:,.1f}")
+        print(f"| {st} | {fig([v['p50'] for v in vals], '{:,.1f}')} | "
+              f"{fig([v['p99'] for v in vals], '{:,.1f}')} | {tail} |")
+    commits = [r["commit_ms"] for r in rs if r.get("commit_ms", {}).get("mean") is not None]
+    if commits:
+        print(f"\nbeacond's durable commits over the step: mean "
+              f"{fig([c['mean'] for c in commits], '{:,.1f}')} ms, 99% within "
+              f"{', '.join(str(c['p99_le']) for c in commits)} ms (histogram bounds).")
+    wired = [r for r in rs if r.get("wire_ms")]
+    if wired:
+        print(f"\n{s}, from the packet capture (perf/wire_stages.py): the server's share "
+              f"and the client's, SYN to the server's last bytes (ms; "
+              f"{', '.join(str(r['wire_ms']['connections']) for r in wired)} connections "
+              f"whole of {', '.join(str(r['uploads_201']) for r in wired)} uploads, "
+              f"capture drops {', '.join(str(r['wire_ms'].get('capture_drops')) for r in wired)}).\n")
+        print("| stage | p50 | p99 | mean over the slowest 1% |")
+        print("| --- | ---: | ---: | ---: |")
+        for st in ["total", "connect", "client_first", "server_first", "client_second",
+                   "server_second", "server", "client"]:
+            vals = [r["wire_ms"][st] for r in wired]
+            print(f"| {st} | {fig([v['p50'] for v in vals], '{:,.1f}')} | "
+                  f"{fig([v['p99'] for v in vals], '{:,.1f}')} | "
+                  f"{fig([v['tail_mean'] for v in vals], '{:,.1f}')} |")
 print(f"\nCommand: `{invocation}`")

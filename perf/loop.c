@@ -34,6 +34,10 @@ struct conn {
 	uint64_t start_ns;    /* latency clock: arrival or start of work */
 	uint64_t deadline_ns; /* 0: none */
 	uint64_t retry_ns;    /* ST_FREE after an error: restart then */
+	/* --stages: when connect() was called, the TCP handshake completed
+	 * and the TLS handshake completed (0 until then), and the time spent
+	 * inside wolfSSL_connect: the client's own share of the handshake */
+	uint64_t connect_ns, established_ns, handshake_ns, hs_work_ns;
 	bool open_counted;
 	unsigned uploads_done; /* on this connection: for error reports */
 	/* request: the record being written must be retried unchanged */
@@ -260,6 +264,8 @@ static void conn_start(struct worker *w, struct conn *c, uint64_t start_ns)
 	c->start_ns = start_ns;
 	c->deadline_ns = now_ns() + (uint64_t)(w->o->timeout_s * 1e9);
 	c->retry_ns = 0;
+	c->connect_ns = now_ns();
+	c->established_ns = c->handshake_ns = c->hs_work_ns = 0;
 	c->ic = w->io_ops->connect(w->io, c);
 	if (!c->ic) {
 		conn_fail(w, c, ERR_CONNECT, strerror(errno));
@@ -444,6 +450,26 @@ static const char *get_answer_wrong(const struct worker *w, const struct conn *c
 	return why;
 }
 
+/* --stages: an upload that came with its connection, cut at its instants;
+ * later uploads on a kept-alive connection have no handshake to cut at.
+ * The handshake's wall time less the client's work inside wolfSSL_connect
+ * is the wait for the server's first flight. */
+static void stages_record(struct worker *w, struct conn *c)
+{
+	uint64_t done = now_ns(), hs = c->handshake_ns;
+	c->handshake_ns = 0;
+	if (!hs || !c->established_ns || c->connect_ns < c->start_ns ||
+	    hs - c->established_ns < c->hs_work_ns)
+		return;
+	struct stage_record r = {.total_us = (uint32_t)((done - c->start_ns) / 1000)};
+	r.us[STAGE_CLIENT_WAIT] = (uint32_t)((c->connect_ns - c->start_ns) / 1000);
+	r.us[STAGE_TCP] = (uint32_t)((c->established_ns - c->connect_ns) / 1000);
+	r.us[STAGE_SERVER_FIRST] = (uint32_t)((hs - c->established_ns - c->hs_work_ns) / 1000);
+	r.us[STAGE_CLIENT_HS] = (uint32_t)(c->hs_work_ns / 1000);
+	r.us[STAGE_RESPONSE] = (uint32_t)((done - hs) / 1000);
+	stage_log_add(&w->t->stages, &r);
+}
+
 static void upload_done(struct worker *w, struct conn *c)
 {
 	uint64_t us = (now_ns() - c->start_ns) / 1000;
@@ -460,6 +486,8 @@ static void upload_done(struct worker *w, struct conn *c)
 		return;
 	}
 	c->uploads_done++;
+	if (counted && w->o->stages)
+		stages_record(w, c);
 	if (counted) {
 		hist_add(&w->t->latency, us);
 		count(&w->t->stats.uploads, 1);
@@ -643,13 +671,17 @@ static bool step_send(struct worker *w, struct conn *c)
 
 static bool step_handshake(struct worker *w, struct conn *c)
 {
+	uint64_t t0 = w->o->stages ? now_ns() : 0;
 	int r = wolfSSL_connect(c->ssl);
+	if (w->o->stages)
+		c->hs_work_ns += now_ns() - t0;
 	if (r != WOLFSSL_SUCCESS) {
 		int err = wolfSSL_get_error(c->ssl, r);
 		if (err != WOLFSSL_ERROR_WANT_READ && err != WOLFSSL_ERROR_WANT_WRITE)
 			conn_fail_ssl(w, c, ERR_HANDSHAKE, err);
 		return false;
 	}
+	c->handshake_ns = now_ns();
 	/* in the window by when it happened: a handshake has no answer yet */
 	if (atomic_load_explicit(&sim_measuring, memory_order_relaxed)) {
 		count(&w->t->stats.handshakes, 1);
@@ -719,6 +751,7 @@ static void conn_event(void *loop, void *upper, enum io_event ev, int err)
 	if (c->state == ST_CONNECTING) {
 		if (ev != IO_CONNECTED)
 			return;
+		c->established_ns = now_ns();
 		c->state = ST_HANDSHAKE;
 	}
 	conn_drive(w, c);
