@@ -56,8 +56,6 @@ def test_every_upload_on_its_own_connection_is_cut_into_stages(server, tmp_path)
     assert r["uploads"] == 120
     assert st["recorded"] == 120 and st["dropped"] == 0, st
     assert_parts_make_the_whole(st, STAGES)
-    # closed loop: an upload starts its connection at once, no arrival waits
-    assert st["client_wait"]["p50"] == 0, st
 
 
 def test_kept_alive_uploads_after_the_first_are_not_cut(server, tmp_path):
