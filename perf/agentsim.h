@@ -51,6 +51,7 @@ struct sim_options {
 	double timeout_s;
 	const char *ready_file; /* idle: created once all are connected */
 	bool quiet;
+	bool stages; /* record where each upload's time went (stages.c) */
 	/* GET mode (--method GET): downloads instead of uploads */
 	bool get;
 	const char *path;	       /* request path; {device} is the agent's name */
@@ -65,7 +66,6 @@ struct sim_options {
 	const char *dpdk_eal;	  /* EAL arguments; NULL: kernel sockets */
 	struct in_addr dpdk_addr; /* the stack's address */
 	unsigned dpdk_prefix;	  /* and its prefix length */
-	bool stages;		  /* record where each upload's time went */
 };
 
 /* Latency histogram: log-linear buckets, 64 per power of two (~1.6%). */
