@@ -548,7 +548,9 @@ write_report() {
 		machine
 		echo
 		python3 "$root/perf/report.py" "$jsonl"
-		if python3 "$root/perf/plot.py" "$jsonl" "$root/perf" >"$run/plot.log" 2>&1; then
+		# beside the report, whose links are relative: a run with --out
+		# elsewhere leaves perf/'s committed plots alone
+		if python3 "$root/perf/plot.py" "$jsonl" "$(dirname "$(realpath "$results")")" >"$run/plot.log" 2>&1; then
 			echo "## Plots"
 			echo
 			echo "![handshakes per server CPU second by mode](plot-handshakes.png)"
