@@ -66,3 +66,35 @@ def test_p256_operations_alone():
     rows = [json.loads(line) for line in p.stdout.splitlines()]
     assert [r["op"] for r in rows] == ["keygen", "ecdh", "sign", "verify"]
     assert all(r["curve"] == "P-256" and r["us"] > 0 for r in rows), rows
+
+
+def test_interleaved_connections_all_finish(pki):
+    p = ceiling(pki, "agent1", "--interleave", "16", "--handshakes", "64",
+                "--kinds", "full13 full12", "--json")
+    assert p.returncode == 0, p.stderr
+    rows = {r["scenario"]: r for r in map(json.loads, p.stdout.splitlines())}
+    assert sorted(rows) == ["full12", "full13"]
+    for row in rows.values():
+        assert row["interleave"] == 16
+        # whole turns of 16: the count is checked between turns
+        assert row["handshakes"] == 64, row
+        assert row["client_failures"] == row["server_failures"] == 0, row
+
+
+def test_interleaved_failures_are_counted_and_the_run_goes_on(pki):
+    # every handshake of a client from another CA fails at the server: the
+    # soak says each one, counts it, and ends with status 1
+    p = ceiling(pki, "untrusted", "--interleave", "4", "--handshakes", "1",
+                "--seconds", "0.05", "--kinds", "full13", "--json")
+    assert p.returncode == 1
+    row = json.loads(p.stdout)
+    assert row["handshakes"] == 0 and row["client_failures"] == 0
+    assert row["server_failures"] >= 4, row
+    said = p.stderr.count("server handshake: certificate verify failed (-188)")
+    assert said == row["server_failures"], p.stderr
+
+
+def test_interleave_is_for_full_handshakes(pki):
+    p = ceiling(pki, "agent1", "--interleave", "4", "--handshakes", "1")
+    assert p.returncode == 2
+    assert "--interleave: full handshakes only" in p.stderr
