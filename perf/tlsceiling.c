@@ -273,31 +273,33 @@ static int io_error(const char *side, WOLFSSL *ssl, int rc)
 	return -1;
 }
 
+/* One side's handshake step, its CPU time charged to *ns: 1 when its
+ * handshake is done, 0 while it waits for the other side, -1 when it failed
+ * (said on stderr). */
+static int side_step(WOLFSSL *ssl, bool server, uint64_t *ns)
+{
+	uint64_t t0 = thread_cpu_ns();
+	int rc = server ? wolfSSL_accept(ssl) : wolfSSL_connect(ssl);
+	*ns += thread_cpu_ns() - t0;
+	if (rc == WOLFSSL_SUCCESS)
+		return 1;
+	if (want_io(ssl, rc))
+		return 0;
+	io_error(server ? "server handshake" : "client handshake", ssl, rc);
+	return -1;
+}
+
 /* The two ends in turn until both have finished the handshake. */
 static int handshake(WOLFSSL *srv, WOLFSSL *cli, struct result *r)
 {
-	bool srv_done = false, cli_done = false;
-	for (int turn = 0; turn < MAX_TURNS && !(srv_done && cli_done); turn++) {
-		if (!cli_done) {
-			uint64_t t0 = thread_cpu_ns();
-			int rc = wolfSSL_connect(cli);
-			r->client_ns += thread_cpu_ns() - t0;
-			if (rc == WOLFSSL_SUCCESS)
-				cli_done = true;
-			else if (!want_io(cli, rc))
-				return io_error("client handshake", cli, rc);
-		}
-		if (!srv_done) {
-			uint64_t t0 = thread_cpu_ns();
-			int rc = wolfSSL_accept(srv);
-			r->server_ns += thread_cpu_ns() - t0;
-			if (rc == WOLFSSL_SUCCESS)
-				srv_done = true;
-			else if (!want_io(srv, rc))
-				return io_error("server handshake", srv, rc);
-		}
+	int srv_done = 0, cli_done = 0;
+	for (int turn = 0; turn < MAX_TURNS && !(srv_done == 1 && cli_done == 1); turn++) {
+		if (cli_done == 0 && (cli_done = side_step(cli, false, &r->client_ns)) < 0)
+			return -1;
+		if (srv_done == 0 && (srv_done = side_step(srv, true, &r->server_ns)) < 0)
+			return -1;
 	}
-	return srv_done && cli_done ? 0 : fail("the handshake did not finish", NULL);
+	return srv_done == 1 && cli_done == 1 ? 0 : fail("the handshake did not finish", NULL);
 }
 
 /* A 1 KiB request one way, a short response the other; the client's read
@@ -406,30 +408,18 @@ static int slot_turn(WOLFSSL_CTX *sctx, WOLFSSL_CTX *cctx, struct slot *s, struc
 {
 	if (!s->srv && slot_begin(sctx, cctx, s, r) != 0)
 		return -1;
-	if (!s->cli_done) {
-		uint64_t t0 = thread_cpu_ns();
-		int rc = wolfSSL_connect(s->cli);
-		r->client_ns += thread_cpu_ns() - t0;
-		s->cli_done = rc == WOLFSSL_SUCCESS;
-		if (!s->cli_done && !want_io(s->cli, rc)) {
-			io_error("client handshake", s->cli, rc);
+	int cli = s->cli_done ? 1 : side_step(s->cli, false, &r->client_ns);
+	int srv = cli < 0 || s->srv_done ? 1 : side_step(s->srv, true, &r->server_ns);
+	if (cli < 0 || srv < 0) {
+		if (cli < 0)
 			r->client_failures++;
-			slot_end(s, r);
-			return 0;
-		}
-	}
-	if (!s->srv_done) {
-		uint64_t t0 = thread_cpu_ns();
-		int rc = wolfSSL_accept(s->srv);
-		r->server_ns += thread_cpu_ns() - t0;
-		s->srv_done = rc == WOLFSSL_SUCCESS;
-		if (!s->srv_done && !want_io(s->srv, rc)) {
-			io_error("server handshake", s->srv, rc);
+		else
 			r->server_failures++;
-			slot_end(s, r);
-			return 0;
-		}
+		slot_end(s, r);
+		return 0;
 	}
+	s->cli_done = cli == 1;
+	s->srv_done = srv == 1;
 	if (s->srv_done && s->cli_done) {
 		if (exchange(s->srv, s->cli, r) == 0)
 			r->handshakes++;
