@@ -325,25 +325,44 @@ static int exchange(WOLFSSL *srv, WOLFSSL *cli, struct result *r)
 	return rc == (int)sizeof response - 1 ? 0 : io_error("client read", cli, rc);
 }
 
+/* A server and a client joined by l's emptied queues; the server's
+ * wolfSSL_new is counted (beacond pays it per connection). 0, or -1 when
+ * either could not be made (both are then freed by pair_close). */
+static int pair_open(WOLFSSL_CTX *sctx, WOLFSSL_CTX *cctx, struct link *l, WOLFSSL **srv,
+		     WOLFSSL **cli, struct result *r)
+{
+	l->to_server.head = l->to_server.tail = 0;
+	l->to_client.head = l->to_client.tail = 0;
+	uint64_t t0 = thread_cpu_ns();
+	*srv = wolfSSL_new(sctx);
+	r->server_ns += thread_cpu_ns() - t0;
+	*cli = wolfSSL_new(cctx);
+	if (!*srv || !*cli)
+		return fail("out of memory", NULL);
+	wolfSSL_SetIOReadCtx(*srv, &l->to_server);
+	wolfSSL_SetIOWriteCtx(*srv, &l->to_client);
+	wolfSSL_SetIOReadCtx(*cli, &l->to_client);
+	wolfSSL_SetIOWriteCtx(*cli, &l->to_server);
+	return 0;
+}
+
+/* Frees both; the server's wolfSSL_free is counted too. */
+static void pair_close(WOLFSSL *srv, WOLFSSL *cli, struct result *r)
+{
+	wolfSSL_free(cli);
+	uint64_t t0 = thread_cpu_ns();
+	wolfSSL_free(srv);
+	r->server_ns += thread_cpu_ns() - t0;
+}
+
 /* One connection: server and client objects, handshake, exchange, free.
  * In resume mode *session is offered and replaced by the fresh one. */
 static int connection(WOLFSSL_CTX *sctx, WOLFSSL_CTX *cctx, WOLFSSL_SESSION **session,
 		      struct link *l, struct result *r)
 {
-	l->to_server.head = l->to_server.tail = 0;
-	l->to_client.head = l->to_client.tail = 0;
-	uint64_t t0 = thread_cpu_ns();
-	WOLFSSL *srv = wolfSSL_new(sctx);
-	if (srv) {
-		wolfSSL_SetIOReadCtx(srv, &l->to_server);
-		wolfSSL_SetIOWriteCtx(srv, &l->to_client);
-	}
-	r->server_ns += thread_cpu_ns() - t0;
-	WOLFSSL *cli = wolfSSL_new(cctx);
-	int rc = srv && cli ? 0 : fail("out of memory", NULL);
+	WOLFSSL *srv, *cli;
+	int rc = pair_open(sctx, cctx, l, &srv, &cli, r);
 	if (rc == 0) {
-		wolfSSL_SetIOReadCtx(cli, &l->to_client);
-		wolfSSL_SetIOWriteCtx(cli, &l->to_server);
 		if (session && *session)
 			wolfSSL_set_session(cli, *session);
 		rc = handshake(srv, cli, r);
@@ -358,10 +377,7 @@ static int connection(WOLFSSL_CTX *sctx, WOLFSSL_CTX *cctx, WOLFSSL_SESSION **se
 			*session = wolfSSL_get1_session(cli);
 		}
 	}
-	wolfSSL_free(cli);
-	t0 = thread_cpu_ns();
-	wolfSSL_free(srv);
-	r->server_ns += thread_cpu_ns() - t0;
+	pair_close(srv, cli, r);
 	return rc;
 }
 
@@ -377,29 +393,14 @@ struct slot {
 
 static void slot_end(struct slot *s, struct result *r)
 {
-	wolfSSL_free(s->cli);
-	uint64_t t0 = thread_cpu_ns();
-	wolfSSL_free(s->srv);
-	r->server_ns += thread_cpu_ns() - t0;
+	pair_close(s->srv, s->cli, r);
 	s->cli = s->srv = NULL;
 }
 
 static int slot_begin(WOLFSSL_CTX *sctx, WOLFSSL_CTX *cctx, struct slot *s, struct result *r)
 {
-	s->l.to_server.head = s->l.to_server.tail = 0;
-	s->l.to_client.head = s->l.to_client.tail = 0;
-	uint64_t t0 = thread_cpu_ns();
-	s->srv = wolfSSL_new(sctx);
-	r->server_ns += thread_cpu_ns() - t0;
-	s->cli = wolfSSL_new(cctx);
-	if (!s->srv || !s->cli)
-		return fail("out of memory", NULL);
-	wolfSSL_SetIOReadCtx(s->srv, &s->l.to_server);
-	wolfSSL_SetIOWriteCtx(s->srv, &s->l.to_client);
-	wolfSSL_SetIOReadCtx(s->cli, &s->l.to_client);
-	wolfSSL_SetIOWriteCtx(s->cli, &s->l.to_server);
 	s->srv_done = s->cli_done = false;
-	return 0;
+	return pair_open(sctx, cctx, &s->l, &s->srv, &s->cli, r);
 }
 
 /* One turn of a connection: each side takes what the other sent. A failed
