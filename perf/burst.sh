@@ -118,7 +118,7 @@ ninja -C build beacond beaconctl perf/agentsim >"$run/ninja.log" 2>&1 ||
 	{ cat "$run/ninja.log" >&2; exit 1; }
 agentsim=$root/build/perf/agentsim
 beaconctl=$root/build/beaconctl
-. "$root/perf/lib.sh" # stop_server, wait_ready, beacond_conf, bench_pki
+. "$root/perf/lib.sh" # stop_server, wait_ready, wait_line, beacond_conf, bench_pki
 # agent certificates made before any server runs
 bench_pki "$agentsim"
 sim_common="--tls 1.3 --body-size 1k --certs 1000 --ca-cert $out/pki/agents-ca.pem
@@ -191,12 +191,7 @@ start_capture() { # NAME
 	"${nsx[@]}" taskset -c 1 tcpdump -i lo -n -s 96 -B 65536 --time-stamp-precision=nano \
 		-w "$out/burst-$1.pcap" "tcp port $port" 2>"$run/capture.err" &
 	capture_pid=$!
-	local i
-	for i in $(seq 100); do
-		grep -q "listening on" "$run/capture.err" && return 0
-		kill -0 "$capture_pid" 2>/dev/null || break
-		sleep 0.1
-	done
+	wait_line "$run/capture.err" "$capture_pid" "listening on" 100 && return 0
 	log "tcpdump did not start: $(cat "$run/capture.err")"
 	exit 1
 }

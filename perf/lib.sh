@@ -18,8 +18,13 @@ stop_server() {
 # Waits for beacond's ready line in LOG: 0 once it is there, 1 when PID
 # has exited or 60 s have passed (a DPDK EAL takes seconds to start).
 wait_ready() { # LOG PID
-	for _ in $(seq 600); do
-		grep -q ": ready: listening on" "$1" && return 0
+	wait_line "$1" "$2" ": ready: listening on" 600
+}
+
+# Until LOG holds PATTERN (0), PID ends or TRIES tenths of a second pass (1).
+wait_line() { # LOG PID PATTERN TRIES
+	for _ in $(seq "$4"); do
+		grep -q "$3" "$1" && return 0
 		kill -0 "$2" 2>/dev/null || return 1
 		sleep 0.1
 	done
