@@ -49,6 +49,19 @@ for s in steps:
 # and its mean over the slowest 1% of uploads, beside how busy each side's
 # CPU was; a tail that sits in client_wait is the load generator's own.
 STAGES = ["client_wait", "tcp_connect", "server_first", "client_hs", "response"]
+
+
+def stage_table(stages, splits):
+    """One row per stage: its p50, p99 and slowest-1% mean, each the median
+    (and range) over the runs' splits."""
+    print("| stage | p50 | p99 | mean over the slowest 1% |")
+    print("| --- | ---: | ---: | ---: |")
+    for st in stages:
+        cells = [fig([split[st][k] for split in splits], "{:,.1f}")
+                 for k in ("p50", "p99", "tail_mean")]
+        print(f"| {st} | " + " | ".join(cells) + " |")
+
+
 staged = [s for s in steps if any(r.get("stages_ms") for r in rows if r["step"] == s)]
 for s in staged:
     rs = [r for r in rows if r["step"] == s and r.get("stages_ms")]
@@ -56,13 +69,7 @@ for s in staged:
     print(f"\n{s}: where each upload's time went (ms; median (min - max) over "
           f"{len(rs)} runs). beacond's CPU {busy('server_cpu_busy')}% busy, "
           f"the load generator's {busy('client_cpu_busy')}%.\n")
-    print("| stage | p50 | p99 | mean over the slowest 1% |")
-    print("| --- | ---: | ---: | ---: |")
-    for st in ["total"] + STAGES:
-        vals = [r["stages_ms"][st] for r in rs]
-        tail = fig([v["tail_mean"] for v in vals], "{:,.1f}")
-        print(f"| {st} | {fig([v['p50'] for v in vals], '{:,.1f}')} | "
-              f"{fig([v['p99'] for v in vals], '{:,.1f}')} | {tail} |")
+    stage_table(["total"] + STAGES, [r["stages_ms"] for r in rs])
     commits = [r["commit_ms"] for r in rs if r.get("commit_ms", {}).get("mean") is not None]
     if commits:
         print(f"\nbeacond's durable commits over the step: mean "
@@ -75,12 +82,6 @@ for s in staged:
               f"{', '.join(str(r['wire_ms']['connections']) for r in wired)} connections "
               f"whole of {', '.join(str(r['uploads_201']) for r in wired)} uploads, "
               f"capture drops {', '.join(str(r['wire_ms'].get('capture_drops')) for r in wired)}).\n")
-        print("| stage | p50 | p99 | mean over the slowest 1% |")
-        print("| --- | ---: | ---: | ---: |")
-        for st in ["total", "connect", "client_first", "server_first", "client_second",
-                   "server_second", "server", "client"]:
-            vals = [r["wire_ms"][st] for r in wired]
-            print(f"| {st} | {fig([v['p50'] for v in vals], '{:,.1f}')} | "
-                  f"{fig([v['p99'] for v in vals], '{:,.1f}')} | "
-                  f"{fig([v['tail_mean'] for v in vals], '{:,.1f}')} |")
+        stage_table(["total", "connect", "client_first", "server_first", "client_second",
+                     "server_second", "server", "client"], [r["wire_ms"] for r in wired])
 print(f"\nCommand: `{invocation}`")
