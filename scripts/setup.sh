@@ -154,6 +154,9 @@ PACKAGES=(
   # strace: test_download_http's system-call count (it skips without);
   # gdb: the stacks of a beacond that does not stop, in a test's failure
   strace gdb
+  # zlib1g-dev: meson.build's zlib, until now only there as libdpdk-dev's
+  # dependency; jq: the perf/ scripts read agentsim's and beaconctl's JSON
+  zlib1g-dev jq
 )
 
 need_apt=0
