@@ -262,9 +262,9 @@ static void conn_start(struct worker *w, struct conn *c, uint64_t start_ns)
 {
 	c->agent = w->next_agent++ % w->nagents;
 	c->start_ns = start_ns;
-	c->deadline_ns = now_ns() + (uint64_t)(w->o->timeout_s * 1e9);
-	c->retry_ns = 0;
 	c->connect_ns = now_ns();
+	c->deadline_ns = c->connect_ns + (uint64_t)(w->o->timeout_s * 1e9);
+	c->retry_ns = 0;
 	c->established_ns = c->handshake_ns = c->hs_work_ns = 0;
 	c->ic = w->io_ops->connect(w->io, c);
 	if (!c->ic) {
